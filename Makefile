@@ -1,0 +1,55 @@
+# Two commands: `make run` starts everything, `make test` runs the checks and tests.
+# Both use PostgreSQL and Redis when DATABASE_URL / CELERY_BROKER_URL are set, and an
+# embedded SQLite database and filesystem broker (under var/) otherwise.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WEB_PORT ?= 8000
+export WEB_PORT
+
+.PHONY: run test install lint migrate seed bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput
+
+seed: migrate
+	$(BIN)/python manage.py seed_demo
+
+run: seed
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	@echo ""
+	@echo "  Flowdesk is starting:"
+	@echo "    app        http://127.0.0.1:$(WEB_PORT)/"
+	@echo "    admin      http://127.0.0.1:$(WEB_PORT)/admin/"
+	@echo "    inbox      http://127.0.0.1:$(WEB_PORT)/inbox/"
+	@echo "    API docs   http://127.0.0.1:$(WEB_PORT)/api/docs/"
+	@echo "    health     http://127.0.0.1:$(WEB_PORT)/healthz"
+	@echo "    login      demo / demo-pass-2026"
+	@echo ""
+	DEBUG=$${DEBUG:-1} $(BIN)/honcho start -f Procfile
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: migrate
+	$(BIN)/python -m bench.engine
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,50 @@
+"""``add_note``: attach a note to a registered object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+
+from automation.actions import (
+    StepContext,
+    StepResult,
+    dry_run_for,
+    object_schema,
+    step_type,
+    templated,
+)
+from automation.actions.entities import entity, registration
+from automation.models import Note, NoteVisibility
+
+SCHEMA = object_schema(
+    {
+        "entity_type": {"type": "string", "minLength": 1},
+        "entity_id": templated({"type": ["integer", "string"]}),
+        "note": {"type": "string", "minLength": 1, "maxLength": 20000},
+        "visibility": {"enum": list(NoteVisibility.values)},
+    },
+    required=["entity_type", "entity_id", "note"],
+)
+
+
+@step_type("add_note", schema=SCHEMA, label="Add a note")
+def add_note(ctx: StepContext) -> StepResult:
+    """Attach a note to the object; written in the step's own transaction."""
+    config = ctx.config
+    target = entity(config["entity_type"], config["entity_id"])
+    note = Note.objects.create(
+        content_type=ContentType.objects.get_for_model(target),
+        object_id=str(target.pk),
+        note=str(config["note"]),
+        visibility=config.get("visibility") or NoteVisibility.INTERNAL,
+        action_run=ctx.action_run,
+    )
+    return StepResult(output={"note_id": note.pk})
+
+
+@dry_run_for("add_note")
+def add_note_dry_run(ctx: StepContext) -> dict[str, Any]:
+    registration(ctx.config["entity_type"])
+    return {"would": "add a note", "entity_type": ctx.config["entity_type"],
+            "entity_id": ctx.config["entity_id"], "note": ctx.config["note"]}

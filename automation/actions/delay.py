@@ -1,0 +1,93 @@
+"""``delay``: park the run until a time (``{"for": "2 days"}`` or ``{"until": "..."}``).
+
+The due time is stored on the ActionRun and swept by beat, so a delay survives a broker
+flush or a restart; short delays also get a broker message to resume on time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from django.utils import timezone
+
+from automation.actions import (
+    StepContext,
+    StepFailed,
+    StepResult,
+    dry_run_for,
+    step_type,
+    templated,
+)
+
+UNITS = {
+    "s": 1, "sec": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+    "w": 604800, "week": 604800, "weeks": 604800,
+}
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
+MAX_DELAY = dt.timedelta(days=366)
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "for": templated({"type": ["string", "number"]}),
+        "until": {"type": "string", "minLength": 1},
+    },
+    "additionalProperties": False,
+    "oneOf": [{"required": ["for"]}, {"required": ["until"]}],
+}
+
+
+def parse_duration(value: Any) -> dt.timedelta:
+    """``"2 days"``, ``"30 minutes"``, ``"1h"``, ``90`` (seconds)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = DURATION.match(str(value).lower())
+        if not match or match.group(2) not in UNITS:
+            raise StepFailed(f"'for': cannot read {value!r} as a duration such as '2 days'",
+                             code="INVALID_DURATION")
+        seconds = float(match.group(1)) * UNITS[match.group(2)]
+    if seconds < 0:
+        raise StepFailed("'for': a duration cannot be negative", code="INVALID_DURATION")
+    return dt.timedelta(seconds=seconds)
+
+
+def parse_until(value: Any) -> dt.datetime:
+    text = str(value).strip()
+    try:
+        if len(text) == 10:
+            day = dt.date.fromisoformat(text)
+            return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise StepFailed(f"'until': {value!r} is not an ISO date or datetime",
+                         code="INVALID_DATE") from None
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment)
+
+
+def due_time(config: dict[str, Any]) -> dt.datetime:
+    now = timezone.now()
+    wake = (now + parse_duration(config["for"]) if "for" in config
+            else parse_until(config["until"]))
+    if wake - now > MAX_DELAY:
+        raise StepFailed("a delay cannot be longer than 366 days", code="INVALID_DURATION")
+    return wake
+
+
+@step_type("delay", schema=SCHEMA, label="Wait")
+def delay(ctx: StepContext) -> StepResult:
+    """Park the run until the due time; a time already past continues at once."""
+    wake = due_time(ctx.config)
+    if wake <= timezone.now():
+        return StepResult(output={"waited_until": wake.isoformat(), "waited": False})
+    return StepResult(output={"wake_at": wake.isoformat()}, wait_until=wake)
+
+
+@dry_run_for("delay")
+def delay_dry_run(ctx: StepContext) -> dict[str, Any]:
+    return {"would": "wait", "until": due_time(ctx.config).isoformat()}

@@ -1,0 +1,34 @@
+"""Looking up registered objects by the names steps use (``entity_type`` + ``entity_id``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from automation.actions import StepFailed
+from automation.registry import ModelRegistration, registration_for_name, registrations
+
+
+def registration(entity_type: str) -> ModelRegistration:
+    found = registration_for_name(str(entity_type))
+    if found is None:
+        known = ", ".join(sorted(r.name for r in registrations()))
+        raise StepFailed(f"unknown entity_type '{entity_type}' (registered: {known})",
+                         code="UNKNOWN_ENTITY_TYPE")
+    return found
+
+
+def entity(entity_type: str, entity_id: Any, *, lock: bool = False) -> models.Model:
+    reg = registration(entity_type)
+    manager = reg.model._default_manager
+    queryset = manager.select_for_update() if lock else manager.all()
+    try:
+        return queryset.get(pk=entity_id)
+    except (reg.model.DoesNotExist, ValueError, TypeError):
+        raise StepFailed(f"{entity_type} {entity_id!r} does not exist",
+                         code="ENTITY_NOT_FOUND") from None
+
+
+def entity_types_schema() -> dict[str, Any]:
+    return {"type": "string", "minLength": 1}

@@ -1,0 +1,94 @@
+"""Runs, step runs and events in the admin: read-only, with the operations as actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest
+
+from automation import services
+from automation.models import ActionRun, Event, Note, Run
+from config.errors import DomainError
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ActionRunInline(admin.TabularInline):
+    model = ActionRun
+    fields = ("step_key", "type", "status", "attempts", "error_code", "error", "input", "output",
+              "started_at", "finished_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["position"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Run)
+class RunAdmin(ReadOnlyAdmin):
+    list_display = ("id", "workflow", "version", "status", "error_code", "created_at",
+                    "finished_at")
+    list_filter = ("status", "workflow", "error_code")
+    search_fields = ("=id", "workflow__slug", "error")
+    readonly_fields = ("workflow", "version", "event", "trigger_index", "rerun_of", "status",
+                       "causation_depth", "error", "error_code", "context", "created_at",
+                       "started_at", "finished_at", "updated_at")
+    list_select_related = ("workflow", "version")
+    inlines = [ActionRunInline]
+    actions = ["suspend", "resume", "cancel", "retry"]
+
+    def _operate(self, request: HttpRequest, queryset: Any, operation: Any, verb: str) -> None:
+        done = 0
+        for run in queryset:
+            try:
+                operation(run_id=run.pk)
+                done += 1
+            except DomainError as exc:
+                self.message_user(request, f"run #{run.pk}: {exc.message}", messages.WARNING)
+        self.message_user(request, f"{verb} {done} run(s).")
+
+    @admin.action(description="Suspend the selected runs")
+    def suspend(self, request: HttpRequest, queryset: Any) -> None:
+        self._operate(request, queryset, services.run_suspend, "Suspended")
+
+    @admin.action(description="Resume the selected runs")
+    def resume(self, request: HttpRequest, queryset: Any) -> None:
+        self._operate(request, queryset, services.run_resume, "Resumed")
+
+    @admin.action(description="Cancel the selected runs")
+    def cancel(self, request: HttpRequest, queryset: Any) -> None:
+        self._operate(request, queryset, services.run_cancel, "Cancelled")
+
+    @admin.action(description="Retry the selected failed runs from their failed step")
+    def retry(self, request: HttpRequest, queryset: Any) -> None:
+        self._operate(request, queryset, services.run_retry, "Retried")
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ("id", "type", "source", "entity_type", "entity_id", "causation_depth",
+                    "occurred_at", "dispatched_at")
+    list_filter = ("source", "type")
+    search_fields = ("=id", "type", "entity_id", "idempotency_key")
+    readonly_fields = ("type", "source", "payload", "actor", "entity_type", "entity_id",
+                       "idempotency_key", "causation_depth", "caused_by_run", "occurred_at",
+                       "dispatched_at", "dispatch_attempts")
+
+
+@admin.register(Note)
+class NoteAdmin(admin.ModelAdmin):
+    list_display = ("note", "content_type", "object_id", "visibility", "created_at")
+    list_filter = ("visibility", "content_type")
+    raw_id_fields = ("author", "action_run")

@@ -1,0 +1,169 @@
+"""Runtime API: events (the outbox and audit log) and runs (with their operations)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.db import transaction
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from automation import services
+from automation.api.serializers import (
+    ActionRunSerializer,
+    EventAcceptedSerializer,
+    EventCreateSerializer,
+    EventSerializer,
+    RunDetailSerializer,
+    RunListSerializer,
+)
+from automation.errors import IdempotencyKeyReused
+from automation.events import event_emit, request_fingerprint
+from automation.models import Event, EventSource, Run, RunStatus
+from config.errors import ValidationFailed
+from config.permissions import StaffModelPermissions
+
+
+class EventFilter(django_filters.FilterSet):
+    type = django_filters.CharFilter()
+    type_prefix = django_filters.CharFilter(field_name="type", lookup_expr="startswith")
+    occurred_after = django_filters.IsoDateTimeFilter(field_name="occurred_at",
+                                                      lookup_expr="gte")
+    occurred_before = django_filters.IsoDateTimeFilter(field_name="occurred_at",
+                                                       lookup_expr="lt")
+    dispatched = django_filters.BooleanFilter(field_name="dispatched_at", lookup_expr="isnull",
+                                              exclude=True)
+
+    class Meta:
+        model = Event
+        fields = ["type", "source", "entity_type", "entity_id"]
+
+
+class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                   viewsets.GenericViewSet):
+    """Events: ``POST`` raises a custom event (202 with its id); ``GET`` reads the log.
+
+    ``POST`` honours an ``Idempotency-Key`` header: the same key replays the first answer and
+    starts nothing new; the same key with a different body is refused with 422.
+    """
+
+    queryset = Event.objects.select_related("actor").order_by("-occurred_at", "-id")
+    serializer_class = EventSerializer
+    permission_classes = [StaffModelPermissions]
+    filterset_class = EventFilter
+    throttle_scope = "events"
+
+    @extend_schema(
+        request=EventCreateSerializer,
+        responses={202: EventAcceptedSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = EventCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        event_type = serializer.validated_data["type"]
+        payload = serializer.validated_data.get("payload") or {}
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 200:
+            raise ValidationFailed.from_issues(
+                [("headers.Idempotency-Key", "must be 1 to 200 characters")])
+        with transaction.atomic():
+            event = event_emit(event_type, payload, actor=request.user, source=EventSource.API,
+                               idempotency_key=f"api:{key}" if key else None)
+        if key and event.request_hash != request_fingerprint(event_type, payload):
+            raise IdempotencyKeyReused(data={"event_id": event.pk})
+        body = {"id": event.pk, "type": event.type, "status": "accepted"}
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class RunFilter(django_filters.FilterSet):
+    workflow = django_filters.CharFilter(field_name="workflow__slug")
+    event_type = django_filters.CharFilter(field_name="event__type")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices)
+
+    class Meta:
+        model = Run
+        fields = ["status", "workflow", "event", "error_code"]
+
+
+class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Runs: list and filter, detail with step runs, and the operations on a run."""
+
+    queryset = Run.objects.select_related("workflow", "version", "event")
+    permission_classes = [StaffModelPermissions]
+    filterset_class = RunFilter
+    ordering_fields = ["created_at", "finished_at"]
+    ordering = ["-created_at", "-id"]
+    change_actions = ("suspend", "resume", "cancel", "retry", "rerun")
+
+    def get_queryset(self) -> QuerySet[Run]:
+        queryset = super().get_queryset()
+        if self.action == "retrieve":
+            queryset = queryset.prefetch_related("action_runs")
+        return queryset
+
+    def get_serializer_class(self) -> type:
+        return RunDetailSerializer if self.action == "retrieve" else RunListSerializer
+
+    def _operate(self, operation: Any) -> Response:
+        run = operation(run_id=self.get_object().pk)
+        run = self.get_queryset().prefetch_related("action_runs").get(pk=run.pk)
+        return Response(RunDetailSerializer(run).data)
+
+    @extend_schema(request=None, responses=RunDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def suspend(self, request: Request, pk: str | None = None) -> Response:
+        """Stop starting new steps until resumed (a step already running finishes)."""
+        return self._operate(services.run_suspend)
+
+    @extend_schema(request=None, responses=RunDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        return self._operate(services.run_resume)
+
+    @extend_schema(request=None, responses=RunDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        return self._operate(services.run_cancel)
+
+    @extend_schema(request=None, responses=RunDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str | None = None) -> Response:
+        """Retry a failed run from its failed step; completed steps are not repeated."""
+        return self._operate(services.run_retry)
+
+    @extend_schema(request=None, responses=RunDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def rerun(self, request: Request, pk: str | None = None) -> Response:
+        """Start the same event again as a new run on the workflow's current version."""
+        return self._operate(services.run_rerun)
+
+    @extend_schema(responses=ActionRunSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def history(self, request: Request, pk: str | None = None) -> Response:
+        """The run's timeline: when it started, each step's attempts and outcome, the end."""
+        run = self.get_object()
+        entries: list[dict[str, Any]] = [
+            {"at": run.created_at, "what": "run.created", "event": run.event.type}]
+        if run.started_at:
+            entries.append({"at": run.started_at, "what": "run.started"})
+        for ar in run.action_runs.order_by("position"):
+            if ar.started_at:
+                entries.append({"at": ar.started_at, "what": "step.started", "step": ar.step_key,
+                                "attempts": ar.attempts})
+            if ar.finished_at or ar.status in ("waiting", "failed"):
+                entries.append({"at": ar.finished_at or ar.updated_at, "what": f"step.{ar.status}",
+                                "step": ar.step_key, "error": ar.error or None,
+                                "error_code": ar.error_code or None})
+        if run.finished_at:
+            entries.append({"at": run.finished_at, "what": f"run.{run.status}",
+                            "error": run.error or None})
+        entries.sort(key=lambda e: e["at"])
+        return Response({"run": run.pk, "status": run.status, "history": entries})

@@ -1,0 +1,156 @@
+"""Writing events to the outbox.
+
+``event_emit`` is the one way an event enters the system, whatever its source. It writes the
+``Event`` row in the caller's transaction and dispatches it after commit, so an event exists
+exactly when the change that caused it exists. If the broker is down or the message is lost,
+the outbox sweep dispatches the row later.
+
+Events raised while a workflow step executes inherit the step's causation: their depth is one
+more than the run's, which is how workflow chains are bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from automation.models import Event, EventSource
+from automation.registry import json_value
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Causation:
+    run_id: int
+    depth: int
+
+
+_causation: contextvars.ContextVar[Causation | None] = contextvars.ContextVar(
+    "flowdesk_causation", default=None
+)
+
+
+@contextlib.contextmanager
+def caused_by(run_id: int, depth: int) -> Iterator[None]:
+    """Events emitted inside this block are attributed to ``run_id`` at ``depth + 1``."""
+    token = _causation.set(Causation(run_id=run_id, depth=depth))
+    try:
+        yield
+    finally:
+        _causation.reset(token)
+
+
+def current_causation() -> Causation | None:
+    return _causation.get()
+
+
+def actor_context(actor: Any) -> dict[str, Any] | None:
+    if actor is None or isinstance(actor, AnonymousUser) or not getattr(actor, "pk", None):
+        return None
+    return {
+        "id": actor.pk,
+        "username": actor.get_username(),
+        "email": getattr(actor, "email", ""),
+        "is_staff": bool(getattr(actor, "is_staff", False)),
+    }
+
+
+def request_fingerprint(event_type: str, payload: Any) -> str:
+    raw = json.dumps({"type": event_type, "payload": payload}, sort_keys=True, default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def event_emit(
+    event_type: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    actor: AbstractBaseUser | None = None,
+    source: str = EventSource.EMIT,
+    entity_type: str = "",
+    entity_id: str | int = "",
+    idempotency_key: str | None = None,
+    context: dict[str, Any] | None = None,
+    dispatch: bool = True,
+) -> Event:
+    """Store an event in the outbox and dispatch it once the transaction commits.
+
+    ``payload`` is the event's data; it becomes the context conditions and templates read
+    (at the top level and under ``payload``), next to ``event`` and ``actor``. Model events
+    pass a ready ``context`` instead. With an ``idempotency_key`` that was already used,
+    the existing event is returned and nothing new is dispatched.
+    """
+    payload = json_value(payload or {})
+    causation = current_causation()
+    depth = causation.depth + 1 if causation else 0
+    occurred_at = timezone.now()
+    event = Event(
+        type=event_type,
+        payload={},
+        source=source,
+        actor=actor if actor_context(actor) else None,
+        entity_type=entity_type,
+        entity_id=str(entity_id) if entity_id != "" else "",
+        idempotency_key=idempotency_key,
+        request_hash=request_fingerprint(event_type, payload) if idempotency_key else "",
+        causation_depth=depth,
+        caused_by_run_id=causation.run_id if causation else None,
+        occurred_at=occurred_at,
+    )
+    data = dict(context) if context is not None else {**payload, "payload": payload}
+    data["actor"] = actor_context(actor)
+    event.payload = data
+    if idempotency_key:
+        try:
+            with transaction.atomic():
+                event.save(force_insert=True)
+        except IntegrityError:
+            return Event.objects.get(idempotency_key=idempotency_key)
+    else:
+        event.save(force_insert=True)
+    if dispatch:
+        transaction.on_commit(lambda: _enqueue_dispatch(event.pk))
+    return event
+
+
+def event_context(event: Event) -> dict[str, Any]:
+    """The full context a run of this event starts from: the snapshot plus ``event``."""
+    return {
+        **event.payload,
+        "event": {
+            "id": event.pk, "type": event.type, "occurred_at": event.occurred_at.isoformat(),
+            "source": event.source, "depth": event.causation_depth,
+        },
+    }
+
+
+def _enqueue_dispatch(event_id: int) -> None:
+    from automation.tasks import dispatch_event
+
+    try:
+        dispatch_event.delay(event_id)
+    except Exception:  # broker down: the outbox sweep will pick the event up
+        logger.warning("could not enqueue dispatch of event %s; the sweep will", event_id,
+                       exc_info=True)
+
+
+def emit(
+    event_type: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    actor: AbstractBaseUser | None = None,
+    idempotency_key: str | None = None,
+) -> Event:
+    """Raise a domain event from host code: ``emit("deal.won", {"deal_id": 7}, actor=user)``."""
+    return event_emit(event_type, payload, actor=actor, source=EventSource.EMIT,
+                      idempotency_key=idempotency_key)

@@ -1,0 +1,220 @@
+"""The runtime: the event outbox, runs, step runs and notes."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class EventSource(models.TextChoices):
+    MODEL = "model", "Model change"
+    EMIT = "emit", "Host code"
+    API = "api", "API"
+    TASK = "task", "Task lifecycle"
+    SCHEDULE = "schedule", "Schedule"
+    MANUAL = "manual", "Manual execution"
+    WORKFLOW = "workflow", "Workflow step"
+
+
+class Event(models.Model):
+    """An append-only record of something that happened; also the transactional outbox.
+
+    The row is written in the transaction of the change that caused it and dispatched after
+    commit. ``dispatched_at`` stays empty until trigger matching has committed its runs, so
+    the outbox sweep can find what a lost message left behind.
+    """
+
+    type = models.CharField(max_length=150, db_index=True)
+    payload = models.JSONField(help_text="The context snapshot conditions and templates read.")
+    source = models.CharField(max_length=16, choices=EventSource.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    entity_type = models.CharField(max_length=64, blank=True)
+    entity_id = models.CharField(max_length=64, blank=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    request_hash = models.CharField(max_length=64, blank=True)
+    causation_depth = models.PositiveSmallIntegerField(default=0)
+    caused_by_run = models.ForeignKey(
+        "automation.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+    )
+    occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    dispatch_attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["occurred_at"], name="event_undispatched",
+                condition=Q(dispatched_at__isnull=True),
+            ),
+            models.Index(fields=["entity_type", "entity_id"], name="event_entity"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} #{self.pk}"
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUSPENDED = "suspended"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+RUN_OPEN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.SUSPENDED)
+
+
+class Run(models.Model):
+    workflow = models.ForeignKey(
+        "workflows.Workflow", on_delete=models.PROTECT, related_name="runs",
+    )
+    version = models.ForeignKey(
+        "workflows.WorkflowVersion", on_delete=models.PROTECT, related_name="runs",
+    )
+    event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="runs")
+    trigger_index = models.IntegerField(null=True, blank=True)
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns",
+    )
+    status = models.CharField(
+        max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING, db_index=True,
+    )
+    context = models.JSONField(default=dict)
+    causation_depth = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "event"], condition=Q(rerun_of__isnull=True),
+                name="run_once_per_event",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["updated_at"], name="run_open_updated",
+                condition=Q(status__in=["pending", "running"]),
+            ),
+            models.Index(fields=["workflow", "status"], name="run_workflow_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run #{self.pk} of {self.workflow_id} ({self.status})"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at and self.finished_at:
+            return int((self.finished_at - self.started_at).total_seconds() * 1000)
+        return None
+
+    @property
+    def definition(self) -> dict:
+        return self.version.definition
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class ActionRun(models.Model):
+    """One step of one run: its attempts, rendered input (secrets masked), output, error."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="action_runs")
+    step_key = models.CharField(max_length=64)
+    type = models.CharField(max_length=64)
+    position = models.PositiveIntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING,
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    progress = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    wake_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a delayed or backed-off step is due.",
+    )
+    waiting_on = models.CharField(max_length=64, blank=True, help_text="e.g. task:42")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["run", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step_key"], name="action_run_unique_step"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["wake_at"], name="action_run_due",
+                condition=Q(wake_at__isnull=False, status__in=["pending", "waiting"]),
+            ),
+            models.Index(
+                fields=["updated_at"], name="action_run_running",
+                condition=Q(status="running"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step_key} of run #{self.run_id} ({self.status})"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at and self.finished_at:
+            return int((self.finished_at - self.started_at).total_seconds() * 1000)
+        return None
+
+
+class NoteVisibility(models.TextChoices):
+    INTERNAL = "internal"
+    PUBLIC = "public"
+
+
+class Note(models.Model):
+    """A note attached to any registered object (written by ``add_note`` or by people)."""
+
+    content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE)
+    object_id = models.CharField(max_length=64)
+    target = GenericForeignKey("content_type", "object_id")
+    note = models.TextField()
+    visibility = models.CharField(
+        max_length=16, choices=NoteVisibility.choices, default=NoteVisibility.INTERNAL,
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    action_run = models.ForeignKey(
+        ActionRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="notes",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["content_type", "object_id"], name="note_target")]
+
+    def __str__(self) -> str:
+        return self.note[:60]

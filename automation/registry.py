@@ -1,0 +1,146 @@
+"""Models registered with the engine.
+
+One call per model says the name its events use, the fields whose changes raise
+``<name>.<field>_changed`` events, the fields workflows may write (``update_field``) and the
+fields exports may read::
+
+    register_model(Lead, name="lead", track=["status"], writable=["status"],
+                   exportable=["id", "company_name", "status"])
+
+The model's ``post_save``/``post_delete`` signals then write events to the outbox.
+``QuerySet.update()``, ``bulk_create()`` and raw SQL bypass signals and raise no events;
+host code that changes rows that way calls ``automation.emit()`` itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import models
+
+# Never copied into an event context, whatever model they are on.
+SENSITIVE_FIELDS = frozenset({"password", "secret", "token", "api_key", "value_encrypted"})
+
+
+@dataclass(frozen=True)
+class ModelRegistration:
+    model: type[models.Model]
+    name: str
+    track: tuple[str, ...] = ()
+    writable: tuple[str, ...] = ()
+    exportable: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_by_name: dict[str, ModelRegistration] = {}
+_by_model: dict[type[models.Model], ModelRegistration] = {}
+
+
+def register_model(
+    model: type[models.Model],
+    *,
+    name: str | None = None,
+    track: list[str] | tuple[str, ...] = (),
+    writable: list[str] | tuple[str, ...] = (),
+    exportable: list[str] | tuple[str, ...] = (),
+) -> ModelRegistration:
+    """Register ``model`` with the engine (call from ``AppConfig.ready``)."""
+    name = name or model._meta.model_name or model.__name__.lower()
+    concrete = {f.name for f in model._meta.concrete_fields}
+    for group, names in (("track", track), ("writable", writable), ("exportable", exportable)):
+        unknown = set(names) - concrete
+        if unknown:
+            raise ValueError(f"{model.__name__}: unknown {group} fields {sorted(unknown)}")
+    registration = ModelRegistration(
+        model=model, name=name, track=tuple(track), writable=tuple(writable),
+        exportable=tuple(exportable),
+    )
+    _by_name[name] = registration
+    _by_model[model] = registration
+    from automation.receivers import connect_model
+
+    connect_model(model)
+    return registration
+
+
+def unregister_model(model: type[models.Model]) -> None:
+    from automation.receivers import disconnect_model
+
+    disconnect_model(model)
+    registration = _by_model.pop(model, None)
+    if registration:
+        _by_name.pop(registration.name, None)
+
+
+def registration_for_model(model: type[models.Model]) -> ModelRegistration | None:
+    return _by_model.get(model)
+
+
+def registration_for_name(name: str) -> ModelRegistration | None:
+    return _by_name.get(name)
+
+
+def registrations() -> list[ModelRegistration]:
+    return list(_by_name.values())
+
+
+def json_value(value: Any) -> Any:
+    """A JSON-safe, lossless form: Decimals as strings, dates and datetimes as ISO strings."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [json_value(v) for v in value]
+    return str(value)
+
+
+def field_values(instance: models.Model) -> dict[str, Any]:
+    """The instance's own concrete fields (foreign keys as ``<name>_id`` and ``<name>``=id)."""
+    data: dict[str, Any] = {}
+    for f in instance._meta.concrete_fields:
+        if f.name in SENSITIVE_FIELDS:
+            continue
+        value = getattr(instance, f.attname)
+        data[f.attname] = json_value(value)
+        if f.is_relation:
+            data[f.name] = json_value(value)
+    return data
+
+
+def serialize_instance(instance: models.Model) -> dict[str, Any]:
+    """Fields, plus related objects one level deep (``owner`` -> ``{"id", "email", ...}``)."""
+    data = field_values(instance)
+    for f in instance._meta.concrete_fields:
+        if not f.is_relation or getattr(instance, f.attname) is None:
+            continue
+        try:
+            related = getattr(instance, f.name)
+        except models.ObjectDoesNotExist:
+            continue
+        if related is not None:
+            data[f.name] = field_values(related)
+    return data
+
+
+def tracked_values(instance: models.Model, registration: ModelRegistration) -> dict[str, Any]:
+    """Current values of the tracked fields; deferred (not loaded) fields are left out."""
+    values = {}
+    loaded = instance.__dict__
+    for name in registration.track:
+        attname = instance._meta.get_field(name).attname  # type: ignore[union-attr]
+        if attname in loaded:
+            values[name] = json_value(loaded[attname])
+    return values

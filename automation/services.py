@@ -1,0 +1,643 @@
+"""Runs: dispatching events into runs, executing steps, and the operations on runs.
+
+The rules that make a run safe to execute on many workers at once:
+
+- Every state change happens under a row lock (the run's for planning, the step's for
+  executing), and every entry point re-checks state after taking it, so a redelivered or
+  duplicated message does nothing.
+- An atomic step's database effects commit in the same transaction as its ActionRun; a
+  worker killed mid-step rolls both back and the step runs again, once.
+- A non-atomic step (email, webhook) commits its attempt first, then acts with the ActionRun
+  id as its idempotency key, then records the result.
+- Waiting is a row with a due time (``wake_at``) or a reference (``waiting_on``), swept by
+  beat; a broker message is only a shortcut for short waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from automation import graph
+from automation.actions import StepContext, StepFailed, StepResult, StepType, get_step_type
+from automation.conditions import compile_cached
+from automation.errors import RunStateError
+from automation.events import caused_by, event_context, event_emit
+from automation.matcher import trigger_index
+from automation.models import (
+    ActionRun,
+    Event,
+    EventSource,
+    Run,
+    RunStatus,
+    StepStatus,
+)
+from automation.secrets import resolve_secret
+from automation.templating import TemplateRenderError, redact, render_value
+
+logger = logging.getLogger(__name__)
+
+ACTIVE_RUN = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+INLINE_STEP_BUDGET = 50
+
+
+def engine_setting(name: str) -> Any:
+    return settings.FLOWDESK[name]
+
+
+# --- dispatch -------------------------------------------------------------------------
+
+
+def event_dispatch(*, event_id: int) -> list[int]:
+    """Match an event against the triggers and create its runs (once, whoever calls).
+
+    Returns the ids of the runs that are ready to advance.
+    """
+    with transaction.atomic():
+        event = (
+            Event.objects.select_for_update(skip_locked=True).filter(pk=event_id).first()
+        )
+        if event is None or event.dispatched_at is not None:
+            return []
+        context = event_context(event)
+        runs = []
+        for candidate in trigger_index.match(event.type, context):
+            runs.append(run_create(
+                event=event, context=context, workflow_id=candidate.workflow_id,
+                version_id=candidate.version_id, trigger_index=candidate.trigger_index,
+            ))
+        event.dispatched_at = timezone.now()
+        event.dispatch_attempts += 1
+        event.save(update_fields=["dispatched_at", "dispatch_attempts"])
+    return [run.pk for run in runs if run.status == RunStatus.PENDING]
+
+
+def run_create(*, event: Event, context: dict[str, Any], workflow_id: int, version_id: int,
+               trigger_index: int | None, rerun_of: Run | None = None) -> Run:
+    """A run of one workflow version for one event, with a pending ActionRun per step."""
+    from workflows.models import WorkflowVersion
+
+    version = WorkflowVersion.objects.get(pk=version_id)
+    now = timezone.now()
+    limit = engine_setting("MAX_CAUSATION_DEPTH")
+    run = Run(
+        workflow_id=workflow_id, version=version, event=event, trigger_index=trigger_index,
+        context=context, causation_depth=event.causation_depth, rerun_of=rerun_of,
+        created_at=now, updated_at=now,
+    )
+    if event.causation_depth > limit:
+        run.status = RunStatus.FAILED
+        run.error_code = "DEPTH_LIMIT"
+        run.error = (
+            f"Causation depth limit reached: event {event.type} #{event.pk} is "
+            f"{event.causation_depth} workflow steps away from its original cause "
+            f"(limit {limit}); the chain stops here instead of looping. "
+            f"It was raised by run #{event.caused_by_run_id}."
+        )
+        run.finished_at = now
+    run.save(force_insert=True)
+    if run.status == RunStatus.PENDING:
+        ActionRun.objects.bulk_create([
+            ActionRun(run=run, step_key=step["key"], type=step["type"], position=position,
+                      updated_at=now)
+            for position, step in enumerate(version.definition.get("steps") or [])
+        ])
+    else:
+        logger.warning("run %s: %s", run.pk, run.error)
+    return run
+
+
+# --- advancing a run ------------------------------------------------------------------
+
+
+def run_advance(*, run_id: int) -> None:
+    """Execute the run's ready steps until it waits, finishes or the inline budget is spent.
+
+    The first ready step runs in this process; other ready steps (parallel branches) are
+    handed to other workers.
+    """
+    from automation.tasks import advance_run
+
+    for _ in range(INLINE_STEP_BUDGET):
+        action_run_id = _run_plan(run_id)
+        if action_run_id is None:
+            return
+        step_execute(action_run_id=action_run_id)
+    advance_run.delay(run_id)
+
+
+def _step_definitions(run: Run) -> list[dict[str, Any]]:
+    return run.version.definition.get("steps") or []
+
+
+def _run_plan(run_id: int) -> int | None:
+    """Under the run's lock: settle blocked steps, finish the run, or pick the next step."""
+    from automation.tasks import execute_step
+
+    with transaction.atomic():
+        run = (
+            Run.objects.select_for_update(of=("self",)).select_related("version")
+            .filter(pk=run_id).first()
+        )
+        if run is None or run.status not in ACTIVE_RUN:
+            return None
+        steps = _step_definitions(run)
+        action_runs = {ar.step_key: ar for ar in run.action_runs.all()}
+        deps = graph.dependencies(steps)
+        allow = {s["key"]: bool(s.get("allow_failure")) for s in steps}
+        statuses = {key: ar.status for key, ar in action_runs.items()}
+        now = timezone.now()
+
+        blocked = graph.blocked_steps(deps, statuses, allow)
+        if blocked:
+            ActionRun.objects.filter(run=run, step_key__in=blocked).update(
+                status=StepStatus.CANCELLED, error="An earlier step failed.",
+                error_code="UPSTREAM_FAILED", finished_at=now, updated_at=now,
+            )
+            statuses.update({key: StepStatus.CANCELLED for key in blocked})
+
+        outcome = graph.run_outcome(deps, statuses, allow)
+        if outcome is not None:
+            _run_finish(run, outcome, action_runs, now)
+            return None
+
+        ready = [
+            action_runs[key] for key in graph.ready_steps(deps, statuses, allow)
+            if action_runs[key].wake_at is None or action_runs[key].wake_at <= now
+        ]
+        busy = any(s == StepStatus.RUNNING for s in statuses.values())
+        status = RunStatus.RUNNING if ready or busy else RunStatus.WAITING
+        fields = ["status", "updated_at"]
+        if run.started_at is None:
+            run.started_at = now
+            fields.append("started_at")
+        run.status = status
+        run.updated_at = now
+        run.save(update_fields=fields)
+        if not ready:
+            return None
+        for extra in ready[1:]:
+            transaction.on_commit(lambda pk=extra.pk: execute_step.delay(pk))
+        return ready[0].pk
+
+
+def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: Any) -> None:
+    run.status = RunStatus.COMPLETED if outcome == "completed" else RunStatus.FAILED
+    run.finished_at = now
+    run.updated_at = now
+    if run.status == RunStatus.FAILED:
+        failed = [ar for ar in action_runs.values() if ar.status == StepStatus.FAILED]
+        first = min(failed, key=lambda ar: ar.position) if failed else None
+        if first is not None:
+            run.error = f"Step '{first.step_key}' failed: {first.error}"
+            run.error_code = first.error_code or "STEP_FAILED"
+    run.save(update_fields=["status", "finished_at", "updated_at", "error", "error_code"])
+
+
+def run_step_context(run: Run, exclude: str | None = None) -> dict[str, Any]:
+    """The run's context plus ``steps.<key>`` for every finished step."""
+    steps: dict[str, Any] = {}
+    rows = run.action_runs.filter(
+        status__in=[StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED],
+    ).values_list("step_key", "status", "output")
+    for key, status, output in rows:
+        if key != exclude:
+            steps[key] = {**(output or {}), "status": status}
+    return {**run.context, "steps": steps}
+
+
+# --- executing a step -----------------------------------------------------------------
+
+
+def _step_definition(run: Run, key: str) -> dict[str, Any]:
+    for step in _step_definitions(run):
+        if step["key"] == key:
+            return step
+    raise RunStateError(f"step '{key}' is not in version {run.version_id}")
+
+
+def step_render(step_type: StepType, config: dict[str, Any], context: dict[str, Any]
+                ) -> tuple[dict[str, Any], set[str]]:
+    result = render_value(config, context, secrets=resolve_secret,
+                          modes=step_type.render_modes)
+    return result.value, set(result.secrets_used)
+
+
+def step_execute(*, action_run_id: int) -> None:
+    """Execute one step if it is still due; safe to call any number of times."""
+    with transaction.atomic():
+        action_run = (
+            ActionRun.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("run__version").filter(pk=action_run_id).first()
+        )
+        if action_run is None or action_run.status != StepStatus.PENDING:
+            return
+        run = action_run.run
+        now = timezone.now()
+        if run.status not in ACTIVE_RUN or (action_run.wake_at and action_run.wake_at > now):
+            return
+        step = _step_definition(run, action_run.step_key)
+        step_type = get_step_type(action_run.type)
+        if step_type is None:
+            _step_failed(action_run, step, StepFailed(
+                f"unknown step type '{action_run.type}'", code="UNKNOWN_STEP_TYPE"), now)
+            return
+        context = run_step_context(run, exclude=action_run.step_key)
+        if step.get("conditions"):
+            condition = compile_cached((run.version_id, action_run.step_key),
+                                       step["conditions"])
+            if not condition(context):
+                _step_finish(action_run, StepStatus.SKIPPED, now,
+                             output={"skipped": "condition was false"})
+                return
+        try:
+            config, secret_values = step_render(step_type, step.get("config") or {}, context)
+        except (TemplateRenderError, StepFailed) as exc:
+            failure = exc if isinstance(exc, StepFailed) else StepFailed(
+                str(exc), code=f"TEMPLATE_{exc.code.upper()}")
+            _step_failed(action_run, step, failure, now)
+            return
+        action_run.attempts += 1
+        action_run.started_at = action_run.started_at or now
+        action_run.input = redact(config, secret_values)
+        action_run.error = ""
+        action_run.error_code = ""
+        ctx = StepContext(
+            config=config, context=context, step=step, run=run, action_run=action_run,
+            attempt=action_run.attempts, timeout_seconds=step.get("timeout_seconds"),
+        )
+        if step_type.atomic:
+            _step_call(step_type, ctx, step, secret_values)
+            return
+        action_run.status = StepStatus.RUNNING
+        action_run.updated_at = now
+        action_run.save(update_fields=[
+            "status", "attempts", "started_at", "input", "error", "error_code", "updated_at",
+        ])
+    # Outside the transaction: the attempt is recorded, the effect is external.
+    _step_call_external(step_type, ctx, step, secret_values)
+
+
+def _step_call(step_type: StepType, ctx: StepContext, step: dict[str, Any],
+               secret_values: set[str]) -> None:
+    action_run = ctx.action_run
+    assert action_run is not None and ctx.run is not None
+    try:
+        with transaction.atomic(), caused_by(ctx.run.pk, ctx.run.causation_depth):
+            result = step_type.handler(ctx)
+    except StepFailed as exc:
+        _step_failed(action_run, step, exc, timezone.now(), secret_values)
+        return
+    except DatabaseError:
+        raise  # infrastructure: the task retries the whole step
+    except Exception as exc:
+        logger.exception("step %s of run %s raised", action_run.step_key, action_run.run_id)
+        _step_failed(action_run, step, StepFailed(
+            f"{type(exc).__name__}: {exc}", code="STEP_ERROR", retryable=True,
+        ), timezone.now(), secret_values)
+        return
+    _step_succeeded(action_run, result, secret_values)
+
+
+def _step_call_external(step_type: StepType, ctx: StepContext, step: dict[str, Any],
+                        secret_values: set[str]) -> None:
+    assert ctx.action_run is not None and ctx.run is not None
+    failure: StepFailed | None = None
+    result: StepResult | None = None
+    try:
+        with caused_by(ctx.run.pk, ctx.run.causation_depth):
+            result = step_type.handler(ctx)
+    except StepFailed as exc:
+        failure = exc
+    except Exception as exc:
+        logger.exception("step %s of run %s raised", ctx.action_run.step_key, ctx.run.pk)
+        failure = StepFailed(f"{type(exc).__name__}: {exc}", code="STEP_ERROR",
+                             retryable=True)
+    with transaction.atomic():
+        action_run = ActionRun.objects.select_for_update().get(pk=ctx.action_run.pk)
+        if action_run.status != StepStatus.RUNNING:
+            return  # cancelled or recovered meanwhile
+        if failure is not None:
+            _step_failed(action_run, step, failure, timezone.now(), secret_values)
+        else:
+            assert result is not None
+            _step_succeeded(action_run, result, secret_values)
+
+
+def _step_succeeded(action_run: ActionRun, result: StepResult, secret_values: set[str]) -> None:
+    from automation.tasks import wake_step
+
+    now = timezone.now()
+    output = redact(result.output, secret_values) if result.output else result.output
+    if result.progress is not None:
+        action_run.progress = result.progress
+    if result.wait_until is not None or result.wait_for:
+        action_run.status = StepStatus.WAITING
+        action_run.output = output
+        action_run.wake_at = result.wait_until
+        action_run.waiting_on = result.wait_for or ""
+        action_run.updated_at = now
+        action_run.save()
+        if result.wait_until is not None:
+            seconds = (result.wait_until - now).total_seconds()
+            if seconds <= engine_setting("WAKE_MESSAGE_MAX_SECONDS"):
+                pk = action_run.pk
+                transaction.on_commit(
+                    lambda: wake_step.apply_async((pk,), countdown=max(seconds, 0)))
+        return
+    _step_finish(action_run, StepStatus.COMPLETED, now, output=output)
+
+
+def _step_finish(action_run: ActionRun, status: str, now: Any,
+                 output: dict[str, Any] | None = None) -> None:
+    action_run.status = status
+    action_run.output = output
+    action_run.finished_at = now
+    action_run.started_at = action_run.started_at or now
+    action_run.wake_at = None
+    action_run.updated_at = now
+    action_run.save()
+
+
+def retry_policy(step: dict[str, Any], step_type: StepType | None) -> dict[str, Any]:
+    policy = {"max_attempts": 1, "backoff_seconds": 2, "max_backoff_seconds": 300}
+    if step_type is not None:
+        policy.update(step_type.default_retry)
+    policy.update(step.get("retry") or {})
+    return policy
+
+
+def backoff_delay(policy: dict[str, Any], attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**(attempt-1)))."""
+    ceiling = min(float(policy["max_backoff_seconds"]),
+                  float(policy["backoff_seconds"]) * (2 ** max(attempt - 1, 0)))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _step_failed(action_run: ActionRun, step: dict[str, Any], exc: StepFailed, now: Any,
+                 secret_values: set[str] | None = None) -> None:
+    from automation.tasks import execute_step
+
+    secret_values = secret_values or set()
+    policy = retry_policy(step, get_step_type(action_run.type))
+    action_run.error = redact(exc.message, secret_values)
+    action_run.error_code = exc.code
+    if exc.output is not None:
+        action_run.output = redact(exc.output, secret_values)
+    action_run.updated_at = now
+    if exc.retryable and action_run.attempts < int(policy["max_attempts"]):
+        delay = backoff_delay(policy, action_run.attempts)
+        if exc.retry_after is not None:
+            delay = max(delay, float(exc.retry_after))
+        action_run.status = StepStatus.PENDING
+        action_run.wake_at = now + timedelta(seconds=delay)
+        action_run.save()
+        pk = action_run.pk
+        if delay <= engine_setting("WAKE_MESSAGE_MAX_SECONDS"):
+            transaction.on_commit(lambda: execute_step.apply_async((pk,), countdown=delay))
+        return
+    if exc.retryable and action_run.attempts >= int(policy["max_attempts"]) > 1:
+        action_run.error_code = "DEAD_LETTER"
+        action_run.error = f"{action_run.error} (gave up after {action_run.attempts} attempts)"
+    action_run.status = StepStatus.FAILED
+    action_run.finished_at = now
+    action_run.wake_at = None
+    action_run.save()
+
+
+def step_wake(*, action_run_id: int) -> int | None:
+    """Complete a due delay (or release a backed-off step); returns the run to advance."""
+    with transaction.atomic():
+        action_run = (
+            ActionRun.objects.select_for_update(skip_locked=True)
+            .filter(pk=action_run_id).first()
+        )
+        if action_run is None:
+            return None
+        now = timezone.now()
+        if action_run.wake_at is None or action_run.wake_at > now:
+            return None
+        if action_run.status == StepStatus.WAITING and not action_run.waiting_on:
+            output = {**(action_run.output or {}), "waited_until": action_run.wake_at.isoformat()}
+            _step_finish(action_run, StepStatus.COMPLETED, now, output=output)
+        elif action_run.status != StepStatus.PENDING:
+            return None
+        return action_run.run_id
+
+
+def step_resume(*, action_run_id: int, output: dict[str, Any], failed: bool = False,
+                error: str = "") -> None:
+    """Finish a step that waited on something outside the run (a human task).
+
+    Call inside the transaction that ended the task; the run advances after commit.
+    """
+    from automation.tasks import advance_run
+
+    action_run = ActionRun.objects.select_for_update().filter(pk=action_run_id).first()
+    if action_run is None or action_run.status != StepStatus.WAITING:
+        return
+    now = timezone.now()
+    if failed:
+        action_run.error = error
+        action_run.error_code = "TASK_CANCELLED"
+        _step_finish(action_run, StepStatus.FAILED, now, output=output)
+    else:
+        _step_finish(action_run, StepStatus.COMPLETED, now, output=output)
+    run_id = action_run.run_id
+    transaction.on_commit(lambda: advance_run.delay(run_id))
+
+
+# --- operations -----------------------------------------------------------------------
+
+
+def _locked_run(run_id: int) -> Run:
+    run = Run.objects.select_for_update(of=("self",)).filter(pk=run_id).first()
+    if run is None:
+        raise RunStateError("Run not found.", code="NOT_FOUND")
+    return run
+
+
+def _enqueue_advance(run_id: int) -> None:
+    from automation.tasks import advance_run
+
+    transaction.on_commit(lambda: advance_run.delay(run_id))
+
+
+@transaction.atomic
+def run_suspend(*, run_id: int) -> Run:
+    run = _locked_run(run_id)
+    if run.status not in ACTIVE_RUN:
+        raise RunStateError(f"A {run.status} run cannot be suspended.",
+                            data={"status": run.status})
+    run.status = RunStatus.SUSPENDED
+    run.updated_at = timezone.now()
+    run.save(update_fields=["status", "updated_at"])
+    return run
+
+
+@transaction.atomic
+def run_resume(*, run_id: int) -> Run:
+    run = _locked_run(run_id)
+    if run.status != RunStatus.SUSPENDED:
+        raise RunStateError(f"Only a suspended run can be resumed; this one is {run.status}.",
+                            data={"status": run.status})
+    run.status = RunStatus.RUNNING
+    run.updated_at = timezone.now()
+    run.save(update_fields=["status", "updated_at"])
+    _enqueue_advance(run.pk)
+    return run
+
+
+@transaction.atomic
+def run_cancel(*, run_id: int) -> Run:
+    run = _locked_run(run_id)
+    if run.status not in (*ACTIVE_RUN, RunStatus.SUSPENDED):
+        raise RunStateError(f"A {run.status} run cannot be cancelled.",
+                            data={"status": run.status})
+    now = timezone.now()
+    run.action_runs.filter(
+        status__in=[StepStatus.PENDING, StepStatus.WAITING, StepStatus.RUNNING],
+    ).update(status=StepStatus.CANCELLED, finished_at=now, updated_at=now, wake_at=None,
+             error="The run was cancelled.", error_code="CANCELLED")
+    run.status = RunStatus.CANCELLED
+    run.finished_at = now
+    run.updated_at = now
+    run.save(update_fields=["status", "finished_at", "updated_at"])
+    return run
+
+
+@transaction.atomic
+def run_retry(*, run_id: int) -> Run:
+    """Retry a failed run from its failed step(s); completed steps are not repeated."""
+    run = _locked_run(run_id)
+    if run.status != RunStatus.FAILED:
+        raise RunStateError(f"Only a failed run can be retried; this one is {run.status}.",
+                            data={"status": run.status})
+    if run.error_code == "DEPTH_LIMIT":
+        raise RunStateError("A run stopped by the causation depth limit cannot be retried.",
+                            data={"status": run.status})
+    now = timezone.now()
+    run.action_runs.filter(
+        Q(status=StepStatus.FAILED) | Q(status=StepStatus.CANCELLED, error_code="UPSTREAM_FAILED"),
+    ).update(status=StepStatus.PENDING, error="", error_code="", finished_at=None,
+             wake_at=None, attempts=0, updated_at=now)
+    run.status = RunStatus.RUNNING
+    run.error = ""
+    run.error_code = ""
+    run.finished_at = None
+    run.updated_at = now
+    run.save(update_fields=["status", "error", "error_code", "finished_at", "updated_at"])
+    _enqueue_advance(run.pk)
+    return run
+
+
+@transaction.atomic
+def run_rerun(*, run_id: int) -> Run:
+    """Start the run's event again on the workflow's current version, as a new run."""
+    original = Run.objects.select_related("workflow", "event").get(pk=run_id)
+    version_id = original.workflow.published_version_id
+    if version_id is None:
+        raise RunStateError("The workflow has no published version.")
+    run = run_create(event=original.event, context=original.context,
+                     workflow_id=original.workflow_id, version_id=version_id,
+                     trigger_index=original.trigger_index, rerun_of=original)
+    _enqueue_advance(run.pk)
+    return run
+
+
+def workflow_execute(*, workflow_id: int, payload: dict[str, Any], actor: Any = None) -> Run:
+    """Run a workflow by hand with ``payload`` as its context (no trigger matching)."""
+    from workflows.models import Workflow
+
+    with transaction.atomic():
+        workflow = Workflow.objects.get(pk=workflow_id)
+        if workflow.published_version_id is None:
+            raise RunStateError("The workflow has no published version to run.")
+        event = event_emit(f"workflow.{workflow.slug}.executed", payload, actor=actor,
+                           source=EventSource.MANUAL, dispatch=False)
+        run = run_create(event=event, context=event_context(event), workflow_id=workflow.pk,
+                         version_id=workflow.published_version_id, trigger_index=None)
+        Event.objects.filter(pk=event.pk).update(dispatched_at=timezone.now())
+        _enqueue_advance(run.pk)
+    return run
+
+
+# --- sweeps ---------------------------------------------------------------------------
+
+
+def outbox_redispatch(*, older_than: timedelta | None = None, limit: int | None = None) -> int:
+    """Dispatch events whose dispatch was lost (broker down, worker killed)."""
+    from automation.tasks import dispatch_event
+
+    grace = older_than or timedelta(seconds=engine_setting("OUTBOX_GRACE_SECONDS"))
+    limit = limit or engine_setting("SWEEP_BATCH_SIZE")
+    ids = list(
+        Event.objects.filter(dispatched_at__isnull=True, occurred_at__lte=timezone.now() - grace)
+        .order_by("occurred_at").values_list("pk", flat=True)[:limit]
+    )
+    for event_id in ids:
+        dispatch_event.delay(event_id)
+    return len(ids)
+
+
+def runs_wake_due(*, limit: int | None = None) -> int:
+    """Wake steps whose delay or backoff is over and advance their runs."""
+    from automation.tasks import advance_run
+
+    limit = limit or engine_setting("SWEEP_BATCH_SIZE")
+    with transaction.atomic():
+        due = list(
+            ActionRun.objects.select_for_update(skip_locked=True)
+            .filter(wake_at__isnull=False, wake_at__lte=timezone.now(),
+                    status__in=[StepStatus.PENDING, StepStatus.WAITING])
+            .order_by("pk").values_list("pk", flat=True)[:limit]
+        )
+    run_ids = set()
+    for action_run_id in due:
+        try:
+            run_id = step_wake(action_run_id=action_run_id)
+        except DatabaseError:
+            logger.exception("could not wake step %s; skipped", action_run_id)
+            continue
+        if run_id is not None:
+            run_ids.add(run_id)
+    for run_id in run_ids:
+        advance_run.delay(run_id)
+    return len(due)
+
+
+def runs_resume_stale(*, older_than: timedelta | None = None, limit: int | None = None) -> int:
+    """Pick up runs whose worker died: re-queue lost steps and advance the runs."""
+    from automation.tasks import advance_run
+
+    age = older_than if older_than is not None else timedelta(
+        seconds=engine_setting("STALE_RUN_SECONDS"))
+    limit = limit or engine_setting("SWEEP_BATCH_SIZE")
+    cutoff = timezone.now() - age
+    with transaction.atomic():
+        lost_steps = list(
+            ActionRun.objects.select_for_update(skip_locked=True)
+            .filter(status=StepStatus.RUNNING, updated_at__lte=cutoff)
+            .order_by("pk")[:limit]
+        )
+        for action_run in lost_steps:
+            action_run.status = StepStatus.PENDING
+            action_run.error = "The worker executing this step was lost; retrying."
+            action_run.updated_at = timezone.now()
+            action_run.save(update_fields=["status", "error", "updated_at"])
+    run_ids = {ar.run_id for ar in lost_steps}
+    run_ids.update(
+        Run.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING],
+                           updated_at__lte=cutoff)
+        .order_by("pk").values_list("pk", flat=True)[:limit]
+    )
+    for run_id in run_ids:
+        advance_run.delay(run_id)
+    return len(run_ids)

@@ -1,0 +1,73 @@
+"""Celery tasks: thin wrappers that take ids, and call one service.
+
+Explicit, stable names; acks late (from settings), so a message whose worker dies is
+delivered again; every service they call re-checks state under a lock, so a second delivery
+does nothing. Database trouble is retried with backoff; domain failures are recorded on
+the ActionRun by the services, never retried here.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import DatabaseError, InterfaceError
+
+from automation import services
+
+INFRA_ERRORS = (DatabaseError, InterfaceError)
+RETRY = {"autoretry_for": INFRA_ERRORS, "retry_backoff": True, "retry_backoff_max": 60,
+         "retry_jitter": True, "max_retries": 8}
+
+
+@shared_task(name="flowdesk.dispatch_event", **RETRY)
+def dispatch_event(event_id: int) -> None:
+    for run_id in services.event_dispatch(event_id=event_id):
+        try:
+            services.run_advance(run_id=run_id)
+        except INFRA_ERRORS:  # the event is dispatched; hand the run to another attempt
+            advance_run.delay(run_id)
+
+
+@shared_task(name="flowdesk.advance_run", **RETRY)
+def advance_run(run_id: int) -> None:
+    services.run_advance(run_id=run_id)
+
+
+@shared_task(name="flowdesk.execute_step", **RETRY)
+def execute_step(action_run_id: int) -> None:
+    from automation.models import ActionRun
+
+    services.step_execute(action_run_id=action_run_id)
+    run_id = ActionRun.objects.filter(pk=action_run_id).values_list("run_id", flat=True).first()
+    if run_id is not None:
+        services.run_advance(run_id=run_id)
+
+
+@shared_task(name="flowdesk.wake_step", **RETRY)
+def wake_step(action_run_id: int) -> None:
+    run_id = services.step_wake(action_run_id=action_run_id)
+    if run_id is not None:
+        services.run_advance(run_id=run_id)
+
+
+@shared_task(name="flowdesk.emit_scheduled", **RETRY)
+def emit_scheduled(event_type: str, payload: dict | None = None) -> None:
+    """Raise an event from a django-celery-beat schedule (cron or interval)."""
+    from automation.events import event_emit
+    from automation.models import EventSource
+
+    event_emit(event_type, payload or {}, source=EventSource.SCHEDULE)
+
+
+@shared_task(name="flowdesk.sweep.outbox")
+def sweep_outbox() -> int:
+    return services.outbox_redispatch()
+
+
+@shared_task(name="flowdesk.sweep.wake_due")
+def sweep_wake_due() -> int:
+    return services.runs_wake_due()
+
+
+@shared_task(name="flowdesk.sweep.stale_runs")
+def sweep_stale_runs() -> int:
+    return services.runs_resume_stale()

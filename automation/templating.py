@@ -1,0 +1,945 @@
+"""Workflow templates: a small grammar of our own, rendered over a JSON-like context.
+
+Step configs hold strings such as ``"Follow up with {{ lead.company_name }}"``. They are
+rendered against a pre-serialized context dict (dicts, lists, str, int, float, bool,
+None) and never against model instances. The grammar is closed and has no way to call
+anything or to reach Python attributes, so it is safe by construction:
+
+    text        := (literal | "{{" expr "}}")*
+    expr        := head ("|" filter)*
+    head        := path | "today" | "today+N" | "today-N" | "now" | "secrets.NAME"
+    path        := name ("." (name | index))*      e.g. lead.owner.email, items.0.name
+    filter      := name [":" ("\\"string\\"" | integer)]
+
+Paths only look up dict keys and list indexes; keys starting with ``_`` are refused.
+A missing path renders as "" (or None for a typed single expression). A string that is
+exactly one ``{{ expr }}`` keeps the value's type in "plain" mode. Output is escaped for
+where it goes: ``html`` escapes interpolated values, ``header`` refuses CR/LF. Secrets
+are looked up by name through a caller-supplied callable and every value used is
+reported in :class:`RenderResult` so callers can :func:`redact` logs and run records.
+There is no escape for a literal ``{{``, and an expression ends at the first ``}}``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, Final, Literal
+from urllib.parse import quote, urlencode
+from uuid import UUID
+
+__all__ = [
+    "BUILTIN_ROOTS",
+    "DEFAULT_LIMITS",
+    "FILTERS",
+    "MODES",
+    "Clock",
+    "Limits",
+    "Mode",
+    "RenderResult",
+    "TemplateError",
+    "TemplateIssue",
+    "TemplateRenderError",
+    "TemplateSyntaxError",
+    "redact",
+    "render_string",
+    "render_value",
+    "system_clock",
+    "template_roots",
+    "validate_template",
+    "validate_value",
+]
+
+Mode = Literal["plain", "html", "header"]
+SecretLookup = Callable[[str], str]
+
+MODES: Final = frozenset({"plain", "html", "header"})
+BUILTIN_ROOTS: Final = frozenset(
+    {"today", "now", "secrets", "steps", "event", "actor", "changes", "run", "workflow", "payload"}
+)
+# Filter name -> kind of argument it takes.
+_FILTER_ARGS: Final[dict[str, str]] = {
+    "upper": "none",
+    "lower": "none",
+    "title": "none",
+    "trim": "none",
+    "default": "required",
+    "date": "string",
+    "int": "none",
+    "float": "none",
+    "str": "none",
+    "json": "none",
+    "length": "none",
+    "join": "optional_string",
+    "truncate": "count",
+    "urlencode": "none",
+}
+FILTERS: Final = frozenset(_FILTER_ARGS)
+MAX_PATH_DEPTH: Final = 32
+MAX_VALUE_DEPTH: Final = 64
+MAX_DAY_OFFSET: Final = 100_000
+DEFAULT_MASK: Final = "********"
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INDEX = re.compile(r"[0-9]{1,9}")
+_INTEGER_ARG = re.compile(r"-?[0-9]+")
+_INT_TEXT = re.compile(r"\s*([+-]?[0-9]+)(?:\.[0-9]*)?\s*")
+_FLOAT_TEXT = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+_DATE_DIRECTIVE = re.compile(r"%(-?)(.?)", re.DOTALL)
+_DATE_LETTERS = frozenset("aAbBcdefGHIjmMpSuUVwWxXyYzZ%")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_STRING_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
+_SAFE_SCALARS = (str, int, float, Decimal, date, time, UUID)
+
+
+class _Missing:
+    """Marker for a path that does not resolve."""
+
+
+_MISSING: Final = _Missing()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on one template string: its length, its expressions and its output."""
+
+    max_template_length: int = 20_000
+    max_output_length: int = 100_000
+    max_expressions: int = 200
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The moment date tokens render against (``today`` in the project's time zone)."""
+
+    today: date
+    now: datetime
+
+
+def system_clock() -> Clock:
+    """Return the current moment from Django (``timezone.now()``, ``timezone.localdate()``)."""
+    from django.utils import timezone
+
+    now = timezone.now()
+    return Clock(today=timezone.localdate(now), now=now)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateIssue:
+    """One problem found in a template: a human ``message`` and a stable ``code``."""
+
+    message: str
+    code: str
+
+
+class TemplateError(ValueError):
+    """Base of template errors: a human ``message``, a stable ``code`` and ``params``."""
+
+    default_code = "template_error"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, params: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.params: dict[str, Any] = dict(params or {})
+
+
+class TemplateSyntaxError(TemplateError):
+    """The template text does not follow the grammar; ``issues`` lists every problem."""
+
+    default_code = "invalid_template"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        issues: Iterable[TemplateIssue] = (),
+    ) -> None:
+        super().__init__(message, code=code, params=params)
+        self.issues: tuple[TemplateIssue, ...] = tuple(issues) or (
+            TemplateIssue(message, self.code),
+        )
+
+
+class TemplateRenderError(TemplateError):
+    """Rendering failed against this context (unknown secret, injection, limits...)."""
+
+    default_code = "render_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    """A rendered value and the secret values it used (to pass to :func:`redact`)."""
+
+    value: Any
+    secrets_used: set[str] = field(default_factory=set)
+
+
+# --- parsing -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Filter:
+    name: str
+    arg: str | int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Expr:
+    kind: Literal["path", "secret", "today", "now"]
+    path: tuple[str, ...] = ()
+    offset: int = 0
+    filters: tuple[_Filter, ...] = ()
+
+    @property
+    def root(self) -> str:
+        return self.path[0] if self.path else self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    parts: tuple[str | _Expr, ...]
+    expressions: tuple[_Expr, ...]
+    issues: tuple[TemplateIssue, ...]
+    single: _Expr | None
+
+
+class _ParseIssue(Exception):
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.issue = TemplateIssue(message, code)
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> _Template:
+    """Split ``text`` into literals and expressions, collecting every syntax issue."""
+    parts: list[str | _Expr] = []
+    issues: list[TemplateIssue] = []
+    pos = end = 0
+    while True:
+        start = text.find("{{", pos)
+        if start == -1:
+            if pos < len(text):
+                parts.append(text[pos:])
+            break
+        if start > pos:
+            parts.append(text[pos:start])
+        if end < start + 2:  # reuse the closing "}}" after a nested "{{": stays linear
+            end = text.find("}}", start + 2)
+        nested = text.find("{{", start + 2, end) if end != -1 else -1
+        if end == -1 or nested != -1:
+            issues.append(
+                TemplateIssue(f"unclosed '{{{{' at position {start}", "unclosed_expression")
+            )
+            if end == -1:
+                break
+            pos = nested
+            continue
+        try:
+            parts.append(_parse_expression(text[start + 2 : end]))
+        except _ParseIssue as exc:
+            issues.append(exc.issue)
+        pos = end + 2
+    expressions = tuple(part for part in parts if isinstance(part, _Expr))
+    single = None
+    only_space = all(isinstance(part, _Expr) or not part.strip() for part in parts)
+    if not issues and len(expressions) == 1 and only_space:
+        single = expressions[0]
+    return _Template(tuple(parts), expressions, tuple(issues), single)
+
+
+def _parse_expression(body: str) -> _Expr:
+    source = body.strip()
+    if not source:
+        raise _ParseIssue("empty expression '{{ }}'", "empty_expression")
+    head, bar, rest = source.partition("|")
+    head = head.strip()
+    if not head:
+        raise _ParseIssue("expression has filters but no value before '|'", "empty_expression")
+    filters = _parse_filters(rest) if bar else ()
+    return _parse_head(head, filters)
+
+
+def _parse_head(head: str, filters: tuple[_Filter, ...]) -> _Expr:
+    word = _IDENT.match(head)
+    if word and word.group() in ("today", "now"):
+        date_word, rest = word.group(), head[word.end() :].strip()
+        if not rest:
+            return _Expr(date_word, filters=filters)
+        if rest[0] in "+-":
+            if date_word == "now":
+                raise _ParseIssue("'now' takes no offset; use today+N", "bad_date_offset")
+            digits = rest[1:].strip()
+            if not digits.isascii() or not digits.isdigit():
+                raise _ParseIssue(
+                    f"date offset must be a whole number of days: '{head}'", "bad_date_offset"
+                )
+            if len(digits) > 6 or int(digits) > MAX_DAY_OFFSET:
+                raise _ParseIssue(
+                    f"date offset is larger than {MAX_DAY_OFFSET} days: '{head}'",
+                    "bad_date_offset",
+                )
+            sign = -1 if rest[0] == "-" else 1
+            return _Expr("today", offset=sign * int(digits), filters=filters)
+        if rest[0] == ".":
+            raise _ParseIssue(f"'{date_word}' is a date token and has no fields", "bad_path")
+    segments = head.split(".")
+    if len(segments) > MAX_PATH_DEPTH:
+        raise _ParseIssue(
+            f"path is deeper than {MAX_PATH_DEPTH} segments: '{head}'", "path_too_deep"
+        )
+    for index, segment in enumerate(segments):
+        if segment.startswith("_"):
+            raise _ParseIssue(f"keys starting with '_' are not allowed: '{segment}'", "private_key")
+        if _IDENT.fullmatch(segment) or (index and _INDEX.fullmatch(segment)):
+            continue
+        raise _ParseIssue(
+            f"invalid path '{head}': use names and list indexes separated by dots,"
+            " e.g. lead.owner.email or items.0.name",
+            "bad_path",
+        )
+    if segments[0] == "secrets":
+        if len(segments) != 2 or not _IDENT.fullmatch(segments[1]):
+            raise _ParseIssue(
+                f"secrets are referenced by name as secrets.NAME, not '{head}'",
+                "bad_secret_reference",
+            )
+        return _Expr("secret", path=tuple(segments), filters=filters)
+    return _Expr("path", path=tuple(segments), filters=filters)
+
+
+def _parse_filters(text: str) -> tuple[_Filter, ...]:
+    filters: list[_Filter] = []
+    pos = 0
+    while True:
+        pos = _skip_space(text, pos)
+        match = _IDENT.match(text, pos)
+        if not match:
+            raise _ParseIssue("expected a filter name after '|'", "bad_expression")
+        name, pos = match.group(), _skip_space(text, match.end())
+        if name not in _FILTER_ARGS:
+            known = ", ".join(sorted(FILTERS))
+            raise _ParseIssue(f"unknown filter '{name}' (known: {known})", "unknown_filter")
+        arg: str | int | None = None
+        has_arg = pos < len(text) and text[pos] == ":"
+        if has_arg:
+            arg, pos = _parse_argument(text, _skip_space(text, pos + 1), name)
+            pos = _skip_space(text, pos)
+        _check_filter(name, arg, has_arg)
+        filters.append(_Filter(name, arg))
+        if pos >= len(text):
+            return tuple(filters)
+        if text[pos] != "|":
+            raise _ParseIssue(f"unexpected '{text[pos:]}' after filter '{name}'", "bad_expression")
+        pos += 1
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _parse_argument(text: str, pos: int, name: str) -> tuple[str | int, int]:
+    if pos < len(text) and text[pos] == '"':
+        chars: list[str] = []
+        pos += 1
+        while pos < len(text):
+            char = text[pos]
+            if char == '"':
+                return "".join(chars), pos + 1
+            if char == "\\":
+                escaped = _STRING_ESCAPES.get(text[pos + 1 : pos + 2])
+                if escaped is None:
+                    raise _ParseIssue(
+                        f"filter '{name}': unsupported escape in string argument"
+                        ' (use \\" \\\\ \\n or \\t)',
+                        "bad_filter_argument",
+                    )
+                chars.append(escaped)
+                pos += 2
+                continue
+            chars.append(char)
+            pos += 1
+        raise _ParseIssue(f"filter '{name}': unterminated string argument", "bad_filter_argument")
+    match = _INTEGER_ARG.match(text, pos)
+    if not match:
+        raise _ParseIssue(
+            f"filter '{name}': argument must be a double-quoted string or an integer",
+            "bad_filter_argument",
+        )
+    if len(match.group()) > 10:
+        raise _ParseIssue(f"filter '{name}': integer argument too large", "bad_filter_argument")
+    return int(match.group()), match.end()
+
+
+def _check_filter(name: str, arg: str | int | None, has_arg: bool) -> None:
+    kind = _FILTER_ARGS[name]
+    problem = None
+    if kind == "none" and has_arg:
+        problem = f"filter '{name}' takes no argument"
+    elif kind == "required" and not has_arg:
+        problem = f"filter '{name}' needs an argument, e.g. {name}:\"n/a\""
+    elif kind in ("string", "optional_string") and not isinstance(arg, str):
+        if kind == "string" or has_arg:
+            problem = f"filter '{name}' needs a double-quoted string argument"
+    elif kind == "count" and not (isinstance(arg, int) and arg >= 0):
+        problem = f"filter '{name}' needs a non-negative integer argument"
+    elif name == "date" and isinstance(arg, str):
+        for directive in _DATE_DIRECTIVE.finditer(arg):
+            if directive.group(2) not in _DATE_LETTERS or (
+                directive.group(1) and directive.group(2) == "%"
+            ):
+                problem = f"filter 'date' does not support '{directive.group()}'"
+                break
+    if problem:
+        raise _ParseIssue(problem, "bad_filter_argument")
+
+
+def _checked_template(text: str, limits: Limits) -> _Template:
+    """Parse ``text`` within ``limits``, raising :class:`TemplateSyntaxError` on issues."""
+    if len(text) > limits.max_template_length:
+        raise TemplateSyntaxError(
+            f"template is longer than {limits.max_template_length} characters",
+            code="template_too_long",
+        )
+    template = _parse(text)
+    if template.issues:
+        first = template.issues[0]
+        raise TemplateSyntaxError(first.message, code=first.code, issues=template.issues)
+    if len(template.expressions) > limits.max_expressions:
+        raise TemplateSyntaxError(
+            f"template has more than {limits.max_expressions} expressions",
+            code="too_many_expressions",
+        )
+    return template
+
+
+# --- values --------------------------------------------------------------------------
+
+
+def _child(value: Any, segment: str) -> Any:
+    """Look one path segment up in plain data only; base-class methods, no overrides."""
+    if isinstance(value, dict):
+        return dict.get(value, segment, _MISSING)
+    if isinstance(value, list | tuple) and segment.isdigit():
+        base = list if isinstance(value, list) else tuple
+        index = int(segment)
+        if index < base.__len__(value):
+            return base.__getitem__(value, index)
+    return _MISSING
+
+
+def _unsupported(value: Any) -> TemplateRenderError:
+    return TemplateRenderError(
+        f"cannot render a value of type '{type(value).__name__}'", code="unsupported_value"
+    )
+
+
+def _copy_data(value: Any, *, for_json: bool = False, depth: int = 0) -> Any:
+    """Copy plain data; with ``for_json`` turn Decimal, dates and UUIDs into strings."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, _SAFE_SCALARS):
+        return _to_text(value) if for_json else value
+    if depth >= MAX_VALUE_DEPTH:
+        raise TemplateRenderError(
+            f"value is nested deeper than {MAX_VALUE_DEPTH} levels", code="value_too_deep"
+        )
+    if isinstance(value, dict):
+        copied = {}
+        for key, item in dict.items(value):
+            if key is not None and not isinstance(key, bool | int | float | str):
+                raise _unsupported(key)
+            copied[key] = _copy_data(item, for_json=for_json, depth=depth + 1)
+        return copied
+    if isinstance(value, list | tuple):
+        items = list.__iter__(value) if isinstance(value, list) else tuple.__iter__(value)
+        return [_copy_data(item, for_json=for_json, depth=depth + 1) for item in items]
+    raise _unsupported(value)
+
+
+def _to_json(value: Any) -> str:
+    try:
+        return json.dumps(
+            _copy_data(value, for_json=True),
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+    except ValueError as exc:
+        if isinstance(exc, TemplateError):
+            raise
+        message = "value cannot be written as JSON"
+        raise TemplateRenderError(message, code="unsupported_value") from exc
+
+
+def _to_text(value: Any) -> str:
+    """Stringify a value: None -> "", bools -> true/false, containers -> compact JSON."""
+    if value is None or value is _MISSING:
+        return ""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        try:
+            return int.__repr__(value)
+        except ValueError as exc:
+            message = "number too large to render"
+            raise TemplateRenderError(message, code="unsupported_value") from exc
+    if isinstance(value, float):
+        return float.__repr__(value)
+    if isinstance(value, Decimal):
+        return Decimal.__str__(value)
+    if isinstance(value, datetime):
+        return datetime.isoformat(value)
+    if isinstance(value, date):
+        return date.isoformat(value)
+    if isinstance(value, time):
+        return time.isoformat(value)
+    if isinstance(value, UUID):
+        return UUID.__str__(value)
+    if isinstance(value, dict | list | tuple):
+        return _to_json(value)
+    raise _unsupported(value)
+
+
+# --- filters -------------------------------------------------------------------------
+
+
+def _filter_failed(name: str, expected: str) -> TemplateRenderError:
+    return TemplateRenderError(
+        f"filter '{name}' expects {expected}", code="filter_error", params={"filter": name}
+    )
+
+
+def _filter_default(value: Any, arg: Any) -> Any:
+    return arg if value is None or (isinstance(value, str) and not value) else value
+
+
+def _filter_date(value: Any, fmt: Any) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return ""
+    moment: date
+    if isinstance(value, date):
+        moment = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            moment = date.fromisoformat(text)
+        except ValueError:
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                raise _filter_failed("date", "an ISO date or datetime") from None
+    else:
+        raise _filter_failed("date", "an ISO date or datetime")
+    try:
+        return moment.strftime(fmt)
+    except (ValueError, OverflowError):
+        raise _filter_failed("date", "a date it can format") from None
+
+
+def _filter_int(value: Any, _arg: Any) -> int:
+    if isinstance(value, int):
+        return int(value)
+    try:
+        if isinstance(value, float | Decimal):
+            return int(value)
+        if isinstance(value, str) and (match := _INT_TEXT.fullmatch(value)):
+            return int(match.group(1))
+    except (ValueError, OverflowError, ArithmeticError):
+        pass
+    raise _filter_failed("int", "a number")
+
+
+def _filter_float(value: Any, _arg: Any) -> float:
+    number = None
+    try:
+        numeric = isinstance(value, int | float | Decimal)
+        if numeric or (isinstance(value, str) and _FLOAT_TEXT.fullmatch(value)):
+            number = float(value)
+    except (ValueError, OverflowError):
+        number = None
+    if number is None or not math.isfinite(number):
+        raise _filter_failed("float", "a finite number")
+    return number
+
+
+def _filter_length(value: Any, _arg: Any) -> int:
+    if value is None:
+        return 0
+    for base in (str, list, tuple, dict):
+        if isinstance(value, base):
+            return base.__len__(value)
+    raise _filter_failed("length", "a string, list or object")
+
+
+def _filter_join(value: Any, separator: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | tuple):
+        items = list.__iter__(value) if isinstance(value, list) else tuple.__iter__(value)
+        return (", " if separator is None else separator).join(_to_text(item) for item in items)
+    raise _filter_failed("join", "a list")
+
+
+def _filter_urlencode(value: Any, _arg: Any) -> str:
+    try:
+        if isinstance(value, dict):
+            pairs = [(_to_text(key), _to_text(item)) for key, item in dict.items(value)]
+            return urlencode(pairs, quote_via=quote)
+        return quote(_to_text(value), safe="")
+    except UnicodeEncodeError:
+        raise _filter_failed("urlencode", "text that can be encoded as UTF-8") from None
+
+
+_FILTER_FUNCTIONS: Final[dict[str, Callable[[Any, Any], Any]]] = {
+    "upper": lambda value, _arg: _to_text(value).upper(),
+    "lower": lambda value, _arg: _to_text(value).lower(),
+    "title": lambda value, _arg: _to_text(value).title(),
+    "trim": lambda value, _arg: _to_text(value).strip(),
+    "default": _filter_default,
+    "date": _filter_date,
+    "int": _filter_int,
+    "float": _filter_float,
+    "str": lambda value, _arg: _to_text(value),
+    "json": lambda value, _arg: _to_json(value),
+    "length": _filter_length,
+    "join": _filter_join,
+    "truncate": lambda value, count: _to_text(value)[:count],
+    "urlencode": _filter_urlencode,
+}
+
+
+# --- rendering -----------------------------------------------------------------------
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown template mode {mode!r}; expected one of {sorted(MODES)}")
+
+
+def _child_path(base: str, key: Any) -> str:
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"{base}[{key}]"
+    text = key if isinstance(key, str) else str(key)
+    if _PLAIN_KEY.fullmatch(text):
+        return f"{base}.{text}"
+    return f"{base}[{json.dumps(text, ensure_ascii=False)}]"
+
+
+class _Renderer:
+    """State of one render call: context, secrets seen, and a lazily read clock."""
+
+    def __init__(
+        self,
+        context: Mapping[str, Any],
+        secrets: SecretLookup | None,
+        clock: Clock | None,
+        limits: Limits | None,
+    ) -> None:
+        self.context = context if isinstance(context, dict) else dict(context)
+        self.secrets = secrets
+        self.clock = clock
+        self.limits = limits or DEFAULT_LIMITS
+        self.secrets_used: set[str] = set()
+        self._secret_values: dict[str, str] = {}
+
+    def tree(self, value: Any, mode: str, modes: Mapping[str, str], path: str, depth: int) -> Any:
+        try:
+            if isinstance(value, str):
+                return self.text(value, mode, typed=True)
+            if depth >= MAX_VALUE_DEPTH:
+                raise TemplateRenderError(
+                    f"value is nested deeper than {MAX_VALUE_DEPTH} levels", code="value_too_deep"
+                )
+            if isinstance(value, dict):
+                rendered = {}
+                for key, item in value.items():
+                    item_mode = (
+                        modes.get(key, mode) if depth == 0 and isinstance(key, str) else mode
+                    )
+                    rendered[key] = self.tree(
+                        item, item_mode, modes, _child_path(path, key), depth + 1
+                    )
+                return rendered
+            if isinstance(value, list | tuple):
+                return [
+                    self.tree(item, mode, modes, _child_path(path, index), depth + 1)
+                    for index, item in enumerate(value)
+                ]
+            return value
+        except TemplateError as exc:
+            exc.params.setdefault("path", path)
+            raise
+
+    def text(self, text: str, mode: str, *, typed: bool) -> Any:
+        limits = self.limits
+        if "{{" not in text:
+            if len(text) > limits.max_template_length:
+                _checked_template(text, limits)  # raises template_too_long
+            return self._finish(text, mode)
+        template = _checked_template(text, limits)
+        if typed and mode == "plain" and template.single is not None:
+            value = self.evaluate(template.single)
+            if isinstance(value, str):
+                self._note_secret_output(template.single, value)
+                return self._finish(value, mode)
+            return _copy_data(value)
+        pieces: list[str] = []
+        size = 0
+        for part in template.parts:
+            if isinstance(part, _Expr):
+                piece = _to_text(self.evaluate(part))
+                if mode == "html":
+                    piece = html.escape(piece, quote=True)
+                self._note_secret_output(part, piece)
+            else:
+                piece = part
+            size += len(piece)
+            if size > limits.max_output_length:
+                raise self._too_large()
+            pieces.append(piece)
+        return self._finish("".join(pieces), mode)
+
+    def _finish(self, text: str, mode: str) -> str:
+        if len(text) > self.limits.max_output_length:
+            raise self._too_large()
+        if mode == "header" and ("\r" in text or "\n" in text):
+            raise TemplateRenderError(
+                "line breaks are not allowed in headers, subjects and addresses",
+                code="header_injection",
+            )
+        return text
+
+    def _too_large(self) -> TemplateRenderError:
+        return TemplateRenderError(
+            f"rendered text is longer than {self.limits.max_output_length} characters",
+            code="output_too_large",
+        )
+
+    def evaluate(self, expr: _Expr) -> Any:
+        if expr.kind == "path":
+            value = self.context
+            for segment in expr.path:
+                value = _child(value, segment)
+                if value is _MISSING:
+                    value = None
+                    break
+        elif expr.kind == "secret":
+            value = self._secret(expr.path[1])
+        elif expr.kind == "today":
+            try:
+                value = (self._clock().today + timedelta(days=expr.offset)).isoformat()
+            except OverflowError:
+                message = "date is out of range"
+                raise TemplateRenderError(message, code="date_out_of_range") from None
+        else:
+            value = self._clock().now.isoformat()
+        for item in expr.filters:
+            value = _FILTER_FUNCTIONS[item.name](value, item.arg)
+        return value
+
+    def _clock(self) -> Clock:
+        if self.clock is None:
+            self.clock = system_clock()
+        return self.clock
+
+    def _secret(self, name: str) -> str:
+        if name in self._secret_values:
+            return self._secret_values[name]
+        params = {"name": name}
+        if self.secrets is None:
+            raise TemplateRenderError(
+                f"secret '{name}' cannot be used here: no secrets are available",
+                code="secrets_unavailable",
+                params=params,
+            )
+        try:
+            value = self.secrets(name)
+        except LookupError:
+            value = None
+        if value is None:
+            raise TemplateRenderError(
+                f"unknown secret '{name}'", code="unknown_secret", params=params
+            )
+        if not isinstance(value, str):
+            raise TemplateRenderError(
+                f"secret '{name}' is not a string", code="invalid_secret", params=params
+            )
+        self._secret_values[name] = value
+        if value:
+            self.secrets_used.add(value)
+        return value
+
+    def _note_secret_output(self, expr: _Expr, output: str) -> None:
+        """Record a filtered or escaped form of a secret so redaction also masks it."""
+        if expr.kind == "secret" and output and self._secret_values.get(expr.path[1]):
+            self.secrets_used.add(output)
+
+
+def render_value(
+    value: Any,
+    context: Mapping[str, Any],
+    *,
+    secrets: SecretLookup | None = None,
+    clock: Clock | None = None,
+    mode: Mode = "plain",
+    modes: Mapping[str, Mode] | None = None,
+    limits: Limits | None = None,
+    path: str = "config",
+) -> RenderResult:
+    """Render every string inside ``value`` (dicts and lists walked; keys left alone).
+
+    A string that is exactly one ``{{ expr }}`` keeps the value's type in "plain" mode;
+    "html" and "header" modes always produce strings. ``modes`` picks a mode per
+    top-level key (``{"subject": "header", "html_body": "html"}``); other keys use
+    ``mode``. ``secrets`` maps a secret name to its value and raises ``KeyError`` (or
+    returns None) when unknown. Errors carry the failing JSON path in ``params["path"]``.
+    """
+    _check_mode(mode)
+    for key_mode in (modes or {}).values():
+        _check_mode(key_mode)
+    renderer = _Renderer(context, secrets, clock, limits)
+    rendered = renderer.tree(value, mode, modes or {}, path, 0)
+    return RenderResult(rendered, renderer.secrets_used)
+
+
+def render_string(
+    text: str,
+    context: Mapping[str, Any],
+    *,
+    secrets: SecretLookup | None = None,
+    clock: Clock | None = None,
+    mode: Mode = "plain",
+    limits: Limits | None = None,
+) -> RenderResult:
+    """Render one template to a string (never typed; see :func:`render_value`)."""
+    _check_mode(mode)
+    renderer = _Renderer(context, secrets, clock, limits)
+    return RenderResult(renderer.text(text, mode, typed=False), renderer.secrets_used)
+
+
+# --- validation ----------------------------------------------------------------------
+
+
+def validate_template(
+    text: str, *, allowed_roots: Iterable[str] | None = None, limits: Limits | None = None
+) -> list[TemplateIssue]:
+    """Return every problem in ``text``; with ``allowed_roots``, also unknown variables.
+
+    Roots are not implied: union :data:`BUILTIN_ROOTS` in when they are allowed.
+    """
+    limits = limits or DEFAULT_LIMITS
+    if len(text) > limits.max_template_length:
+        return [
+            TemplateIssue(
+                f"template is longer than {limits.max_template_length} characters",
+                "template_too_long",
+            )
+        ]
+    if "{{" not in text:
+        return []
+    template = _parse(text)
+    issues = list(template.issues)
+    if len(template.expressions) > limits.max_expressions:
+        issues.append(
+            TemplateIssue(
+                f"template has more than {limits.max_expressions} expressions",
+                "too_many_expressions",
+            )
+        )
+    if allowed_roots is not None:
+        allowed = frozenset(allowed_roots)
+        reported: set[str] = set()
+        for expr in template.expressions:
+            if expr.root not in allowed and expr.root not in reported:
+                reported.add(expr.root)
+                issues.append(TemplateIssue(f"unknown variable '{expr.root}'", "unknown_variable"))
+    return issues
+
+
+def validate_value(
+    value: Any,
+    *,
+    path: str = "config",
+    allowed_roots: Iterable[str] | None = None,
+    limits: Limits | None = None,
+) -> list[tuple[str, TemplateIssue]]:
+    """Validate every string in a JSON structure; each issue comes with its JSON path."""
+    allowed = None if allowed_roots is None else frozenset(allowed_roots)
+    found: list[tuple[str, TemplateIssue]] = []
+    pending: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while pending:
+        item, item_path, depth = pending.pop()
+        if isinstance(item, str):
+            issues = validate_template(item, allowed_roots=allowed, limits=limits)
+            found.extend((item_path, issue) for issue in issues)
+        elif isinstance(item, dict | list | tuple):
+            if depth >= MAX_VALUE_DEPTH:
+                message = f"value is nested deeper than {MAX_VALUE_DEPTH} levels"
+                found.append((item_path, TemplateIssue(message, "value_too_deep")))
+                continue
+            children = item.items() if isinstance(item, dict) else enumerate(item)
+            pending.extend(
+                (child, _child_path(item_path, key), depth + 1)
+                for key, child in reversed(list(children))
+            )
+    return found
+
+
+def template_roots(text: str) -> set[str]:
+    """Return the first path segments (and date/secret roots) ``text`` uses.
+
+    Raises :class:`TemplateSyntaxError` when ``text`` is not a valid template.
+    """
+    if "{{" not in text:
+        return set()
+    return {expr.root for expr in _checked_template(text, DEFAULT_LIMITS).expressions}
+
+
+# --- redaction -----------------------------------------------------------------------
+
+
+def redact(obj: Any, secret_values: Iterable[str], mask: str = DEFAULT_MASK) -> Any:
+    """Deep-copy JSON-like ``obj`` with every occurrence of each secret replaced by ``mask``.
+
+    Strings (dict keys included) are scrubbed; empty secrets are ignored; other scalars
+    are kept. Anything nested deeper than the value limit is replaced by ``mask``, so
+    redaction fails closed and terminates on cyclic data.
+    """
+    needles = sorted({s for s in secret_values if isinstance(s, str) and s}, key=len, reverse=True)
+    pattern = re.compile("|".join(map(re.escape, needles))) if needles else None
+
+    def scrub(item: Any, depth: int) -> Any:
+        if isinstance(item, str):
+            return pattern.sub(lambda _match: mask, item) if pattern else item
+        if isinstance(item, dict | list | tuple) and depth >= MAX_VALUE_DEPTH:
+            return mask
+        if isinstance(item, dict):
+            return {scrub(key, depth + 1): scrub(child, depth + 1) for key, child in item.items()}
+        if isinstance(item, tuple):
+            return tuple(scrub(child, depth + 1) for child in item)
+        if isinstance(item, list):
+            return [scrub(child, depth + 1) for child in item]
+        return item
+
+    return scrub(obj, 0)

@@ -1,0 +1,145 @@
+"""API plumbing shared by every app: the error shape, pagination, the JSON parser.
+
+Every error, ours and the framework's, is rendered as::
+
+    {"error": {"code": "VALIDATION_ERROR", "message": "...", "fields": {"steps[1].key": ["..."]}}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from config.errors import DomainError
+
+CODES: dict[type[exceptions.APIException], str] = {
+    exceptions.ParseError: "PARSE_ERROR",
+    exceptions.ValidationError: "VALIDATION_ERROR",
+    exceptions.NotAuthenticated: "NOT_AUTHENTICATED",
+    exceptions.AuthenticationFailed: "AUTHENTICATION_FAILED",
+    exceptions.PermissionDenied: "PERMISSION_DENIED",
+    exceptions.NotFound: "NOT_FOUND",
+    exceptions.MethodNotAllowed: "METHOD_NOT_ALLOWED",
+    exceptions.NotAcceptable: "NOT_ACCEPTABLE",
+    exceptions.UnsupportedMediaType: "UNSUPPORTED_MEDIA_TYPE",
+    exceptions.Throttled: "RATE_LIMITED",
+}
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "PAYLOAD_TOO_LARGE"
+
+
+class LimitedJSONParser(JSONParser):
+    """JSON parser that refuses bodies over ``API_MAX_BODY_BYTES`` with 413."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        limit = settings.API_MAX_BODY_BYTES
+        request = (parser_context or {}).get("request")
+        length = request.META.get("CONTENT_LENGTH") if request is not None else None
+        if length and str(length).isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+        return super().parse(stream, media_type, parser_context)
+
+
+class Pagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def json_path(prefix: str, key: str | int) -> str:
+    if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+        return f"{prefix}[{key}]"
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def flatten_detail(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Turn DRF's nested error detail into ``{json_path: [messages]}``."""
+    out: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            if key in ("non_field_errors", "__all__"):
+                path = prefix or "non_field_errors"
+            else:
+                path = json_path(prefix, key)
+            for sub, messages in flatten_detail(value, path).items():
+                out.setdefault(sub, []).extend(messages)
+    elif isinstance(detail, list):
+        if all(not isinstance(item, (dict, list)) for item in detail):
+            out[prefix or "non_field_errors"] = [str(item) for item in detail]
+        else:
+            for index, item in enumerate(detail):
+                if item:
+                    for sub, messages in flatten_detail(item, json_path(prefix, index)).items():
+                        out.setdefault(sub, []).extend(messages)
+    elif detail not in (None, ""):
+        out[prefix or "non_field_errors"] = [str(detail)]
+    return out
+
+
+def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None,
+               **data: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    body.update(data)
+    return {"error": body}
+
+
+def _validation_message(fields: dict[str, list[str]]) -> str:
+    if not fields:
+        return "The input is not valid."
+    path, messages = next(iter(fields.items()))
+    return f"{path}: {messages[0]}" if path != "non_field_errors" else messages[0]
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Render every error in the one shape and roll back the request's transaction."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, DomainError):
+        set_rollback()
+        return Response({"error": exc.as_dict()}, status=exc.status)
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        )
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if not isinstance(exc, exceptions.APIException):
+        return None
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(exc.wait))  # type: ignore[attr-defined]
+    if isinstance(exc, exceptions.ValidationError):
+        fields = flatten_detail(exc.detail)
+        body = error_body("VALIDATION_ERROR", _validation_message(fields), fields)
+    else:
+        code = next((c for cls, c in CODES.items() if isinstance(exc, cls)), None)
+        if code is None:
+            code = str(exc.default_code).upper()
+        body = error_body(code, str(exc.detail))
+    set_rollback()
+    return Response(body, status=exc.status_code, headers=headers)
+
+
+def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Unknown URLs under ``/api/`` answer in the error shape, not Django's HTML page."""
+    return JsonResponse(error_body("NOT_FOUND", f"No API endpoint at {request.path}."), status=404)
+
+
+def api_server_error(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(error_body("INTERNAL_ERROR", "Internal server error."), status=500)

@@ -1,0 +1,17 @@
+"""Template context shared by every page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+
+
+def site(request: HttpRequest) -> dict[str, Any]:
+    context: dict[str, Any] = {"site_name": "Flowdesk"}
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        from tasks_inbox.selectors import notification_unread_count
+
+        context["unread_notifications"] = notification_unread_count(user=user)
+    return context

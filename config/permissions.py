@@ -1,0 +1,33 @@
+"""API permissions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import DjangoModelPermissions
+
+
+class StaffModelPermissions(DjangoModelPermissions):
+    """Authoring and operations: staff users holding the model's permissions.
+
+    Reads need ``view_<model>`` too; custom actions (POST) need ``change_<model>``.
+    """
+
+    perms_map = {
+        "GET": ["%(app_label)s.view_%(model_name)s"],
+        "OPTIONS": [],
+        "HEAD": ["%(app_label)s.view_%(model_name)s"],
+        "POST": ["%(app_label)s.add_%(model_name)s"],
+        "PUT": ["%(app_label)s.change_%(model_name)s"],
+        "PATCH": ["%(app_label)s.change_%(model_name)s"],
+        "DELETE": ["%(app_label)s.delete_%(model_name)s"],
+    }
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        if not (request.user and request.user.is_authenticated and request.user.is_staff):
+            return False
+        if getattr(view, "action", None) in getattr(view, "change_actions", ()):
+            model = view.get_queryset().model
+            return request.user.has_perm(
+                f"{model._meta.app_label}.change_{model._meta.model_name}")
+        return super().has_permission(request, view)

@@ -1,0 +1,4 @@
+"""Inbox pages."""
+
+app_name = "inbox"
+urlpatterns: list = []

@@ -1,0 +1,260 @@
+"""Shared fixtures: service gating, API clients, users, and a real Celery worker.
+
+Tests that need PostgreSQL or Redis are marked ``services`` (or use the ``celery_worker``
+fixture). Without those services they skip with the reason; with ``REQUIRE_SERVICES=1``
+they fail instead, so CI can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def services_missing() -> str | None:
+    """Why the real services are not available, or None when they are."""
+    if not settings.DATABASE_IS_POSTGRES:
+        return "needs PostgreSQL: set DATABASE_URL=postgres://..."
+    if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        return "needs Redis: set CELERY_BROKER_URL=redis://..."
+    try:
+        import redis
+
+        redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2).ping()
+    except Exception as exc:  # any failure to reach Redis
+        return f"Redis at CELERY_BROKER_URL is not reachable: {exc}"
+    return None
+
+
+def require_services() -> None:
+    reason = services_missing()
+    if reason is None:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"REQUIRE_SERVICES=1 but {reason}")
+    pytest.skip(reason)
+
+
+WORKER_FIXTURES = {"celery_worker", "start_worker"}
+
+
+def pytest_runtest_setup(item: Any) -> None:
+    if item.get_closest_marker("services") or WORKER_FIXTURES & set(
+        getattr(item, "fixturenames", ())
+    ):
+        require_services()
+
+
+@pytest.fixture(autouse=True)
+def _test_step_types() -> None:
+    """Step types only the tests use (a worker loads them through FLOWDESK_ACTION_MODULES)."""
+    import tests.steps  # noqa: F401
+
+
+@pytest.fixture
+def drain(db: Any) -> Callable[..., int]:
+    """Drive the engine in this process, as a worker would: dispatch undispatched events,
+    advance their runs, wake due steps; repeat until nothing is left. Returns the rounds."""
+    from automation import services
+    from automation.models import ActionRun, Event, Run
+
+    def run(max_rounds: int = 50) -> int:
+        for rounds in range(1, max_rounds + 1):
+            event_ids = list(Event.objects.filter(dispatched_at__isnull=True)
+                             .order_by("pk").values_list("pk", flat=True))
+            for event_id in event_ids:
+                for run_id in services.event_dispatch(event_id=event_id):
+                    services.run_advance(run_id=run_id)
+            from django.utils import timezone
+
+            due = list(ActionRun.objects.filter(
+                wake_at__lte=timezone.now(), status__in=["pending", "waiting"],
+            ).values_list("pk", flat=True))
+            for action_run_id in due:
+                run_id = services.step_wake(action_run_id=action_run_id)
+                if run_id:
+                    services.run_advance(run_id=run_id)
+            open_runs = list(Run.objects.filter(status__in=["pending", "running"])
+                             .values_list("pk", flat=True))
+            for run_id in open_runs:
+                services.run_advance(run_id=run_id)
+            if not event_ids and not due and not Event.objects.filter(
+                    dispatched_at__isnull=True).exists():
+                return rounds
+        return max_rounds
+
+    return run
+
+
+# --- users and clients ----------------------------------------------------------------
+
+
+@pytest.fixture
+def make_user(db: Any) -> Callable[..., Any]:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    counter = {"n": 0}
+
+    def make(username: str | None = None, *, staff: bool = False, superuser: bool = False,
+             groups: tuple[str, ...] = (), password: str = "pw-123456!",  # noqa: S107
+             ) -> Any:
+        counter["n"] += 1
+        username = username or f"user{counter['n']}"
+        user = get_user_model().objects.create_user(
+            username=username, email=f"{username}@example.com", password=password,
+            is_staff=staff or superuser, is_superuser=superuser,
+        )
+        for name in groups:
+            user.groups.add(Group.objects.get_or_create(name=name)[0])
+        return user
+
+    return make
+
+
+@pytest.fixture
+def admin_user(make_user: Callable[..., Any]) -> Any:
+    return make_user("admin", superuser=True)
+
+
+@pytest.fixture
+def api(admin_user: Any) -> APIClient:
+    """An API client authenticated as a superuser with a token."""
+    from rest_framework.authtoken.models import Token
+
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=admin_user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def anon_api() -> APIClient:
+    return APIClient()
+
+
+# --- a real Celery worker -------------------------------------------------------------
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """A ``celery worker`` subprocess on the test database and broker."""
+
+    def __init__(self, name: str, env: dict[str, str], concurrency: int = 2) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"worker-{name}-{os.getpid()}.log"
+        self.name = name
+        self.env = env
+        self.concurrency = concurrency
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> WorkerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115  (owned by the subprocess)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--queues",
+             "steps,sweeps", "--concurrency", str(self.concurrency), "--pool", "prefork",
+             "--loglevel", "INFO", "--without-mingle", "--without-gossip",
+             "--hostname", f"{self.name}@%h"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early; log: {self.log_path}")
+            if b" ready." in self.log_path.read_bytes():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready after {timeout}s; log: {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and its pool children)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": database_url(),
+           "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+           "FLOWDESK_ACTION_MODULES": "tests.steps", "PYTHONUNBUFFERED": "1"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(extra)
+    return env
+
+
+def purge_broker() -> None:
+    from config.celery import app
+
+    with app.connection_for_write() as conn:
+        for queue in ("steps", "sweeps"):
+            conn.default_channel.queue_purge(queue)
+
+
+@pytest.fixture
+def start_worker(transactional_db: Any) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start as many workers as a test needs; all are stopped at the end."""
+    started: list[WorkerProcess] = []
+    purge_broker()
+
+    def start(name: str = "w", concurrency: int = 2, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(f"{name}{len(started)}", worker_env(**env), concurrency)
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def celery_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
+    """One real worker on the test database (PostgreSQL) and broker (Redis)."""
+    return start_worker("w")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20, interval: float = 0.1,
+             message: str = "condition") -> Any:
+    """Poll until ``predicate()`` is truthy; fail with ``message`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {message}")

@@ -1,0 +1,211 @@
+"""Authoring in the admin: workflows with inline triggers and steps, validated with the
+same messages as the API, a simulate page, the raw JSON document, versions and publishing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from automation.conditions import validate_condition
+from automation.graph import validate_graph
+from config.errors import DomainError
+from workflows import services
+from workflows.definition import validate_step, validate_trigger
+from workflows.models import Action, Trigger, Workflow, WorkflowVersion
+from workflows.selectors import workflow_definition
+from workflows.simulation import simulate
+
+
+def _add_issues(form: forms.Form, issues: list[tuple[str, str]], prefix: str) -> None:
+    for where, message in issues:
+        field = where.removeprefix(prefix).lstrip(".").split(".")[0].split("[")[0]
+        target = field if field in form.fields else None
+        form.add_error(target, f"{where}: {message}")
+
+
+class TriggerForm(forms.ModelForm):
+    class Meta:
+        model = Trigger
+        fields = ["event_type", "conditions", "priority", "is_active"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        trigger = {k: data.get(k) for k in self.Meta.fields if k in data}
+        _add_issues(self, validate_trigger(trigger, "trigger"), "trigger")
+        return data
+
+
+class ActionForm(forms.ModelForm):
+    class Meta:
+        model = Action
+        fields = ["key", "type", "config", "conditions", "after", "allow_failure", "retry",
+                  "timeout_seconds", "position"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        step = {k: data.get(k) for k in self.Meta.fields if k in data and k != "position"}
+        step["config"] = step.get("config") or {}
+        keys = {data.get("key")}
+        _add_issues(self, validate_step(step, "step", None, keys | {None}), "step")
+        if data.get("conditions"):
+            _add_issues(self, [(i.path, i.message) for i in
+                               validate_condition(data["conditions"], "step.conditions")], "step")
+        return data
+
+
+class StepFormSet(BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        steps = [
+            {"key": f.cleaned_data.get("key"), "after": f.cleaned_data.get("after")}
+            for f in sorted(self.forms, key=lambda f: f.cleaned_data.get("position") or 0)
+            if f.cleaned_data and not f.cleaned_data.get("DELETE")
+        ]
+        issues = validate_graph(steps)
+        if issues:
+            raise forms.ValidationError([f"{i.path}: {i.message}" for i in issues])
+
+
+class TriggerInline(admin.TabularInline):
+    model = Trigger
+    form = TriggerForm
+    extra = 0
+
+
+class ActionInline(admin.StackedInline):
+    model = Action
+    form = ActionForm
+    formset = StepFormSet
+    extra = 0
+    ordering = ["position"]
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "is_active", "version_number", "updated_at", "tools")
+    list_filter = ("is_active",)
+    search_fields = ("name", "slug", "description")
+    prepopulated_fields = {"slug": ("name",)}
+    readonly_fields = ("published_version", "created_by", "created_at", "updated_at")
+    inlines = [TriggerInline, ActionInline]
+    actions = ["publish"]
+
+    @admin.display(description="version")
+    def version_number(self, obj: Workflow) -> str:
+        return f"v{obj.published_version.number}" if obj.published_version else "-"
+
+    @admin.display(description="")
+    def tools(self, obj: Workflow) -> str:
+        return format_html(
+            '<a href="{}">simulate</a> · <a href="{}">raw JSON</a>',
+            reverse("admin:workflows_workflow_simulate", args=[obj.pk]),
+            reverse("admin:workflows_workflow_raw", args=[obj.pk]),
+        )
+
+    def save_model(self, request: HttpRequest, obj: Workflow, form: Any, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        try:
+            version = services.workflow_publish(workflow=form.instance, user=request.user)
+        except DomainError as exc:
+            transaction.set_rollback(True)
+            messages.error(request, f"Not saved: {exc.message}")
+            for path, problems in exc.fields.items():
+                messages.error(request, f"{path}: {'; '.join(problems)}")
+            return
+        messages.info(request, f"Published as version {version.number}.")
+
+    @admin.action(description="Publish a new version of the selected workflows")
+    def publish(self, request: HttpRequest, queryset: Any) -> None:
+        for workflow in queryset:
+            try:
+                version = services.workflow_publish(workflow=workflow, user=request.user)
+            except DomainError as exc:
+                self.message_user(request, f"{workflow}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{workflow}: version {version.number} is current.")
+
+    def get_urls(self) -> list:
+        extra = [
+            path("<int:pk>/simulate/", self.admin_site.admin_view(self.simulate_view),
+                 name="workflows_workflow_simulate"),
+            path("<int:pk>/raw/", self.admin_site.admin_view(self.raw_view),
+                 name="workflows_workflow_raw"),
+        ]
+        return extra + super().get_urls()
+
+    def simulate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        workflow = get_object_or_404(Workflow, pk=pk)
+        if not self.has_view_permission(request, workflow):
+            raise PermissionDenied
+        definition = workflow_definition(workflow)
+        default_type = next((t["event_type"] for t in definition["triggers"]), "manual")
+        form = SimulateForm(request.POST or None, initial={"event_type": default_type,
+                                                           "payload": "{}"})
+        result = None
+        if request.method == "POST" and form.is_valid():
+            result = simulate(definition, event_type=form.cleaned_data["event_type"],
+                              payload=form.cleaned_data["payload"],
+                              entity_id=form.cleaned_data.get("entity_id") or None)
+        context = {
+            **self.admin_site.each_context(request), "title": f"Simulate {workflow}",
+            "workflow": workflow, "form": form, "opts": self.model._meta,
+            "result": json.dumps(result, indent=2, default=str) if result else None,
+            "summary": result,
+        }
+        return TemplateResponse(request, "admin/workflows/simulate.html", context)
+
+    def raw_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        workflow = get_object_or_404(Workflow, pk=pk)
+        document = json.dumps(workflow_definition(workflow), indent=2)
+        context = {**self.admin_site.each_context(request), "title": f"{workflow}: JSON",
+                   "workflow": workflow, "document": document, "opts": self.model._meta}
+        return TemplateResponse(request, "admin/workflows/raw.html", context)
+
+
+class SimulateForm(forms.Form):
+    event_type = forms.CharField()
+    payload = forms.JSONField(required=False, help_text="The event's data, as JSON.")
+    entity_id = forms.CharField(required=False,
+                                help_text="Or take the context from this stored object.")
+
+    def clean_payload(self) -> dict[str, Any]:
+        value = self.cleaned_data.get("payload") or {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError("must be a JSON object")
+        return value
+
+
+@admin.register(WorkflowVersion)
+class WorkflowVersionAdmin(admin.ModelAdmin):
+    list_display = ("workflow", "number", "created_by", "created_at")
+    list_filter = ("workflow",)
+    readonly_fields = ("workflow", "number", "definition", "created_by", "created_at")
+    actions = ["restore"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Restore the selected version (publishes it as a new version)")
+    def restore(self, request: HttpRequest, queryset: Any) -> None:
+        for version in queryset:
+            workflow = services.version_restore(version=version, user=request.user)
+            self.message_user(request, f"{workflow}: restored v{version.number}.")

@@ -1,0 +1,94 @@
+"""Serializers of the authoring API. Writes are validated whole by the definition service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from workflows.models import Action, Trigger, Workflow, WorkflowVersion
+from workflows.selectors import workflow_definition
+
+
+class TriggerSerializer(serializers.ModelSerializer):
+    workflow = serializers.SlugRelatedField(slug_field="slug", queryset=Workflow.objects.all())
+
+    class Meta:
+        model = Trigger
+        fields = ["id", "workflow", "event_type", "conditions", "priority", "is_active"]
+
+
+class ActionSerializer(serializers.ModelSerializer):
+    workflow = serializers.SlugRelatedField(slug_field="slug", queryset=Workflow.objects.all())
+    config = serializers.JSONField(required=False)
+    conditions = serializers.JSONField(required=False, allow_null=True)
+    after = serializers.JSONField(required=False, allow_null=True)
+    retry = serializers.JSONField(required=False, allow_null=True)
+
+    class Meta:
+        model = Action
+        fields = ["id", "workflow", "key", "position", "type", "config", "conditions", "after",
+                  "allow_failure", "retry", "timeout_seconds"]
+        read_only_fields = ["position"]
+        validators: list = []  # uniqueness is checked with the whole definition
+
+
+class VersionSerializer(serializers.ModelSerializer):
+    created_by = serializers.StringRelatedField()
+
+    class Meta:
+        model = WorkflowVersion
+        fields = ["id", "number", "definition", "created_by", "created_at"]
+
+
+class WorkflowSerializer(serializers.ModelSerializer):
+    """Read shape: the workflow with its document (triggers and steps nested)."""
+
+    triggers = serializers.SerializerMethodField()
+    steps = serializers.SerializerMethodField()
+    version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Workflow
+        fields = ["id", "slug", "name", "description", "is_active", "version", "triggers",
+                  "steps", "created_at", "updated_at"]
+
+    def get_triggers(self, workflow: Workflow) -> list[dict[str, Any]]:
+        return self._definition(workflow)["triggers"]
+
+    def get_steps(self, workflow: Workflow) -> list[dict[str, Any]]:
+        return self._definition(workflow)["steps"]
+
+    def get_version(self, workflow: Workflow) -> int | None:
+        version = workflow.published_version
+        return version.number if version else None
+
+    def _definition(self, workflow: Workflow) -> dict[str, Any]:
+        cache = self.context.setdefault("_definitions", {})
+        if workflow.pk not in cache:
+            cache[workflow.pk] = workflow_definition(workflow)
+        return cache[workflow.pk]
+
+
+class WorkflowDocumentSerializer(serializers.Serializer):
+    """Write shape: the JSON document. Only the structure is checked here; the definition
+    service validates the content and names every JSON path at fault."""
+
+    slug = serializers.CharField(required=False)
+    name = serializers.CharField(required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    is_active = serializers.BooleanField(required=False)
+    triggers = serializers.JSONField(required=False)
+    steps = serializers.JSONField(required=False)
+
+
+class SimulateSerializer(serializers.Serializer):
+    event_type = serializers.CharField(required=False, help_text="Default: the first trigger's.")
+    payload = serializers.JSONField(required=False, default=dict)
+    entity_id = serializers.CharField(
+        required=False, help_text="Take the context from this stored object of the event's model.",
+    )
+
+
+class ExecuteSerializer(serializers.Serializer):
+    payload = serializers.JSONField(required=False, default=dict)

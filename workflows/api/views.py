@@ -1,0 +1,226 @@
+"""Authoring API: workflows (with nested triggers and steps), triggers, actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from automation.api.serializers import RunListSerializer
+from automation.models import Run
+from automation.services import workflow_execute
+from config.errors import ValidationFailed
+from config.permissions import StaffModelPermissions
+from workflows import services
+from workflows.api.serializers import (
+    ActionSerializer,
+    ExecuteSerializer,
+    SimulateSerializer,
+    TriggerSerializer,
+    VersionSerializer,
+    WorkflowDocumentSerializer,
+    WorkflowSerializer,
+)
+from workflows.definition import validate_definition
+from workflows.models import Action, Trigger, Workflow
+from workflows.selectors import workflow_definition
+from workflows.simulation import simulate
+
+
+class WorkflowViewSet(viewsets.ModelViewSet):
+    """Workflows as JSON documents. Every write is validated whole and published as a new
+    version; runs already under way keep the version they started with."""
+
+    queryset = Workflow.objects.select_related("published_version").order_by("name")
+    serializer_class = WorkflowSerializer
+    permission_classes = [StaffModelPermissions]
+    filterset_fields = ["is_active", "slug"]
+    search_fields = ["name", "slug", "description"]
+    ordering_fields = ["name", "created_at", "updated_at"]
+    change_actions = ("simulate", "execute", "validate_existing", "restore_version")
+
+    def _document(self, request: Request, partial: bool, workflow: Workflow | None
+                  ) -> dict[str, Any]:
+        serializer = WorkflowDocumentSerializer(data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        base = workflow_definition(workflow) if workflow is not None else {}
+        if not partial:
+            base = {"triggers": [], "steps": [], "description": "", "is_active": True}
+        document = {**base, **request.data}
+        if workflow is not None and "slug" not in request.data:
+            document["slug"] = workflow.slug
+        return document
+
+    @extend_schema(request=WorkflowDocumentSerializer, responses={201: WorkflowSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        document = self._document(request, partial=False, workflow=None)
+        if Workflow.objects.filter(slug=document.get("slug")).exists():
+            raise ValidationFailed.from_issues([("slug", "a workflow with this slug exists")])
+        workflow = services.workflow_save(document=document, user=request.user)
+        return Response(self.get_serializer(workflow).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=WorkflowDocumentSerializer, responses=WorkflowSerializer)
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        workflow = self.get_object()
+        partial = kwargs.get("partial", False)
+        document = self._document(request, partial=partial, workflow=workflow)
+        workflow = services.workflow_save(document=document, workflow=workflow, user=request.user)
+        return Response(self.get_serializer(workflow).data)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        services.workflow_delete(workflow=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=WorkflowDocumentSerializer,
+                   responses={200: OpenApiResponse(description="The document is valid.")})
+    @action(detail=False, methods=["post"], url_path="validate")
+    def validate(self, request: Request) -> Response:
+        """Validate a workflow document without saving it."""
+        issues = validate_definition(request.data)
+        if issues:
+            raise ValidationFailed.from_issues(issues)
+        return Response({"valid": True})
+
+    @extend_schema(request=None, responses={200: OpenApiResponse(description="Valid.")})
+    @action(detail=True, methods=["post"], url_path="validate")
+    def validate_existing(self, request: Request, pk: str | None = None) -> Response:
+        """Validate the stored workflow (after changes in its step types or models)."""
+        issues = validate_definition(workflow_definition(self.get_object()))
+        if issues:
+            raise ValidationFailed.from_issues(issues)
+        return Response({"valid": True})
+
+    @extend_schema(request=SimulateSerializer,
+                   responses={200: OpenApiResponse(description="The simulation trace.")})
+    @action(detail=True, methods=["post"])
+    def simulate(self, request: Request, pk: str | None = None) -> Response:
+        """Dry-run the workflow against a sample event: trigger matches, the condition trace,
+        each step's rendered config. Nothing is written and nothing is sent."""
+        workflow = self.get_object()
+        serializer = SimulateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        definition = workflow_definition(workflow)
+        event_type = serializer.validated_data.get("event_type") or next(
+            (t["event_type"] for t in definition["triggers"]), "manual")
+        payload = serializer.validated_data.get("payload") or {}
+        if not isinstance(payload, dict):
+            raise ValidationFailed.from_issues([("payload", "must be an object")])
+        result = simulate(definition, event_type=event_type, payload=payload,
+                          entity_id=serializer.validated_data.get("entity_id"))
+        return Response(result)
+
+    @extend_schema(request=ExecuteSerializer, responses={202: RunListSerializer})
+    @action(detail=True, methods=["post"])
+    def execute(self, request: Request, pk: str | None = None) -> Response:
+        """Start a run by hand with ``payload`` as its context."""
+        serializer = ExecuteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        payload = serializer.validated_data.get("payload") or {}
+        if not isinstance(payload, dict):
+            raise ValidationFailed.from_issues([("payload", "must be an object")])
+        run = workflow_execute(workflow_id=self.get_object().pk, payload=payload,
+                               actor=request.user)
+        return Response(RunListSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses=VersionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def versions(self, request: Request, pk: str | None = None) -> Response:
+        versions = self.get_object().versions.select_related("created_by").order_by("-number")
+        page = self.paginate_queryset(versions)
+        return self.get_paginated_response(VersionSerializer(page, many=True).data)
+
+    @extend_schema(request=None, responses=WorkflowSerializer)
+    @action(detail=True, methods=["post"], url_path=r"versions/(?P<number>\d+)/restore")
+    def restore_version(self, request: Request, pk: str | None = None,
+                        number: str | None = None) -> Response:
+        """Make an older version current again (published as a new version)."""
+        workflow = self.get_object()
+        version = workflow.versions.filter(number=number).first()
+        if version is None:
+            from config.errors import NotFound
+
+            raise NotFound(f"Version {number} of this workflow does not exist.")
+        workflow = services.version_restore(version=version, user=request.user)
+        return Response(self.get_serializer(workflow).data)
+
+    @extend_schema(responses=RunListSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def runs(self, request: Request, pk: str | None = None) -> Response:
+        runs = Run.objects.filter(workflow=self.get_object()).select_related(
+            "workflow", "version", "event").order_by("-created_at", "-id")
+        page = self.paginate_queryset(runs)
+        return self.get_paginated_response(RunListSerializer(page, many=True).data)
+
+
+class _PartViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                   mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    permission_classes = [StaffModelPermissions]
+
+    def _data(self, serializer: Any) -> dict[str, Any]:
+        data = dict(serializer.validated_data)
+        data.pop("workflow", None)
+        data.pop("position", None)
+        return data
+
+
+class TriggerViewSet(_PartViewSet):
+    """A workflow's triggers. Each change re-validates and republishes the workflow."""
+
+    queryset = Trigger.objects.select_related("workflow").order_by("workflow", "id")
+    serializer_class = TriggerSerializer
+    filterset_fields = ["event_type", "is_active"]
+
+    def get_queryset(self) -> QuerySet[Trigger]:
+        queryset = super().get_queryset()
+        slug = self.request.query_params.get("workflow")
+        return queryset.filter(workflow__slug=slug) if slug else queryset
+
+    def perform_create(self, serializer: TriggerSerializer) -> None:
+        serializer.instance = services.trigger_save(
+            workflow=serializer.validated_data["workflow"], data=self._data(serializer),
+            user=self.request.user)
+
+    def perform_update(self, serializer: TriggerSerializer) -> None:
+        trigger = serializer.instance
+        data = {**TriggerSerializer(trigger).data, **self._data(serializer)}
+        data.pop("id", None)
+        data.pop("workflow", None)
+        serializer.instance = services.trigger_save(
+            workflow=trigger.workflow, data=data, trigger=trigger, user=self.request.user)
+
+    def perform_destroy(self, instance: Trigger) -> None:
+        services.trigger_delete(trigger=instance, user=self.request.user)
+
+
+class ActionViewSet(_PartViewSet):
+    """A workflow's steps. Each change re-validates and republishes the workflow."""
+
+    queryset = Action.objects.select_related("workflow").order_by("workflow", "position")
+    serializer_class = ActionSerializer
+    filterset_fields = ["type"]
+
+    def get_queryset(self) -> QuerySet[Action]:
+        queryset = super().get_queryset()
+        slug = self.request.query_params.get("workflow")
+        return queryset.filter(workflow__slug=slug) if slug else queryset
+
+    def perform_create(self, serializer: ActionSerializer) -> None:
+        serializer.instance = services.action_save(
+            workflow=serializer.validated_data["workflow"], data=self._data(serializer),
+            user=self.request.user)
+
+    def perform_update(self, serializer: ActionSerializer) -> None:
+        step = serializer.instance
+        data = {**ActionSerializer(step).data, **self._data(serializer)}
+        for key in ("id", "workflow", "position"):
+            data.pop(key, None)
+        serializer.instance = services.action_save(
+            workflow=step.workflow, data=data, action=step, user=self.request.user)
+
+    def perform_destroy(self, instance: Action) -> None:
+        services.action_delete(action=instance, user=self.request.user)

@@ -1,0 +1,14 @@
+"""Error codes of workflow authoring."""
+
+from __future__ import annotations
+
+from config.errors import Conflict, ValidationFailed
+
+
+class DefinitionInvalid(ValidationFailed):
+    """A workflow document failed validation; ``fields`` maps JSON paths to messages."""
+
+
+class WorkflowInUse(Conflict):
+    code = "WORKFLOW_IN_USE"
+    default_message = "The workflow has runs; deactivate it instead of deleting it."
