@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
+from django.utils import timezone
 
 from automation import services
-from automation.models import ActionRun, Event, Note, Run
+from automation.models import ActionRun, EmailTemplate, Event, Export, Note, Run, Secret
 from config.errors import DomainError
 
 
@@ -92,3 +94,66 @@ class NoteAdmin(admin.ModelAdmin):
     list_display = ("note", "content_type", "object_id", "visibility", "created_at")
     list_filter = ("visibility", "content_type")
     raw_id_fields = ("author", "action_run")
+
+
+class SecretForm(forms.ModelForm):
+    """The value is write-only: typed in, encrypted, never rendered back."""
+
+    value = forms.CharField(
+        widget=forms.PasswordInput(render_value=False), required=False, strip=False,
+        help_text="Write-only. Leave empty to keep the current value.",
+    )
+
+    class Meta:
+        model = Secret
+        fields = ("name", "description")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not self.instance.pk and not data.get("value"):
+            self.add_error("value", forms.ValidationError("A new secret needs a value.",
+                                                          code="required"))
+        return data
+
+    def save(self, commit: bool = True) -> Secret:
+        secret = super().save(commit=False)
+        if self.cleaned_data.get("value"):
+            secret.set_value(self.cleaned_data["value"])
+        secret.updated_at = timezone.now()
+        if commit:
+            secret.save()
+        return secret
+
+
+@admin.register(Secret)
+class SecretAdmin(admin.ModelAdmin):
+    form = SecretForm
+    list_display = ("name", "description", "updated_at")
+    search_fields = ("name", "description")
+    readonly_fields = ("created_at", "updated_at")
+    fields = ("name", "value", "description", "created_at", "updated_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        # Renaming would silently break every template that references the old name.
+        return (*self.readonly_fields, "name") if obj is not None else self.readonly_fields
+
+
+@admin.register(EmailTemplate)
+class EmailTemplateAdmin(admin.ModelAdmin):
+    list_display = ("name", "subject", "updated_at")
+    search_fields = ("name", "subject", "description")
+    fields = ("name", "subject", "text_body", "html_body", "description")
+
+    def save_model(self, request: HttpRequest, obj: EmailTemplate, form: Any,
+                   change: bool) -> None:
+        obj.updated_at = timezone.now()
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Export)
+class ExportAdmin(ReadOnlyAdmin):
+    list_display = ("id", "entity_type", "requested_by", "row_count", "file", "created_at",
+                    "finished_at")
+    list_filter = ("entity_type",)
+    readonly_fields = ("action_run", "entity_type", "export_type", "filters", "fields",
+                       "requested_by", "file", "row_count", "created_at", "finished_at")

@@ -104,7 +104,6 @@ _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-
 _DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DATETIME_PREFIX = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]")
 
-Context = Mapping[str, Any]
 _Predicate = Callable[[Any], bool]
 _Tracer = Callable[[Any], dict[str, Any]]
 
@@ -131,6 +130,9 @@ class ConditionIssue:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
+
+
+_Code = ConditionIssueCode
 
 
 class ConditionInvalid(Exception):
@@ -196,14 +198,15 @@ def _suggest(word: str, choices: tuple[str, ...], aliases: Mapping[str, str]) ->
 
 def _validate_node(node: Any, path: str, depth: int, issues: list[ConditionIssue]) -> None:
     if depth > MAX_DEPTH:
-        _issue(issues, path, f"conditions nested deeper than {MAX_DEPTH} levels", "too_deep")
+        _issue(issues, path, f"conditions nested deeper than {MAX_DEPTH} levels", _Code.TOO_DEEP)
         return
     if not isinstance(node, Mapping):
-        _issue(issues, path, f"condition must be an object, not {_json_type(node)}",
-               "invalid_node")  # fmt: skip
+        _issue(
+            issues, path, f"condition must be an object, not {_json_type(node)}", _Code.INVALID_NODE
+        )
         return
     if not node:
-        _issue(issues, path, "empty condition object", "invalid_node")
+        _issue(issues, path, "empty condition object", _Code.INVALID_NODE)
         return
     logical = [key for key in _LOGICAL_KEYS if key in node]
     leaf = [key for key in _LEAF_KEYS if key in node]
@@ -211,12 +214,16 @@ def _validate_node(node: Any, path: str, depth: int, issues: list[ConditionIssue
     for key in node:
         if key not in _LOGICAL_KEYS and key not in _LEAF_KEYS:
             hint = _suggest(key, allowed, {}) if isinstance(key, str) else ""
-            _issue(issues, f"{path}.{key}", f"unknown key {key!r}{hint}", "unknown_key")
+            _issue(issues, f"{path}.{key}", f"unknown key {key!r}{hint}", _Code.UNKNOWN_KEY)
     if len(logical) + bool(leaf) > 1:
         first, second = (leaf[:1] + logical)[:2]
-        _issue(issues, path, f"node has both {first!r} and {second!r}; a node is either a "
-               "leaf ('field', 'operator', 'value') or one of 'and', 'or', 'not'",
-               "invalid_node")  # fmt: skip
+        _issue(
+            issues,
+            path,
+            f"node has both {first!r} and {second!r}; a node is either a "
+            "leaf ('field', 'operator', 'value') or one of 'and', 'or', 'not'",
+            _Code.INVALID_NODE,
+        )
         return
     if not logical:
         _validate_leaf(node, path, issues)
@@ -225,20 +232,30 @@ def _validate_node(node: Any, path: str, depth: int, issues: list[ConditionIssue
     child = node[key]
     if key == "not":
         if not isinstance(child, Mapping):
-            _issue(issues, f"{path}.not",
-                   f"'not' needs a condition object, not {_json_type(child)}",
-                   "invalid_node")  # fmt: skip
+            _issue(
+                issues,
+                f"{path}.not",
+                f"'not' needs a condition object, not {_json_type(child)}",
+                _Code.INVALID_NODE,
+            )
             return
         _validate_node(child, f"{path}.not", depth + 1, issues)
         return
     if not isinstance(child, list | tuple):
-        _issue(issues, f"{path}.{key}",
-               f"{key!r} needs a list of conditions, not {_json_type(child)}",
-               "invalid_node")  # fmt: skip
+        _issue(
+            issues,
+            f"{path}.{key}",
+            f"{key!r} needs a list of conditions, not {_json_type(child)}",
+            _Code.INVALID_NODE,
+        )
         return
     if key == "or" and not child:
-        _issue(issues, f"{path}.or", "'or' needs at least one condition (an empty 'or' is "
-               "never true)", "invalid_node")  # fmt: skip
+        _issue(
+            issues,
+            f"{path}.or",
+            "'or' needs at least one condition (an empty 'or' is never true)",
+            _Code.INVALID_NODE,
+        )
         return
     for index, item in enumerate(child):
         _validate_node(item, f"{path}.{key}[{index}]", depth + 1, issues)
@@ -246,32 +263,46 @@ def _validate_node(node: Any, path: str, depth: int, issues: list[ConditionIssue
 
 def _validate_leaf(node: Mapping[str, Any], path: str, issues: list[ConditionIssue]) -> None:
     if "field" not in node:
-        _issue(issues, f"{path}.field", "key 'field' is required", "missing_key")
+        _issue(issues, f"{path}.field", "key 'field' is required", _Code.MISSING_KEY)
     else:
         field = node["field"]
         if not isinstance(field, str):
-            _issue(issues, f"{path}.field",
-                   f"field must be a non-empty string, not {_json_type(field)}",
-                   "invalid_field")  # fmt: skip
+            _issue(
+                issues,
+                f"{path}.field",
+                f"field must be a non-empty string, not {_json_type(field)}",
+                _Code.INVALID_FIELD,
+            )
         elif not field:
-            _issue(issues, f"{path}.field", "field must be a non-empty string", "invalid_field")
+            _issue(issues, f"{path}.field", "field must be a non-empty string", _Code.INVALID_FIELD)
         elif _split_path(field) is None:
-            _issue(issues, f"{path}.field", f"malformed field path {field!r}: use names "
-                   "separated by single dots, without spaces or brackets (e.g. "
-                   "'items.0.name')", "invalid_field")  # fmt: skip
+            _issue(
+                issues,
+                f"{path}.field",
+                f"malformed field path {field!r}: use names "
+                "separated by single dots, without spaces or brackets (e.g. "
+                "'items.0.name')",
+                _Code.INVALID_FIELD,
+            )
     if "operator" not in node:
-        _issue(issues, f"{path}.operator", "key 'operator' is required", "missing_key")
+        _issue(issues, f"{path}.operator", "key 'operator' is required", _Code.MISSING_KEY)
         return
     operator = node["operator"]
     if not isinstance(operator, str):
-        _issue(issues, f"{path}.operator",
-               f"operator must be a string, not {_json_type(operator)}",
-               "unknown_operator")  # fmt: skip
+        _issue(
+            issues,
+            f"{path}.operator",
+            f"operator must be a string, not {_json_type(operator)}",
+            _Code.UNKNOWN_OPERATOR,
+        )
         return
     if operator not in OPERATORS:
-        _issue(issues, f"{path}.operator",
-               f"unknown operator {operator!r}{_suggest(operator, OPERATORS, _ALIASES)}",
-               "unknown_operator")  # fmt: skip
+        _issue(
+            issues,
+            f"{path}.operator",
+            f"unknown operator {operator!r}{_suggest(operator, OPERATORS, _ALIASES)}",
+            _Code.UNKNOWN_OPERATOR,
+        )
         return
     _validate_value(operator, node, f"{path}.value", issues)
 
@@ -284,27 +315,43 @@ def _validate_value(
     kind = _json_type(value)
     if operator == "changed":
         if has_value:
-            _issue(issues, path, "operator 'changed' takes no value", "invalid_value")
+            _issue(issues, path, "operator 'changed' takes no value", _Code.INVALID_VALUE)
     elif operator == "exists":
         if has_value and not isinstance(value, bool):
-            _issue(issues, path, f"operator 'exists' needs a boolean value, not {kind}",
-                   "invalid_value")  # fmt: skip
+            _issue(
+                issues,
+                path,
+                f"operator 'exists' needs a boolean value, not {kind}",
+                _Code.INVALID_VALUE,
+            )
     elif operator in ("in", "not_in"):
         if not has_value or not isinstance(value, list | tuple):
-            _issue(issues, path, f"operator {operator!r} needs a list value",
-                   "invalid_value" if has_value else "missing_key")  # fmt: skip
+            _issue(
+                issues,
+                path,
+                f"operator {operator!r} needs a list value",
+                _Code.INVALID_VALUE if has_value else _Code.MISSING_KEY,
+            )
         elif _nested_too_deep(value, MAX_DEPTH):
-            _issue(issues, path, f"value nested deeper than {MAX_DEPTH} levels", "too_deep")
+            _issue(issues, path, f"value nested deeper than {MAX_DEPTH} levels", _Code.TOO_DEEP)
     elif not has_value:
-        _issue(issues, path, f"operator {operator!r} needs a value", "missing_key")
+        _issue(issues, path, f"operator {operator!r} needs a value", _Code.MISSING_KEY)
     elif operator in _ORDERING and kind not in ("number", "string", "date"):
-        _issue(issues, path, f"operator {operator!r} needs a number, string or date value, "
-               f"not {kind}", "invalid_value")  # fmt: skip
+        _issue(
+            issues,
+            path,
+            f"operator {operator!r} needs a number, string or date value, not {kind}",
+            _Code.INVALID_VALUE,
+        )
     elif operator in _STRING_ONLY and kind != "string":
-        _issue(issues, path, f"operator {operator!r} needs a string value, not {kind}",
-               "invalid_value")  # fmt: skip
+        _issue(
+            issues,
+            path,
+            f"operator {operator!r} needs a string value, not {kind}",
+            _Code.INVALID_VALUE,
+        )
     elif _nested_too_deep(value, MAX_DEPTH):
-        _issue(issues, path, f"value nested deeper than {MAX_DEPTH} levels", "too_deep")
+        _issue(issues, path, f"value nested deeper than {MAX_DEPTH} levels", _Code.TOO_DEEP)
 
 
 def _nested_too_deep(value: Any, remaining: int) -> bool:
@@ -477,9 +524,10 @@ def _equals(actual: Any, expected: _Operand) -> bool:
         return (
             isinstance(actual, Mapping)
             and len(actual) == len(expected.entries)
-            and all(key in actual and _equals(actual[key], e)
-                    for key, e in expected.entries.items())
-        )  # fmt: skip
+            and all(
+                key in actual and _equals(actual[key], e) for key, e in expected.entries.items()
+            )
+        )
     return False
 
 
@@ -517,9 +565,10 @@ def _value_test(operator: str, value: Any) -> _Predicate:
     if operator == "contains":
         return lambda actual: (
             (isinstance(actual, str) and isinstance(value, str) and value in actual)
-            or (isinstance(actual, list | tuple)
-                and any(_equals(item, expected) for item in actual))
-        )  # fmt: skip
+            or (
+                isinstance(actual, list | tuple) and any(_equals(item, expected) for item in actual)
+            )
+        )
     accepted = {"gt": (1,), "gte": (0, 1), "lt": (-1,), "lte": (-1, 0)}[operator]
     return lambda actual: _order(actual, expected) in accepted
 
@@ -564,8 +613,15 @@ def _compile_leaf(node: Mapping[str, Any], path: str) -> tuple[_Predicate, _Trac
                 changed, entry = _changed_entry(context, keys)
             except Exception:
                 changed, entry = False, None
-            return {"path": path, "result": changed, "field": field, "operator": operator,
-                    "expected": None, "actual": actual_of(context), "change": entry}  # fmt: skip
+            return {
+                "path": path,
+                "result": changed,
+                "field": field,
+                "operator": operator,
+                "expected": None,
+                "actual": actual_of(context),
+                "change": entry,
+            }
 
         return predicate, tracer
 
@@ -584,8 +640,14 @@ def _compile_leaf(node: Mapping[str, Any], path: str) -> tuple[_Predicate, _Trac
             result = bool(test(actual))
         except Exception:
             result = False
-        return {"path": path, "result": result, "field": field, "operator": operator,
-                "expected": value, "actual": actual}  # fmt: skip
+        return {
+            "path": path,
+            "result": result,
+            "field": field,
+            "operator": operator,
+            "expected": value,
+            "actual": actual,
+        }
 
     return leaf_predicate, leaf_tracer
 
@@ -596,8 +658,7 @@ def _compile_node(node: Mapping[str, Any], path: str) -> tuple[_Predicate, _Trac
 
         def negation_tracer(context: Any) -> dict[str, Any]:
             child = inner_trace(context)
-            return {"path": path, "op": "not", "result": not child["result"],
-                    "children": [child]}  # fmt: skip
+            return {"path": path, "op": "not", "result": not child["result"], "children": [child]}
 
         return (lambda context: not inner(context)), negation_tracer
     for key in ("and", "or"):
@@ -651,8 +712,11 @@ class CompiledCondition:
         if not node:
             self._predicate: _Predicate = lambda context: True
             self._tracer: _Tracer = lambda context: {
-                "path": path, "op": "always", "result": True, "children": []
-            }  # fmt: skip
+                "path": path,
+                "op": "always",
+                "result": True,
+                "children": [],
+            }
         else:
             self._predicate, self._tracer = _compile_node(node, path)
 

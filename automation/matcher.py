@@ -46,7 +46,9 @@ def type_matches(pattern: str, event_type: str) -> bool:
 
 
 def definitions_changed() -> None:
-    """Invalidate every process's trigger index once the current transaction commits."""
+    """Invalidate this process's trigger index now, and every process's once the current
+    transaction commits (a process that reloads in between reloads again after commit)."""
+    trigger_index.reset()
     transaction.on_commit(lambda: cache.set(GENERATION_KEY, time.time_ns(), timeout=None))
 
 

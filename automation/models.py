@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -218,3 +220,105 @@ class Note(models.Model):
 
     def __str__(self) -> str:
         return self.note[:60]
+
+
+class Secret(models.Model):
+    """A named secret for templates (``{{secrets.NAME}}``), encrypted at rest.
+
+    The value is never stored in clear and never shown: set it with ``set_value`` (or
+    ``automation.secrets.secret_set``) and read it with ``automation.secrets.resolve_secret``.
+    """
+
+    name = models.CharField(
+        max_length=100, unique=True,
+        validators=[RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                   "Use letters, digits and '_', not starting with a digit.",
+                                   code="invalid_secret_name")],
+        help_text="Referenced in templates as {{secrets.NAME}}.",
+    )
+    value_encrypted = models.TextField(editable=False)
+    description = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_value(self, value: str) -> None:
+        from automation.secrets import encrypt
+
+        self.value_encrypted = encrypt(value)
+
+    def get_value(self) -> str:
+        from automation.secrets import decrypt
+
+        return decrypt(self.value_encrypted)
+
+
+class EmailTemplate(models.Model):
+    """A named email authored in the admin and used by ``send_email`` (``template``).
+
+    Subject and bodies are workflow templates (``{{lead.company_name}}``) rendered over the
+    run's context plus the step's ``variables``; values are escaped in the HTML body and
+    line breaks are refused in the subject. Secrets cannot be used in email templates.
+    """
+
+    name = models.SlugField(max_length=100, unique=True)
+    subject = models.CharField(max_length=500)
+    text_body = models.TextField(help_text="Plain-text body.")
+    html_body = models.TextField(blank=True, help_text="Optional HTML body; values are escaped.")
+    description = models.TextField(
+        blank=True, help_text="The variables the template expects, and what it is for.",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from automation.templating import validate_template
+
+        errors = {}
+        for field_name in ("subject", "text_body", "html_body"):
+            issues = validate_template(getattr(self, field_name))
+            if issues:
+                errors[field_name] = ValidationError(
+                    "; ".join(issue.message for issue in issues), code="invalid_template")
+        if "\n" in self.subject or "\r" in self.subject:
+            errors["subject"] = ValidationError("The subject must be one line.",
+                                                code="header_injection")
+        if errors:
+            raise ValidationError(errors)
+
+
+class Export(models.Model):
+    """A file written by an ``enqueue_export`` step (one per ActionRun)."""
+
+    action_run = models.OneToOneField(
+        ActionRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="export",
+    )
+    entity_type = models.CharField(max_length=64)
+    export_type = models.CharField(max_length=16, default="csv")
+    filters = models.JSONField(default=dict, blank=True)
+    fields = models.JSONField(default=list, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+", help_text="Whose visibility the rows were chosen with.",
+    )
+    file = models.FileField(upload_to="exports/", max_length=300, blank=True)
+    row_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.entity_type} export #{self.pk}"

@@ -1,11 +1,16 @@
 """Models registered with the engine.
 
 One call per model says the name its events use, the fields whose changes raise
-``<name>.<field>_changed`` events, the fields workflows may write (``update_field``) and the
-fields exports may read::
+``<name>.<field>_changed`` events, the fields workflows may write (``update_field``), the
+fields exports may read, and who may see which rows in an export::
 
     register_model(Lead, name="lead", track=["status"], writable=["status"],
-                   exportable=["id", "company_name", "status"])
+                   exportable=["id", "company_name", "status"],
+                   visibility=lambda user: Q(owner=user) if user else Q(pk__in=[]))
+
+Visibility (:func:`visible_rows`): active staff see every row; anyone else, and "no user"
+(an event without an actor), sees the rows the registration's ``visibility(user)`` hook
+returns a ``Q`` for; a registration without a hook shows nothing to non-staff users.
 
 The model's ``post_save``/``post_delete`` signals then write events to the outbox.
 ``QuerySet.update()``, ``bulk_create()`` and raw SQL bypass signals and raise no events;
@@ -17,10 +22,12 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import models
+from django.db.models import Q
 
 # Never copied into an event context, whatever model they are on.
 SENSITIVE_FIELDS = frozenset({"password", "secret", "token", "api_key", "value_encrypted"})
@@ -34,6 +41,8 @@ class ModelRegistration:
     writable: tuple[str, ...] = ()
     exportable: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    # (user or None) -> Q of the rows that user may see; see visible_rows().
+    visibility: Callable[[Any], Q] | None = None
 
 
 _by_name: dict[str, ModelRegistration] = {}
@@ -47,6 +56,7 @@ def register_model(
     track: list[str] | tuple[str, ...] = (),
     writable: list[str] | tuple[str, ...] = (),
     exportable: list[str] | tuple[str, ...] = (),
+    visibility: Callable[[Any], Q] | None = None,
 ) -> ModelRegistration:
     """Register ``model`` with the engine (call from ``AppConfig.ready``)."""
     name = name or model._meta.model_name or model.__name__.lower()
@@ -57,7 +67,7 @@ def register_model(
             raise ValueError(f"{model.__name__}: unknown {group} fields {sorted(unknown)}")
     registration = ModelRegistration(
         model=model, name=name, track=tuple(track), writable=tuple(writable),
-        exportable=tuple(exportable),
+        exportable=tuple(exportable), visibility=visibility,
     )
     _by_name[name] = registration
     _by_model[model] = registration
@@ -88,6 +98,25 @@ def registrations() -> list[ModelRegistration]:
     return list(_by_name.values())
 
 
+def visible_rows(registration: ModelRegistration, user: Any) -> models.QuerySet:
+    """The rows of a registered model ``user`` may see (``None``: no user, e.g. a schedule).
+
+    Active staff see all rows. Otherwise the registration's ``visibility`` hook decides
+    (it receives ``None`` for no user or an inactive one); without a hook, nothing.
+    """
+    queryset = registration.model._default_manager.all()
+    if user is not None and not getattr(user, "is_active", False):
+        user = None
+    if user is not None and getattr(user, "is_staff", False):
+        return queryset
+    if registration.visibility is None:
+        return queryset.none()
+    condition = registration.visibility(user)
+    if not isinstance(condition, Q):
+        raise TypeError(f"visibility hook of '{registration.name}' must return a Q object")
+    return queryset.filter(condition)
+
+
 def json_value(value: Any) -> Any:
     """A JSON-safe, lossless form: Decimals as strings, dates and datetimes as ISO strings."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -114,6 +143,9 @@ def field_values(instance: models.Model) -> dict[str, Any]:
         if f.name in SENSITIVE_FIELDS:
             continue
         value = getattr(instance, f.attname)
+        if isinstance(f, models.DecimalField) and isinstance(value, decimal.Decimal):
+            # As stored, whether the instance was loaded or just built in memory.
+            value = value.quantize(decimal.Decimal(1).scaleb(-f.decimal_places))
         data[f.attname] = json_value(value)
         if f.is_relation:
             data[f.name] = json_value(value)

@@ -553,7 +553,8 @@ def safe_request(
     See the module documentation for what is refused and how time is bounded. Raises
     :class:`UnsafeURLError`, :class:`WebhookTimeout` or :class:`NetworkError` (all
     :class:`DeliveryError`), a ``DeliveryError`` with code ``invalid_request`` for a bad
-    method or header, and ``ValueError`` for a non-positive limit. Any status, 3xx
+    method or header, ``ValueError`` for a non-positive limit and ``TypeError`` when
+    ``allow_hosts`` is a single string. Any status, 3xx
     included, is a :class:`SafeResponse`, not an error.
     """
     started = time.monotonic()
@@ -567,6 +568,8 @@ def safe_request(
             "max_response_bytes": max_response_bytes,
         },
     )
+    if isinstance(allow_hosts, str):
+        raise TypeError("allow_hosts must be a collection of host names, not one string")
     deadline = started + total_timeout
     allowed = frozenset(_normalize_host(host) for host in allow_hosts)
     shown = redact_url(url)

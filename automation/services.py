@@ -68,7 +68,15 @@ def event_dispatch(*, event_id: int) -> list[int]:
             return []
         context = event_context(event)
         runs = []
-        for candidate in trigger_index.match(event.type, context):
+        matches = trigger_index.match(event.type, context)
+        # A replayed event (dispatched again on purpose) never starts a second run.
+        started = set(
+            Run.objects.filter(event=event, rerun_of__isnull=True)
+            .values_list("workflow_id", flat=True)
+        ) if matches and event.dispatch_attempts else set()
+        for candidate in matches:
+            if candidate.workflow_id in started:
+                continue
             runs.append(run_create(
                 event=event, context=context, workflow_id=candidate.workflow_id,
                 version_id=candidate.version_id, trigger_index=candidate.trigger_index,

@@ -95,122 +95,122 @@ def test_leaf_reads_dot_paths_and_list_indexes() -> None:
 # --------------------------------------------------------------------------- operators
 
 
-@pytest.mark.parametrize(
-    ("actual", "operator", "value", "expected"),
-    [
-        # eq / ne, numbers by value, bool is not a number
-        (1, "eq", 1, True),
-        (1, "eq", 1.0, True),
-        (Decimal("1"), "eq", 1, True),
-        ("1.00", "eq", 1, True),
-        (1, "eq", "1.00", True),
-        (Decimal("1.50"), "eq", "1.5", True),
-        (0.1, "eq", "0.1", True),
-        ("2e3", "eq", 2000, True),
-        ("1.0", "eq", "1", False),
-        ("abc", "eq", 1, False),
-        (" 1", "eq", 1, False),
-        (True, "eq", 1, False),
-        (1, "eq", True, False),
-        (True, "eq", True, True),
-        (False, "eq", 0, False),
-        (None, "eq", None, True),
-        (None, "eq", 0, False),
-        ("", "eq", None, False),
-        ("Tech", "eq", "Tech", True),
-        ("Tech", "eq", "tech", False),
-        ([1, "a"], "eq", [1.0, "a"], True),
-        ([1, "a"], "eq", ["a", 1], False),
-        ([True], "eq", [1], False),
-        ({"a": 1}, "eq", {"a": "1.0"}, True),
-        ({"a": 1}, "eq", {"a": 1, "b": 2}, False),
-        (float("nan"), "eq", float("nan"), False),
-        (Decimal("NaN"), "eq", 1, False),
-        (1, "ne", 1.0, False),
-        (1, "ne", 2, True),
-        (None, "ne", 5, True),
-        (True, "ne", 1, True),
-        # dates and datetimes
-        ("2026-11-21", "eq", "2026-11-21", True),
-        ("2026-11-21T10:00:00+00:00", "eq", "2026-11-21T10:00:00Z", True),
-        ("2026-11-21T12:00:00+02:00", "eq", "2026-11-21T10:00:00Z", True),
-        ("2026-11-21T10:00:00", "eq", "2026-11-21T10:00:00Z", True),
-        ("2026-11-21 10:00:00+00:00", "eq", "2026-11-21T10:00:00Z", True),
-        ("2026-11-21T23:30:00-05:00", "eq", "2026-11-21", True),
-        ("2026-11-21T10:00:00Z", "eq", "2026-11-22", False),
-        (date(2026, 11, 21), "eq", "2026-11-21", True),
-        (datetime(2026, 11, 21, 10, tzinfo=UTC), "eq", "2026-11-21T11:00:00+01:00", True),
-        ("2026-11-21", "eq", 20261121, False),
-        ("2026-13-01", "eq", "2026-13-01", True),
-        # ordering
-        (10, "gt", 9, True),
-        ("10", "gt", 9, True),
-        ("10", "gt", "9", False),
-        (Decimal("1000000.00"), "gte", 1000000, True),
-        (999999.99, "gte", 1000000, False),
-        (5, "lt", 5.5, True),
-        (5, "lte", "5.0", True),
-        (float("inf"), "gt", 10**30, True),
-        ("b", "gt", "a", True),
-        ("B", "gt", "a", False),
-        ("2026-11-22", "gt", "2026-11-21", True),
-        ("2026-11-21T10:00:00Z", "gt", "2026-11-21T11:00:00+02:00", True),
-        ("2026-11-21T23:59:59Z", "gt", "2026-11-21", False),
-        ("2026-11-21T23:59:59Z", "gte", "2026-11-21", True),
-        ("2026-11-21T00:00:00", "lt", "2026-11-22", True),
-        (datetime(2026, 11, 21, 10), "lt", "2026-11-21T10:00:01Z", True),
-        ("2026-11-22", "gt", date(2026, 11, 21), True),
-        ("2026-11-22", "gt", "2026-11-21x", True),
-        # ordering with null or incompatible kinds is false
-        (None, "gt", 1, False),
-        (None, "lt", 1, False),
-        (None, "gte", "a", False),
-        (None, "lte", "2026-01-01", False),
-        (True, "gt", 0, False),
-        (False, "lte", 1, False),
-        ("abc", "gt", 1, False),
-        ("abc", "lt", 1, False),
-        ("2026-11-21", "gt", 1, False),
-        ({"a": 1}, "gt", 0, False),
-        ([1], "lte", 2, False),
-        (float("nan"), "gt", 0, False),
-        (float("nan"), "lte", 0, False),
-        (date(2026, 1, 1), "lt", "soon", False),
-        # in / not_in
-        (2, "in", [1, 2, 3], True),
-        ("2.0", "in", [1, 2, 3], True),
-        (4, "in", [1, 2, 3], False),
-        (None, "in", [None], True),
-        (None, "in", [1], False),
-        (True, "in", [1, 0], False),
-        ("2026-11-21T00:00:00Z", "in", ["2026-11-21"], True),
-        ([1, 2], "in", [[1, 2], [3]], True),
-        (4, "in", [], False),
-        (4, "not_in", [1, 2, 3], True),
-        (2, "not_in", [1, 2, 3], False),
-        (None, "not_in", [1], True),
-        # contains
-        ("Tech Corp", "contains", "Tech", True),
-        ("tech corp", "contains", "Tech", False),
-        ("Tech Corp", "contains", "", True),
-        (["a", "b"], "contains", "b", True),
-        ([1, 2], "contains", "2.0", True),
-        ([1, 2], "contains", True, False),
-        ([[1], [2]], "contains", [2], True),
-        ("abc1", "contains", 1, False),
-        (None, "contains", "a", False),
-        ({"a": 1}, "contains", "a", False),
-        (12, "contains", 1, False),
-        # startswith / endswith
-        ("Tech Corp", "startswith", "Tech", True),
-        ("Tech Corp", "startswith", "Corp", False),
-        ("Tech Corp", "endswith", "Corp", True),
-        ("Tech Corp", "endswith", "Tech", False),
-        (123, "startswith", "1", False),
-        (None, "endswith", "", False),
-        (["Tech"], "startswith", "Tech", False),
-    ],
-)
+OPERATOR_CASES = [
+    # eq / ne, numbers by value, bool is not a number
+    (1, "eq", 1, True),
+    (1, "eq", 1.0, True),
+    (Decimal("1"), "eq", 1, True),
+    ("1.00", "eq", 1, True),
+    (1, "eq", "1.00", True),
+    (Decimal("1.50"), "eq", "1.5", True),
+    (0.1, "eq", "0.1", True),
+    ("2e3", "eq", 2000, True),
+    ("1.0", "eq", "1", False),
+    ("abc", "eq", 1, False),
+    (" 1", "eq", 1, False),
+    (True, "eq", 1, False),
+    (1, "eq", True, False),
+    (True, "eq", True, True),
+    (False, "eq", 0, False),
+    (None, "eq", None, True),
+    (None, "eq", 0, False),
+    ("", "eq", None, False),
+    ("Tech", "eq", "Tech", True),
+    ("Tech", "eq", "tech", False),
+    ([1, "a"], "eq", [1.0, "a"], True),
+    ([1, "a"], "eq", ["a", 1], False),
+    ([True], "eq", [1], False),
+    ({"a": 1}, "eq", {"a": "1.0"}, True),
+    ({"a": 1}, "eq", {"a": 1, "b": 2}, False),
+    (float("nan"), "eq", float("nan"), False),
+    (Decimal("NaN"), "eq", 1, False),
+    (1, "ne", 1.0, False),
+    (1, "ne", 2, True),
+    (None, "ne", 5, True),
+    (True, "ne", 1, True),
+    # dates and datetimes
+    ("2026-11-21", "eq", "2026-11-21", True),
+    ("2026-11-21T10:00:00+00:00", "eq", "2026-11-21T10:00:00Z", True),
+    ("2026-11-21T12:00:00+02:00", "eq", "2026-11-21T10:00:00Z", True),
+    ("2026-11-21T10:00:00", "eq", "2026-11-21T10:00:00Z", True),
+    ("2026-11-21 10:00:00+00:00", "eq", "2026-11-21T10:00:00Z", True),
+    ("2026-11-21T23:30:00-05:00", "eq", "2026-11-21", True),
+    ("2026-11-21T10:00:00Z", "eq", "2026-11-22", False),
+    (date(2026, 11, 21), "eq", "2026-11-21", True),
+    (datetime(2026, 11, 21, 10, tzinfo=UTC), "eq", "2026-11-21T11:00:00+01:00", True),
+    ("2026-11-21", "eq", 20261121, False),
+    ("2026-13-01", "eq", "2026-13-01", True),
+    # ordering
+    (10, "gt", 9, True),
+    ("10", "gt", 9, True),
+    ("10", "gt", "9", False),
+    (Decimal("1000000.00"), "gte", 1000000, True),
+    (999999.99, "gte", 1000000, False),
+    (5, "lt", 5.5, True),
+    (5, "lte", "5.0", True),
+    (float("inf"), "gt", 10**30, True),
+    ("b", "gt", "a", True),
+    ("B", "gt", "a", False),
+    ("2026-11-22", "gt", "2026-11-21", True),
+    ("2026-11-21T10:00:00Z", "gt", "2026-11-21T11:00:00+02:00", True),
+    ("2026-11-21T23:59:59Z", "gt", "2026-11-21", False),
+    ("2026-11-21T23:59:59Z", "gte", "2026-11-21", True),
+    ("2026-11-21T00:00:00", "lt", "2026-11-22", True),
+    (datetime(2026, 11, 21, 10), "lt", "2026-11-21T10:00:01Z", True),
+    ("2026-11-22", "gt", date(2026, 11, 21), True),
+    ("2026-11-22", "gt", "2026-11-21x", True),
+    # ordering with null or incompatible kinds is false
+    (None, "gt", 1, False),
+    (None, "lt", 1, False),
+    (None, "gte", "a", False),
+    (None, "lte", "2026-01-01", False),
+    (True, "gt", 0, False),
+    (False, "lte", 1, False),
+    ("abc", "gt", 1, False),
+    ("abc", "lt", 1, False),
+    ("2026-11-21", "gt", 1, False),
+    ({"a": 1}, "gt", 0, False),
+    ([1], "lte", 2, False),
+    (float("nan"), "gt", 0, False),
+    (float("nan"), "lte", 0, False),
+    (date(2026, 1, 1), "lt", "soon", False),
+    # in / not_in
+    (2, "in", [1, 2, 3], True),
+    ("2.0", "in", [1, 2, 3], True),
+    (4, "in", [1, 2, 3], False),
+    (None, "in", [None], True),
+    (None, "in", [1], False),
+    (True, "in", [1, 0], False),
+    ("2026-11-21T00:00:00Z", "in", ["2026-11-21"], True),
+    ([1, 2], "in", [[1, 2], [3]], True),
+    (4, "in", [], False),
+    (4, "not_in", [1, 2, 3], True),
+    (2, "not_in", [1, 2, 3], False),
+    (None, "not_in", [1], True),
+    # contains
+    ("Tech Corp", "contains", "Tech", True),
+    ("tech corp", "contains", "Tech", False),
+    ("Tech Corp", "contains", "", True),
+    (["a", "b"], "contains", "b", True),
+    ([1, 2], "contains", "2.0", True),
+    ([1, 2], "contains", True, False),
+    ([[1], [2]], "contains", [2], True),
+    ("abc1", "contains", 1, False),
+    (None, "contains", "a", False),
+    ({"a": 1}, "contains", "a", False),
+    (12, "contains", 1, False),
+    # startswith / endswith
+    ("Tech Corp", "startswith", "Tech", True),
+    ("Tech Corp", "startswith", "Corp", False),
+    ("Tech Corp", "endswith", "Corp", True),
+    ("Tech Corp", "endswith", "Tech", False),
+    (123, "startswith", "1", False),
+    (None, "endswith", "", False),
+    (["Tech"], "startswith", "Tech", False),
+]
+
+
+@pytest.mark.parametrize(("actual", "operator", "value", "expected"), OPERATOR_CASES)
 def test_operator(actual: Any, operator: str, value: Any, expected: bool) -> None:
     assert check(actual, operator, value) is expected
 
@@ -1020,10 +1020,7 @@ def ref_evaluate(node: Any, context: Any) -> bool:
 
 def test_reference_agrees_on_the_example_table() -> None:
     """The reference model itself restates the hand-written expectations."""
-    cases = test_operator.pytestmark[0].args[1]  # type: ignore[attr-defined]
-    for actual, operator, value, expected in cases:
-        if isinstance(actual, tuple | set) or isinstance(value, tuple):
-            continue
+    for actual, operator, value, expected in OPERATOR_CASES:
         assert ref_leaf(leaf("x", operator, value), {"x": actual}) is expected, (
             actual, operator, value,
         )  # fmt: skip
@@ -1223,7 +1220,7 @@ def test_compiled_matches_reference(case: tuple[dict[str, Any], dict[str, Any]])
     assert condition.trace(context)["result"] is result
 
 
-@property_settings(300)
+@property_settings(200)
 @given(with_context(leaf_nodes()))
 def test_each_leaf_matches_reference(case: tuple[dict[str, Any], dict[str, Any]]) -> None:
     node, context = case
@@ -1262,7 +1259,7 @@ def test_comparisons_match_reference(actual: Any, value: Any, operator: str) -> 
     assert evaluate(node, {"x": actual}) is ref_leaf(node, {"x": actual})
 
 
-@property_settings(200)
+@property_settings(150)
 @given(values, values)
 def test_equality_is_symmetric_and_ne_is_its_negation(a: Any, b: Any) -> None:
     forward = evaluate(leaf("x", "eq", b), {"x": a})
@@ -1287,7 +1284,7 @@ json_values = st.recursive(
 )
 
 
-@property_settings(150)
+@property_settings(100)
 @given(condition_trees, json_values)
 def test_evaluation_never_raises_on_arbitrary_contexts(node: dict[str, Any], context: Any) -> None:
     condition = compile_condition(node)

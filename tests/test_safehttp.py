@@ -787,6 +787,33 @@ def test_silent_server_hits_the_read_timeout_first() -> None:
     assert elapsed < 1.5
 
 
+def test_silence_mid_body_is_cut_off_at_the_total_deadline_before_the_read_timeout() -> None:
+    """Each read waits at most the time left, not the full read timeout."""
+
+    def pause(handler: _Handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "10")
+        handler.end_headers()
+        handler.wfile.write(b"ab")
+        handler.wfile.flush()
+        handler.server.stop.wait(5)
+
+    with serve(pause) as server:
+        started = time.monotonic()
+        with pytest.raises(WebhookTimeout) as timed_out:
+            safe_request(
+                "GET",
+                f"http://127.0.0.1:{server.port}/",
+                read_timeout=5,
+                total_timeout=0.5,
+                allow_hosts=LOCAL,
+            )
+        elapsed = time.monotonic() - started
+
+    assert timed_out.value.reason == "total_timeout"
+    assert 0.4 <= elapsed < 1.5
+
+
 # --------------------------------------------------------------------------- network errors
 
 
@@ -824,7 +851,38 @@ def test_server_hanging_up_mid_body_is_a_network_error() -> None:
         safe_request("GET", f"http://127.0.0.1:{server.port}/", allow_hosts=LOCAL)
 
 
+def test_tls_failure_is_a_network_error() -> None:
+    with (
+        serve(lambda handler: handler.reply(200, b"plain http")) as server,
+        pytest.raises(NetworkError) as failed,
+    ):
+        safe_request("GET", f"https://127.0.0.1:{server.port}/", allow_hosts=LOCAL)
+
+    assert failed.value.reason == "tls_error"
+
+
+def test_proxy_settings_from_the_environment_are_ignored(
+    monkeypatch: pytest.MonkeyPatch, canaries: tuple[Canary, Canary | None]
+) -> None:
+    proxy = f"http://127.0.0.1:{canaries[0].port}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    with serve(lambda handler: handler.reply(200, b"direct")) as server:
+        response = safe_request("GET", f"http://127.0.0.1:{server.port}/", allow_hosts=LOCAL)
+
+    assert response.body == b"direct"
+    assert canary_total(canaries) == 0
+
+
 # --------------------------------------------------------------------------- arguments
+
+
+def test_a_single_string_is_not_an_allow_list() -> None:
+    with pytest.raises(TypeError, match="allow_hosts"):
+        safe_request("GET", "http://127.0.0.1:1/", allow_hosts="127.0.0.1")
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,9 @@ def template_roots(document: dict[str, Any]) -> set[str] | None:
         event_type = str(trigger.get("event_type") or "")
         name, _, action = event_type.partition(".")
         registration = by_name.get(name)
-        if registration is None or not action:
+        model_actions = {"created", "updated", "deleted", "*"} | {
+            f"{field}_changed" for field in (registration.track if registration else ())}
+        if registration is None or action not in model_actions:
             return None
         roots.add(name)
         for field in registration.model._meta.concrete_fields:

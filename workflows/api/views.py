@@ -86,7 +86,8 @@ class WorkflowViewSet(viewsets.ModelViewSet):
             raise ValidationFailed.from_issues(issues)
         return Response({"valid": True})
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="Valid.")})
+    @extend_schema(request=None, responses={200: OpenApiResponse(description="Valid.")},
+                   operation_id="v1_workflows_validate_existing")
     @action(detail=True, methods=["post"], url_path="validate")
     def validate_existing(self, request: Request, pk: str | None = None) -> Response:
         """Validate the stored workflow (after changes in its step types or models)."""

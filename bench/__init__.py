@@ -1,0 +1,1 @@
+"""Benchmarks of the engine: ``python -m bench.engine`` (see bench/README.md)."""
