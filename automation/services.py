@@ -584,7 +584,8 @@ def outbox_redispatch(*, older_than: timedelta | None = None, limit: int | None 
     """Dispatch events whose dispatch was lost (broker down, worker killed)."""
     from automation.tasks import dispatch_event
 
-    grace = older_than or timedelta(seconds=engine_setting("OUTBOX_GRACE_SECONDS"))
+    grace = older_than if older_than is not None else timedelta(
+        seconds=engine_setting("OUTBOX_GRACE_SECONDS"))
     limit = limit or engine_setting("SWEEP_BATCH_SIZE")
     ids = list(
         Event.objects.filter(dispatched_at__isnull=True, occurred_at__lte=timezone.now() - grace)

@@ -373,7 +373,7 @@ def test_suspend_resume_cancel(api: APIClient, drain: Any) -> None:
     drain()
     assert notes_on(deal) == ["ran"]
     history = api.get(f"/api/v1/runs/{run_id}/history/").json()["history"]
-    assert [h["what"] for h in history][0] == "run.created"
+    assert history[0]["what"] == "run.created"
     assert history[-1]["what"] == "run.completed"
 
 

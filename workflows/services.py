@@ -44,7 +44,7 @@ def workflow_save(*, document: dict[str, Any], workflow: Workflow | None = None,
     workflow.is_active = definition["is_active"]
     workflow.save()
     _sync_rows(workflow, definition)
-    workflow_publish(workflow=workflow, user=user)
+    workflow.published_version = workflow_publish(workflow=workflow, user=user)
     return workflow
 
 
