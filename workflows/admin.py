@@ -34,14 +34,19 @@ def _add_issues(form: forms.Form, issues: list[tuple[str, str]], prefix: str) ->
         form.add_error(target, f"{where}: {message}")
 
 
+TRIGGER_FIELDS = ["event_type", "conditions", "priority", "is_active"]
+STEP_FIELDS = ["key", "type", "config", "conditions", "after", "allow_failure", "retry",
+               "timeout_seconds"]
+
+
 class TriggerForm(forms.ModelForm):
     class Meta:
         model = Trigger
-        fields = ["event_type", "conditions", "priority", "is_active"]
+        fields = TRIGGER_FIELDS
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        trigger = {k: data.get(k) for k in self.Meta.fields if k in data}
+        trigger = {k: data.get(k) for k in TRIGGER_FIELDS if k in data}
         _add_issues(self, validate_trigger(trigger, "trigger"), "trigger")
         return data
 
@@ -49,12 +54,11 @@ class TriggerForm(forms.ModelForm):
 class ActionForm(forms.ModelForm):
     class Meta:
         model = Action
-        fields = ["key", "type", "config", "conditions", "after", "allow_failure", "retry",
-                  "timeout_seconds", "position"]
+        fields = [*STEP_FIELDS, "position"]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        step = {k: data.get(k) for k in self.Meta.fields if k in data and k != "position"}
+        step = {k: data.get(k) for k in STEP_FIELDS if k in data}
         step["config"] = step.get("config") or {}
         keys = {data.get("key")}
         _add_issues(self, validate_step(step, "step", None, keys | {None}), "step")
