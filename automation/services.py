@@ -15,13 +15,15 @@ The rules that make a run safe to execute on many workers at once:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -298,13 +300,19 @@ def _step_call(step_type: StepType, ctx: StepContext, step: dict[str, Any],
     action_run = ctx.action_run
     assert action_run is not None and ctx.run is not None
     try:
-        with transaction.atomic(), caused_by(ctx.run.pk, ctx.run.causation_depth):
+        with (transaction.atomic(), caused_by(ctx.run.pk, ctx.run.causation_depth),
+              statement_timeout(ctx.timeout_seconds)):
             result = step_type.handler(ctx)
     except StepFailed as exc:
         _step_failed(action_run, step, exc, timezone.now(), secret_values)
         return
-    except DatabaseError:
-        raise  # infrastructure: the task retries the whole step
+    except DatabaseError as exc:
+        if not is_query_cancelled(exc):
+            raise  # infrastructure: the task retries the whole step
+        _step_failed(action_run, step, StepFailed(
+            f"the step took longer than its timeout of {ctx.timeout_seconds}s",
+            code="TIMEOUT", retryable=True), timezone.now(), secret_values)
+        return
     except Exception as exc:
         logger.exception("step %s of run %s raised", action_run.step_key, action_run.run_id)
         _step_failed(action_run, step, StepFailed(
@@ -312,6 +320,27 @@ def _step_call(step_type: StepType, ctx: StepContext, step: dict[str, Any],
         ), timezone.now(), secret_values)
         return
     _step_succeeded(action_run, result, secret_values)
+
+
+@contextlib.contextmanager
+def statement_timeout(seconds: float | None) -> Iterator[None]:
+    """Bound an atomic step's database work (PostgreSQL's statement_timeout, for the
+    handler's statements only). Non-atomic steps get the timeout in ``ctx`` instead."""
+    if not seconds or connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)",
+                       [str(int(seconds * 1000))])
+    # On an error the step's savepoint is rolled back, and the setting with it.
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('statement_timeout', '0', true)")
+
+
+def is_query_cancelled(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return type(cause).__name__ == "QueryCanceled"
 
 
 def _step_call_external(step_type: StepType, ctx: StepContext, step: dict[str, Any],

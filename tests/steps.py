@@ -24,3 +24,13 @@ def test_flaky(ctx: StepContext) -> StepResult:
     if ctx.attempt <= int(ctx.config.get("fail_times", 1)):
         raise StepFailed(f"flaky failure #{ctx.attempt}", code="FLAKY", retryable=True)
     return StepResult(output={"attempt": ctx.attempt})
+
+
+@step_type("test_db_sleep", schema=object_schema({"seconds": {"type": "number"}}))
+def test_db_sleep(ctx: StepContext) -> StepResult:
+    """Keep the database busy (PostgreSQL's pg_sleep) for a while."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [float(ctx.config.get("seconds", 1))])
+    return StepResult(output={"slept": True})

@@ -408,3 +408,21 @@ def test_delay_until_a_date_from_the_context(drain: Any) -> None:
         drain()
     step.refresh_from_db()
     assert step.status == "completed"
+
+
+@pytest.mark.services
+def test_an_atomic_step_past_its_timeout_fails_with_timeout(drain: Any) -> None:
+    workflow_save(document={
+        "slug": "slowdb", "name": "Slow DB", "triggers": [{"event_type": "x.slow"}],
+        "steps": [
+            {"key": "slow", "type": "test_db_sleep", "config": {"seconds": 3},
+             "timeout_seconds": 1},
+            {"key": "after", "type": "delay", "config": {"for": 0}},
+        ],
+    })
+    emit("x.slow", {})
+    drain()
+    step = ActionRun.objects.get(step_key="slow")
+    assert step.status == "failed" and step.error_code == "TIMEOUT"
+    assert "timeout of 1s" in step.error
+    assert Run.objects.get().status == "failed"
