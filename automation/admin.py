@@ -8,8 +8,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 
-from automation import services
+from automation import graphs, services
 from automation.models import ActionRun, EmailTemplate, Event, Export, Note, Run, Secret
 from config.errors import DomainError
 
@@ -44,12 +45,19 @@ class RunAdmin(ReadOnlyAdmin):
                     "finished_at")
     list_filter = ("status", "workflow", "error_code")
     search_fields = ("=id", "workflow__slug", "error")
-    readonly_fields = ("workflow", "version", "event", "trigger_index", "rerun_of", "status",
+    readonly_fields = ("graph", "workflow", "version", "event", "trigger_index", "rerun_of",
+                       "status",
                        "causation_depth", "error", "error_code", "context", "created_at",
                        "started_at", "finished_at", "updated_at")
     list_select_related = ("workflow", "version")
     inlines = [ActionRunInline]
     actions = ["suspend", "resume", "cancel", "retry"]
+
+    @admin.display(description="step graph")
+    def graph(self, obj: Run) -> str:
+        svg = graphs.to_svg(obj.version.definition.get("steps") or [], graphs.run_statuses(obj),
+                            f"run #{obj.pk}")
+        return mark_safe(f'<div class="graph">{svg}</div>')  # noqa: S308  (escaped in to_svg)
 
     def _operate(self, request: HttpRequest, queryset: Any, operation: Any, verb: str) -> None:
         done = 0

@@ -199,6 +199,8 @@ EMAIL_HOST = os.environ.get("EMAIL_HOST", "127.0.0.1")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "flowdesk@localhost")
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
+# When set, /metrics needs "Authorization: Bearer <token>".
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 # --- Security (production values when DEBUG is off) -----------------------------------
 

@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from automation import views as automation_views
 from config import views
 from config.api import api_not_found
 
@@ -14,6 +15,8 @@ handler500 = "config.views.server_error"
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", automation_views.prometheus_metrics, name="metrics"),
+    path("monitoring/", automation_views.monitoring_page, name="monitoring"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

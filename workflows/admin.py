@@ -16,7 +16,9 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
+from automation import graphs
 from automation.conditions import validate_condition
 from automation.graph import validate_graph
 from config.errors import DomainError
@@ -101,9 +103,16 @@ class WorkflowAdmin(admin.ModelAdmin):
     list_filter = ("is_active",)
     search_fields = ("name", "slug", "description")
     prepopulated_fields = {"slug": ("name",)}
-    readonly_fields = ("published_version", "created_by", "created_at", "updated_at")
+    readonly_fields = ("graph", "published_version", "created_by", "created_at", "updated_at")
     inlines = [TriggerInline, ActionInline]
     actions = ["publish"]
+
+    @admin.display(description="step graph")
+    def graph(self, obj: Workflow) -> str:
+        if obj.pk is None:
+            return "-"
+        svg = graphs.to_svg(workflow_definition(obj)["steps"], None, obj.name)
+        return mark_safe(f'<div class="graph">{svg}</div>')  # noqa: S308  (escaped in to_svg)
 
     @admin.display(description="version")
     def version_number(self, obj: Workflow) -> str:

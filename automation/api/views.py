@@ -7,13 +7,13 @@ from typing import Any
 import django_filters
 from django.db import transaction
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from automation import services
+from automation import graphs, services
 from automation.api.serializers import (
     ActionRunSerializer,
     EventAcceptedSerializer,
@@ -27,6 +27,16 @@ from automation.events import event_emit, request_fingerprint
 from automation.models import Event, EventSource, Run, RunStatus
 from config.errors import ValidationFailed
 from config.permissions import StaffModelPermissions
+
+
+def graph_payload(steps: list[dict[str, Any]], statuses: dict[str, str] | None, title: str
+                  ) -> dict[str, Any]:
+    nodes, edges = graphs.layout(steps, statuses)
+    return {
+        "nodes": [{"key": n.key, "type": n.type, "status": n.status} for n in nodes],
+        "edges": [{"from": a, "to": b} for a, b in edges],
+        "svg": graphs.to_svg(steps, statuses, title),
+    }
 
 
 class EventFilter(django_filters.FilterSet):
@@ -144,6 +154,16 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def rerun(self, request: Request, pk: str | None = None) -> Response:
         """Start the same event again as a new run on the workflow's current version."""
         return self._operate(services.run_rerun)
+
+    @extend_schema(responses=OpenApiResponse(
+        description="Nodes (with each step's state), edges and an SVG picture."))
+    @action(detail=True, methods=["get"])
+    def graph(self, request: Request, pk: str | None = None) -> Response:
+        """The run's step graph with each step's state, as data and as an SVG picture."""
+        run = self.get_object()
+        statuses = graphs.run_statuses(run)
+        return Response(graph_payload(run.version.definition.get("steps") or [], statuses,
+                                      f"run #{run.pk}"))
 
     @extend_schema(responses=ActionRunSerializer(many=True))
     @action(detail=True, methods=["get"])

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from automation.api.serializers import RunListSerializer
+from automation.api.views import graph_payload
 from automation.models import Run
 from automation.services import workflow_execute
 from config.errors import ValidationFailed
@@ -148,6 +149,14 @@ class WorkflowViewSet(viewsets.ModelViewSet):
             raise NotFound(f"Version {number} of this workflow does not exist.")
         workflow = services.version_restore(version=version, user=request.user)
         return Response(self.get_serializer(workflow).data)
+
+    @extend_schema(responses=OpenApiResponse(description="Nodes, edges and an SVG picture."))
+    @action(detail=True, methods=["get"])
+    def graph(self, request: Request, pk: str | None = None) -> Response:
+        """The workflow's step graph, as data and as an SVG picture."""
+        workflow = self.get_object()
+        return Response(graph_payload(workflow_definition(workflow)["steps"], None,
+                                      workflow.name))
 
     @extend_schema(responses=RunListSerializer(many=True))
     @action(detail=True, methods=["get"])

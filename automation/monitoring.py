@@ -1,0 +1,183 @@
+"""Reads for operations: active runs, throughput and failure rates, duration percentiles,
+bottlenecks. Aggregated in the database (percentiles with PostgreSQL's percentile_cont;
+on SQLite from a bounded sample)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from typing import Any
+
+from django.conf import settings
+from django.db.models import (
+    Aggregate,
+    Avg,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Q,
+)
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from automation.models import RUN_OPEN_STATUSES, ActionRun, Event, Run, RunStatus, StepStatus
+
+SQLITE_SAMPLE = 5000
+
+
+class Percentile(Aggregate):
+    """``percentile_cont(p) WITHIN GROUP (ORDER BY expr)`` (PostgreSQL)."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(percentile)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression: Any, percentile: float, **extra: Any) -> None:
+        super().__init__(expression, percentile=float(percentile), **extra)
+
+
+def _seconds(start: str, end: str) -> ExpressionWrapper:
+    return ExpressionWrapper(F(end) - F(start), output_field=DurationField())
+
+
+def _window(hours: int) -> dt.datetime:
+    return timezone.now() - dt.timedelta(hours=hours)
+
+
+def active_runs(*, limit: int = 100) -> list[dict[str, Any]]:
+    now = timezone.now()
+    runs = (
+        Run.objects.filter(status__in=RUN_OPEN_STATUSES)
+        .select_related("workflow", "event").order_by("created_at")[:limit]
+    )
+    current = {
+        row["run_id"]: row["step_key"]
+        for row in ActionRun.objects.filter(
+            run__in=[r.pk for r in runs],
+            status__in=[StepStatus.RUNNING, StepStatus.WAITING],
+        ).values("run_id", "step_key")
+    }
+    return [
+        {"id": run.pk, "workflow": run.workflow.slug, "status": run.status,
+         "event_type": run.event.type, "current_step": current.get(run.pk),
+         "created_at": run.created_at, "age_seconds": int((now - run.created_at).total_seconds())}
+        for run in runs
+    ]
+
+
+def _percentiles(queryset: Any, start: str, end: str, group: str) -> dict[Any, dict[str, float]]:
+    """p50/p95 of ``end - start`` in seconds, grouped by ``group``."""
+    finished = queryset.filter(**{f"{start}__isnull": False, f"{end}__isnull": False})
+    if settings.DATABASE_IS_POSTGRES:
+        seconds = F(end) - F(start)
+        rows = finished.values(group).annotate(
+            p50=Percentile(ExpressionWrapper(seconds, output_field=DurationField()), 0.5),
+            p95=Percentile(ExpressionWrapper(seconds, output_field=DurationField()), 0.95),
+        )
+        return {
+            row[group]: {"p50": _as_seconds(row["p50"]), "p95": _as_seconds(row["p95"])}
+            for row in rows
+        }
+    samples: dict[Any, list[float]] = {}
+    for key, a, b in finished.values_list(group, start, end).order_by("-pk")[:SQLITE_SAMPLE]:
+        samples.setdefault(key, []).append((b - a).total_seconds())
+    return {key: {"p50": _quantile(v, 0.5), "p95": _quantile(v, 0.95)}
+            for key, v in samples.items()}
+
+
+def _as_seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        return round(value.total_seconds(), 3)
+    return round(float(value) / 1_000_000, 3)  # interval as microseconds
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if len(values) == 1:
+        return round(values[0], 3)
+    cuts = statistics.quantiles(sorted(values), n=100, method="inclusive")
+    return round(cuts[min(int(q * 100), 99) - 1], 3)
+
+
+def workflow_metrics(*, hours: int = 24) -> list[dict[str, Any]]:
+    """Per workflow in the window: runs by status, failure rate, runs/hour, p50/p95 seconds."""
+    since = _window(hours)
+    runs = Run.objects.filter(created_at__gte=since)
+    counts: dict[str, dict[str, int]] = {}
+    for row in runs.values("workflow__slug", "status").annotate(n=Count("id")):
+        counts.setdefault(row["workflow__slug"], {})[row["status"]] = row["n"]
+    durations = _percentiles(runs, "started_at", "finished_at", "workflow__slug")
+    metrics = []
+    for slug in sorted(counts):
+        by_status = counts[slug]
+        total = sum(by_status.values())
+        finished = by_status.get(RunStatus.COMPLETED, 0) + by_status.get(RunStatus.FAILED, 0)
+        metrics.append({
+            "workflow": slug, "runs": total, "by_status": by_status,
+            "failure_rate": round(by_status.get(RunStatus.FAILED, 0) / finished, 4)
+            if finished else 0.0,
+            "runs_per_hour": round(total / hours, 3),
+            "duration_p50_seconds": durations.get(slug, {}).get("p50"),
+            "duration_p95_seconds": durations.get(slug, {}).get("p95"),
+        })
+    return metrics
+
+
+def throughput(*, hours: int = 24) -> list[dict[str, Any]]:
+    """Runs started and failed per hour."""
+    rows = (
+        Run.objects.filter(created_at__gte=_window(hours))
+        .annotate(hour=TruncHour("created_at")).values("hour")
+        .annotate(started=Count("id"), failed=Count("id", filter=Q(status=RunStatus.FAILED)))
+        .order_by("hour")
+    )
+    return [{"hour": row["hour"], "started": row["started"], "failed": row["failed"]}
+            for row in rows]
+
+
+def bottlenecks(*, hours: int = 24, limit: int = 10) -> dict[str, Any]:
+    """The slowest and most failing steps, and the queues with the most overdue tasks."""
+    steps = ActionRun.objects.filter(run__created_at__gte=_window(hours))
+    finished = steps.filter(started_at__isnull=False, finished_at__isnull=False)
+    slowest = (
+        finished.values("run__workflow__slug", "step_key", "type")
+        .annotate(avg=Avg(_seconds("started_at", "finished_at")), n=Count("id"))
+        .order_by("-avg")[:limit]
+    )
+    failing = (
+        steps.values("run__workflow__slug", "step_key", "type")
+        .annotate(failed=Count("id", filter=Q(status=StepStatus.FAILED)), n=Count("id"))
+        .filter(failed__gt=0).order_by("-failed")[:limit]
+    )
+    return {
+        "slowest_steps": [
+            {"workflow": r["run__workflow__slug"], "step": r["step_key"], "type": r["type"],
+             "runs": r["n"], "avg_seconds": _as_seconds(r["avg"])}
+            for r in slowest
+        ],
+        "failing_steps": [
+            {"workflow": r["run__workflow__slug"], "step": r["step_key"], "type": r["type"],
+             "failed": r["failed"], "runs": r["n"], "failure_rate": round(r["failed"] / r["n"], 4)}
+            for r in failing
+        ],
+        "overdue_queues": overdue_queues(limit=limit),
+    }
+
+
+def overdue_queues(*, limit: int = 10) -> list[dict[str, Any]]:
+    """Queues with the most open tasks past their due time (or SLA due time)."""
+    from tasks_inbox import selectors
+
+    finder = getattr(selectors, "queues_by_overdue", None)
+    return finder(limit=limit) if finder is not None else []
+
+
+def outbox_lag_seconds() -> float:
+    oldest = (
+        Event.objects.filter(dispatched_at__isnull=True).order_by("occurred_at")
+        .values_list("occurred_at", flat=True).first()
+    )
+    return (timezone.now() - oldest).total_seconds() if oldest else 0.0
