@@ -28,10 +28,11 @@ SQLITE_SAMPLE = 5000
 
 
 class Percentile(Aggregate):
-    """``percentile_cont(p) WITHIN GROUP (ORDER BY expr)`` (PostgreSQL)."""
+    """``percentile_cont(p) WITHIN GROUP (ORDER BY seconds of interval)`` (PostgreSQL)."""
 
     function = "percentile_cont"
-    template = "%(function)s(%(percentile)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    template = ("%(function)s(%(percentile)s) WITHIN GROUP "
+                "(ORDER BY EXTRACT(EPOCH FROM (%(expressions)s)))")
     output_field = FloatField()
 
     def __init__(self, expression: Any, percentile: float, **extra: Any) -> None:
@@ -92,7 +93,7 @@ def _as_seconds(value: Any) -> float | None:
         return None
     if isinstance(value, dt.timedelta):
         return round(value.total_seconds(), 3)
-    return round(float(value) / 1_000_000, 3)  # interval as microseconds
+    return round(float(value), 3)
 
 
 def _quantile(values: list[float], q: float) -> float:
