@@ -52,6 +52,7 @@ class MonitoringViewSet(viewsets.ViewSet):
     def bottlenecks(self, request: Request) -> Response:
         return Response(monitoring.bottlenecks(hours=_hours(request)))
 
+    @extend_schema(responses=OpenApiResponse(description="Links to the monitoring endpoints."))
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         base = request.build_absolute_uri()
         return Response({name: f"{base}{name}/" for name in
