@@ -80,9 +80,11 @@ def template_roots(document: dict[str, Any]) -> set[str] | None:
     by_name = {r.name: r for r in registrations()}
     roots = set(BUILTIN_ROOTS) | {"entity_type"}
     triggers = document.get("triggers") or []
-    if not triggers:
+    if not triggers or not isinstance(triggers, list):
         return None
     for trigger in triggers:
+        if not isinstance(trigger, dict):
+            return None
         event_type = str(trigger.get("event_type") or "")
         name, _, action = event_type.partition(".")
         registration = by_name.get(name)
