@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import traceback
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -314,12 +315,19 @@ def _step_call(step_type: StepType, ctx: StepContext, step: dict[str, Any],
             code="TIMEOUT", retryable=True), timezone.now(), secret_values)
         return
     except Exception as exc:
-        logger.exception("step %s of run %s raised", action_run.step_key, action_run.run_id)
+        log_step_error(action_run, exc, secret_values)
         _step_failed(action_run, step, StepFailed(
             f"{type(exc).__name__}: {exc}", code="STEP_ERROR", retryable=True,
         ), timezone.now(), secret_values)
         return
     _step_succeeded(action_run, result, secret_values)
+
+
+def log_step_error(action_run: ActionRun, exc: BaseException, secret_values: set[str]) -> None:
+    """Log an unexpected step error with its traceback, secrets masked."""
+    text = "".join(traceback.format_exception(exc))
+    logger.error("step %s of run %s raised:\n%s", action_run.step_key, action_run.run_id,
+                 redact(text, secret_values))
 
 
 @contextlib.contextmanager
@@ -354,7 +362,7 @@ def _step_call_external(step_type: StepType, ctx: StepContext, step: dict[str, A
     except StepFailed as exc:
         failure = exc
     except Exception as exc:
-        logger.exception("step %s of run %s raised", ctx.action_run.step_key, ctx.run.pk)
+        log_step_error(ctx.action_run, exc, secret_values)
         failure = StepFailed(f"{type(exc).__name__}: {exc}", code="STEP_ERROR",
                              retryable=True)
     with transaction.atomic():
@@ -374,7 +382,7 @@ def _step_succeeded(action_run: ActionRun, result: StepResult, secret_values: se
     now = timezone.now()
     output = redact(result.output, secret_values) if result.output else result.output
     if result.progress is not None:
-        action_run.progress = result.progress
+        action_run.progress = redact(result.progress, secret_values)
     if result.wait_until is not None or result.wait_for:
         action_run.status = StepStatus.WAITING
         action_run.output = output
@@ -412,7 +420,8 @@ def retry_policy(step: dict[str, Any], step_type: StepType | None) -> dict[str, 
 
 
 def backoff_delay(policy: dict[str, Any], attempt: int) -> float:
-    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**(attempt-1)))."""
+    """Exponential backoff with "equal" jitter: a delay drawn between half and all of
+    ``min(cap, base * 2**(attempt-1))``, so retries spread out but never come early."""
     ceiling = min(float(policy["max_backoff_seconds"]),
                   float(policy["backoff_seconds"]) * (2 ** max(attempt - 1, 0)))
     return random.uniform(ceiling / 2, ceiling)

@@ -7,7 +7,8 @@ import hmac
 import pygal
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
@@ -16,6 +17,7 @@ from pygal.style import CleanStyle
 
 from automation import monitoring
 from automation.metrics import EngineCollector
+from automation.models import Export
 
 
 def _chart(chart: pygal.Graph) -> str:
@@ -60,6 +62,19 @@ def _sla_compliance(hours: int) -> list[dict]:
 
     compliance = getattr(selectors, "sla_compliance", None)
     return compliance(hours=hours) if compliance is not None else []
+
+
+@login_required
+@require_GET
+def export_download(request: HttpRequest, pk: int) -> FileResponse:
+    """An export's CSV, for the user whose visibility chose its rows, or staff."""
+    export = Export.objects.filter(pk=pk).exclude(file="").first()
+    if export is None or not (request.user.is_staff or export.requested_by_id == request.user.pk):
+        raise Http404("No such export.")
+    handle = export.file.open("rb")
+    return FileResponse(handle, as_attachment=True,
+                        filename=f"{export.entity_type}-export-{export.pk}.csv",
+                        content_type="text/csv")
 
 
 @require_GET

@@ -199,6 +199,9 @@ EMAIL_HOST = os.environ.get("EMAIL_HOST", "127.0.0.1")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "flowdesk@localhost")
 SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
+# Key material for encrypting stored secrets (default: derived from SECRET_KEY). Rotating
+# SECRET_KEY without setting this makes stored secrets unreadable.
+FLOWDESK_SECRETS_KEY = os.environ.get("FLOWDESK_SECRETS_KEY", "")
 # When set, /metrics needs "Authorization: Bearer <token>".
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
@@ -333,8 +336,10 @@ FLOWDESK = {
     "MAX_CAUSATION_DEPTH": int(os.environ.get("FLOWDESK_MAX_CAUSATION_DEPTH", "10")),
     # An event not dispatched after this long is picked up by the outbox sweep.
     "OUTBOX_GRACE_SECONDS": int(os.environ.get("FLOWDESK_OUTBOX_GRACE_SECONDS", "10")),
-    # A running step not heard of for this long is considered lost with its worker.
-    "STALE_RUN_SECONDS": int(os.environ.get("FLOWDESK_STALE_RUN_SECONDS", "300")),
+    # A running step not heard of for this long is considered lost with its worker. Longer
+    # than the longest external call a step may make (webhooks are capped at 300 s);
+    # long steps (exports) refresh ``updated_at`` as they go.
+    "STALE_RUN_SECONDS": int(os.environ.get("FLOWDESK_STALE_RUN_SECONDS", "600")),
     "SWEEP_BATCH_SIZE": int(os.environ.get("FLOWDESK_SWEEP_BATCH_SIZE", "500")),
     # Hosts call_webhook may reach even though they resolve to private addresses.
     "WEBHOOK_ALLOW_HOSTS": env_list("FLOWDESK_WEBHOOK_ALLOW_HOSTS"),

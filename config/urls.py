@@ -17,6 +17,8 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", automation_views.prometheus_metrics, name="metrics"),
     path("monitoring/", automation_views.monitoring_page, name="monitoring"),
+    path("exports/<int:pk>/download/", automation_views.export_download,
+         name="export-download"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

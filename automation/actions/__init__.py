@@ -146,7 +146,8 @@ def step_types() -> dict[str, StepType]:
     return dict(_registry)
 
 
-BUILTIN_MODULES = ("add_note", "update_field", "emit_event", "delay", "validate")
+BUILTIN_MODULES = ("add_note", "update_field", "emit_event", "delay", "validate", "send_email",
+                   "send_notification", "call_webhook", "enqueue_export")
 
 
 def load_actions() -> None:

@@ -1,0 +1,377 @@
+"""``enqueue_export``: a CSV of a registered model's exportable fields, stored and mailed.
+
+Config: ``entity_type`` (a registered model), ``export_type`` (``csv``), ``filters``
+(``{"created_at__gte": "{{today-30}}", "status": "qualified"}``: only on the model's
+``exportable`` fields and only with the lookups in ``SAFE_LOOKUPS``), ``fields`` (a subset
+of the exportable fields; default all of them), ``email_to`` (who gets the link) and
+``run_as`` (see below).
+
+Who the rows are chosen for, decided when the export runs (not when it was configured):
+
+- the run's actor (the user of the event that started it: ``Run.event.actor``);
+- with no actor (a schedule, a system event), the active user named by ``run_as``, if
+  the step sets it; an actor always wins over ``run_as``, so a workflow started by a
+  person never exports more than that person may see;
+- otherwise nobody, and "nobody" sees only what the registration's visibility hook
+  allows for no user (for the CRM models: nothing).
+
+Active staff see every row; other users what ``automation.registry.visible_rows`` allows.
+
+Execution: rows are streamed (``iterator(chunk_size=BATCH_SIZE)``) into a temporary file,
+so memory does not grow with the export; after every batch the ActionRun's ``progress``
+(rows written / total) is written in its own short transaction, visible from outside and
+serving as the step's heartbeat; the file is saved to Django's default storage under
+``exports/`` with an unguessable name, and the link is mailed. Cells that a spreadsheet
+would read as a formula (``=``, ``+``, ``-``, ``@``...) are prefixed with ``'``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import secrets
+import tempfile
+from typing import Any
+from urllib.parse import urljoin
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from automation.actions import (
+    StepContext,
+    StepFailed,
+    StepResult,
+    dry_run_for,
+    object_schema,
+    step_type,
+)
+from automation.actions.entities import registration
+from automation.actions.mailing import (
+    ADDRESS_LIST_SCHEMA,
+    already_sent,
+    parse_addresses,
+    send_message,
+)
+from automation.registry import ModelRegistration, json_value, registration_for_name, visible_rows
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 2000
+MAX_IN_ITEMS = 1000
+SAFE_LOOKUPS = frozenset({"exact", "iexact", "gte", "lte", "gt", "lt", "in", "contains",
+                          "icontains", "isnull"})
+TEXT_LOOKUPS = frozenset({"iexact", "contains", "icontains"})
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+SCHEMA = object_schema(
+    {
+        "export_type": {"enum": ["csv"]},
+        "entity_type": {"type": "string", "minLength": 1},
+        "filters": {"type": "object", "maxProperties": 30},
+        "fields": {"type": "array", "items": {"type": "string", "minLength": 1},
+                   "minItems": 1, "maxItems": 200},
+        "email_to": ADDRESS_LIST_SCHEMA,
+        "run_as": {"type": "string", "minLength": 1, "maxLength": 150},
+    },
+    required=["entity_type"],
+)
+RENDER_MODES = {"email_to": "header", "run_as": "header"}
+
+
+# --- what to export -------------------------------------------------------------------
+
+
+def filter_key_problem(reg: ModelRegistration, key: str) -> str | None:
+    """Why ``key`` may not be used as a filter, or None."""
+    field, _, lookup = str(key).partition("__")
+    lookup = lookup or "exact"
+    if field not in reg.exportable:
+        return (f"'{field}' is not an exportable field of {reg.name} "
+                f"(exportable: {', '.join(reg.exportable) or 'none'})")
+    if lookup not in SAFE_LOOKUPS:
+        return (f"lookup '{lookup}' is not allowed (allowed: "
+                f"{', '.join(sorted(SAFE_LOOKUPS))}; one lookup on the field itself)")
+    if reg.model._meta.get_field(field).get_lookup(lookup) is None:  # type: ignore[union-attr]
+        return f"lookup '{lookup}' does not apply to the field '{field}'"
+    return None
+
+
+def check_config(config: dict[str, Any], path: str) -> list[tuple[str, str]]:
+    """Filters and fields checked against the registration when it is known on save."""
+    name = config.get("entity_type")
+    reg = registration_for_name(name) if isinstance(name, str) else None
+    if reg is None:
+        return []
+    issues = []
+    filters = config.get("filters")
+    if isinstance(filters, dict):
+        for key in filters:
+            problem = filter_key_problem(reg, key)
+            if problem:
+                issues.append((f"{path}.filters.{key}", problem))
+    fields = config.get("fields")
+    if isinstance(fields, list):
+        for index, field in enumerate(fields):
+            if field not in reg.exportable:
+                issues.append((f"{path}.fields[{index}]",
+                               f"'{field}' is not an exportable field of {reg.name}"))
+    if not reg.exportable:
+        issues.append((f"{path}.entity_type", f"{reg.name} has no exportable fields"))
+    return issues
+
+
+def export_fields(reg: ModelRegistration, requested: Any) -> list[models.Field]:
+    names = list(requested) if requested else list(reg.exportable)
+    if not names:
+        raise StepFailed(f"{reg.name} has no exportable fields", code="NOT_EXPORTABLE")
+    for name in names:
+        if name not in reg.exportable:
+            raise StepFailed(f"fields: '{name}' is not an exportable field of {reg.name}",
+                             code="INVALID_FIELD")
+    return [reg.model._meta.get_field(name) for name in names]  # type: ignore[misc]
+
+
+def _clean_value(field: models.Field, lookup: str, value: Any, key: str) -> Any:
+    if lookup == "isnull":
+        if not isinstance(value, bool):
+            raise StepFailed(f"filters.{key}: expects true or false", code="INVALID_FILTER")
+        return value
+    if lookup == "in":
+        if not isinstance(value, list) or len(value) > MAX_IN_ITEMS:
+            raise StepFailed(f"filters.{key}: expects a list of at most {MAX_IN_ITEMS} values",
+                             code="INVALID_FILTER")
+        return [_clean_value(field, "exact", item, key) for item in value]
+    if value is not None and not isinstance(value, str | int | float | bool):
+        raise StepFailed(f"filters.{key}: expects a single value", code="INVALID_FILTER")
+    if lookup in TEXT_LOOKUPS or value is None:
+        return value
+    target = field.target_field if field.is_relation else field  # type: ignore[attr-defined]
+    try:
+        cleaned = target.to_python(value)
+    except ValidationError as exc:
+        raise StepFailed(f"filters.{key}: {'; '.join(exc.messages)}",
+                         code="INVALID_FILTER") from None
+    if isinstance(target, models.DateTimeField) and timezone.is_naive(cleaned):
+        cleaned = timezone.make_aware(cleaned)
+    return cleaned
+
+
+def export_filter(reg: ModelRegistration, filters: Any) -> Q:
+    """The rendered ``filters`` as a Q, every key and value checked."""
+    if filters in (None, ""):
+        return Q()
+    if not isinstance(filters, dict):
+        raise StepFailed("filters must be an object", code="INVALID_FILTER")
+    condition = Q()
+    for key, value in filters.items():
+        problem = filter_key_problem(reg, key)
+        if problem:
+            raise StepFailed(f"filters.{key}: {problem}", code="INVALID_FILTER")
+        name, _, lookup = str(key).partition("__")
+        field = reg.model._meta.get_field(name)
+        cleaned = _clean_value(field, lookup or "exact", value, key)  # type: ignore[arg-type]
+        condition &= Q(**{f"{name}__{lookup or 'exact'}": cleaned})
+    return condition
+
+
+def export_user(ctx: StepContext) -> tuple[Any, str]:
+    """Whose visibility applies: the run's actor, else ``run_as``, else nobody."""
+    if ctx.run is not None:
+        actor = ctx.run.event.actor
+    else:  # a dry run: the sample event's actor
+        actor_id = (ctx.context.get("actor") or {}).get("id")
+        actor = get_user_model()._default_manager.filter(pk=actor_id).first() if isinstance(
+            actor_id, int) else None
+    if actor is not None:
+        return actor, "actor"
+    run_as = ctx.config.get("run_as")
+    if run_as:
+        user = get_user_model()._default_manager.filter(
+            **{get_user_model().USERNAME_FIELD: str(run_as)}, is_active=True).first()
+        if user is None:
+            raise StepFailed(f"run_as: no active user '{run_as}'", code="UNKNOWN_USER")
+        return user, "run_as"
+    return None, "no user"
+
+
+def plan(ctx: StepContext) -> dict[str, Any]:
+    """Everything about the export but the rows themselves (reads only)."""
+    config = ctx.config
+    if (config.get("export_type") or "csv") != "csv":
+        raise StepFailed("export_type must be 'csv'", code="INVALID_CONFIG")
+    reg = registration(config["entity_type"])
+    fields = export_fields(reg, config.get("fields"))
+    condition = export_filter(reg, config.get("filters"))
+    user, basis = export_user(ctx)
+    queryset = visible_rows(reg, user).filter(condition).order_by("pk")
+    return {
+        "registration": reg,
+        "fields": fields,
+        "queryset": queryset,
+        "user": user,
+        "basis": basis,
+        "email_to": parse_addresses(config.get("email_to"), "email_to", required=False),
+    }
+
+
+def _describe(planned: dict[str, Any]) -> dict[str, Any]:
+    user = planned["user"]
+    return {
+        "entity_type": planned["registration"].name,
+        "fields": [f.name for f in planned["fields"]],
+        "visible_to": user.get_username() if user is not None else None,
+        "visibility": (
+            "all rows (staff)" if user is not None and user.is_staff and user.is_active
+            else "rows the registration lets this user see" if user is not None
+            else "rows the registration allows without a user"
+        ),
+        "user_from": planned["basis"],
+        "email_to": planned["email_to"],
+    }
+
+
+# --- writing --------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str):
+        return "'" + value if value.startswith(FORMULA_START) else value
+    value = json_value(value)
+    return "" if value is None else value
+
+
+class _Progress:
+    """Rows written / total, committed on its own after every batch (also a heartbeat)."""
+
+    def __init__(self, ctx: StepContext, total: int) -> None:
+        self.ctx = ctx
+        self.data: dict[str, Any] = {"phase": "writing", "rows_written": 0, "total": total,
+                                     "percent": 0 if total else 100}
+
+    def save(self, **changes: Any) -> None:
+        from automation.models import ActionRun, StepStatus
+
+        self.data.update(changes)
+        total = self.data["total"]
+        self.data["percent"] = round(100 * self.data["rows_written"] / total, 1) if total else 100
+        if self.ctx.action_run is None:
+            return
+        updated = ActionRun.objects.filter(
+            pk=self.ctx.action_run.pk, status=StepStatus.RUNNING,
+        ).update(progress=dict(self.data), updated_at=timezone.now())
+        if not updated:
+            raise StepFailed("the step was cancelled or taken over while exporting",
+                             code="EXPORT_ABANDONED")
+
+
+def write_csv(queryset: models.QuerySet, fields: list[models.Field], out: Any,
+              progress: _Progress) -> int:
+    """Stream the rows into ``out`` (a text file), saving progress after every batch."""
+    writer = csv.writer(out)
+    writer.writerow([f.name for f in fields])
+    rows = 0
+    for row in queryset.values_list(*[f.attname for f in fields]).iterator(
+            chunk_size=BATCH_SIZE):
+        writer.writerow([_cell(value) for value in row])
+        rows += 1
+        if rows % BATCH_SIZE == 0:
+            progress.save(rows_written=rows)
+    return rows
+
+
+def _export_record(ctx: StepContext, planned: dict[str, Any]) -> Any:
+    from automation.models import Export
+
+    assert ctx.action_run is not None
+    defaults = {
+        "entity_type": planned["registration"].name,
+        "filters": (ctx.step.get("config") or {}).get("filters") or {},
+        "fields": [f.name for f in planned["fields"]],
+        "requested_by": planned["user"],
+    }
+    export, created = Export.objects.get_or_create(action_run_id=ctx.action_run.pk,
+                                                   defaults=defaults)
+    if not created:
+        for name, value in defaults.items():
+            setattr(export, name, value)
+    return export
+
+
+def _link(export: Any) -> str:
+    """The download page, which checks who asks (the file itself is not served)."""
+    path = reverse("export-download", args=[export.pk])
+    return urljoin(settings.SITE_URL.rstrip("/") + "/", path.lstrip("/"))
+
+
+def _result(export: Any, planned: dict[str, Any], total: int, mail: Any) -> dict[str, Any]:
+    return {**_describe(planned), "export_id": export.pk, "file": export.file.name,
+            "url": _link(export), "rows": export.row_count, "total": total,
+            "email": mail}
+
+
+@step_type("enqueue_export", schema=SCHEMA, atomic=False, label="Export to CSV",
+           render_modes=RENDER_MODES, check=check_config,
+           default_retry={"max_attempts": 3, "backoff_seconds": 60, "max_backoff_seconds": 900})
+def enqueue_export(ctx: StepContext) -> StepResult:
+    """Write the CSV in batches with progress, store it, and mail the link."""
+    planned = plan(ctx)
+    export = _export_record(ctx, planned)
+    if export.finished_at and export.file and already_sent(ctx):
+        # A redelivery after the link went out: the export is done, keep that one.
+        mail = already_sent(ctx)
+        return StepResult(output={**_result(export, planned, export.row_count, mail),
+                                  "already_done": True})
+    reg = planned["registration"]
+    total = planned["queryset"].count()
+    progress = _Progress(ctx, total)
+    progress.save(rows_written=0)
+    stamp = timezone.now()
+    name = (f"exports/{reg.name}/{stamp:%Y/%m}/{reg.name}-{stamp:%Y%m%d-%H%M%S}-"
+            f"{secrets.token_urlsafe(16)}.csv")
+    with tempfile.TemporaryFile("w+b") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        rows = write_csv(planned["queryset"], planned["fields"], text, progress)
+        text.flush()
+        text.detach()
+        progress.save(phase="saving", rows_written=rows, total=max(total, rows))
+        raw.seek(0)
+        if export.file:
+            export.file.delete(save=False)  # an earlier, unfinished attempt's file
+        export.file.name = default_storage.save(name, File(raw, name=name))
+    export.row_count = rows
+    export.finished_at = timezone.now()
+    export.save()
+    logger.info("export %s of %s: %s rows to %s", export.pk, reg.name, rows, export.file.name)
+    mail = None
+    if planned["email_to"]:
+        progress.save(phase="mailing")
+        mail = send_message(
+            ctx, to=planned["email_to"],
+            subject=f"Your {reg.name} export is ready ({rows} rows)",
+            text_body=(f"The {reg.name} export you asked for is ready: {rows} rows.\n\n"
+                       f"Download it here:\n{_link(export)}\n"),
+        )
+    from automation.models import ActionRun
+
+    ActionRun.objects.filter(pk=ctx.action_run.pk).update(  # type: ignore[union-attr]
+        progress={**progress.data, "phase": "done",
+                  **({"email_sent": {"message_id": mail["message_id"], "at": mail["sent_at"]}}
+                     if mail else {})},
+        updated_at=timezone.now())
+    return StepResult(output=_result(export, planned, total, mail))
+
+
+@dry_run_for("enqueue_export")
+def enqueue_export_dry_run(ctx: StepContext) -> dict[str, Any]:
+    planned = plan(ctx)
+    return {"would": "export a CSV and mail its link", **_describe(planned),
+            "rows": planned["queryset"].count(),
+            "filters": ctx.config.get("filters") or {}}
