@@ -77,12 +77,14 @@ def event_dispatch(*, event_id: int) -> list[int]:
             Run.objects.filter(event=event, rerun_of__isnull=True)
             .values_list("workflow_id", flat=True)
         ) if matches and event.dispatch_attempts else set()
+        versions = versions_by_id({c.version_id for c in matches}) if matches else {}
         for candidate in matches:
-            if candidate.workflow_id in started:
-                continue
+            version = versions.get(candidate.version_id)
+            if candidate.workflow_id in started or version is None:
+                continue  # already ran, or deleted since this process indexed it
             runs.append(run_create(
                 event=event, context=context, workflow_id=candidate.workflow_id,
-                version_id=candidate.version_id, trigger_index=candidate.trigger_index,
+                version=version, trigger_index=candidate.trigger_index,
             ))
         event.dispatched_at = timezone.now()
         event.dispatch_attempts += 1
@@ -90,12 +92,15 @@ def event_dispatch(*, event_id: int) -> list[int]:
     return [run.pk for run in runs if run.status == RunStatus.PENDING]
 
 
-def run_create(*, event: Event, context: dict[str, Any], workflow_id: int, version_id: int,
-               trigger_index: int | None, rerun_of: Run | None = None) -> Run:
-    """A run of one workflow version for one event, with a pending ActionRun per step."""
+def versions_by_id(ids: set[int]) -> dict[int, Any]:
     from workflows.models import WorkflowVersion
 
-    version = WorkflowVersion.objects.get(pk=version_id)
+    return WorkflowVersion.objects.in_bulk(ids)
+
+
+def run_create(*, event: Event, context: dict[str, Any], workflow_id: int, version: Any,
+               trigger_index: int | None, rerun_of: Run | None = None) -> Run:
+    """A run of one workflow version for one event, with a pending ActionRun per step."""
     now = timezone.now()
     limit = engine_setting("MAX_CAUSATION_DEPTH")
     run = Run(
@@ -592,7 +597,8 @@ def run_rerun(*, run_id: int) -> Run:
     if version_id is None:
         raise RunStateError("The workflow has no published version.")
     run = run_create(event=original.event, context=original.context,
-                     workflow_id=original.workflow_id, version_id=version_id,
+                     workflow_id=original.workflow_id,
+                     version=original.workflow.published_version,
                      trigger_index=original.trigger_index, rerun_of=original)
     _enqueue_advance(run.pk)
     return run
@@ -609,7 +615,7 @@ def workflow_execute(*, workflow_id: int, payload: dict[str, Any], actor: Any = 
         event = event_emit(f"workflow.{workflow.slug}.executed", payload, actor=actor,
                            source=EventSource.MANUAL, dispatch=False)
         run = run_create(event=event, context=event_context(event), workflow_id=workflow.pk,
-                         version_id=workflow.published_version_id, trigger_index=None)
+                         version=workflow.published_version, trigger_index=None)
         Event.objects.filter(pk=event.pk).update(dispatched_at=timezone.now())
         _enqueue_advance(run.pk)
     return run

@@ -60,6 +60,14 @@ def pytest_runtest_setup(item: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_trigger_index() -> None:
+    """Each test's database starts empty; so must this process's index of its triggers."""
+    from automation.matcher import trigger_index
+
+    trigger_index.reset()
+
+
+@pytest.fixture(autouse=True)
 def _test_step_types() -> None:
     """Step types only the tests use (a worker loads them through FLOWDESK_ACTION_MODULES)."""
     import tests.steps  # noqa: F401

@@ -426,3 +426,26 @@ def test_an_atomic_step_past_its_timeout_fails_with_timeout(drain: Any) -> None:
     assert step.status == "failed" and step.error_code == "TIMEOUT"
     assert "timeout of 1s" in step.error
     assert Run.objects.get().status == "failed"
+
+
+def test_rerun_starts_the_event_again_on_the_current_version(api: APIClient, drain: Any
+                                                            ) -> None:
+    deal = Deal.objects.create(name="Again")
+    document = {
+        "slug": "again", "name": "Again", "triggers": [{"event_type": "deal.won"}],
+        "steps": [{"key": "note", "type": "add_note", "config": {
+            "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "v1"}}],
+    }
+    workflow = workflow_save(document=document)
+    emit("deal.won", {"deal_id": deal.pk})
+    drain()
+    first = Run.objects.get()
+    document["steps"][0]["config"]["note"] = "v2"
+    workflow_save(document=document, workflow=workflow)
+    response = api.post(f"/api/v1/runs/{first.pk}/rerun/")
+    assert response.status_code == 200, response.content
+    drain()
+    second = Run.objects.get(rerun_of=first)
+    assert second.version.number == 2 and second.status == "completed"
+    assert second.event_id == first.event_id
+    assert sorted(notes_on(deal)) == ["v1", "v2"]
