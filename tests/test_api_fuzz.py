@@ -6,11 +6,14 @@ sends them in-process to the WSGI app as an authenticated superuser.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
@@ -18,7 +21,18 @@ schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_app
 
 
 @pytest.fixture
-def token(admin_user: Any) -> str:
+def keep_connection() -> Iterator[None]:
+    """Requests go straight to the WSGI app, whose request signals would close the test's
+    database connection mid-transaction; Django's own test client unhooks them the same way."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def token(admin_user: Any, keep_connection: None) -> str:
     from rest_framework.authtoken.models import Token
 
     return Token.objects.get_or_create(user=admin_user)[0].key

@@ -24,20 +24,21 @@ def test_healthz_reports_database_and_broker(client: Client) -> None:
 
 
 @pytest.mark.django_db
-def test_healthz_names_the_broker_when_it_is_down(client: Client, settings: Any) -> None:
+def test_healthz_names_the_broker_when_it_is_down(client: Client, monkeypatch: Any) -> None:
     from config.celery import app
 
-    original = app.conf.broker_url
-    # A port nothing listens on: the broker probe must fail and say so.
-    app.conf.broker_url = "redis://127.0.0.1:1/0"
-    try:
-        response = client.get("/healthz")
-    finally:
-        app.conf.broker_url = original
+    # A port nothing listens on. Celery reads CELERY_BROKER_URL from the environment before
+    # its own configuration, so both are pointed there.
+    bad = "redis://127.0.0.1:1/0"
+    monkeypatch.setenv("CELERY_BROKER_URL", bad)
+    monkeypatch.setattr(app.conf, "broker_url", bad)
+    response = client.get("/healthz")
     assert response.status_code == 503
     body = response.json()
+    assert body["status"] == "down"
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["broker"]["status"] == "down"
+    assert "refused" in body["checks"]["broker"]["error"].lower()
 
 
 @pytest.mark.django_db

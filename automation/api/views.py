@@ -26,6 +26,7 @@ from automation.errors import IdempotencyKeyReused
 from automation.events import event_emit, request_fingerprint
 from automation.models import Event, EventSource, Run, RunStatus
 from config.errors import ValidationFailed
+from config.filters import DateTimeFilter
 from config.permissions import StaffModelPermissions
 
 
@@ -42,9 +43,9 @@ def graph_payload(steps: list[dict[str, Any]], statuses: dict[str, str] | None, 
 class EventFilter(django_filters.FilterSet):
     type = django_filters.CharFilter()
     type_prefix = django_filters.CharFilter(field_name="type", lookup_expr="startswith")
-    occurred_after = django_filters.IsoDateTimeFilter(field_name="occurred_at",
+    occurred_after = DateTimeFilter(field_name="occurred_at",
                                                       lookup_expr="gte")
-    occurred_before = django_filters.IsoDateTimeFilter(field_name="occurred_at",
+    occurred_before = DateTimeFilter(field_name="occurred_at",
                                                        lookup_expr="lt")
     dispatched = django_filters.BooleanFilter(field_name="dispatched_at", lookup_expr="isnull",
                                               exclude=True)
@@ -94,8 +95,8 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
 class RunFilter(django_filters.FilterSet):
     workflow = django_filters.CharFilter(field_name="workflow__slug")
     event_type = django_filters.CharFilter(field_name="event__type")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = DateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = DateTimeFilter(field_name="created_at", lookup_expr="lt")
     status = django_filters.MultipleChoiceFilter(choices=RunStatus.choices)
 
     class Meta:
