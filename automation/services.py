@@ -16,10 +16,12 @@ The rules that make a run safe to execute on many workers at once:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -58,11 +60,15 @@ def engine_setting(name: str) -> Any:
 # --- dispatch -------------------------------------------------------------------------
 
 
-def event_dispatch(*, event_id: int) -> list[int]:
-    """Match an event against the triggers and create its runs (once, whoever calls).
+def event_dispatch(*, event_id: int, advance: bool = True) -> list[int]:
+    """Match an event against the triggers, create its runs and advance them (once, whoever
+    calls); returns the ids of the runs it created.
 
-    Returns the ids of the runs that are ready to advance.
+    Runs whose steps are atomic finish in this one transaction. Work that must happen
+    outside it (an external step, parallel branches) is done after commit, and those runs
+    are advanced further. With ``advance=False`` the runs are only created.
     """
+    external: list[tuple[int, PreparedStep | int | str]] = []
     with transaction.atomic():
         event = (
             Event.objects.select_for_update(skip_locked=True).filter(pk=event_id).first()
@@ -89,13 +95,34 @@ def event_dispatch(*, event_id: int) -> list[int]:
         event.dispatched_at = timezone.now()
         event.dispatch_attempts += 1
         event.save(update_fields=["dispatched_at", "dispatch_attempts"])
-    return [run.pk for run in runs if run.status == RunStatus.PENDING]
+        # The new runs' rows were inserted by this transaction: nobody else can hold them.
+        for run in runs if advance else ():
+            if run.status == RunStatus.PENDING:
+                work = _advance_locked(run, fresh=True)
+                if work is not None:
+                    external.append((run.pk, work))
+    for run_id, work in external:
+        try:
+            _execute_after_commit(work)
+            run_advance(run_id=run_id)
+        except DatabaseError:  # the event is dispatched: another attempt takes the run on
+            logger.warning("run %s: continuing on another worker", run_id, exc_info=True)
+            _enqueue_advance_now(run_id)
+    return [run.pk for run in runs]
 
 
 def versions_by_id(ids: set[int]) -> dict[int, Any]:
     from workflows.models import WorkflowVersion
 
     return WorkflowVersion.objects.in_bulk(ids)
+
+
+@functools.lru_cache(maxsize=1024)
+def version_definition(version_id: int) -> dict[str, Any]:
+    """A version's definition, cached: versions are immutable once written."""
+    from workflows.models import WorkflowVersion
+
+    return WorkflowVersion.objects.values_list("definition", flat=True).get(pk=version_id)
 
 
 def run_create(*, event: Event, context: dict[str, Any], workflow_id: int, version: Any,
@@ -133,41 +160,78 @@ def run_create(*, event: Event, context: dict[str, Any], workflow_id: int, versi
 # --- advancing a run ------------------------------------------------------------------
 
 
-def run_advance(*, run_id: int) -> None:
-    """Execute the run's ready steps until it waits, finishes or the inline budget is spent.
+NEXT_STEP = "next-step"
 
-    The first ready step runs in this process; other ready steps (parallel branches) are
-    handed to other workers.
+
+@dataclass
+class PreparedStep:
+    """A step checked, rendered and recorded as attempted, ready for its handler."""
+
+    step_type: StepType
+    ctx: StepContext
+    step: dict[str, Any]
+    secret_values: set[str]
+
+    @property
+    def run(self) -> Run:
+        assert self.ctx.run is not None
+        return self.ctx.run
+
+
+def run_advance(*, run_id: int) -> None:
+    """Advance a run until it waits, finishes, or the inline budget is spent.
+
+    Each round is one transaction under the run's lock that executes the ready atomic steps
+    in sequence; an external step is marked running there and called after commit. Other
+    ready steps (parallel branches) are handed to other workers.
     """
     from automation.tasks import advance_run
 
     for _ in range(INLINE_STEP_BUDGET):
-        action_run_id = _run_plan(run_id)
-        if action_run_id is None:
+        with transaction.atomic():
+            run = Run.objects.select_for_update(of=("self",)).filter(pk=run_id).first()
+            work = _advance_locked(run) if run is not None else None
+        if work is None:
             return
-        step_execute(action_run_id=action_run_id)
+        _execute_after_commit(work)
     advance_run.delay(run_id)
 
 
+def _execute_after_commit(work: PreparedStep | int | str) -> None:
+    """Run what a locked advance left for outside its transaction."""
+    if isinstance(work, PreparedStep):
+        _step_call_external(work)
+    elif isinstance(work, int):
+        step_execute(action_run_id=work)
+
+
 def _step_definitions(run: Run) -> list[dict[str, Any]]:
-    return run.version.definition.get("steps") or []
+    return version_definition(run.version_id).get("steps") or []
 
 
-def _run_plan(run_id: int) -> int | None:
-    """Under the run's lock: settle blocked steps, finish the run, or pick the next step."""
+def _advance_locked(run: Run, *, fresh: bool = False) -> PreparedStep | int | str | None:
+    """Under the run's lock (held by the caller's transaction): settle blocked steps, run
+    ready atomic steps one after another, finish the run when nothing is left.
+
+    In a sequential stretch, the next atomic step executes right here, and the run is
+    finished in the same transaction when that was its last step: one commit per step,
+    planning included. Returns the work left for after commit: ``NEXT_STEP`` (commit, then
+    advance again), an external step already marked running, or (where branches run in
+    parallel) the id of a step to execute in its own transaction while the other ready
+    branches go to other workers. ``fresh``: the run was created by the caller's transaction,
+    so no other worker can be executing its steps.
+    """
     from automation.tasks import execute_step
 
-    with transaction.atomic():
-        run = (
-            Run.objects.select_for_update(of=("self",)).select_related("version")
-            .filter(pk=run_id).first()
-        )
-        if run is None or run.status not in ACTIVE_RUN:
-            return None
-        steps = _step_definitions(run)
+    if run.status not in ACTIVE_RUN:
+        return None
+    steps = _step_definitions(run)
+    deps = graph.dependencies(steps)
+    allow = {s["key"]: bool(s.get("allow_failure")) for s in steps}
+    handed_off: set[str] = set()
+    executed = False
+    for _ in range(INLINE_STEP_BUDGET):
         action_runs = {ar.step_key: ar for ar in run.action_runs.all()}
-        deps = graph.dependencies(steps)
-        allow = {s["key"]: bool(s.get("allow_failure")) for s in steps}
         statuses = {key: ar.status for key, ar in action_runs.items()}
         now = timezone.now()
 
@@ -186,22 +250,51 @@ def _run_plan(run_id: int) -> int | None:
 
         ready = [
             action_runs[key] for key in graph.ready_steps(deps, statuses, allow)
-            if action_runs[key].wake_at is None or action_runs[key].wake_at <= now
+            if (action_runs[key].wake_at is None or action_runs[key].wake_at <= now)
+            and key not in handed_off
         ]
         busy = any(s == StepStatus.RUNNING for s in statuses.values())
         status = RunStatus.RUNNING if ready or busy else RunStatus.WAITING
-        fields = ["status", "updated_at"]
-        if run.started_at is None:
-            run.started_at = now
-            fields.append("started_at")
-        run.status = status
-        run.updated_at = now
-        run.save(update_fields=fields)
+        if run.status != status or run.started_at is None:
+            run.status = status
+            run.started_at = run.started_at or now
+            run.updated_at = now
+            run.save(update_fields=["status", "started_at", "updated_at"])
         if not ready:
             return None
+        if executed:
+            return NEXT_STEP  # commit this step before starting the next one
         for extra in ready[1:]:
+            handed_off.add(extra.step_key)
             transaction.on_commit(lambda pk=extra.pk: execute_step.delay(pk))
-        return ready[0].pk
+        first = ready[0]
+        if len(ready) > 1 or busy:
+            # Branches run side by side: execute this one in its own transaction, after
+            # this one commits, so the run's lock is not held while it works.
+            return first.pk
+        if not fresh:
+            # A worker executing this step as a parallel branch holds its row: leave it.
+            first = (ActionRun.objects.select_for_update(skip_locked=True)
+                     .filter(pk=first.pk, status=StepStatus.PENDING).first())
+            if first is None:
+                return None
+            action_runs[first.step_key] = first
+        prepared = _step_prepare(run, first, steps, action_runs, now)
+        if prepared is None:
+            continue  # skipped or failed before its handler: plan again
+        if prepared.step_type.atomic:
+            _step_call(prepared)
+            executed = True
+            continue
+        _mark_running(prepared.ctx.action_run, now)
+        return prepared
+    return NEXT_STEP
+
+
+def _enqueue_advance_now(run_id: int) -> None:
+    from automation.tasks import advance_run
+
+    advance_run.delay(run_id)
 
 
 def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: Any) -> None:
@@ -217,26 +310,29 @@ def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: 
     run.save(update_fields=["status", "finished_at", "updated_at", "error", "error_code"])
 
 
-def run_step_context(run: Run, exclude: str | None = None) -> dict[str, Any]:
+def step_context(run: Run, action_runs: dict[str, ActionRun], exclude: str | None = None
+                 ) -> dict[str, Any]:
     """The run's context plus ``steps.<key>`` for every finished step."""
-    steps: dict[str, Any] = {}
-    rows = run.action_runs.filter(
-        status__in=[StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED],
-    ).values_list("step_key", "status", "output")
-    for key, status, output in rows:
-        if key != exclude:
-            steps[key] = {**(output or {}), "status": status}
+    finished = (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED)
+    steps = {
+        key: {**(ar.output or {}), "status": ar.status}
+        for key, ar in action_runs.items() if ar.status in finished and key != exclude
+    }
     return {**run.context, "steps": steps}
+
+
+def run_step_context(run: Run, exclude: str | None = None) -> dict[str, Any]:
+    return step_context(run, {ar.step_key: ar for ar in run.action_runs.all()}, exclude)
 
 
 # --- executing a step -----------------------------------------------------------------
 
 
-def _step_definition(run: Run, key: str) -> dict[str, Any]:
-    for step in _step_definitions(run):
+def _step_definition(steps: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    for step in steps:
         if step["key"] == key:
             return step
-    raise RunStateError(f"step '{key}' is not in version {run.version_id}")
+    raise RunStateError(f"step '{key}' is not in this run's version")
 
 
 def step_render(step_type: StepType, config: dict[str, Any], context: dict[str, Any]
@@ -246,12 +342,63 @@ def step_render(step_type: StepType, config: dict[str, Any], context: dict[str, 
     return result.value, set(result.secrets_used)
 
 
+def _step_prepare(run: Run, action_run: ActionRun, steps: list[dict[str, Any]],
+                  action_runs: dict[str, ActionRun], now: Any) -> PreparedStep | None:
+    """Check, evaluate the step's condition, render its config and count the attempt.
+
+    Returns None when the step was settled here (skipped, or failed before its handler).
+    The caller holds the ActionRun's row (or its run's) in its transaction.
+    """
+    step = _step_definition(steps, action_run.step_key)
+    step_type = get_step_type(action_run.type)
+    action_run.run = run
+    if step_type is None:
+        _step_failed(action_run, step, StepFailed(
+            f"unknown step type '{action_run.type}'", code="UNKNOWN_STEP_TYPE"), now)
+        return None
+    context = step_context(run, action_runs, exclude=action_run.step_key)
+    if step.get("conditions"):
+        condition = compile_cached((run.version_id, action_run.step_key), step["conditions"])
+        if not condition(context):
+            _step_finish(action_run, StepStatus.SKIPPED, now,
+                         output={"skipped": "condition was false"})
+            return None
+    try:
+        config, secret_values = step_render(step_type, step.get("config") or {}, context)
+    except (TemplateRenderError, StepFailed) as exc:
+        failure = exc if isinstance(exc, StepFailed) else StepFailed(
+            str(exc), code=f"TEMPLATE_{exc.code.upper()}")
+        _step_failed(action_run, step, failure, now)
+        return None
+    action_run.attempts += 1
+    action_run.started_at = action_run.started_at or now
+    action_run.input = redact(config, secret_values)
+    action_run.error = ""
+    action_run.error_code = ""
+    ctx = StepContext(
+        config=config, context=context, step=step, run=run, action_run=action_run,
+        attempt=action_run.attempts, timeout_seconds=step.get("timeout_seconds"),
+    )
+    return PreparedStep(step_type=step_type, ctx=ctx, step=step, secret_values=secret_values)
+
+
+def _mark_running(action_run: ActionRun | None, now: Any) -> None:
+    assert action_run is not None
+    action_run.status = StepStatus.RUNNING
+    action_run.updated_at = now
+    action_run.save(update_fields=[
+        "status", "attempts", "started_at", "input", "error", "error_code", "updated_at",
+    ])
+
+
 def step_execute(*, action_run_id: int) -> None:
-    """Execute one step if it is still due; safe to call any number of times."""
+    """Execute one step if it is still due (a parallel branch, a retry after backoff);
+    safe to call any number of times. Locks only the step, so branches run side by side.
+    """
     with transaction.atomic():
         action_run = (
             ActionRun.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("run__version").filter(pk=action_run_id).first()
+            .select_related("run").filter(pk=action_run_id).first()
         )
         if action_run is None or action_run.status != StepStatus.PENDING:
             return
@@ -259,56 +406,28 @@ def step_execute(*, action_run_id: int) -> None:
         now = timezone.now()
         if run.status not in ACTIVE_RUN or (action_run.wake_at and action_run.wake_at > now):
             return
-        step = _step_definition(run, action_run.step_key)
-        step_type = get_step_type(action_run.type)
-        if step_type is None:
-            _step_failed(action_run, step, StepFailed(
-                f"unknown step type '{action_run.type}'", code="UNKNOWN_STEP_TYPE"), now)
+        action_runs = {ar.step_key: ar for ar in run.action_runs.exclude(pk=action_run.pk)}
+        action_runs[action_run.step_key] = action_run
+        prepared = _step_prepare(run, action_run, _step_definitions(run), action_runs, now)
+        if prepared is None:
             return
-        context = run_step_context(run, exclude=action_run.step_key)
-        if step.get("conditions"):
-            condition = compile_cached((run.version_id, action_run.step_key),
-                                       step["conditions"])
-            if not condition(context):
-                _step_finish(action_run, StepStatus.SKIPPED, now,
-                             output={"skipped": "condition was false"})
-                return
-        try:
-            config, secret_values = step_render(step_type, step.get("config") or {}, context)
-        except (TemplateRenderError, StepFailed) as exc:
-            failure = exc if isinstance(exc, StepFailed) else StepFailed(
-                str(exc), code=f"TEMPLATE_{exc.code.upper()}")
-            _step_failed(action_run, step, failure, now)
+        if prepared.step_type.atomic:
+            _step_call(prepared)
             return
-        action_run.attempts += 1
-        action_run.started_at = action_run.started_at or now
-        action_run.input = redact(config, secret_values)
-        action_run.error = ""
-        action_run.error_code = ""
-        ctx = StepContext(
-            config=config, context=context, step=step, run=run, action_run=action_run,
-            attempt=action_run.attempts, timeout_seconds=step.get("timeout_seconds"),
-        )
-        if step_type.atomic:
-            _step_call(step_type, ctx, step, secret_values)
-            return
-        action_run.status = StepStatus.RUNNING
-        action_run.updated_at = now
-        action_run.save(update_fields=[
-            "status", "attempts", "started_at", "input", "error", "error_code", "updated_at",
-        ])
+        _mark_running(action_run, now)
     # Outside the transaction: the attempt is recorded, the effect is external.
-    _step_call_external(step_type, ctx, step, secret_values)
+    _step_call_external(prepared)
 
 
-def _step_call(step_type: StepType, ctx: StepContext, step: dict[str, Any],
-               secret_values: set[str]) -> None:
+def _step_call(prepared: PreparedStep) -> None:
+    """Call an atomic step's handler in a savepoint of the current transaction."""
+    ctx, step, secret_values = prepared.ctx, prepared.step, prepared.secret_values
     action_run = ctx.action_run
     assert action_run is not None and ctx.run is not None
     try:
         with (transaction.atomic(), caused_by(ctx.run.pk, ctx.run.causation_depth),
               statement_timeout(ctx.timeout_seconds)):
-            result = step_type.handler(ctx)
+            result = prepared.step_type.handler(ctx)
     except StepFailed as exc:
         _step_failed(action_run, step, exc, timezone.now(), secret_values)
         return
@@ -356,14 +475,15 @@ def is_query_cancelled(exc: BaseException) -> bool:
     return type(cause).__name__ == "QueryCanceled"
 
 
-def _step_call_external(step_type: StepType, ctx: StepContext, step: dict[str, Any],
-                        secret_values: set[str]) -> None:
+def _step_call_external(prepared: PreparedStep) -> None:
+    """Call an external step's handler outside any transaction, then record the result."""
+    ctx, step, secret_values = prepared.ctx, prepared.step, prepared.secret_values
     assert ctx.action_run is not None and ctx.run is not None
     failure: StepFailed | None = None
     result: StepResult | None = None
     try:
         with caused_by(ctx.run.pk, ctx.run.causation_depth):
-            result = step_type.handler(ctx)
+            result = prepared.step_type.handler(ctx)
     except StepFailed as exc:
         failure = exc
     except Exception as exc:

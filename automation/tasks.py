@@ -20,11 +20,7 @@ RETRY = {"autoretry_for": INFRA_ERRORS, "retry_backoff": True, "retry_backoff_ma
 
 @shared_task(name="flowdesk.dispatch_event", **RETRY)
 def dispatch_event(event_id: int) -> None:
-    for run_id in services.event_dispatch(event_id=event_id):
-        try:
-            services.run_advance(run_id=run_id)
-        except INFRA_ERRORS:  # the event is dispatched; hand the run to another attempt
-            advance_run.delay(run_id)
+    services.event_dispatch(event_id=event_id)
 
 
 @shared_task(name="flowdesk.advance_run", **RETRY)

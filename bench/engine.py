@@ -28,10 +28,13 @@ import psycopg
 import redis
 from psycopg import sql
 
+from bench.cpu import CpuMeter
+
 ROOT = Path(__file__).resolve().parent.parent
 QUEUES = ("steps", "sweeps")
 EVENT_TYPE = "bench.ping"
 GOAL = 0.4
+NOISE_WARNING = 0.10  # share of the machine used by other processes that voids a figure
 
 BENCH_WORKFLOW: dict[str, Any] = {
     "slug": "bench-ping-note",
@@ -64,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="tasks for C0 and events for R1 (default 2000)")
     parser.add_argument("--concurrency", type=int, default=2,
                         help="prefork processes of the worker (default 2, as in production)")
+    parser.add_argument("--c0-repeat", type=int, default=3,
+                        help="C0 drains measured; the median is reported (default 3)")
     parser.add_argument("--latency-load", type=float, default=0.5,
                         help="steady emit rate of the latency phase, as a fraction of R1 "
                              "(default 0.5)")
@@ -75,6 +80,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="database the benchmark DROPS and creates (must contain 'bench')")
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/14",
                         help="Redis URL of the broker; the benchmark FLUSHES this database")
+    parser.add_argument("--quiet-wait", type=float, default=0.0,
+                        help="before each phase, wait up to this many seconds for other "
+                             "processes to use less than 10%% of the machine (default 0)")
+    parser.add_argument("--settings", default="config.settings",
+                        help="Django settings module of this process and the workers "
+                             "(to measure a settings change; default config.settings)")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file to write (default var/bench/engine-<timestamp>.json)")
     args = parser.parse_args(argv)
@@ -83,8 +94,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if urlsplit(args.broker).path.strip("/") in ("", "0"):
         parser.error("--broker must name a Redis database other than 0: the benchmark "
                      "flushes it")
-    if args.n < 10 or args.concurrency < 1 or not 0 < args.latency_load <= 1:
-        parser.error("need --n >= 10, --concurrency >= 1 and 0 < --latency-load <= 1")
+    if args.n < 10 or args.concurrency < 1 or args.c0_repeat < 1 or not (
+            0 < args.latency_load <= 1):
+        parser.error("need --n >= 10, --concurrency >= 1, --c0-repeat >= 1 and "
+                     "0 < --latency-load <= 1")
     return args
 
 
@@ -95,7 +108,7 @@ def bench_env(args: argparse.Namespace) -> dict[str, str]:
         "CELERY_BROKER_URL": args.broker,
         "CACHE_URL": args.broker,
         "DEBUG": "0",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_SETTINGS_MODULE": getattr(args, "settings", "config.settings"),
         "PYTHONUNBUFFERED": "1",
     }
     os.environ.update(env)
@@ -109,11 +122,23 @@ def database_recreate(args: argparse.Namespace) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
 
 
-def migrate(env: dict[str, str]) -> float:
+def migrate(env: dict[str, str], attempts: int = 3) -> float:
+    """``manage.py migrate`` into the bench database; retried (a tree being edited can fail
+    to import for a moment), with the last attempt's output shown if all fail."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
-                   cwd=ROOT, env=env, check=True)
-    return time.perf_counter() - started
+    for attempt in range(1, attempts + 1):
+        done = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
+            cwd=ROOT, env=env, capture_output=True, text=True,
+        )
+        if done.returncode == 0:
+            return time.perf_counter() - started
+        if attempt < attempts:
+            last = (done.stderr.strip().splitlines() or ["?"])[-1]
+            log(f"migrate failed ({last[:120]}); retrying in 5s")
+            time.sleep(5)
+    sys.stderr.write(done.stdout + done.stderr)
+    raise RuntimeError("manage.py migrate failed; its output is above")
 
 
 # --- workers ----------------------------------------------------------------------------
@@ -179,16 +204,38 @@ def queue_depth(r: redis.Redis) -> int:
     return sum(int(r.llen(queue)) for queue in QUEUES)
 
 
+def wait_for_quiet(args: argparse.Namespace, phase: str) -> None:
+    """On a shared machine, wait (up to ``--quiet-wait`` seconds) until others are idle."""
+    if args.quiet_wait <= 0:
+        return
+    deadline = time.monotonic() + args.quiet_wait
+    while True:
+        meter = CpuMeter(args.database).start()
+        time.sleep(2)
+        meter.stop()
+        if not meter.result:
+            return
+        share = meter.result["other"] / (meter.seconds * (os.cpu_count() or 1))
+        if share <= NOISE_WARNING:
+            return
+        if time.monotonic() >= deadline:
+            log(f"{phase}: other processes still use {share:.0%} of the machine; going on")
+            return
+        log(f"{phase}: other processes use {share:.0%} of the machine; waiting")
+        time.sleep(3)
+
+
 # --- phases -----------------------------------------------------------------------------
 
 
-def phase_c0(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, log_dir: Path
-             ) -> dict[str, Any]:
+def c0_drain(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, log_dir: Path,
+             attempt: int) -> dict[str, Any]:
     """Enqueue N no-op tasks with no worker running, then time a fresh worker draining them."""
     from bench.worker_tasks import COUNT_KEY, FIRST_KEY, LAST_KEY, noop
     from config.celery import app
 
     n = args.n
+    wait_for_quiet(args, "C0")
     r.delete(COUNT_KEY, FIRST_KEY, LAST_KEY)
     started = time.perf_counter()
     with app.producer_or_acquire() as producer:
@@ -198,27 +245,52 @@ def phase_c0(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, log_
     depth = queue_depth(r)
     if depth != n:
         raise RuntimeError(f"C0: expected {n} queued messages, found {depth}")
-    log(f"C0: {n} no-op tasks queued in {enqueue_seconds:.2f}s; starting the worker")
-    worker = Worker("c0", args.concurrency, env, log_dir).start()
+    worker = Worker(f"c0-{attempt}", args.concurrency, env, log_dir).start()
+    meter = CpuMeter(args.database)
+
+    def count() -> int:
+        return int(r.get(COUNT_KEY) or 0)
+
     try:
-        done_at = wait_until(lambda: int(r.get(COUNT_KEY) or 0) >= n, worker,
-                             timeout=max(120.0, n / 10), interval=0.01, what="C0 drain")
+        wait_until(lambda: count() >= 1, worker, timeout=120, interval=0.005,
+                   what="the first C0 completion")
+        meter.start()
+        at_start = count()
+        done_at = wait_until(lambda: count() >= n, worker, timeout=max(120.0, n / 10),
+                             interval=0.01, what="C0 drain")
+        meter.stop()
     finally:
         worker.stop()
     first = float(r.get(FIRST_KEY))
     last = float(r.get(LAST_KEY))
     window = max(last - first, 1e-6)
     rate = (n - 1) / window
-    log(f"C0: drained in {window:.2f}s after the first completion -> {rate:.0f} tasks/s")
+    log(f"C0 #{attempt}: {n} tasks queued in {enqueue_seconds:.2f}s, drained in {window:.2f}s "
+        f"after the first completion -> {rate:.0f} tasks/s")
     return {
-        "tasks": n,
         "tasks_per_second": round(rate, 1),
         "drain_window_seconds": round(window, 3),
         "worker_start_to_drained_seconds": round(done_at - worker.started_at, 3),
         "worker_start_to_first_completion_seconds": round(first - worker.started_at, 3),
         "enqueue_seconds": round(enqueue_seconds, 3),
-        "task": "bench.noop (INCR + SETNX + SET in one pipelined Redis round trip)",
         "worker_log": str(worker.log_path),
+        "cpu": meter.summary(n - at_start),
+    }
+
+
+def phase_c0(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, log_dir: Path
+             ) -> dict[str, Any]:
+    """C0 is short (a few seconds), so it is measured ``--c0-repeat`` times; the median
+    drain (by rate) is the figure, every attempt is in the JSON."""
+    attempts = [c0_drain(args, env, r, log_dir, i + 1) for i in range(args.c0_repeat)]
+    ordered = sorted(attempts, key=lambda a: a["tasks_per_second"])
+    median = ordered[len(ordered) // 2]
+    return {
+        "tasks": args.n,
+        "task": "bench.noop (INCR + SETNX + SET in one pipelined Redis round trip)",
+        **median,
+        "attempts_tasks_per_second": [a["tasks_per_second"] for a in attempts],
+        "attempts": attempts,
     }
 
 
@@ -245,15 +317,24 @@ def emit_events(lead_id: int, count: int, start_seq: int, batch: int = 100) -> N
                 emit(EVENT_TYPE, {"lead_id": lead_id, "seq": seq})
 
 
-def run_counts(first_event_id: int) -> tuple[int, int, int]:
-    """(completed runs, notes, failed or cancelled runs) for events from ``first_event_id``."""
-    from automation.models import Note, Run
+def run_counts(first_event_id: int) -> tuple[int, int]:
+    """(completed runs, failed or cancelled runs) for events from ``first_event_id``: one
+    query, so that polling costs the database little."""
+    from django.db.models import Count, Q
 
-    runs = Run.objects.filter(event_id__gte=first_event_id)
-    completed = runs.filter(status="completed").count()
-    bad = runs.filter(status__in=["failed", "cancelled"]).count()
-    notes = Note.objects.filter(action_run__run__event_id__gte=first_event_id).count()
-    return completed, notes, bad
+    from automation.models import Run
+
+    counts = Run.objects.filter(event_id__gte=first_event_id).aggregate(
+        completed=Count("pk", filter=Q(status="completed")),
+        bad=Count("pk", filter=Q(status__in=["failed", "cancelled"])),
+    )
+    return counts["completed"], counts["bad"]
+
+
+def note_count(first_event_id: int) -> int:
+    from automation.models import Note
+
+    return Note.objects.filter(action_run__run__event_id__gte=first_event_id).count()
 
 
 def next_event_id() -> int:
@@ -272,6 +353,7 @@ def phase_r1(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, lead
     from automation.models import Run
 
     n = args.n
+    wait_for_quiet(args, "R1")
     first_event_id = next_event_id()
     started = time.perf_counter()
     emit_events(lead_id, n, start_seq=0)
@@ -283,14 +365,21 @@ def phase_r1(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, lead
     worker = Worker("r1", args.concurrency, env, log_dir).start()
 
     def drained() -> bool:
-        completed, notes, bad = run_counts(first_event_id)
+        completed, bad = run_counts(first_event_id)
         if bad:
             raise RuntimeError(f"R1: {bad} runs failed; see the runs in {args.database}")
-        return completed >= n and notes >= n
+        # A note commits with its step, before its run finishes: count them once at the end.
+        return completed >= n and note_count(first_event_id) >= n
 
+    meter = CpuMeter(args.database)
     try:
+        wait_until(lambda: run_counts(first_event_id)[0] >= 1, worker, timeout=120,
+                   interval=0.02, what="the first R1 run")
+        meter.start()
+        at_start = run_counts(first_event_id)[0]
         done_at = wait_until(drained, worker, timeout=max(150.0, n / 5), interval=0.1,
                              what="R1 runs")
+        meter.stop()
     except BaseException:
         worker.stop()
         raise
@@ -298,7 +387,7 @@ def phase_r1(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, lead
         first=Min("finished_at"), last=Max("finished_at"))
     window = max((stats["last"] - stats["first"]).total_seconds(), 1e-6)
     rate = (n - 1) / window
-    completed, notes, _ = run_counts(first_event_id)
+    completed, notes = run_counts(first_event_id)[0], note_count(first_event_id)
     log(f"R1: {completed} runs / {notes} notes in {window:.2f}s after the first completion "
         f"-> {rate:.1f} runs/s")
     return {
@@ -312,6 +401,7 @@ def phase_r1(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, lead
         "completed_runs": completed,
         "notes": notes,
         "worker_log": str(worker.log_path),
+        "cpu": meter.summary(n - at_start),
     }, worker
 
 
@@ -331,11 +421,13 @@ def phase_latency(args: argparse.Namespace, worker: Worker, lead_id: int, r1_rat
     from automation.events import emit
     from automation.models import ActionRun
 
+    wait_for_quiet(args, "latency")
     rate = max(args.latency_load * r1_rate, 1.0)
     count = max(int(rate * args.latency_seconds), 20)
     first_event_id = next_event_id()
     log(f"latency: emitting {count} events at {rate:.1f}/s ({args.latency_load:.0%} of R1) "
         f"to the running worker")
+    meter = CpuMeter(args.database).start()
     started = time.perf_counter()
     late = 0.0
     for i in range(count):
@@ -349,10 +441,27 @@ def phase_latency(args: argparse.Namespace, worker: Worker, lead_id: int, r1_rat
     emit_seconds = time.perf_counter() - started
     wait_until(lambda: run_counts(first_event_id)[0] >= count, worker, timeout=120,
                interval=0.1, what="latency-phase runs")
-    rows = list(ActionRun.objects.filter(run__event_id__gte=first_event_id)
-                .values_list("finished_at", "run__event__occurred_at"))
-    latencies = [(done - occurred).total_seconds() * 1000 for done, occurred in rows]
+    meter.stop()
+    rows = list(ActionRun.objects.filter(run__event_id__gte=first_event_id).values_list(
+        "run__event__occurred_at", "run__created_at", "started_at", "finished_at"))
+    latencies = [(done - occurred).total_seconds() * 1000 for occurred, _, _, done in rows]
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+
+    def ms(start: datetime, end: datetime) -> float:
+        return (end - start).total_seconds() * 1000
+
+    # Where the time goes (p50 of each part): the event's commit, publish, queue and the
+    # worker's pick-up up to the run's creation; the run's creation to its step's start
+    # (dispatch commit, planning); the step itself.
+    parts = {
+        "event_to_run_created_p50_ms": [ms(o, c) for o, c, _, _ in rows],
+        "run_created_to_step_started_p50_ms": [ms(c, s) for _, c, s, _ in rows],
+        "step_started_to_done_p50_ms": [ms(s, d) for _, _, s, d in rows],
+    }
+    t0 = min(o for o, _, _, _ in rows)
+    by_second: dict[int, list[float]] = {}
+    for (occurred, _, _, _), latency in zip(rows, latencies, strict=True):
+        by_second.setdefault(int((occurred - t0).total_seconds()), []).append(latency)
     log(f"latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(latencies)} runs")
     return {
         "events": count,
@@ -365,6 +474,13 @@ def phase_latency(args: argparse.Namespace, worker: Worker, lead_id: int, r1_rat
         "max_ms": round(max(latencies), 1),
         "mean_ms": round(statistics.fmean(latencies), 1),
         "min_ms": round(min(latencies), 1),
+        **{name: round(percentile(values, 50), 1) for name, values in parts.items()},
+        "by_second": [
+            {"second": second, "events": len(values), "p50_ms": round(percentile(values, 50), 1),
+             "max_ms": round(max(values), 1)}
+            for second, values in sorted(by_second.items())
+        ],
+        "cpu": meter.summary(count),
     }
 
 
@@ -404,21 +520,46 @@ def environment(args: argparse.Namespace, r: redis.Redis) -> dict[str, Any]:
     }
 
 
+def cpu_line(cpu: dict[str, Any], unit: str) -> str:
+    if not cpu:
+        return "n/a (no /proc)"
+    per = cpu["cpu_ms_per_item"]
+    postgres = per["postgres_bench_db"] + per["postgres_ended"]
+    return (f"{per['bench']:.2f} bench processes + {postgres:.2f} PostgreSQL + "
+            f"{per['redis']:.2f} Redis = {per['bench'] + postgres + per['redis']:.2f} ms "
+            f"per {unit}")
+
+
+def noise_line(phases: dict[str, dict[str, Any]]) -> tuple[str, float]:
+    shares = {name: cpu.get("other_share_of_machine", 0.0) for name, cpu in phases.items()}
+    worst = max(shares.values(), default=0.0)
+    text = ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
+    return text, worst
+
+
 def report(result: dict[str, Any]) -> str:
     c0, r1, lat, env = result["c0"], result["r1"], result["latency"], result["environment"]
     ratio = result["r1_over_c0"]
     verdict = "meets" if ratio >= GOAL else "BELOW"
+    noise, worst = noise_line({"C0": c0["cpu"], "R1": r1["cpu"], "latency": lat["cpu"]})
+    c0_attempts = ", ".join(f"{rate:.0f}" for rate in c0["attempts_tasks_per_second"])
     rows = [
-        ("C0  Celery no-op drain", f"{c0['tasks_per_second']:.0f} tasks/s"),
+        ("C0  Celery no-op drain", f"{c0['tasks_per_second']:.0f} tasks/s (median of "
+                                   f"{c0_attempts})"),
         ("R1  one-step runs, event -> note", f"{r1['runs_per_second']:.1f} runs/s"),
         ("R1 / C0", f"{ratio:.3f}  ({verdict} the goal >= {GOAL})"),
         ("latency p50 (event -> step done)", f"{lat['p50_ms']:.1f} ms"),
         ("latency p99", f"{lat['p99_ms']:.1f} ms"),
         ("latency load", f"{lat['events']} events at {lat['achieved_rate_per_second']:.1f}/s "
-                         f"({result['settings']['latency_load']:.0%} of R1)"),
+                         f"({result['settings']['latency_load']:.0%} of R1), one per "
+                         f"transaction, worker warm"),
         ("N (C0 tasks, R1 events)", str(result["settings"]["n"])),
         ("worker concurrency", f"{result['settings']['concurrency']} (prefork, acks late, "
                                f"prefetch 1, queue steps)"),
+        ("CPU per C0 task", cpu_line(c0["cpu"], "task")),
+        ("CPU per R1 run", cpu_line(r1["cpu"], "run")),
+        ("other load on the machine", f"{noise} of all cores; load avg at start "
+                                      f"{result['loadavg_at_start']}"),
         ("Python / Django / Celery", f"{env['python']} / {env['django']} / {env['celery']}"),
         ("kombu / psycopg / redis-py", f"{env['kombu']} / {env['psycopg']} / {env['redis_py']}"),
         ("database", f"PostgreSQL {env['postgresql']} ({env['database']})"),
@@ -429,12 +570,18 @@ def report(result: dict[str, Any]) -> str:
     width = max(len(label) for label, _ in rows)
     line = "-" * (width + 40)
     body = "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)
-    return f"{line}\nFlowdesk engine benchmark\n{line}\n{body}\n{line}"
+    warning = ""
+    if worst > NOISE_WARNING:
+        warning = (f"\nWARNING: other processes used up to {worst:.0%} of the machine during a "
+                   f"measured phase; the rates are lower than on a quiet machine.")
+    return f"{line}\nFlowdesk engine benchmark\n{line}\n{body}\n{line}{warning}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     bench_started = time.perf_counter()
+    loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path(
+        "/proc/loadavg").exists() else "n/a"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     env = bench_env(args)
     r = redis.Redis.from_url(args.broker)
@@ -466,8 +613,10 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "engine",
         "timestamp": stamp,
         "settings": {
-            "n": args.n, "concurrency": args.concurrency,
+            "n": args.n, "concurrency": args.concurrency, "settings_module": args.settings,
+            "c0_repeat": args.c0_repeat,
             "latency_load": args.latency_load, "latency_seconds": args.latency_seconds,
+            "quiet_wait": args.quiet_wait,
             "worker_command": " ".join(Worker("x", args.concurrency, env, log_dir).command[1:]),
             "acks_late": settings.CELERY_TASK_ACKS_LATE,
             "prefetch_multiplier": settings.CELERY_WORKER_PREFETCH_MULTIPLIER,
@@ -479,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         "goal_r1_over_c0": GOAL,
         "latency": latency,
         "migrate_seconds": round(migrate_seconds, 2),
+        "loadavg_at_start": loadavg,
         "environment": environment(args, r),
     }
     result["bench_seconds"] = round(time.perf_counter() - bench_started, 1)

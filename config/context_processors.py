@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
+from django.utils import timezone
 
 
 def site(request: HttpRequest) -> dict[str, Any]:
-    context: dict[str, Any] = {"site_name": "Flowdesk"}
+    context: dict[str, Any] = {"site_name": "Flowdesk", "now": timezone.now()}
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         from tasks_inbox.selectors import notification_unread_count

@@ -309,6 +309,8 @@ CELERY_TASK_QUEUES = (
 CELERY_TASK_ROUTES = {"flowdesk.sweep.*": {"queue": "sweeps"}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Keep database connections across tasks (see config.celery.refresh_db_connections).
+CELERY_DB_REUSE_MAX = 10**9
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Declared here, synced into django-celery-beat's tables when beat starts.
 CELERY_BEAT_SCHEDULE = {
@@ -324,6 +326,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     "runs-resume-stale": {
         "task": "flowdesk.sweep.stale_runs",
+        "schedule": timedelta(seconds=60),
+        "options": {"queue": "sweeps", "expires": 120},
+    },
+    "sla-sweep": {
+        "task": "flowdesk.sweep.sla",
         "schedule": timedelta(seconds=60),
         "options": {"queue": "sweeps", "expires": 120},
     },

@@ -6,10 +6,13 @@ from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 
+OWNER_KNOWN = {"field": "lead.owner.email", "operator": "exists"}
+
 QUALIFY_HIGH_VALUE_LEADS = {
     "slug": "qualify-high-value-leads",
     "name": "Auto-qualify high-value leads",
-    "description": "Leads with revenue >= 1M and budget >= 50k are qualified and noted.",
+    "description": "Leads with revenue >= 1M and budget >= 50k are qualified, noted, their "
+                   "owner notified, and a follow-up task is due in two days.",
     "is_active": True,
     "triggers": [
         {"event_type": "lead.created", "priority": 10,
@@ -25,6 +28,16 @@ QUALIFY_HIGH_VALUE_LEADS = {
          "config": {"entity_type": "lead", "entity_id": "{{lead.id}}",
                     "note": "Auto-qualified: revenue {{lead.annual_revenue}}, "
                             "budget {{lead.budget}}."}},
+        {"key": "notify", "type": "send_notification", "conditions": OWNER_KNOWN,
+         "config": {"recipient": "{{lead.owner.email}}",
+                    "message": "New qualified lead: {{lead.company_name}}",
+                    "notification_type": "in_app", "link": "/admin/crm/lead/{{lead.id}}/"}},
+        {"key": "follow_up", "type": "create_task", "allow_failure": True,
+         "conditions": OWNER_KNOWN,
+         "config": {"title": "Follow up with {{lead.company_name}}",
+                    "assignee": "{{lead.owner.email}}", "due_date": "{{today+2}}",
+                    "priority": "high", "task_type": "follow_up",
+                    "entity_type": "lead", "entity_id": "{{lead.id}}"}},
     ],
 }
 

@@ -61,10 +61,13 @@ def pytest_runtest_setup(item: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_trigger_index() -> None:
-    """Each test's database starts empty; so must this process's index of its triggers."""
+    """Each test's database starts empty; so must this process's index of its triggers and
+    its cache of version definitions (ids are reused once a test's rows are rolled back)."""
     from automation.matcher import trigger_index
+    from automation.services import version_definition
 
     trigger_index.reset()
+    version_definition.cache_clear()
 
 
 @pytest.fixture(autouse=True)

@@ -7,13 +7,24 @@ import time
 from automation.actions import StepContext, StepFailed, StepResult, object_schema, step_type
 from automation.models import ActionRun
 
-SLEEP_SCHEMA = object_schema({"seconds": {"type": "number"}, "marker": {"type": "string"}})
+SLEEP_SCHEMA = object_schema({"seconds": {"type": "number"}, "marker": {"type": "string"},
+                              "deal_id": {}})
 
 
 @step_type("test_sleep", schema=SLEEP_SCHEMA)
 def test_sleep(ctx: StepContext) -> StepResult:
-    """Hold the worker (inside the step's transaction) for a while."""
+    """Hold the worker (inside the step's transaction) for a while; with ``deal_id`` also
+    leave a note on that deal, so a test can count how often the step's effect happened."""
     time.sleep(float(ctx.config.get("seconds", 1)))
+    if ctx.config.get("deal_id"):
+        from django.contrib.contenttypes.models import ContentType
+
+        from automation.models import Note
+        from crm.models import Deal
+
+        Note.objects.create(content_type=ContentType.objects.get_for_model(Deal),
+                            object_id=str(ctx.config["deal_id"]),
+                            note=f"slept in {ctx.step['key']}", action_run=ctx.action_run)
     return StepResult(output={"slept": ctx.config.get("seconds", 1)})
 
 

@@ -66,6 +66,32 @@ def test_high_value_lead_is_qualified_and_noted(drain: Any) -> None:
     assert runs.get().status == "completed"
 
 
+def test_owned_lead_notifies_the_owner_and_gets_a_follow_up_task(drain: Any, make_user: Any
+                                                                 ) -> None:
+    from tasks_inbox.models import Notification, Task
+
+    workflow_save(document=QUALIFY_HIGH_VALUE_LEADS)
+    owner = make_user("rep")
+    start = dt.datetime(2026, 6, 1, 10, 0, tzinfo=dt.UTC)
+    with time_machine.travel(start, tick=False):
+        lead = Lead.objects.create(company_name="Owned Inc", annual_revenue=Decimal("4000000"),
+                                   budget=Decimal("90000"), owner=owner)
+        drain()
+    run = Run.objects.get()
+    assert run.status == "completed"
+    assert dict(run.action_runs.values_list("step_key", "status")) == {
+        "qualify": "completed", "note": "completed", "notify": "completed",
+        "follow_up": "completed"}
+    # One from the workflow's notify step, one from the task assignment.
+    notification = Notification.objects.get(recipient=owner, message__startswith="New qualified")
+    assert notification.message == "New qualified lead: Owned Inc"
+    assert notification.link == f"/admin/crm/lead/{lead.pk}/"
+    task = Task.objects.get()
+    assert task.title == "Follow up with Owned Inc" and task.assignee == owner
+    assert task.due_at.date() == dt.date(2026, 6, 3)
+    assert task.get_priority_display().lower() == "high"
+
+
 def test_budget_below_the_bar_starts_no_run(drain: Any) -> None:
     workflow_save(document=QUALIFY_HIGH_VALUE_LEADS)
     Lead.objects.create(company_name="Rich but stingy", annual_revenue=Decimal("5000000"),
@@ -353,7 +379,7 @@ def test_suspend_resume_cancel(api: APIClient, drain: Any) -> None:
     with transaction.atomic():
         emit("deal.won", {"deal_id": deal.pk})
     event = Event.objects.get(type="deal.won")
-    run_id = services.event_dispatch(event_id=event.pk)[0]
+    run_id = services.event_dispatch(event_id=event.pk, advance=False)[0]
     assert api.post(f"/api/v1/runs/{run_id}/suspend/").json()["status"] == "suspended"
     services.run_advance(run_id=run_id)
     assert notes_on(deal) == []
@@ -366,7 +392,7 @@ def test_suspend_resume_cancel(api: APIClient, drain: Any) -> None:
 
     emit("deal.won", {"deal_id": deal.pk})
     event = Event.objects.filter(type="deal.won").latest("pk")
-    second = services.event_dispatch(event_id=event.pk)[0]
+    second = services.event_dispatch(event_id=event.pk, advance=False)[0]
     body = api.post(f"/api/v1/runs/{second}/cancel/").json()
     assert body["status"] == "cancelled"
     assert [s["status"] for s in body["action_runs"]] == ["cancelled"]

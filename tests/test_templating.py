@@ -267,7 +267,7 @@ def test_filters(template: str, expected: object) -> None:
 def test_filter_set_is_closed() -> None:
     expected = {
         "upper", "lower", "title", "trim", "default", "date", "int", "float", "str",
-        "json", "length", "join", "truncate", "urlencode",
+        "json", "length", "join", "truncate", "urlencode", "sum",
     }  # fmt: skip
     assert expected == FILTERS
 
@@ -749,3 +749,76 @@ def test_text_without_placeholders_renders_unchanged(text: str) -> None:
     assert render_string(text, CONTEXT).value == text
     assert render_value(text, CONTEXT, mode="html").value == text
     assert validate_template(text) == []
+
+
+# --- the sum filter ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ([10, 20, 30], 60),
+        ([], 0),
+        ({"equity": 60, "bonds": 30, "cash": 10}, 100),
+        ({"equity": 33.3, "bonds": 33.3, "cash": 33.4}, 100),
+        ([0.1, 0.2], 0.3),
+        ([1.5, 2], 3.5),
+        (["40", " 60 "], 100),
+        ([10, None, 5], 15),
+        ({"a": None}, 0),
+        (None, 0),
+        ([Decimal("12.50"), 7.5], 20),
+        ([-5, 5.0], 0),
+        (("1e2",), 100),
+    ],
+)
+def test_sum_filter(value: object, expected: object) -> None:
+    result = render_value("{{ weights | sum }}", {"weights": value}).value
+    assert result == expected
+    assert type(result) is type(expected)
+
+
+def test_sum_of_form_results_in_a_validate_config() -> None:
+    context = {"steps": {"products": {"result": {"equity": 55, "bonds": 45}}}}
+    value = render_value({"total": "{{steps.products.result|sum}}"}, context).value
+    assert value == {"total": 100}
+    assert render_string("total={{steps.products.result|sum}}%", context).value == "total=100%"
+
+
+def test_sum_of_a_missing_path_is_zero() -> None:
+    assert render_value("{{ steps.skipped.result | sum }}", {"steps": {}}).value == 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [1, "two"],
+        [True, 1],
+        [1, [2]],
+        [1, {"x": 2}],
+        "100",
+        42,
+        [float("inf")],
+        ["nan"],
+        ["1e999"],
+        {"a": "x"},
+    ],
+)
+def test_sum_refuses_what_is_not_a_number(value: object) -> None:
+    with pytest.raises(TemplateRenderError) as info:
+        render_value("{{ weights | sum }}", {"weights": value})
+    assert info.value.code == "filter_error"
+    assert info.value.params["filter"] == "sum"
+
+
+def test_sum_takes_no_argument() -> None:
+    assert [issue.code for issue in validate_template("{{ w | sum:2 }}")] == [
+        "bad_filter_argument"]
+
+
+def test_sum_does_not_call_methods_of_subclasses() -> None:
+    class Sneaky(dict):
+        def values(self):  # type: ignore[override]
+            raise AssertionError("called")
+
+    assert render_value("{{ w | sum }}", {"w": Sneaky(a=1, b=2)}).value == 3

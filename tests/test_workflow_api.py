@@ -29,7 +29,7 @@ def test_create_read_update_publishes_versions(api: APIClient) -> None:
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["version"] == 1 and body["slug"] == "qualify-high-value-leads"
-    assert [s["key"] for s in body["steps"]] == ["qualify", "note"]
+    assert [s["key"] for s in body["steps"]] == ["qualify", "note", "notify", "follow_up"]
     assert body["triggers"][0]["conditions"]["and"][0]["operator"] == "gte"
 
     response = api.patch(f"/api/v1/workflows/{body['id']}/", {"name": "Renamed"}, format="json")
@@ -97,7 +97,8 @@ def test_invalid_update_changes_nothing(api: APIClient) -> None:
                          format="json")
     assert response.status_code == 400
     assert "steps[0].config.note" in response.json()["error"]["fields"]
-    assert list(Action.objects.values_list("key", flat=True)) == ["qualify", "note"]
+    assert list(Action.objects.order_by("position").values_list("key", flat=True)) == [
+        "qualify", "note", "notify", "follow_up"]
     assert WorkflowVersion.objects.count() == 1
 
 
@@ -154,9 +155,10 @@ def test_trigger_and_action_endpoints_edit_and_republish(api: APIClient) -> None
         "workflow": workflow["slug"], "key": "bad", "type": "delay",
         "config": {"for": "1 day"}, "after": ["ghost"]}, format="json")
     assert bad.status_code == 400
-    assert "steps[3].after[0]" in bad.json()["error"]["fields"]
+    assert "steps[5].after[0]" in bad.json()["error"]["fields"]
     detail = api.get(f"/api/v1/workflows/{workflow['id']}/").json()
-    assert [s["key"] for s in detail["steps"]] == ["qualify", "note", "later"]
+    assert [s["key"] for s in detail["steps"]] == [
+        "qualify", "note", "notify", "follow_up", "later"]
     assert detail["version"] == 3
     note_id = Action.objects.get(key="note").pk
     assert api.delete(f"/api/v1/actions/{note_id}/").status_code == 204

@@ -67,8 +67,9 @@ def seed_workflows() -> list[str]:
 
 def seeders() -> list[Callable[[], list[str]]]:
     from crm.demo import seed_records
+    from tasks_inbox.demo import seed as seed_tasks
 
-    return [seed_users, seed_workflows, seed_records]
+    return [seed_users, seed_workflows, seed_records, seed_tasks]
 
 
 def seed() -> list[str]:

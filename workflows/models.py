@@ -115,3 +115,86 @@ class WorkflowVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow.slug} v{self.number}"
+
+
+class Lifecycle(models.Model):
+    """A state machine for tasks, kept as data: its states and the transitions between them.
+
+    Rows are written through ``tasks_inbox.lifecycles.lifecycle_save``, which validates the
+    whole lifecycle (one initial state, unique keys, every reference exists, nothing leaves a
+    final state) before it replaces the states and transitions.
+    """
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LifecycleState(models.Model):
+    lifecycle = models.ForeignKey(Lifecycle, on_delete=models.CASCADE, related_name="states")
+    key = models.CharField(max_length=64)
+    label = models.CharField(max_length=100, blank=True)
+    position = models.PositiveIntegerField(default=0)
+    is_initial = models.BooleanField(default=False, help_text="Tasks start here (exactly one).")
+    is_final = models.BooleanField(default=False, help_text="The task is over in this state.")
+    is_enabled = models.BooleanField(
+        default=True, help_text="A disabled state cannot be entered.",
+    )
+    is_cancellation = models.BooleanField(
+        default=False,
+        help_text="A final state meaning the work was abandoned: a run waiting on the task "
+                  "fails instead of resuming.",
+    )
+
+    class Meta:
+        ordering = ["lifecycle", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["lifecycle", "key"], name="lifecycle_state_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.label or self.key
+
+
+class LifecycleTransition(models.Model):
+    lifecycle = models.ForeignKey(
+        Lifecycle, on_delete=models.CASCADE, related_name="transitions",
+    )
+    action = models.CharField(max_length=64)
+    label = models.CharField(max_length=100, blank=True)
+    position = models.PositiveIntegerField(default=0)
+    from_states = models.JSONField(default=list, help_text="Keys of the states it leaves.")
+    to_state = models.CharField(max_length=64, help_text="Key of the state it enters.")
+    guard = models.JSONField(
+        null=True, blank=True,
+        help_text='Condition DSL over "task" and "actor", e.g. '
+                  '{"field": "actor.is_staff", "operator": "eq", "value": true}.',
+    )
+    allowed = models.JSONField(
+        default=list, blank=True,
+        help_text="Who may fire it: assignee, queue_member, manager, creator, staff, anyone.",
+    )
+    required_input = models.JSONField(
+        default=list, blank=True, help_text="Input fields that must be given, e.g. [\"reason\"].",
+    )
+    unassign = models.BooleanField(
+        default=False, help_text="Clear the assignee of a queued task (e.g. release).",
+    )
+
+    class Meta:
+        ordering = ["lifecycle", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["lifecycle", "action"],
+                                    name="lifecycle_transition_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.label or self.action

@@ -147,7 +147,8 @@ def step_types() -> dict[str, StepType]:
 
 
 BUILTIN_MODULES = ("add_note", "update_field", "emit_event", "delay", "validate", "send_email",
-                   "send_notification", "call_webhook", "enqueue_export")
+                   "send_notification", "call_webhook", "enqueue_export", "create_task",
+                   "transition_task")
 
 
 def load_actions() -> None:

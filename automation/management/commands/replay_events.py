@@ -50,9 +50,7 @@ class Command(BaseCommand):
         for event_id in tqdm(ids, total=total, unit="event", disable=total < 50):
             Event.objects.filter(pk=event_id).update(dispatched_at=None)
             if inline:
-                for run_id in services.event_dispatch(event_id=event_id):
-                    services.run_advance(run_id=run_id)
-                    started += 1
+                started += len(services.event_dispatch(event_id=event_id))
             else:
                 dispatch_event.delay(event_id)
         verb = f"started {started} run(s)" if inline else "handed to the workers"

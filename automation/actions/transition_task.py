@@ -1,0 +1,91 @@
+"""``transition_task``: drive a task's lifecycle from a workflow.
+
+Config (templated)::
+
+    {"task": "{{steps.review.task_id}}", "action": "cancel",
+     "input": {"reason": "superseded"}, "outcome": "superseded"}
+
+The workflow acts as the system: it may fire any transition of the task's lifecycle, but
+the transition must exist from the task's current state, lead into an enabled state, and
+its guard must hold; otherwise the step fails with INVALID_TRANSITION. The change, its
+history row and its events commit with the step's ActionRun.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from automation.actions import (
+    StepContext,
+    StepFailed,
+    StepResult,
+    dry_run_for,
+    object_schema,
+    step_type,
+    templated,
+)
+from config.errors import DomainError
+
+SCHEMA = object_schema(
+    {
+        "task": templated({"type": ["integer", "string"]}),
+        "action": {"type": "string", "minLength": 1, "maxLength": 64},
+        "input": {"type": "object"},
+        "outcome": {"type": "string", "maxLength": 64},
+    },
+    required=["task", "action"],
+)
+
+
+def _task_id(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise StepFailed(f"task {value!r} is not a task id", code="TASK_NOT_FOUND") from None
+
+
+@step_type("transition_task", schema=SCHEMA, label="Transition a task")
+def transition_task(ctx: StepContext) -> StepResult:
+    """Fire a lifecycle action on a task, as the system."""
+    from tasks_inbox.services import task_transition
+
+    config = ctx.config
+    task_id = _task_id(config["task"])
+    try:
+        before = _state(task_id)
+        task = task_transition(task_id=task_id, action=str(config["action"]), actor=None,
+                               input=config.get("input") or {},
+                               outcome=config.get("outcome") or None)
+    except DomainError as exc:
+        output = {"task_id": task_id, **exc.data}
+        if exc.fields:
+            output["fields"] = exc.fields
+        code = "TASK_NOT_FOUND" if exc.code == "NOT_FOUND" else exc.code
+        raise StepFailed(exc.message, code=code, output=output) from None
+    return StepResult(output={"task_id": task.pk, "action": str(config["action"]),
+                              "from_state": before, "state": task.state,
+                              "outcome": task.outcome})
+
+
+def _state(task_id: int) -> str:
+    from tasks_inbox.models import Task
+
+    return Task.objects.filter(pk=task_id).values_list("state", flat=True).first() or ""
+
+
+@dry_run_for("transition_task")
+def transition_task_dry_run(ctx: StepContext) -> dict[str, Any]:
+    from tasks_inbox.lifecycles import lifecycle_spec
+    from tasks_inbox.models import Task
+
+    task_id = _task_id(ctx.config["task"])
+    task = Task.objects.select_related("lifecycle").filter(pk=task_id).first()
+    if task is None:
+        return {"would": f"fail: task {task_id} does not exist"}
+    spec = lifecycle_spec(task.lifecycle)
+    transition = spec.transitions.get(str(ctx.config["action"]))
+    if transition is None or task.state not in transition.from_states:
+        allowed = [t.action for t in spec.leaving(task.state)]
+        return {"would": f"fail: '{ctx.config['action']}' is not allowed from "
+                         f"'{task.state}'", "allowed_actions": allowed}
+    return {"would": f"move task {task_id} from '{task.state}' to '{transition.to_state}'"}

@@ -1,0 +1,234 @@
+"""Where an R1 run spends its time: the queries and transactions of the worker's code path.
+
+``python -m bench.profile`` runs the body of the ``flowdesk.dispatch_event`` task (the task
+called in-process, exactly what a worker executes for one event) for K events of the R1
+workflow, on a database of its own, on one warm connection. Every SQL statement is timed
+through ``connection.execute_wrapper`` and attributed to the engine function that issued it;
+commits are counted. It prints per run: wall time, database time, queries, commits; then
+each statement shape with the function that issued it, its count and time per run; the
+cost of a new connection per task; and the top functions of a cProfile of the same path.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import re
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench.engine import EVENT_TYPE, bench_env, bench_setup, database_recreate, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINE_DIRS = tuple(str(ROOT / name) + "/" for name in ("automation", "workflows", "crm"))
+NUMBER = re.compile(r"\b\d+(\.\d+)?\b")
+STRING = re.compile(r"'(?:[^']|'')*'")
+SAVEPOINT = re.compile(r'"s\d+_x\d+"')
+
+
+def statement_shape(statement: str) -> str:
+    """The statement with literals replaced by ``?``, so equal shapes group together."""
+    return NUMBER.sub("?", STRING.sub("?", SAVEPOINT.sub('"sp"', statement)))
+
+
+def engine_caller() -> str:
+    """``module.function:line`` of the innermost engine frame on the stack."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if filename.startswith(ENGINE_DIRS):
+            module = filename[len(str(ROOT)) + 1:-3].replace("/", ".")
+            return f"{module}.{frame.f_code.co_name}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "?"
+
+
+@dataclass
+class QueryLog:
+    """An ``execute_wrapper``: (caller, statement, seconds) of every statement."""
+
+    queries: list[tuple[str, str, float]] = field(default_factory=list)
+
+    def __call__(self, execute: Callable[..., Any], statement: str, params: Any, many: bool,
+                 context: dict[str, Any]) -> Any:
+        caller = engine_caller()
+        started = time.perf_counter()
+        try:
+            return execute(statement, params, many, context)
+        finally:
+            self.queries.append((caller, statement, time.perf_counter() - started))
+
+
+class CommitCounter:
+    """Counts (and times) the commits of Django's connection while installed."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+
+    def install(self) -> Callable[[], None]:
+        from django.db import connection
+
+        original = connection._commit
+
+        def counted() -> None:
+            started = time.perf_counter()
+            try:
+                original()
+            finally:
+                self.count += 1
+                self.seconds += time.perf_counter() - started
+
+        connection._commit = counted
+
+        def uninstall() -> None:
+            del connection._commit
+
+        return uninstall
+
+
+def emit_events(lead_id: int, count: int) -> list[int]:
+    """Outbox rows written as ``automation.events.emit`` writes them, without the publish
+    (the path measured here is the worker's)."""
+    from django.db import transaction
+
+    from automation.events import event_emit
+
+    with transaction.atomic():
+        return [event_emit(EVENT_TYPE, {"lead_id": lead_id, "seq": seq}, dispatch=False).pk
+                for seq in range(count)]
+
+
+def drive(event_ids: list[int], reconnect: bool = False) -> float:
+    """Run the ``dispatch_event`` task's body for each event; milliseconds per event. With
+    ``reconnect``, the connection is closed around each one, as Celery's Django fixup does
+    around every task unless ``CELERY_DB_REUSE_MAX`` is set."""
+    from django.db import connection
+
+    from automation.tasks import dispatch_event
+
+    started = time.perf_counter()
+    for event_id in event_ids:
+        if reconnect:
+            connection.close()
+        dispatch_event(event_id)
+        if reconnect:
+            connection.close()
+    return (time.perf_counter() - started) / len(event_ids) * 1000
+
+
+def check_done(event_ids: list[int]) -> None:
+    from automation.models import Note, Run
+
+    runs = Run.objects.filter(event_id__in=event_ids)
+    completed = runs.filter(status="completed").count()
+    notes = Note.objects.filter(action_run__run__event_id__in=event_ids).count()
+    if completed != len(event_ids) or notes != len(event_ids):
+        raise RuntimeError(f"expected {len(event_ids)} completed runs and notes, found "
+                           f"{completed} runs and {notes} notes (is the path asynchronous?)")
+
+
+def measure(event_ids: list[int]) -> tuple[QueryLog, CommitCounter, float]:
+    from django.db import connection
+
+    log, commits = QueryLog(), CommitCounter()
+    uninstall = commits.install()
+    try:
+        with connection.execute_wrapper(log):
+            wall = drive(event_ids)
+    finally:
+        uninstall()
+    check_done(event_ids)
+    return log, commits, wall
+
+
+def print_queries(log: QueryLog, commits: CommitCounter, wall_ms: float, runs: int) -> None:
+    db_ms = sum(q[2] for q in log.queries) / runs * 1000
+    commit_ms = commits.seconds / runs * 1000
+    statements = [q for q in log.queries if "SAVEPOINT" not in q[1]]
+    print(f"\n== Per run, mean over {runs} runs (one warm connection) ==")
+    print(f"  wall {wall_ms:.2f} ms = statements {db_ms:.2f} ms + commits {commit_ms:.2f} ms "
+          f"+ Python {wall_ms - db_ms - commit_ms:.2f} ms")
+    print(f"  {len(statements) / runs:.1f} queries, {commits.count / runs:.1f} commits, "
+          f"{(len(log.queries) - len(statements)) / runs:.1f} savepoint statements")
+    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for caller, statement, seconds in log.queries:
+        groups[(caller, statement_shape(statement))].append(seconds)
+    print("\n  per run  ms/run  issued by / statement")
+    for (caller, shape), durations in sorted(groups.items(), key=lambda item: -sum(item[1])):
+        if len(durations) / runs < 0.05:
+            continue  # one-off statements (an index reload) are not per-run costs
+        text = shape if len(shape) <= 200 else shape[:197] + "..."
+        print(f"  {len(durations) / runs:7.2f}  {sum(durations) / runs * 1000:6.3f}  {caller}")
+        print(f"                   {text}")
+
+
+def print_profile(profiler: cProfile.Profile, runs: int, limit: int) -> None:
+    for key in ("tottime", "cumulative"):
+        stream = io.StringIO()
+        stats = pstats.Stats(profiler, stream=stream)
+        stats.sort_stats(key).print_stats(limit)
+        print(f"\n== cProfile of {runs} runs, top {limit} by {key} ==")
+        text = stream.getvalue()
+        start = text.find("   ncalls")
+        print(text[start:] if start >= 0 else text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=200, help="events measured (default 200)")
+    parser.add_argument("--warmup", type=int, default=20, help="events run first, unmeasured")
+    parser.add_argument("--top", type=int, default=30, help="functions listed by cProfile")
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--database", default="flowdesk_bench_profile",
+                        help="database the profile DROPS and creates (must contain 'bench')")
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/14",
+                        help="Redis database of the shared cache; FLUSHED")
+    parser.add_argument("--settings", default="config.settings",
+                        help="Django settings module (default config.settings)")
+    args = parser.parse_args(argv)
+    if "bench" not in args.database:
+        parser.error("--database must contain 'bench': the profile drops it")
+    env = bench_env(args)
+    redis.Redis.from_url(args.broker).flushdb()
+    database_recreate(args)
+    migrate(env)
+
+    import django
+
+    django.setup()
+    lead_id = bench_setup()
+    drive(emit_events(lead_id, args.warmup))
+
+    log, commits, wall = measure(emit_events(lead_id, args.runs))
+    print_queries(log, commits, wall, args.runs)
+
+    warm = drive(emit_events(lead_id, args.runs))
+    cold = drive(emit_events(lead_id, args.runs), reconnect=True)
+    print("\n== Connection reuse ==")
+    print(f"  one connection for all runs:          {warm:6.2f} ms per run")
+    print(f"  a new connection per run (per task):  {cold:6.2f} ms per run  "
+          f"(+{cold - warm:.2f} ms)")
+
+    event_ids = emit_events(lead_id, args.runs)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    drive(event_ids)
+    profiler.disable()
+    print_profile(profiler, args.runs, args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Lifecycle API: CRUD of lifecycle documents (staff with the model permissions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from config.permissions import StaffModelPermissions
+from tasks_inbox.api.serializers import LifecycleDocumentSerializer
+from tasks_inbox.lifecycles import (
+    LifecycleInvalid,
+    lifecycle_delete,
+    lifecycle_document,
+    lifecycle_issues,
+    lifecycle_save,
+)
+from workflows.models import Lifecycle
+
+
+class LifecycleSerializer(serializers.Serializer):
+    """Read shape: the lifecycle's document (states and transitions nested)."""
+
+    id = serializers.IntegerField(read_only=True)
+    slug = serializers.SlugField()
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    states = serializers.JSONField(help_text="[{key, label, is_initial, is_final, "
+                                             "is_enabled, is_cancellation}]")
+    transitions = serializers.JSONField(help_text="[{action, label, from_states, to_state, "
+                                                  "guard, allowed, required_input, "
+                                                  "unassign}]")
+
+    def to_representation(self, instance: Lifecycle) -> dict[str, Any]:
+        return lifecycle_document(instance)
+
+
+class LifecycleViewSet(viewsets.ModelViewSet):
+    """Lifecycles as documents. A write is validated whole; errors name each JSON path
+    (``transitions[2].to_state: unknown state 'aproved'``)."""
+
+    queryset = Lifecycle.objects.prefetch_related("states", "transitions").order_by("name")
+    serializer_class = LifecycleSerializer
+    permission_classes = [StaffModelPermissions]
+    lookup_value_regex = "[^/]+"
+    filter_backends: list = []
+
+    def get_object(self) -> Lifecycle:
+        lookup = self.kwargs["pk"]
+        queryset = self.get_queryset()
+        found = (queryset.filter(pk=int(lookup)) if lookup.isdigit()
+                 else queryset.filter(slug=lookup)).first()
+        if found is None:
+            from config.errors import NotFound
+
+            raise NotFound(f"Lifecycle {lookup} not found.")
+        self.check_object_permissions(self.request, found)
+        return found
+
+    def _document(self, request: Request, base: dict[str, Any] | None) -> dict[str, Any]:
+        if not isinstance(request.data, dict):
+            raise LifecycleInvalid.from_issues([("", "a lifecycle must be a JSON object")])
+        document = {**(base or {}), **request.data}
+        document.pop("id", None)
+        return document
+
+    @extend_schema(request=LifecycleDocumentSerializer, responses={201: LifecycleSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        lifecycle = lifecycle_save(document=self._document(request, None))
+        return Response(lifecycle_document(lifecycle), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=LifecycleDocumentSerializer, responses=LifecycleSerializer)
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        lifecycle = self.get_object()
+        base = lifecycle_document(lifecycle) if kwargs.get("partial") else {
+            "slug": lifecycle.slug}
+        lifecycle = lifecycle_save(document=self._document(request, base), lifecycle=lifecycle)
+        return Response(lifecycle_document(Lifecycle.objects.get(pk=lifecycle.pk)))
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        lifecycle_delete(lifecycle=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=LifecycleDocumentSerializer,
+                   responses={200: OpenApiResponse(description="The document is valid.")})
+    @action(detail=False, methods=["post"])
+    def validate(self, request: Request) -> Response:
+        """Validate a lifecycle document without saving it."""
+        issues = lifecycle_issues(request.data)
+        if issues:
+            raise LifecycleInvalid.from_issues(issues)
+        return Response({"valid": True})

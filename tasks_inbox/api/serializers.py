@@ -1,0 +1,176 @@
+"""Serializers of the task and lifecycle API. Writes validate input here and call a service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from tasks_inbox.models import PRIORITY_BY_NAME, Task, TaskHistory
+from tasks_inbox.selectors import related_entity_type
+
+
+class UserRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    email = serializers.EmailField()
+
+
+def _user(user: Any) -> dict[str, Any] | None:
+    if user is None:
+        return None
+    return {"id": user.pk, "username": user.get_username(), "email": user.email}
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    """A task as lists show it (no extra query per row)."""
+
+    priority = serializers.SerializerMethodField()
+    assignee = serializers.SerializerMethodField()
+    queue = serializers.SerializerMethodField()
+    lifecycle = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    is_overdue = serializers.BooleanField(read_only=True)
+    related = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Task
+        fields = ["id", "title", "task_type", "priority", "state", "is_open", "outcome",
+                  "assignee", "queue", "lifecycle", "due_at", "sla_due_at", "sla_config",
+                  "sla_started_at", "sla_paused_at", "sla_warning_at", "is_overdue",
+                  "related", "parent", "origin_run", "created_at", "updated_at", "closed_at"]
+        read_only_fields = fields
+
+    def get_priority(self, task: Task) -> str:
+        return task.priority_name
+
+    @extend_schema_field(UserRefSerializer(allow_null=True))
+    def get_assignee(self, task: Task) -> dict[str, Any] | None:
+        return _user(task.assignee) if task.assignee_id else None
+
+    def get_queue(self, task: Task) -> dict[str, Any] | None:
+        return {"id": task.queue_id, "name": task.queue.name} if task.queue_id else None
+
+    def get_related(self, task: Task) -> dict[str, Any] | None:
+        if not task.content_type_id:
+            return None
+        return {"entity_type": related_entity_type(task), "entity_id": task.object_id}
+
+
+class TaskDetailSerializer(TaskSerializer):
+    """One task: its description, form, result, who made and ended it, where it came from."""
+
+    created_by = serializers.SerializerMethodField()
+    completed_by = serializers.SerializerMethodField()
+    origin_step = serializers.SerializerMethodField()
+
+    class Meta(TaskSerializer.Meta):
+        fields = [*TaskSerializer.Meta.fields, "description", "form", "result", "created_by",
+                  "completed_by", "origin_step", "wait"]
+        read_only_fields = fields
+
+    def get_created_by(self, task: Task) -> dict[str, Any] | None:
+        return _user(task.created_by) if task.created_by_id else None
+
+    def get_completed_by(self, task: Task) -> dict[str, Any] | None:
+        return _user(task.completed_by) if task.completed_by_id else None
+
+    def get_origin_step(self, task: Task) -> str | None:
+        return task.origin_action_run.step_key if task.origin_action_run_id else None
+
+    def get_related(self, task: Task) -> dict[str, Any] | None:
+        data = super().get_related(task)
+        if data is not None:
+            target = task.related
+            data["label"] = str(target) if target is not None else None
+        return data
+
+
+class TaskCreateSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=300)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    task_type = serializers.CharField(required=False, allow_blank=True, max_length=64,
+                                      default="")
+    assignee = serializers.PrimaryKeyRelatedField(
+        queryset=get_user_model().objects.filter(is_active=True), required=False,
+        allow_null=True)
+    queue = serializers.PrimaryKeyRelatedField(queryset=Group.objects.all(), required=False,
+                                               allow_null=True)
+    routing = serializers.ChoiceField(choices=["least_busy", "claim"], required=False)
+    priority = serializers.ChoiceField(choices=list(PRIORITY_BY_NAME), default="medium")
+    due_at = serializers.DateTimeField(required=False, allow_null=True)
+    lifecycle = serializers.SlugField(required=False, help_text="Default: 'task'.")
+    form = serializers.JSONField(required=False)
+    parent = serializers.PrimaryKeyRelatedField(queryset=Task.objects.all(), required=False,
+                                                allow_null=True)
+
+
+class TransitionSerializer(serializers.Serializer):
+    action = serializers.CharField(max_length=64)
+    input = serializers.JSONField(required=False, default=dict)
+    outcome = serializers.CharField(required=False, max_length=64, allow_blank=True)
+
+
+class CompleteSerializer(serializers.Serializer):
+    data = serializers.JSONField(required=False, default=dict,
+                                 help_text="The form's field values.")
+    outcome = serializers.CharField(required=False, max_length=64, allow_blank=True)
+
+
+class ReassignSerializer(serializers.Serializer):
+    assignee = serializers.PrimaryKeyRelatedField(
+        queryset=get_user_model().objects.all(), required=False, allow_null=True)
+    queue = serializers.PrimaryKeyRelatedField(queryset=Group.objects.all(), required=False,
+                                               allow_null=True)
+    reason = serializers.CharField(required=False, allow_blank=True, default="",
+                                   max_length=1000)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("assignee") and not attrs.get("queue"):
+            raise serializers.ValidationError({"assignee": ["give an assignee or a queue"]})
+        return attrs
+
+
+class EscalateSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="",
+                                   max_length=1000)
+    priority = serializers.ChoiceField(choices=list(PRIORITY_BY_NAME), required=False,
+                                       help_text="Default: one level up.")
+    assignee = serializers.PrimaryKeyRelatedField(
+        queryset=get_user_model().objects.all(), required=False, allow_null=True)
+    queue = serializers.PrimaryKeyRelatedField(queryset=Group.objects.all(), required=False,
+                                               allow_null=True)
+
+
+class HistorySerializer(serializers.ModelSerializer):
+    actor = serializers.SerializerMethodField()
+    at = serializers.DateTimeField(source="created_at")
+
+    class Meta:
+        model = TaskHistory
+        fields = ["id", "action", "from_state", "to_state", "actor", "input", "at"]
+
+    def get_actor(self, row: TaskHistory) -> dict[str, Any] | None:
+        return _user(row.actor) if row.actor_id else None
+
+
+class AvailableActionSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    label = serializers.CharField()
+    to_state = serializers.CharField()
+    required_input = serializers.ListField(child=serializers.CharField())
+    completes = serializers.BooleanField()
+    cancels = serializers.BooleanField()
+
+
+class LifecycleDocumentSerializer(serializers.Serializer):
+    """A lifecycle document; the content is validated whole by the lifecycle service,
+    which names every JSON path at fault."""
+
+    slug = serializers.CharField(required=False)
+    name = serializers.CharField(required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    states = serializers.JSONField(required=False)
+    transitions = serializers.JSONField(required=False)

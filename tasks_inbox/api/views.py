@@ -1,0 +1,181 @@
+"""Task API: the caller's inbox and the operations on a task.
+
+Every route starts from ``tasks_visible_to(request.user)``: a task outside it answers 404,
+whatever the operation. Writes validate their input here and call one service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from config.errors import PermissionDenied
+from tasks_inbox import services
+from tasks_inbox.api.serializers import (
+    AvailableActionSerializer,
+    CompleteSerializer,
+    EscalateSerializer,
+    HistorySerializer,
+    ReassignSerializer,
+    TaskCreateSerializer,
+    TaskDetailSerializer,
+    TaskSerializer,
+    TransitionSerializer,
+)
+from tasks_inbox.filters import TaskFilter
+from tasks_inbox.lifecycles import lifecycle_spec
+from tasks_inbox.models import Task
+from tasks_inbox.selectors import (
+    LIST_RELATED,
+    member_queue_ids,
+    task_available_transitions,
+    task_get,
+    task_history,
+    task_stats,
+    tasks_visible_to,
+    transition_as_dict,
+)
+
+
+class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                  viewsets.GenericViewSet):
+    """Tasks the caller may see (assigned to them, unassigned in their queues, every task of
+    the queues they manage; staff see all). Filters: ``state``, ``priority``, ``task_type``,
+    ``queue``, ``assignee`` (``me``, ``none``, id, username), ``overdue``, ``open``;
+    ``sort``: ``priority`` (default) or ``due``."""
+
+    serializer_class = TaskSerializer
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = TaskFilter
+
+    def get_queryset(self) -> QuerySet[Task]:
+        return tasks_visible_to(self.request.user).select_related(*LIST_RELATED)
+
+    def get_serializer_class(self) -> type:
+        if self.action == "retrieve":
+            return TaskDetailSerializer
+        return TaskSerializer
+
+    def get_object(self) -> Task:
+        return task_get(user=self.request.user, task_id=self.kwargs["pk"])
+
+    def _detail(self, task_id: Any) -> Response:
+        return Response(TaskDetailSerializer(task_get(user=self.request.user,
+                                                      task_id=task_id)).data)
+
+    @extend_schema(request=TaskCreateSerializer, responses={201: TaskDetailSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Create a task by hand. Staff may assign anyone; others may create tasks for
+        themselves or in their own queues."""
+        serializer = TaskCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user = request.user
+        if not user.is_staff:
+            assignee, queue = data.get("assignee"), data.get("queue")
+            own_queue = queue is not None and member_queue_ids(user).filter(pk=queue.pk).exists()
+            if (assignee is not None and assignee.pk != user.pk) or (
+                    queue is not None and not own_queue):
+                raise PermissionDenied("You may create tasks for yourself or in your queues.")
+            if assignee is None and queue is None:
+                data["assignee"] = user
+        task = services.task_create(
+            title=data["title"], description=data["description"], task_type=data["task_type"],
+            assignee=data.get("assignee"), queue=data.get("queue"), routing=data.get("routing"),
+            priority=data["priority"], due_at=data.get("due_at"), lifecycle=data.get("lifecycle"),
+            form=data.get("form") or None, parent=data.get("parent"), created_by=user,
+        )
+        return Response(TaskDetailSerializer(task_get(user=user, task_id=task.pk)).data,
+                        status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=AvailableActionSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path="available-actions")
+    def available_actions(self, request: Request, pk: str | None = None) -> Response:
+        """The lifecycle actions the caller may take now, and whether they can claim."""
+        task = self.get_object()
+        spec = lifecycle_spec(task.lifecycle)
+        actions = [transition_as_dict(spec, t)
+                   for t in task_available_transitions(task, request.user, spec)]
+        return Response({"state": task.state, "actions": actions,
+                         "can_claim": task.is_open and task.assignee_id is None})
+
+    @extend_schema(request=TransitionSerializer, responses=TaskDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def transition(self, request: Request, pk: str | None = None) -> Response:
+        """Fire a lifecycle action. Not allowed from the current state: 400
+        INVALID_TRANSITION with ``current_state`` and ``allowed_actions``."""
+        self.get_object()  # out of sight: 404 before anything else
+        serializer = TransitionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        task = services.task_transition(task_id=pk, action=data["action"], actor=request.user,
+                                        input=data.get("input"),
+                                        outcome=data.get("outcome") or None)
+        return self._detail(task.pk)
+
+    @extend_schema(request=None, responses={200: TaskDetailSerializer,
+                                            409: OpenApiResponse(description="Already claimed.")})
+    @action(detail=True, methods=["post"])
+    def claim(self, request: Request, pk: str | None = None) -> Response:
+        """Take an unassigned task of one of your queues; 409 CONFLICT if someone was first."""
+        task = services.task_claim(task_id=pk, actor=request.user)
+        return self._detail(task.pk)
+
+    @extend_schema(request=CompleteSerializer, responses=TaskDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def complete(self, request: Request, pk: str | None = None) -> Response:
+        """Submit the form (``data``) and complete the task; invalid data answers
+        VALIDATION_ERROR with a message per field (``data.<field>``)."""
+        self.get_object()  # out of sight: 404 before anything else
+        serializer = CompleteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        task = services.task_complete(task_id=pk, actor=request.user,
+                                      data=serializer.validated_data.get("data"),
+                                      outcome=serializer.validated_data.get("outcome") or None)
+        return self._detail(task.pk)
+
+    @extend_schema(request=ReassignSerializer, responses=TaskDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def reassign(self, request: Request, pk: str | None = None) -> Response:
+        self.get_object()  # out of sight: 404 before anything else
+        serializer = ReassignSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        task = services.task_reassign(task_id=pk, actor=request.user,
+                                      assignee=data.get("assignee"), queue=data.get("queue"),
+                                      reason=data.get("reason", ""))
+        return self._detail(task.pk)
+
+    @extend_schema(request=EscalateSerializer, responses=TaskDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def escalate(self, request: Request, pk: str | None = None) -> Response:
+        self.get_object()  # out of sight: 404 before anything else
+        serializer = EscalateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        task = services.task_escalate(task_id=pk, actor=request.user,
+                                      reason=data.get("reason", ""),
+                                      priority=data.get("priority"),
+                                      assignee=data.get("assignee"), queue=data.get("queue"))
+        return self._detail(task.pk)
+
+    @extend_schema(responses=HistorySerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def history(self, request: Request, pk: str | None = None) -> Response:
+        """Every step of the task: actor, time, from, to, input."""
+        rows = task_history(self.get_object())
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(HistorySerializer(page, many=True).data)
+
+    @extend_schema(responses={200: OpenApiResponse(description="Counts.")})
+    @action(detail=False, methods=["get"])
+    def stats(self, request: Request) -> Response:
+        """Counts over the tasks the caller sees."""
+        return Response(task_stats(user=request.user))
