@@ -165,7 +165,8 @@ class ActionRun(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        ordering = ["run", "position", "id"]
+        # By the column, not the relation: ordering by "run" would join Run for its ordering.
+        ordering = ["run_id", "position", "id"]
         constraints = [
             models.UniqueConstraint(fields=["run", "step_key"], name="action_run_unique_step"),
         ]

@@ -147,11 +147,13 @@ def run_create(*, event: Event, context: dict[str, Any], workflow_id: int, versi
         run.finished_at = now
     run.save(force_insert=True)
     if run.status == RunStatus.PENDING:
-        ActionRun.objects.bulk_create([
+        created = ActionRun.objects.bulk_create([
             ActionRun(run=run, step_key=step["key"], type=step["type"], position=position,
                       updated_at=now)
             for position, step in enumerate(version.definition.get("steps") or [])
         ])
+        if all(ar.pk is not None for ar in created):
+            run._new_action_runs = created  # type: ignore[attr-defined]  (spares a query)
     else:
         logger.warning("run %s: %s", run.pk, run.error)
     return run
@@ -161,6 +163,9 @@ def run_create(*, event: Event, context: dict[str, Any], workflow_id: int, versi
 
 
 NEXT_STEP = "next-step"
+# What the step helpers below change on an ActionRun (saved with update_fields).
+STEP_FIELDS = ["status", "attempts", "input", "output", "progress", "error", "error_code",
+               "wake_at", "waiting_on", "started_at", "finished_at", "updated_at"]
 
 
 @dataclass
@@ -230,8 +235,22 @@ def _advance_locked(run: Run, *, fresh: bool = False) -> PreparedStep | int | st
     allow = {s["key"]: bool(s.get("allow_failure")) for s in steps}
     handed_off: set[str] = set()
     executed = False
+    run_dirty = False
+
+    def flush() -> None:
+        nonlocal run_dirty
+        if run_dirty:
+            _save_run_state(run)
+            run_dirty = False
+
+    action_runs: dict[str, ActionRun] = {}
     for _ in range(INLINE_STEP_BUDGET):
-        action_runs = {ar.step_key: ar for ar in run.action_runs.all()}
+        if not executed:
+            rows = run.__dict__.pop("_new_action_runs", None) if fresh else None
+            action_runs = {ar.step_key: ar for ar in (rows or run.action_runs.all())}
+        # After a step ran here, the rows in memory are current for everything this
+        # transaction decided; a branch another worker finished meanwhile only looks less
+        # advanced, which can delay a decision to the next round but never make a wrong one.
         statuses = {key: ar.status for key, ar in action_runs.items()}
         now = timezone.now()
 
@@ -241,7 +260,8 @@ def _advance_locked(run: Run, *, fresh: bool = False) -> PreparedStep | int | st
                 status=StepStatus.CANCELLED, error="An earlier step failed.",
                 error_code="UPSTREAM_FAILED", finished_at=now, updated_at=now,
             )
-            statuses.update({key: StepStatus.CANCELLED for key in blocked})
+            for key in blocked:
+                statuses[key] = action_runs[key].status = StepStatus.CANCELLED
 
         outcome = graph.run_outcome(deps, statuses, allow)
         if outcome is not None:
@@ -259,10 +279,13 @@ def _advance_locked(run: Run, *, fresh: bool = False) -> PreparedStep | int | st
             run.status = status
             run.started_at = run.started_at or now
             run.updated_at = now
-            run.save(update_fields=["status", "started_at", "updated_at"])
+            # Saved below with whatever this round decides, or by _run_finish.
+            run_dirty = True
         if not ready:
+            flush()
             return None
         if executed:
+            flush()
             return NEXT_STEP  # commit this step before starting the next one
         for extra in ready[1:]:
             handed_off.add(extra.step_key)
@@ -271,12 +294,14 @@ def _advance_locked(run: Run, *, fresh: bool = False) -> PreparedStep | int | st
         if len(ready) > 1 or busy:
             # Branches run side by side: execute this one in its own transaction, after
             # this one commits, so the run's lock is not held while it works.
+            flush()
             return first.pk
         if not fresh:
             # A worker executing this step as a parallel branch holds its row: leave it.
             first = (ActionRun.objects.select_for_update(skip_locked=True)
                      .filter(pk=first.pk, status=StepStatus.PENDING).first())
             if first is None:
+                flush()
                 return None
             action_runs[first.step_key] = first
         prepared = _step_prepare(run, first, steps, action_runs, now)
@@ -287,8 +312,14 @@ def _advance_locked(run: Run, *, fresh: bool = False) -> PreparedStep | int | st
             executed = True
             continue
         _mark_running(prepared.ctx.action_run, now)
+        flush()
         return prepared
+    flush()
     return NEXT_STEP
+
+
+def _save_run_state(run: Run) -> None:
+    run.save(update_fields=["status", "started_at", "updated_at"])
 
 
 def _enqueue_advance_now(run_id: int) -> None:
@@ -307,7 +338,8 @@ def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: 
         if first is not None:
             run.error = f"Step '{first.step_key}' failed: {first.error}"
             run.error_code = first.error_code or "STEP_FAILED"
-    run.save(update_fields=["status", "finished_at", "updated_at", "error", "error_code"])
+    run.save(update_fields=["status", "started_at", "finished_at", "updated_at", "error",
+                            "error_code"])
 
 
 def step_context(run: Run, action_runs: dict[str, ActionRun], exclude: str | None = None
@@ -514,7 +546,7 @@ def _step_succeeded(action_run: ActionRun, result: StepResult, secret_values: se
         action_run.wake_at = result.wait_until
         action_run.waiting_on = result.wait_for or ""
         action_run.updated_at = now
-        action_run.save()
+        action_run.save(update_fields=STEP_FIELDS)
         if result.wait_until is not None:
             seconds = (result.wait_until - now).total_seconds()
             if seconds <= engine_setting("WAKE_MESSAGE_MAX_SECONDS"):
@@ -533,7 +565,7 @@ def _step_finish(action_run: ActionRun, status: str, now: Any,
     action_run.started_at = action_run.started_at or now
     action_run.wake_at = None
     action_run.updated_at = now
-    action_run.save()
+    action_run.save(update_fields=STEP_FIELDS)
 
 
 def retry_policy(step: dict[str, Any], step_type: StepType | None) -> dict[str, Any]:
@@ -569,7 +601,7 @@ def _step_failed(action_run: ActionRun, step: dict[str, Any], exc: StepFailed, n
             delay = max(delay, float(exc.retry_after))
         action_run.status = StepStatus.PENDING
         action_run.wake_at = now + timedelta(seconds=delay)
-        action_run.save()
+        action_run.save(update_fields=STEP_FIELDS)
         pk = action_run.pk
         if delay <= engine_setting("WAKE_MESSAGE_MAX_SECONDS"):
             transaction.on_commit(lambda: execute_step.apply_async((pk,), countdown=delay))
@@ -580,7 +612,7 @@ def _step_failed(action_run: ActionRun, step: dict[str, Any], exc: StepFailed, n
     action_run.status = StepStatus.FAILED
     action_run.finished_at = now
     action_run.wake_at = None
-    action_run.save()
+    action_run.save(update_fields=STEP_FIELDS)
 
 
 def step_wake(*, action_run_id: int) -> int | None:
