@@ -353,10 +353,6 @@ def step_context(run: Run, action_runs: dict[str, ActionRun], exclude: str | Non
     return {**run.context, "steps": steps}
 
 
-def run_step_context(run: Run, exclude: str | None = None) -> dict[str, Any]:
-    return step_context(run, {ar.step_key: ar for ar in run.action_runs.all()}, exclude)
-
-
 # --- executing a step -----------------------------------------------------------------
 
 
