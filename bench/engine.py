@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import psycopg
 import redis
-from psycopg import sql
 
+from bench import common
+from bench.common import ROOT, log, migrate
 from bench.cpu import CpuMeter
 
-ROOT = Path(__file__).resolve().parent.parent
 QUEUES = ("steps", "sweeps")
 EVENT_TYPE = "bench.ping"
 GOAL = 0.4
@@ -48,10 +47,6 @@ BENCH_WORKFLOW: dict[str, Any] = {
                     "note": "bench ping {{seq}}"}},
     ],
 }
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # --- arguments and environment ----------------------------------------------------------
@@ -116,29 +111,7 @@ def bench_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def database_recreate(args: argparse.Namespace) -> None:
-    with psycopg.connect(f"{args.postgres.rstrip('/')}/postgres", autocommit=True) as conn:
-        name = sql.Identifier(args.database)
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-
-
-def migrate(env: dict[str, str], attempts: int = 3) -> float:
-    """``manage.py migrate`` into the bench database; retried (a tree being edited can fail
-    to import for a moment), with the last attempt's output shown if all fail."""
-    started = time.perf_counter()
-    for attempt in range(1, attempts + 1):
-        done = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
-            cwd=ROOT, env=env, capture_output=True, text=True,
-        )
-        if done.returncode == 0:
-            return time.perf_counter() - started
-        if attempt < attempts:
-            last = (done.stderr.strip().splitlines() or ["?"])[-1]
-            log(f"migrate failed ({last[:120]}); retrying in 5s")
-            time.sleep(5)
-    sys.stderr.write(done.stdout + done.stderr)
-    raise RuntimeError("manage.py migrate failed; its output is above")
+    common.database_recreate(args.postgres, args.database)
 
 
 # --- workers ----------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -33,18 +32,15 @@ import psycopg
 import redis
 from psycopg import sql
 
+from bench import common
+from bench.common import log
 from bench.cpu import CpuMeter
 
-ROOT = Path(__file__).resolve().parent.parent
 TASK_TABLE = "tasks_inbox_task"
 RECORD_TABLE = "tasks_inbox_slaeventrecord"
 TARGET = timedelta(hours=4)
 WARNING = timedelta(hours=3)
 AGENTS = 20
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -91,14 +87,8 @@ def prepare(args: argparse.Namespace) -> float:
                        "CACHE_URL": args.broker, "DEBUG": "0",
                        "DJANGO_SETTINGS_MODULE": "config.settings"})
     redis.Redis.from_url(args.broker).flushdb()
-    with psycopg.connect(database_url(args, "postgres"), autocommit=True) as conn:
-        name = sql.Identifier(args.database)
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
-                   cwd=ROOT, env=os.environ.copy(), check=True)
-    return time.perf_counter() - started
+    common.database_recreate(args.postgres, args.database)
+    return common.migrate(os.environ.copy())
 
 
 # --- data -------------------------------------------------------------------------------

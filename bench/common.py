@@ -1,0 +1,44 @@
+"""What the benchmarks share: logging, and a fresh, migrated database of their own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def database_recreate(server_url: str, database: str) -> None:
+    """Drop (forcing out any session) and create ``database`` on the server."""
+    with psycopg.connect(f"{server_url.rstrip('/')}/postgres", autocommit=True) as conn:
+        name = sql.Identifier(database)
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+
+
+def migrate(env: dict[str, str], attempts: int = 3) -> float:
+    """``manage.py migrate`` with ``env``; retried (a tree being edited can fail to import
+    for a moment), with the last attempt's output shown if all fail. Returns seconds."""
+    started = time.perf_counter()
+    for attempt in range(1, attempts + 1):
+        done = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
+            cwd=ROOT, env=env, capture_output=True, text=True,
+        )
+        if done.returncode == 0:
+            return time.perf_counter() - started
+        if attempt < attempts:
+            last = (done.stderr.strip().splitlines() or ["?"])[-1]
+            log(f"migrate failed ({last[:120]}); retrying in 5s")
+            time.sleep(5)
+    sys.stderr.write(done.stdout + done.stderr)
+    raise RuntimeError("manage.py migrate failed; its output is above")
