@@ -94,7 +94,7 @@ class EventAdmin(ReadOnlyAdmin):
     search_fields = ("=id", "type", "entity_id", "idempotency_key")
     readonly_fields = ("type", "source", "payload", "actor", "entity_type", "entity_id",
                        "idempotency_key", "causation_depth", "caused_by_run", "occurred_at",
-                       "dispatched_at", "dispatch_attempts")
+                       "dispatched_at", "dispatch_attempts", "dispatch_after", "dispatch_error")
 
 
 @admin.register(Note)

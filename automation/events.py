@@ -1,9 +1,10 @@
 """Writing events to the outbox.
 
 ``event_emit`` is the one way an event enters the system, whatever its source. It writes the
-``Event`` row in the caller's transaction and dispatches it after commit, so an event exists
-exactly when the change that caused it exists. If the broker is down or the message is lost,
-the outbox sweep dispatches the row later.
+``Event`` row in the caller's transaction and rings the outbox doorbell after commit (below),
+so an event exists exactly when the change that caused it exists and a worker dispatches it
+soon after. If the broker is down or the message is lost, the outbox sweep dispatches the
+row later.
 
 Events raised while a workflow step executes inherit the step's causation: their depth is one
 more than the run's, which is how workflow chains are bounded.
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -119,7 +121,7 @@ def event_emit(
     else:
         event.save(force_insert=True)
     if dispatch:
-        transaction.on_commit(lambda: _enqueue_dispatch(event.pk))
+        ring_after_commit()
     return event
 
 
@@ -134,14 +136,55 @@ def event_context(event: Event) -> dict[str, Any]:
     }
 
 
-def _enqueue_dispatch(event_id: int) -> None:
-    from automation.tasks import dispatch_event
+# --- the outbox doorbell --------------------------------------------------------------
+#
+# Committed events are dispatched by workers that drain the outbox in batches
+# (``automation.services.outbox_drain``). A drain message is published when an event commits
+# and none is already on its way: the doorbell is a key in the shared cache, set when a
+# message is published and cleared by the worker that takes it, before it reads the outbox.
+# An event committed before that clear is seen by the read; one committed after rings
+# again. The key expires, so a lost message only delays the next ring; the outbox sweep
+# dispatches anything older still.
+
+DOORBELL_KEY = "flowdesk:outbox:doorbell"
+
+
+def outbox_ring() -> None:
+    """Make sure a worker will drain the outbox soon: publish a drain message, unless one is
+    already on its way."""
+    from django.conf import settings
+
+    from automation.tasks import dispatch_pending
 
     try:
-        dispatch_event.delay(event_id)
-    except Exception:  # broker down: the outbox sweep will pick the event up
-        logger.warning("could not enqueue dispatch of event %s; the sweep will", event_id,
-                       exc_info=True)
+        if not cache.add(DOORBELL_KEY, 1, timeout=settings.FLOWDESK["DISPATCH_DOORBELL_SECONDS"]):
+            return
+    except Exception:  # the cache is down: publish without the doorbell
+        logger.warning("outbox doorbell unavailable; publishing anyway", exc_info=True)
+    try:
+        dispatch_pending.delay()
+    except Exception:  # broker down: the outbox sweep will pick the events up
+        logger.warning("could not enqueue the outbox drain; the sweep will", exc_info=True)
+        outbox_doorbell_reset()
+
+
+def outbox_doorbell_reset() -> None:
+    """Let the next committed event ring again (a worker is about to read the outbox)."""
+    try:
+        cache.delete(DOORBELL_KEY)
+    except Exception:  # the key expires on its own
+        logger.warning("could not reset the outbox doorbell", exc_info=True)
+
+
+def ring_after_commit() -> None:
+    """Ring the doorbell once the current transaction commits (once per transaction,
+    however many events it writes)."""
+    connection = transaction.get_connection()
+    if connection.in_atomic_block and any(
+        entry[1] is outbox_ring for entry in connection.run_on_commit
+    ):
+        return
+    transaction.on_commit(outbox_ring)
 
 
 def emit(

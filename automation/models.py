@@ -48,6 +48,9 @@ class Event(models.Model):
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     dispatch_attempts = models.PositiveSmallIntegerField(default=0)
+    # After a failed dispatch: not before this time, and why it failed.
+    dispatch_after = models.DateTimeField(null=True, blank=True)
+    dispatch_error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-occurred_at", "-id"]

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import random
+import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from automation import graph
@@ -60,6 +61,16 @@ def engine_setting(name: str) -> Any:
 # --- dispatch -------------------------------------------------------------------------
 
 
+@dataclass
+class Dispatched:
+    """What dispatching some events created, and what is left for after their commit."""
+
+    run_ids: list[int]
+    # (run id, work) for ``_execute_after_commit`` in this process, or None: hand the run
+    # to another worker (``advance_run``).
+    after_commit: list[tuple[int, PreparedStep | int | str | None]]
+
+
 def event_dispatch(*, event_id: int, advance: bool = True) -> list[int]:
     """Match an event against the triggers, create its runs and advance them (once, whoever
     calls); returns the ids of the runs it created.
@@ -68,53 +79,167 @@ def event_dispatch(*, event_id: int, advance: bool = True) -> list[int]:
     outside it (an external step, parallel branches) is done after commit, and those runs
     are advanced further. With ``advance=False`` the runs are only created.
     """
-    external: list[tuple[int, PreparedStep | int | str]] = []
     with transaction.atomic():
         event = (
             Event.objects.select_for_update(skip_locked=True).filter(pk=event_id).first()
         )
         if event is None or event.dispatched_at is not None:
             return []
+        done = _dispatch_locked([event], advance=advance, inline_external=True)
+    _continue_after_commit(done)
+    return done.run_ids
+
+
+def outbox_drain(*, batch_size: int | None = None, max_batches: int = 20) -> int:
+    """Dispatch the events waiting in the outbox, a batch per transaction; returns how many.
+
+    What the ``flowdesk.dispatch_pending`` task runs when the doorbell rings (see
+    ``automation.events.outbox_ring``). Batches are claimed with ``SKIP LOCKED``, so workers
+    drain side by side: a full batch rings the doorbell again for another worker to help.
+    If a batch fails, its events are dispatched one by one, so one bad event costs only
+    itself (it is retried later, with backoff).
+    """
+    from automation.events import outbox_doorbell_reset, outbox_ring
+
+    size = batch_size or engine_setting("DISPATCH_BATCH_SIZE")
+    outbox_doorbell_reset()  # events committed from now on ring again
+    total = 0
+    for _ in range(max_batches):
+        claimed, count = _dispatch_batch(size)
+        total += count
+        if claimed < size:
+            return total
+        outbox_ring()  # a full batch: more may be waiting; let another worker help
+    return total
+
+
+def _dispatch_batch(size: int) -> tuple[int, int]:
+    """Claim up to ``size`` due events and dispatch them; (claimed, dispatched)."""
+    from automation.events import outbox_ring
+
+    now = timezone.now()
+    event_ids: list[int] = []
+    try:
+        with transaction.atomic():
+            events = list(
+                Event.objects.select_for_update(skip_locked=True)
+                .filter(dispatched_at__isnull=True)
+                .filter(Q(dispatch_after__isnull=True) | Q(dispatch_after__lte=now))
+                .order_by("occurred_at", "pk")[:size]
+            )
+            event_ids = [event.pk for event in events]
+            if len(events) == size:
+                outbox_ring()
+            if not events:
+                return 0, 0
+            done = _dispatch_locked(events, advance=True, inline_external=False)
+    except DatabaseError:
+        if not event_ids:
+            raise
+        logger.warning("dispatching %s events together failed; one by one now",
+                       len(event_ids), exc_info=True)
+        return len(event_ids), _dispatch_each(event_ids)
+    _continue_after_commit(done, inline_external=False)
+    return len(event_ids), len(event_ids)
+
+
+def _dispatch_each(event_ids: list[int]) -> int:
+    """Dispatch events in a transaction each; an event that fails is put off (backoff)."""
+    dispatched = 0
+    for event_id in event_ids:
+        try:
+            event_dispatch(event_id=event_id)
+        except DatabaseError as exc:
+            logger.exception("event %s could not be dispatched; retrying later", event_id)
+            event_dispatch_put_off(event_id, exc)
+        else:
+            dispatched += 1
+    return dispatched
+
+
+def event_dispatch_put_off(event_id: int, exc: BaseException) -> None:
+    """Record a failed dispatch on the event and leave it alone for a while (exponential
+    backoff with jitter, 5 s doubling up to an hour); drains and sweeps try it again after."""
+    attempts = Event.objects.filter(pk=event_id).values_list(
+        "dispatch_attempts", flat=True).first()
+    if attempts is None:
+        return
+    delay = backoff_delay({"backoff_seconds": 5, "max_backoff_seconds": 3600}, attempts + 1)
+    Event.objects.filter(pk=event_id, dispatched_at__isnull=True).update(
+        dispatch_attempts=F("dispatch_attempts") + 1,
+        dispatch_after=timezone.now() + timedelta(seconds=delay),
+        dispatch_error=f"{type(exc).__name__}: {exc}"[:2000],
+    )
+
+
+def _dispatch_locked(events: list[Event], *, advance: bool,
+                     inline_external: bool) -> Dispatched:
+    """Under the events' row locks: create the runs of every event in a few statements,
+    mark the events dispatched, then advance each new run (its atomic steps execute here).
+    """
+    planned: list[tuple[Event, dict[str, Any], Any]] = []
+    for event in events:
         context = event_context(event)
-        runs = []
-        matches = trigger_index.match(event.type, context)
-        # A replayed event (dispatched again on purpose) never starts a second run.
-        started = set(
-            Run.objects.filter(event=event, rerun_of__isnull=True)
-            .values_list("workflow_id", flat=True)
-        ) if matches and event.dispatch_attempts else set()
-        versions = versions_by_id({c.version_id for c in matches}) if matches else {}
-        for candidate in matches:
-            version = versions.get(candidate.version_id)
-            if candidate.workflow_id in started or version is None:
-                continue  # already ran, or deleted since this process indexed it
-            runs.append(run_create(
-                event=event, context=context, workflow_id=candidate.workflow_id,
-                version=version, trigger_index=candidate.trigger_index,
-            ))
-        event.dispatched_at = timezone.now()
-        event.dispatch_attempts += 1
-        event.save(update_fields=["dispatched_at", "dispatch_attempts"])
-        # The new runs' rows were inserted by this transaction: nobody else can hold them.
-        for run in runs if advance else ():
-            if run.status == RunStatus.PENDING:
-                work = _advance_locked(run, fresh=True)
-                if work is not None:
-                    external.append((run.pk, work))
-    for run_id, work in external:
+        for candidate in trigger_index.match(event.type, context):
+            planned.append((event, context, candidate))
+    replayed = [event.pk for event in events if event.dispatch_attempts]
+    started = set(
+        Run.objects.filter(event_id__in=replayed, rerun_of__isnull=True)
+        .values_list("event_id", "workflow_id")
+    ) if planned and replayed else set()
+    existing = versions_existing({candidate.version_id for _, _, candidate in planned})
+    runs = runs_create([
+        RunSpec(event=event, context=context, workflow_id=candidate.workflow_id,
+                version_id=candidate.version_id, trigger_index=candidate.trigger_index)
+        for event, context, candidate in planned
+        # Not twice for a replayed event; not on a version deleted since it was indexed.
+        if (event.pk, candidate.workflow_id) not in started
+        and candidate.version_id in existing
+    ])
+    now = timezone.now()
+    Event.objects.filter(pk__in=[event.pk for event in events]).update(
+        dispatched_at=now, dispatch_attempts=F("dispatch_attempts") + 1,
+        dispatch_after=None, dispatch_error="",
+    )
+    done = Dispatched(run_ids=[run.pk for run in runs], after_commit=[])
+    # A batch's runs start here until its time budget is spent; the rest go to other
+    # workers, so one slow step does not hold the whole batch's commit back for long.
+    deadline = time.monotonic() + engine_setting("DISPATCH_INLINE_SECONDS")
+    # The new runs' rows were inserted by this transaction: nobody else can hold them.
+    for run in runs if advance else ():
+        if run.status != RunStatus.PENDING:
+            continue
+        if not inline_external and time.monotonic() > deadline:
+            done.after_commit.append((run.pk, HAND_OFF))
+            continue
+        work = _advance_locked(run, fresh=True, inline_external=inline_external)
+        if work is not None:
+            done.after_commit.append((run.pk, work))
+    return done
+
+
+def _continue_after_commit(done: Dispatched, *, inline_external: bool = True) -> None:
+    """Carry on with the runs that have work outside their dispatching transaction: their
+    next atomic steps here; external steps here too, or (``inline_external=False``, after a
+    batch) in another worker."""
+    for run_id, work in done.after_commit:
+        if work is HAND_OFF:
+            _enqueue_advance_now(run_id)
+            continue
         try:
             _execute_after_commit(work)
-            run_advance(run_id=run_id)
+            run_advance(run_id=run_id, inline_external=inline_external)
         except DatabaseError:  # the event is dispatched: another attempt takes the run on
             logger.warning("run %s: continuing on another worker", run_id, exc_info=True)
             _enqueue_advance_now(run_id)
-    return [run.pk for run in runs]
 
 
-def versions_by_id(ids: set[int]) -> dict[int, Any]:
+def versions_existing(ids: set[int]) -> set[int]:
     from workflows.models import WorkflowVersion
 
-    return WorkflowVersion.objects.in_bulk(ids)
+    if not ids:
+        return set()
+    return set(WorkflowVersion.objects.filter(pk__in=ids).values_list("pk", flat=True))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -125,44 +250,80 @@ def version_definition(version_id: int) -> dict[str, Any]:
     return WorkflowVersion.objects.values_list("definition", flat=True).get(pk=version_id)
 
 
-def run_create(*, event: Event, context: dict[str, Any], workflow_id: int, version: Any,
+@dataclass
+class RunSpec:
+    event: Event
+    context: dict[str, Any]
+    workflow_id: int
+    version_id: int
+    trigger_index: int | None
+    rerun_of: Run | None = None
+
+
+def run_create(*, event: Event, context: dict[str, Any], workflow_id: int, version_id: int,
                trigger_index: int | None, rerun_of: Run | None = None) -> Run:
     """A run of one workflow version for one event, with a pending ActionRun per step."""
+    return runs_create([RunSpec(
+        event=event, context=context, workflow_id=workflow_id, version_id=version_id,
+        trigger_index=trigger_index, rerun_of=rerun_of,
+    )])[0]
+
+
+def runs_create(specs: list[RunSpec]) -> list[Run]:
+    """Runs with a pending ActionRun per step: two INSERTs for any number of runs. A run
+    past the causation depth limit is created failed, with the reason."""
+    if not specs:
+        return []
     now = timezone.now()
     limit = engine_setting("MAX_CAUSATION_DEPTH")
-    run = Run(
-        workflow_id=workflow_id, version=version, event=event, trigger_index=trigger_index,
-        context=context, causation_depth=event.causation_depth, rerun_of=rerun_of,
-        created_at=now, updated_at=now,
-    )
-    if event.causation_depth > limit:
-        run.status = RunStatus.FAILED
-        run.error_code = "DEPTH_LIMIT"
-        run.error = (
-            f"Causation depth limit reached: event {event.type} #{event.pk} is "
-            f"{event.causation_depth} workflow steps away from its original cause "
-            f"(limit {limit}); the chain stops here instead of looping. "
-            f"It was raised by run #{event.caused_by_run_id}."
+    runs = []
+    for spec in specs:
+        event = spec.event
+        run = Run(
+            workflow_id=spec.workflow_id, version_id=spec.version_id, event=event,
+            trigger_index=spec.trigger_index, context=spec.context,
+            causation_depth=event.causation_depth, rerun_of=spec.rerun_of,
+            created_at=now, updated_at=now,
         )
-        run.finished_at = now
-    run.save(force_insert=True)
-    if run.status == RunStatus.PENDING:
-        created = ActionRun.objects.bulk_create([
+        if event.causation_depth > limit:
+            run.status = RunStatus.FAILED
+            run.error_code = "DEPTH_LIMIT"
+            run.error = (
+                f"Causation depth limit reached: event {event.type} #{event.pk} is "
+                f"{event.causation_depth} workflow steps away from its original cause "
+                f"(limit {limit}); the chain stops here instead of looping. "
+                f"It was raised by run #{event.caused_by_run_id}."
+            )
+            run.finished_at = now
+        runs.append(run)
+    if len(runs) == 1:
+        runs[0].save(force_insert=True)
+    else:
+        Run.objects.bulk_create(runs)
+    rows: list[ActionRun] = []
+    for run in runs:
+        if run.status != RunStatus.PENDING:
+            logger.warning("run %s: %s", run.pk, run.error)
+            continue
+        steps = version_definition(run.version_id).get("steps") or []
+        run._new_action_runs = [  # type: ignore[attr-defined]  (spares a query)
             ActionRun(run=run, step_key=step["key"], type=step["type"], position=position,
                       updated_at=now)
-            for position, step in enumerate(version.definition.get("steps") or [])
-        ])
-        if all(ar.pk is not None for ar in created):
-            run._new_action_runs = created  # type: ignore[attr-defined]  (spares a query)
-    else:
-        logger.warning("run %s: %s", run.pk, run.error)
-    return run
+            for position, step in enumerate(steps)
+        ]
+        rows.extend(run._new_action_runs)  # type: ignore[attr-defined]
+    ActionRun.objects.bulk_create(rows)
+    if any(row.pk is None for row in rows):  # a database without RETURNING: read them
+        for run in runs:
+            run.__dict__.pop("_new_action_runs", None)
+    return runs
 
 
 # --- advancing a run ------------------------------------------------------------------
 
 
 NEXT_STEP = "next-step"
+HAND_OFF = "hand-off"  # the run goes on in another worker (``advance_run``)
 # What the step helpers below change on an ActionRun (saved with update_fields).
 STEP_FIELDS = ["status", "attempts", "input", "output", "progress", "error", "error_code",
                "wake_at", "waiting_on", "started_at", "finished_at", "updated_at"]
@@ -183,21 +344,26 @@ class PreparedStep:
         return self.ctx.run
 
 
-def run_advance(*, run_id: int) -> None:
+def run_advance(*, run_id: int, inline_external: bool = True) -> None:
     """Advance a run until it waits, finishes, or the inline budget is spent.
 
     Each round is one transaction under the run's lock that executes the ready atomic steps
     in sequence; an external step is marked running there and called after commit. Other
-    ready steps (parallel branches) are handed to other workers.
+    ready steps (parallel branches) are handed to other workers. Without
+    ``inline_external``, an external step or branches hand the whole run on to another
+    worker (this one has other runs to finish).
     """
     from automation.tasks import advance_run
 
     for _ in range(INLINE_STEP_BUDGET):
         with transaction.atomic():
             run = Run.objects.select_for_update(of=("self",)).filter(pk=run_id).first()
-            work = _advance_locked(run) if run is not None else None
+            work = (_advance_locked(run, inline_external=inline_external)
+                    if run is not None else None)
         if work is None:
             return
+        if work is HAND_OFF:
+            break
         _execute_after_commit(work)
     advance_run.delay(run_id)
 
@@ -214,7 +380,8 @@ def _step_definitions(run: Run) -> list[dict[str, Any]]:
     return version_definition(run.version_id).get("steps") or []
 
 
-def _advance_locked(run: Run, *, fresh: bool = False) -> PreparedStep | int | str | None:
+def _advance_locked(run: Run, *, fresh: bool = False, inline_external: bool = True,
+                    ) -> PreparedStep | int | str | None:
     """Under the run's lock (held by the caller's transaction): settle blocked steps, run
     ready atomic steps one after another, finish the run when nothing is left.
 
@@ -224,7 +391,9 @@ def _advance_locked(run: Run, *, fresh: bool = False) -> PreparedStep | int | st
     advance again), an external step already marked running, or (where branches run in
     parallel) the id of a step to execute in its own transaction while the other ready
     branches go to other workers. ``fresh``: the run was created by the caller's transaction,
-    so no other worker can be executing its steps.
+    so no other worker can be executing its steps. Without ``inline_external`` (a batch of
+    runs), an external step or a parallel branch is not left for this worker, which has other
+    runs to finish: ``HAND_OFF`` says to hand the run to another worker after commit.
     """
     from automation.tasks import execute_step
 
@@ -287,11 +456,18 @@ def _advance_locked(run: Run, *, fresh: bool = False) -> PreparedStep | int | st
         if executed:
             flush()
             return NEXT_STEP  # commit this step before starting the next one
-        for extra in ready[1:]:
+        parallel = len(ready) > 1 or busy
+        for extra in ready[1:] if inline_external or not parallel else ready:
             handed_off.add(extra.step_key)
             transaction.on_commit(lambda pk=extra.pk: execute_step.delay(pk))
+        if parallel and not inline_external:
+            flush()
+            return None
         first = ready[0]
-        if len(ready) > 1 or busy:
+        if not inline_external and not _is_atomic(first.type):
+            flush()
+            return HAND_OFF
+        if parallel:
             # Branches run side by side: execute this one in its own transaction, after
             # this one commits, so the run's lock is not held while it works.
             flush()
@@ -316,6 +492,11 @@ def _advance_locked(run: Run, *, fresh: bool = False) -> PreparedStep | int | st
         return prepared
     flush()
     return NEXT_STEP
+
+
+def _is_atomic(type_name: str) -> bool:
+    step_type = get_step_type(type_name)
+    return step_type is None or step_type.atomic  # an unknown type fails right here
 
 
 def _save_run_state(run: Run) -> None:
@@ -745,8 +926,7 @@ def run_rerun(*, run_id: int) -> Run:
     if version_id is None:
         raise RunStateError("The workflow has no published version.")
     run = run_create(event=original.event, context=original.context,
-                     workflow_id=original.workflow_id,
-                     version=original.workflow.published_version,
+                     workflow_id=original.workflow_id, version_id=version_id,
                      trigger_index=original.trigger_index, rerun_of=original)
     _enqueue_advance(run.pk)
     return run
@@ -763,7 +943,7 @@ def workflow_execute(*, workflow_id: int, payload: dict[str, Any], actor: Any = 
         event = event_emit(f"workflow.{workflow.slug}.executed", payload, actor=actor,
                            source=EventSource.MANUAL, dispatch=False)
         run = run_create(event=event, context=event_context(event), workflow_id=workflow.pk,
-                         version=workflow.published_version, trigger_index=None)
+                         version_id=workflow.published_version_id, trigger_index=None)
         Event.objects.filter(pk=event.pk).update(dispatched_at=timezone.now())
         _enqueue_advance(run.pk)
     return run
@@ -779,8 +959,10 @@ def outbox_redispatch(*, older_than: timedelta | None = None, limit: int | None 
     grace = older_than if older_than is not None else timedelta(
         seconds=engine_setting("OUTBOX_GRACE_SECONDS"))
     limit = limit or engine_setting("SWEEP_BATCH_SIZE")
+    now = timezone.now()
     ids = list(
-        Event.objects.filter(dispatched_at__isnull=True, occurred_at__lte=timezone.now() - grace)
+        Event.objects.filter(dispatched_at__isnull=True, occurred_at__lte=now - grace)
+        .filter(Q(dispatch_after__isnull=True) | Q(dispatch_after__lte=now))
         .order_by("occurred_at").values_list("pk", flat=True)[:limit]
     )
     for event_id in ids:

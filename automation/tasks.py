@@ -18,9 +18,21 @@ RETRY = {"autoretry_for": INFRA_ERRORS, "retry_backoff": True, "retry_backoff_ma
          "retry_jitter": True, "max_retries": 8}
 
 
-@shared_task(name="flowdesk.dispatch_event", **RETRY)
+@shared_task(name="flowdesk.dispatch_event")
 def dispatch_event(event_id: int) -> None:
-    services.event_dispatch(event_id=event_id)
+    """Dispatch one event (the outbox sweep, replays). On database trouble the event is put
+    off with backoff and the sweep tries again."""
+    try:
+        services.event_dispatch(event_id=event_id)
+    except INFRA_ERRORS as exc:
+        services.event_dispatch_put_off(event_id, exc)
+        raise
+
+
+@shared_task(name="flowdesk.dispatch_pending", **RETRY)
+def dispatch_pending() -> int:
+    """Drain the outbox (published by ``automation.events.outbox_ring``)."""
+    return services.outbox_drain()
 
 
 @shared_task(name="flowdesk.advance_run", **RETRY)

@@ -1,8 +1,9 @@
 """Where an R1 run spends its time: the queries and transactions of the worker's code path.
 
-``python -m bench.profile`` runs the body of the ``flowdesk.dispatch_event`` task (the task
-called in-process, exactly what a worker executes for one event) for K events of the R1
-workflow, on a database of its own, on one warm connection. Every SQL statement is timed
+``python -m bench.profile`` runs the body of the ``flowdesk.dispatch_pending`` task (the
+task called in-process, exactly what a worker executes: the outbox drained in batches), or
+with ``--path single`` that of ``flowdesk.dispatch_event`` for each event, for K events of
+the R1 workflow, on a database of its own, on one warm connection. Every SQL statement is timed
 through ``connection.execute_wrapper`` and attributed to the engine function that issued it;
 commits are counted. It prints per run: wall time, database time, queries, commits; then
 each statement shape with the function that issued it, its count and time per run; the
@@ -109,21 +110,34 @@ def emit_events(lead_id: int, count: int) -> list[int]:
                 for seq in range(count)]
 
 
-def drive(event_ids: list[int], reconnect: bool = False) -> float:
-    """Run the ``dispatch_event`` task's body for each event; milliseconds per event. With
-    ``reconnect``, the connection is closed around each one, as Celery's Django fixup does
-    around every task unless ``CELERY_DB_REUSE_MAX`` is set."""
+PATHS = ("drain", "single")
+
+
+def drive(event_ids: list[int], reconnect: bool = False, path: str = "drain") -> float:
+    """Dispatch the events as a worker does; milliseconds per event.
+
+    ``drain``: the ``dispatch_pending`` task's body (the outbox drained in batches), called
+    until the events are dispatched. ``single``: the ``dispatch_event`` task's body for each
+    event (the sweep's and replay's path). With ``reconnect``, the connection is closed
+    around each task, as Celery's Django fixup does unless ``CELERY_DB_REUSE_MAX`` is set."""
     from django.db import connection
 
-    from automation.tasks import dispatch_event
+    from automation.models import Event
+    from automation.tasks import dispatch_event, dispatch_pending
 
     started = time.perf_counter()
-    for event_id in event_ids:
-        if reconnect:
-            connection.close()
-        dispatch_event(event_id)
-        if reconnect:
-            connection.close()
+    if path == "drain":
+        while Event.objects.filter(pk__in=event_ids, dispatched_at__isnull=True).exists():
+            if reconnect:
+                connection.close()
+            dispatch_pending()
+    else:
+        for event_id in event_ids:
+            if reconnect:
+                connection.close()
+            dispatch_event(event_id)
+    if reconnect:
+        connection.close()
     return (time.perf_counter() - started) / len(event_ids) * 1000
 
 
@@ -138,14 +152,14 @@ def check_done(event_ids: list[int]) -> None:
                            f"{completed} runs and {notes} notes (is the path asynchronous?)")
 
 
-def measure(event_ids: list[int]) -> tuple[QueryLog, CommitCounter, float]:
+def measure(event_ids: list[int], path: str) -> tuple[QueryLog, CommitCounter, float]:
     from django.db import connection
 
     log, commits = QueryLog(), CommitCounter()
     uninstall = commits.install()
     try:
         with connection.execute_wrapper(log):
-            wall = drive(event_ids)
+            wall = drive(event_ids, path=path)
     finally:
         uninstall()
     check_done(event_ids)
@@ -189,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200, help="events measured (default 200)")
     parser.add_argument("--warmup", type=int, default=20, help="events run first, unmeasured")
+    parser.add_argument("--path", choices=PATHS, default="drain",
+                        help="drain: the outbox drained in batches, what workers do (default);"
+                             " single: one event per task, the sweep's path")
     parser.add_argument("--top", type=int, default=30, help="functions listed by cProfile")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--database", default="flowdesk_bench_profile",
@@ -209,13 +226,15 @@ def main(argv: list[str] | None = None) -> int:
 
     django.setup()
     lead_id = bench_setup()
-    drive(emit_events(lead_id, args.warmup))
+    path = args.path
+    drive(emit_events(lead_id, args.warmup), path=path)
+    print(f"path: {path}")
 
-    log, commits, wall = measure(emit_events(lead_id, args.runs))
+    log, commits, wall = measure(emit_events(lead_id, args.runs), path)
     print_queries(log, commits, wall, args.runs)
 
-    warm = drive(emit_events(lead_id, args.runs))
-    cold = drive(emit_events(lead_id, args.runs), reconnect=True)
+    warm = drive(emit_events(lead_id, args.runs), path=path)
+    cold = drive(emit_events(lead_id, args.runs), reconnect=True, path=path)
     print("\n== Connection reuse ==")
     print(f"  one connection for all runs:          {warm:6.2f} ms per run")
     print(f"  a new connection per run (per task):  {cold:6.2f} ms per run  "
@@ -224,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     event_ids = emit_events(lead_id, args.runs)
     profiler = cProfile.Profile()
     profiler.enable()
-    drive(event_ids)
+    drive(event_ids, path=path)
     profiler.disable()
     print_profile(profiler, args.runs, args.top)
     return 0

@@ -347,6 +347,13 @@ FLOWDESK = {
     # than the longest external call a step may make (webhooks are capped at 300 s);
     # long steps (exports) refresh ``updated_at`` as they go.
     "STALE_RUN_SECONDS": int(os.environ.get("FLOWDESK_STALE_RUN_SECONDS", "600")),
+    # Events dispatched per transaction when workers drain the outbox.
+    "DISPATCH_BATCH_SIZE": int(os.environ.get("FLOWDESK_DISPATCH_BATCH_SIZE", "25")),
+    # While a drain message is on its way, new events do not publish another; after this
+    # long without a worker taking it (lost, or stuck behind a backlog), they do again.
+    "DISPATCH_DOORBELL_SECONDS": 5,
+    # A batch starts its runs' steps itself for this long; later runs go to other workers.
+    "DISPATCH_INLINE_SECONDS": float(os.environ.get("FLOWDESK_DISPATCH_INLINE_SECONDS", "1")),
     "SWEEP_BATCH_SIZE": int(os.environ.get("FLOWDESK_SWEEP_BATCH_SIZE", "500")),
     # Hosts call_webhook may reach even though they resolve to private addresses.
     "WEBHOOK_ALLOW_HOSTS": env_list("FLOWDESK_WEBHOOK_ALLOW_HOSTS"),

@@ -78,19 +78,25 @@ def _test_step_types() -> None:
 
 @pytest.fixture
 def drain(db: Any) -> Callable[..., int]:
-    """Drive the engine in this process, as a worker would: dispatch undispatched events,
-    advance their runs, wake due steps; repeat until nothing is left. Returns the rounds."""
+    """Drive the engine in this process, as workers would: drain the outbox (in batches,
+    like the ``dispatch_pending`` task), advance open runs (what the messages a drain hands
+    on would do), wake due steps; repeat until nothing is left. Returns the rounds."""
+    from django.db.models import Q
+    from django.utils import timezone
+
     from automation import services
     from automation.models import ActionRun, Event, Run
 
+    def undispatched() -> Any:
+        return Event.objects.filter(dispatched_at__isnull=True).filter(
+            Q(dispatch_after__isnull=True) | Q(dispatch_after__lte=timezone.now()))
+
     def run(max_rounds: int = 50) -> int:
         for rounds in range(1, max_rounds + 1):
-            event_ids = list(Event.objects.filter(dispatched_at__isnull=True)
-                             .order_by("pk").values_list("pk", flat=True))
-            for event_id in event_ids:
-                for run_id in services.event_dispatch(event_id=event_id):
-                    services.run_advance(run_id=run_id)
-            from django.utils import timezone
+            event_ids = list(undispatched().values_list("pk", flat=True))
+            while undispatched().exists():
+                if not services.outbox_drain():
+                    break  # what is left was put off after failing
 
             due = list(ActionRun.objects.filter(
                 wake_at__lte=timezone.now(), status__in=["pending", "waiting"],
@@ -103,8 +109,7 @@ def drain(db: Any) -> Callable[..., int]:
                              .values_list("pk", flat=True))
             for run_id in open_runs:
                 services.run_advance(run_id=run_id)
-            if not event_ids and not due and not Event.objects.filter(
-                    dispatched_at__isnull=True).exists():
+            if not event_ids and not due and not undispatched().exists():
                 return rounds
         return max_rounds
 
@@ -230,11 +235,14 @@ def worker_env(**extra: str) -> dict[str, str]:
 
 
 def purge_broker() -> None:
+    """Drop queued messages, and the outbox doorbell that says a drain message is queued."""
+    from automation.events import outbox_doorbell_reset
     from config.celery import app
 
     with app.connection_for_write() as conn:
         for queue in ("steps", "sweeps"):
             conn.default_channel.queue_purge(queue)
+    outbox_doorbell_reset()
 
 
 @pytest.fixture

@@ -45,3 +45,31 @@ def test_db_sleep(ctx: StepContext) -> StepResult:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_sleep(%s)", [float(ctx.config.get("seconds", 1))])
     return StepResult(output={"slept": True})
+
+
+@step_type("test_db_error", schema=object_schema({"fail": {"type": "boolean"}}))
+def test_db_error(ctx: StepContext) -> StepResult:
+    """With ``fail``, raise a database error that is not a timeout (division by zero in
+    PostgreSQL): infrastructure trouble, which aborts the step's transaction."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 / %s", [0 if ctx.config.get("fail") else 1])
+    return StepResult(output={"ok": True})
+
+
+@step_type("test_external", schema=object_schema({"deal_id": {}}), atomic=False)
+def test_external(ctx: StepContext) -> StepResult:
+    """A non-atomic step (called outside any transaction, like a webhook): leaves a note
+    on the deal, so a test can see where and how often it ran."""
+    import os
+
+    from django.contrib.contenttypes.models import ContentType
+
+    from automation.models import Note
+    from crm.models import Deal
+
+    Note.objects.create(content_type=ContentType.objects.get_for_model(Deal),
+                        object_id=str(ctx.config["deal_id"]),
+                        note=f"external in {os.getpid()}", action_run=ctx.action_run)
+    return StepResult(output={"pid": os.getpid()})

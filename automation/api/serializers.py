@@ -16,7 +16,7 @@ class EventSerializer(serializers.ModelSerializer):
         model = Event
         fields = ["id", "type", "source", "payload", "actor", "entity_type", "entity_id",
                   "idempotency_key", "causation_depth", "caused_by_run", "occurred_at",
-                  "dispatched_at"]
+                  "dispatched_at", "dispatch_attempts", "dispatch_after", "dispatch_error"]
 
 
 class EventCreateSerializer(serializers.Serializer):
