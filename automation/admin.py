@@ -86,11 +86,29 @@ class RunAdmin(ReadOnlyAdmin):
         self._operate(request, queryset, services.run_retry, "Retried")
 
 
+class DispatchFilter(admin.SimpleListFilter):
+    title = "dispatch"
+    parameter_name = "dispatch"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("pending", "Not yet dispatched"), ("failing", "Failing (put off)"),
+                ("done", "Dispatched")]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if self.value() == "pending":
+            return queryset.filter(dispatched_at__isnull=True)
+        if self.value() == "failing":
+            return queryset.filter(dispatched_at__isnull=True).exclude(dispatch_error="")
+        if self.value() == "done":
+            return queryset.filter(dispatched_at__isnull=False)
+        return queryset
+
+
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
     list_display = ("id", "type", "source", "entity_type", "entity_id", "causation_depth",
-                    "occurred_at", "dispatched_at")
-    list_filter = ("source", "type")
+                    "occurred_at", "dispatched_at", "dispatch_attempts")
+    list_filter = (DispatchFilter, "source", "type")
     search_fields = ("=id", "type", "entity_id", "idempotency_key")
     readonly_fields = ("type", "source", "payload", "actor", "entity_type", "entity_id",
                        "idempotency_key", "causation_depth", "caused_by_run", "occurred_at",

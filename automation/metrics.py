@@ -19,7 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from automation.models import ActionRun, Event, Run
-from automation.monitoring import outbox_lag_seconds
+from automation.monitoring import outbox_failing, outbox_lag_seconds
 
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 HISTOGRAM_WINDOW_HOURS = 1
@@ -40,6 +40,11 @@ class EngineCollector(Collector):
         pending = GaugeMetricFamily("flowdesk_outbox_pending", "Events not yet dispatched.")
         pending.add_metric([], Event.objects.filter(dispatched_at__isnull=True).count())
         yield pending
+        failing = GaugeMetricFamily(
+            "flowdesk_outbox_failing",
+            "Events whose dispatch failed, put off with backoff until their next attempt.")
+        failing.add_metric([], outbox_failing())
+        yield failing
 
         runs = GaugeMetricFamily("flowdesk_runs", "Runs by workflow and status.",
                                  labels=["workflow", "status"])

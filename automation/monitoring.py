@@ -182,3 +182,9 @@ def outbox_lag_seconds() -> float:
         .values_list("occurred_at", flat=True).first()
     )
     return (timezone.now() - oldest).total_seconds() if oldest else 0.0
+
+
+
+def outbox_failing() -> int:
+    """Events whose dispatch failed and that wait, put off, for another attempt."""
+    return Event.objects.filter(dispatched_at__isnull=True).exclude(dispatch_error="").count()

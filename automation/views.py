@@ -51,6 +51,7 @@ def monitoring_page(request: HttpRequest) -> HttpResponse:
         "hours": hours, "metrics": metrics, "active_runs": monitoring.active_runs(limit=50),
         "bottlenecks": monitoring.bottlenecks(hours=hours),
         "outbox_lag": round(monitoring.outbox_lag_seconds(), 1),
+        "outbox_failing": monitoring.outbox_failing(),
         "charts": [_chart(throughput_chart), _chart(durations), _chart(failures)],
         "sla_compliance": _sla_compliance(hours),
     }

@@ -78,7 +78,8 @@ def test_batches_follow_the_batch_size_and_the_order_of_events(db: Any) -> None:
     assert not Event.objects.filter(dispatched_at__isnull=True).exists()
 
 
-def test_a_bad_event_is_put_off_and_the_rest_of_its_batch_goes_on(db: Any) -> None:
+def test_a_bad_event_is_put_off_and_the_rest_of_its_batch_goes_on(
+        db: Any, client: Any, admin_user: Any) -> None:
     note_workflow("good", "deal.won")
     poison = {
         "slug": "poison", "name": "poison", "triggers": [{"event_type": "deal.lost"}],
@@ -87,7 +88,7 @@ def test_a_bad_event_is_put_off_and_the_rest_of_its_batch_goes_on(db: Any) -> No
     workflow_save(document=poison)
     first, second = Deal.objects.create(name="A"), Deal.objects.create(name="B")
     with transaction.atomic():
-        emit("deal.won", {"deal_id": first.pk})
+        good = emit("deal.won", {"deal_id": first.pk})
         bad = emit("deal.lost", {"deal_id": first.pk})
         emit("deal.won", {"deal_id": second.pk})
 
@@ -100,6 +101,15 @@ def test_a_bad_event_is_put_off_and_the_rest_of_its_batch_goes_on(db: Any) -> No
     assert timezone.now() + timedelta(seconds=2) < bad.dispatch_after
     assert bad.dispatch_after < timezone.now() + timedelta(seconds=6)
     assert not Run.objects.filter(event=bad).exists()  # rolled back with its transaction
+
+    # Operators see it: the monitoring page, /metrics, the admin's "failing" filter.
+    client.force_login(admin_user)
+    page = client.get("/monitoring/").content.decode()
+    assert "1 event failing to dispatch" in page
+    assert "flowdesk_outbox_failing 1.0" in client.get("/metrics").content.decode()
+    listing = client.get("/admin/automation/event/", {"dispatch": "failing"}).content.decode()
+    assert f"/admin/automation/event/{bad.pk}/change/" in listing
+    assert f"/admin/automation/event/{good.pk}/change/" not in listing
 
     # Put off: neither a drain nor the outbox sweep touches it before its time.
     services.outbox_drain()

@@ -44,6 +44,7 @@ class MonitoringViewSet(viewsets.ViewSet):
             "hours": hours, "workflows": monitoring.workflow_metrics(hours=hours),
             "throughput": monitoring.throughput(hours=hours),
             "outbox_lag_seconds": monitoring.outbox_lag_seconds(),
+            "outbox_failing": monitoring.outbox_failing(),
         })
 
     @extend_schema(parameters=[HOURS],
