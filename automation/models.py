@@ -55,8 +55,9 @@ class Event(models.Model):
     class Meta:
         ordering = ["-occurred_at", "-id"]
         indexes = [
+            # The outbox: what drains claim, oldest first, and sweeps scan.
             models.Index(
-                fields=["occurred_at"], name="event_undispatched",
+                fields=["occurred_at", "id"], name="event_outbox",
                 condition=Q(dispatched_at__isnull=True),
             ),
             models.Index(fields=["entity_type", "entity_id"], name="event_entity"),
