@@ -11,6 +11,10 @@ The rules that make a run safe to execute on many workers at once:
   id as its idempotency key, then records the result.
 - Waiting is a row with a due time (``wake_at``) or a reference (``waiting_on``), swept by
   beat; a broker message is only a shortcut for short waits.
+- Events are dispatched in batches claimed with ``SKIP LOCKED`` (``outbox_drain``): one
+  transaction creates a batch's runs and executes their atomic steps. If it fails, the
+  batch is redone one event per transaction, and an event that fails alone is put off with
+  backoff, so no event can hold the others back.
 """
 
 from __future__ import annotations
