@@ -224,3 +224,34 @@ def test_formula_cells_are_neutralised() -> None:
     csv.writer(out).writerow([_cell(v) for v in ["=1+1", "+1", "-1", "@SUM(A1)", "plain", -5,
                                                  None]])
     assert out.getvalue().strip() == "'=1+1,'+1,'-1,'@SUM(A1),plain,-5,"
+
+
+def test_a_crash_after_writing_the_file_leaves_none_behind(drain: Any, media: Path,
+                                                           people: Any, leads: Any,
+                                                           settings: Any) -> None:
+    import time_machine
+
+    from tests.storages import CrashAfterWrite
+
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "tests.storages.CrashAfterWrite", "OPTIONS": {"location": str(media)}}}
+    CrashAfterWrite.crashes = 1
+
+    def files() -> list[str]:
+        return sorted(p.relative_to(media).as_posix() for p in media.rglob("*.csv"))
+
+    run = run_export(drain, {"entity_type": "lead"}, actor=people["boss"])
+    step = step_of(run)
+    assert step.status == StepStatus.PENDING and step.error_code == "STEP_ERROR", step.error
+    export = Export.objects.get(action_run=step)
+    # The file the dead attempt wrote is the one its row names: nothing unaccounted for.
+    [first] = files()
+    assert export.file.name == first and export.finished_at is None
+
+    with time_machine.travel(step.wake_at + timedelta(seconds=1)):
+        drain()
+    step.refresh_from_db()
+    assert step.status == StepStatus.COMPLETED, step.error
+    export.refresh_from_db()
+    assert files() == [export.file.name] != [first]  # the earlier file was deleted
+    assert export.row_count == 6

@@ -345,6 +345,10 @@ def enqueue_export(ctx: StepContext) -> StepResult:
         raw.seek(0)
         if export.file:
             export.file.delete(save=False)  # an earlier, unfinished attempt's file
+        # The name is on the row before the file exists: if this process dies once the file
+        # is written, the next attempt finds it there and deletes it; none is left behind.
+        export.file.name = name
+        export.save(update_fields=["file"])
         export.file.name = default_storage.save(name, File(raw, name=name))
     export.row_count = rows
     export.finished_at = timezone.now()
