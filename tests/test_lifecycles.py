@@ -359,8 +359,36 @@ def test_lifecycles_are_edited_in_the_admin_with_the_same_validation(
     lifecycle = Lifecycle.objects.get(slug="admin-made")
     assert [s.key for s in lifecycle.states.all()] == ["draft", "submitted", "approved",
                                                        "rejected"]
-    change = admin_client.get(f"/admin/workflows/lifecycle/{lifecycle.pk}/change/")
+    change_url = f"/admin/workflows/lifecycle/{lifecycle.pk}/change/"
+    change = admin_client.get(change_url)
     assert change.status_code == 200 and "&quot;approve&quot;" in change.content.decode()
+
+    # Editing: a state and a transition added through the document; a bad edit changes
+    # nothing and names the problem.
+    edited = {"states": [*APPROVAL["states"], {"key": "on_hold", "label": "On hold"}],
+              "transitions": [*APPROVAL["transitions"], {
+                  "action": "hold", "from_states": ["submitted"], "to_state": "on_hold",
+                  "allowed": ["manager"]}]}
+    broken = {**edited, "transitions": [*edited["transitions"], {
+        "action": "hold", "from_states": ["draft"], "to_state": "nowhere"}]}
+    response = admin_client.post(change_url, {**body, "name": "Renamed",
+                                              "document": json.dumps(broken)})
+    assert response.status_code == 200
+    assert "unknown state &#x27;nowhere&#x27;" in response.content.decode()
+    lifecycle.refresh_from_db()
+    assert lifecycle.name == "Admin made"
+    assert not lifecycle.states.filter(key="on_hold").exists()
+
+    response = admin_client.post(change_url, {**body, "name": "Renamed",
+                                              "document": json.dumps(edited)})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    lifecycle.refresh_from_db()
+    assert lifecycle.name == "Renamed"
+    assert [s.key for s in lifecycle.states.all()] == ["draft", "submitted", "approved",
+                                                       "rejected", "on_hold"]
+    hold = lifecycle.transitions.get(action="hold")
+    assert hold.from_states == ["submitted"] and hold.to_state == "on_hold"
+    assert Lifecycle.objects.filter(slug="admin-made").count() == 1
 
 
 def test_task_and_queue_admin_pages_render(admin_client: Any, make_user: Any) -> None:
