@@ -221,3 +221,32 @@ def test_a_slow_batch_hands_its_remaining_runs_to_other_workers(db: Any, setting
     for run in runs[1:]:
         services.run_advance(run_id=run.pk)
     assert set(Run.objects.values_list("status", flat=True)) == {"completed"}
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(
+        start_worker: Any) -> None:
+    workflow_save(document={
+        "slug": "nap", "name": "nap", "triggers": [{"event_type": "deal.won"}],
+        "steps": [{"key": "nap", "type": "test_sleep",
+                   "config": {"seconds": 0.4, "deal_id": "{{deal_id}}"}}],
+    })
+    deals = [Deal.objects.create(name=f"K{i}") for i in range(6)]
+    Event.objects.update(dispatched_at=timezone.now())  # only the deal.won events below
+    doomed = start_worker("doomed", concurrency=1, FLOWDESK_DISPATCH_INLINE_SECONDS="10")
+    with transaction.atomic():
+        for deal in deals:
+            emit("deal.won", {"deal_id": deal.pk})
+    time.sleep(1.0)  # the batch (6 x 0.4 s in one transaction) is half done
+    assert Run.objects.count() == 0  # nothing committed yet: we are inside the batch
+    doomed.kill()
+    assert Event.objects.filter(dispatched_at__isnull=True).count() == 6
+    assert Note.objects.count() == 0
+
+    start_worker("rescuer")
+    # The outbox sweep (beat runs it every 15 s; here with no grace period).
+    assert services.outbox_redispatch(older_than=timedelta(0)) == 6
+    wait_for(lambda: Run.objects.filter(status="completed").count() == 6, timeout=30,
+             message="the six runs after the crash")
+    time.sleep(0.5)
+    assert Run.objects.count() == 6
+    assert [notes_on(deal) for deal in deals] == [["slept in nap"]] * 6
