@@ -70,18 +70,20 @@ class Dispatched:
     """What dispatching some events created, and what is left for after their commit."""
 
     run_ids: list[int]
-    # (run id, work) for ``_execute_after_commit`` in this process, or None: hand the run
-    # to another worker (``advance_run``).
-    after_commit: list[tuple[int, PreparedStep | int | str | None]]
+    # (run id, work): work for ``_execute_after_commit`` in this process, or ``HAND_OFF``
+    # (the run goes on in another worker, ``advance_run``).
+    after_commit: list[tuple[int, PreparedStep | int | str]]
 
 
-def event_dispatch(*, event_id: int, advance: bool = True) -> list[int]:
+def event_dispatch(*, event_id: int, advance: bool = True,
+                   inline_external: bool = True) -> list[int]:
     """Match an event against the triggers, create its runs and advance them (once, whoever
     calls); returns the ids of the runs it created.
 
     Runs whose steps are atomic finish in this one transaction. Work that must happen
     outside it (an external step, parallel branches) is done after commit, and those runs
-    are advanced further. With ``advance=False`` the runs are only created.
+    are advanced further (here, or with ``inline_external=False`` by another worker). With
+    ``advance=False`` the runs are only created.
     """
     with transaction.atomic():
         event = (
@@ -89,8 +91,8 @@ def event_dispatch(*, event_id: int, advance: bool = True) -> list[int]:
         )
         if event is None or event.dispatched_at is not None:
             return []
-        done = _dispatch_locked([event], advance=advance, inline_external=True)
-    _continue_after_commit(done)
+        done = _dispatch_locked([event], advance=advance, inline_external=inline_external)
+    _continue_after_commit(done, inline_external=inline_external)
     return done.run_ids
 
 
@@ -113,7 +115,7 @@ def outbox_drain(*, batch_size: int | None = None, max_batches: int = 20) -> int
         total += count
         if claimed < size:
             return total
-        outbox_ring()  # a full batch: more may be waiting; let another worker help
+    outbox_ring()  # still full after its share: another message goes on
     return total
 
 
@@ -133,7 +135,7 @@ def _dispatch_batch(size: int) -> tuple[int, int]:
             )
             event_ids = [event.pk for event in events]
             if len(events) == size:
-                outbox_ring()
+                outbox_ring()  # more may be waiting: another worker can take the next batch
             if not events:
                 return 0, 0
             done = _dispatch_locked(events, advance=True, inline_external=False)
@@ -152,7 +154,7 @@ def _dispatch_each(event_ids: list[int]) -> int:
     dispatched = 0
     for event_id in event_ids:
         try:
-            event_dispatch(event_id=event_id)
+            event_dispatch(event_id=event_id, inline_external=False)
         except DatabaseError as exc:
             logger.exception("event %s could not be dispatched; retrying later", event_id)
             event_dispatch_put_off(event_id, exc)
