@@ -181,6 +181,19 @@ def task_create(
 # --- the transition service -------------------------------------------------------------
 
 
+def _open_task_for_handling(task_id: Any, actor: Actor, verb: str, past: str) -> Task:
+    """Lock an open task that its assignee, its queue's managers or staff may hand on
+    (``verb``/``past``: reassign/reassigned, escalate/escalated)."""
+    task = _task_for_update(task_id, actor)
+    spec = lifecycle_spec(task.lifecycle)
+    if not task_roles(task, actor) & {"manager", "staff", "assignee", "system"}:
+        raise PermissionDenied("Only the assignee, the queue's managers or staff can "
+                               f"{verb} this task.")
+    if not task.is_open:
+        raise _invalid(task, actor, spec, f"A {task.state} task cannot be {past}.")
+    return task
+
+
 def _task_for_update(task_id: Any, actor: Actor, scope: QuerySet[Task] | None = None) -> Task:
     """Lock the task, then check that ``actor`` may see it (or that it is in ``scope``);
     otherwise 404, as if it did not exist.
@@ -388,13 +401,7 @@ def task_reassign(*, task_id: Any, actor: Actor, assignee: AbstractBaseUser | No
 
     Allowed to the queue's managers, staff and the current assignee (handing it over).
     """
-    task = _task_for_update(task_id, actor)
-    spec = lifecycle_spec(task.lifecycle)
-    if not task_roles(task, actor) & {"manager", "staff", "assignee", "system"}:
-        raise PermissionDenied("Only the assignee, the queue's managers or staff can "
-                               "reassign this task.")
-    if not task.is_open:
-        raise _invalid(task, actor, spec, f"A {task.state} task cannot be reassigned.")
+    task = _open_task_for_handling(task_id, actor, "reassign", "reassigned")
     if assignee is None and queue is None:
         raise ValidationFailed.from_issues([("assignee", "give an assignee or a queue")])
     previous = task.assignee.get_username() if task.assignee_id else None
@@ -421,13 +428,7 @@ def task_escalate(*, task_id: Any, actor: Actor, reason: str = "",
                   queue: Group | None = None) -> Task:
     """Raise the task's priority (one level unless given), optionally reassign it, tell the
     assignee and the queue's managers, and emit ``task.escalated``."""
-    task = _task_for_update(task_id, actor)
-    spec = lifecycle_spec(task.lifecycle)
-    if not task_roles(task, actor) & {"manager", "staff", "assignee", "system"}:
-        raise PermissionDenied("Only the assignee, the queue's managers or staff can "
-                               "escalate this task.")
-    if not task.is_open:
-        raise _invalid(task, actor, spec, f"A {task.state} task cannot be escalated.")
+    task = _open_task_for_handling(task_id, actor, "escalate", "escalated")
     before = task.priority
     if priority is not None:
         task.priority = priority_value(priority)
