@@ -4,7 +4,8 @@ Each process keeps an index of the published triggers of active workflows: exact
 in a dict, ``deal.*`` patterns in a short list, conditions compiled once per version. The
 index is rebuilt when the definitions generation (a counter in the shared cache, bumped after
 any definition change commits) moves, so every web process and worker sees a change at its
-next event. Matching one event costs one cache read plus the triggers of its event type.
+next event. Matching costs one cache read (per event, or per batch of events) plus the
+triggers of the event type.
 """
 
 from __future__ import annotations
@@ -94,7 +95,16 @@ class TriggerIndex:
         self._exact = dict(exact)
         self._patterns = patterns
 
-    def candidates(self, event_type: str) -> list[Candidate]:
+    def candidates(self, event_type: str, *, refresh: bool = True) -> list[Candidate]:
+        if refresh:
+            self.refresh()
+        found = list(self._exact.get(event_type, ()))
+        found.extend(c for c in self._patterns if c.matches_type(event_type))
+        found.sort(key=lambda c: (-c.priority, c.workflow_id, c.trigger_index))
+        return found
+
+    def refresh(self) -> None:
+        """Reload the index if the definitions generation moved (one cache read)."""
         generation = cache.get(GENERATION_KEY)
         if generation is None:
             generation = time.time_ns()
@@ -105,15 +115,13 @@ class TriggerIndex:
                 if generation != self._generation:
                     self._load()
                     self._generation = generation
-        found = list(self._exact.get(event_type, ()))
-        found.extend(c for c in self._patterns if c.matches_type(event_type))
-        found.sort(key=lambda c: (-c.priority, c.workflow_id, c.trigger_index))
-        return found
 
-    def match(self, event_type: str, context: dict[str, Any]) -> list[Candidate]:
-        """The first matching trigger of each workflow, highest priority first."""
+    def match(self, event_type: str, context: dict[str, Any], *, refresh: bool = True
+              ) -> list[Candidate]:
+        """The first matching trigger of each workflow, highest priority first. A caller
+        matching a batch of events refreshes once and passes ``refresh=False``."""
         chosen: dict[int, Candidate] = {}
-        for candidate in self.candidates(event_type):
+        for candidate in self.candidates(event_type, refresh=refresh):
             if candidate.workflow_id in chosen:
                 continue
             if candidate.condition is None or candidate.condition(context):

@@ -184,9 +184,10 @@ def _dispatch_locked(events: list[Event], *, advance: bool,
     mark the events dispatched, then advance each new run (its atomic steps execute here).
     """
     planned: list[tuple[Event, dict[str, Any], Any]] = []
+    trigger_index.refresh()  # once for the batch
     for event in events:
         context = event_context(event)
-        for candidate in trigger_index.match(event.type, context):
+        for candidate in trigger_index.match(event.type, context, refresh=False):
             planned.append((event, context, candidate))
     replayed = [event.pk for event in events if event.dispatch_attempts]
     started = set(

@@ -93,10 +93,9 @@ def drain(db: Any) -> Callable[..., int]:
 
     def run(max_rounds: int = 50) -> int:
         for rounds in range(1, max_rounds + 1):
-            event_ids = list(undispatched().values_list("pk", flat=True))
-            while undispatched().exists():
-                if not services.outbox_drain():
-                    break  # what is left was put off after failing
+            had_events = undispatched().exists()
+            while undispatched().exists() and services.outbox_drain():
+                pass  # until empty, or what is left was put off after failing
 
             due = list(ActionRun.objects.filter(
                 wake_at__lte=timezone.now(), status__in=["pending", "waiting"],
@@ -109,7 +108,7 @@ def drain(db: Any) -> Callable[..., int]:
                              .values_list("pk", flat=True))
             for run_id in open_runs:
                 services.run_advance(run_id=run_id)
-            if not event_ids and not due and not undispatched().exists():
+            if not had_events and not due and not undispatched().exists():
                 return rounds
         return max_rounds
 
