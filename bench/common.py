@@ -1,16 +1,41 @@
-"""What the benchmarks share: logging, and a fresh, migrated database of their own."""
+"""What the benchmarks share: the services they own, logging, and a fresh, migrated
+database of their own."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def add_owned_services(parser: argparse.ArgumentParser, *, database: str, broker: str) -> None:
+    """``--postgres``, ``--database`` and ``--broker``: the server, and the database and Redis
+    database the benchmark owns (drops, flushes)."""
+    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432",
+                        help="PostgreSQL server URL without a database name")
+    parser.add_argument("--database", default=database,
+                        help=f"database the benchmark DROPS and creates (must contain 'bench'; "
+                             f"default {database})")
+    parser.add_argument("--broker", default=broker,
+                        help=f"Redis URL of the broker and cache; the benchmark FLUSHES this "
+                             f"database (default {broker})")
+
+
+def check_owned_services(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a database or a Redis database the benchmark should not destroy."""
+    if "bench" not in args.database:
+        parser.error("--database must contain 'bench': the benchmark drops it")
+    if urlsplit(args.broker).path.strip("/") in ("", "0"):
+        parser.error("--broker must name a Redis database other than 0: the benchmark "
+                     "flushes it")
 
 
 def log(message: str) -> None:

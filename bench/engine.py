@@ -22,12 +22,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 
 from bench import common
-from bench.common import ROOT, log, migrate
+from bench.common import ROOT, add_owned_services, check_owned_services, log, migrate
 from bench.cpu import CpuMeter
 
 QUEUES = ("steps", "sweeps")
@@ -72,12 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "fixed load (default 50)")
     parser.add_argument("--latency-seconds", type=float, default=15.0,
                         help="how long the latency phase emits events (default 15)")
-    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432",
-                        help="PostgreSQL server URL without a database name")
-    parser.add_argument("--database", default="flowdesk_bench",
-                        help="database the benchmark DROPS and creates (must contain 'bench')")
-    parser.add_argument("--broker", default="redis://127.0.0.1:6379/14",
-                        help="Redis URL of the broker; the benchmark FLUSHES this database")
+    add_owned_services(parser, database="flowdesk_bench", broker="redis://127.0.0.1:6379/14")
     parser.add_argument("--quiet-wait", type=float, default=0.0,
                         help="before each phase, wait up to this many seconds for other "
                              "processes to use less than 10%% of the machine (default 0)")
@@ -87,11 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file to write (default var/bench/engine-<timestamp>.json)")
     args = parser.parse_args(argv)
-    if "bench" not in args.database:
-        parser.error("--database must contain 'bench': the benchmark drops it")
-    if urlsplit(args.broker).path.strip("/") in ("", "0"):
-        parser.error("--broker must name a Redis database other than 0: the benchmark "
-                     "flushes it")
+    check_owned_services(parser, args)
     if args.n < 10 or args.concurrency < 1 or args.c0_repeat < 1 or not (
             0 < args.latency_load <= 1):
         parser.error("need --n >= 10, --concurrency >= 1, --c0-repeat >= 1 and "

@@ -28,6 +28,7 @@ from typing import Any
 
 import redis
 
+from bench.common import add_owned_services, check_owned_services
 from bench.engine import EVENT_TYPE, bench_env, bench_setup, database_recreate, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,16 +208,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="drain: the outbox drained in batches, what workers do (default);"
                              " single: one event per task, the sweep's path")
     parser.add_argument("--top", type=int, default=30, help="functions listed by cProfile")
-    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
-    parser.add_argument("--database", default="flowdesk_bench_profile",
-                        help="database the profile DROPS and creates (must contain 'bench')")
-    parser.add_argument("--broker", default="redis://127.0.0.1:6379/14",
-                        help="Redis database of the shared cache; FLUSHED")
+    add_owned_services(parser, database="flowdesk_bench_profile",
+                       broker="redis://127.0.0.1:6379/14")
     parser.add_argument("--settings", default="config.settings",
                         help="Django settings module (default config.settings)")
     args = parser.parse_args(argv)
-    if "bench" not in args.database:
-        parser.error("--database must contain 'bench': the profile drops it")
+    check_owned_services(parser, args)
     env = bench_env(args)
     redis.Redis.from_url(args.broker).flushdb()
     database_recreate(args)

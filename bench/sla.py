@@ -33,7 +33,7 @@ import redis
 from psycopg import sql
 
 from bench import common
-from bench.common import log
+from bench.common import add_owned_services, check_owned_services, log
 from bench.cpu import CpuMeter
 
 TASK_TABLE = "tasks_inbox_task"
@@ -54,12 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="due shares to measure, comma-separated (default 0.001,0.01)")
     parser.add_argument("--batch", type=int, default=500,
                         help="sweep batch size (default 500, FLOWDESK_SWEEP_BATCH_SIZE)")
-    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432",
-                        help="PostgreSQL server URL without a database name")
-    parser.add_argument("--database", default="flowdesk_bench_sla",
-                        help="database the benchmark DROPS and creates (must contain 'bench')")
-    parser.add_argument("--broker", default="redis://127.0.0.1:6379/13",
-                        help="Redis URL of the broker; the benchmark FLUSHES this database")
+    add_owned_services(parser, database="flowdesk_bench_sla",
+                       broker="redis://127.0.0.1:6379/13")
     parser.add_argument("--quiet-wait", type=float, default=300,
                         help="before each measured phase, wait up to this many seconds for "
                              "other processes to use less than 10%% of the machine "
@@ -67,10 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON figures (default var/bench/sla-<timestamp>.json)")
     args = parser.parse_args(argv)
-    if "bench" not in args.database:
-        parser.error("--database must contain 'bench' (it is dropped)")
-    if args.broker.rstrip("/").endswith("/0") or args.broker.rstrip("/").count("/") < 3:
-        parser.error("--broker must name a Redis database other than 0 (it is flushed)")
+    check_owned_services(parser, args)
     args.ratio_list = sorted(float(r) for r in args.ratios.split(","))
     if not all(0 < r <= 0.5 for r in args.ratio_list):
         parser.error("--ratios must be shares between 0 and 0.5")
