@@ -12,6 +12,7 @@ from django.utils.safestring import mark_safe
 
 from automation import graphs, services
 from automation.models import ActionRun, EmailTemplate, Event, Export, Note, Run, Secret
+from config.admin_inlines import ReadOnlyInline
 from config.errors import DomainError
 
 
@@ -26,17 +27,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class ActionRunInline(admin.TabularInline):
+class ActionRunInline(ReadOnlyInline):
     model = ActionRun
     fields = ("step_key", "type", "status", "attempts", "error_code", "error", "input", "output",
               "started_at", "finished_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     ordering = ["position"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Run)

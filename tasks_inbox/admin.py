@@ -13,6 +13,7 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from config.admin_inlines import ReadOnlyInline
 from tasks_inbox.lifecycles import (
     lifecycle_delete,
     lifecycle_document,
@@ -48,15 +49,9 @@ class QueueAdmin(admin.ModelAdmin):
     search_fields = ("group__name",)
 
 
-class TaskHistoryInline(admin.TabularInline):
+class TaskHistoryInline(ReadOnlyInline):
     model = TaskHistory
-    extra = 0
-    can_delete = False
     fields = ("created_at", "action", "from_state", "to_state", "actor", "input")
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Task)
@@ -127,27 +122,15 @@ class LifecycleForm(forms.ModelForm):
         return lifecycle_save(document=document, lifecycle=instance)
 
 
-class StateInline(admin.TabularInline):
+class StateInline(ReadOnlyInline):
     model = LifecycleState
-    extra = 0
-    can_delete = False
     fields = ("key", "label", "is_initial", "is_final", "is_enabled", "is_cancellation")
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
-class TransitionInline(admin.TabularInline):
+class TransitionInline(ReadOnlyInline):
     model = LifecycleTransition
-    extra = 0
-    can_delete = False
     fields = ("action", "label", "from_states", "to_state", "guard", "allowed",
               "required_input", "unassign")
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Lifecycle)
