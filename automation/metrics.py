@@ -2,11 +2,14 @@
 
 The state lives in our tables, so a scrape of any one web process sees the whole system
 (every worker's work), with no multiprocess registry to keep in sync.
+
+Apps built on the engine add their own families with :func:`register_metrics` (called from
+their ``AppConfig.ready()``); the engine knows nothing of their tables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.db.models import Count, F
@@ -23,6 +26,15 @@ from automation.monitoring import outbox_failing, outbox_lag_seconds
 
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 HISTOGRAM_WINDOW_HOURS = 1
+
+# name -> a function yielding Prometheus metric families, read at scrape time.
+MetricsSource = Callable[[], Iterable[Any]]
+_sources: dict[str, MetricsSource] = {}
+
+
+def register_metrics(name: str, source: MetricsSource) -> None:
+    """Add ``source``'s families to every scrape (registering a name again replaces it)."""
+    _sources[name] = source
 
 
 class EngineCollector(Collector):
@@ -59,7 +71,8 @@ class EngineCollector(Collector):
         yield steps
 
         yield self._durations()
-        yield from self._tasks()
+        for source in _sources.values():
+            yield from source()
 
     def _durations(self) -> HistogramMetricFamily:
         since = timezone.now() - timezone.timedelta(hours=HISTOGRAM_WINDOW_HOURS)
@@ -80,11 +93,3 @@ class EngineCollector(Collector):
             buckets.append(("+Inf", len(values)))
             histogram.add_metric([step_type], buckets, sum_value=sum(values))
         return histogram
-
-    def _tasks(self) -> Iterator[Any]:
-        from tasks_inbox import selectors
-
-        task_metrics = getattr(selectors, "task_metrics", None)
-        if task_metrics is None:
-            return
-        yield from task_metrics()

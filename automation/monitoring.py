@@ -1,11 +1,18 @@
 """Reads for operations: active runs, throughput and failure rates, duration percentiles,
 bottlenecks. Aggregated in the database (percentiles with PostgreSQL's percentile_cont;
-on SQLite from a bounded sample)."""
+on SQLite from a bounded sample).
+
+Reads of human work (queues with overdue tasks, SLA compliance) come from the app that owns
+those tables, which registers them with :func:`register_task_reports` from its
+``AppConfig.ready()``; without one, those parts of the page are empty.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -25,6 +32,24 @@ from django.utils import timezone
 from automation.models import RUN_OPEN_STATUSES, ActionRun, Event, Run, RunStatus, StepStatus
 
 SQLITE_SAMPLE = 5000
+
+
+@dataclass(frozen=True)
+class TaskReports:
+    """The monitoring page's reads of human work, given by the app that owns it."""
+
+    # (limit) -> [{"queue", "overdue"}]: queues with the most open tasks past due.
+    overdue_queues: Callable[[int], list[dict[str, Any]]]
+    # (hours) -> one row per SLA config over the last ``hours``.
+    sla_compliance: Callable[[int], list[dict[str, Any]]]
+
+
+_task_reports: TaskReports | None = None
+
+
+def register_task_reports(reports: TaskReports) -> None:
+    global _task_reports
+    _task_reports = reports
 
 
 class Percentile(Aggregate):
@@ -170,10 +195,12 @@ def bottlenecks(*, hours: int = 24, limit: int = 10) -> dict[str, Any]:
 
 def overdue_queues(*, limit: int = 10) -> list[dict[str, Any]]:
     """Queues with the most open tasks past their due time (or SLA due time)."""
-    from tasks_inbox import selectors
+    return _task_reports.overdue_queues(limit) if _task_reports is not None else []
 
-    finder = getattr(selectors, "queues_by_overdue", None)
-    return finder(limit=limit) if finder is not None else []
+
+def sla_compliance(*, hours: int = 24) -> list[dict[str, Any]]:
+    """Per SLA config over the last ``hours``: how many tasks met their target."""
+    return _task_reports.sla_compliance(hours) if _task_reports is not None else []
 
 
 def outbox_lag_seconds() -> float:

@@ -53,16 +53,9 @@ def monitoring_page(request: HttpRequest) -> HttpResponse:
         "outbox_lag": round(monitoring.outbox_lag_seconds(), 1),
         "outbox_failing": monitoring.outbox_failing(),
         "charts": [_chart(throughput_chart), _chart(durations), _chart(failures)],
-        "sla_compliance": _sla_compliance(hours),
+        "sla_compliance": monitoring.sla_compliance(hours=hours),
     }
     return render(request, "automation/monitoring.html", context)
-
-
-def _sla_compliance(hours: int) -> list[dict]:
-    from tasks_inbox import selectors
-
-    compliance = getattr(selectors, "sla_compliance", None)
-    return compliance(hours=hours) if compliance is not None else []
 
 
 @login_required

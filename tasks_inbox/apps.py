@@ -6,6 +6,8 @@ class TasksInboxConfig(AppConfig):
     verbose_name = "Tasks and inbox"
 
     def ready(self) -> None:
+        """Plug tasks into the engine: the task model, the task step types, metrics and
+        monitoring reports (``tasks_inbox.engine.register``)."""
         from tasks_inbox import engine
 
         engine.register()

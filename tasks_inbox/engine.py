@@ -1,4 +1,8 @@
-"""How tasks plug into the engine's model registry.
+"""How tasks plug into the engine, all from ``TasksInboxConfig.ready()`` (:func:`register`):
+the model registry, the step registry (``tasks_inbox.steps``), the Prometheus families
+(``automation.metrics.register_metrics``) and the monitoring page's task reports
+(``automation.monitoring.register_task_reports``). The engine never imports this app; a
+task that ends tells it through ``automation.signals.waiting_step_ended``.
 
 Tasks are registered as ``task`` so that exports (``enqueue_export``) and notes
 (``add_note``) can reach them, with the inbox's visibility rule as the registration's
@@ -32,9 +36,18 @@ def export_visibility(user: Any) -> Q:
 
 
 def register() -> None:
+    from automation.metrics import register_metrics
+    from automation.monitoring import TaskReports, register_task_reports
     from automation.receivers import disconnect_model
     from automation.registry import register_model
+    from tasks_inbox import selectors, steps
     from tasks_inbox.models import Task
 
     register_model(Task, name="task", exportable=EXPORTABLE, visibility=export_visibility)
     disconnect_model(Task)
+    steps.register()
+    register_metrics("tasks", selectors.task_metrics)
+    register_task_reports(TaskReports(
+        overdue_queues=lambda limit: selectors.queues_by_overdue(limit=limit),
+        sla_compliance=lambda hours: selectors.sla_compliance(hours=hours),
+    ))

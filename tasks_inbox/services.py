@@ -6,7 +6,7 @@ see it (out of scope answers 404 like a missing task), writes a ``TaskHistory`` 
 emits its events (``task.created``, ``task.transitioned``, ``task.completed``,
 ``task.cancelled``, ``task.assigned``, ``task.escalated``) in the same transaction. When a
 task a run waits for reaches a final state, the run's step is resumed in that transaction
-too (``automation.services.step_resume``); the run advances after commit.
+too (the ``automation.signals.waiting_step_ended`` signal); the run advances after commit.
 
 ``actor=None`` is the system (a workflow step): it sees every task and may fire any
 transition; guards still apply.
@@ -27,6 +27,7 @@ from django.utils import timezone
 from automation.events import actor_context, event_emit
 from automation.models import ActionRun, EventSource, Note, NoteVisibility
 from automation.registry import json_value
+from automation.signals import waiting_step_ended
 from config.errors import NotFound, PermissionDenied, ValidationFailed
 from tasks_inbox.errors import AlreadyClaimed, FormInvalid, InvalidTransition
 from tasks_inbox.form_schema import form_clean, form_issues
@@ -311,8 +312,6 @@ def _resume_origin(task: Task, *, cancelled: bool, data: dict[str, Any]) -> None
     """Resume the run waiting on this task (in this transaction)."""
     if not (task.wait and task.origin_action_run_id):
         return
-    from automation.services import step_resume
-
     output = {
         "task_id": task.pk,
         "state": task.state,
@@ -322,8 +321,8 @@ def _resume_origin(task: Task, *, cancelled: bool, data: dict[str, Any]) -> None
     }
     reason = data.get("reason") if isinstance(data, dict) else None
     error = f"Task #{task.pk} was cancelled" + (f": {reason}" if reason else ".")
-    step_resume(action_run_id=task.origin_action_run_id, output=output, failed=cancelled,
-                error=error if cancelled else "")
+    waiting_step_ended.send(sender=Task, action_run_id=task.origin_action_run_id,
+                            output=output, failed=cancelled, error=error if cancelled else "")
 
 
 @transaction.atomic

@@ -146,13 +146,15 @@ def step_types() -> dict[str, StepType]:
     return dict(_registry)
 
 
+# The engine's own step types. Apps add theirs from their ``AppConfig.ready()`` by
+# importing the modules that declare them (the tasks app: ``create_task``,
+# ``transition_task`` and ``send_notification``, in ``tasks_inbox.steps``).
 BUILTIN_MODULES = ("add_note", "update_field", "emit_event", "delay", "validate", "send_email",
-                   "send_notification", "call_webhook", "enqueue_export", "create_task",
-                   "transition_task")
+                   "call_webhook", "enqueue_export")
 
 
 def load_actions() -> None:
-    """Import the built-in step types and those named in ``FLOWDESK["ACTION_MODULES"]``."""
+    """Import the engine's step types and those named in ``FLOWDESK["ACTION_MODULES"]``."""
     for module in BUILTIN_MODULES:
         importlib.import_module(f"automation.actions.{module}")
     for module in settings.FLOWDESK.get("ACTION_MODULES", ()):

@@ -9,7 +9,8 @@ In-app: one ``tasks_inbox.Notification`` per step, written in one short transact
 the ActionRun's row lock and keyed by the ActionRun, so a redelivered step finds the row
 instead of writing a second one. Email: through ``automation.actions.mailing`` (Message-ID
 carrying the ActionRun id, sent once per step). The type is not atomic because of the
-email case: no transaction is held while talking to a mail server.
+email case: no transaction is held while talking to a mail server. The type lives with the
+tasks app because in-app notifications are its rows (and its inbox shows them).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from automation.actions import (
     templated,
 )
 from automation.actions.mailing import check_address, send_message
+from automation.models import ActionRun
+from tasks_inbox.models import Notification
 
 MESSAGE_MAX = 1000
 LINK_MAX = 500
@@ -125,9 +128,6 @@ def send_notification(ctx: StepContext) -> StepResult:
 
 
 def _notify_in_app(ctx: StepContext, planned: dict[str, Any]) -> dict[str, Any]:
-    from automation.models import ActionRun
-    from tasks_inbox.models import Notification
-
     assert ctx.action_run is not None
     with transaction.atomic():
         ActionRun.objects.select_for_update().filter(pk=ctx.action_run.pk).first()

@@ -25,6 +25,9 @@ from automation.actions import (
     templated,
 )
 from config.errors import DomainError
+from tasks_inbox.lifecycles import lifecycle_spec
+from tasks_inbox.models import Task
+from tasks_inbox.services import task_transition
 
 SCHEMA = object_schema(
     {
@@ -47,8 +50,6 @@ def _task_id(value: Any) -> int:
 @step_type("transition_task", schema=SCHEMA, label="Transition a task")
 def transition_task(ctx: StepContext) -> StepResult:
     """Fire a lifecycle action on a task, as the system."""
-    from tasks_inbox.services import task_transition
-
     config = ctx.config
     task_id = _task_id(config["task"])
     try:
@@ -68,16 +69,11 @@ def transition_task(ctx: StepContext) -> StepResult:
 
 
 def _state(task_id: int) -> str:
-    from tasks_inbox.models import Task
-
     return Task.objects.filter(pk=task_id).values_list("state", flat=True).first() or ""
 
 
 @dry_run_for("transition_task")
 def transition_task_dry_run(ctx: StepContext) -> dict[str, Any]:
-    from tasks_inbox.lifecycles import lifecycle_spec
-    from tasks_inbox.models import Task
-
     task_id = _task_id(ctx.config["task"])
     task = Task.objects.select_related("lifecycle").filter(pk=task_id).first()
     if task is None:

@@ -38,7 +38,12 @@ from automation.actions import (
     templated,
 )
 from automation.actions.entities import entity, registration
+from automation.events import actor_context
 from config.errors import DomainError
+from tasks_inbox.form_schema import form_issues
+from tasks_inbox.lifecycles import lifecycle_spec
+from tasks_inbox.models import Task
+from tasks_inbox.services import task_create
 
 PRIORITIES = ["low", "medium", "high", "urgent"]
 
@@ -66,8 +71,6 @@ SCHEMA = object_schema(
 def check_config(config: dict[str, Any], path: str) -> list[tuple[str, str]]:
     """Beyond the schema: someone must get the task, the form must be well-formed, and a
     related object needs both its type and id."""
-    from tasks_inbox.form_schema import form_issues
-
     issues: list[tuple[str, str]] = []
     if not config.get("assignee") and not config.get("queue"):
         issues.append((f"{path}.assignee", "give an assignee or a queue"))
@@ -139,9 +142,7 @@ def _flag(value: Any) -> bool:
     return bool(value)
 
 
-def _parent(value: Any) -> Any:
-    from tasks_inbox.models import Task
-
+def _parent(value: Any) -> Task | None:
     if value in (None, ""):
         return None
     try:
@@ -151,7 +152,7 @@ def _parent(value: Any) -> Any:
                          code="PARENT_NOT_FOUND") from None
 
 
-def _output(task: Any) -> dict[str, Any]:
+def _output(task: Task) -> dict[str, Any]:
     return {
         "task_id": task.pk,
         "state": task.state,
@@ -161,11 +162,8 @@ def _output(task: Any) -> dict[str, Any]:
     }
 
 
-def _existing(ctx: StepContext) -> Any:
+def _existing(ctx: StepContext) -> Task | None:
     """The task this step already made (a repeated execution), if any."""
-    from tasks_inbox.lifecycles import lifecycle_spec
-    from tasks_inbox.models import Task
-
     if ctx.action_run is None or ctx.action_run.pk is None:
         return None
     task = (Task.objects.select_related("lifecycle")
@@ -183,8 +181,6 @@ def _existing(ctx: StepContext) -> Any:
 @step_type("create_task", schema=SCHEMA, label="Create a task", check=check_config)
 def create_task(ctx: StepContext) -> StepResult:
     """Create a task in the inbox; with ``wait`` the run parks until the task ends."""
-    from tasks_inbox.services import task_create
-
     config = ctx.config
     wait = _flag(config.get("wait", False))
     task = _existing(ctx)
@@ -214,8 +210,6 @@ def create_task(ctx: StepContext) -> StepResult:
     if wait and task.is_open:
         return StepResult(output=output, wait_for=f"task:{task.pk}")
     if wait:  # it ended before this execution looked (a repeated execution)
-        from automation.events import actor_context
-
         output.update({"outcome": task.outcome, "result": task.result,
                        "completed_by": actor_context(task.completed_by)})
     return StepResult(output=output)

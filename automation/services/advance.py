@@ -1,0 +1,236 @@
+"""Advancing a run: under the run's lock, settle blocked steps, execute ready atomic steps
+one after another, finish the run when nothing is left, and say what is left for after
+commit (:class:`AfterCommit`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from django.db import transaction
+from django.utils import timezone
+
+from automation import graph
+from automation.actions import get_step_type
+from automation.models import ActionRun, Run, RunStatus, StepStatus
+from automation.services.common import ACTIVE_RUN, INLINE_STEP_BUDGET, step_definitions
+from automation.services.execution import (
+    PreparedStep,
+    mark_running,
+    step_call,
+    step_call_external,
+    step_execute,
+    step_prepare,
+)
+
+
+@dataclass(frozen=True)
+class AfterCommit:
+    """What a locked advance leaves for after its transaction commits.
+
+    ``execute()`` does it in this process, after which the run is advanced again; a
+    ``hands_off`` outcome instead hands the whole run to another worker.
+    """
+
+    hands_off: ClassVar[bool] = False
+
+    def execute(self) -> None:
+        """Nothing to do before advancing again."""
+
+
+@dataclass(frozen=True)
+class CallStep(AfterCommit):
+    """An external step, already marked running: call its handler after commit."""
+
+    prepared: PreparedStep
+
+    def execute(self) -> None:
+        step_call_external(self.prepared)
+
+
+@dataclass(frozen=True)
+class RunBranch(AfterCommit):
+    """A parallel branch: execute this step in its own transaction (the other ready
+    branches went to other workers), so the run's lock is not held while it works."""
+
+    action_run_id: int
+
+    def execute(self) -> None:
+        step_execute(action_run_id=self.action_run_id)
+
+
+@dataclass(frozen=True)
+class CommitAndAdvance(AfterCommit):
+    """A step ran in this transaction: commit it, then advance the run again."""
+
+
+@dataclass(frozen=True)
+class HandOff(AfterCommit):
+    """The run goes on in another worker (``advance_run``); this one has other runs."""
+
+    hands_off: ClassVar[bool] = True
+
+
+def run_advance(*, run_id: int, inline_external: bool = True) -> None:
+    """Advance a run until it waits, finishes, or the inline budget is spent.
+
+    Each round is one transaction under the run's lock that executes the ready atomic steps
+    in sequence; an external step is marked running there and called after commit. Other
+    ready steps (parallel branches) are handed to other workers. Without
+    ``inline_external``, an external step or branches hand the whole run on to another
+    worker (this one has other runs to finish).
+    """
+    from automation.tasks import advance_run
+
+    for _ in range(INLINE_STEP_BUDGET):
+        with transaction.atomic():
+            run = Run.objects.select_for_update(of=("self",)).filter(pk=run_id).first()
+            work = (advance_locked(run, inline_external=inline_external)
+                    if run is not None else None)
+        if work is None:
+            return
+        if work.hands_off:
+            break
+        work.execute()
+    advance_run.delay(run_id)
+
+
+def advance_locked(run: Run, *, fresh: bool = False, inline_external: bool = True,
+                   new_rows: list[ActionRun] | None = None) -> AfterCommit | None:
+    """Under the run's lock (held by the caller's transaction): settle blocked steps, run
+    ready atomic steps one after another, finish the run when nothing is left.
+
+    In a sequential stretch, the next atomic step executes right here, and the run is
+    finished in the same transaction when that was its last step: one commit per step,
+    planning included. Returns the work left for after commit, or ``None`` when there is
+    none (the run waits, finished, or another worker has its next step):
+    :class:`CommitAndAdvance` (commit, then advance again), :class:`CallStep` (an external
+    step already marked running), or, where branches run in parallel, :class:`RunBranch`
+    (a step to execute in its own transaction while the other ready branches go to other
+    workers). ``fresh``: the run was created by the caller's transaction, so no other
+    worker can be executing its steps; ``new_rows`` are its ActionRuns as just inserted
+    (spares reading them back). Without ``inline_external`` (a batch of runs), an external
+    step or a parallel branch is not left for this worker, which has other runs to finish:
+    :class:`HandOff` says to hand the run to another worker after commit.
+    """
+    from automation.tasks import execute_step
+
+    if run.status not in ACTIVE_RUN:
+        return None
+    steps = step_definitions(run)
+    deps = graph.dependencies(steps)
+    allow = {s["key"]: bool(s.get("allow_failure")) for s in steps}
+    handed_off: set[str] = set()
+    executed = False
+    run_dirty = False
+
+    def flush() -> None:
+        nonlocal run_dirty
+        if run_dirty:
+            _save_run_state(run)
+            run_dirty = False
+
+    action_runs: dict[str, ActionRun] = {}
+    for _ in range(INLINE_STEP_BUDGET):
+        if not executed:
+            rows = new_rows if fresh and new_rows is not None else run.action_runs.all()
+            new_rows = None  # read once: the next round reads the rows afresh
+            action_runs = {ar.step_key: ar for ar in rows}
+        # After a step ran here, the rows in memory are current for everything this
+        # transaction decided; a branch another worker finished meanwhile only looks less
+        # advanced, which can delay a decision to the next round but never make a wrong one.
+        statuses = {key: ar.status for key, ar in action_runs.items()}
+        now = timezone.now()
+
+        blocked = graph.blocked_steps(deps, statuses, allow)
+        if blocked:
+            ActionRun.objects.filter(run=run, step_key__in=blocked).update(
+                status=StepStatus.CANCELLED, error="An earlier step failed.",
+                error_code="UPSTREAM_FAILED", finished_at=now, updated_at=now,
+            )
+            for key in blocked:
+                statuses[key] = action_runs[key].status = StepStatus.CANCELLED
+
+        outcome = graph.run_outcome(deps, statuses, allow)
+        if outcome is not None:
+            _run_finish(run, outcome, action_runs, now)
+            return None
+
+        ready = [
+            action_runs[key] for key in graph.ready_steps(deps, statuses, allow)
+            if (action_runs[key].wake_at is None or action_runs[key].wake_at <= now)
+            and key not in handed_off
+        ]
+        busy = any(s == StepStatus.RUNNING for s in statuses.values())
+        status = RunStatus.RUNNING if ready or busy else RunStatus.WAITING
+        if run.status != status or run.started_at is None:
+            run.status = status
+            run.started_at = run.started_at or now
+            run.updated_at = now
+            # Saved below with whatever this round decides, or by _run_finish.
+            run_dirty = True
+        if not ready:
+            flush()
+            return None
+        if executed:
+            flush()
+            return CommitAndAdvance()  # commit this step before starting the next one
+        parallel = len(ready) > 1 or busy
+        for extra in ready[1:] if inline_external or not parallel else ready:
+            handed_off.add(extra.step_key)
+            transaction.on_commit(lambda pk=extra.pk: execute_step.delay(pk))
+        if parallel and not inline_external:
+            flush()
+            return None
+        first = ready[0]
+        if not inline_external and not _is_atomic(first.type):
+            flush()
+            return HandOff()
+        if parallel:
+            # Branches run side by side: execute this one in its own transaction, after
+            # this one commits, so the run's lock is not held while it works.
+            flush()
+            return RunBranch(action_run_id=first.pk)
+        if not fresh:
+            # A worker executing this step as a parallel branch holds its row: leave it.
+            locked = (ActionRun.objects.select_for_update(skip_locked=True)
+                      .filter(pk=first.pk, status=StepStatus.PENDING).first())
+            if locked is None:
+                flush()
+                return None
+            first = action_runs[locked.step_key] = locked
+        prepared = step_prepare(run, first, steps, action_runs, now)
+        if prepared is None:
+            continue  # skipped or failed before its handler: plan again
+        if prepared.step_type.atomic:
+            step_call(prepared)
+            executed = True
+            continue
+        mark_running(prepared.action_run, now)
+        flush()
+        return CallStep(prepared=prepared)
+    flush()
+    return CommitAndAdvance()
+
+
+def _is_atomic(type_name: str) -> bool:
+    step_type = get_step_type(type_name)
+    return step_type is None or step_type.atomic  # an unknown type fails right here
+
+
+def _save_run_state(run: Run) -> None:
+    run.save(update_fields=["status", "started_at", "updated_at"])
+
+
+def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: Any) -> None:
+    run.status = RunStatus.COMPLETED if outcome == "completed" else RunStatus.FAILED
+    run.finished_at = now
+    run.updated_at = now
+    if run.status == RunStatus.FAILED:
+        failed = [ar for ar in action_runs.values() if ar.status == StepStatus.FAILED]
+        first = min(failed, key=lambda ar: ar.position) if failed else None
+        if first is not None:
+            run.error = f"Step '{first.step_key}' failed: {first.error}"
+            run.error_code = first.error_code or "STEP_FAILED"
+    run.save(update_fields=["status", "started_at", "finished_at", "updated_at", "error",
+                            "error_code"])

@@ -1,0 +1,56 @@
+"""What the runtime's modules share: engine settings, the active run statuses, the fields a
+step write saves, a version's definition (cached) and queueing a run's advance."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from automation.models import Run, RunStatus
+
+ACTIVE_RUN = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+INLINE_STEP_BUDGET = 50
+# What the step helpers change on an ActionRun (saved with update_fields).
+STEP_FIELDS = ["status", "attempts", "input", "output", "progress", "error", "error_code",
+               "wake_at", "waiting_on", "started_at", "finished_at", "updated_at"]
+
+
+def engine_setting(name: str) -> Any:
+    return settings.FLOWDESK[name]
+
+
+@functools.lru_cache(maxsize=1024)
+def version_definition(version_id: int) -> dict[str, Any]:
+    """A version's definition, cached: versions are immutable once written."""
+    from workflows.models import WorkflowVersion
+
+    return WorkflowVersion.objects.values_list("definition", flat=True).get(pk=version_id)
+
+
+def versions_existing(ids: set[int]) -> set[int]:
+    from workflows.models import WorkflowVersion
+
+    if not ids:
+        return set()
+    return set(WorkflowVersion.objects.filter(pk__in=ids).values_list("pk", flat=True))
+
+
+def step_definitions(run: Run) -> list[dict[str, Any]]:
+    return version_definition(run.version_id).get("steps") or []
+
+
+def enqueue_advance(run_id: int) -> None:
+    """Advance the run in a worker once the current transaction commits."""
+    from automation.tasks import advance_run
+
+    transaction.on_commit(lambda: advance_run.delay(run_id))
+
+
+def enqueue_advance_now(run_id: int) -> None:
+    """Advance the run in a worker (outside any transaction)."""
+    from automation.tasks import advance_run
+
+    advance_run.delay(run_id)

@@ -1,0 +1,202 @@
+"""Dispatching events into runs, and draining the outbox in batches.
+
+Events are dispatched in batches claimed with ``SKIP LOCKED`` (``outbox_drain``): one
+transaction creates a batch's runs and executes their atomic steps. If it fails, the batch
+is redone one event per transaction, and an event that fails alone is put off with backoff,
+so no event can hold the others back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import DatabaseError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from automation.events import event_context, outbox_doorbell_reset, outbox_ring
+from automation.matcher import trigger_index
+from automation.models import Event, Run, RunStatus
+from automation.services.advance import AfterCommit, HandOff, advance_locked, run_advance
+from automation.services.common import engine_setting, enqueue_advance_now, versions_existing
+from automation.services.creation import RunSpec, runs_create
+from automation.services.retry import backoff_delay
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Dispatched:
+    """What dispatching some events created, and what is left for after their commit."""
+
+    run_ids: list[int]
+    # (run id, work left for after commit; see ``advance_locked``).
+    after_commit: list[tuple[int, AfterCommit]]
+
+
+def event_dispatch(*, event_id: int, advance: bool = True,
+                   inline_external: bool = True) -> list[int]:
+    """Match an event against the triggers, create its runs and advance them (once, whoever
+    calls); returns the ids of the runs it created.
+
+    Runs whose steps are atomic finish in this one transaction. Work that must happen
+    outside it (an external step, parallel branches) is done after commit, and those runs
+    are advanced further (here, or with ``inline_external=False`` by another worker). With
+    ``advance=False`` the runs are only created.
+    """
+    with transaction.atomic():
+        event = (
+            Event.objects.select_for_update(skip_locked=True).filter(pk=event_id).first()
+        )
+        if event is None or event.dispatched_at is not None:
+            return []
+        done = _dispatch_locked([event], advance=advance, inline_external=inline_external)
+    _continue_after_commit(done, inline_external=inline_external)
+    return done.run_ids
+
+
+def outbox_drain(*, batch_size: int | None = None, max_batches: int = 20) -> int:
+    """Dispatch the events waiting in the outbox, a batch per transaction; returns how many.
+
+    What the ``flowdesk.dispatch_pending`` task runs when the doorbell rings (see
+    ``automation.events.outbox_ring``). Batches are claimed with ``SKIP LOCKED``, so workers
+    drain side by side: a full batch rings the doorbell again for another worker to help.
+    If a batch fails, its events are dispatched one by one, so one bad event costs only
+    itself (it is retried later, with backoff).
+    """
+    size = batch_size or engine_setting("DISPATCH_BATCH_SIZE")
+    outbox_doorbell_reset()  # events committed from now on ring again
+    total = 0
+    for _ in range(max_batches):
+        claimed, count = _dispatch_batch(size)
+        total += count
+        if claimed < size:
+            return total
+    outbox_ring()  # still full after its share: another message goes on
+    return total
+
+
+def _dispatch_batch(size: int) -> tuple[int, int]:
+    """Claim up to ``size`` due events and dispatch them; (claimed, dispatched)."""
+    now = timezone.now()
+    event_ids: list[int] = []
+    try:
+        with transaction.atomic():
+            events = list(
+                Event.objects.select_for_update(skip_locked=True)
+                .filter(dispatched_at__isnull=True)
+                .filter(Q(dispatch_after__isnull=True) | Q(dispatch_after__lte=now))
+                .order_by("occurred_at", "pk")[:size]
+            )
+            event_ids = [event.pk for event in events]
+            if len(events) == size:
+                outbox_ring()  # more may be waiting: another worker can take the next batch
+            if not events:
+                return 0, 0
+            done = _dispatch_locked(events, advance=True, inline_external=False)
+    except DatabaseError:
+        if not event_ids:
+            raise
+        logger.warning("dispatching %s events together failed; one by one now",
+                       len(event_ids), exc_info=True)
+        return len(event_ids), _dispatch_each(event_ids)
+    _continue_after_commit(done, inline_external=False)
+    return len(event_ids), len(event_ids)
+
+
+def _dispatch_each(event_ids: list[int]) -> int:
+    """Dispatch events in a transaction each; an event that fails is put off (backoff)."""
+    dispatched = 0
+    for event_id in event_ids:
+        try:
+            event_dispatch(event_id=event_id, inline_external=False)
+        except DatabaseError as exc:
+            logger.exception("event %s could not be dispatched; retrying later", event_id)
+            event_dispatch_put_off(event_id, exc)
+        else:
+            dispatched += 1
+    return dispatched
+
+
+def event_dispatch_put_off(event_id: int, exc: BaseException) -> None:
+    """Record a failed dispatch on the event and leave it alone for a while (exponential
+    backoff with jitter, 5 s doubling up to an hour); drains and sweeps try it again after."""
+    attempts = Event.objects.filter(pk=event_id).values_list(
+        "dispatch_attempts", flat=True).first()
+    if attempts is None:
+        return
+    delay = backoff_delay({"backoff_seconds": 5, "max_backoff_seconds": 3600}, attempts + 1)
+    Event.objects.filter(pk=event_id, dispatched_at__isnull=True).update(
+        dispatch_attempts=F("dispatch_attempts") + 1,
+        dispatch_after=timezone.now() + timedelta(seconds=delay),
+        dispatch_error=f"{type(exc).__name__}: {exc}"[:2000],
+    )
+
+
+def _dispatch_locked(events: list[Event], *, advance: bool,
+                     inline_external: bool) -> Dispatched:
+    """Under the events' row locks: create the runs of every event in a few statements,
+    mark the events dispatched, then advance each new run (its atomic steps execute here).
+    """
+    planned: list[tuple[Event, dict[str, Any], Any]] = []
+    trigger_index.refresh()  # once for the batch
+    for event in events:
+        context = event_context(event)
+        for candidate in trigger_index.match(event.type, context, refresh=False):
+            planned.append((event, context, candidate))
+    replayed = [event.pk for event in events if event.dispatch_attempts]
+    started = set(
+        Run.objects.filter(event_id__in=replayed, rerun_of__isnull=True)
+        .values_list("event_id", "workflow_id")
+    ) if planned and replayed else set()
+    existing = versions_existing({candidate.version_id for _, _, candidate in planned})
+    created = runs_create([
+        RunSpec(event=event, context=context, workflow_id=candidate.workflow_id,
+                version_id=candidate.version_id, trigger_index=candidate.trigger_index)
+        for event, context, candidate in planned
+        # Not twice for a replayed event; not on a version deleted since it was indexed.
+        if (event.pk, candidate.workflow_id) not in started
+        and candidate.version_id in existing
+    ])
+    now = timezone.now()
+    Event.objects.filter(pk__in=[event.pk for event in events]).update(
+        dispatched_at=now, dispatch_attempts=F("dispatch_attempts") + 1,
+        dispatch_after=None, dispatch_error="",
+    )
+    done = Dispatched(run_ids=[new.run.pk for new in created], after_commit=[])
+    # A batch's runs start here until its time budget is spent; the rest go to other
+    # workers, so one slow step does not hold the whole batch's commit back for long.
+    deadline = time.monotonic() + engine_setting("DISPATCH_INLINE_SECONDS")
+    # The new runs' rows were inserted by this transaction: nobody else can hold them.
+    for new in created if advance else ():
+        run = new.run
+        if run.status != RunStatus.PENDING:
+            continue
+        if not inline_external and time.monotonic() > deadline:
+            done.after_commit.append((run.pk, HandOff()))
+            continue
+        work = advance_locked(run, fresh=True, inline_external=inline_external,
+                              new_rows=new.action_runs)
+        if work is not None:
+            done.after_commit.append((run.pk, work))
+    return done
+
+
+def _continue_after_commit(done: Dispatched, *, inline_external: bool = True) -> None:
+    """Carry on with the runs that have work outside their dispatching transaction: their
+    next atomic steps here; external steps here too, or (``inline_external=False``, after a
+    batch) in another worker."""
+    for run_id, work in done.after_commit:
+        if work.hands_off:
+            enqueue_advance_now(run_id)
+            continue
+        try:
+            work.execute()
+            run_advance(run_id=run_id, inline_external=inline_external)
+        except DatabaseError:  # the event is dispatched: another attempt takes the run on
+            logger.warning("run %s: continuing on another worker", run_id, exc_info=True)
+            enqueue_advance_now(run_id)
