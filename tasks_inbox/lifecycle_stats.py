@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,7 +56,7 @@ def stats_window(params: Any, *, now: datetime | None = None) -> tuple[datetime,
     if days not in (None, ""):
         if since_given:
             issues.append(("days", "give since or days, not both"))
-        elif not str(days).isdigit() or not 1 <= int(days) <= MAX_DAYS:
+        elif not re.fullmatch(r"[0-9]{1,5}", str(days)) or not 1 <= int(days) <= MAX_DAYS:
             issues.append(("days", f"must be a whole number from 1 to {MAX_DAYS}"))
         else:
             since = until - timedelta(days=int(days))

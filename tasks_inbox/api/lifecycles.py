@@ -53,7 +53,8 @@ class LifecycleViewSet(viewsets.ModelViewSet):
     def get_object(self) -> Lifecycle:
         lookup = self.kwargs["pk"]
         queryset = self.get_queryset()
-        found = (queryset.filter(pk=int(lookup)) if lookup.isdigit()
+        by_id = lookup.isascii() and lookup.isdigit() and len(lookup) <= 18
+        found = (queryset.filter(pk=int(lookup)) if by_id
                  else queryset.filter(slug=lookup)).first()
         if found is None:
             from config.errors import NotFound
