@@ -306,6 +306,16 @@ def test_a_bad_plain_document_is_refused_with_each_path_and_nothing_is_saved(
 
 def test_a_valid_plain_document_is_imported_and_usable_at_once(
         tmp_path: Path, make_user: Any) -> None:
+    # A dry run validates and keeps nothing
+    out = tmp_path / "dry.txt"
+    with out.open("w") as stream:
+        call_command("import_lifecycles", str(write_json(tmp_path, PLAIN)), "--dry-run",
+                     stdout=stream)
+    assert out.read_text().splitlines() == [
+        "purchase-request: created (4 states, 3 actions)",
+        "1 lifecycle(s) are valid; nothing was saved (--dry-run)"]
+    assert not Lifecycle.objects.filter(slug="purchase-request").exists()
+
     # When the plain document is imported with the command
     out = tmp_path / "out.txt"
     with out.open("w") as stream:
@@ -488,6 +498,7 @@ def test_stats_equal_the_figures_of_the_history(api: APIClient, make_user: Any,
 
     # Bad windows are refused, naming the parameter
     for query, field in (({"days": "0"}, "days"), ({"days": "x"}, "days"),
+                         ({"days": "\u00b2"}, "days"), ({"days": "99999"}, "days"),
                          ({"since": "yesterday"}, "since"),
                          ({"since": since.isoformat(), "days": "3"}, "days")):
         refused = api.get(f"/api/v1/lifecycles/{lifecycle.pk}/stats/", query)
