@@ -214,17 +214,19 @@ def _task_for_update(task_id: Any, actor: Actor, scope: QuerySet[Task] | None = 
         "lifecycle", "assignee", "queue", "created_by", "completed_by").get(pk=pk)
 
 
+def _allowed(task: Task, actor: Actor, spec: LifecycleSpec) -> list[str]:
+    return [t.action for t in task_available_transitions(task, actor, spec)]
+
+
 def _invalid(task: Task, actor: Actor, spec: LifecycleSpec, message: str) -> InvalidTransition:
-    allowed = [t.action for t in task_available_transitions(task, actor, spec)]
     return InvalidTransition(message, data={"current_state": task.state,
-                                            "allowed_actions": allowed})
+                                            "allowed_actions": _allowed(task, actor, spec)})
 
 
 def _disabled(task: Task, actor: Actor, spec: LifecycleSpec, action: str) -> ActionDisabled:
-    allowed = [t.action for t in task_available_transitions(task, actor, spec)]
     return ActionDisabled(f"The action '{action}' of the '{spec.slug}' lifecycle is disabled.",
                           data={"action": action, "current_state": task.state,
-                                "allowed_actions": allowed})
+                                "allowed_actions": _allowed(task, actor, spec)})
 
 
 def _empty(value: Any) -> bool:
