@@ -1,20 +1,32 @@
 """Admin: tasks (read-mostly, history inline), queues (managers, routing), lifecycles.
 
 A lifecycle is edited as its JSON document, validated whole by the same service as the API
-(every error names its JSON path); its states and transitions are shown read-only.
+(every error names its JSON path); its states and transitions are shown read-only, with its
+figures (tasks per state, actions fired, median time in each state). The changelist imports
+a JSON file of lifecycles (this project's documents or the plain state-machine shape), all
+or nothing, as ``manage.py import_lifecycles`` does.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from django import forms
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path as url_path
 
 from config.admin_inlines import ReadOnlyInline
+from config.errors import ValidationFailed
+from tasks_inbox.lifecycle_import import lifecycles_import
+from tasks_inbox.lifecycle_stats import lifecycle_stats, stats_window
 from tasks_inbox.lifecycles import (
+    LifecycleInvalid,
     lifecycle_delete,
     lifecycle_document,
     lifecycle_issues,
@@ -80,7 +92,9 @@ class LifecycleForm(forms.ModelForm):
     document = forms.JSONField(
         encoder=IndentedJSONEncoder,
         help_text="States and transitions: {\"states\": [...], \"transitions\": [...]}. "
-                  "Exactly one initial state; nothing leaves a final state.",
+                  "Exactly one initial state; nothing leaves a final state. States and "
+                  "transitions take an optional \"description\"; a transition with "
+                  "\"is_enabled\": false is not offered and is refused (ACTION_DISABLED).",
         widget=forms.Textarea(attrs={"rows": 30, "cols": 100, "class": "vLargeTextField"}),
     )
 
@@ -124,13 +138,51 @@ class LifecycleForm(forms.ModelForm):
 
 class StateInline(ReadOnlyInline):
     model = LifecycleState
-    fields = ("key", "label", "is_initial", "is_final", "is_enabled", "is_cancellation")
+    fields = ("key", "label", "is_initial", "is_final", "is_enabled", "is_cancellation",
+              "description")
 
 
 class TransitionInline(ReadOnlyInline):
     model = LifecycleTransition
-    fields = ("action", "label", "from_states", "to_state", "guard", "allowed",
-              "required_input", "unassign")
+    fields = ("action", "label", "is_enabled", "from_states", "to_state", "guard", "allowed",
+              "required_input", "unassign", "description")
+
+
+MAX_IMPORT_BYTES = 2 * 1024 * 1024
+
+
+class LifecycleImportForm(forms.Form):
+    """A JSON file (or pasted JSON) of one lifecycle or a list of them."""
+
+    file = forms.FileField(required=False, help_text="A .json file.")
+    text = forms.CharField(required=False, label="or JSON",
+                           widget=forms.Textarea(attrs={"rows": 8, "cols": 80}))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        upload, text = data.get("file"), (data.get("text") or "").strip()
+        if upload is not None and text:
+            raise forms.ValidationError("Give a file or JSON text, not both.")
+        if upload is None and not text:
+            raise forms.ValidationError("Give a JSON file or paste the JSON.")
+        if upload is not None:
+            if upload.size > MAX_IMPORT_BYTES:
+                raise forms.ValidationError(
+                    f"The file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB.")
+            raw = upload.read()
+        else:
+            raw = text.encode()
+        try:
+            data["document"] = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise forms.ValidationError(f"Not JSON: {exc}") from None
+        return data
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return str(timedelta(seconds=round(seconds)))
 
 
 @admin.register(Lifecycle)
@@ -139,6 +191,55 @@ class LifecycleAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "updated_at")
     search_fields = ("name", "slug")
     inlines = [StateInline, TransitionInline]
+    stats_days = (7, 30, 90)
+
+    def get_urls(self) -> list:
+        extra = [url_path("import/", self.admin_site.admin_view(self.import_view),
+                      name="workflows_lifecycle_import")]
+        return extra + super().get_urls()
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """Import lifecycles from JSON; a problem anywhere and nothing is saved."""
+        if not (self.has_add_permission(request) and self.has_change_permission(request)):
+            raise PermissionDenied
+        form = LifecycleImportForm(request.POST or None, request.FILES or None)
+        problems: list[str] = []
+        if request.method == "POST" and form.is_valid():
+            try:
+                imported = lifecycles_import(data=form.cleaned_data["document"])
+            except LifecycleInvalid as exc:
+                problems = [f"{where}: {message}" if where else message
+                            for where, texts in exc.fields.items() for message in texts]
+            else:
+                for item in imported:
+                    verb = "created" if item.created else "replaced"
+                    self.message_user(request, f"Lifecycle '{item.lifecycle.slug}' {verb}.")
+                return redirect("admin:workflows_lifecycle_changelist")
+        context = {**self.admin_site.each_context(request), "title": "Import lifecycles",
+                   "form": form, "problems": problems, "opts": self.model._meta}
+        return TemplateResponse(request, "admin/workflows/lifecycle/import.html", context)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        lifecycle = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if lifecycle is not None and request.method == "GET":
+            context.update(self._stats_context(request, lifecycle))
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def _stats_context(self, request: HttpRequest, lifecycle: Lifecycle) -> dict[str, Any]:
+        days = request.GET.get("days") or "30"
+        try:
+            since, until = stats_window({"days": days})
+        except ValidationFailed as exc:
+            messages.error(request, f"{exc.message}; showing 30 days.")
+            days = "30"
+            since, until = stats_window({"days": days})
+        stats = lifecycle_stats(lifecycle=lifecycle, since=since, until=until)
+        for state in stats["states"]:
+            state["median"] = _duration(state["median_seconds"])
+        return {"lifecycle_stats": stats, "stats_days": int(days),
+                "stats_day_choices": self.stats_days}
 
     def save_model(self, request: HttpRequest, obj: Lifecycle, form: LifecycleForm,
                    change: bool) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from config.errors import Conflict, DomainError, ValidationFailed
 from tasks_inbox.lifecycles import LifecycleInUse, LifecycleInvalid
 
-__all__ = ["AlreadyClaimed", "FormInvalid", "InvalidTransition", "LifecycleInUse",
-           "LifecycleInvalid"]
+__all__ = ["ActionDisabled", "AlreadyClaimed", "FormInvalid", "InvalidTransition",
+           "LifecycleInUse", "LifecycleInvalid"]
 
 
 class InvalidTransition(DomainError):
@@ -18,6 +18,18 @@ class InvalidTransition(DomainError):
     code = "INVALID_TRANSITION"
     status = 400
     default_message = "This action is not allowed in the task's current state."
+
+
+class ActionDisabled(DomainError):
+    """The action exists in the task's lifecycle but is switched off (``is_enabled`` false).
+
+    ``data`` carries ``action``, ``current_state`` and ``allowed_actions``, as
+    INVALID_TRANSITION does.
+    """
+
+    code = "ACTION_DISABLED"
+    status = 400
+    default_message = "This action is disabled."
 
 
 class AlreadyClaimed(Conflict):

@@ -4,11 +4,16 @@ A lifecycle is edited as one JSON document (API, admin), the same shape the rows
 
     {"slug": "approval", "name": "Approval", "description": "",
      "states": [{"key": "draft", "label": "Draft", "is_initial": true, "is_final": false,
-                 "is_enabled": true, "is_cancellation": false}, ...],
+                 "is_enabled": true, "is_cancellation": false,
+                 "description": "Being written"}, ...],
      "transitions": [{"action": "submit", "label": "Submit", "from_states": ["draft"],
                       "to_state": "submitted", "guard": null,
                       "allowed": ["assignee", "creator"], "required_input": [],
-                      "unassign": false}, ...]}
+                      "unassign": false, "is_enabled": true,
+                      "description": "Send it for approval"}, ...]}
+
+A disabled state cannot be entered; a disabled transition (action) is not offered and is
+refused with ``ACTION_DISABLED``.
 
 ``lifecycle_issues`` reports every problem as ``(json_path, message)``, e.g.
 ``("transitions[2].to_state", "unknown state 'aproved'")``. ``lifecycle_spec`` compiles a
@@ -36,9 +41,11 @@ DEFAULT_ALLOWED = ["assignee", "manager", "staff"]
 KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 TOP_KEYS = {"slug", "name", "description", "states", "transitions", "id"}
-STATE_KEYS = {"key", "label", "is_initial", "is_final", "is_enabled", "is_cancellation"}
+STATE_KEYS = {"key", "label", "is_initial", "is_final", "is_enabled", "is_cancellation",
+              "description"}
 TRANSITION_KEYS = {"action", "label", "from_states", "to_state", "guard", "allowed",
-                   "required_input", "unassign"}
+                   "required_input", "unassign", "is_enabled", "description"}
+MAX_DESCRIPTION = 2000
 MAX_STATES = 50
 MAX_TRANSITIONS = 200
 
@@ -113,6 +120,12 @@ def _bool_issue(value: Any, path: str) -> list[Issue]:
     return []
 
 
+def _description_issue(value: Any, path: str) -> list[Issue]:
+    if value is not None and (not isinstance(value, str) or len(value) > MAX_DESCRIPTION):
+        return [(path, f"must be a string of at most {MAX_DESCRIPTION} characters")]
+    return []
+
+
 def _key_list_issues(value: Any, path: str, what: str) -> list[Issue]:
     if not isinstance(value, list):
         return [(path, f"must be a list of {what}")]
@@ -166,6 +179,7 @@ def lifecycle_issues(document: Any) -> list[Issue]:
             issues.append((f"{path}.label", "must be a string"))
         for flag in ("is_initial", "is_final", "is_enabled", "is_cancellation"):
             issues += _bool_issue(state.get(flag), f"{path}.{flag}")
+        issues += _description_issue(state.get("description"), f"{path}.description")
         if state.get("is_initial") is True:
             initial.append(key)
             if state.get("is_final") is True:
@@ -260,6 +274,8 @@ def _transition_issues(transition: Any, path: str, keys: set[str], final: set[st
                     issues.append((f"{path}.required_input[{i}]",
                                    "must be a field name (lowercase letters, digits, '_')"))
     issues += _bool_issue(transition.get("unassign"), f"{path}.unassign")
+    issues += _bool_issue(transition.get("is_enabled"), f"{path}.is_enabled")
+    issues += _description_issue(transition.get("description"), f"{path}.description")
     return issues
 
 
@@ -277,6 +293,7 @@ def lifecycle_normalise(document: dict[str, Any]) -> dict[str, Any]:
                 "is_final": bool(s.get("is_final", False)),
                 "is_enabled": bool(s.get("is_enabled", True)),
                 "is_cancellation": bool(s.get("is_cancellation", False)),
+                "description": s.get("description") or "",
             }
             for s in document["states"]
         ],
@@ -291,6 +308,8 @@ def lifecycle_normalise(document: dict[str, Any]) -> dict[str, Any]:
                 else list(DEFAULT_ALLOWED),
                 "required_input": list(t.get("required_input") or []),
                 "unassign": bool(t.get("unassign", False)),
+                "is_enabled": bool(t.get("is_enabled", True)),
+                "description": t.get("description") or "",
             }
             for t in document.get("transitions") or []
         ],
@@ -306,13 +325,15 @@ def lifecycle_document(lifecycle: Lifecycle) -> dict[str, Any]:
         "description": lifecycle.description,
         "states": [
             {"key": s.key, "label": s.label, "is_initial": s.is_initial, "is_final": s.is_final,
-             "is_enabled": s.is_enabled, "is_cancellation": s.is_cancellation}
+             "is_enabled": s.is_enabled, "is_cancellation": s.is_cancellation,
+             "description": s.description}
             for s in lifecycle.states.all()
         ],
         "transitions": [
             {"action": t.action, "label": t.label, "from_states": list(t.from_states),
              "to_state": t.to_state, "guard": t.guard, "allowed": list(t.allowed),
-             "required_input": list(t.required_input), "unassign": t.unassign}
+             "required_input": list(t.required_input), "unassign": t.unassign,
+             "is_enabled": t.is_enabled, "description": t.description}
             for t in lifecycle.transitions.all()
         ],
     }
@@ -403,6 +424,7 @@ class StateSpec:
     is_final: bool
     is_enabled: bool
     is_cancellation: bool
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -415,6 +437,8 @@ class TransitionSpec:
     required_input: tuple[str, ...]
     unassign: bool
     guard: CompiledCondition | None = None
+    is_enabled: bool = True
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -429,9 +453,16 @@ class LifecycleSpec:
         return next(s for s in self.states.values() if s.is_initial)
 
     def leaving(self, state: str) -> list[TransitionSpec]:
-        """Transitions out of ``state`` into an enabled state, in their defined order."""
+        """Enabled transitions out of ``state`` into an enabled state, in their defined
+        order."""
         return [t for t in self.transitions.values()
-                if state in t.from_states and self.states[t.to_state].is_enabled]
+                if state in t.from_states and t.is_enabled
+                and self.states[t.to_state].is_enabled]
+
+    def disabled_leaving(self, state: str) -> list[TransitionSpec]:
+        """Transitions out of ``state`` that are switched off (listed as unavailable)."""
+        return [t for t in self.transitions.values()
+                if state in t.from_states and not t.is_enabled]
 
     def is_completing(self, transition: TransitionSpec) -> bool:
         target = self.states[transition.to_state]
@@ -450,7 +481,7 @@ def lifecycle_spec(lifecycle: Lifecycle) -> LifecycleSpec:
         return spec
     states = {
         s.key: StateSpec(s.key, s.label or s.key, s.is_initial, s.is_final, s.is_enabled,
-                         s.is_cancellation)
+                         s.is_cancellation, s.description)
         for s in LifecycleState.objects.filter(lifecycle=lifecycle).order_by("position", "id")
     }
     transitions = {}
@@ -459,7 +490,8 @@ def lifecycle_spec(lifecycle: Lifecycle) -> LifecycleSpec:
         transitions[t.action] = TransitionSpec(
             action=t.action, label=t.label or t.action, from_states=tuple(t.from_states),
             to_state=t.to_state, allowed=tuple(t.allowed), required_input=tuple(t.required_input),
-            unassign=t.unassign, guard=guard,
+            unassign=t.unassign, guard=guard, is_enabled=t.is_enabled,
+            description=t.description,
         )
     spec = LifecycleSpec(id=lifecycle.pk, slug=lifecycle.slug, states=states,
                          transitions=transitions)

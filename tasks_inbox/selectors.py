@@ -170,6 +170,7 @@ def transition_as_dict(spec: LifecycleSpec, transition: TransitionSpec) -> dict[
     return {
         "action": transition.action,
         "label": transition.label,
+        "description": transition.description,
         "to_state": transition.to_state,
         "required_input": list(transition.required_input),
         "completes": spec.is_completing(transition),

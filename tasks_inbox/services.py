@@ -29,7 +29,7 @@ from automation.models import ActionRun, EventSource, Note, NoteVisibility
 from automation.registry import json_value
 from automation.signals import waiting_step_ended
 from config.errors import NotFound, PermissionDenied, ValidationFailed
-from tasks_inbox.errors import AlreadyClaimed, FormInvalid, InvalidTransition
+from tasks_inbox.errors import ActionDisabled, AlreadyClaimed, FormInvalid, InvalidTransition
 from tasks_inbox.form_schema import form_clean, form_issues
 from tasks_inbox.lifecycles import LifecycleSpec, lifecycle_get, lifecycle_spec
 from tasks_inbox.models import (
@@ -215,10 +215,19 @@ def _task_for_update(task_id: Any, actor: Actor, scope: QuerySet[Task] | None = 
         "lifecycle", "assignee", "queue", "created_by", "completed_by").get(pk=pk)
 
 
+def _allowed(task: Task, actor: Actor, spec: LifecycleSpec) -> list[str]:
+    return [t.action for t in task_available_transitions(task, actor, spec)]
+
+
 def _invalid(task: Task, actor: Actor, spec: LifecycleSpec, message: str) -> InvalidTransition:
-    allowed = [t.action for t in task_available_transitions(task, actor, spec)]
     return InvalidTransition(message, data={"current_state": task.state,
-                                            "allowed_actions": allowed})
+                                            "allowed_actions": _allowed(task, actor, spec)})
+
+
+def _disabled(task: Task, actor: Actor, spec: LifecycleSpec, action: str) -> ActionDisabled:
+    return ActionDisabled(f"The action '{action}' of the '{spec.slug}' lifecycle is disabled.",
+                          data={"action": action, "current_state": task.state,
+                                "allowed_actions": _allowed(task, actor, spec)})
 
 
 def _empty(value: Any) -> bool:
@@ -242,6 +251,8 @@ def _transition(task: Task, action: str, actor: Actor, data: Any, *,
     if transition is None:
         raise _invalid(task, actor, spec, f"'{action}' is not an action of the "
                                           f"'{spec.slug}' lifecycle.")
+    if not transition.is_enabled:  # switched off whatever the state: its own code
+        raise _disabled(task, actor, spec, transition.action)
     if task.state not in transition.from_states:
         raise _invalid(task, actor, spec,
                        f"'{action}' is not allowed from the state '{task.state}'.")
@@ -336,6 +347,9 @@ def task_complete(*, task_id: Any, actor: Actor, data: dict[str, Any] | None = N
     chosen = next((t for t in candidates if t.action == "complete"),
                   candidates[0] if candidates else None)
     if chosen is None:
+        switched_off = [t for t in spec.disabled_leaving(task.state) if spec.is_completing(t)]
+        if switched_off:
+            raise _disabled(task, actor, spec, switched_off[0].action)
         raise _invalid(task, actor, spec,
                        f"The task cannot be completed from the state '{task.state}'.")
     return _transition(task, chosen.action, actor, data, outcome=outcome, input_path="data")

@@ -156,7 +156,8 @@ def _panel_context(request: HttpRequest, task: Task, *, values: dict[str, Any] |
     completing = [t for t in available if spec.is_completing(t)]
     has_form = bool(task.form_fields)
     buttons = [
-        {"action": t.action, "label": t.label, "required_input": t.required_input,
+        {"action": t.action, "label": t.label, "description": t.description,
+         "required_input": t.required_input,
          "cancels": spec.states[t.to_state].is_cancellation}
         for t in available if not (has_form and spec.is_completing(t))
     ]

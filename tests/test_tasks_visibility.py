@@ -190,7 +190,8 @@ def test_another_agent_cannot_act_on_a_claimable_task_beyond_claiming(
     assert denied.json()["error"]["code"] == "PERMISSION_DENIED"
     assert api.post(f"/api/v1/tasks/{task.pk}/reassign/", {"assignee": users["agent"].pk},
                     format="json").status_code == 403
-    assert api.get(f"/api/v1/tasks/{task.pk}/available-actions/").json() == {
+    available = api.get(f"/api/v1/tasks/{task.pk}/available-actions/").json()
+    assert {key: available[key] for key in ("state", "actions", "can_claim")} == {
         "state": "new", "actions": [], "can_claim": True}
 
 

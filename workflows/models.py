@@ -153,6 +153,7 @@ class LifecycleState(models.Model):
         help_text="A final state meaning the work was abandoned: a run waiting on the task "
                   "fails instead of resuming.",
     )
+    description = models.TextField(blank=True, help_text="What being in this state means.")
 
     class Meta:
         ordering = ["lifecycle", "position", "id"]
@@ -187,6 +188,13 @@ class LifecycleTransition(models.Model):
     )
     unassign = models.BooleanField(
         default=False, help_text="Clear the assignee of a queued task (e.g. release).",
+    )
+    is_enabled = models.BooleanField(
+        default=True,
+        help_text="A disabled action is not offered and is refused (ACTION_DISABLED).",
+    )
+    description = models.TextField(
+        blank=True, help_text="What the action does (the title of its button).",
     )
 
     class Meta:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from config.permissions import StaffModelPermissions
 from tasks_inbox.api.serializers import LifecycleDocumentSerializer
+from tasks_inbox.lifecycle_stats import DEFAULT_DAYS, lifecycle_stats, stats_window
 from tasks_inbox.lifecycles import (
     LifecycleInvalid,
     lifecycle_delete,
@@ -30,10 +31,10 @@ class LifecycleSerializer(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField(allow_blank=True)
     states = serializers.JSONField(help_text="[{key, label, is_initial, is_final, "
-                                             "is_enabled, is_cancellation}]")
+                                             "is_enabled, is_cancellation, description}]")
     transitions = serializers.JSONField(help_text="[{action, label, from_states, to_state, "
                                                   "guard, allowed, required_input, "
-                                                  "unassign}]")
+                                                  "unassign, is_enabled, description}]")
 
     def to_representation(self, instance: Lifecycle) -> dict[str, Any]:
         return lifecycle_document(instance)
@@ -52,7 +53,8 @@ class LifecycleViewSet(viewsets.ModelViewSet):
     def get_object(self) -> Lifecycle:
         lookup = self.kwargs["pk"]
         queryset = self.get_queryset()
-        found = (queryset.filter(pk=int(lookup)) if lookup.isdigit()
+        by_id = lookup.isascii() and lookup.isdigit() and len(lookup) <= 18
+        found = (queryset.filter(pk=int(lookup)) if by_id
                  else queryset.filter(slug=lookup)).first()
         if found is None:
             from config.errors import NotFound
@@ -94,3 +96,23 @@ class LifecycleViewSet(viewsets.ModelViewSet):
         if issues:
             raise LifecycleInvalid.from_issues(issues)
         return Response({"valid": True})
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("days", int, description=f"Window ending now (default "
+                                                      f"{DEFAULT_DAYS}); or give since."),
+            OpenApiParameter("since", str, description="Start of the window (ISO 8601)."),
+            OpenApiParameter("until", str, description="End of the window (default: now)."),
+        ],
+        responses=OpenApiResponse(description="{lifecycle, since, until, tasks, "
+                                              "transitions_fired, states: [{key, label, "
+                                              "tasks, stays, median_seconds, ...}], "
+                                              "actions: [{action, label, fired, ...}]}"))
+    @action(detail=True, methods=["get"])
+    def stats(self, request: Request, pk: str | None = None) -> Response:
+        """Tasks per state now; transitions fired per action in the window; the median
+        time spent in each state, over the stays (from the task history) that ended in
+        the window."""
+        lifecycle = self.get_object()
+        since, until = stats_window(request.query_params)
+        return Response(lifecycle_stats(lifecycle=lifecycle, since=since, until=until))

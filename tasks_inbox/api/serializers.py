@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import AnonymousUser, Group
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from tasks_inbox.lifecycles import lifecycle_spec
 from tasks_inbox.models import PRIORITY_BY_NAME, Task, TaskHistory
-from tasks_inbox.selectors import related_entity_type
+from tasks_inbox.selectors import (
+    related_entity_type,
+    task_available_transitions,
+    transition_as_dict,
+)
 
 
 class UserRefSerializer(serializers.Serializer):
@@ -59,17 +64,106 @@ class TaskSerializer(serializers.ModelSerializer):
         return {"entity_type": related_entity_type(task), "entity_id": task.object_id}
 
 
+class CurrentStateSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    label = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    is_final = serializers.BooleanField()
+
+
+class AvailableActionSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    label = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    to_state = serializers.CharField()
+    required_input = serializers.ListField(child=serializers.CharField())
+    completes = serializers.BooleanField()
+    cancels = serializers.BooleanField()
+
+
+class UnavailableActionSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    label = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    reason = serializers.ChoiceField(choices=["disabled"])
+
+
+class TaskActionsSerializer(serializers.Serializer):
+    """What the caller can do with a task now (``available-actions/`` and the detail)."""
+
+    state = serializers.CharField(help_text="The current state's key.")
+    current_state = CurrentStateSerializer()
+    actions = AvailableActionSerializer(many=True)
+    unavailable_actions = UnavailableActionSerializer(
+        many=True, help_text="Actions out of the current state that are disabled.")
+    can_claim = serializers.BooleanField()
+
+
+def task_current_state(task: Task) -> dict[str, Any]:
+    state = lifecycle_spec(task.lifecycle).states.get(task.state)
+    return {
+        "key": task.state,
+        "label": state.label if state else task.state,
+        "description": state.description if state else "",
+        "is_final": state.is_final if state else not task.is_open,
+    }
+
+
+def task_available_actions(task: Task, user: Any) -> list[dict[str, Any]]:
+    spec = lifecycle_spec(task.lifecycle)
+    return [transition_as_dict(spec, t) for t in task_available_transitions(task, user, spec)]
+
+
+def task_unavailable_actions(task: Task) -> list[dict[str, Any]]:
+    """The disabled actions out of the task's state: listed, never offered."""
+    return [{"action": t.action, "label": t.label, "description": t.description,
+             "reason": "disabled"}
+            for t in lifecycle_spec(task.lifecycle).disabled_leaving(task.state)]
+
+
+def task_actions(task: Task, user: Any) -> dict[str, Any]:
+    """The task's current state and the actions ``user`` may fire now; the disabled actions
+    out of the state are listed apart, as unavailable."""
+    return {
+        "state": task.state,
+        "current_state": task_current_state(task),
+        "actions": task_available_actions(task, user),
+        "unavailable_actions": task_unavailable_actions(task),
+        "can_claim": task.is_open and task.assignee_id is None,
+    }
+
+
 class TaskDetailSerializer(TaskSerializer):
-    """One task: its description, form, result, who made and ended it, where it came from."""
+    """One task: its description, form, result, who made and ended it, where it came from,
+    and its lifecycle now: the current state and the actions the caller may take (the
+    request's user, from the serializer context)."""
 
     created_by = serializers.SerializerMethodField()
     completed_by = serializers.SerializerMethodField()
     origin_step = serializers.SerializerMethodField()
+    current_state = serializers.SerializerMethodField()
+    available_actions = serializers.SerializerMethodField()
+    unavailable_actions = serializers.SerializerMethodField()
 
     class Meta(TaskSerializer.Meta):
         fields = [*TaskSerializer.Meta.fields, "description", "form", "result", "created_by",
-                  "completed_by", "origin_step", "wait"]
+                  "completed_by", "origin_step", "wait", "current_state", "available_actions",
+                  "unavailable_actions"]
         read_only_fields = fields
+
+    @extend_schema_field(CurrentStateSerializer())
+    def get_current_state(self, task: Task) -> dict[str, Any]:
+        return task_current_state(task)
+
+    @extend_schema_field(AvailableActionSerializer(many=True))
+    def get_available_actions(self, task: Task) -> list[dict[str, Any]]:
+        """For the request's user; without a request (no one to act), none."""
+        request = self.context.get("request")
+        return task_available_actions(task, request.user if request else AnonymousUser())
+
+    @extend_schema_field(UnavailableActionSerializer(many=True))
+    def get_unavailable_actions(self, task: Task) -> list[dict[str, Any]]:
+        return task_unavailable_actions(task)
 
     def get_created_by(self, task: Task) -> dict[str, Any] | None:
         return _user(task.created_by) if task.created_by_id else None
@@ -154,15 +248,6 @@ class HistorySerializer(serializers.ModelSerializer):
 
     def get_actor(self, row: TaskHistory) -> dict[str, Any] | None:
         return _user(row.actor) if row.actor_id else None
-
-
-class AvailableActionSerializer(serializers.Serializer):
-    action = serializers.CharField()
-    label = serializers.CharField()
-    to_state = serializers.CharField()
-    required_input = serializers.ListField(child=serializers.CharField())
-    completes = serializers.BooleanField()
-    cancels = serializers.BooleanField()
 
 
 class LifecycleDocumentSerializer(serializers.Serializer):

@@ -19,28 +19,26 @@ from rest_framework.response import Response
 from config.errors import PermissionDenied
 from tasks_inbox import services
 from tasks_inbox.api.serializers import (
-    AvailableActionSerializer,
     CompleteSerializer,
     EscalateSerializer,
     HistorySerializer,
     ReassignSerializer,
+    TaskActionsSerializer,
     TaskCreateSerializer,
     TaskDetailSerializer,
     TaskSerializer,
     TransitionSerializer,
+    task_actions,
 )
 from tasks_inbox.filters import TaskFilter
-from tasks_inbox.lifecycles import lifecycle_spec
 from tasks_inbox.models import Task
 from tasks_inbox.selectors import (
     LIST_RELATED,
     member_queue_ids,
-    task_available_transitions,
     task_get,
     task_history,
     task_stats,
     tasks_visible_to,
-    transition_as_dict,
 )
 
 
@@ -67,8 +65,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         return task_get(user=self.request.user, task_id=self.kwargs["pk"])
 
     def _detail(self, task_id: Any) -> Response:
-        return Response(TaskDetailSerializer(task_get(user=self.request.user,
-                                                      task_id=task_id)).data)
+        task = task_get(user=self.request.user, task_id=task_id)
+        return Response(TaskDetailSerializer(task, context={"request": self.request}).data)
 
     @extend_schema(request=TaskCreateSerializer, responses={201: TaskDetailSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -92,25 +90,24 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
             priority=data["priority"], due_at=data.get("due_at"), lifecycle=data.get("lifecycle"),
             form=data.get("form") or None, parent=data.get("parent"), created_by=user,
         )
-        return Response(TaskDetailSerializer(task_get(user=user, task_id=task.pk)).data,
+        return Response(TaskDetailSerializer(task_get(user=user, task_id=task.pk),
+                                             context={"request": request}).data,
                         status=status.HTTP_201_CREATED)
 
-    @extend_schema(responses=AvailableActionSerializer(many=True))
+    @extend_schema(responses=TaskActionsSerializer)
     @action(detail=True, methods=["get"], url_path="available-actions")
     def available_actions(self, request: Request, pk: str | None = None) -> Response:
-        """The lifecycle actions the caller may take now, and whether they can claim."""
-        task = self.get_object()
-        spec = lifecycle_spec(task.lifecycle)
-        actions = [transition_as_dict(spec, t)
-                   for t in task_available_transitions(task, request.user, spec)]
-        return Response({"state": task.state, "actions": actions,
-                         "can_claim": task.is_open and task.assignee_id is None})
+        """The current state, the lifecycle actions the caller may take now, the disabled
+        ones out of this state (as unavailable), and whether they can claim. The task's
+        detail carries the same."""
+        return Response(task_actions(self.get_object(), request.user))
 
     @extend_schema(request=TransitionSerializer, responses=TaskDetailSerializer)
     @action(detail=True, methods=["post"])
     def transition(self, request: Request, pk: str | None = None) -> Response:
         """Fire a lifecycle action. Not allowed from the current state: 400
-        INVALID_TRANSITION with ``current_state`` and ``allowed_actions``."""
+        INVALID_TRANSITION with ``current_state`` and ``allowed_actions``; a disabled
+        action: 400 ACTION_DISABLED with the same data."""
         self.get_object()  # out of sight: 404 before anything else
         serializer = TransitionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

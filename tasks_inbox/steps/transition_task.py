@@ -7,8 +7,9 @@ Config (templated)::
 
 The workflow acts as the system: it may fire any transition of the task's lifecycle, but
 the transition must exist from the task's current state, lead into an enabled state, and
-its guard must hold; otherwise the step fails with INVALID_TRANSITION. The change, its
-history row and its events commit with the step's ActionRun.
+its guard must hold; otherwise the step fails with INVALID_TRANSITION (ACTION_DISABLED for
+an action that is switched off). The change, its history row and its events commit with
+the step's ActionRun.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def transition_task_dry_run(ctx: StepContext) -> dict[str, Any]:
         return {"would": f"fail: task {task_id} does not exist"}
     spec = lifecycle_spec(task.lifecycle)
     transition = spec.transitions.get(str(ctx.config["action"]))
+    if transition is not None and not transition.is_enabled:
+        return {"would": f"fail: '{transition.action}' is disabled (ACTION_DISABLED)"}
     if transition is None or task.state not in transition.from_states:
         allowed = [t.action for t in spec.leaving(task.state)]
         return {"would": f"fail: '{ctx.config['action']}' is not allowed from "
