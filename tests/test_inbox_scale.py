@@ -21,7 +21,7 @@ from tasks_inbox.models import Queue, Task
 ROWS = 100_000
 MAX_QUERIES = 12
 
-pytestmark = [pytest.mark.services, pytest.mark.django_db]
+pytestmark = [pytest.mark.django_db]
 
 
 @pytest.fixture
