@@ -29,7 +29,8 @@ import requests
 
 from tests.conftest import ARTIFACTS, ROOT
 
-pytestmark = pytest.mark.worker
+# Setting up the stack (migrate, seed, three processes) counts towards the first test.
+pytestmark = [pytest.mark.worker, pytest.mark.timeout(600)]
 
 # Fast sweeps, so waits and SLAs come due within seconds; no wake-up message for delays,
 # so only beat's sweep can resume them.
