@@ -10,6 +10,9 @@ filesystem transport under ``var/``).
   (default: the filesystem transport in ``var/broker``).
 - ``CACHE_URL``: a ``redis://`` URL for the shared cache (default: the broker's Redis when
   the broker is Redis, else a file cache in ``var/cache``).
+- ``FLOWDESK_VAR_DIR``: where the embedded database, broker, cache, secret key, static and
+  media files live (default: ``var/`` in the checkout).
+- ``FLOWDESK_SWEEP_{OUTBOX,WAKE,STALE,SLA}_SECONDS``: how often beat sends each sweep.
 - ``SECRET_KEY`` (default: generated once and kept in ``var/secret_key``), ``DEBUG``,
   ``ALLOWED_HOSTS`` (comma-separated), ``CSRF_TRUSTED_ORIGINS``, ``TIME_ZONE``.
 """
