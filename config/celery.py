@@ -5,8 +5,11 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import task_prerun
+from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# The embedded broker writes each message atomically (see config.broker).
+TRANSPORT_ALIASES["filesystem"] = "config.broker:Transport"
 
 app = Celery("flowdesk")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -10,6 +10,9 @@ filesystem transport under ``var/``).
   (default: the filesystem transport in ``var/broker``).
 - ``CACHE_URL``: a ``redis://`` URL for the shared cache (default: the broker's Redis when
   the broker is Redis, else a file cache in ``var/cache``).
+- ``FLOWDESK_VAR_DIR``: where the embedded database, broker, cache, secret key, static and
+  media files live (default: ``var/`` in the checkout).
+- ``FLOWDESK_SWEEP_{OUTBOX,WAKE,STALE,SLA}_SECONDS``: how often beat sends each sweep.
 - ``SECRET_KEY`` (default: generated once and kept in ``var/secret_key``), ``DEBUG``,
   ``ALLOWED_HOSTS`` (comma-separated), ``CSRF_TRUSTED_ORIGINS``, ``TIME_ZONE``.
 """
@@ -312,28 +315,21 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Keep database connections across tasks (see config.celery.refresh_db_connections).
 CELERY_DB_REUSE_MAX = 10**9
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-# Declared here, synced into django-celery-beat's tables when beat starts.
+# Declared here, synced into django-celery-beat's tables when beat starts. Each sweep's
+# interval can be set in seconds: FLOWDESK_SWEEP_OUTBOX_SECONDS, FLOWDESK_SWEEP_WAKE_SECONDS,
+# FLOWDESK_SWEEP_STALE_SECONDS, FLOWDESK_SWEEP_SLA_SECONDS. A message a sweep sends expires
+# after two intervals, so sweeps never pile up behind a busy worker.
+def _sweep(task: str, env: str, default: float) -> dict[str, object]:
+    seconds = float(os.environ.get(env) or default)
+    return {"task": task, "schedule": timedelta(seconds=seconds),
+            "options": {"queue": "sweeps", "expires": 2 * seconds}}
+
+
 CELERY_BEAT_SCHEDULE = {
-    "outbox-redispatch": {
-        "task": "flowdesk.sweep.outbox",
-        "schedule": timedelta(seconds=15),
-        "options": {"queue": "sweeps", "expires": 30},
-    },
-    "runs-wake-due": {
-        "task": "flowdesk.sweep.wake_due",
-        "schedule": timedelta(seconds=10),
-        "options": {"queue": "sweeps", "expires": 20},
-    },
-    "runs-resume-stale": {
-        "task": "flowdesk.sweep.stale_runs",
-        "schedule": timedelta(seconds=60),
-        "options": {"queue": "sweeps", "expires": 120},
-    },
-    "sla-sweep": {
-        "task": "flowdesk.sweep.sla",
-        "schedule": timedelta(seconds=60),
-        "options": {"queue": "sweeps", "expires": 120},
-    },
+    "outbox-redispatch": _sweep("flowdesk.sweep.outbox", "FLOWDESK_SWEEP_OUTBOX_SECONDS", 15),
+    "runs-wake-due": _sweep("flowdesk.sweep.wake_due", "FLOWDESK_SWEEP_WAKE_SECONDS", 10),
+    "runs-resume-stale": _sweep("flowdesk.sweep.stale_runs", "FLOWDESK_SWEEP_STALE_SECONDS", 60),
+    "sla-sweep": _sweep("flowdesk.sweep.sla", "FLOWDESK_SWEEP_SLA_SECONDS", 60),
 }
 
 # --- The engine -----------------------------------------------------------------------
@@ -360,7 +356,8 @@ FLOWDESK = {
     # Extra modules that register step types (host code's own ``@step_type``s).
     "ACTION_MODULES": env_list("FLOWDESK_ACTION_MODULES"),
     # Short waits also get a broker message so they resume on time; all waits are swept.
-    "WAKE_MESSAGE_MAX_SECONDS": 600,
+    "WAKE_MESSAGE_MAX_SECONDS": float(os.environ.get("FLOWDESK_WAKE_MESSAGE_MAX_SECONDS",
+                                                     "600")),
 }
 
 LOGGING = {

@@ -1,8 +1,22 @@
 """Shared fixtures: service gating, API clients, users, and a real Celery worker.
 
-Tests that need PostgreSQL or Redis are marked ``services`` (or use the ``celery_worker``
-fixture). Without those services they skip with the reason; with ``REQUIRE_SERVICES=1``
-they fail instead, so CI can never pass by skipping.
+The suite runs on both setups ``make test`` knows: PostgreSQL and Redis (``DATABASE_URL`` and
+``CELERY_BROKER_URL`` set, as in CI) and the embedded default (SQLite and the filesystem
+broker). Everything that works on SQLite runs on SQLite; a test says what it needs beyond
+that with a marker:
+
+- ``postgres``: PostgreSQL itself, i.e. row locks that make concurrent writers wait or skip
+  (``SELECT ... FOR UPDATE [SKIP LOCKED]``, which SQLite ignores: it serialises whole-database
+  writes instead), PostgreSQL-only SQL or plans (partial-index scans, ``statement_timeout``),
+  or volumes SQLite is not meant for.
+- ``redis``: a Redis broker or cache, i.e. behaviour only Redis has (the outbox doorbell kept in
+  Redis, ``visibility_timeout`` redelivery) or a broker shared reliably by several workers.
+
+Without what a marker asks for, the test skips with the reason; with ``REQUIRE_SERVICES=1``
+it fails instead, so CI can never pass by skipping. Tests that start a Celery worker (the
+``celery_worker`` / ``start_worker`` fixtures) need both. ``tests/test_embedded_default.py``
+starts web, worker and beat on a fresh SQLite file and filesystem broker whatever the
+suite runs on.
 """
 
 from __future__ import annotations
@@ -25,10 +39,15 @@ ARTIFACTS = ROOT / "test-artifacts"
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
 
-def services_missing() -> str | None:
-    """Why the real services are not available, or None when they are."""
+def postgres_missing() -> str | None:
+    """Why PostgreSQL is not available, or None when it is."""
     if not settings.DATABASE_IS_POSTGRES:
         return "needs PostgreSQL: set DATABASE_URL=postgres://..."
+    return None
+
+
+def redis_missing() -> str | None:
+    """Why Redis is not available, or None when it is."""
     if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         return "needs Redis: set CELERY_BROKER_URL=redis://..."
     try:
@@ -40,8 +59,13 @@ def services_missing() -> str | None:
     return None
 
 
-def require_services() -> None:
-    reason = services_missing()
+def services_missing() -> str | None:
+    """Why the real services (PostgreSQL and Redis) are not available, or None."""
+    return postgres_missing() or redis_missing()
+
+
+def require(reason: str | None) -> None:
+    """Skip (or, with ``REQUIRE_SERVICES=1``, fail) the test when ``reason`` is set."""
     if reason is None:
         return
     if REQUIRE_SERVICES:
@@ -49,14 +73,20 @@ def require_services() -> None:
     pytest.skip(reason)
 
 
+def require_services() -> None:
+    require(services_missing())
+
+
 WORKER_FIXTURES = {"celery_worker", "start_worker"}
 
 
 def pytest_runtest_setup(item: Any) -> None:
-    if item.get_closest_marker("services") or WORKER_FIXTURES & set(
-        getattr(item, "fixturenames", ())
-    ):
-        require_services()
+    if WORKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        require(services_missing())
+    if item.get_closest_marker("postgres"):
+        require(postgres_missing())
+    if item.get_closest_marker("redis"):
+        require(redis_missing())
 
 
 @pytest.fixture(autouse=True)

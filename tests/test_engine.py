@@ -436,7 +436,7 @@ def test_delay_until_a_date_from_the_context(drain: Any) -> None:
     assert step.status == "completed"
 
 
-@pytest.mark.services
+@pytest.mark.postgres  # PostgreSQL's statement_timeout
 def test_an_atomic_step_past_its_timeout_fails_with_timeout(drain: Any) -> None:
     workflow_save(document={
         "slug": "slowdb", "name": "Slow DB", "triggers": [{"event_type": "x.slow"}],

@@ -21,7 +21,7 @@ from tasks_inbox.models import Task
 from tests.conftest import ARTIFACTS, REQUIRE_SERVICES, wait_for
 from workflows.services import workflow_save
 
-pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.worker]
+pytestmark = [pytest.mark.browser, pytest.mark.worker]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",

@@ -21,7 +21,8 @@ from tasks_inbox.models import Queue, Task
 ROWS = 100_000
 MAX_QUERIES = 12
 
-pytestmark = [pytest.mark.services, pytest.mark.django_db]
+# 100,000 rows: a PostgreSQL-sized list (setting it up on SQLite takes minutes).
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 
 @pytest.fixture

@@ -25,8 +25,6 @@ from crm.models import Deal
 from tests.conftest import purge_broker, wait_for
 from workflows.services import workflow_save
 
-pytestmark = pytest.mark.services
-
 
 def note_workflow(slug: str, event_type: str, note: str = "noted") -> None:
     workflow_save(document={
@@ -78,6 +76,7 @@ def test_batches_follow_the_batch_size_and_the_order_of_events(db: Any) -> None:
     assert not Event.objects.filter(dispatched_at__isnull=True).exists()
 
 
+@pytest.mark.postgres  # its step's 1/0 is an error (aborting the batch) on PostgreSQL only
 def test_a_bad_event_is_put_off_and_the_rest_of_its_batch_goes_on(
         db: Any, client: Any, admin_user: Any) -> None:
     note_workflow("good", "deal.won")
@@ -164,6 +163,7 @@ def broker_depth() -> int:
     return sum(int(client.llen(queue)) for queue in ("steps", "sweeps"))
 
 
+@pytest.mark.redis  # reads the queue's depth in Redis
 def test_one_drain_message_while_one_is_on_its_way(transactional_db: Any) -> None:
     purge_broker()
     with transaction.atomic():

@@ -21,7 +21,7 @@ from tasks_inbox.selectors import queues_by_overdue, sla_compliance, task_metric
 from tasks_inbox.sla.configs import sla_config_save
 from tasks_inbox.sla.sweep import sla_sweep
 
-pytestmark = [pytest.mark.services, pytest.mark.django_db]
+pytestmark = [pytest.mark.django_db]
 
 URL = "/api/v1/sla-configs/"
 GOOD = {

@@ -19,7 +19,7 @@ from tasks_inbox.models import Notification, Priority, Queue, SLAEventRecord, Ta
 from tasks_inbox.sla.configs import sla_config_save
 from tasks_inbox.sla.sweep import sla_sweep, sla_task_check
 
-pytestmark = [pytest.mark.services, pytest.mark.django_db]
+pytestmark = [pytest.mark.django_db]
 
 MONDAY_9 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 

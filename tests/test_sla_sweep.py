@@ -82,7 +82,7 @@ def run_threads(work: Any, count: int) -> list[BaseException]:
     return errors
 
 
-@pytest.mark.services
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_sweeps_fire_each_threshold_once(make_user: Any) -> None:
     start = timezone.now()
@@ -110,7 +110,7 @@ def test_concurrent_sweeps_fire_each_threshold_once(make_user: Any) -> None:
     assert not due_tasks(timezone.now() + timedelta(days=1)).exists()
 
 
-@pytest.mark.services
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_checks_racing_on_the_same_tasks_fire_once(make_user: Any) -> None:
     """Even when two processes check the same tasks at once (a claim whose lease ran out
@@ -133,7 +133,6 @@ def test_checks_racing_on_the_same_tasks_fire_once(make_user: Any) -> None:
     assert_fired_once(tasks, 3)
 
 
-@pytest.mark.services
 @pytest.mark.django_db
 def test_the_record_insert_wins_once(make_user: Any) -> None:
     (task,) = setup_tasks(make_user, 1)
@@ -145,7 +144,6 @@ def test_the_record_insert_wins_once(make_user: Any) -> None:
     assert SLAEventRecord.objects.get(task=task, kind="breach").details == {"first": True}
 
 
-@pytest.mark.services
 @pytest.mark.django_db
 def test_a_broken_task_is_logged_and_skipped(make_user: Any, caplog: Any) -> None:
     start = timezone.now()
@@ -168,7 +166,7 @@ def test_a_broken_task_is_logged_and_skipped(make_user: Any, caplog: Any) -> Non
     assert_fired_once(tasks, 3)
 
 
-@pytest.mark.services
+@pytest.mark.postgres
 @pytest.mark.django_db
 def test_the_due_set_query_reads_the_partial_index(make_user: Any) -> None:
     setup_tasks(make_user, 3)

@@ -19,7 +19,7 @@ from tasks_inbox.sla.configs import sla_config_save
 from tasks_inbox.sla.sweep import sla_sweep
 from workflows.services import workflow_save
 
-pytestmark = [pytest.mark.services, pytest.mark.django_db]
+pytestmark = [pytest.mark.django_db]
 
 
 def test_a_breach_runs_the_workflow_that_tells_the_manager(make_user: Any,

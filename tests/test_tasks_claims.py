@@ -25,7 +25,7 @@ from tasks_inbox.models import Task, TaskHistory
 CLAIMS = 50
 
 
-@pytest.mark.services
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_50_concurrent_claims_exactly_one_wins(live_server: Any) -> None:
     # Given a claimable task in a queue of fifty agents (token auth, no passwords to hash)

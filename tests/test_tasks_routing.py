@@ -81,7 +81,7 @@ def test_assignment_notifies_the_assignee(make_user: Any) -> None:
     assert note.link == f"/inbox/tasks/{task.pk}/"
 
 
-@pytest.mark.services
+@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_routing_into_one_queue_stays_even(make_user: Any) -> None:
     """Tasks routed at the same time from separate connections are counted one after the
