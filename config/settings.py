@@ -367,10 +367,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"quiet_sweeps": {"()": "config.celery.QuietSweepsFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # Beat's "Sending due task" and the worker's "received"/"succeeded" lines for the
+        # sweeps are DEBUG (a sweep that did work logs its counts at INFO itself).
+        "celery.beat": {"filters": ["quiet_sweeps"]},
+        "celery.worker.strategy": {"filters": ["quiet_sweeps"]},
+        "celery.app.trace": {"filters": ["quiet_sweeps"]},
         # The filesystem transport has no host and says so on every connection.
         "kombu.connection": {"level": "ERROR"},
     },
