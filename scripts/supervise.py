@@ -12,7 +12,7 @@ of taking web and beat down with it::
 - An exit that nobody asked for is logged and followed by a restart after a delay that
   doubles from ``--min-delay`` up to ``--max-delay``; a child that ran ``--reset-after``
   seconds or more starts again at the minimum.
-- If this script itself is killed, the kernel sends the child SIGTERM (Linux
+- If this script itself is killed, the kernel kills the child too (Linux
   ``PR_SET_PDEATHSIG``), so no process is left behind.
 
 In production use the init system's supervision instead (systemd ``Restart=always``; see the
@@ -37,10 +37,11 @@ PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: receive SIGTERM when the supervising process dies."""
+    """In the child, before exec: be killed with the supervising process (as honcho's SIGKILL
+    of its process group would have done without this wrapper)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class Supervisor:
