@@ -4,6 +4,7 @@ with nothing alarming in the output."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -18,8 +19,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import ARTIFACTS, ROOT, purge_broker, wait_for, worker_env
-
-pytestmark = pytest.mark.services
 
 VENV_BIN = Path(sys.executable).parent
 STOP_BOUND = 60  # seconds; scripts/run.py lets honcho SIGKILL after 30
@@ -83,6 +82,7 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in path.read_text().split()]
 
 
+@pytest.mark.services
 def test_a_crashed_worker_is_restarted_and_ctrl_c_stops_the_stack_cleanly(stack: Stack) -> None:
     wait_for(lambda: stack.healthz() == 200, timeout=120, message="web's /healthz")
     wait_for(lambda: stack.ready_count() == 1, timeout=120, message="the worker")
@@ -112,3 +112,32 @@ def test_a_crashed_worker_is_restarted_and_ctrl_c_stops_the_stack_cleanly(stack:
     bad = [line for line in output.splitlines()
            if re.search(r"SIGKILL|\bERROR\b|\bCRITICAL\b|Traceback", line)]
     assert bad == [], f"log: {stack.log_path}"
+
+
+def routine_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    from celery.app import trace
+
+    for name in ("flowdesk.sweep.outbox", "flowdesk.advance_run"):
+        trace.info(trace.LOG_SUCCESS, {"id": "1", "name": name, "return_value": 0,
+                                       "runtime": 0.01, "args": (), "kwargs": {}})
+        trace.info(trace.LOG_RECEIVED, {"id": "1", "name": name, "eta": None})
+    logging.getLogger("celery.beat").info("Scheduler: Sending due task %s (%s)",
+                                          "runs-wake-due", "flowdesk.sweep.wake_due")
+    lines = [(record.levelname, record.getMessage()) for record in caplog.records]
+    caplog.clear()
+    return lines
+
+
+def test_routine_sweep_lines_are_debug_and_other_tasks_stay_info(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    assert routine_lines(caplog) == [
+        ("INFO", "Task flowdesk.advance_run[1] succeeded in 0.01s: 0"),
+        ("INFO", "Task flowdesk.advance_run[1] received"),
+    ]
+    caplog.set_level(logging.DEBUG)
+    lines = routine_lines(caplog)
+    assert ("DEBUG", "Task flowdesk.sweep.outbox[1] received") in lines
+    assert ("DEBUG", "Scheduler: Sending due task runs-wake-due (flowdesk.sweep.wake_due)"
+            ) in lines
+    assert ("INFO", "Task flowdesk.advance_run[1] received") in lines
