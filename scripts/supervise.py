@@ -8,7 +8,7 @@ of taking web and beat down with it::
 
 - The command runs as a child in its own process group. SIGINT and SIGTERM received here are
   passed on to it once (Celery's warm shutdown, gunicorn's graceful stop), then this script
-  waits for it and exits 0 when it stopped because it was asked to.
+  waits for it and exits 0 when it stopped cleanly (else with its exit code).
 - An exit that nobody asked for is logged and followed by a restart after a delay that
   doubles from ``--min-delay`` up to ``--max-delay``; a child that ran ``--reset-after``
   seconds or more starts again at the minimum.
@@ -56,9 +56,12 @@ class Supervisor:
         self.reset_after = reset_after
         self.child: subprocess.Popen[bytes] | None = None
         self.stop_requested = threading.Event()
+        self.stop_signal = signal.SIGTERM
 
     def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
         first = not self.stop_requested.is_set()
+        if first:
+            self.stop_signal = signal.Signals(signum)
         self.stop_requested.set()
         child = self.child
         if first and child is not None and child.poll() is None:
@@ -78,7 +81,8 @@ class Supervisor:
                 self.child.send_signal(signal.SIGTERM)
             returncode = self.child.wait()
             if self.stop_requested.is_set():
-                return 0
+                # Stopped as asked (exit 0, or killed by the signal passed on): a clean stop.
+                return 0 if returncode in (0, -self.stop_signal) else returncode
             if time.monotonic() - started >= self.reset_after:
                 delay = self.min_delay
             logger.warning("%s exited with code %s; starting it again in %.0f s",
