@@ -312,6 +312,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Keep database connections across tasks (see config.celery.refresh_db_connections).
 CELERY_DB_REUSE_MAX = 10**9
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat writes each schedule's last run to the database every 3 minutes, or after this many
+# sends (0: only by time).
+CELERY_BEAT_SYNC_EVERY = int(os.environ.get("CELERY_BEAT_SYNC_EVERY", "0"))
 # Declared here, synced into django-celery-beat's tables when beat starts.
 CELERY_BEAT_SCHEDULE = {
     "outbox-redispatch": {
