@@ -37,7 +37,7 @@ run: seed
 	@echo "    health     http://127.0.0.1:$(WEB_PORT)/healthz"
 	@echo "    login      demo / demo-pass-2026"
 	@echo ""
-	DEBUG=$${DEBUG:-1} $(BIN)/honcho start -f Procfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" DEBUG=$${DEBUG:-1} $(BIN)/python scripts/run.py start -f Procfile
 
 test: install
 	$(BIN)/ruff check .

@@ -8,10 +8,14 @@ the ActionRun by the services, never retried here.
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from django.db import DatabaseError, InterfaceError
 
 from automation import services
+
+logger = logging.getLogger(__name__)
 
 INFRA_ERRORS = (DatabaseError, InterfaceError)
 RETRY = {"autoretry_for": INFRA_ERRORS, "retry_backoff": True, "retry_backoff_max": 60,
@@ -68,14 +72,23 @@ def emit_scheduled(event_type: str, payload: dict | None = None) -> None:
 
 @shared_task(name="flowdesk.sweep.outbox")
 def sweep_outbox() -> int:
-    return services.outbox_redispatch()
+    redispatched = services.outbox_redispatch()
+    if redispatched:
+        logger.info("outbox sweep: %d events dispatched again", redispatched)
+    return redispatched
 
 
 @shared_task(name="flowdesk.sweep.wake_due")
 def sweep_wake_due() -> int:
-    return services.runs_wake_due()
+    woken = services.runs_wake_due()
+    if woken:
+        logger.info("wake sweep: %d due steps woken", woken)
+    return woken
 
 
 @shared_task(name="flowdesk.sweep.stale_runs")
 def sweep_stale_runs() -> int:
-    return services.runs_resume_stale()
+    resumed = services.runs_resume_stale()
+    if resumed:
+        logger.info("stale-run sweep: %d runs resumed", resumed)
+    return resumed

@@ -1,5 +1,6 @@
 """The Celery application. Settings live in ``config.settings`` under the ``CELERY_`` prefix."""
 
+import logging
 import os
 from typing import Any
 
@@ -34,3 +35,45 @@ def refresh_db_connections(**kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+SWEEP_TASK_PREFIX = "flowdesk.sweep."
+
+
+class QuietSweepsFilter(logging.Filter):
+    """Log Celery's routine lines about the beat sweeps at DEBUG instead of INFO.
+
+    Beat sends a sweep every few seconds and the worker says "received" and "succeeded" for
+    each; at INFO that buries everything else. Attached (in ``settings.LOGGING``) to the
+    loggers that write those lines, this turns them into DEBUG records, shown only when
+    DEBUG is enabled. A sweep that did work says so itself, at INFO, with its counts
+    (``automation.tasks``, ``tasks_inbox.tasks``). Failures and retries are not touched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not _names_a_sweep(record):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _names_a_sweep(record: logging.LogRecord) -> bool:
+    args = record.args
+    if isinstance(args, dict):  # the worker's received/succeeded lines: a context dict
+        name = args.get("name")
+        if record.msg not in _ROUTINE_TASK_LINES:
+            return False
+    elif isinstance(args, tuple) and len(args) == 2:  # beat: (entry name, task name)
+        name = args[1]
+    else:
+        return False
+    return isinstance(name, str) and name.startswith(SWEEP_TASK_PREFIX)
+
+
+def _routine_task_lines() -> frozenset[str]:
+    from celery.app import trace
+
+    return frozenset({trace.LOG_RECEIVED, trace.LOG_SUCCESS})
+
+
+_ROUTINE_TASK_LINES = _routine_task_lines()

@@ -315,6 +315,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Keep database connections across tasks (see config.celery.refresh_db_connections).
 CELERY_DB_REUSE_MAX = 10**9
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat writes each schedule's last run to the database every 3 minutes, or after this many
+# sends (0: only by time).
+CELERY_BEAT_SYNC_EVERY = int(os.environ.get("CELERY_BEAT_SYNC_EVERY", "0"))
 # Declared here, synced into django-celery-beat's tables when beat starts. Each sweep's
 # interval can be set in seconds: FLOWDESK_SWEEP_OUTBOX_SECONDS, FLOWDESK_SWEEP_WAKE_SECONDS,
 # FLOWDESK_SWEEP_STALE_SECONDS, FLOWDESK_SWEEP_SLA_SECONDS. A message a sweep sends expires
@@ -364,10 +367,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"quiet_sweeps": {"()": "config.celery.QuietSweepsFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # Beat's "Sending due task" and the worker's "received"/"succeeded" lines for the
+        # sweeps are DEBUG (a sweep that did work logs its counts at INFO itself).
+        "celery.beat": {"filters": ["quiet_sweeps"]},
+        "celery.worker.strategy": {"filters": ["quiet_sweeps"]},
+        "celery.app.trace": {"filters": ["quiet_sweeps"]},
         # The filesystem transport has no host and says so on every connection.
         "kombu.connection": {"level": "ERROR"},
     },
