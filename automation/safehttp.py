@@ -40,7 +40,8 @@ entry, never ignored.
 What is logged and reported as the URL is the URL as the HTTP client sends it
 (:func:`sent_url`: after ``requests`` has parsed and normalised it, so
 ``http://a.test\\@b.test/`` shows as ``http://a.test/%5C@b.test/``, the host actually
-called), without userinfo, query or fragment.
+called), without userinfo, query or fragment, and with every secret value known to the
+process masked (``automation.secrets.mask_known``).
 
 Redirects are never followed: a 3xx comes back as a response. Proxies, ``.netrc`` and
 other environment settings are ignored. Userinfo in a URL is sent (as basic auth) but
@@ -71,6 +72,8 @@ from requests.adapters import HTTPAdapter
 from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import EXTRA_BLOCKED_NET_RANGES, InvalidIPAddress
 from requests_hardened.ip_filter_adapter import IPFilterAdapter
+
+from automation.secrets import mask_known
 
 __all__ = [
     "ALLOWED_SCHEMES",
@@ -644,11 +647,11 @@ def safe_request(
     )
     allowed = parse_allow_hosts(allow_hosts)
     deadline = started + total_timeout
-    shown = sent_url(url)
+    shown = mask_known(sent_url(url))
     with _session(allowed) as session:
         try:
             prepared, target = _prepare(session, verb, url, headers, body)
-            shown = redact_url(prepared.url or "")
+            shown = mask_known(redact_url(prepared.url or ""))
             _precheck(target, allowed)
             response = _send(
                 session,

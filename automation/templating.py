@@ -89,6 +89,8 @@ MAX_PATH_DEPTH: Final = 32
 MAX_VALUE_DEPTH: Final = 64
 MAX_DAY_OFFSET: Final = 100_000
 DEFAULT_MASK: Final = "********"
+# What an HTTP client leaves unquoted in a URL (requests' ``requote_uri``).
+_URI_SAFE: Final = "!#$&'()*+,/:;=?@[]~"
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INDEX = re.compile(r"[0-9]{1,9}")
@@ -1024,14 +1026,18 @@ def template_roots(text: str) -> set[str]:
 
 def secret_forms(value: str) -> set[str]:
     """The spellings a secret's value can take once it has passed through a URL, JSON, a
-    ``repr()`` or a log line: as is, URL-encoded (``quote`` and ``quote_plus``), and each of
+    ``repr()`` or a log line: as is, URL-encoded (``quote`` and ``quote_plus``, and as an
+    HTTP client requotes a URL, leaving RFC 3986 delimiters alone), and each of
     those JSON-, repr- and backslash-escaped (once and twice). Matching is
     case-insensitive (see :func:`secret_pattern`), which also covers both cases of
     percent-encoded hex digits and a value lowercased in a host name."""
     if not value:
         return set()
     encoded = {value, quote(value, safe=""), quote(value), quote_plus(value),
-               quote_plus(value, safe="/")}
+               quote_plus(value, safe="/"), quote(value, safe=_URI_SAFE),
+               quote(value, safe=_URI_SAFE + "%")}
+    if "://" in value:  # a whole URL: also as logs show one, without query and fragment
+        encoded.add(value.split("#")[0].split("?")[0])
     forms = set(encoded)
     for base in encoded:
         once = {json.dumps(base)[1:-1], json.dumps(base, ensure_ascii=False)[1:-1],
