@@ -201,9 +201,9 @@ def test_the_log_filter_masks_any_library_record(console_log: io.StringIO,
 # --- the policy: secrets only where a step sends them outward ---------------------------
 
 ELSEWHERE = [
-    ("add_note", {"entity_type": "lead", "entity_id": "1", "text": "key {{secrets.MIXED}}"},
-     "steps[0].config.text"),
-    ("emit_event", {"event_type": "leak.out", "payload": {"k": ["{{ secrets.MIXED }}"]}},
+    ("add_note", {"entity_type": "lead", "entity_id": "1", "note": "key {{secrets.MIXED}}"},
+     "steps[0].config.note"),
+    ("emit_event", {"type": "leak.out", "payload": {"k": ["{{ secrets.MIXED }}"]}},
      "steps[0].config.payload.k[0]"),
     ("create_task", {"title": "{{secrets.MIXED|upper}}", "assignee": "ann"},
      "steps[0].config.title"),
@@ -211,8 +211,8 @@ ELSEWHERE = [
      "steps[0].config.message"),
     ("update_field", {"entity_type": "lead", "entity_id": "1", "field": "status",
                       "value": "{{secrets.MIXED}}"}, "steps[0].config.value"),
-    ("send_email", {"to": "a@example.com", "subject": "s", "text_body": "{{secrets.MIXED}}"},
-     "steps[0].config.text_body"),
+    ("send_email", {"to": "a@example.com", "subject": "s", "body": "{{secrets.MIXED}}"},
+     "steps[0].config.body"),
     ("call_webhook", {"url": "https://example.com/", "timeout": "{{secrets.MIXED}}"},
      "steps[0].config.timeout"),
 ]
@@ -231,6 +231,10 @@ def test_a_secret_routed_elsewhere_is_refused_at_validation(
     assert any(m.startswith("secret_not_allowed:") for m in error["fields"].get(path, [])), error
     response = api.post("/api/v1/workflows/", document, format="json")
     assert response.status_code == 400 and path in response.json()["error"]["fields"]
+    # The same step reading the context instead is valid: the secret was the only fault.
+    plain = json.loads(json.dumps(document).replace("secrets.MIXED", "lead.id"))
+    response = api.post("/api/v1/workflows/validate/", plain, format="json")
+    assert response.status_code == 200, response.content
 
 
 def test_a_secret_in_a_condition_is_refused(api: Any) -> None:
@@ -243,6 +247,8 @@ def test_a_secret_in_a_condition_is_refused(api: Any) -> None:
     fields = response.json()["error"]["fields"]
     assert any(m.startswith("secret_not_allowed:")
                for m in fields.get("steps[0].conditions.value", [])), fields
+    plain = json.loads(json.dumps(document).replace("secrets.MIXED", "lead.id"))
+    assert api.post("/api/v1/workflows/validate/", plain, format="json").status_code == 200
 
 
 def test_the_webhook_fields_that_send_outward_may_use_secrets(api: Any) -> None:
