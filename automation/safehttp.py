@@ -663,7 +663,8 @@ def safe_request(
             )
         except DeliveryError as exc:
             logger.warning(
-                "webhook %s %s refused or failed: %s (%s)", verb, shown, exc.message, exc.code
+                "webhook %s %s refused or failed: %s (%s)",
+                verb, shown, mask_known(exc.message), exc.code,
             )
             raise
         try:
@@ -675,7 +676,8 @@ def safe_request(
                 limit=max_response_bytes,
             )
         except DeliveryError as exc:
-            logger.warning("webhook %s %s failed: %s (%s)", verb, shown, exc.message, exc.code)
+            logger.warning("webhook %s %s failed: %s (%s)",
+                           verb, shown, mask_known(exc.message), exc.code)
             raise
         finally:
             response.close()

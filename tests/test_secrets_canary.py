@@ -275,3 +275,24 @@ def test_rendering_gives_secrets_only_to_the_outward_fields() -> None:
                                        "timeout": "{{secrets.K}}"}, {},
                            lookup=lambda name: "v4lue-of-k")
     assert refused.value.code == "secrets_unavailable"
+
+
+def test_the_worker_handlers_get_the_filter_too() -> None:
+    """Celery replaces the root logger's handlers with its own when a worker starts; its
+    ``after_setup_logger`` signal gives them the filter."""
+    from celery.signals import after_setup_logger
+
+    logger = logging.getLogger("flowdesk.test.worker")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        after_setup_logger.send(sender=None, logger=logger, loglevel=logging.INFO,
+                                logfile=None, format="", colorize=False)
+        assert [type(f) for f in handler.filters] == [SecretMaskFilter]
+        secret_set(name="WORKER_SEEN", value="w0rker-Secret-Value")
+        logger.warning("GET /hooks/%s", "W0RKER-SECRET-VALUE")
+        assert stream.getvalue() == f"GET /hooks/{MASK}\n"
+    finally:
+        logger.removeHandler(handler)
