@@ -140,13 +140,18 @@ _known_lock = threading.Lock()
 _environment_read = False
 
 
+_known_now: frozenset[str] = frozenset()
+
+
 def remember(value: str) -> str:
     """Add ``value`` to the secrets masked in every log record of this process; returns it."""
+    global _known_now
     if isinstance(value, str) and len(value) >= MIN_LOGGED_LENGTH and value not in _known:
         with _known_lock:
             _known[value] = None
             while len(_known) > MAX_REMEMBERED:
                 _known.pop(next(iter(_known)))
+            _known_now = frozenset(_known)
     return value
 
 
@@ -158,7 +163,7 @@ def known_values() -> frozenset[str]:
         for key, value in os.environ.items():
             if key.startswith("FLOWDESK_SECRET_") and key != "FLOWDESK_SECRETS_KEY":
                 remember(value)
-    return frozenset(_known)
+    return _known_now
 
 
 def mask_known(obj: Any) -> Any:
