@@ -27,7 +27,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from automation.models import Event, EventSource
-from automation.registry import json_value, user_summary
+from automation.registry import json_value
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +58,14 @@ def current_causation() -> Causation | None:
 
 
 def actor_context(actor: Any) -> dict[str, Any] | None:
-    """The event's actor as contexts show it: id, username, display name, email (steps
-    answer or mail the person who acted) and whether they are staff (lifecycle guards
-    read it); never the rest of the user row."""
     if actor is None or isinstance(actor, AnonymousUser) or not getattr(actor, "pk", None):
         return None
-    return {**user_summary(actor, with_email=True),
-            "is_staff": bool(getattr(actor, "is_staff", False))}
+    return {
+        "id": actor.pk,
+        "username": actor.get_username(),
+        "email": getattr(actor, "email", ""),
+        "is_staff": bool(getattr(actor, "is_staff", False)),
+    }
 
 
 def request_fingerprint(event_type: str, payload: Any) -> str:
