@@ -31,7 +31,17 @@ How an address is checked, in order:
 
 Hosts named in ``allow_hosts`` skip both address checks (scheme and redirect rules still
 apply); compare exact host names or address literals, case-insensitively and ignoring a
-final dot (``"127.0.0.1"`` does not allow ``2130706433`` or ``localhost``).
+final dot (``"127.0.0.1"`` does not allow ``2130706433`` or ``localhost``). An entry is a
+host (any port: ``hooks.internal``, ``10.0.0.5``, ``fd00::1``) or a host and one port
+(``hooks.internal:8443``, ``[fd00::1]:443``); anything else (a scheme, a path, userinfo,
+a wildcard, a bad port) is refused by :func:`parse_allow_hosts` with a message naming the
+entry, never ignored.
+
+What is logged and reported as the URL is the URL as the HTTP client sends it
+(:func:`sent_url`: after ``requests`` has parsed and normalised it, so
+``http://a.test\\@b.test/`` shows as ``http://a.test/%5C@b.test/``, the host actually
+called), without userinfo, query or fragment, and with every secret value known to the
+process masked (``automation.secrets.mask_known``).
 
 Redirects are never followed: a 3xx comes back as a response. Proxies, ``.netrc`` and
 other environment settings are ignored. Userinfo in a URL is sent (as basic auth) but
@@ -63,6 +73,8 @@ from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import EXTRA_BLOCKED_NET_RANGES, InvalidIPAddress
 from requests_hardened.ip_filter_adapter import IPFilterAdapter
 
+from automation.secrets import mask_known
+
 __all__ = [
     "ALLOWED_SCHEMES",
     "DeliveryError",
@@ -71,8 +83,10 @@ __all__ = [
     "UnsafeURLError",
     "WebhookTimeout",
     "address_category",
+    "parse_allow_hosts",
     "redact_url",
     "safe_request",
+    "sent_url",
 ]
 
 logger = logging.getLogger(__name__)
@@ -158,6 +172,8 @@ class SafeResponse:
     body: bytes = field(repr=False)
     truncated: bool
     elapsed_ms: float
+    # The URL as sent (see sent_url): no userinfo, query or fragment.
+    url: str = ""
 
 
 # --------------------------------------------------------------------------- addresses
@@ -230,6 +246,53 @@ def _normalize_host(host: str) -> str:
         return host
 
 
+_ALLOW_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252}[A-Za-z0-9_.])?")
+_ALLOW_FORMS = ("a host name or address, optionally with ':port' "
+                "(hooks.internal, 10.0.0.5, hooks.internal:8443, [fd00::1]:443)")
+
+AllowList = frozenset[tuple[str, int | None]]
+
+
+def parse_allow_entry(entry: str) -> tuple[str, int | None]:
+    """``(host, port or None)`` of one allow-list entry; ``ValueError`` naming the entry
+    for any other form."""
+    text = entry.strip() if isinstance(entry, str) else ""
+    host, port_text = text, ""
+    if text.startswith("["):
+        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::([0-9]{1,5}))?", text)
+        if match is None:
+            raise ValueError(f"allow-list entry {entry!r} is not {_ALLOW_FORMS}")
+        host, port_text = match.group(1), match.group(2) or ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        if not port_text.isascii() or not port_text.isdigit():
+            raise ValueError(f"allow-list entry {entry!r} has no valid port; it must be "
+                             f"{_ALLOW_FORMS}")
+    port = int(port_text) if port_text else None
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"allow-list entry {entry!r}: the port must be from 1 to 65535")
+    normal = _normalize_host(host)
+    try:
+        ipaddress.ip_address(normal)
+    except ValueError:
+        if text.startswith("[") or not host.isascii() or not _ALLOW_HOST_NAME.fullmatch(normal):
+            raise ValueError(f"allow-list entry {entry!r} is not {_ALLOW_FORMS}") from None
+    return normal, port
+
+
+def parse_allow_hosts(entries: Collection[str]) -> AllowList:
+    """The allow-list as ``(host, port or None)`` pairs; ``ValueError`` for a bad entry
+    and ``TypeError`` when ``entries`` is a single string."""
+    if isinstance(entries, str):
+        raise TypeError("allow_hosts must be a collection of host names, not one string")
+    return frozenset(parse_allow_entry(entry) for entry in entries)
+
+
+def _is_allowed(allow: AllowList, host: str, port: int) -> bool:
+    host = _normalize_host(host)
+    return (host, None) in allow or (host, port) in allow
+
+
 def _is_localhost_name(host: str) -> bool:
     return host == "localhost" or host.endswith(".localhost")
 
@@ -249,9 +312,10 @@ class _GuardedAdapter(IPFilterAdapter):
     address is classified by :func:`address_category` as well.
     """
 
-    def __init__(self, *, is_https: bool, allow_hosts: frozenset[str]) -> None:
+    def __init__(self, *, is_https: bool, allow_hosts: AllowList) -> None:
         super().__init__(is_https_proto=is_https, allow_loopback=False)
         self._allow_hosts = allow_hosts
+        self._default_port = 443 if is_https else 80
 
     def build_connection_pool_key_attributes(
         self,
@@ -259,8 +323,9 @@ class _GuardedAdapter(IPFilterAdapter):
         verify: bool | str,
         cert: str | tuple[str, str] | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        hostname = urlsplit(request.url or "").hostname or ""
-        if _normalize_host(hostname) in self._allow_hosts:
+        parts = urlsplit(request.url or "")
+        if _is_allowed(self._allow_hosts, parts.hostname or "",
+                       parts.port or self._default_port):
             return HTTPAdapter.build_connection_pool_key_attributes(self, request, verify, cert)
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(
             request, verify, cert
@@ -284,7 +349,7 @@ class _NoRedirectSession(HTTPSession):
         return iter(())
 
 
-def _session(allow_hosts: frozenset[str]) -> requests.Session:
+def _session(allow_hosts: AllowList) -> requests.Session:
     session = _NoRedirectSession(
         Config(
             ip_filter_enable=True,
@@ -314,6 +379,17 @@ class _Target:
     def label(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+def sent_url(url: str) -> str:
+    """``url`` as the HTTP client will send it (parsed and normalised by ``requests``),
+    without userinfo, query or fragment: what logs and run records show."""
+    prepared = requests.PreparedRequest()
+    try:
+        prepared.prepare_url(url, None)
+    except (requests.exceptions.RequestException, ValueError, UnicodeError):
+        return "<invalid url>"
+    return redact_url(prepared.url or "")
 
 
 def redact_url(url: str) -> str:
@@ -392,10 +468,10 @@ def _prepare(
     return prepared, target
 
 
-def _precheck(target: _Target, allow_hosts: frozenset[str]) -> None:
+def _precheck(target: _Target, allow_hosts: AllowList) -> None:
     """Refuse literal non-public addresses and ``localhost`` names without connecting."""
     host = _normalize_host(target.host)
-    if host in allow_hosts:
+    if _is_allowed(allow_hosts, host, target.port):
         return
     if _is_localhost_name(host):
         category: str | None = "loopback"
@@ -553,8 +629,9 @@ def safe_request(
     See the module documentation for what is refused and how time is bounded. Raises
     :class:`UnsafeURLError`, :class:`WebhookTimeout` or :class:`NetworkError` (all
     :class:`DeliveryError`), a ``DeliveryError`` with code ``invalid_request`` for a bad
-    method or header, ``ValueError`` for a non-positive limit and ``TypeError`` when
-    ``allow_hosts`` is a single string. Any status, 3xx
+    method or header, ``ValueError`` for a non-positive limit or an allow-list entry of an
+    unknown form (:func:`parse_allow_hosts`) and ``TypeError`` when ``allow_hosts`` is a
+    single string. Any status, 3xx
     included, is a :class:`SafeResponse`, not an error.
     """
     started = time.monotonic()
@@ -568,14 +645,13 @@ def safe_request(
             "max_response_bytes": max_response_bytes,
         },
     )
-    if isinstance(allow_hosts, str):
-        raise TypeError("allow_hosts must be a collection of host names, not one string")
+    allowed = parse_allow_hosts(allow_hosts)
     deadline = started + total_timeout
-    allowed = frozenset(_normalize_host(host) for host in allow_hosts)
-    shown = redact_url(url)
+    shown = mask_known(sent_url(url))
     with _session(allowed) as session:
         try:
             prepared, target = _prepare(session, verb, url, headers, body)
+            shown = mask_known(redact_url(prepared.url or ""))
             _precheck(target, allowed)
             response = _send(
                 session,
@@ -587,7 +663,8 @@ def safe_request(
             )
         except DeliveryError as exc:
             logger.warning(
-                "webhook %s %s refused or failed: %s (%s)", verb, shown, exc.message, exc.code
+                "webhook %s %s refused or failed: %s (%s)",
+                verb, shown, mask_known(exc.message), exc.code,
             )
             raise
         try:
@@ -599,7 +676,8 @@ def safe_request(
                 limit=max_response_bytes,
             )
         except DeliveryError as exc:
-            logger.warning("webhook %s %s failed: %s (%s)", verb, shown, exc.message, exc.code)
+            logger.warning("webhook %s %s failed: %s (%s)",
+                           verb, shown, mask_known(exc.message), exc.code)
             raise
         finally:
             response.close()
@@ -618,4 +696,5 @@ def safe_request(
         body=content,
         truncated=truncated,
         elapsed_ms=elapsed_ms,
+        url=shown,
     )

@@ -32,7 +32,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final, Literal
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, quote_plus, urlencode
 from uuid import UUID
 
 __all__ = [
@@ -51,6 +51,8 @@ __all__ = [
     "redact",
     "render_string",
     "render_value",
+    "secret_forms",
+    "secret_pattern",
     "system_clock",
     "template_roots",
     "validate_template",
@@ -87,6 +89,8 @@ MAX_PATH_DEPTH: Final = 32
 MAX_VALUE_DEPTH: Final = 64
 MAX_DAY_OFFSET: Final = 100_000
 DEFAULT_MASK: Final = "********"
+# What an HTTP client leaves unquoted in a URL (requests' ``requote_uri``).
+_URI_SAFE: Final = "!#$&'()*+,/:;=?@[]~"
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INDEX = re.compile(r"[0-9]{1,9}")
@@ -114,6 +118,10 @@ class Limits:
     max_template_length: int = 20_000
     max_output_length: int = 100_000
     max_expressions: int = 200
+    # A value kept with its type (a string that is exactly one ``{{ expr }}``), measured
+    # as the characters of its JSON form; and everything one render call produces.
+    max_value_size: int = 1_000_000
+    max_render_size: int = 4_000_000
 
 
 DEFAULT_LIMITS: Final = Limits()
@@ -474,6 +482,42 @@ def _copy_data(value: Any, *, for_json: bool = False, depth: int = 0) -> Any:
     raise _unsupported(value)
 
 
+def _data_size(value: Any, limit: int) -> int:
+    """The length of ``value``'s compact JSON form, about (strings counted unescaped);
+    raises ``value_too_large`` as soon as it passes ``limit``, without copying anything."""
+    size = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            size += len(item) + 2
+        elif isinstance(item, dict):
+            if depth >= MAX_VALUE_DEPTH:
+                raise TemplateRenderError(
+                    f"value is nested deeper than {MAX_VALUE_DEPTH} levels",
+                    code="value_too_deep")
+            size += 2 + dict.__len__(item)
+            for key, child in dict.items(item):
+                size += (len(key) if isinstance(key, str) else 8) + 3
+                pending.append((child, depth + 1))
+        elif isinstance(item, list | tuple):
+            if depth >= MAX_VALUE_DEPTH:
+                raise TemplateRenderError(
+                    f"value is nested deeper than {MAX_VALUE_DEPTH} levels",
+                    code="value_too_deep")
+            base = list if isinstance(item, list) else tuple
+            size += 2 + base.__len__(item)
+            pending.extend((child, depth + 1) for child in base.__iter__(item))
+        elif item is None or isinstance(item, (bool, float, *_SAFE_SCALARS)):
+            size += len(_to_text(item)) if not isinstance(item, float) else 24
+        if size > limit:
+            raise TemplateRenderError(
+                f"the value is larger than {limit} characters (as JSON)",
+                code="value_too_large", params={"limit": limit},
+            )
+    return size
+
+
 def _to_json(value: Any) -> str:
     try:
         return json.dumps(
@@ -711,6 +755,7 @@ class _Renderer:
         self.limits = limits or DEFAULT_LIMITS
         self.secrets_used: set[str] = set()
         self._secret_values: dict[str, str] = {}
+        self._rendered_size = 0
 
     def tree(self, value: Any, mode: str, modes: Mapping[str, str], path: str, depth: int) -> Any:
         try:
@@ -752,6 +797,7 @@ class _Renderer:
             if isinstance(value, str):
                 self._note_secret_output(template.single, value)
                 return self._finish(value, mode)
+            self._count(_data_size(value, self.limits.max_value_size))
             return _copy_data(value)
         pieces: list[str] = []
         size = 0
@@ -772,12 +818,22 @@ class _Renderer:
     def _finish(self, text: str, mode: str) -> str:
         if len(text) > self.limits.max_output_length:
             raise self._too_large()
+        self._count(len(text))
         if mode == "header" and ("\r" in text or "\n" in text):
             raise TemplateRenderError(
                 "line breaks are not allowed in headers, subjects and addresses",
                 code="header_injection",
             )
         return text
+
+    def _count(self, size: int) -> None:
+        """Add ``size`` to what this render call produced; refuse past the render limit."""
+        self._rendered_size += size
+        if self._rendered_size > self.limits.max_render_size:
+            raise TemplateRenderError(
+                f"the rendered values are larger than {self.limits.max_render_size} "
+                "characters in all", code="value_too_large",
+            )
 
     def _too_large(self) -> TemplateRenderError:
         return TemplateRenderError(
@@ -968,15 +1024,57 @@ def template_roots(text: str) -> set[str]:
 # --- redaction -----------------------------------------------------------------------
 
 
-def redact(obj: Any, secret_values: Iterable[str], mask: str = DEFAULT_MASK) -> Any:
-    """Deep-copy JSON-like ``obj`` with every occurrence of each secret replaced by ``mask``.
+def secret_forms(value: str) -> set[str]:
+    """The spellings a secret's value can take once it has passed through a URL, JSON, a
+    ``repr()`` or a log line: as is, URL-encoded (``quote`` and ``quote_plus``, and as an
+    HTTP client requotes a URL, leaving RFC 3986 delimiters alone), and each of
+    those JSON-, repr- and backslash-escaped (once and twice). Matching is
+    case-insensitive (see :func:`secret_pattern`), which also covers both cases of
+    percent-encoded hex digits and a value lowercased in a host name."""
+    if not value:
+        return set()
+    encoded = {value, quote(value, safe=""), quote(value), quote_plus(value),
+               quote_plus(value, safe="/"), quote(value, safe=_URI_SAFE),
+               quote(value, safe=_URI_SAFE + "%")}
+    if "://" in value:  # a whole URL: also as logs show one, without query and fragment
+        encoded.add(value.split("#")[0].split("?")[0])
+    forms = set(encoded)
+    for base in encoded:
+        once = {json.dumps(base)[1:-1], json.dumps(base, ensure_ascii=False)[1:-1],
+                repr(base)[1:-1], ascii(base)[1:-1], base.replace("\\", "\\\\"),
+                html.escape(base, quote=True), html.escape(base, quote=True).replace(
+                    "&#x27;", "&#39;")}
+        forms |= once
+        for item in once:
+            forms |= {json.dumps(item)[1:-1], repr(item)[1:-1],
+                      item.replace("\\", "\\\\")}
+    return {form for form in forms if form}
 
-    Strings (dict keys included) are scrubbed; empty secrets are ignored; other scalars
+
+@lru_cache(maxsize=256)
+def _secret_pattern(values: frozenset[str]) -> re.Pattern[str] | None:
+    needles = sorted({form for value in values for form in secret_forms(value)},
+                     key=len, reverse=True)
+    if not needles:
+        return None
+    return re.compile("|".join(map(re.escape, needles)), re.IGNORECASE)
+
+
+def secret_pattern(secret_values: Iterable[str]) -> re.Pattern[str] | None:
+    """One case-insensitive pattern matching every form (:func:`secret_forms`) of every
+    non-empty value, longest first; None when there is nothing to mask."""
+    return _secret_pattern(frozenset(s for s in secret_values if isinstance(s, str) and s))
+
+
+def redact(obj: Any, secret_values: Iterable[str], mask: str = DEFAULT_MASK) -> Any:
+    """Deep-copy JSON-like ``obj`` with every form of each secret replaced by ``mask``.
+
+    Strings (dict keys included) are scrubbed of each value in every form it can take
+    (:func:`secret_forms`, case-insensitively); empty secrets are ignored; other scalars
     are kept. Anything nested deeper than the value limit is replaced by ``mask``, so
     redaction fails closed and terminates on cyclic data.
     """
-    needles = sorted({s for s in secret_values if isinstance(s, str) and s}, key=len, reverse=True)
-    pattern = re.compile("|".join(map(re.escape, needles))) if needles else None
+    pattern = secret_pattern(secret_values)
 
     def scrub(item: Any, depth: int) -> Any:
         if isinstance(item, str):

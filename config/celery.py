@@ -5,7 +5,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_prerun
+from celery.signals import after_setup_logger, after_setup_task_logger, task_prerun
 from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -77,3 +77,15 @@ def _routine_task_lines() -> frozenset[str]:
 
 
 _ROUTINE_TASK_LINES = _routine_task_lines()
+
+
+@after_setup_logger.connect(dispatch_uid="flowdesk.mask_secrets")
+@after_setup_task_logger.connect(dispatch_uid="flowdesk.mask_task_secrets")
+def mask_secrets_in_worker_logs(logger: Any, **kwargs: Any) -> None:
+    """The worker replaces the root logger's handlers with its own: give them the filter
+    ``settings.LOGGING`` puts on the console handler, so secrets are masked there too."""
+    from automation.secrets import SecretMaskFilter
+
+    for handler in logger.handlers:
+        if not any(isinstance(f, SecretMaskFilter) for f in handler.filters):
+            handler.addFilter(SecretMaskFilter())

@@ -367,8 +367,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"quiet_sweeps": {"()": "config.celery.QuietSweepsFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Every known secret value is masked in every record, whichever library logs it.
+    "filters": {"quiet_sweeps": {"()": "config.celery.QuietSweepsFilter"},
+                "mask_secrets": {"()": "automation.secrets.SecretMaskFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
+                             "filters": ["mask_secrets"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

@@ -30,6 +30,8 @@ def register() -> None:
             "status", "owner", "created_at",
         ],
         visibility=owned_by,
+        # The demo workflows notify and assign "{{lead.owner.email}}".
+        user_fields_with_email=["owner"],
     )
     register_model(
         Deal,
@@ -38,4 +40,5 @@ def register() -> None:
         writable=["stage", "amount", "owner", "close_date"],
         exportable=["id", "name", "lead", "amount", "stage", "close_date", "owner", "created_at"],
         visibility=owned_by,
+        user_fields_with_email=["owner"],
     )

@@ -93,6 +93,7 @@ class Answer:
     body: bytes = b'{"ok": true}'
     hold: bool = False  # wait until the receiver is released before answering
     echo_header: str = ""  # put this request header's value in the body and x-echo
+    echo_all: bool = False  # answer the whole request (path, headers, body) as JSON
 
 
 @dataclass
@@ -152,6 +153,12 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
                 echoed = request.headers.get(answer.echo_header.lower(), "")
                 payload = json.dumps({"echo": echoed}).encode()
                 headers["x-echo"] = echoed
+                headers.setdefault("Content-Type", "application/json")
+            if answer.echo_all:
+                payload = json.dumps({
+                    "method": request.method, "path": request.path, "headers": request.headers,
+                    "body": request.body.decode("utf-8", errors="replace")}).encode()
+                headers["x-echo"] = json.dumps(request.path)
                 headers.setdefault("Content-Type", "application/json")
             try:
                 self.send_response(answer.status)

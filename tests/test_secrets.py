@@ -63,20 +63,22 @@ def test_keys_rotate_through_a_dedicated_key(settings: Any) -> None:
 
 def test_step_input_masks_the_secret_and_its_filtered_forms(drain: Any) -> None:
     secret_set(name="TOKEN", value=VALUE)
-    run = execute(one_step_workflow("masked", "send_notification", {
-        "recipient": "nobody-{{secrets.TOKEN|upper}}",
-        "message": "{{secrets.TOKEN}} / {{secrets.TOKEN|upper}}"}))
+    run = execute(one_step_workflow("masked", "call_webhook", {
+        "url": "http://10.0.0.1/hook/{{secrets.TOKEN|upper}}",
+        "headers": {"X-Token": "{{secrets.TOKEN}} / {{secrets.TOKEN|upper}}"}}))
     drain()
     step = step_of(run)
-    assert step.status == StepStatus.FAILED  # no such recipient; the error must be masked too
-    assert step.input == {"recipient": "nobody-********", "message": "******** / ********"}
-    assert VALUE not in step.error and VALUE.upper() not in step.error
-    assert "********" in step.error
+    assert step.status == StepStatus.FAILED  # a private address; the error must be masked
+    assert step.error_code == "UNSAFE_URL"
+    assert step.input == {"url": "http://10.0.0.1/hook/********",
+                          "headers": {"X-Token": "******** / ********"}}
+    assert VALUE.lower() not in step.error.lower() and "********" in step.error
+    assert VALUE.lower() not in str(step.output).lower()
 
 
 def test_a_missing_secret_fails_the_step_by_name(drain: Any) -> None:
-    run = execute(one_step_workflow("missing", "send_notification", {
-        "recipient": "x", "message": "{{secrets.NOT_THERE}}"}))
+    run = execute(one_step_workflow("missing", "call_webhook", {
+        "url": "http://10.0.0.1/", "headers": {"X-Token": "{{secrets.NOT_THERE}}"}}))
     drain()
     step = step_of(run)
     assert (step.status, step.error_code) == (StepStatus.FAILED, "UNKNOWN_SECRET")

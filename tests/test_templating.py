@@ -531,6 +531,24 @@ def test_output_too_large() -> None:
     assert render_value("{{ big }}", context).value == context["big"]
 
 
+def test_typed_values_are_bounded() -> None:
+    """A value that keeps its type is bounded as text is: alone, and copied many times."""
+    items = [{"name": "x" * 1000, "n": i} for i in range(900)]  # 0.92 MB as JSON
+    with pytest.raises(TemplateRenderError) as alone:
+        render_value("{{ items }}", {"items": items * 2})
+    assert alone.value.code == "value_too_large"
+    assert render_value("{{ items }}", {"items": items}).value == items
+    config = {f"copy{i}": "{{ items }}" for i in range(22)}  # 0.92 MB in, 20 MB out
+    with pytest.raises(TemplateRenderError) as copied:
+        render_value(config, {"items": items})
+    assert copied.value.code == "value_too_large"
+    with pytest.raises(TemplateRenderError) as small:
+        render_value("{{ items }}", {"items": items}, limits=Limits(max_value_size=100))
+    assert small.value.code == "value_too_large"
+    assert render_value({"a": "{{ n }}", "b": "{{ items }}"},
+                        {"n": 5, "items": [1, 2]}).value == {"a": 5, "b": [1, 2]}
+
+
 def test_template_too_long() -> None:
     text = "a" * 20_001
     with pytest.raises(TemplateSyntaxError) as info:

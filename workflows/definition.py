@@ -10,6 +10,8 @@ commands, the admin's raw view and the version snapshots::
 
 Validation reports ``(json_path, message)`` pairs, e.g.
 ``("triggers[0].conditions.and[1].operator", "unknown operator 'equals'")``.
+A ``{{secrets.NAME}}`` outside the fields a step type sends outward is refused with a
+message starting ``secret_not_allowed:`` (the policy is in ``automation.secrets``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from automation import graph
 from automation.actions import get_step_type, step_types
 from automation.conditions import validate_condition
 from automation.registry import registrations
+from automation.secrets import secret_policy_issues
 from automation.templating import BUILTIN_ROOTS, validate_value
 
 Issue = tuple[str, str]
@@ -167,6 +170,7 @@ def validate_trigger(trigger: Any, path: str) -> list[Issue]:
     if conditions:
         issues += [(i.path, i.message)
                    for i in validate_condition(conditions, path=f"{path}.conditions")]
+        issues += _secret_in_conditions(conditions, f"{path}.conditions")
     return issues
 
 
@@ -195,6 +199,7 @@ def validate_step(step: Any, path: str, roots: set[str] | None, step_keys: set[A
             issues.append((where, _schema_message(error)))
         if step_type.check is not None:
             issues += step_type.check(config, f"{path}.config")
+        issues += secret_policy_issues(step_type, config, f"{path}.config")
     step_roots = None if roots is None else roots
     for where, issue in validate_value(config, path=f"{path}.config", allowed_roots=step_roots):
         issues.append((where, issue.message))
@@ -203,6 +208,7 @@ def validate_step(step: Any, path: str, roots: set[str] | None, step_keys: set[A
     if conditions:
         issues += [(i.path, i.message)
                    for i in validate_condition(conditions, path=f"{path}.conditions")]
+        issues += _secret_in_conditions(conditions, f"{path}.conditions")
     issues += _type_issues(step.get("allow_failure"), f"{path}.allow_failure", bool,
                            "true or false")
     retry = step.get("retry")
@@ -212,6 +218,16 @@ def validate_step(step: Any, path: str, roots: set[str] | None, step_keys: set[A
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)
                                 or not 1 <= timeout <= 86400):
         issues.append((f"{path}.timeout_seconds", "must be an integer from 1 to 86400"))
+    return issues
+
+
+def _secret_in_conditions(conditions: Any, path: str) -> list[Issue]:
+    """Conditions read the run's context, never secrets: a path or value naming
+    ``secrets`` (a template, or the path ``secrets.NAME``) is refused."""
+    issues: list[Issue] = []
+    for where, text in _strings(conditions, path):
+        if re.search(r"(^|\{\{\s*)secrets(\.|\s*(\||\}\}))", text):
+            issues.append((where, "secret_not_allowed: conditions may not use secrets"))
     return issues
 
 

@@ -92,6 +92,9 @@ class StepType:
     # Retry policy used when the step itself says nothing.
     default_retry: dict[str, Any] = field(default_factory=dict)
     check: ConfigCheck | None = None
+    # Top-level config keys that send their value outward (a webhook's url, headers and
+    # body): the only places ``{{secrets.NAME}}`` may be used (see automation.secrets).
+    secret_fields: tuple[str, ...] = ()
 
     def simulate(self, ctx: StepContext) -> dict[str, Any]:
         """What the step would do, without doing it."""
@@ -112,6 +115,7 @@ def step_type(
     render_modes: dict[str, str] | None = None,
     default_retry: dict[str, Any] | None = None,
     check: ConfigCheck | None = None,
+    secret_fields: tuple[str, ...] | list[str] = (),
 ) -> Callable[[Handler], Handler]:
     """Register a step type; the decorated function is its handler."""
 
@@ -121,7 +125,7 @@ def step_type(
             label=label or name.replace("_", " ").capitalize(),
             description=(handler.__doc__ or "").strip(),
             render_modes=render_modes or {}, default_retry=default_retry or {},
-            check=check,
+            check=check, secret_fields=tuple(secret_fields),
         )
         return handler
 

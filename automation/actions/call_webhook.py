@@ -8,7 +8,12 @@ Webhooks ``whsec_<base64>`` key), ``connect_timeout``, ``timeout`` (the whole ex
 
 - Safety: requests go through ``automation.safehttp`` (requests-hardened): non-public
   addresses refused after DNS resolution on every attempt, redirects never followed,
-  proxies ignored; hosts in ``settings.FLOWDESK["WEBHOOK_ALLOW_HOSTS"]`` may be private.
+  proxies ignored; hosts in ``settings.FLOWDESK["WEBHOOK_ALLOW_HOSTS"]`` (``host`` or
+  ``host:port``; a system check refuses any other form) may be private.
+- Secrets: ``url``, ``headers`` and ``body`` may use ``{{secrets.NAME}}`` (the step's
+  ``secret_fields``); the URL recorded and logged is the one sent (``safehttp.sent_url``),
+  and every known secret value is masked in it and in what the step records, progress
+  included, in every form (``automation.secrets.mask_known``).
 - Signing (https://www.standardwebhooks.com/): ``webhook-id`` is the ActionRun's
   idempotency key, the same on every attempt and redelivery, so receivers can drop
   duplicates; ``webhook-timestamp`` is the attempt's time; ``webhook-signature`` is
@@ -36,6 +41,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from django.conf import settings
+from django.core import checks
 from django.utils import timezone
 from standardwebhooks import Webhook
 
@@ -49,6 +55,7 @@ from automation.actions import (
     step_type,
     templated,
 )
+from automation.secrets import mask_known
 
 logger = logging.getLogger(__name__)
 
@@ -216,11 +223,26 @@ def _mark_delivered(ctx: StepContext, summary: dict[str, Any], status: int) -> N
 
     mark = {**summary, "status": status, "at": timezone.now().isoformat()}
     ActionRun.objects.filter(pk=ctx.action_run.pk).update(
-        progress={"delivered": mark}, updated_at=timezone.now())
+        progress=mask_known({"delivered": mark}), updated_at=timezone.now())
+
+
+@checks.register(checks.Tags.compatibility, deploy=False)
+def check_allow_hosts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``FLOWDESK_WEBHOOK_ALLOW_HOSTS`` entries are hosts or ``host:port``, nothing else."""
+    errors: list[checks.CheckMessage] = []
+    for entry in settings.FLOWDESK.get("WEBHOOK_ALLOW_HOSTS") or ():
+        try:
+            safehttp.parse_allow_entry(entry)
+        except ValueError as exc:
+            errors.append(checks.Error(
+                str(exc), hint="Fix FLOWDESK_WEBHOOK_ALLOW_HOSTS (comma-separated).",
+                id="flowdesk.E001"))
+    return errors
 
 
 @step_type("call_webhook", schema=SCHEMA, atomic=False, label="Call a webhook",
-           render_modes=RENDER_MODES, check=check_config, default_retry=DEFAULT_RETRY)
+           render_modes=RENDER_MODES, check=check_config, default_retry=DEFAULT_RETRY,
+           secret_fields=("url", "headers", "body"))
 def call_webhook(ctx: StepContext) -> StepResult:
     """Send the signed request; retryable failures go through the step's retry policy."""
     request = prepare(ctx)
@@ -239,7 +261,7 @@ def call_webhook(ctx: StepContext) -> StepResult:
         payload = (request["body"] or b"").decode()
         headers["webhook-signature"] = signer.sign(webhook_id, sent_at, payload)
     summary = {"webhook_id": webhook_id, "method": request["method"],
-               "url": safehttp.redact_url(request["url"]), "attempt": ctx.attempt}
+               "url": mask_known(safehttp.sent_url(request["url"])), "attempt": ctx.attempt}
     try:
         response = safehttp.safe_request(
             request["method"], request["url"], headers=headers, body=request["body"],
@@ -249,15 +271,19 @@ def call_webhook(ctx: StepContext) -> StepResult:
             allow_hosts=settings.FLOWDESK["WEBHOOK_ALLOW_HOSTS"],
         )
     except safehttp.UnsafeURLError as exc:
-        raise StepFailed(f"refused to call {summary['url']}: {exc.message}",
-                         code="UNSAFE_URL", output={**summary, "refused": exc.data}) from None
+        raise StepFailed(f"refused to call {summary['url']}: {mask_known(exc.message)}",
+                         code="UNSAFE_URL",
+                         output=mask_known({**summary, "refused": exc.data})) from None
     except safehttp.DeliveryError as exc:
         code = {"timeout": "WEBHOOK_TIMEOUT", "network_error": "WEBHOOK_NETWORK_ERROR"}.get(
             exc.code, "INVALID_REQUEST")
-        raise StepFailed(exc.message, code=code, retryable=exc.retryable,
+        raise StepFailed(mask_known(exc.message), code=code, retryable=exc.retryable,
                          output={**summary, "error": exc.reason}) from None
+    except ValueError as exc:  # an allow-list entry of an unknown form
+        raise StepFailed(str(exc), code="INVALID_ALLOW_LIST") from None
+    summary["url"] = mask_known(response.url) or summary["url"]
     kept = describe_response(response)
-    output = {**summary, "status": response.status, "response": kept}
+    output = mask_known({**summary, "status": response.status, "response": kept})
     status = response.status
     if 200 <= status < 300:
         _mark_delivered(ctx, summary, status)

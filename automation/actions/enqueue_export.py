@@ -60,7 +60,13 @@ from automation.actions.mailing import (
     parse_addresses,
     send_message,
 )
-from automation.registry import ModelRegistration, json_value, registration_for_name, visible_rows
+from automation.registry import (
+    MASKED,
+    ModelRegistration,
+    json_value,
+    registration_for_name,
+    visible_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -273,14 +279,17 @@ class _Progress:
 
 
 def write_csv(queryset: models.QuerySet, fields: list[models.Field], out: Any,
-              progress: _Progress) -> int:
-    """Stream the rows into ``out`` (a text file), saving progress after every batch."""
+              progress: _Progress, masked: tuple[str, ...] = ()) -> int:
+    """Stream the rows into ``out`` (a text file), saving progress after every batch;
+    the registration's ``masked`` fields are written as ``MASKED``."""
     writer = csv.writer(out)
     writer.writerow([f.name for f in fields])
+    hidden = [f.name in masked for f in fields]
     rows = 0
     for row in queryset.values_list(*[f.attname for f in fields]).iterator(
             chunk_size=BATCH_SIZE):
-        writer.writerow([_cell(value) for value in row])
+        writer.writerow([MASKED if hide and value is not None else _cell(value)
+                         for hide, value in zip(hidden, row, strict=True)])
         rows += 1
         if rows % BATCH_SIZE == 0:
             progress.save(rows_written=rows)
@@ -338,7 +347,8 @@ def enqueue_export(ctx: StepContext) -> StepResult:
             f"{secrets.token_urlsafe(16)}.csv")
     with tempfile.TemporaryFile("w+b") as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-        rows = write_csv(planned["queryset"], planned["fields"], text, progress)
+        rows = write_csv(planned["queryset"], planned["fields"], text, progress,
+                         planned["registration"].masked)
         text.flush()
         text.detach()
         progress.save(phase="saving", rows_written=rows, total=max(total, rows))
