@@ -98,3 +98,23 @@ def resolve_secret(name: str) -> str:
     if value is None:
         raise StepFailed(f"unknown secret '{name}'", code="UNKNOWN_SECRET")
     return value
+
+
+@transaction.atomic
+def secret_describe(*, name: str, description: str) -> None:
+    """Change a stored secret's description, keeping its value."""
+    from automation.models import Secret
+
+    secret = Secret.objects.select_for_update().get(name=name)
+    secret.description = description
+    secret.updated_at = timezone.now()
+    secret.full_clean()
+    secret.save(update_fields=["description", "updated_at"])
+
+
+@transaction.atomic
+def secret_delete(*, name: str) -> None:
+    """Remove a stored secret (templates that use it then fall back to the environment)."""
+    from automation.models import Secret
+
+    Secret.objects.filter(name=name).delete()
