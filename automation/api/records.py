@@ -16,7 +16,12 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from automation.api.serializers import ExportSerializer, NoteSerializer, SecretSerializer
+from automation.api.serializers import (
+    ExportSerializer,
+    NoteSerializer,
+    SecretSerializer,
+    export_status,
+)
 from automation.models import Export, Note, NoteVisibility, Secret
 from automation.registry import registration_for_name, registrations, visible_rows
 from automation.secrets import secret_delete, secret_describe, secret_set
@@ -119,11 +124,11 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
                               409: OpenApiResponse(description="Not written yet.")})
     @action(detail=True, methods=["get"], url_path="download", url_name="api-download")
     def download(self, request: Request, pk: str | None = None) -> FileResponse:
-        """The CSV, once written; before that 409 EXPORT_NOT_READY."""
+        """The CSV, once written; before that 409 EXPORT_NOT_READY with its ``status``."""
         export = self.get_object()
         if not (export.finished_at and export.file):
             raise Conflict("The export is not written yet; see its status.",
-                           code="EXPORT_NOT_READY", data={"status": "pending"})
+                           code="EXPORT_NOT_READY", data={"status": export_status(export)})
         return FileResponse(export.file.open("rb"), as_attachment=True,
                             filename=f"{export.entity_type}-export-{export.pk}.csv",
                             content_type="text/csv")

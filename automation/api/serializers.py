@@ -95,9 +95,22 @@ class NoteSerializer(serializers.ModelSerializer):
         return note.action_run.run_id if note.action_run_id else None
 
 
+def export_status(export: Export) -> str:
+    """pending, running, completed, failed or cancelled: the file once written, else the
+    state of the step writing it (an export whose step is gone never finishes: failed)."""
+    if export.finished_at and export.file:
+        return "completed"
+    step = export.action_run
+    if step is None or step.status == StepStatus.FAILED:
+        return "failed"
+    if step.status in (StepStatus.CANCELLED, StepStatus.SKIPPED):
+        return "cancelled"
+    return "running" if step.status == StepStatus.RUNNING else "pending"
+
+
 class ExportSerializer(serializers.ModelSerializer):
     status = serializers.SerializerMethodField(
-        help_text="pending, running, completed or failed (the export step's state).")
+        help_text="pending, running, completed, failed or cancelled.")
     progress = serializers.SerializerMethodField(
         help_text="{phase, rows_written, total, percent} while it runs.")
     error = serializers.SerializerMethodField()
@@ -114,16 +127,7 @@ class ExportSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_status(self, export: Export) -> str:
-        if export.finished_at and export.file:
-            return "completed"
-        step = export.action_run
-        if step is None:
-            return "failed"
-        if step.status == StepStatus.FAILED:
-            return "failed"
-        if step.status in (StepStatus.CANCELLED, StepStatus.SKIPPED):
-            return "cancelled"
-        return "running" if step.status == StepStatus.RUNNING else "pending"
+        return export_status(export)
 
     def get_progress(self, export: Export) -> dict[str, Any] | None:
         return export.action_run.progress if export.action_run_id else None
