@@ -108,7 +108,7 @@ def _reference_text(value: Any) -> str | None:
         return None
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, str) and 0 < len(value.strip()) <= 254:
+    if isinstance(value, str) and 0 < len(value.strip()) <= 254 and "\x00" not in value:
         return value.strip()
     return None
 

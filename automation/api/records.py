@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from automation.api.serializers import (
+    SECRET_NAME,
     ExportSerializer,
     NoteSerializer,
     SecretSerializer,
@@ -56,8 +57,8 @@ class NoteViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
                                           f"{known})"))
         if not entity_id:
             issues.append(("entity_id", "required: the object's id"))
-        elif len(entity_id) > 64:
-            issues.append(("entity_id", "at most 64 characters"))
+        elif len(entity_id) > 64 or "\x00" in entity_id:
+            issues.append(("entity_id", "an id of at most 64 characters"))
         visibility = params.get("visibility")
         if visibility and visibility not in NoteVisibility.values:
             issues.append(("visibility", f"must be one of {', '.join(NoteVisibility.values)}"))
@@ -150,7 +151,9 @@ class SecretViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
     lookup_value_regex = "[^/]+"
 
     def get_object(self) -> Secret:
-        found = self.get_queryset().filter(name=self.kwargs["name"]).first()
+        name = self.kwargs["name"]
+        found = (self.get_queryset().filter(name=name).first()
+                 if SECRET_NAME.fullmatch(name) else None)
         if found is None:
             raise NotFound(f"No stored secret {self.kwargs['name']!r}.")
         self.check_object_permissions(self.request, found)

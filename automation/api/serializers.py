@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.urls import reverse
@@ -150,6 +151,10 @@ class ExportSerializer(serializers.ModelSerializer):
         return request.build_absolute_uri(path) if request is not None else path
 
 
+# A secret's name, as templates write it ({{secrets.NAME}}).
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
+
+
 class SecretSerializer(serializers.ModelSerializer):
     """A stored secret: its name and description, never its value. ``value`` is write-only
     (required to create; on update, given to replace the value)."""
@@ -157,7 +162,7 @@ class SecretSerializer(serializers.ModelSerializer):
     value = serializers.CharField(write_only=True, required=False, trim_whitespace=False,
                                   max_length=10000, style={"input_type": "password"})
     name = serializers.RegexField(
-        r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100,
+        SECRET_NAME, max_length=100,
         error_messages={"invalid": "use letters, digits and '_', not starting with a digit"})
     description = serializers.CharField(required=False, allow_blank=True, max_length=500)
     has_value = serializers.SerializerMethodField()

@@ -85,6 +85,9 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
     filterset_class = EventFilter
     throttle_scope = "events"
 
+    def get_serializer_class(self) -> type:
+        return EventCreateSerializer if self.action == "create" else EventSerializer
+
     @extend_schema(
         request=EventCreateSerializer,
         responses={202: EventAcceptedSerializer},
