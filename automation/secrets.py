@@ -264,3 +264,23 @@ def step_config_render(step_type: StepType, config: dict[str, Any], context: dic
     inward = render_value(others, context, secrets=None, modes=step_type.render_modes)
     rendered = {**inward.value, **outward.value}
     return {key: rendered[key] for key in config}, set(outward.secrets_used)
+
+
+@transaction.atomic
+def secret_describe(*, name: str, description: str) -> None:
+    """Change a stored secret's description, keeping its value."""
+    from automation.models import Secret
+
+    secret = Secret.objects.select_for_update().get(name=name)
+    secret.description = description
+    secret.updated_at = timezone.now()
+    secret.full_clean()
+    secret.save(update_fields=["description", "updated_at"])
+
+
+@transaction.atomic
+def secret_delete(*, name: str) -> None:
+    """Remove a stored secret (templates that use it then fall back to the environment)."""
+    from automation.models import Secret
+
+    Secret.objects.filter(name=name).delete()

@@ -1,4 +1,5 @@
-"""API plumbing shared by every app: the error shape and the exception handler.
+"""API plumbing shared by every app: the error shape, the exception handler, and the
+token endpoint for API clients.
 
 Every error, ours and the framework's, is rendered as::
 
@@ -12,8 +13,14 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
-from rest_framework import exceptions
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, serializers, status
+from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import set_rollback
 
 from config.errors import DomainError
@@ -117,3 +124,25 @@ def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonRespon
 
 def api_server_error(request: HttpRequest) -> JsonResponse:
     return JsonResponse(error_body("INTERNAL_ERROR", "Internal server error."), status=500)
+
+
+class TokenView(ObtainAuthToken):
+    """``POST`` a username and password to get the user's API token (the same token on
+    every call until it is revoked); send it as ``Authorization: Token <key>``. ``DELETE``
+    (authenticated) revokes the caller's token. Wrong credentials: 400 VALIDATION_ERROR.
+    Rate-limited like the login page."""
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "login"
+
+    def get_permissions(self) -> list[Any]:
+        return [IsAuthenticated()] if self.request.method == "DELETE" else [AllowAny()]
+
+    @extend_schema(responses=inline_serializer("Token", {"token": serializers.CharField()}))
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
+
+    @extend_schema(request=None, responses={204: OpenApiResponse(description="Revoked.")})
+    def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        Token.objects.filter(user=request.user).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.permissions import DjangoModelPermissions
+from rest_framework.permissions import SAFE_METHODS, DjangoModelPermissions
 
 
 class StaffModelPermissions(DjangoModelPermissions):
@@ -30,4 +30,17 @@ class StaffModelPermissions(DjangoModelPermissions):
             model = view.get_queryset().model
             return request.user.has_perm(
                 f"{model._meta.app_label}.change_{model._meta.model_name}")
+        return super().has_permission(request, view)
+
+
+class ScopedReadOrStaffModelPermissions(StaffModelPermissions):
+    """Reads for every signed-in user, over what the view's queryset lets them see (e.g.
+    the lifecycles of the tasks they can see); writes as ``StaffModelPermissions``.
+    Staff are always held to the model permissions."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        user = request.user
+        if (request.method in SAFE_METHODS and user and user.is_authenticated
+                and not user.is_staff):
+            return True
         return super().has_permission(request, view)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from config.errors import Conflict, DomainError, ValidationFailed
 from tasks_inbox.lifecycles import LifecycleInUse, LifecycleInvalid
 
-__all__ = ["ActionDisabled", "AlreadyClaimed", "FormInvalid", "InvalidTransition",
-           "LifecycleInUse", "LifecycleInvalid"]
+__all__ = ["ActionDisabled", "AlreadyClaimed", "AmbiguousQueue", "AmbiguousUser", "FormInvalid",
+           "InvalidTransition", "LifecycleInUse", "LifecycleInvalid", "UnknownQueue",
+           "UnknownUser"]
 
 
 class InvalidTransition(DomainError):
@@ -40,3 +41,33 @@ class AlreadyClaimed(Conflict):
 
 class FormInvalid(ValidationFailed):
     """Submitted form data does not match the task's form; ``fields`` has per-field messages."""
+
+
+class ReferenceInvalid(ValidationFailed):
+    """A user or queue reference (``assignee``, ``queue``, a filter, an SLA config) names
+    no object or several: 400 VALIDATION_ERROR like any bad input, with ``fields`` naming
+    the parameter and ``codes`` giving its stable reason (``reason``)."""
+
+    reason = "INVALID_REFERENCE"
+
+    def __init__(self, message: str, *, field: str, value: str | None = None) -> None:
+        data: dict[str, object] = {"codes": {field: self.reason}}
+        if value is not None:
+            data["value"] = value
+        super().__init__(f"{field}: {message}", fields={field: [message]}, data=data)
+
+
+class UnknownUser(ReferenceInvalid):
+    reason = "UNKNOWN_USER"
+
+
+class AmbiguousUser(ReferenceInvalid):
+    reason = "AMBIGUOUS_USER"
+
+
+class UnknownQueue(ReferenceInvalid):
+    reason = "UNKNOWN_QUEUE"
+
+
+class AmbiguousQueue(ReferenceInvalid):
+    reason = "AMBIGUOUS_QUEUE"

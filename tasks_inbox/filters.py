@@ -5,31 +5,57 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
+from django import forms
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from automation.models import Run
+from config.filters import ReferenceFilter, id_or_slug
 from tasks_inbox.models import PRIORITY_BY_NAME, Task
-from tasks_inbox.selectors import SORTS, task_order
+from tasks_inbox.selectors import (
+    REFERENCE_RULE,
+    SORTS,
+    queue_lookup,
+    task_order,
+    user_lookup,
+)
+from workflows.models import LifecycleState
 
 # ``ordering`` (DRF's usual name, by field) -> ``sort`` (by meaning)
 ORDERING_ALIASES = {"-priority": "priority", "priority": "-priority", "due_at": "due",
                     "-due_at": "-due", "created_at": "created", "-created_at": "-created"}
 
 
+def _state(value: str) -> str:
+    if not LifecycleState.objects.filter(key=value).exists():
+        raise forms.ValidationError(f"no lifecycle has a state {value!r}", code="UNKNOWN_STATE")
+    return value
+
+
+def _assignee(value: str) -> Any:
+    """``me`` and ``none`` as they are; anything else names one user."""
+    return value if value in ("me", "none") else user_lookup(value, field="assignee")
+
+
 class TaskFilter(django_filters.FilterSet):
-    state = django_filters.CharFilter(field_name="state")
+    state = ReferenceFilter(field_name="state", resolve=_state,
+                            help_text="A state key of a lifecycle.")
     priority = django_filters.ChoiceFilter(
         method="filter_priority", choices=[(name, name) for name in PRIORITY_BY_NAME],
     )
     task_type = django_filters.CharFilter(field_name="task_type")
-    queue = django_filters.CharFilter(method="filter_queue", help_text="A group id or name.")
-    assignee = django_filters.CharFilter(
-        method="filter_assignee", help_text="'me', 'none', a user id or a username.",
+    queue = ReferenceFilter(field_name="queue", resolve=lambda value: queue_lookup(
+        value, field="queue"), help_text="A queue id or name. " + REFERENCE_RULE)
+    assignee = ReferenceFilter(
+        method="filter_assignee", resolve=_assignee,
+        help_text="'me', 'none', or a user id, username or email. " + REFERENCE_RULE,
     )
     overdue = django_filters.BooleanFilter(method="filter_overdue")
     open = django_filters.BooleanFilter(field_name="is_open")
-    parent = django_filters.NumberFilter(field_name="parent_id")
-    run = django_filters.NumberFilter(field_name="origin_run_id")
+    parent = ReferenceFilter(field_name="parent", resolve=id_or_slug(
+        Task.objects.all(), slug_field=None, noun="task"), help_text="A task id.")
+    run = ReferenceFilter(field_name="origin_run", resolve=id_or_slug(
+        Run.objects.all(), slug_field=None, noun="run"), help_text="A run id.")
     q = django_filters.CharFilter(field_name="title", lookup_expr="icontains")
     sort = django_filters.ChoiceFilter(
         method="filter_sort", choices=[(s, s) for s in SORTS],
@@ -59,24 +85,15 @@ class TaskFilter(django_filters.FilterSet):
     def filter_priority(self, queryset: QuerySet[Task], name: str, value: str) -> QuerySet[Task]:
         return queryset.filter(priority=PRIORITY_BY_NAME[value]) if value else queryset
 
-    def filter_queue(self, queryset: QuerySet[Task], name: str, value: str) -> QuerySet[Task]:
-        if not value:
-            return queryset
-        if value.isdigit():
-            return queryset.filter(queue_id=int(value))
-        return queryset.filter(queue__name=value)
-
-    def filter_assignee(self, queryset: QuerySet[Task], name: str, value: str
+    def filter_assignee(self, queryset: QuerySet[Task], name: str, value: Any
                         ) -> QuerySet[Task]:
-        if not value:
+        if value is None:
             return queryset
         if value == "me":
             return queryset.filter(assignee=self.request.user if self.request else None)
         if value == "none":
             return queryset.filter(assignee__isnull=True)
-        if value.isdigit():
-            return queryset.filter(assignee_id=int(value))
-        return queryset.filter(assignee__username=value)
+        return queryset.filter(assignee=value)
 
     def filter_overdue(self, queryset: QuerySet[Task], name: str, value: Any) -> QuerySet[Task]:
         if value is None:

@@ -11,11 +11,25 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
-from django.db.models import Aggregate, Avg, Count, FloatField, Q, QuerySet
+from django.db.models import (
+    Aggregate,
+    Avg,
+    Count,
+    FloatField,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from config.errors import NotFound
+from tasks_inbox.errors import AmbiguousQueue, AmbiguousUser, UnknownQueue, UnknownUser
 from tasks_inbox.lifecycles import LifecycleSpec, TransitionSpec, lifecycle_spec
 from tasks_inbox.models import Notification, Queue, Task, TaskHistory, priority_name
 
@@ -75,6 +89,96 @@ def task_get(*, user: User, task_id: Any, related: bool = True) -> Task:
         return queryset.get(pk=int(task_id))
     except (Task.DoesNotExist, ValueError, TypeError):
         raise NotFound(f"Task {task_id} not found.") from None
+
+
+# --- references to users and queues ------------------------------------------------------
+
+REFERENCE_RULE = (
+    "Users are referred to by id, username or email, queues by id or name. A reference is "
+    "compared with every key at once (a whole number with the id and the name, any text "
+    "with the name and, for users, the email, ignoring case); it must name exactly one. "
+    "Otherwise: 400 VALIDATION_ERROR naming the parameter, with its reason in `codes` "
+    "(UNKNOWN_USER, AMBIGUOUS_USER, UNKNOWN_QUEUE, AMBIGUOUS_QUEUE); the id always names one."
+)
+
+
+def _reference_text(value: Any) -> str | None:
+    """The reference as text, or None when it cannot name anything (not an id or a name)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and 0 < len(value.strip()) <= 254 and "\x00" not in value:
+        return value.strip()
+    return None
+
+
+def _whole_number(text: str) -> int | None:
+    return int(text) if text.isdigit() and len(text) <= 18 else None
+
+
+def user_lookup(value: Any, *, field: str = "assignee") -> AbstractBaseUser:
+    """The one user ``value`` names (see ``REFERENCE_RULE``); ``field`` is the parameter
+    named in the error."""
+    model = get_user_model()
+    text = _reference_text(value)
+    if text is None:
+        raise UnknownUser("give a user id, username or email", field=field)
+    match = Q(**{model.USERNAME_FIELD: text})
+    if "@" in text:
+        match |= Q(**{f"{model.get_email_field_name()}__iexact": text})
+    number = _whole_number(text)
+    if number is not None:
+        match |= Q(pk=number)
+    found = list(model._default_manager.filter(match).order_by("pk")[:2])
+    if not found:
+        raise UnknownUser(f"no user {text!r}", field=field, value=text)
+    if len(found) > 1:
+        raise AmbiguousUser(f"{text!r} names several users; give the id or the username",
+                            field=field, value=text)
+    return found[0]
+
+
+def queue_lookup(value: Any, *, field: str = "queue") -> Group:
+    """The one queue (group) ``value`` names (see ``REFERENCE_RULE``)."""
+    text = _reference_text(value)
+    if text is None:
+        raise UnknownQueue("give a queue id or name", field=field)
+    match = Q(name=text)
+    number = _whole_number(text)
+    if number is not None:
+        match |= Q(pk=number)
+    found = list(Group.objects.filter(match).order_by("pk")[:2])
+    if not found:
+        raise UnknownQueue(f"no queue {text!r}", field=field, value=text)
+    if len(found) > 1:
+        raise AmbiguousQueue(f"{text!r} is the name of one queue and the id of another; "
+                             "give the name", field=field, value=text)
+    return found[0]
+
+
+def queues_of(user: User) -> QuerySet[Group]:
+    """The queues ``user`` works in or manages (staff: every queue), with counts of their
+    open, claimable (open and unassigned) and overdue tasks, and their members."""
+    if not _authenticated(user):
+        return Group.objects.none()
+    queryset = Group.objects.all()
+    if not user.is_staff:
+        queryset = queryset.filter(Q(pk__in=member_queue_ids(user))
+                                   | Q(pk__in=managed_queue_ids(user)))
+    def count(rows: QuerySet[Any]) -> Coalesce:
+        counted = rows.order_by().values("queue_id").annotate(n=Count("pk")).values("n")
+        return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+    open_tasks = Task.objects.filter(queue_id=OuterRef("pk"), is_open=True)
+    members = (get_user_model().objects.filter(groups=OuterRef("pk")).order_by()
+               .values("groups").annotate(n=Count("pk")).values("n"))
+    return queryset.annotate(
+        open_count=count(open_tasks),
+        claimable_count=count(open_tasks.filter(assignee__isnull=True)),
+        overdue_count=count(open_tasks.filter(due_at__lt=timezone.now())),
+        member_count=Coalesce(Subquery(members, output_field=IntegerField()), Value(0)),
+    ).select_related("queue_settings").order_by("name")
 
 
 # --- roles and allowed actions ----------------------------------------------------------

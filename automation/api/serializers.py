@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django.urls import reverse
 from rest_framework import serializers
 
-from automation.models import ActionRun, Event, Run
+from automation.models import ActionRun, Event, Export, Note, Run, Secret, StepStatus
 
 
 class EventSerializer(serializers.ModelSerializer):
@@ -66,3 +68,117 @@ class RunDetailSerializer(RunListSerializer):
 
     class Meta(RunListSerializer.Meta):
         fields = [*RunListSerializer.Meta.fields, "context", "action_runs"]
+
+
+class RunOperationSerializer(serializers.Serializer):
+    """Suspend, resume, cancel, retry and rerun take no input: the run is in the URL."""
+
+
+class NoteSerializer(serializers.ModelSerializer):
+    entity_type = serializers.SerializerMethodField()
+    entity_id = serializers.CharField(source="object_id", read_only=True)
+    author = serializers.SerializerMethodField()
+    run = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Note
+        fields = ["id", "entity_type", "entity_id", "note", "visibility", "author", "run",
+                  "created_at"]
+        read_only_fields = fields
+
+    def get_entity_type(self, note: Note) -> str:
+        return self.context.get("entity_type", "")
+
+    def get_author(self, note: Note) -> str | None:
+        return note.author.get_username() if note.author_id else None
+
+    def get_run(self, note: Note) -> int | None:
+        return note.action_run.run_id if note.action_run_id else None
+
+
+def export_status(export: Export) -> str:
+    """pending, running, completed, failed or cancelled: the file once written, else the
+    state of the step writing it (an export whose step is gone never finishes: failed)."""
+    if export.finished_at and export.file:
+        return "completed"
+    step = export.action_run
+    if step is None or step.status == StepStatus.FAILED:
+        return "failed"
+    if step.status in (StepStatus.CANCELLED, StepStatus.SKIPPED):
+        return "cancelled"
+    return "running" if step.status == StepStatus.RUNNING else "pending"
+
+
+class ExportSerializer(serializers.ModelSerializer):
+    status = serializers.SerializerMethodField(
+        help_text="pending, running, completed, failed or cancelled.")
+    progress = serializers.SerializerMethodField(
+        help_text="{phase, rows_written, total, percent} while it runs.")
+    error = serializers.SerializerMethodField()
+    run = serializers.SerializerMethodField()
+    requested_by = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField(
+        help_text="Where to fetch the CSV once it is written (this API, same permission).")
+
+    class Meta:
+        model = Export
+        fields = ["id", "entity_type", "export_type", "fields", "filters", "status",
+                  "progress", "row_count", "error", "run", "requested_by", "created_at",
+                  "finished_at", "download_url"]
+        read_only_fields = fields
+
+    def get_status(self, export: Export) -> str:
+        return export_status(export)
+
+    def get_progress(self, export: Export) -> dict[str, Any] | None:
+        return export.action_run.progress if export.action_run_id else None
+
+    def get_error(self, export: Export) -> str | None:
+        step = export.action_run
+        return step.error or None if step is not None and step.status == "failed" else None
+
+    def get_run(self, export: Export) -> int | None:
+        return export.action_run.run_id if export.action_run_id else None
+
+    def get_requested_by(self, export: Export) -> str | None:
+        return export.requested_by.get_username() if export.requested_by_id else None
+
+    def get_download_url(self, export: Export) -> str | None:
+        if not (export.finished_at and export.file):
+            return None
+        path = reverse("export-api-download", args=[export.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+
+# A secret's name, as templates write it ({{secrets.NAME}}).
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
+
+
+class SecretSerializer(serializers.ModelSerializer):
+    """A stored secret: its name and description, never its value. ``value`` is write-only
+    (required to create; on update, given to replace the value)."""
+
+    value = serializers.CharField(write_only=True, required=False, trim_whitespace=False,
+                                  max_length=10000, style={"input_type": "password"})
+    name = serializers.RegexField(
+        SECRET_NAME, max_length=100,
+        error_messages={"invalid": "use letters, digits and '_', not starting with a digit"})
+    description = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    has_value = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Secret
+        fields = ["id", "name", "description", "value", "has_value", "created_at",
+                  "updated_at"]
+        read_only_fields = ["id", "has_value", "created_at", "updated_at"]
+
+    def get_has_value(self, secret: Secret) -> bool:
+        return bool(secret.value_encrypted)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if self.instance is None and not attrs.get("value"):
+            raise serializers.ValidationError({"value": ["a secret needs a value"]})
+        if "value" in attrs and attrs["value"] == "":
+            raise serializers.ValidationError({"value": ["must not be empty"]})
+        return attrs

@@ -3,6 +3,7 @@
 from rest_framework.routers import BaseRouter
 
 from automation.api.monitoring import MonitoringViewSet
+from automation.api.records import ExportViewSet, NoteViewSet, SecretViewSet
 from automation.api.views import EventViewSet, RunViewSet
 
 
@@ -10,3 +11,6 @@ def register(router: BaseRouter) -> None:
     router.register("events", EventViewSet, basename="event")
     router.register("runs", RunViewSet, basename="run")
     router.register("monitoring", MonitoringViewSet, basename="monitoring")
+    router.register("notes", NoteViewSet, basename="note")
+    router.register("exports", ExportViewSet, basename="export")
+    router.register("secrets", SecretViewSet, basename="secret")

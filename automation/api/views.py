@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
+from django import forms
 from django.db import transaction
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -21,13 +22,16 @@ from automation.api.serializers import (
     EventSerializer,
     RunDetailSerializer,
     RunListSerializer,
+    RunOperationSerializer,
 )
 from automation.errors import IdempotencyKeyReused
 from automation.events import event_emit, request_fingerprint
 from automation.models import Event, EventSource, Run, RunStatus
+from automation.registry import registration_for_name, registrations
 from config.errors import ValidationFailed
-from config.filters import DateTimeFilter
+from config.filters import DateTimeFilter, ReferenceFilter, id_or_slug
 from config.permissions import StaffModelPermissions
+from workflows.models import Workflow
 
 
 def graph_payload(steps: list[dict[str, Any]], statuses: dict[str, str] | None, title: str
@@ -40,6 +44,14 @@ def graph_payload(steps: list[dict[str, Any]], statuses: dict[str, str] | None, 
     }
 
 
+def _entity_type(value: str) -> str:
+    if registration_for_name(value) is None:
+        known = ", ".join(sorted(r.name for r in registrations()))
+        raise forms.ValidationError(f"unknown entity type {value!r} (known: {known})",
+                                    code="UNKNOWN_ENTITY_TYPE")
+    return value
+
+
 class EventFilter(django_filters.FilterSet):
     type = django_filters.CharFilter()
     type_prefix = django_filters.CharFilter(field_name="type", lookup_expr="startswith")
@@ -49,6 +61,10 @@ class EventFilter(django_filters.FilterSet):
                                                        lookup_expr="lt")
     dispatched = django_filters.BooleanFilter(field_name="dispatched_at", lookup_expr="isnull",
                                               exclude=True)
+    entity_type = ReferenceFilter(field_name="entity_type", resolve=_entity_type,
+                                  help_text="A registered model's name.")
+    caused_by_run = ReferenceFilter(field_name="caused_by_run", resolve=id_or_slug(
+        Run.objects.all(), slug_field=None, noun="run"), help_text="A run id.")
 
     class Meta:
         model = Event
@@ -68,6 +84,9 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
     permission_classes = [StaffModelPermissions]
     filterset_class = EventFilter
     throttle_scope = "events"
+
+    def get_serializer_class(self) -> type:
+        return EventCreateSerializer if self.action == "create" else EventSerializer
 
     @extend_schema(
         request=EventCreateSerializer,
@@ -93,7 +112,11 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
 
 
 class RunFilter(django_filters.FilterSet):
-    workflow = django_filters.CharFilter(field_name="workflow__slug")
+    workflow = ReferenceFilter(
+        field_name="workflow", resolve=id_or_slug(Workflow.objects.all(), noun="workflow"),
+        help_text="A workflow id or slug (as in its detail URL).")
+    event = ReferenceFilter(field_name="event", resolve=id_or_slug(
+        Event.objects.all(), slug_field=None, noun="event"), help_text="An event id.")
     event_type = django_filters.CharFilter(field_name="event__type")
     created_after = DateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = DateTimeFilter(field_name="created_at", lookup_expr="lt")
@@ -121,6 +144,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return queryset
 
     def get_serializer_class(self) -> type:
+        if self.action in self.change_actions:
+            return RunOperationSerializer  # the browsable API's form for the operation
         return RunDetailSerializer if self.action == "retrieve" else RunListSerializer
 
     def _operate(self, operation: Any) -> Response:
@@ -128,29 +153,29 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         run = self.get_queryset().prefetch_related("action_runs").get(pk=run.pk)
         return Response(RunDetailSerializer(run).data)
 
-    @extend_schema(request=None, responses=RunDetailSerializer)
+    @extend_schema(request=RunOperationSerializer, responses=RunDetailSerializer)
     @action(detail=True, methods=["post"])
     def suspend(self, request: Request, pk: str | None = None) -> Response:
         """Stop starting new steps until resumed (a step already running finishes)."""
         return self._operate(services.run_suspend)
 
-    @extend_schema(request=None, responses=RunDetailSerializer)
+    @extend_schema(request=RunOperationSerializer, responses=RunDetailSerializer)
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk: str | None = None) -> Response:
         return self._operate(services.run_resume)
 
-    @extend_schema(request=None, responses=RunDetailSerializer)
+    @extend_schema(request=RunOperationSerializer, responses=RunDetailSerializer)
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         return self._operate(services.run_cancel)
 
-    @extend_schema(request=None, responses=RunDetailSerializer)
+    @extend_schema(request=RunOperationSerializer, responses=RunDetailSerializer)
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
         """Retry a failed run from its failed step; completed steps are not repeated."""
         return self._operate(services.run_retry)
 
-    @extend_schema(request=None, responses=RunDetailSerializer)
+    @extend_schema(request=RunOperationSerializer, responses=RunDetailSerializer)
     @action(detail=True, methods=["post"])
     def rerun(self, request: Request, pk: str | None = None) -> Response:
         """Start the same event again as a new run on the workflow's current version."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.permissions import StaffModelPermissions
+from config.permissions import ScopedReadOrStaffModelPermissions
 from tasks_inbox.api.serializers import LifecycleDocumentSerializer
 from tasks_inbox.lifecycle_stats import DEFAULT_DAYS, lifecycle_stats, stats_window
 from tasks_inbox.lifecycles import (
@@ -20,6 +21,7 @@ from tasks_inbox.lifecycles import (
     lifecycle_issues,
     lifecycle_save,
 )
+from tasks_inbox.selectors import tasks_visible_to
 from workflows.models import Lifecycle
 
 
@@ -42,13 +44,28 @@ class LifecycleSerializer(serializers.Serializer):
 
 class LifecycleViewSet(viewsets.ModelViewSet):
     """Lifecycles as documents. A write is validated whole; errors name each JSON path
-    (``transitions[2].to_state: unknown state 'aproved'``)."""
+    (``transitions[2].to_state: unknown state 'aproved'``). Staff with the model
+    permissions read and write them all; anyone else reads the lifecycles of the tasks
+    they can see."""
 
     queryset = Lifecycle.objects.prefetch_related("states", "transitions").order_by("name")
     serializer_class = LifecycleSerializer
-    permission_classes = [StaffModelPermissions]
+    permission_classes = [ScopedReadOrStaffModelPermissions]
     lookup_value_regex = "[^/]+"
     filter_backends: list = []
+
+    def get_queryset(self) -> QuerySet[Lifecycle]:
+        queryset = super().get_queryset()
+        user = self.request.user
+        if user.is_authenticated and not user.is_staff:
+            visible = tasks_visible_to(user).order_by().values("lifecycle_id")
+            queryset = queryset.filter(pk__in=visible)
+        return queryset
+
+    def get_serializer_class(self) -> type:
+        if self.action in ("create", "update", "partial_update", "validate"):
+            return LifecycleDocumentSerializer
+        return LifecycleSerializer
 
     def get_object(self) -> Lifecycle:
         lookup = self.kwargs["pk"]

@@ -4,18 +4,52 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser, Group
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from tasks_inbox.lifecycles import lifecycle_spec
-from tasks_inbox.models import PRIORITY_BY_NAME, Task, TaskHistory
+from tasks_inbox.models import PRIORITY_BY_NAME, Notification, Task, TaskHistory
 from tasks_inbox.selectors import (
+    REFERENCE_RULE,
+    queue_lookup,
     related_entity_type,
     task_available_transitions,
     transition_as_dict,
+    user_lookup,
 )
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class UserReferenceField(serializers.Field):
+    """A user given by id, username or email; unknown or ambiguous references answer
+    UNKNOWN_USER / AMBIGUOUS_USER naming this field."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("help_text", "A user id, username or email. " + REFERENCE_RULE)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> Any:
+        return user_lookup(data, field=self.field_name)
+
+    def to_representation(self, value: Any) -> Any:
+        return value.get_username()
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class QueueReferenceField(serializers.Field):
+    """A queue (group) given by id or name; UNKNOWN_QUEUE / AMBIGUOUS_QUEUE otherwise."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("help_text", "A queue id or name. " + REFERENCE_RULE)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> Group:
+        return queue_lookup(data, field=self.field_name)
+
+    def to_representation(self, value: Group) -> str:
+        return value.name
 
 
 class UserRefSerializer(serializers.Serializer):
@@ -187,11 +221,8 @@ class TaskCreateSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True, default="")
     task_type = serializers.CharField(required=False, allow_blank=True, max_length=64,
                                       default="")
-    assignee = serializers.PrimaryKeyRelatedField(
-        queryset=get_user_model().objects.filter(is_active=True), required=False,
-        allow_null=True)
-    queue = serializers.PrimaryKeyRelatedField(queryset=Group.objects.all(), required=False,
-                                               allow_null=True)
+    assignee = UserReferenceField(required=False, allow_null=True)
+    queue = QueueReferenceField(required=False, allow_null=True)
     routing = serializers.ChoiceField(choices=["least_busy", "claim"], required=False)
     priority = serializers.ChoiceField(choices=list(PRIORITY_BY_NAME), default="medium")
     due_at = serializers.DateTimeField(required=False, allow_null=True)
@@ -214,10 +245,8 @@ class CompleteSerializer(serializers.Serializer):
 
 
 class ReassignSerializer(serializers.Serializer):
-    assignee = serializers.PrimaryKeyRelatedField(
-        queryset=get_user_model().objects.all(), required=False, allow_null=True)
-    queue = serializers.PrimaryKeyRelatedField(queryset=Group.objects.all(), required=False,
-                                               allow_null=True)
+    assignee = UserReferenceField(required=False, allow_null=True)
+    queue = QueueReferenceField(required=False, allow_null=True)
     reason = serializers.CharField(required=False, allow_blank=True, default="",
                                    max_length=1000)
 
@@ -232,10 +261,8 @@ class EscalateSerializer(serializers.Serializer):
                                    max_length=1000)
     priority = serializers.ChoiceField(choices=list(PRIORITY_BY_NAME), required=False,
                                        help_text="Default: one level up.")
-    assignee = serializers.PrimaryKeyRelatedField(
-        queryset=get_user_model().objects.all(), required=False, allow_null=True)
-    queue = serializers.PrimaryKeyRelatedField(queryset=Group.objects.all(), required=False,
-                                               allow_null=True)
+    assignee = UserReferenceField(required=False, allow_null=True)
+    queue = QueueReferenceField(required=False, allow_null=True)
 
 
 class HistorySerializer(serializers.ModelSerializer):
@@ -259,3 +286,61 @@ class LifecycleDocumentSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True)
     states = serializers.JSONField(required=False)
     transitions = serializers.JSONField(required=False)
+
+
+class ClaimSerializer(serializers.Serializer):
+    """Claiming takes no input: the caller becomes the assignee."""
+
+
+class QueueSerializer(serializers.Serializer):
+    """A queue the caller works in or manages, with counts of its open tasks."""
+
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    routing = serializers.SerializerMethodField()
+    description = serializers.SerializerMethodField()
+    is_member = serializers.SerializerMethodField()
+    is_manager = serializers.SerializerMethodField()
+    member_count = serializers.IntegerField(read_only=True)
+    open_count = serializers.IntegerField(read_only=True)
+    claimable_count = serializers.IntegerField(read_only=True)
+    overdue_count = serializers.IntegerField(read_only=True)
+
+    def _settings(self, group: Group) -> Any:
+        return getattr(group, "queue_settings", None)
+
+    def get_routing(self, group: Group) -> str:
+        queue = self._settings(group)
+        return queue.routing if queue is not None else "least_busy"
+
+    def get_description(self, group: Group) -> str:
+        queue = self._settings(group)
+        return queue.description if queue is not None else ""
+
+    def get_is_member(self, group: Group) -> bool:
+        return group.pk in self.context.get("member_ids", ())
+
+    def get_is_manager(self, group: Group) -> bool:
+        return group.pk in self.context.get("managed_ids", ())
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    is_read = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Notification
+        fields = ["id", "message", "link", "is_read", "read_at", "created_at"]
+        read_only_fields = fields
+
+
+class NotificationReadSerializer(serializers.Serializer):
+    """Marking read takes no input."""
+
+
+class MarkedReadSerializer(serializers.Serializer):
+    marked = serializers.IntegerField(help_text="How many notifications were unread.")
+    unread = serializers.IntegerField(help_text="Unread notifications left.")
+
+
+class UnreadCountSerializer(serializers.Serializer):
+    unread = serializers.IntegerField()

@@ -18,7 +18,13 @@ from rest_framework.response import Response
 from config.errors import NotFound, PermissionDenied, ValidationFailed
 from config.permissions import StaffModelPermissions
 from tasks_inbox.models import SLA_SPECIFICITY_RULE, Queue, SLAConfig
-from tasks_inbox.selectors import sla_compliance_daily, sla_compliance_report
+from tasks_inbox.selectors import (
+    REFERENCE_RULE,
+    queue_lookup,
+    sla_compliance_daily,
+    sla_compliance_report,
+    user_lookup,
+)
 from tasks_inbox.sla.configs import sla_config_delete, sla_config_save
 from tasks_inbox.sla.rules import SLAConfigInvalid, sla_config_document
 
@@ -33,7 +39,7 @@ class SLAConfigSerializer(serializers.Serializer):
     description = serializers.CharField(required=False, allow_blank=True)
     is_active = serializers.BooleanField(required=False, default=True)
     queue = serializers.CharField(required=False, allow_null=True,
-                                  help_text="A queue (group) name or id.")
+                                  help_text="A queue (group) id or name. " + REFERENCE_RULE)
     task_type = serializers.CharField(required=False, allow_blank=True, max_length=64)
     priority = serializers.ChoiceField(choices=["low", "medium", "high", "urgent"],
                                        required=False, allow_null=True)
@@ -58,6 +64,39 @@ class SLAConfigSerializer(serializers.Serializer):
 
     def to_representation(self, instance: SLAConfig) -> dict[str, Any]:
         return sla_config_document(instance)
+
+
+def resolve_references(document: dict[str, Any]) -> dict[str, Any]:
+    """Users and queues named the API's way (a user by id, username or email, a queue by id
+    or name; unknown or ambiguous: UNKNOWN_*/AMBIGUOUS_* naming the JSON path), handed on
+    to the SLA rules as the username and the queue name. Everything else is left to them."""
+    document = dict(document)
+    if document.get("queue") not in (None, ""):
+        document["queue"] = queue_lookup(document["queue"], field="queue").name
+    ladder = document.get("escalation_ladder")
+    if not isinstance(ladder, list):
+        return document
+    resolved = []
+    for index, level in enumerate(ladder):
+        actions = level.get("actions") if isinstance(level, dict) else None
+        if isinstance(actions, list):
+            level = {**level, "actions": [
+                _resolve_action(action, f"escalation_ladder[{index}].actions[{position}]")
+                for position, action in enumerate(actions)]}
+        resolved.append(level)
+    document["escalation_ladder"] = resolved
+    return document
+
+
+def _resolve_action(action: Any, path: str) -> Any:
+    if not isinstance(action, dict) or action.get("type") != "reassign":
+        return action
+    action = dict(action)
+    if action.get("queue") not in (None, ""):
+        action["queue"] = queue_lookup(action["queue"], field=f"{path}.queue").name
+    if action.get("user") not in (None, ""):
+        action["user"] = user_lookup(action["user"], field=f"{path}.user").get_username()
+    return action
 
 
 class SLAConfigViewSet(viewsets.ModelViewSet):
@@ -85,7 +124,7 @@ class SLAConfigViewSet(viewsets.ModelViewSet):
         document = {**(base or {}), **request.data}
         for key in ("id", "specificity", "updated_at"):
             document.pop(key, None)
-        return document
+        return resolve_references(document)
 
     @extend_schema(request=SLAConfigSerializer, responses={201: SLAConfigSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:

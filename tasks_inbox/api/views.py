@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -17,8 +16,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.errors import PermissionDenied
+from config.filters import FilterBackend
 from tasks_inbox import services
 from tasks_inbox.api.serializers import (
+    ClaimSerializer,
     CompleteSerializer,
     EscalateSerializer,
     HistorySerializer,
@@ -46,20 +47,27 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
                   viewsets.GenericViewSet):
     """Tasks the caller may see (assigned to them, unassigned in their queues, every task of
     the queues they manage; staff see all). Filters: ``state``, ``priority``, ``task_type``,
-    ``queue``, ``assignee`` (``me``, ``none``, id, username), ``overdue``, ``open``;
+    ``queue`` (id or name), ``assignee`` (``me``, ``none``, id, username or email),
+    ``overdue``, ``open``; a value that names nothing answers 400;
     ``sort``: ``priority`` (default) or ``due``."""
 
     serializer_class = TaskSerializer
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [FilterBackend]
     filterset_class = TaskFilter
 
     def get_queryset(self) -> QuerySet[Task]:
         return tasks_visible_to(self.request.user).select_related(*LIST_RELATED)
 
+    # The input of each write, so the browsable API and the schema show its own form.
+    action_serializers: dict[str, type] = {
+        "create": TaskCreateSerializer, "transition": TransitionSerializer,
+        "claim": ClaimSerializer, "complete": CompleteSerializer,
+        "reassign": ReassignSerializer, "escalate": EscalateSerializer,
+        "retrieve": TaskDetailSerializer,
+    }
+
     def get_serializer_class(self) -> type:
-        if self.action == "retrieve":
-            return TaskDetailSerializer
-        return TaskSerializer
+        return self.action_serializers.get(self.action or "", TaskSerializer)
 
     def get_object(self) -> Task:
         return task_get(user=self.request.user, task_id=self.kwargs["pk"])
@@ -117,7 +125,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
                                         outcome=data.get("outcome") or None)
         return self._detail(task.pk)
 
-    @extend_schema(request=None, responses={200: TaskDetailSerializer,
+    @extend_schema(request=ClaimSerializer, responses={200: TaskDetailSerializer,
                                             409: OpenApiResponse(description="Already claimed.")})
     @action(detail=True, methods=["post"])
     def claim(self, request: Request, pk: str | None = None) -> Response:

@@ -92,3 +92,7 @@ class SimulateSerializer(serializers.Serializer):
 
 class ExecuteSerializer(serializers.Serializer):
     payload = serializers.JSONField(required=False, default=dict)
+
+
+class NoInputSerializer(serializers.Serializer):
+    """The operation takes no input: what it acts on is in the URL."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+import django_filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -16,11 +16,13 @@ from automation.api.views import graph_payload
 from automation.models import Run
 from automation.services import workflow_execute
 from config.errors import ValidationFailed
+from config.filters import ReferenceFilter, id_or_slug
 from config.permissions import StaffModelPermissions
 from workflows import services
 from workflows.api.serializers import (
     ActionSerializer,
     ExecuteSerializer,
+    NoInputSerializer,
     SimulateSerializer,
     TriggerSerializer,
     VersionSerializer,
@@ -45,6 +47,20 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     ordering_fields = ["name", "created_at", "updated_at"]
     change_actions = ("simulate", "execute", "validate_existing", "restore_version")
 
+    # The input of each write, so the browsable API and the schema show its own form.
+    action_serializers: dict[str, type] = {
+        "create": WorkflowDocumentSerializer, "update": WorkflowDocumentSerializer,
+        "partial_update": WorkflowDocumentSerializer, "validate": WorkflowDocumentSerializer,
+        "simulate": SimulateSerializer, "execute": ExecuteSerializer,
+        "validate_existing": NoInputSerializer, "restore_version": NoInputSerializer,
+    }
+
+    def get_serializer_class(self) -> type:
+        return self.action_serializers.get(self.action or "", WorkflowSerializer)
+
+    def _read(self, workflow: Workflow) -> dict[str, Any]:
+        return WorkflowSerializer(workflow, context=self.get_serializer_context()).data
+
     def _document(self, request: Request, partial: bool, workflow: Workflow | None
                   ) -> dict[str, Any]:
         serializer = WorkflowDocumentSerializer(data=request.data, partial=partial)
@@ -63,7 +79,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         if Workflow.objects.filter(slug=document.get("slug")).exists():
             raise ValidationFailed.from_issues([("slug", "a workflow with this slug exists")])
         workflow = services.workflow_save(document=document, user=request.user)
-        return Response(self.get_serializer(workflow).data, status=status.HTTP_201_CREATED)
+        return Response(self._read(workflow), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=WorkflowDocumentSerializer, responses=WorkflowSerializer)
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -71,7 +87,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         partial = kwargs.get("partial", False)
         document = self._document(request, partial=partial, workflow=workflow)
         workflow = services.workflow_save(document=document, workflow=workflow, user=request.user)
-        return Response(self.get_serializer(workflow).data)
+        return Response(self._read(workflow))
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         services.workflow_delete(workflow=self.get_object())
@@ -87,7 +103,8 @@ class WorkflowViewSet(viewsets.ModelViewSet):
             raise ValidationFailed.from_issues(issues)
         return Response({"valid": True})
 
-    @extend_schema(request=None, responses={200: OpenApiResponse(description="Valid.")},
+    @extend_schema(request=NoInputSerializer,
+                   responses={200: OpenApiResponse(description="Valid.")},
                    operation_id="v1_workflows_validate_existing")
     @action(detail=True, methods=["post"], url_path="validate")
     def validate_existing(self, request: Request, pk: str | None = None) -> Response:
@@ -136,7 +153,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         page = self.paginate_queryset(versions)
         return self.get_paginated_response(VersionSerializer(page, many=True).data)
 
-    @extend_schema(request=None, responses=WorkflowSerializer)
+    @extend_schema(request=NoInputSerializer, responses=WorkflowSerializer)
     @action(detail=True, methods=["post"], url_path=r"versions/(?P<number>\d+)/restore")
     def restore_version(self, request: Request, pk: str | None = None,
                         number: str | None = None) -> Response:
@@ -148,7 +165,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
 
             raise NotFound(f"Version {number} of this workflow does not exist.")
         workflow = services.version_restore(version=version, user=request.user)
-        return Response(self.get_serializer(workflow).data)
+        return Response(self._read(workflow))
 
     @extend_schema(responses=OpenApiResponse(description="Nodes, edges and an SVG picture."))
     @action(detail=True, methods=["get"])
@@ -167,6 +184,28 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         return self.get_paginated_response(RunListSerializer(page, many=True).data)
 
 
+def _workflow_filter() -> ReferenceFilter:
+    return ReferenceFilter(
+        field_name="workflow", resolve=id_or_slug(Workflow.objects.all(), noun="workflow"),
+        help_text="A workflow id or slug (as in its detail URL).")
+
+
+class TriggerFilter(django_filters.FilterSet):
+    workflow = _workflow_filter()
+
+    class Meta:
+        model = Trigger
+        fields = ["workflow", "event_type", "is_active"]
+
+
+class ActionFilter(django_filters.FilterSet):
+    workflow = _workflow_filter()
+
+    class Meta:
+        model = Action
+        fields = ["workflow", "type"]
+
+
 class _PartViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                    mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     permission_classes = [StaffModelPermissions]
@@ -183,12 +222,7 @@ class TriggerViewSet(_PartViewSet):
 
     queryset = Trigger.objects.select_related("workflow").order_by("workflow", "id")
     serializer_class = TriggerSerializer
-    filterset_fields = ["event_type", "is_active"]
-
-    def get_queryset(self) -> QuerySet[Trigger]:
-        queryset = super().get_queryset()
-        slug = self.request.query_params.get("workflow")
-        return queryset.filter(workflow__slug=slug) if slug else queryset
+    filterset_class = TriggerFilter
 
     def perform_create(self, serializer: TriggerSerializer) -> None:
         serializer.instance = services.trigger_save(
@@ -212,12 +246,7 @@ class ActionViewSet(_PartViewSet):
 
     queryset = Action.objects.select_related("workflow").order_by("workflow", "position")
     serializer_class = ActionSerializer
-    filterset_fields = ["type"]
-
-    def get_queryset(self) -> QuerySet[Action]:
-        queryset = super().get_queryset()
-        slug = self.request.query_params.get("workflow")
-        return queryset.filter(workflow__slug=slug) if slug else queryset
+    filterset_class = ActionFilter
 
     def perform_create(self, serializer: ActionSerializer) -> None:
         serializer.instance = services.action_save(
