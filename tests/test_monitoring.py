@@ -63,7 +63,9 @@ def test_monitoring_page_renders_charts(client: Client, admin_user: Any, some_ru
     client.force_login(admin_user)
     html = client.get("/monitoring/").content.decode()
     assert html.count("<svg") >= 3
-    assert "Monitored" not in html or "mon" in html
+    # the workflow's row: 3 runs, 1 failed, shares and durations humanised
+    assert "<td>mon</td><td>3</td>" in html and "<td>33.3%</td>" in html
+    assert "None" not in html and "widthratio" not in html
     assert 'id="active-runs"' in html and "not ok" not in html
 
 

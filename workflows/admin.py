@@ -222,3 +222,8 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
         for version in queryset:
             workflow = services.version_restore(version=version, user=request.user)
             self.message_user(request, f"{workflow}: restored v{version.number}.")
+
+
+admin.site.site_header = "Flowdesk"
+admin.site.site_title = "Flowdesk admin"
+admin.site.index_title = "Workflows, runs and tasks"
