@@ -19,7 +19,7 @@ from automation.models import ActionRun, EmailTemplate, Event, Export, Note, Run
 from automation.registry import registration_for_model
 from config.admin_inlines import ReadOnlyInline
 from config.errors import DomainError
-from config.templatetags.flowdesk import duration_text
+from config.templatetags.flowdesk import duration_text, when
 
 HISTORY_LIMIT = 20
 
@@ -100,8 +100,7 @@ class AutomationHistoryMixin:
 
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "workflow", "version", "status", "error_code", "created_at",
-                    "took")
+    list_display = ("id", "workflow", "version", "status", "error_code", "created", "took")
     list_filter = ("status", "workflow", "error_code")
     search_fields = ("=id", "workflow__slug", "error")
     readonly_fields = ("graph", "workflow", "version", "event", "trigger_index", "rerun_of",
@@ -115,6 +114,10 @@ class RunAdmin(ReadOnlyAdmin):
     @admin.display(description="took")
     def took(self, obj: Run) -> str:
         return _took(obj.started_at, obj.finished_at)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Run) -> str:
+        return when(obj.created_at)
 
     @admin.display(description="step graph")
     def graph(self, obj: Run) -> str:

@@ -22,7 +22,8 @@ from django.db import transaction
 
 from automation.models import Run
 from crm.models import Lead
-from tasks_inbox.models import Notification, Task
+from tasks_inbox.models import Notification
+from tasks_inbox.selectors import tasks_visible_to
 from tests.conftest import ARTIFACTS, REQUIRE_SERVICES
 from workflows import demo
 from workflows.models import Workflow
@@ -82,11 +83,12 @@ def site(drain: Any) -> dict[str, Any]:
     for user in users.values():
         for text in ("A task was assigned to you", "An SLA is about to breach"):
             Notification.objects.create(recipient=user, message=text, link="/inbox/")
-    task = Task.objects.filter(assignee=users["alice"], is_open=True).order_by("pk").first()
-    assert task is not None, "the demo data gives alice an open task"
+    tasks = {role: tasks_visible_to(users[name]).filter(is_open=True).order_by("pk").first()
+             for role, name in (("agent", "alice"), ("manager", "maria"), ("staff", "demo"))}
+    assert all(tasks.values()), f"the demo data gives each role a task to open: {tasks}"
     failed = Run.objects.filter(status="failed").first()
     assert failed is not None, "the failing workflow failed a run"
-    return {"users": users, "lead": lead, "task": task, "failed_run": failed,
+    return {"users": users, "lead": lead, "tasks": tasks, "failed_run": failed,
             "workflow": Workflow.objects.get(slug="qualify-high-value-leads")}
 
 
@@ -129,7 +131,7 @@ def _watch(page: Any, origin: str) -> Watch:
 
 
 def _pages(role: str, site: dict[str, Any]) -> list[tuple[str, str]]:
-    task, lead = site["task"], site["lead"]
+    task, lead = site["tasks"][role], site["lead"]
     common = [
         ("home", "/"), ("inbox", "/inbox/"), ("queues", "/inbox/queues/"),
         ("team", "/inbox/team/"), ("task", f"/inbox/tasks/{task.pk}/"),
@@ -150,7 +152,7 @@ def _pages(role: str, site: dict[str, Any]) -> list[tuple[str, str]]:
             ("admin-runs", "/admin/automation/run/"),
             ("admin-run", f"/admin/automation/run/{run.pk}/change/"),
             ("admin-tasks", "/admin/tasks_inbox/task/"),
-            ("admin-task", f"/admin/tasks_inbox/task/{task.pk}/change/"),
+            ("admin-task", f"/admin/tasks_inbox/task/{site['tasks']['agent'].pk}/change/"),
             ("admin-leads", "/admin/crm/lead/"),
             ("admin-lead", f"/admin/crm/lead/{lead.pk}/change/")]
 

@@ -227,3 +227,6 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
 admin.site.site_header = "Flowdesk"
 admin.site.site_title = "Flowdesk admin"
 admin.site.index_title = "Workflows, runs and tasks"
+# The app list is on the index page; without the sidebar, the wide lists (runs, tasks) and
+# the step graphs get the whole width of the screen.
+admin.site.enable_nav_sidebar = False
