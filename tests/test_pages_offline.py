@@ -167,12 +167,21 @@ def _log_in(page: Any, base: str, username: str) -> None:
 
 
 OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+# Chart tooltips come from static/js/charts.js: every bar and dot has a <title>.
+TOOLTIPS = """() => {
+  const triggers = [...document.querySelectorAll("svg.pygal-chart .tooltip-trigger")];
+  const titled = triggers.filter(t => t.querySelector(":scope > title"));
+  return {triggers: triggers.length, untitled: triggers.length - titled.length,
+          sample: titled.length ? titled[0].querySelector("title").textContent : ""};
+}"""
 CLIPPED = """selector => [...document.querySelectorAll(selector)].map(
   box => box.scrollWidth - box.clientWidth).reduce((a, b) => Math.max(a, b), 0)"""
 
 
-def _visit(page: Any, watch: Watch, base: str, name: str, path: str) -> dict[str, Any]:
-    """Open ``path`` at 1366 and at 390 px; return what went wrong (empty lists if nothing)."""
+def _visit(page: Any, watch: Watch, base: str, name: str, path: str
+           ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Open ``path`` at 1366 and at 390 px; return what went wrong (empty if nothing) and
+    the page's chart tooltips (None without charts)."""
     found: dict[str, Any] = {}
     for width, height in (WIDE, NARROW):
         page.set_viewport_size({"width": width, "height": height})
@@ -184,6 +193,9 @@ def _visit(page: Any, watch: Watch, base: str, name: str, path: str) -> dict[str
         status = response.status if response is not None else 0
         overflow = page.evaluate(OVERFLOW)
         clipped = page.evaluate(CLIPPED, ".graph, #changelist .results") if width == 1366 else 0
+        tooltips = page.evaluate(TOOLTIPS)
+        if tooltips["triggers"]:
+            found["tooltips"] = tooltips
         page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
         problems = {
             "status": status if status >= 400 or status == 0 else None,
@@ -191,9 +203,10 @@ def _visit(page: Any, watch: Watch, base: str, name: str, path: str) -> dict[str
             "other_origin": list(watch.other_origin),
             "overflow_px": overflow if overflow > 0 else None,
             "clipped_px": clipped if clipped > 0 else None,
+            "untitled_tooltips": tooltips["untitled"] or None,
         }
         found[str(width)] = {k: v for k, v in problems.items() if v}
-    return {k: v for k, v in found.items() if v}
+    return {k: v for k, v in found.items() if v and k != "tooltips"}, found.get("tooltips")
 
 
 @pytest.mark.timeout(900)
@@ -210,6 +223,7 @@ def test_every_page_works_offline_and_fits_a_phone(
     problems: dict[str, Any] = {}
     visited = 0
     other_origin_total = 0
+    tooltips: dict[str, Any] = {}
 
     with browser_tools() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -218,7 +232,7 @@ def test_every_page_works_offline_and_fits_a_phone(
             page = browser.new_context().new_page()
             watch = _watch(page, origin)
             for name, path in (("login", "/accounts/login/"), ("home-anonymous", "/")):
-                found = _visit(page, watch, base, name, path)
+                found, _ = _visit(page, watch, base, name, path)
                 visited += 1
                 if found:
                     problems[name] = found
@@ -232,7 +246,9 @@ def test_every_page_works_offline_and_fits_a_phone(
                 _log_in(page, base, username)
                 assert page.locator(".who").inner_text().startswith(username)
                 for name, path in _pages(role, site):
-                    found = _visit(page, watch, base, f"{role}-{name}", path)
+                    found, chart_tips = _visit(page, watch, base, f"{role}-{name}", path)
+                    if chart_tips:
+                        tooltips[f"{role}-{name}"] = chart_tips
                     visited += 1
                     other_origin_total += sum(len(v.get("other_origin", []))
                                               for v in found.values())
@@ -246,5 +262,9 @@ def test_every_page_works_offline_and_fits_a_phone(
     assert visited == 2 + 9 + 10 + 21
     assert other_origin_total == 0, problems
     assert problems == {}
+    # the monitoring charts have tooltips of our own (any chart without one is a problem)
+    assert "staff-monitoring" in tooltips, tooltips
+    assert tooltips["staff-monitoring"]["untitled"] == 0
+    assert ": " in tooltips["staff-monitoring"]["sample"], tooltips
     for shot in ("staff-monitoring-390.png", "staff-admin-lead-1366.png", "agent-task-390.png"):
         assert (SHOTS / shot).stat().st_size > 10_000
