@@ -5,15 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.apps import apps
 from django.contrib import admin, messages
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
 from django.http import HttpRequest
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 
 from automation import graphs, services
 from automation.models import ActionRun, EmailTemplate, Event, Export, Note, Run, Secret
+from automation.registry import registration_for_model
 from config.admin_inlines import ReadOnlyInline
 from config.errors import DomainError
+from config.templatetags.flowdesk import duration_text, when
+
+HISTORY_LIMIT = 20
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -29,15 +37,70 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 class ActionRunInline(ReadOnlyInline):
     model = ActionRun
-    fields = ("step_key", "type", "status", "attempts", "error_code", "error", "input", "output",
-              "started_at", "finished_at")
+    fields = ("step_key", "type", "status", "attempts", "took", "error_code", "error", "input",
+              "output", "started_at", "finished_at")
     ordering = ["position"]
+
+    @admin.display(description="took")
+    def took(self, obj: ActionRun) -> str:
+        return _took(obj.started_at, obj.finished_at)
+
+
+def _took(started: Any, finished: Any) -> str:
+    return duration_text(finished - started) if started and finished else "-"
+
+
+def automation_history(obj: models.Model, *, limit: int = HISTORY_LIMIT) -> dict[str, Any]:
+    """What automation did to one object: the runs its events started, the notes and the
+    tasks attached to it, newest first (``limit`` of each, with the totals)."""
+    content_type = ContentType.objects.get_for_model(obj)
+    registration = registration_for_model(type(obj))
+    entity = registration.name if registration is not None else ""
+    runs = (Run.objects.filter(event__entity_type=entity, event__entity_id=str(obj.pk))
+            .select_related("workflow", "event").order_by("-created_at", "-id"))
+    notes = (Note.objects.filter(content_type=content_type, object_id=str(obj.pk))
+             .select_related("author", "action_run").order_by("-created_at", "-id"))
+    task_model = apps.get_model("tasks_inbox", "Task")
+    tasks = (task_model.objects.filter(content_type=content_type, object_id=str(obj.pk))
+             .select_related("assignee", "queue").order_by("-created_at", "-id"))
+    return {
+        "runs": [{"run": run, "took": _took(run.started_at, run.finished_at)}
+                 for run in runs[:limit]],
+        "run_count": runs.count(), "notes": list(notes[:limit]), "note_count": notes.count(),
+        "tasks": list(tasks[:limit]), "task_count": tasks.count(), "limit": limit,
+    }
+
+
+class AutomationHistoryMixin:
+    """Add to a host app's ModelAdmin (``class LeadAdmin(AutomationHistoryMixin,
+    admin.ModelAdmin)``) to show, on the object's change page, the runs its events started
+    and the notes and tasks automation attached to it (read-only, last 20 of each)."""
+
+    history_field = "automation_history"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        return (*fields, self.history_field) if obj is not None else fields
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = [
+            (name, {**options, "fields": [f for f in options["fields"]
+                                          if f != self.history_field]})
+            for name, options in super().get_fieldsets(request, obj)  # type: ignore[misc]
+        ]
+        if obj is not None:
+            fieldsets.append(("What automation did", {"fields": [self.history_field],
+                                                      "classes": ["wide"]}))
+        return fieldsets
+
+    @admin.display(description="runs, notes and tasks")
+    def automation_history(self, obj: models.Model) -> str:
+        return render_to_string("admin/automation/history.html", automation_history(obj))
 
 
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "workflow", "version", "status", "error_code", "created_at",
-                    "finished_at")
+    list_display = ("id", "workflow", "version", "status", "error_code", "created", "took")
     list_filter = ("status", "workflow", "error_code")
     search_fields = ("=id", "workflow__slug", "error")
     readonly_fields = ("graph", "workflow", "version", "event", "trigger_index", "rerun_of",
@@ -48,10 +111,18 @@ class RunAdmin(ReadOnlyAdmin):
     inlines = [ActionRunInline]
     actions = ["suspend", "resume", "cancel", "retry"]
 
+    @admin.display(description="took")
+    def took(self, obj: Run) -> str:
+        return _took(obj.started_at, obj.finished_at)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Run) -> str:
+        return when(obj.created_at)
+
     @admin.display(description="step graph")
     def graph(self, obj: Run) -> str:
         svg = graphs.to_svg(obj.version.definition.get("steps") or [], graphs.run_statuses(obj),
-                            f"run #{obj.pk}")
+                            str(obj))
         return mark_safe(f'<div class="graph">{svg}</div>')  # noqa: S308  (escaped in to_svg)
 
     def _operate(self, request: HttpRequest, queryset: Any, operation: Any, verb: str) -> None:
@@ -61,7 +132,7 @@ class RunAdmin(ReadOnlyAdmin):
                 operation(run_id=run.pk)
                 done += 1
             except DomainError as exc:
-                self.message_user(request, f"run #{run.pk}: {exc.message}", messages.WARNING)
+                self.message_user(request, f"{run}: {exc.message}", messages.WARNING)
         self.message_user(request, f"{verb} {done} run(s).")
 
     @admin.action(description="Suspend the selected runs")

@@ -121,7 +121,7 @@ class Run(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"run #{self.pk} of {self.workflow_id} ({self.status})"
+        return f"Run {self.pk} of workflow '{self.workflow.name}'"
 
     @property
     def duration_ms(self) -> int | None:

@@ -9,7 +9,8 @@ from django.utils import timezone
 
 
 def site(request: HttpRequest) -> dict[str, Any]:
-    context: dict[str, Any] = {"site_name": "Flowdesk", "now": timezone.now()}
+    # "brand", not "site_name": auth views set site_name to the request's host name.
+    context: dict[str, Any] = {"brand": "Flowdesk", "now": timezone.now()}
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         from tasks_inbox.selectors import notification_unread_count

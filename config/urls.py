@@ -2,7 +2,9 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path, re_path
+from django.views.generic.base import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from automation import views as automation_views
@@ -14,6 +16,8 @@ handler500 = "config.views.server_error"
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True),
+         name="favicon"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", automation_views.prometheus_metrics, name="metrics"),
     path("monitoring/", automation_views.monitoring_page, name="monitoring"),

@@ -6,14 +6,22 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from automation import monitoring
+from automation.models import Run, RunStatus
 from config.api import api_not_found, api_server_error
+from tasks_inbox.selectors import notifications_for, task_inbox, task_order
+from workflows.models import Workflow
+
+DASHBOARD_ROWS = 5
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +64,34 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "home.html", {"broker": settings.CELERY_BROKER_URL.split("://")[0]})
+    """Logged out: what Flowdesk is and the way in. Logged in: a small dashboard."""
+    context: dict[str, Any] = {"broker": settings.CELERY_BROKER_URL.split("://")[0]}
+    if request.user.is_authenticated:
+        context.update(dashboard(request.user))
+    return render(request, "home.html", context)
+
+
+def dashboard(user: AbstractBaseUser) -> dict[str, Any]:
+    """My open and overdue tasks, what I may claim, my unread notifications; for staff the
+    active runs, the recent failures and whether any workflow exists yet."""
+    mine = task_inbox(user=user, scope="mine").filter(is_open=True)
+    unread = notifications_for(user=user, unread_only=True)
+    context: dict[str, Any] = {
+        "my_tasks": list(task_order(mine, "due")[:DASHBOARD_ROWS]),
+        "my_open": mine.count(),
+        "my_overdue": mine.filter(due_at__lt=timezone.now()).count(),
+        "claimable": task_inbox(user=user, scope="queues").filter(is_open=True).count(),
+        "unread": list(unread[:DASHBOARD_ROWS]),
+    }
+    if user.is_staff:
+        failures = (Run.objects.filter(status=RunStatus.FAILED).select_related("workflow")
+                    .order_by("-finished_at", "-id"))
+        context.update({
+            "active_runs": monitoring.active_runs(limit=DASHBOARD_ROWS),
+            "recent_failures": list(failures[:DASHBOARD_ROWS]),
+            "workflow_count": Workflow.objects.count(),
+        })
+    return context
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

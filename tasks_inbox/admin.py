@@ -23,6 +23,7 @@ from django.urls import path as url_path
 
 from config.admin_inlines import ReadOnlyInline
 from config.errors import ValidationFailed
+from config.templatetags.flowdesk import duration_text, when
 from tasks_inbox.lifecycle_import import lifecycles_import
 from tasks_inbox.lifecycle_stats import lifecycle_stats, stats_window
 from tasks_inbox.lifecycles import (
@@ -71,7 +72,7 @@ class TaskAdmin(admin.ModelAdmin):
     """Tasks change state only through their lifecycle (the inbox, the API, workflows), so
     state, history and origin are read-only here."""
 
-    list_display = ("title", "state", "priority", "queue", "assignee", "due_at", "created_at")
+    list_display = ("title", "state", "priority", "queue", "assignee", "due", "created")
     list_filter = ("is_open", "state", "priority", "task_type", "queue")
     search_fields = ("title", "description")
     raw_id_fields = ("assignee", "parent", "created_by", "completed_by")
@@ -80,6 +81,14 @@ class TaskAdmin(admin.ModelAdmin):
                        "updated_at", "closed_at", "completed_by", "assigned_at")
     list_select_related = ("queue", "assignee")
     inlines = [TaskHistoryInline]
+
+    @admin.display(description="due", ordering="due_at")
+    def due(self, obj: Task) -> str:
+        return when(obj.due_at)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Task) -> str:
+        return when(obj.created_at)
 
 
 class IndentedJSONEncoder(json.JSONEncoder):
@@ -319,8 +328,8 @@ class SLAConfigForm(forms.ModelForm):
 @admin.register(SLAConfig)
 class SLAConfigAdmin(admin.ModelAdmin):
     form = SLAConfigForm
-    list_display = ("name", "is_active", "queue", "task_type", "priority", "target",
-                    "warning_after", "specificity")
+    list_display = ("name", "is_active", "queue", "task_type", "priority", "target_text",
+                    "warning_text", "specificity")
     list_filter = ("is_active", "queue", "priority")
     search_fields = ("name", "task_type", "description")
     list_select_related = ("queue",)
@@ -338,6 +347,14 @@ class SLAConfigAdmin(admin.ModelAdmin):
         ("Escalation", {"fields": ("escalation_ladder",)}),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
+
+    @admin.display(description="target", ordering="target")
+    def target_text(self, obj: SLAConfig) -> str:
+        return duration_text(obj.target)
+
+    @admin.display(description="warning after", ordering="warning_after")
+    def warning_text(self, obj: SLAConfig) -> str:
+        return duration_text(obj.warning_after)
 
     @admin.display(description="specificity")
     def specificity(self, obj: SLAConfig) -> str:

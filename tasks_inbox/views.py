@@ -332,13 +332,16 @@ def notifications(request: HttpRequest) -> HttpResponse:
 def notification_read(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     """Mark one notification (or, without ``pk``, all of them) read."""
     services.notification_mark_read(user=request.user, notification_id=pk)
+    unread_only = request.POST.get("unread") == "1"
     if not request.htmx:
-        return redirect("inbox:notifications")
+        return redirect(reverse("inbox:notifications") + ("?unread=1" if unread_only else ""))
     context: dict[str, Any] = {
         "unread_notifications": notification_unread_count(user=request.user), "oob": True,
+        "unread_only": unread_only,
     }
     if pk is None:
-        context["page"] = Paginator(notifications_for(user=request.user), PAGE_SIZE).get_page(1)
+        listed = notifications_for(user=request.user, unread_only=unread_only)
+        context["page"] = Paginator(listed, PAGE_SIZE).get_page(1)
         return render(request, "tasks_inbox/partials/notification_list.html", context)
     context["notification"] = notifications_for(user=request.user).filter(pk=pk).first()
     return render(request, "tasks_inbox/partials/notification_row.html", context)
@@ -349,20 +352,14 @@ def notification_read(request: HttpRequest, pk: int | None = None) -> HttpRespon
 COMPLIANCE_WINDOWS = {24: "24 hours", 168: "7 days", 720: "30 days", 2160: "90 days"}
 
 
-def _chart(chart: Any) -> str:
-    from django.utils.safestring import mark_safe
-
-    return mark_safe(chart.render(is_unicode=True, disable_xml_declaration=True))  # noqa: S308
-
-
 @login_required
 @require_GET
 def sla_compliance(request: HttpRequest) -> HttpResponse:
     """SLA compliance per config and per day, with charts (staff and queue managers; over
     the tasks they may see)."""
     import pygal
-    from pygal.style import CleanStyle
 
+    from config.charts import chart, chart_svg
     from tasks_inbox.api.sla import may_see_compliance
     from tasks_inbox.selectors import sla_compliance_daily, sla_compliance_report
 
@@ -378,25 +375,22 @@ def sla_compliance(request: HttpRequest) -> HttpResponse:
     user = None if request.user.is_staff else request.user
     rows = sla_compliance_report(since=since, until=until, user=user)
     daily = sla_compliance_daily(since=since, until=until, user=user)
-    style = {"style": CleanStyle, "height": 280, "width": 640, "explicit_size": True,
-             "legend_at_bottom": True, "show_y_guides": True}
-
-    share = pygal.HorizontalBar(title="Completed within target (%)", range=(0, 100), **style)
+    share = chart(pygal.HorizontalBar, "Completed within target (%)", range=(0, 100))
     share.x_labels = [row["name"] for row in rows]
     share.add("within target", [row["within_target_pct"] for row in rows])
 
-    per_day = pygal.Line(title="Within target per day (%)", range=(0, 100),
-                         x_label_rotation=30, **style)
+    per_day = chart(pygal.Line, "Within target per day (%)", range=(0, 100),
+                    x_label_rotation=30)
     per_day.x_labels = [row["day"].strftime("%d %b") for row in daily]
     per_day.add("within target", [row["within_target_pct"] for row in daily])
 
-    breaches = pygal.Bar(title="Breaches", **style)
+    breaches = chart(pygal.Bar, "Breaches")
     breaches.x_labels = [row["name"] for row in rows]
     breaches.add("breaches", [row["breaches"] for row in rows])
 
     context = {
         "hours": hours, "windows": COMPLIANCE_WINDOWS, "since": since, "until": until,
         "rows": rows, "daily": daily,
-        "charts": [_chart(share), _chart(per_day), _chart(breaches)],
+        "charts": [chart_svg(share), chart_svg(per_day), chart_svg(breaches)],
     }
     return render(request, "tasks_inbox/sla_compliance.html", context)

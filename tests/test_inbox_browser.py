@@ -129,7 +129,8 @@ def test_claim_fill_complete_and_the_run_resumes(
             expect(page.locator("table.tasks")).to_contain_text(title)
             page.screenshot(path=str(ARTIFACTS / "inbox-next-task.png"), full_page=True)
             page.get_by_role("link", name=title).click()
-            expect(page.locator("#origin-run")).to_contain_text(f"run #{run.pk}")
+            expect(page.locator("#origin-run")).to_contain_text(
+                f"Run {run.pk} of workflow 'Check a claim, then pay it'")
             expect(page.locator("#origin-run")).to_contain_text("completed")
         finally:
             browser.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -63,7 +64,11 @@ def test_monitoring_page_renders_charts(client: Client, admin_user: Any, some_ru
     client.force_login(admin_user)
     html = client.get("/monitoring/").content.decode()
     assert html.count("<svg") >= 3
-    assert "Monitored" not in html or "mon" in html
+    # the workflow's row: 3 runs, 1 failed, shares and durations humanised
+    # (the failure rate is over finished runs: the one that finished failed)
+    assert "<td>mon</td><td>3</td>" in html and "<td>100%</td>" in html
+    assert re.search(r"<td>\d+(\.\d+)? s</td><td>\d+(\.\d+)? s</td></tr>", html)
+    assert "None%" not in html
     assert 'id="active-runs"' in html and "not ok" not in html
 
 

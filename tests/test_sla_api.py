@@ -242,7 +242,7 @@ def test_compliance_page_with_charts(history: dict[str, Any], admin_user: Any) -
     assert page.status_code == 200
     html = page.content.decode()
     assert html.count("<svg") == 3
-    assert 'id="sla-compliance"' in html and "75.0%" in html
+    assert 'id="sla-compliance"' in html and '<td class="within">75%</td>' in html
     client.force_login(admin_user)
     html = client.get("/inbox/sla/", {"hours": 720}).content.decode()
     assert "/admin/tasks_inbox/slaconfig/" in html and "30 days" in html
@@ -272,7 +272,7 @@ def test_monitoring_figures(history: dict[str, Any], admin_user: Any) -> None:
     assert 'flowdesk_sla_breaches_total{queue="Claims"} 2.0' in metrics
     assert 'flowdesk_tasks{queue="Claims",state="completed"} 4.0' in metrics
     monitoring = client.get("/monitoring/").content.decode()
-    assert "SLA compliance" in monitoring and "75.0%" in monitoring
+    assert "SLA compliance" in monitoring and "<td>75%</td>" in monitoring
 
 
 # --- admin and seeds ----------------------------------------------------------------------

@@ -222,3 +222,11 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
         for version in queryset:
             workflow = services.version_restore(version=version, user=request.user)
             self.message_user(request, f"{workflow}: restored v{version.number}.")
+
+
+admin.site.site_header = "Flowdesk"
+admin.site.site_title = "Flowdesk admin"
+admin.site.index_title = "Workflows, runs and tasks"
+# The app list is on the index page; without the sidebar, the wide lists (runs, tasks) and
+# the step graphs get the whole width of the screen.
+admin.site.enable_nav_sidebar = False
