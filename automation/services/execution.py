@@ -19,7 +19,7 @@ from automation.conditions import compile_cached
 from automation.errors import RunStateError
 from automation.events import caused_by
 from automation.models import ActionRun, Run, StepStatus
-from automation.secrets import resolve_secret
+from automation.secrets import step_config_render
 from automation.services.common import (
     ACTIVE_RUN,
     STEP_FIELDS,
@@ -27,7 +27,7 @@ from automation.services.common import (
     step_definitions,
 )
 from automation.services.retry import step_failed
-from automation.templating import TemplateRenderError, redact, render_value
+from automation.templating import TemplateRenderError, redact
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +72,9 @@ def _step_definition(steps: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 def step_render(step_type: StepType, config: dict[str, Any], context: dict[str, Any]
                 ) -> tuple[dict[str, Any], set[str]]:
-    result = render_value(config, context, secrets=resolve_secret,
-                          modes=step_type.render_modes)
-    return result.value, set(result.secrets_used)
+    """Render a step's config; only the step type's ``secret_fields`` may read secrets
+    (the policy validation enforces on save holds at run time too)."""
+    return step_config_render(step_type, config, context)
 
 
 def step_prepare(run: Run, action_run: ActionRun, steps: list[dict[str, Any]],
