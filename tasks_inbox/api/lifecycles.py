@@ -11,7 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.permissions import ScopedReadOrStaffModelPermissions
+from config.permissions import ScopedReadOrStaffModelPermissions, StaffModelPermissions
 from tasks_inbox.api.serializers import LifecycleDocumentSerializer
 from tasks_inbox.lifecycle_stats import DEFAULT_DAYS, lifecycle_stats, stats_window
 from tasks_inbox.lifecycles import (
@@ -125,11 +125,12 @@ class LifecycleViewSet(viewsets.ModelViewSet):
                                               "transitions_fired, states: [{key, label, "
                                               "tasks, stays, median_seconds, ...}], "
                                               "actions: [{action, label, fired, ...}]}"))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], permission_classes=[StaffModelPermissions])
     def stats(self, request: Request, pk: str | None = None) -> Response:
         """Tasks per state now; transitions fired per action in the window; the median
         time spent in each state, over the stays (from the task history) that ended in
-        the window."""
+        the window. Staff with the lifecycle permissions only: the figures count every
+        task on the lifecycle, not only those the caller can see."""
         lifecycle = self.get_object()
         since, until = stats_window(request.query_params)
         return Response(lifecycle_stats(lifecycle=lifecycle, since=since, until=until))
