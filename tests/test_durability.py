@@ -391,3 +391,52 @@ def test_a_run_of_60_parallel_branches_publishes_each_step_about_once(
     time.sleep(1)  # no late duplicates either
     published = int(counter.get("flowdesk:test:published:flowdesk.execute_step") or 0)
     assert branches - 1 <= published <= 2 * branches, published
+
+
+# --- cancelling a run, the SLA sweep in run_sweeps -------------------------------------
+
+
+def test_cancelling_a_run_cancels_the_open_task_it_waits_on(drain: Any,
+                                                            make_user: Callable[..., Any]
+                                                            ) -> None:
+    make_user("ops")
+    deal = Deal.objects.create(name="Cancel")
+    task_workflow()
+    emit("deal.won", {"deal_id": deal.pk})
+    drain()
+    run = Run.objects.get()
+    task = Task.objects.get()
+    assert (run.status, task.is_open) == ("waiting", True)
+
+    services.run_cancel(run_id=run.pk)
+    task.refresh_from_db()
+    assert (task.state, task.is_open) == ("cancelled", False)
+    assert task.history.filter(action="cancel").exists()
+    statuses = dict(run.action_runs.values_list("step_key", "status"))
+    assert statuses == {"review": "cancelled", "after": "cancelled"}
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+
+
+def test_run_sweeps_runs_the_sla_sweep_too(db: Any, make_user: Callable[..., Any]) -> None:
+    from io import StringIO
+
+    import time_machine
+    from django.contrib.auth.models import Group
+    from django.core.management import call_command
+
+    from tasks_inbox.models import Queue, SLAEventRecord
+    from tasks_inbox.services import task_create
+    from tasks_inbox.sla.configs import sla_config_save
+
+    agent = make_user("agent", groups=("Claims",))
+    Queue.objects.create(group=Group.objects.get(name="Claims"))
+    sla_config_save(document={"name": "Claims", "queue": "Claims", "target": "1h",
+                               "warning_after": "30m"})
+    task = task_create(title="Claim", queue=Group.objects.get(name="Claims"), assignee=agent)
+    out = StringIO()
+    with time_machine.travel(timezone.now() + timedelta(hours=2)):
+        call_command("run_sweeps", stdout=out)
+    assert "sla: " in out.getvalue()
+    assert set(SLAEventRecord.objects.filter(task=task).values_list("kind", flat=True)) >= {
+        "warning", "breach"}
