@@ -38,9 +38,6 @@ from workflows.services import workflow_save
 
 pytestmark = pytest.mark.services
 
-PRIVATE_REDIS_PORT = 6392
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -69,6 +66,7 @@ class PrivateRedis:
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self._answers, timeout=10, message=f"redis-server on {self.port}")
+        assert self.proc.poll() is None, f"another server holds port {self.port}"
 
     def _answers(self) -> bool:
         import redis
@@ -87,7 +85,7 @@ class PrivateRedis:
 
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis(PRIVATE_REDIS_PORT)
+    server = PrivateRedis(free_port())  # a spare loopback port, this test's alone
     server.start()
     yield server
     server.stop()
@@ -440,3 +438,53 @@ def test_run_sweeps_runs_the_sla_sweep_too(db: Any, make_user: Callable[..., Any
     assert "sla: " in out.getvalue()
     assert set(SLAEventRecord.objects.filter(task=task).values_list("kind", flat=True)) >= {
         "warning", "breach"}
+
+
+# --- an interrupted export continues from its last batch --------------------------------
+
+
+def test_an_interrupted_export_continues_from_its_last_stored_batch(
+        drain: Any, make_user: Callable[..., Any], settings: Any, tmp_path: Any) -> None:
+    import csv
+
+    import time_machine
+
+    from automation.actions.enqueue_export import BATCH_SIZE
+    from automation.models import Export
+    from crm.models import Lead
+    from tests.step_servers import execute, one_step_workflow, step_of
+    from tests.storages import FailOnSave
+
+    settings.MEDIA_ROOT = tmp_path
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "tests.storages.FailOnSave", "OPTIONS": {"location": str(tmp_path)}}}
+    FailOnSave.saves, FailOnSave.saved = 0, []
+    FailOnSave.fail_at = 3  # batches 1 and 2 are stored, the attempt dies storing the 3rd
+    total = 5 * BATCH_SIZE + 123
+    Lead.objects.bulk_create([Lead(company_name=f"Co {i:06d}", status="new")
+                              for i in range(total)], batch_size=5000)
+    boss = make_user("boss", staff=True)
+    run = execute(one_step_workflow("big", "enqueue_export", {
+        "entity_type": "lead", "fields": ["id", "company_name"]}), actor=boss)
+    drain()
+    step = step_of(run)
+    assert step.status == "pending" and step.error_code == "STEP_ERROR", step.error
+    assert step.progress["rows_written"] == 2 * BATCH_SIZE
+    assert len(step.progress["parts"]) == 2
+
+    with time_machine.travel(step.wake_at + timedelta(seconds=1)):
+        drain()
+    step.refresh_from_db()
+    assert step.status == "completed", step.error
+    assert step.progress["resumed_at"] == 2 * BATCH_SIZE  # not row 0
+    # The second attempt stored only the batches after the second, then the file.
+    second = FailOnSave.saved[2:]
+    assert [name.endswith(".part") for name in second] == [True] * 3 + [False]
+    export = Export.objects.get(action_run=step)
+    with open(tmp_path / export.file.name, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    ids = sorted(Lead.objects.values_list("pk", flat=True))
+    assert rows[0] == ["id", "company_name"]
+    assert [int(row[0]) for row in rows[1:]] == ids  # every row once, in order
+    assert export.row_count == total
+    assert not list(tmp_path.rglob("*.part"))  # the parts are gone
