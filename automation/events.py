@@ -154,17 +154,14 @@ def outbox_ring() -> None:
     already on its way."""
     from django.conf import settings
 
-    from automation.tasks import dispatch_pending
+    from automation.tasks import dispatch_pending, publish
 
     try:
         if not cache.add(DOORBELL_KEY, 1, timeout=settings.FLOWDESK["DISPATCH_DOORBELL_SECONDS"]):
             return
     except Exception:  # the cache is down: publish without the doorbell
         logger.warning("outbox doorbell unavailable; publishing anyway", exc_info=True)
-    try:
-        dispatch_pending.delay()
-    except Exception:  # broker down: the outbox sweep will pick the events up
-        logger.warning("could not enqueue the outbox drain; the sweep will", exc_info=True)
+    if not publish(dispatch_pending):  # broker down: the outbox sweep picks the events up
         outbox_doorbell_reset()
 
 

@@ -13,6 +13,13 @@ that transaction, and advances the run after commit. A step no longer waiting (f
 cancelled) is left as it is, so sending twice is harmless. Receivers run synchronously and
 their errors propagate (``send``, not ``send_robust``): the wait ends with the transaction
 or not at all.
+
+
+``run_cancelled``: a run was cancelled (``automation.services.run_cancel``), in the
+transaction that cancels it, with ``run_id`` and ``waiting_action_run_ids``, the steps that
+were waiting on something outside the run (their ``waiting_on``, e.g. ``task:12``) and are
+now cancelled. The owner of what they waited on ends it there (``tasks_inbox`` cancels the
+open tasks); errors propagate, so the run is cancelled with its waits or not at all.
 """
 
 from __future__ import annotations
@@ -20,3 +27,4 @@ from __future__ import annotations
 from django.dispatch import Signal
 
 waiting_step_ended = Signal()
+run_cancelled = Signal()

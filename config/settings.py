@@ -252,7 +252,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["config.throttling.CacheTolerantScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "events": os.environ.get("THROTTLE_EVENTS", "6000/min"),
         "login": "30/min",

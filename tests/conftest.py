@@ -107,15 +107,33 @@ def _test_step_types() -> None:
 
 
 @pytest.fixture
-def drain(db: Any) -> Callable[..., int]:
+def drain(db: Any) -> Iterator[Callable[..., int]]:
     """Drive the engine in this process, as workers would: drain the outbox (in batches,
-    like the ``dispatch_pending`` task), advance open runs (what the messages a drain hands
-    on would do), wake due steps; repeat until nothing is left. Returns the rounds."""
+    like the ``dispatch_pending`` task), execute the steps handed out as ``execute_step``
+    messages (published meanwhile: taken here, as a worker would), advance open runs, wake
+    due steps; repeat until nothing is left. Returns the rounds."""
+    from celery.signals import before_task_publish
     from django.db.models import Q
     from django.utils import timezone
 
     from automation import services
     from automation.models import ActionRun, Event, Run
+    from automation.tasks import execute_step
+
+    handed_out: list[int] = []
+
+    def on_publish(sender: str | None = None, body: Any = None, **kwargs: Any) -> None:
+        if sender == execute_step.name:
+            handed_out.append(body[0][0])
+
+    before_task_publish.connect(on_publish, weak=False)
+
+    def steps_of(run_ids: list[int]) -> set[tuple[int, str]]:
+        return set(ActionRun.objects.filter(run_id__in=run_ids).values_list("pk", "status"))
+
+    def execute_handed_out() -> None:
+        while handed_out:
+            execute_step(handed_out.pop(0))
 
     def undispatched() -> Any:
         return Event.objects.filter(dispatched_at__isnull=True).filter(
@@ -134,15 +152,22 @@ def drain(db: Any) -> Callable[..., int]:
                 run_id = services.step_wake(action_run_id=action_run_id)
                 if run_id:
                     services.run_advance(run_id=run_id)
+            execute_handed_out()
             open_runs = list(Run.objects.filter(status__in=["pending", "running"])
                              .values_list("pk", flat=True))
+            before = steps_of(open_runs)
             for run_id in open_runs:
                 services.run_advance(run_id=run_id)
-            if not had_events and not due and not undispatched().exists():
+            execute_handed_out()
+            # An advance starts one parallel branch here (the others are handed out as
+            # messages, which a test without commits never sends): go on while runs move.
+            moved = steps_of(open_runs) != before
+            if not had_events and not due and not moved and not undispatched().exists():
                 return rounds
         return max_rounds
 
-    return run
+    yield run
+    before_task_publish.disconnect(on_publish)
 
 
 # --- users and clients ----------------------------------------------------------------

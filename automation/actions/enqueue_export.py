@@ -17,11 +17,15 @@ Who the rows are chosen for, decided when the export runs (not when it was confi
 
 Active staff see every row; other users what ``automation.registry.visible_rows`` allows.
 
-Execution: rows are streamed (``iterator(chunk_size=BATCH_SIZE)``) into a temporary file,
-so memory does not grow with the export; after every batch the ActionRun's ``progress``
-(rows written / total) is written in its own short transaction, visible from outside and
-serving as the step's heartbeat; the file is saved to Django's default storage under
-``exports/`` with an unguessable name, and the link is mailed. Cells that a spreadsheet
+Execution: rows are streamed (``iterator(chunk_size=BATCH_SIZE)``, in key order), so memory
+does not grow with the export; every full batch is stored as a part in Django's default
+storage, and the ActionRun's ``progress`` (rows written / total, the parts, the last key
+written) is written in its own short transaction after it, visible from outside and serving
+as the step's heartbeat. An attempt interrupted at row 100,000 of 400,000 (its worker
+killed, a retry) continues after its last stored batch, not from row 0. At the end the
+parts and the last batch are joined into the file and the parts deleted; the file is saved
+to Django's default storage under ``exports/`` with an unguessable name, and the link is
+mailed. Cells that a spreadsheet
 would read as a formula (``=``, ``+``, ``-``, ``@``...) are prefixed with ``'``.
 """
 
@@ -31,6 +35,7 @@ import csv
 import io
 import logging
 import secrets
+import shutil
 import tempfile
 from typing import Any
 from urllib.parse import urljoin
@@ -255,12 +260,22 @@ def _cell(value: Any) -> Any:
 
 
 class _Progress:
-    """Rows written / total, committed on its own after every batch (also a heartbeat)."""
+    """Rows written / total, committed on its own after every batch (also a heartbeat).
 
-    def __init__(self, ctx: StepContext, total: int) -> None:
+    With the rows, it records where the export is: the batches already stored (``parts``)
+    and the last key they hold (``last_pk``), so an attempt that was interrupted (a worker
+    killed, a retry) continues after its last stored batch instead of from the first row.
+    """
+
+    def __init__(self, ctx: StepContext, total: int, resumed: dict[str, Any] | None = None
+                 ) -> None:
         self.ctx = ctx
         self.data: dict[str, Any] = {"phase": "writing", "rows_written": 0, "total": total,
-                                     "percent": 0 if total else 100}
+                                     "percent": 0 if total else 100, "parts": [],
+                                     "last_pk": None}
+        if resumed:
+            self.data.update(rows_written=resumed["rows_written"], parts=resumed["parts"],
+                             last_pk=resumed["last_pk"], resumed_at=resumed["rows_written"])
 
     def save(self, **changes: Any) -> None:
         from automation.models import ActionRun, StepStatus
@@ -278,22 +293,73 @@ class _Progress:
                              code="EXPORT_ABANDONED")
 
 
-def write_csv(queryset: models.QuerySet, fields: list[models.Field], out: Any,
-              progress: _Progress, masked: tuple[str, ...] = ()) -> int:
-    """Stream the rows into ``out`` (a text file), saving progress after every batch;
-    the registration's ``masked`` fields are written as ``MASKED``."""
-    writer = csv.writer(out)
-    writer.writerow([f.name for f in fields])
+def resumable(ctx: StepContext, fields: list[models.Field]) -> dict[str, Any] | None:
+    """What an earlier, interrupted attempt of this step stored, if it can be continued:
+    its batches for the same columns, every one of them still in storage."""
+    previous = (ctx.action_run.progress if ctx.action_run is not None else None) or {}
+    parts = previous.get("parts")
+    if (not parts or previous.get("phase") not in ("writing", "saving")
+            or previous.get("last_pk") is None
+            or previous.get("fields") != [f.name for f in fields]):
+        return None
+    if not all(default_storage.exists(name) for name in parts):
+        return None
+    return previous
+
+
+def _text_file() -> tuple[Any, io.TextIOWrapper]:
+    raw = tempfile.TemporaryFile("w+b")  # noqa: SIM115  (closed by the caller)
+    return raw, io.TextIOWrapper(raw, encoding="utf-8", newline="")
+
+
+def write_parts(queryset: models.QuerySet, fields: list[models.Field], progress: _Progress,
+                part_prefix: str, masked: tuple[str, ...] = ()) -> Any:
+    """Stream the rows after ``progress``'s ``last_pk``: each full batch is stored as a part
+    and recorded in the progress; returns the last, partial batch (a binary temp file).
+    The registration's ``masked`` fields are written as ``MASKED``."""
     hidden = [f.name in masked for f in fields]
-    rows = 0
-    for row in queryset.values_list(*[f.attname for f in fields]).iterator(
+    last_pk = progress.data["last_pk"]
+    if last_pk is not None:
+        queryset = queryset.filter(pk__gt=last_pk)
+    rows = progress.data["rows_written"]
+    raw, text = _text_file()
+    writer = csv.writer(text)
+    in_batch = 0
+    for row in queryset.values_list(*[f.attname for f in fields], "pk").iterator(
             chunk_size=BATCH_SIZE):
         writer.writerow([MASKED if hide and value is not None else _cell(value)
-                         for hide, value in zip(hidden, row, strict=True)])
+                         for hide, value in zip(hidden, row[:-1], strict=True)])
         rows += 1
-        if rows % BATCH_SIZE == 0:
-            progress.save(rows_written=rows)
-    return rows
+        in_batch += 1
+        if in_batch == BATCH_SIZE:
+            text.flush()
+            raw.seek(0)
+            index = len(progress.data["parts"])
+            name = default_storage.save(f"{part_prefix}-{index:05d}.part",
+                                        File(raw, name="part"))
+            text.detach()
+            raw.close()
+            progress.save(rows_written=rows, last_pk=json_value(row[-1]),
+                          parts=[*progress.data["parts"], name])
+            raw, text = _text_file()
+            writer = csv.writer(text)
+            in_batch = 0
+    text.flush()
+    text.detach()
+    progress.data["rows_written"] = rows
+    raw.seek(0)
+    return raw
+
+
+def write_csv(fields: list[models.Field], parts: list[str], tail: Any, out: Any) -> None:
+    """The header, the stored parts in order, then the last batch, into ``out`` (binary)."""
+    header = io.StringIO()
+    csv.writer(header).writerow([f.name for f in fields])
+    out.write(header.getvalue().encode("utf-8"))
+    for name in parts:
+        with default_storage.open(name, "rb") as part:
+            shutil.copyfileobj(part, out)
+    shutil.copyfileobj(tail, out)
 
 
 def _export_record(ctx: StepContext, planned: dict[str, Any]) -> Any:
@@ -340,18 +406,20 @@ def enqueue_export(ctx: StepContext) -> StepResult:
                                   "already_done": True})
     reg = planned["registration"]
     total = planned["queryset"].count()
-    progress = _Progress(ctx, total)
-    progress.save(rows_written=0)
+    resumed = resumable(ctx, planned["fields"])
+    progress = _Progress(ctx, total, resumed)
+    progress.save(fields=[f.name for f in planned["fields"]])
     stamp = timezone.now()
     name = (f"exports/{reg.name}/{stamp:%Y/%m}/{reg.name}-{stamp:%Y%m%d-%H%M%S}-"
             f"{secrets.token_urlsafe(16)}.csv")
-    with tempfile.TemporaryFile("w+b") as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-        rows = write_csv(planned["queryset"], planned["fields"], text, progress,
-                         planned["registration"].masked)
-        text.flush()
-        text.detach()
+    part_prefix = (f"exports/parts/{ctx.action_run.pk if ctx.action_run else 0}-"
+                   f"{secrets.token_urlsafe(8)}")
+    with (write_parts(planned["queryset"], planned["fields"], progress, part_prefix,
+                      planned["registration"].masked) as tail,
+          tempfile.TemporaryFile("w+b") as raw):
+        rows = progress.data["rows_written"]
         progress.save(phase="saving", rows_written=rows, total=max(total, rows))
+        write_csv(planned["fields"], progress.data["parts"], tail, raw)
         raw.seek(0)
         if export.file:
             export.file.delete(save=False)  # an earlier, unfinished attempt's file
@@ -360,6 +428,9 @@ def enqueue_export(ctx: StepContext) -> StepResult:
         export.file.name = name
         export.save(update_fields=["file"])
         export.file.name = default_storage.save(name, File(raw, name=name))
+    for part in progress.data["parts"]:
+        default_storage.delete(part)
+    progress.data["parts"] = []
     export.row_count = rows
     export.finished_at = timezone.now()
     export.save()

@@ -28,14 +28,20 @@ from automation.services.execution import (
 class AfterCommit:
     """What a locked advance leaves for after its transaction commits.
 
-    ``execute()`` does it in this process, after which the run is advanced again; a
-    ``hands_off`` outcome instead hands the whole run to another worker.
+    ``execute()`` does it in this process, after which the run is advanced again (for the
+    step it finished: ``finishes``); a ``hands_off`` outcome instead hands the whole run to
+    another worker.
     """
 
     hands_off: ClassVar[bool] = False
 
     def execute(self) -> None:
         """Nothing to do before advancing again."""
+
+    @property
+    def finishes(self) -> str | None:
+        """The key of the step this work ends, whose dependents the next advance starts."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,10 @@ class CallStep(AfterCommit):
     def execute(self) -> None:
         step_call_external(self.prepared)
 
+    @property
+    def finishes(self) -> str | None:
+        return self.prepared.action_run.step_key
+
 
 @dataclass(frozen=True)
 class RunBranch(AfterCommit):
@@ -54,14 +64,25 @@ class RunBranch(AfterCommit):
     branches went to other workers), so the run's lock is not held while it works."""
 
     action_run_id: int
+    step_key: str
 
     def execute(self) -> None:
         step_execute(action_run_id=self.action_run_id)
+
+    @property
+    def finishes(self) -> str | None:
+        return self.step_key
 
 
 @dataclass(frozen=True)
 class CommitAndAdvance(AfterCommit):
     """A step ran in this transaction: commit it, then advance the run again."""
+
+    step_key: str | None = None
+
+    @property
+    def finishes(self) -> str | None:
+        return self.step_key
 
 
 @dataclass(frozen=True)
@@ -71,7 +92,8 @@ class HandOff(AfterCommit):
     hands_off: ClassVar[bool] = True
 
 
-def run_advance(*, run_id: int, inline_external: bool = True) -> None:
+def run_advance(*, run_id: int, inline_external: bool = True,
+                finished: str | None = None) -> None:
     """Advance a run until it waits, finishes, or the inline budget is spent.
 
     Each round is one transaction under the run's lock that executes the ready atomic steps
@@ -79,24 +101,31 @@ def run_advance(*, run_id: int, inline_external: bool = True) -> None:
     ready steps (parallel branches) are handed to other workers. Without
     ``inline_external``, an external step or branches hand the whole run on to another
     worker (this one has other runs to finish).
+
+    ``finished``: the key of the step whose end this advance follows (a branch that a
+    worker just executed). Only the steps that step made ready are started: the other
+    ready steps were handed out by the advance that made them ready, so each step's
+    message is published once, and a run of N parallel branches costs O(N) messages.
     """
-    from automation.tasks import advance_run
+    from automation.tasks import advance_run, publish
 
     for _ in range(INLINE_STEP_BUDGET):
         with transaction.atomic():
             run = Run.objects.select_for_update(of=("self",)).filter(pk=run_id).first()
-            work = (advance_locked(run, inline_external=inline_external)
+            work = (advance_locked(run, inline_external=inline_external, finished=finished)
                     if run is not None else None)
         if work is None:
             return
         if work.hands_off:
             break
         work.execute()
-    advance_run.delay(run_id)
+        finished = work.finishes
+    publish(advance_run, run_id)
 
 
 def advance_locked(run: Run, *, fresh: bool = False, inline_external: bool = True,
-                   new_rows: list[ActionRun] | None = None) -> AfterCommit | None:
+                   new_rows: list[ActionRun] | None = None,
+                   finished: str | None = None) -> AfterCommit | None:
     """Under the run's lock (held by the caller's transaction): settle blocked steps, run
     ready atomic steps one after another, finish the run when nothing is left.
 
@@ -111,9 +140,11 @@ def advance_locked(run: Run, *, fresh: bool = False, inline_external: bool = Tru
     worker can be executing its steps; ``new_rows`` are its ActionRuns as just inserted
     (spares reading them back). Without ``inline_external`` (a batch of runs), an external
     step or a parallel branch is not left for this worker, which has other runs to finish:
-    :class:`HandOff` says to hand the run to another worker after commit.
+    :class:`HandOff` says to hand the run to another worker after commit. ``finished``
+    (see :func:`run_advance`): only the ready steps that depend on that step are started
+    here; the others already have their worker.
     """
-    from automation.tasks import execute_step
+    from automation.tasks import execute_step, publish
 
     if run.status not in ACTIVE_RUN:
         return None
@@ -122,6 +153,9 @@ def advance_locked(run: Run, *, fresh: bool = False, inline_external: bool = Tru
     allow = {s["key"]: bool(s.get("allow_failure")) for s in steps}
     handed_off: set[str] = set()
     executed = False
+    executed_key: str | None = None
+    # Steps whose end this advance follows or settled itself: it starts their dependents.
+    ended: set[str] | None = {finished} if finished is not None else None
     run_dirty = False
 
     def flush() -> None:
@@ -163,6 +197,12 @@ def advance_locked(run: Run, *, fresh: bool = False, inline_external: bool = Tru
         ]
         busy = any(s == StepStatus.RUNNING for s in statuses.values())
         status = RunStatus.RUNNING if ready or busy else RunStatus.WAITING
+        if ended is not None and not executed:
+            # Ready steps that follow none of ``ended`` were handed out when they became
+            # ready: they are busy elsewhere, not this advance's to start again.
+            mine = [ar for ar in ready if ended.intersection(deps[ar.step_key])]
+            busy = busy or len(mine) < len(ready)
+            ready = mine
         if run.status != status or run.started_at is None:
             run.status = status
             run.started_at = run.started_at or now
@@ -174,11 +214,12 @@ def advance_locked(run: Run, *, fresh: bool = False, inline_external: bool = Tru
             return None
         if executed:
             flush()
-            return CommitAndAdvance()  # commit this step before starting the next one
+            # Commit this step before starting the next one.
+            return CommitAndAdvance(step_key=executed_key)
         parallel = len(ready) > 1 or busy
         for extra in ready[1:] if inline_external or not parallel else ready:
             handed_off.add(extra.step_key)
-            transaction.on_commit(lambda pk=extra.pk: execute_step.delay(pk))
+            transaction.on_commit(lambda pk=extra.pk: publish(execute_step, pk))
         if parallel and not inline_external:
             flush()
             return None
@@ -190,7 +231,7 @@ def advance_locked(run: Run, *, fresh: bool = False, inline_external: bool = Tru
             # Branches run side by side: execute this one in its own transaction, after
             # this one commits, so the run's lock is not held while it works.
             flush()
-            return RunBranch(action_run_id=first.pk)
+            return RunBranch(action_run_id=first.pk, step_key=first.step_key)
         if not fresh:
             # A worker executing this step as a parallel branch holds its row: leave it.
             locked = (ActionRun.objects.select_for_update(skip_locked=True)
@@ -201,10 +242,13 @@ def advance_locked(run: Run, *, fresh: bool = False, inline_external: bool = Tru
             first = action_runs[locked.step_key] = locked
         prepared = step_prepare(run, first, steps, action_runs, now)
         if prepared is None:
+            if ended is not None:
+                ended.add(first.step_key)
             continue  # skipped or failed before its handler: plan again
         if prepared.step_type.atomic:
             step_call(prepared)
             executed = True
+            executed_key = first.step_key
             continue
         mark_running(prepared.action_run, now)
         flush()

@@ -43,14 +43,15 @@ def step_definitions(run: Run) -> list[dict[str, Any]]:
 
 
 def enqueue_advance(run_id: int) -> None:
-    """Advance the run in a worker once the current transaction commits."""
-    from automation.tasks import advance_run
+    """Advance the run in a worker once the current transaction commits (a broker that is
+    down then is logged, and the stale-run sweep advances the run)."""
+    from automation.tasks import advance_run, publish
 
-    transaction.on_commit(lambda: advance_run.delay(run_id))
+    transaction.on_commit(lambda: publish(advance_run, run_id))
 
 
 def enqueue_advance_now(run_id: int) -> None:
-    """Advance the run in a worker (outside any transaction)."""
-    from automation.tasks import advance_run
+    """Advance the run in a worker (outside any transaction; never raises)."""
+    from automation.tasks import advance_run, publish
 
-    advance_run.delay(run_id)
+    publish(advance_run, run_id)

@@ -235,7 +235,7 @@ def step_call_external(prepared: PreparedStep) -> None:
 
 
 def step_succeeded(action_run: ActionRun, result: StepResult, secret_values: set[str]) -> None:
-    from automation.tasks import wake_step
+    from automation.tasks import publish, wake_step
 
     now = timezone.now()
     output = redact(result.output, secret_values) if result.output else result.output
@@ -253,7 +253,7 @@ def step_succeeded(action_run: ActionRun, result: StepResult, secret_values: set
             if seconds <= engine_setting("WAKE_MESSAGE_MAX_SECONDS"):
                 pk = action_run.pk
                 transaction.on_commit(
-                    lambda: wake_step.apply_async((pk,), countdown=max(seconds, 0)))
+                    lambda: publish(wake_step, pk, countdown=max(seconds, 0)))
         return
     step_finish(action_run, StepStatus.COMPLETED, now, output=output)
 

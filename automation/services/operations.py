@@ -14,6 +14,7 @@ from automation.events import event_context, event_emit
 from automation.models import Event, EventSource, Run, RunStatus, StepStatus
 from automation.services.common import ACTIVE_RUN, enqueue_advance
 from automation.services.creation import run_create
+from automation.signals import run_cancelled
 
 
 def _locked_run(run_id: int) -> Run:
@@ -55,6 +56,8 @@ def run_cancel(*, run_id: int) -> Run:
         raise RunStateError(f"A {run.status} run cannot be cancelled.",
                             data={"status": run.status})
     now = timezone.now()
+    waiting = list(run.action_runs.filter(status=StepStatus.WAITING).exclude(waiting_on="")
+                   .values_list("pk", flat=True))
     run.action_runs.filter(
         status__in=[StepStatus.PENDING, StepStatus.WAITING, StepStatus.RUNNING],
     ).update(status=StepStatus.CANCELLED, finished_at=now, updated_at=now, wake_at=None,
@@ -63,6 +66,8 @@ def run_cancel(*, run_id: int) -> Run:
     run.finished_at = now
     run.updated_at = now
     run.save(update_fields=["status", "finished_at", "updated_at"])
+    if waiting:  # what they waited on ends too (the open tasks are cancelled)
+        run_cancelled.send(sender=Run, run_id=run.pk, waiting_action_run_ids=waiting)
     return run
 
 

@@ -35,7 +35,7 @@ def step_failed(action_run: ActionRun, step: dict[str, Any], exc: StepFailed, no
                 secret_values: set[str] | None = None) -> None:
     """Record a failed attempt: retried after a backoff while the policy allows, else the
     step fails (``DEAD_LETTER`` once a retryable failure has used up its attempts)."""
-    from automation.tasks import execute_step
+    from automation.tasks import execute_step, publish
 
     secret_values = secret_values or set()
     policy = retry_policy(step, get_step_type(action_run.type))
@@ -53,7 +53,7 @@ def step_failed(action_run: ActionRun, step: dict[str, Any], exc: StepFailed, no
         action_run.save(update_fields=STEP_FIELDS)
         pk = action_run.pk
         if delay <= engine_setting("WAKE_MESSAGE_MAX_SECONDS"):
-            transaction.on_commit(lambda: execute_step.apply_async((pk,), countdown=delay))
+            transaction.on_commit(lambda: publish(execute_step, pk, countdown=delay))
         return
     if exc.retryable and action_run.attempts >= int(policy["max_attempts"]) > 1:
         action_run.error_code = "DEAD_LETTER"

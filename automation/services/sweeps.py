@@ -8,7 +8,7 @@ import logging
 from datetime import timedelta
 
 from django.db import DatabaseError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from automation.models import ActionRun, Event, Run, RunStatus, StepStatus
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 def outbox_redispatch(*, older_than: timedelta | None = None, limit: int | None = None) -> int:
     """Dispatch events whose dispatch was lost (broker down, worker killed)."""
-    from automation.tasks import dispatch_event
+    from automation.tasks import dispatch_event, publish
 
     grace = older_than if older_than is not None else timedelta(
         seconds=engine_setting("OUTBOX_GRACE_SECONDS"))
@@ -32,14 +32,13 @@ def outbox_redispatch(*, older_than: timedelta | None = None, limit: int | None 
         .order_by("occurred_at").values_list("pk", flat=True)[:limit]
     )
     for event_id in ids:
-        dispatch_event.delay(event_id)
+        publish(dispatch_event, event_id)
     return len(ids)
 
 
 def runs_wake_due(*, limit: int | None = None) -> int:
-    """Wake steps whose delay or backoff is over and advance their runs."""
-    from automation.tasks import advance_run
-
+    """Wake steps whose delay or backoff is over; each wake publishes its run's advance
+    as it commits."""
     limit = limit or engine_setting("SWEEP_BATCH_SIZE")
     with transaction.atomic():
         due = list(
@@ -48,23 +47,36 @@ def runs_wake_due(*, limit: int | None = None) -> int:
                     status__in=[StepStatus.PENDING, StepStatus.WAITING])
             .order_by("pk").values_list("pk", flat=True)[:limit]
         )
-    run_ids = set()
     for action_run_id in due:
         try:
-            run_id = step_wake(action_run_id=action_run_id)
+            step_wake(action_run_id=action_run_id, advance_after_commit=True)
         except DatabaseError:
             logger.exception("could not wake step %s; skipped", action_run_id)
-            continue
-        if run_id is not None:
-            run_ids.add(run_id)
-    for run_id in run_ids:
-        advance_run.delay(run_id)
     return len(due)
 
 
+def runs_stranded(*, older_than: timedelta, limit: int) -> list[int]:
+    """Runs ``waiting`` on nothing: no step waits for a due time or on something outside
+    the run (a task) and none is backed off, and none changed within ``older_than``.
+
+    That is the state a run is left in when the worker that ended its wait (a delay woken,
+    a task completed) died, or its broker was down, between committing the wake and
+    advancing the run.
+    """
+    waits = ActionRun.objects.filter(run=OuterRef("pk")).filter(
+        Q(status=StepStatus.WAITING)
+        | Q(status=StepStatus.PENDING, wake_at__isnull=False)
+        | Q(updated_at__gt=timezone.now() - older_than))
+    return list(
+        Run.objects.filter(status=RunStatus.WAITING).filter(~Exists(waits))
+        .order_by("pk").values_list("pk", flat=True)[:limit]
+    )
+
+
 def runs_resume_stale(*, older_than: timedelta | None = None, limit: int | None = None) -> int:
-    """Pick up runs whose worker died: re-queue lost steps and advance the runs."""
-    from automation.tasks import advance_run
+    """Pick up runs whose worker died: re-queue lost steps and advance the runs, and the
+    runs left waiting on nothing (:func:`runs_stranded`, after the outbox grace)."""
+    from automation.tasks import advance_run, publish
 
     age = older_than if older_than is not None else timedelta(
         seconds=engine_setting("STALE_RUN_SECONDS"))
@@ -87,6 +99,8 @@ def runs_resume_stale(*, older_than: timedelta | None = None, limit: int | None 
                            updated_at__lte=cutoff)
         .order_by("pk").values_list("pk", flat=True)[:limit]
     )
-    for run_id in run_ids:
-        advance_run.delay(run_id)
+    grace = min(age, timedelta(seconds=engine_setting("OUTBOX_GRACE_SECONDS")))
+    run_ids.update(runs_stranded(older_than=grace, limit=limit))
+    for run_id in sorted(run_ids):
+        publish(advance_run, run_id)
     return len(run_ids)

@@ -14,8 +14,16 @@ from automation.services.common import enqueue_advance
 from automation.services.execution import step_finish
 
 
-def step_wake(*, action_run_id: int) -> int | None:
-    """Complete a due delay (or release a backed-off step); returns the run to advance."""
+def step_wake(*, action_run_id: int, advance_after_commit: bool = False) -> int | None:
+    """Complete a due delay (or release a backed-off step); returns the run to advance.
+
+    With ``advance_after_commit``, the run's ``advance_run`` message is published as this
+    wake commits (what the wake sweep does for each step it wakes). If that message is
+    lost, or the caller dies before advancing, the run is left waiting with nothing to
+    wait on: the stale-run sweep finds it there (``runs_resume_stale``).
+    """
+    from automation.tasks import advance_run, publish
+
     with transaction.atomic():
         action_run = (
             ActionRun.objects.select_for_update(skip_locked=True)
@@ -31,7 +39,10 @@ def step_wake(*, action_run_id: int) -> int | None:
             step_finish(action_run, StepStatus.COMPLETED, now, output=output)
         elif action_run.status != StepStatus.PENDING:
             return None
-        return action_run.run_id
+        run_id = action_run.run_id
+        if advance_after_commit:
+            transaction.on_commit(lambda: publish(advance_run, run_id))
+        return run_id
 
 
 def step_resume(*, action_run_id: int, output: dict[str, Any], failed: bool = False,
