@@ -246,9 +246,13 @@ def workflow_diff(workflow: Workflow, which_from: str | None, which_to: str
         before = _definition_or_error(workflow, which_from, "from")
     after = _definition_or_error(workflow, which_to, "to")
     version = workflow.published_version
+
+    def label(which: str) -> int | str:
+        return int(which) if which.isdigit() else which
+
     return {
-        "from": which_from or (version.number if version else None),
-        "to": int(which_to) if which_to.isdigit() else which_to,
+        "from": label(which_from) if which_from else (version.number if version else None),
+        "to": label(which_to),
         **definition_diff(before, after),
     }
 
