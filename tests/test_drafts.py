@@ -24,7 +24,7 @@ from crm.demo import DEAL_NEGOTIATION, QUALIFY_HIGH_VALUE_LEADS
 from crm.models import Deal
 from tests.conftest import create_published, publish
 from workflows.models import Action, Trigger, Workflow
-from workflows.services import draft_save, workflow_save
+from workflows.services import draft_save, workflow_save, workflow_set_active
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -322,3 +322,47 @@ def test_export_and_import_keep_drafts_apart(tmp_path: Path) -> None:
     assert Workflow.objects.count() == 2
     assert not Workflow.objects.filter(published_version__isnull=False).exists()
     assert all(w.has_draft for w in Workflow.objects.all())
+
+
+# --- an event meets the workflows that were live when it was written -------------------------
+
+
+def note_workflow(slug: str) -> dict[str, Any]:
+    return {"slug": slug, "name": slug, "triggers": [{"event_type": "deal.won"}],
+            "steps": [{"key": "note", "type": "add_note", "config": {
+                "entity_type": "deal", "entity_id": "{{deal_id}}", "note": f"{slug} ran"}}]}
+
+
+def test_a_backlogged_event_meets_the_workflows_live_when_it_was_written(drain: Any) -> None:
+    switched_off = workflow_save(document=note_workflow("switched-off"))
+    deal = Deal.objects.create(name="Backlog")
+    # The worker is stopped: the event waits in the outbox while the definitions change.
+    first = emit("deal.won", {"deal_id": deal.pk})
+    workflow_save(document=note_workflow("published-later"))
+    workflow_set_active(workflow=switched_off, is_active=False)
+    second = emit("deal.won", {"deal_id": deal.pk})
+    assert Run.objects.count() == 0
+
+    drain()  # the worker starts
+    runs = {(run.event_id, run.workflow.slug, run.version.number)
+            for run in Run.objects.select_related("workflow", "version")}
+    assert runs == {(first.pk, "switched-off", 1), (second.pk, "published-later", 1)}
+    assert notes_on(deal) == ["published-later ran", "switched-off ran"]
+    # The switched-off workflow's version 1 has its window; version 2 is off.
+    window = {v.number: (v.live_after_event, v.retired_after_event)
+              for v in switched_off.versions.all()}
+    assert window[1][1] == first.pk and window[2] == (first.pk, None)
+    assert window[1][0] is not None and window[1][0] < first.pk
+
+
+def test_events_after_a_switch_off_start_nothing_and_a_switch_on_starts_again(
+        drain: Any) -> None:
+    workflow = workflow_save(document=note_workflow("toggled"))
+    deal = Deal.objects.create(name="Toggle")
+    workflow_set_active(workflow=workflow, is_active=False)
+    off = emit("deal.won", {"deal_id": deal.pk})
+    workflow_set_active(workflow=workflow, is_active=True)
+    on = emit("deal.won", {"deal_id": deal.pk})
+    drain()
+    assert list(Run.objects.values_list("event_id", "version__number")) == [(on.pk, 3)]
+    assert off.pk < on.pk

@@ -123,6 +123,15 @@ class WorkflowVersion(models.Model):
         related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # The version's live window, in event ids (ids grow as event rows are written): an event
+    # meets the versions that were current when it was written, however late it is
+    # dispatched. None: live for every earlier (or later) event.
+    live_after_event = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Events with a greater id meet this version (None: every event).")
+    retired_after_event = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Events with a greater id meet a later version (None: still current).")
 
     class Meta:
         ordering = ["workflow", "-number"]

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 
-from automation.matcher import definitions_changed
+from automation.matcher import definitions_changed, event_high_water
 from workflows.definition import normalise, validate_definition
 from workflows.errors import DefinitionInvalid, DraftOnly, WorkflowInUse
 from workflows.models import Action, Trigger, Workflow, WorkflowVersion
@@ -124,6 +124,7 @@ def _publish_document(workflow: Workflow, document: dict[str, Any],
     definition = definition_check(document)
     _check_slug(workflow, definition["slug"])
     latest = latest_version(workflow)
+    current = workflow.published_version
     if latest is not None and latest.definition == definition:
         version = latest
     else:
@@ -131,6 +132,15 @@ def _publish_document(workflow: Workflow, document: dict[str, Any],
             workflow=workflow, number=(latest.number + 1) if latest else 1,
             definition=definition, created_by=_user(user),
         )
+    if version != current:
+        # Events written until now meet the version that was current; later ones this one.
+        mark = event_high_water()
+        if current is not None:
+            current.retired_after_event = mark
+            current.save(update_fields=["retired_after_event"])
+        version.live_after_event = mark
+        version.retired_after_event = None
+        version.save(update_fields=["live_after_event", "retired_after_event"])
     workflow.slug = definition["slug"]
     workflow.name = definition["name"]
     workflow.description = definition["description"]
