@@ -6,6 +6,13 @@ index is rebuilt when the definitions generation (a counter in the shared cache,
 any definition change commits) moves, so every web process and worker sees a change at its
 next event. Matching costs one cache read (per event, or per batch of events) plus the
 triggers of the event type.
+
+An event meets the workflows that were live when it was written, not when it is dispatched:
+each version has a live window in event ids (``live_after_event``, ``retired_after_event``,
+set by publishing from ``event_high_water``), and the index also holds the versions retired
+since the oldest event still waiting in the outbox. So with a backlog (a stopped worker), a
+workflow published after an event does not start for it, and one switched off after it
+does.
 """
 
 from __future__ import annotations
@@ -32,9 +39,26 @@ class Candidate:
     event_type: str
     priority: int
     condition: CompiledCondition | None
+    live_after_event: int | None = None
+    retired_after_event: int | None = None
 
     def matches_type(self, event_type: str) -> bool:
         return type_matches(self.event_type, event_type)
+
+    def live_for(self, event_id: int | None) -> bool:
+        """Whether the version was current when event ``event_id`` was written (None: an
+        event being written now, which meets the current versions only)."""
+        if event_id is None:
+            return self.retired_after_event is None
+        return ((self.live_after_event is None or event_id > self.live_after_event)
+                and (self.retired_after_event is None or event_id <= self.retired_after_event))
+
+
+def event_high_water() -> int:
+    """The id of the latest event written: events after it meet what is published now."""
+    from automation.models import Event
+
+    return Event.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
 
 
 def type_matches(pattern: str, event_type: str) -> bool:
@@ -54,7 +78,9 @@ def definitions_changed() -> None:
 
 
 def candidates_from_definition(workflow_id: int, version_id: int,
-                               definition: dict[str, Any]) -> list[Candidate]:
+                               definition: dict[str, Any], *,
+                               live_after_event: int | None = None,
+                               retired_after_event: int | None = None) -> list[Candidate]:
     found = []
     for index, trigger in enumerate(definition.get("triggers") or []):
         if not trigger.get("is_active", True):
@@ -67,6 +93,8 @@ def candidates_from_definition(workflow_id: int, version_id: int,
             event_type=trigger["event_type"],
             priority=int(trigger.get("priority") or 0),
             condition=compile_condition(conditions) if conditions else None,
+            live_after_event=live_after_event,
+            retired_after_event=retired_after_event,
         ))
     return found
 
@@ -79,15 +107,29 @@ class TriggerIndex:
         self._patterns: list[Candidate] = []
 
     def _load(self) -> None:
-        from workflows.models import Workflow
+        from automation.models import Event
+        from workflows.models import Workflow, WorkflowVersion
 
         exact: dict[str, list[Candidate]] = defaultdict(list)
         patterns: list[Candidate] = []
-        rows = Workflow.objects.filter(
+        rows = list(Workflow.objects.filter(
             is_active=True, published_version__isnull=False,
-        ).values_list("id", "published_version_id", "published_version__definition")
-        for workflow_id, version_id, definition in rows:
-            for candidate in candidates_from_definition(workflow_id, version_id, definition):
+        ).values_list("id", "published_version_id", "published_version__definition",
+                      "published_version__live_after_event"))
+        # Versions retired since the oldest event still to dispatch: that event, and the
+        # others written while they were current, still meet them.
+        oldest = (Event.objects.filter(dispatched_at__isnull=True).order_by("pk")
+                  .values_list("pk", flat=True).first())
+        retired = WorkflowVersion.objects.filter(
+            retired_after_event__gte=oldest,
+        ).values_list("workflow_id", "id", "definition", "live_after_event",
+                      "retired_after_event") if oldest is not None else []
+        loaded = [(*row, None) for row in rows] + [
+            row for row in retired if row[2].get("is_active", True)]
+        for workflow_id, version_id, definition, live_after, retired_after in loaded:
+            for candidate in candidates_from_definition(
+                    workflow_id, version_id, definition, live_after_event=live_after,
+                    retired_after_event=retired_after):
                 if candidate.event_type.endswith("*"):
                     patterns.append(candidate)
                 else:
@@ -116,13 +158,14 @@ class TriggerIndex:
                     self._load()
                     self._generation = generation
 
-    def match(self, event_type: str, context: dict[str, Any], *, refresh: bool = True
-              ) -> list[Candidate]:
-        """The first matching trigger of each workflow, highest priority first. A caller
-        matching a batch of events refreshes once and passes ``refresh=False``."""
+    def match(self, event_type: str, context: dict[str, Any], *, refresh: bool = True,
+              event_id: int | None = None) -> list[Candidate]:
+        """The first matching trigger of each workflow, highest priority first, among the
+        versions that were current when event ``event_id`` was written (None: now). A
+        caller matching a batch of events refreshes once and passes ``refresh=False``."""
         chosen: dict[int, Candidate] = {}
         for candidate in self.candidates(event_type, refresh=refresh):
-            if candidate.workflow_id in chosen:
+            if candidate.workflow_id in chosen or not candidate.live_for(event_id):
                 continue
             if candidate.condition is None or candidate.condition(context):
                 chosen[candidate.workflow_id] = candidate

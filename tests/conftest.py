@@ -217,6 +217,20 @@ def anon_api() -> APIClient:
     return APIClient()
 
 
+def publish(api: APIClient, workflow_id: int) -> dict[str, Any]:
+    """Publish a workflow's draft through the API (saving only writes the draft)."""
+    response = api.post(f"/api/v1/workflows/{workflow_id}/publish/")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def create_published(api: APIClient, document: dict[str, Any]) -> dict[str, Any]:
+    """Create a workflow through the API and publish it, as saving did before drafts."""
+    response = api.post("/api/v1/workflows/", document, format="json")
+    assert response.status_code == 201, response.content
+    return publish(api, response.json()["id"])
+
+
 # --- a real Celery worker -------------------------------------------------------------
 
 

@@ -52,6 +52,10 @@ def test_admin_creates_and_publishes_a_workflow(client: Client, admin_user: Any)
     response = client.post("/admin/workflows/workflow/add/", data)
     assert response.status_code == 302, response.content.decode()[:3000]
     workflow = Workflow.objects.get(slug="admin-made")
+    assert workflow.published_version is None and workflow.has_draft
+    response = client.post(f"/admin/workflows/workflow/{workflow.pk}/publish/")
+    assert response.status_code == 302
+    workflow.refresh_from_db()
     assert workflow.published_version.number == 1
     assert workflow.published_version.definition["steps"][0]["key"] == "note"
 

@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 from automation.events import event_emit
 from automation.services import workflow_execute
 from crm.demo import QUALIFY_HIGH_VALUE_LEADS
+from tests.conftest import create_published
 from workflows.models import Workflow
 
 pytestmark = pytest.mark.django_db
@@ -28,10 +29,8 @@ def refused(response: Any, field: str, reason: str) -> None:
 
 @pytest.fixture
 def workflow(api: APIClient) -> Workflow:
-    response = api.post("/api/v1/workflows/", copy.deepcopy(QUALIFY_HIGH_VALUE_LEADS),
-                        format="json")
-    assert response.status_code == 201, response.content
-    return Workflow.objects.get(pk=response.json()["id"])
+    body = create_published(api, copy.deepcopy(QUALIFY_HIGH_VALUE_LEADS))
+    return Workflow.objects.get(pk=body["id"])
 
 
 # --- filters ----------------------------------------------------------------------------

@@ -238,11 +238,14 @@ def test_a_lead_created_in_the_admin_is_qualified_by_its_run(stack: Stack,
 
 
 def test_a_delay_is_woken_by_beats_sweep(stack: Stack, api: requests.Session) -> None:
-    post(api, stack, "/api/v1/workflows/", {
+    created = post(api, stack, "/api/v1/workflows/", {
         "slug": "embedded-delay", "name": "Embedded delay",
         "triggers": [{"event_type": "embedded.delay"}],
         "steps": [{"key": "wait", "type": "delay", "config": {"for": "2 seconds"}},
                   {"key": "after", "type": "delay", "config": {"for": 0}}]})
+    response = api.post(f"{stack.base_url}/api/v1/workflows/{created['id']}/publish/",
+                        timeout=10)
+    assert response.status_code == 200, response.text
     post(api, stack, "/api/v1/events/", {"type": "embedded.delay", "payload": {}})
 
     def runs() -> list[dict[str, Any]]:

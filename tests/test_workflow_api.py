@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 from automation.models import ActionRun, Event, Note, Run
 from crm.demo import QUALIFY_HIGH_VALUE_LEADS
 from crm.models import Lead
+from tests.conftest import create_published, publish
 from workflows.models import Action, Trigger, Workflow, WorkflowVersion
 
 pytestmark = pytest.mark.django_db
@@ -28,12 +29,17 @@ def test_create_read_update_publishes_versions(api: APIClient) -> None:
     response = api.post("/api/v1/workflows/", document(), format="json")
     assert response.status_code == 201, response.content
     body = response.json()
+    assert body["version"] is None and body["has_draft"] is True
+    body = publish(api, body["id"])
     assert body["version"] == 1 and body["slug"] == "qualify-high-value-leads"
+    assert body["has_draft"] is False and body["draft_updated_at"] is None
     assert [s["key"] for s in body["steps"]] == ["qualify", "note", "notify", "follow_up"]
     assert body["triggers"][0]["conditions"]["and"][0]["operator"] == "gte"
 
     response = api.patch(f"/api/v1/workflows/{body['id']}/", {"name": "Renamed"}, format="json")
-    assert response.status_code == 200 and response.json()["version"] == 2
+    assert response.status_code == 200 and response.json()["version"] == 1
+    assert response.json()["has_draft"] is True and response.json()["name"] == "Renamed"
+    assert publish(api, body["id"])["version"] == 2
     versions = api.get(f"/api/v1/workflows/{body['id']}/versions/").json()["results"]
     assert [v["number"] for v in versions] == [2, 1]
     assert versions[1]["definition"]["name"] == "Auto-qualify high-value leads"
@@ -91,7 +97,7 @@ def test_invalid_definitions_are_refused_with_the_json_path(
 
 
 def test_invalid_update_changes_nothing(api: APIClient) -> None:
-    created = api.post("/api/v1/workflows/", document(), format="json").json()
+    created = create_published(api, document())
     response = api.patch(f"/api/v1/workflows/{created['id']}/",
                          {"steps": [{"key": "x", "type": "add_note", "config": {}}]},
                          format="json")
@@ -104,7 +110,7 @@ def test_invalid_update_changes_nothing(api: APIClient) -> None:
 
 def test_simulate_shows_matches_trace_and_rendered_configs_and_changes_nothing(
         api: APIClient, make_user: Any) -> None:
-    workflow = api.post("/api/v1/workflows/", document(), format="json").json()
+    workflow = create_published(api, document())
     owner = make_user("olga")
     lead = Lead.objects.create(company_name="Sim Corp", annual_revenue=Decimal("1500000"),
                                budget=Decimal("20000"), owner=owner)
@@ -142,15 +148,17 @@ def test_simulate_shows_matches_trace_and_rendered_configs_and_changes_nothing(
 
 
 def test_trigger_and_action_endpoints_edit_and_republish(api: APIClient) -> None:
-    workflow = api.post("/api/v1/workflows/", document(), format="json").json()
+    workflow = create_published(api, document())
     trigger_id = Trigger.objects.get().pk
     response = api.patch(f"/api/v1/triggers/{trigger_id}/", {"priority": 99}, format="json")
     assert response.status_code == 200, response.content
     assert response.json()["id"] == trigger_id and response.json()["priority"] == 99
+    assert publish(api, workflow["id"])["version"] == 2
     response = api.post("/api/v1/actions/", {
         "workflow": workflow["slug"], "key": "later", "type": "delay",
         "config": {"for": "1 day"}}, format="json")
     assert response.status_code == 201, response.content
+    publish(api, workflow["id"])
     bad = api.post("/api/v1/actions/", {
         "workflow": workflow["slug"], "key": "bad", "type": "delay",
         "config": {"for": "1 day"}, "after": ["ghost"]}, format="json")
@@ -162,11 +170,12 @@ def test_trigger_and_action_endpoints_edit_and_republish(api: APIClient) -> None
     assert detail["version"] == 3
     note_id = Action.objects.get(key="note").pk
     assert api.delete(f"/api/v1/actions/{note_id}/").status_code == 204
+    publish(api, workflow["id"])
     assert api.get(f"/api/v1/workflows/{workflow['id']}/").json()["version"] == 4
 
 
 def test_delete_workflow_with_runs_is_a_conflict(api: APIClient) -> None:
-    workflow = api.post("/api/v1/workflows/", document(), format="json").json()
+    workflow = create_published(api, document())
     api.post(f"/api/v1/workflows/{workflow['id']}/execute/",
              {"payload": {"lead": {"id": 1}}}, format="json")
     response = api.delete(f"/api/v1/workflows/{workflow['id']}/")

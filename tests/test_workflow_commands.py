@@ -25,11 +25,11 @@ def test_export_then_import_elsewhere(tmp_path: Path) -> None:
     assert [d["slug"] for d in documents] == ["deal-negotiation-note", "qualify-high-value-leads"]
     Workflow.objects.all().delete()
     stdout = StringIO()
-    call_command("import_workflows", str(out), stdout=stdout)
+    call_command("import_workflows", str(out), "--publish", stdout=stdout)
     assert "qualify-high-value-leads: version 1" in stdout.getvalue()
     assert Workflow.objects.count() == 2
     # Importing the same documents again creates no new versions.
-    call_command("import_workflows", str(out), stdout=StringIO())
+    call_command("import_workflows", str(out), "--publish", stdout=StringIO())
     assert all(w.versions.count() == 1 for w in Workflow.objects.all())
 
 

@@ -1,5 +1,9 @@
 """Authoring in the admin: workflows with inline triggers and steps, validated with the
-same messages as the API, a simulate page, the raw JSON document, versions and publishing."""
+same messages as the API, a simulate page, the raw JSON document, versions and publishing.
+
+Saving the change form writes the workflow's draft; the Publish button on the change page
+makes it the next version, Discard draft drops it, and the diff page shows what publishing
+would change."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -25,7 +29,7 @@ from config.errors import DomainError
 from workflows import services
 from workflows.definition import validate_step, validate_trigger
 from workflows.models import Action, Trigger, Workflow, WorkflowVersion
-from workflows.selectors import workflow_definition
+from workflows.selectors import DRAFT, definition_at, definition_diff, workflow_definition
 from workflows.simulation import simulate
 
 
@@ -97,13 +101,32 @@ class ActionInline(admin.StackedInline):
     ordering = ["position"]
 
 
+class DraftFilter(admin.SimpleListFilter):
+    title = "draft"
+    parameter_name = "has_draft"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Has an unpublished draft"), ("no", "No draft")]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if self.value() == "yes":
+            return queryset.filter(draft__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(draft__isnull=True)
+        return queryset
+
+
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "is_active", "version_number", "updated_at", "tools")
-    list_filter = ("is_active",)
+    list_display = ("name", "slug", "is_active", "version_number", "draft_state", "updated_at",
+                    "tools")
+    list_filter = ("is_active", DraftFilter)
+    change_form_template = "admin/workflows/workflow/change_form.html"
     search_fields = ("name", "slug", "description")
     prepopulated_fields = {"slug": ("name",)}
-    readonly_fields = ("graph", "published_version", "created_by", "created_at", "updated_at")
+    readonly_fields = ("graph", "published_version", "draft_updated_at", "draft_updated_by",
+                       "created_by", "created_at", "updated_at")
+    exclude = ("draft",)
     inlines = [TriggerInline, ActionInline]
     actions = ["publish"]
 
@@ -118,6 +141,10 @@ class WorkflowAdmin(admin.ModelAdmin):
     def version_number(self, obj: Workflow) -> str:
         return f"v{obj.published_version.number}" if obj.published_version else "-"
 
+    @admin.display(description="draft", boolean=True)
+    def draft_state(self, obj: Workflow) -> bool:
+        return obj.has_draft
+
     @admin.display(description="")
     def tools(self, obj: Workflow) -> str:
         return format_html(
@@ -125,6 +152,16 @@ class WorkflowAdmin(admin.ModelAdmin):
             reverse("admin:workflows_workflow_simulate", args=[obj.pk]),
             reverse("admin:workflows_workflow_raw", args=[obj.pk]),
         )
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None
+                   ) -> Workflow | None:
+        """The workflow as its draft reads, so the change form edits the draft (the rows
+        already hold it; the workflow's own fields are the published ones)."""
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None and obj.draft is not None:
+            for name in ("slug", "name", "description", "is_active"):
+                setattr(obj, name, obj.draft[name])
+        return obj
 
     def save_model(self, request: HttpRequest, obj: Workflow, form: Any, change: bool) -> None:
         if not change:
@@ -134,14 +171,27 @@ class WorkflowAdmin(admin.ModelAdmin):
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         try:
-            version = services.workflow_publish(workflow=form.instance, user=request.user)
+            workflow = services.draft_save(document=workflow_definition(form.instance),
+                                           workflow=form.instance, user=request.user)
         except DomainError as exc:
             transaction.set_rollback(True)
             messages.error(request, f"Not saved: {exc.message}")
             for path, problems in exc.fields.items():
                 messages.error(request, f"{path}: {'; '.join(problems)}")
             return
-        messages.info(request, f"Published as version {version.number}.")
+        if workflow.has_draft:
+            messages.info(request, "Saved as a draft: nothing that runs changes until it is "
+                                   "published (the Publish button on the workflow's page).")
+        else:
+            messages.info(request, "Saved: the workflow equals its current version.")
+
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
+                           change: bool = False, form_url: str = "", obj: Any = None
+                           ) -> HttpResponse:
+        if obj is not None:
+            context["published_number"] = (obj.published_version.number
+                                           if obj.published_version else None)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.action(description="Publish a new version of the selected workflows")
     def publish(self, request: HttpRequest, queryset: Any) -> None:
@@ -159,14 +209,77 @@ class WorkflowAdmin(admin.ModelAdmin):
                  name="workflows_workflow_simulate"),
             path("<int:pk>/raw/", self.admin_site.admin_view(self.raw_view),
                  name="workflows_workflow_raw"),
+            path("<int:pk>/publish/", self.admin_site.admin_view(self.publish_view),
+                 name="workflows_workflow_publish"),
+            path("<int:pk>/discard-draft/", self.admin_site.admin_view(self.discard_view),
+                 name="workflows_workflow_discard_draft"),
+            path("<int:pk>/diff/", self.admin_site.admin_view(self.diff_view),
+                 name="workflows_workflow_diff"),
         ]
         return extra + super().get_urls()
+
+    def _changed_workflow(self, request: HttpRequest, pk: int) -> Workflow:
+        workflow = get_object_or_404(Workflow, pk=pk)
+        if request.method != "POST" or not self.has_change_permission(request, workflow):
+            raise PermissionDenied
+        return workflow
+
+    def publish_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        workflow = self._changed_workflow(request, pk)
+        try:
+            version = services.workflow_publish(workflow=workflow, user=request.user)
+        except DomainError as exc:
+            messages.error(request, f"Not published: {exc.message}")
+            for where, problems in exc.fields.items():
+                messages.error(request, f"{where}: {'; '.join(problems)}")
+        else:
+            messages.success(request, f"Published: version {version.number} is current.")
+        return HttpResponseRedirect(reverse("admin:workflows_workflow_change", args=[pk]))
+
+    def discard_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        workflow = self._changed_workflow(request, pk)
+        try:
+            services.draft_discard(workflow=workflow)
+        except DomainError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, "Draft discarded: the workflow is its current version.")
+        return HttpResponseRedirect(reverse("admin:workflows_workflow_change", args=[pk]))
+
+    def diff_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        workflow = get_object_or_404(Workflow, pk=pk)
+        if not self.has_view_permission(request, workflow):
+            raise PermissionDenied
+        which_from = request.GET.get("from") or None
+        which_to = request.GET.get("to") or DRAFT
+        before = definition_at(workflow, which_from)
+        after = definition_at(workflow, which_to)
+        missing = [label for label, which, document in
+                   (("from", which_from, before), ("to", which_to, after))
+                   if which is not None and document is None]
+        diff = definition_diff(before, after) if after is not None and not missing else None
+        version = workflow.published_version
+        context = {
+            **self.admin_site.each_context(request), "title": f"{workflow}: changes",
+            "workflow": workflow, "opts": self.model._meta, "diff": diff,
+            "missing": missing,
+            "from_label": f"version {which_from}" if which_from and which_from != DRAFT
+            else ("the draft" if which_from == DRAFT
+                  else (f"version {version.number} (current)" if version else "nothing")),
+            "to_label": "the draft" if which_to == DRAFT else f"version {which_to}",
+            "versions": list(workflow.versions.order_by("-number")
+                             .values_list("number", flat=True)),
+        }
+        return TemplateResponse(request, "admin/workflows/diff.html", context)
 
     def simulate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         workflow = get_object_or_404(Workflow, pk=pk)
         if not self.has_view_permission(request, workflow):
             raise PermissionDenied
-        definition = workflow_definition(workflow)
+        # Runs start on the current version, so that is what is simulated unless the page
+        # asks for the draft (?version=draft) or another version.
+        definition = (definition_at(workflow, request.GET.get("version") or None)
+                      or workflow_definition(workflow))
         default_type = next((t["event_type"] for t in definition["triggers"]), "manual")
         form = SimulateForm(request.POST or None, initial={"event_type": default_type,
                                                            "payload": "{}"})

@@ -12,3 +12,13 @@ class DefinitionInvalid(ValidationFailed):
 class WorkflowInUse(Conflict):
     code = "WORKFLOW_IN_USE"
     default_message = "The workflow has runs; deactivate it instead of deleting it."
+
+
+class DraftOnly(Conflict):
+    code = "DRAFT_ONLY"
+    default_message = ("The workflow was never published: its draft is all there is. "
+                       "Delete the workflow instead of discarding the draft.")
+
+
+class UnknownVersion(ValidationFailed):
+    code = "UNKNOWN_VERSION"

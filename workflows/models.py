@@ -1,9 +1,13 @@
 """Workflow definitions: the authoring rows and their published, immutable versions.
 
-A ``Workflow`` owns ``Trigger`` rows and ``Action`` rows (its steps). These rows are what
-people edit; publishing snapshots them into a ``WorkflowVersion`` whose ``definition`` is the
-JSON document of the workflow. Runs are pinned to a version and read only its snapshot, so
-editing a workflow never changes a run that is already under way.
+A ``Workflow`` owns ``Trigger`` rows and ``Action`` rows (its steps): the working copy that
+the admin's inlines and the parts API edit. Saving a change writes the workflow's one
+``draft`` (the JSON document of the workflow) and keeps the rows equal to it; nothing that
+runs reads either. Publishing validates the draft and snapshots it into a ``WorkflowVersion``
+whose ``definition`` is what the matcher and the runs read. Runs are pinned to a version, so
+neither a draft nor a later version changes a run that is already under way. The workflow's
+own fields (slug, name, description, ``is_active``) are the published ones; the draft's are
+in its document.
 """
 
 from __future__ import annotations
@@ -26,6 +30,15 @@ class Workflow(models.Model):
         related_name="+",
         help_text="The version new runs start on.",
     )
+    draft = models.JSONField(
+        null=True, blank=True,
+        help_text="The unpublished document being edited (the API's and export's format).",
+    )
+    draft_updated_at = models.DateTimeField(null=True, blank=True)
+    draft_updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
@@ -41,6 +54,10 @@ class Workflow(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("admin:workflows_workflow_change", args=[self.pk])
+
+    @property
+    def has_draft(self) -> bool:
+        return self.draft is not None
 
 
 class Trigger(models.Model):
@@ -106,6 +123,15 @@ class WorkflowVersion(models.Model):
         related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # The version's live window, in event ids (ids grow as event rows are written): an event
+    # meets the versions that were current when it was written, however late it is
+    # dispatched. None: live for every earlier (or later) event.
+    live_after_event = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Events with a greater id meet this version (None: every event).")
+    retired_after_event = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Events with a greater id meet a later version (None: still current).")
 
     class Meta:
         ordering = ["workflow", "-number"]

@@ -9,7 +9,8 @@ from workflows.models import Workflow, WorkflowVersion
 
 
 def workflow_definition(workflow: Workflow) -> dict[str, Any]:
-    """The workflow's current document, built from its authoring rows."""
+    """The document of the authoring rows (the draft when there is one, else the current
+    version), with the workflow's own (published) fields."""
     return normalise({
         "slug": workflow.slug,
         "name": workflow.name,
@@ -31,3 +32,92 @@ def workflow_definition(workflow: Workflow) -> dict[str, Any]:
 
 def latest_version(workflow: Workflow) -> WorkflowVersion | None:
     return workflow.versions.order_by("-number").first()
+
+
+def working_definition(workflow: Workflow) -> dict[str, Any]:
+    """The document being edited: the draft if there is one, else the current version's."""
+    if workflow.draft is not None:
+        return workflow.draft
+    if workflow.published_version is not None:
+        return workflow.published_version.definition
+    return workflow_definition(workflow)
+
+
+DRAFT = "draft"
+
+
+def definition_at(workflow: Workflow, which: str | None) -> dict[str, Any] | None:
+    """The document of version ``which`` (a number), of the draft (``"draft"``), or of the
+    current version (None). None when there is no such version."""
+    if which == DRAFT:
+        return working_definition(workflow)
+    if which is None:
+        version = workflow.published_version
+    else:
+        version = workflow.versions.filter(number=int(which)).first() if which.isdigit() else None
+    return version.definition if version is not None else None
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any], names: list[str]
+             ) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for name in names:
+        old, new = before.get(name), after.get(name)
+        if old == new:
+            continue
+        if name == "config" and isinstance(old, dict) and isinstance(new, dict):
+            changes[name] = {
+                key: {"from": old.get(key), "to": new.get(key)}
+                for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)
+            }
+        else:
+            changes[name] = {"from": old, "to": new}
+    return changes
+
+
+WORKFLOW_FIELDS = ["slug", "name", "description", "is_active"]
+TRIGGER_FIELDS = ["event_type", "conditions", "priority", "is_active"]
+STEP_FIELDS = ["type", "config", "conditions", "after", "allow_failure", "retry",
+               "timeout_seconds", "position"]
+
+
+def definition_diff(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
+    """What changes from document ``before`` (None: nothing yet) to ``after``.
+
+    Workflow fields as ``{field: {"from", "to"}}``; triggers matched by position (as the
+    rows are) and steps by key, each list split into ``added``, ``removed`` and ``changed``
+    with per-field changes (``config`` per key). ``has_changes`` says whether anything
+    differs.
+    """
+    before = before or {"triggers": [], "steps": []}
+    workflow = _changes(before, after, WORKFLOW_FIELDS) if before.get("slug") else {}
+    old_triggers, new_triggers = before.get("triggers") or [], after.get("triggers") or []
+    triggers: dict[str, list[dict[str, Any]]] = {"added": [], "removed": [], "changed": []}
+    for index in range(max(len(old_triggers), len(new_triggers))):
+        if index >= len(old_triggers):
+            triggers["added"].append({"index": index, "trigger": new_triggers[index]})
+        elif index >= len(new_triggers):
+            triggers["removed"].append({"index": index, "trigger": old_triggers[index]})
+        else:
+            changes = _changes(old_triggers[index], new_triggers[index], TRIGGER_FIELDS)
+            if changes:
+                triggers["changed"].append({"index": index, "changes": changes})
+
+    def keyed(steps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {step["key"]: {**step, "position": position}
+                for position, step in enumerate(steps)}
+
+    old_steps, new_steps = keyed(before.get("steps") or []), keyed(after.get("steps") or [])
+    steps: dict[str, list[dict[str, Any]]] = {"added": [], "removed": [], "changed": []}
+    for key, step in new_steps.items():
+        if key not in old_steps:
+            steps["added"].append({"key": key, "step": step})
+        else:
+            changes = _changes(old_steps[key], step, STEP_FIELDS)
+            if changes:
+                steps["changed"].append({"key": key, "changes": changes})
+    steps["removed"] = [{"key": key, "step": step} for key, step in old_steps.items()
+                        if key not in new_steps]
+    has_changes = bool(workflow) or any(triggers.values()) or any(steps.values())
+    return {"workflow": workflow, "triggers": triggers, "steps": steps,
+            "has_changes": has_changes}

@@ -146,7 +146,12 @@ def _dispatch_locked(events: list[Event], *, advance: bool,
     trigger_index.refresh()  # once for the batch
     for event in events:
         context = event_context(event)
-        for candidate in trigger_index.match(event.type, context, refresh=False):
+        # A first dispatch meets the versions that were current when the event was written;
+        # a retry after a failed dispatch, or a replay, meets what is published now (the fix,
+        # the workflow added since).
+        written = event.pk if not event.dispatch_attempts else None
+        for candidate in trigger_index.match(event.type, context, refresh=False,
+                                             event_id=written):
             planned.append((event, context, candidate))
     replayed = [event.pk for event in events if event.dispatch_attempts]
     started = set(

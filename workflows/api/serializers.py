@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from workflows.models import Action, Trigger, Workflow, WorkflowVersion
-from workflows.selectors import workflow_definition
+from workflows.selectors import working_definition
 
 
 class TriggerSerializer(serializers.ModelSerializer):
@@ -42,16 +42,32 @@ class VersionSerializer(serializers.ModelSerializer):
 
 
 class WorkflowSerializer(serializers.ModelSerializer):
-    """Read shape: the workflow with its document (triggers and steps nested)."""
+    """Read shape: the workflow with the document being edited (its draft if it has one,
+    else its current version), triggers and steps nested. ``version`` is the published
+    version new runs start on (None: never published); ``has_draft`` says whether the
+    document differs from it, unpublished."""
 
+    name = serializers.SerializerMethodField()
+    description = serializers.SerializerMethodField()
+    is_active = serializers.SerializerMethodField()
     triggers = serializers.SerializerMethodField()
     steps = serializers.SerializerMethodField()
     version = serializers.SerializerMethodField()
+    has_draft = serializers.BooleanField(read_only=True)
 
     class Meta:
         model = Workflow
-        fields = ["id", "slug", "name", "description", "is_active", "version", "triggers",
-                  "steps", "created_at", "updated_at"]
+        fields = ["id", "slug", "name", "description", "is_active", "version", "has_draft",
+                  "draft_updated_at", "triggers", "steps", "created_at", "updated_at"]
+
+    def get_name(self, workflow: Workflow) -> str:
+        return self._definition(workflow)["name"]
+
+    def get_description(self, workflow: Workflow) -> str:
+        return self._definition(workflow)["description"]
+
+    def get_is_active(self, workflow: Workflow) -> bool:
+        return self._definition(workflow)["is_active"]
 
     def get_triggers(self, workflow: Workflow) -> list[dict[str, Any]]:
         return self._definition(workflow)["triggers"]
@@ -66,7 +82,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
     def _definition(self, workflow: Workflow) -> dict[str, Any]:
         cache = self.context.setdefault("_definitions", {})
         if workflow.pk not in cache:
-            cache[workflow.pk] = workflow_definition(workflow)
+            cache[workflow.pk] = working_definition(workflow)
         return cache[workflow.pk]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import django_filters
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -30,14 +30,16 @@ from workflows.api.serializers import (
     WorkflowSerializer,
 )
 from workflows.definition import validate_definition
+from workflows.errors import UnknownVersion
 from workflows.models import Action, Trigger, Workflow
-from workflows.selectors import workflow_definition
+from workflows.selectors import DRAFT, definition_at, definition_diff, working_definition
 from workflows.simulation import simulate
 
 
 class WorkflowViewSet(viewsets.ModelViewSet):
-    """Workflows as JSON documents. Every write is validated whole and published as a new
-    version; runs already under way keep the version they started with."""
+    """Workflows as JSON documents. Every write is validated whole and saved as the
+    workflow's draft; ``publish/`` makes the draft the next version that new runs start on,
+    and runs already under way keep the version they started with."""
 
     queryset = Workflow.objects.select_related("published_version").order_by("name")
     serializer_class = WorkflowSerializer
@@ -45,7 +47,8 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     filterset_fields = ["is_active", "slug"]
     search_fields = ["name", "slug", "description"]
     ordering_fields = ["name", "created_at", "updated_at"]
-    change_actions = ("simulate", "execute", "validate_existing", "restore_version")
+    change_actions = ("simulate", "execute", "validate_existing", "restore_version", "publish",
+                      "discard_draft")
 
     # The input of each write, so the browsable API and the schema show its own form.
     action_serializers: dict[str, type] = {
@@ -53,6 +56,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         "partial_update": WorkflowDocumentSerializer, "validate": WorkflowDocumentSerializer,
         "simulate": SimulateSerializer, "execute": ExecuteSerializer,
         "validate_existing": NoInputSerializer, "restore_version": NoInputSerializer,
+        "publish": NoInputSerializer, "discard_draft": NoInputSerializer,
     }
 
     def get_serializer_class(self) -> type:
@@ -65,7 +69,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
                   ) -> dict[str, Any]:
         serializer = WorkflowDocumentSerializer(data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        base = workflow_definition(workflow) if workflow is not None else {}
+        base = working_definition(workflow) if workflow is not None else {}
         if not partial:
             base = {"triggers": [], "steps": [], "description": "", "is_active": True}
         document = {**base, **request.data}
@@ -78,7 +82,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         document = self._document(request, partial=False, workflow=None)
         if Workflow.objects.filter(slug=document.get("slug")).exists():
             raise ValidationFailed.from_issues([("slug", "a workflow with this slug exists")])
-        workflow = services.workflow_save(document=document, user=request.user)
+        workflow = services.draft_save(document=document, user=request.user)
         return Response(self._read(workflow), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=WorkflowDocumentSerializer, responses=WorkflowSerializer)
@@ -86,7 +90,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         workflow = self.get_object()
         partial = kwargs.get("partial", False)
         document = self._document(request, partial=partial, workflow=workflow)
-        workflow = services.workflow_save(document=document, workflow=workflow, user=request.user)
+        workflow = services.draft_save(document=document, workflow=workflow, user=request.user)
         return Response(self._read(workflow))
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -108,22 +112,60 @@ class WorkflowViewSet(viewsets.ModelViewSet):
                    operation_id="v1_workflows_validate_existing")
     @action(detail=True, methods=["post"], url_path="validate")
     def validate_existing(self, request: Request, pk: str | None = None) -> Response:
-        """Validate the stored workflow (after changes in its step types or models)."""
-        issues = validate_definition(workflow_definition(self.get_object()))
+        """Validate the stored workflow's draft, or its current version when it has no draft
+        (after changes in its step types or models)."""
+        issues = validate_definition(working_definition(self.get_object()))
         if issues:
             raise ValidationFailed.from_issues(issues)
         return Response({"valid": True})
 
+    @extend_schema(request=NoInputSerializer, responses=WorkflowSerializer)
+    @action(detail=True, methods=["post"])
+    def publish(self, request: Request, pk: str | None = None) -> Response:
+        """Validate the draft and make it the next version, which new runs start on."""
+        workflow = self.get_object()
+        services.workflow_publish(workflow=workflow, user=request.user)
+        workflow.refresh_from_db()
+        return Response(self._read(workflow))
+
+    @extend_schema(request=NoInputSerializer, responses=WorkflowSerializer)
+    @action(detail=True, methods=["post"], url_path="discard-draft")
+    def discard_draft(self, request: Request, pk: str | None = None) -> Response:
+        """Drop the draft; the workflow reads as its current version again."""
+        workflow = services.draft_discard(workflow=self.get_object())
+        return Response(self._read(workflow))
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", str, description="A version number or 'draft'. "
+                             "Default: the current version."),
+            OpenApiParameter("to", str, description="A version number or 'draft' (default)."),
+        ],
+        responses={200: OpenApiResponse(description="Workflow fields, triggers and steps "
+                                                    "added, removed and changed.")})
+    @action(detail=True, methods=["get"])
+    def diff(self, request: Request, pk: str | None = None) -> Response:
+        """What changes from one version (or the draft) to another: by default, what
+        publishing the draft would change."""
+        workflow = self.get_object()
+        return Response(workflow_diff(workflow, request.query_params.get("from"),
+                                      request.query_params.get("to") or DRAFT))
+
     @extend_schema(request=SimulateSerializer,
+                   parameters=[OpenApiParameter(
+                       "version", str, description="A version number or 'draft'. "
+                       "Default: the current version.")],
                    responses={200: OpenApiResponse(description="The simulation trace.")})
     @action(detail=True, methods=["post"])
     def simulate(self, request: Request, pk: str | None = None) -> Response:
         """Dry-run the workflow against a sample event: trigger matches, the condition trace,
-        each step's rendered config. Nothing is written and nothing is sent."""
+        each step's rendered config. Nothing is written and nothing is sent. It reads the
+        current version unless ``?version=`` names another one or ``draft``."""
         workflow = self.get_object()
         serializer = SimulateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        definition = workflow_definition(workflow)
+        definition = _definition_or_error(workflow, request.query_params.get("version"),
+                                          "version")
         event_type = serializer.validated_data.get("event_type") or next(
             (t["event_type"] for t in definition["triggers"]), "manual")
         payload = serializer.validated_data.get("payload") or {}
@@ -172,7 +214,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     def graph(self, request: Request, pk: str | None = None) -> Response:
         """The workflow's step graph, as data and as an SVG picture."""
         workflow = self.get_object()
-        return Response(graph_payload(workflow_definition(workflow)["steps"], None,
+        return Response(graph_payload(working_definition(workflow)["steps"], None,
                                       workflow.name))
 
     @extend_schema(responses=RunListSerializer(many=True))
@@ -182,6 +224,37 @@ class WorkflowViewSet(viewsets.ModelViewSet):
             "workflow", "version", "event").order_by("-created_at", "-id")
         page = self.paginate_queryset(runs)
         return self.get_paginated_response(RunListSerializer(page, many=True).data)
+
+
+def _definition_or_error(workflow: Workflow, which: str | None, parameter: str
+                         ) -> dict[str, Any]:
+    definition = definition_at(workflow, which)
+    if definition is None:
+        message = (f"Version {which} of this workflow does not exist." if which
+                   else "The workflow has no published version; pass 'draft'.")
+        raise UnknownVersion.from_issues([(parameter, message)], message)
+    return definition
+
+
+def workflow_diff(workflow: Workflow, which_from: str | None, which_to: str
+                  ) -> dict[str, Any]:
+    """The diff between two of the workflow's documents (version numbers or ``draft``; a
+    missing ``from`` is the current version, or nothing for a never-published workflow)."""
+    if which_from is None:
+        before = definition_at(workflow, None)
+    else:
+        before = _definition_or_error(workflow, which_from, "from")
+    after = _definition_or_error(workflow, which_to, "to")
+    version = workflow.published_version
+
+    def label(which: str) -> int | str:
+        return int(which) if which.isdigit() else which
+
+    return {
+        "from": label(which_from) if which_from else (version.number if version else None),
+        "to": label(which_to),
+        **definition_diff(before, after),
+    }
 
 
 def _workflow_filter() -> ReferenceFilter:
@@ -218,7 +291,7 @@ class _PartViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
 
 
 class TriggerViewSet(_PartViewSet):
-    """A workflow's triggers. Each change re-validates and republishes the workflow."""
+    """A workflow's triggers. Each change re-validates the workflow and saves its draft."""
 
     queryset = Trigger.objects.select_related("workflow").order_by("workflow", "id")
     serializer_class = TriggerSerializer
@@ -242,7 +315,7 @@ class TriggerViewSet(_PartViewSet):
 
 
 class ActionViewSet(_PartViewSet):
-    """A workflow's steps. Each change re-validates and republishes the workflow."""
+    """A workflow's steps. Each change re-validates the workflow and saves its draft."""
 
     queryset = Action.objects.select_related("workflow").order_by("workflow", "position")
     serializer_class = ActionSerializer
