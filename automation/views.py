@@ -66,11 +66,20 @@ def export_download(request: HttpRequest, pk: int) -> FileResponse:
 
 @require_GET
 def prometheus_metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus exposition. With ``METRICS_TOKEN`` set, a matching bearer token is needed."""
+    """Prometheus exposition, behind ``Authorization: Bearer <METRICS_TOKEN>``.
+
+    With no ``METRICS_TOKEN`` the endpoint is open only while ``DEBUG`` is on; otherwise it
+    answers 403 saying the token must be set. A wrong or missing token answers 401.
+    """
     token = settings.METRICS_TOKEN
-    if token:
+    if not token:
+        if not settings.DEBUG:
+            return HttpResponse("metrics are disabled: set METRICS_TOKEN to enable /metrics\n",
+                                status=403, content_type="text/plain")
+    else:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given, token):
+        if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                                   token.encode("utf-8", "surrogatepass")):
             return HttpResponse("metrics token required\n", status=401,
                                 content_type="text/plain")
     registry = CollectorRegistry()

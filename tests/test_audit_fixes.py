@@ -1,0 +1,144 @@
+"""Findings of the outside audit (issue 15), each held by a test that failed before its fix:
+bad input answers 4xx with a stable code, not 500; the one body limit; /metrics needs its
+token; what callers may see and do."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from tests.test_api_errors import assert_error
+
+pytestmark = pytest.mark.django_db
+
+
+def raw_post(api: APIClient, path: str, body: str) -> Any:
+    return api.generic("POST", path, body.encode("utf-8", "surrogatepass"),
+                       content_type="application/json")
+
+
+# --- NUL bytes, lone surrogates and deep nesting in request bodies --------------------
+
+
+@pytest.mark.parametrize("text", ["a\\u0000b", "\\ud800", "x\\udfffy"])
+def test_bad_text_in_an_event_payload_is_a_validation_error(api: APIClient, text: str) -> None:
+    body = '{"type": "deal.won", "payload": {"note": {"deep": ["ok", "TEXT"]}}}'.replace(
+        "TEXT", text)
+    error = assert_error(raw_post(api, "/api/v1/events/", body), 400, "VALIDATION_ERROR")
+    assert "payload.note.deep[1]" in error["fields"]
+
+
+def test_bad_text_in_a_key_is_a_validation_error(api: APIClient) -> None:
+    body = '{"type": "deal.won", "payload": {"k\\u0000": 1}}'
+    error = assert_error(raw_post(api, "/api/v1/events/", body), 400, "VALIDATION_ERROR")
+    assert "payload" in error["fields"]
+
+
+def test_bad_text_in_a_step_config_is_a_validation_error(api: APIClient) -> None:
+    definition = {"name": "nul", "trigger": {"event": "deal.won"},
+                  "steps": [{"key": "n", "type": "add_note", "config": {"text": "a\u0000"}}]}
+    error = assert_error(api.post("/api/v1/workflows/", definition, format="json"), 400,
+                         "VALIDATION_ERROR")
+    assert "steps[0].config.text" in error["fields"]
+
+
+def test_six_hundred_levels_in_a_payload_are_refused(api: APIClient) -> None:
+    payload = json.dumps({"type": "deal.won", "payload": {"a": json.loads("[" * 600 + "]" * 600)}})
+    error = assert_error(raw_post(api, "/api/v1/events/", payload), 400, "NESTING_TOO_DEEP")
+    assert error["fields"]
+
+
+def test_three_thousand_levels_in_request_json_are_refused(api: APIClient) -> None:
+    body = '{"type": "deal.won", "payload": {"a": ' + "[" * 3000 + "]" * 3000 + "}}"
+    assert_error(raw_post(api, "/api/v1/events/", body), 400, "NESTING_TOO_DEEP")
+
+
+def test_bad_text_in_a_form_body_is_a_validation_error(api: APIClient) -> None:
+    response = api.post("/api/v1/events/", "type=deal.won%00",
+                        content_type="application/x-www-form-urlencoded")
+    assert_error(response, 400, "VALIDATION_ERROR")
+
+
+# --- URL and query parameters ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["type=a%00b", "ty%00pe=x", "queue=%00"])
+def test_nul_in_a_query_parameter_is_a_validation_error(api: APIClient, query: str) -> None:
+    error = assert_error(api.get(f"/api/v1/events/?{query}"), 400, "VALIDATION_ERROR")
+    assert any(path.startswith("query") for path in error["fields"])
+
+
+def test_nul_in_a_lookup_id_is_refused(api: APIClient) -> None:
+    assert_error(api.get("/api/v1/tasks/1%00/"), 400, "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/tasks/?queue=%C2%B2", "/api/v1/tasks/?assignee=%C2%B2",
+    "/api/v1/runs/?workflow=%C2%B2", "/api/v1/events/?caused_by_run=%C2%B2",
+])
+def test_non_ascii_digits_in_filters_are_validation_errors(api: APIClient, path: str) -> None:
+    assert_error(api.get(path), 400, "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/tasks/%C2%B2/", "/api/v1/runs/%C2%B2/", "/api/v1/notifications/%C2%B2/",
+    "/api/v1/workflows/%C2%B2/", "/api/v1/events/%C2%B2/",
+])
+def test_non_ascii_digits_in_lookup_ids_are_not_found(api: APIClient, path: str) -> None:
+    response = api.get(path)
+    assert response.status_code == 404, (path, response.content)
+
+
+def test_nul_in_a_page_query_is_a_plain_400(client: Client, admin_user: Any) -> None:
+    client.force_login(admin_user)
+    assert client.get("/tasks/?q=%00").status_code == 400
+
+
+# --- one body limit, one JSON answer, every content type ------------------------------
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json", "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=XYZ", "text/plain",
+])
+def test_a_body_over_the_limit_is_413_json(api: APIClient, content_type: str,
+                                           settings: Any) -> None:
+    settings.API_MAX_BODY_BYTES = 10_000
+    body = b"a" * 10_001
+    response = api.generic("POST", "/api/v1/events/", body, content_type=content_type)
+    error = assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+    assert "10000 bytes" in error["message"]
+
+
+def test_a_ten_megabyte_form_body_is_413_json(api: APIClient) -> None:
+    body = "type=deal.won&payload=" + "x" * (10 * 1024 * 1024)
+    response = api.generic("POST", "/api/v1/events/", body,
+                           content_type="application/x-www-form-urlencoded")
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+
+
+# --- /metrics --------------------------------------------------------------------------
+
+
+def test_metrics_with_debug_off_and_no_token_is_refused(client: Client, settings: Any) -> None:
+    settings.DEBUG = False
+    settings.METRICS_TOKEN = ""
+    response = client.get("/metrics")
+    assert response.status_code == 403
+    assert "METRICS_TOKEN" in response.content.decode()
+
+
+def test_metrics_with_debug_on_and_no_token_is_open(client: Client, settings: Any) -> None:
+    settings.DEBUG = True
+    settings.METRICS_TOKEN = ""
+    assert client.get("/metrics").status_code == 200
+
+
+def test_a_non_ascii_bearer_token_is_401_not_a_crash(client: Client, settings: Any) -> None:
+    settings.METRICS_TOKEN = "s3cret"
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3crét").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
