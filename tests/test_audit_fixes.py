@@ -142,3 +142,100 @@ def test_a_non_ascii_bearer_token_is_401_not_a_crash(client: Client, settings: A
     settings.METRICS_TOKEN = "s3cret"
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3crét").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
+
+
+# --- Idempotency-Keys: scoped per caller, bounded ---------------------------------------
+
+
+def token_client(user: Any) -> APIClient:
+    from rest_framework.authtoken.models import Token
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0]}")
+    return client
+
+
+def test_another_callers_same_key_starts_a_new_event(api: APIClient, make_user: Any) -> None:
+    other = make_user("ops", superuser=True)
+    body = {"type": "deal.won", "payload": {"n": 1}}
+    first = api.post("/api/v1/events/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    again = api.post("/api/v1/events/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    theirs = token_client(other).post("/api/v1/events/", body, format="json",
+                                      HTTP_IDEMPOTENCY_KEY="k-1")
+    assert first.status_code == again.status_code == theirs.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    assert theirs.json()["id"] != first.json()["id"]
+    # the other caller's different body under the same key is their own business
+    changed = token_client(other).post("/api/v1/events/", {"type": "deal.lost"}, format="json",
+                                       HTTP_IDEMPOTENCY_KEY="k-1")
+    assert_error(changed, 422, "IDEMPOTENCY_KEY_REUSED")
+
+
+@pytest.mark.parametrize("length", [197, 198, 199, 200])
+def test_a_long_key_up_to_the_bound_works(api: APIClient, length: int) -> None:
+    key = "k" * length
+    first = api.post("/api/v1/events/", {"type": "deal.won"}, format="json",
+                     HTTP_IDEMPOTENCY_KEY=key)
+    again = api.post("/api/v1/events/", {"type": "deal.won"}, format="json",
+                     HTTP_IDEMPOTENCY_KEY=key)
+    assert first.status_code == 202, first.content
+    assert first.json()["id"] == again.json()["id"]
+
+
+def test_a_key_over_the_bound_is_refused(api: APIClient) -> None:
+    response = api.post("/api/v1/events/", {"type": "deal.won"}, format="json",
+                        HTTP_IDEMPOTENCY_KEY="k" * 201)
+    error = assert_error(response, 400, "VALIDATION_ERROR")
+    assert "headers.Idempotency-Key" in error["fields"]
+
+
+# --- monitoring needs its permission; exports theirs ------------------------------------
+
+
+def test_monitoring_needs_the_monitoring_permission(make_user: Any, client: Client) -> None:
+    from django.contrib.auth.models import Permission
+
+    staff = make_user("watcher", staff=True)
+    assert_error(token_client(staff).get("/api/v1/monitoring/metrics/"), 403,
+                 "PERMISSION_DENIED")
+    client.force_login(staff)
+    assert client.get("/monitoring/").status_code == 403
+    assert 'href="/monitoring/"' not in client.get("/").content.decode()
+    staff.user_permissions.add(Permission.objects.get(codename="view_monitoring"))
+    staff = type(staff).objects.get(pk=staff.pk)  # drop the permission cache
+    assert token_client(staff).get("/api/v1/monitoring/metrics/").status_code == 200
+    client.force_login(staff)
+    assert client.get("/monitoring/").status_code == 200
+
+
+def test_the_demo_seed_grants_monitoring(db: Any) -> None:
+    from django.contrib.auth import get_user_model
+
+    from workflows.demo import seed_users
+
+    seed_users()
+    manager = get_user_model().objects.create_user("mgr", is_staff=True)
+    from django.contrib.auth.models import Group
+
+    manager.groups.add(Group.objects.get(name="Managers"))
+    assert manager.has_perm("automation.view_monitoring")
+    assert get_user_model().objects.get(username="demo").has_perm("automation.view_monitoring")
+
+
+@pytest.mark.parametrize("hours", ["abc", "%C2%B2", "-3", "99999999999999999999"])
+def test_monitoring_page_with_a_bad_window_uses_the_default(client: Client, admin_user: Any,
+                                                           hours: str) -> None:
+    client.force_login(admin_user)
+    response = client.get(f"/monitoring/?hours={hours}")
+    assert response.status_code == 200
+
+
+def test_simulate_with_a_non_id_entity_is_a_validation_error(api: APIClient) -> None:
+    from tests.test_workflow_api import document
+
+    workflow = api.post("/api/v1/workflows/", document(), format="json")
+    assert workflow.status_code == 201, workflow.content
+    response = api.post(f"/api/v1/workflows/{workflow.json()['id']}/simulate/",
+                        {"event_type": "lead.created", "entity_id": "abc"}, format="json")
+    error = assert_error(response, 400, "VALIDATION_ERROR")
+    assert "entity_id" in error["fields"]
