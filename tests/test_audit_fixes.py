@@ -239,3 +239,108 @@ def test_simulate_with_a_non_id_entity_is_a_validation_error(api: APIClient) -> 
                         {"event_type": "lead.created", "entity_id": "abc"}, format="json")
     error = assert_error(response, 400, "VALIDATION_ERROR")
     assert "entity_id" in error["fields"]
+
+
+# --- related objects within what the caller sees; pages render only that ---------------
+
+
+def as_user(user: Any) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def hidden_parent(make_user: Any) -> dict[str, Any]:
+    from tasks_inbox import services
+
+    agent, other = make_user("agent"), make_user("other")
+    secret = services.task_create(title="Board-only acquisition plan", assignee=other)
+    return {"agent": agent, "other": other, "secret": secret}
+
+
+def test_a_parent_out_of_sight_answers_as_a_missing_one(hidden_parent: dict[str, Any]) -> None:
+    from tasks_inbox.models import Task
+
+    agent, secret = hidden_parent["agent"], hidden_parent["secret"]
+    client = as_user(agent)
+    unseen = client.post("/api/v1/tasks/", {"title": "child", "parent": secret.pk},
+                         format="json")
+    missing = client.post("/api/v1/tasks/", {"title": "child", "parent": secret.pk + 1000},
+                          format="json")
+    unseen_error = assert_error(unseen, 400, "VALIDATION_ERROR")
+    missing_error = assert_error(missing, 400, "VALIDATION_ERROR")
+    assert unseen_error["fields"]["parent"] == [
+        m.replace(str(secret.pk + 1000), str(secret.pk)) for m in missing_error["fields"]["parent"]]
+    assert not Task.objects.filter(title="child").exists()
+    # a parent the caller sees is fine
+    own = client.post("/api/v1/tasks/", {"title": "mine"}, format="json").json()
+    child = client.post("/api/v1/tasks/", {"title": "child", "parent": own["id"]},
+                        format="json")
+    assert child.status_code == 201, child.content
+
+
+def test_queue_filters_name_only_what_the_caller_sees(hidden_parent: dict[str, Any]) -> None:
+    from tasks_inbox import services
+
+    agent, secret, other = hidden_parent["agent"], hidden_parent["secret"], hidden_parent["other"]
+    services.task_create(title="sub", assignee=other, parent=secret)
+    client = as_user(agent)
+    unseen = client.get(f"/api/v1/tasks/?parent={secret.pk}")
+    missing = client.get(f"/api/v1/tasks/?parent={secret.pk + 1000}")
+    assert_error(unseen, 400, "VALIDATION_ERROR")
+    assert_error(missing, 400, "VALIDATION_ERROR")
+    assert unseen.json()["error"]["fields"].keys() == missing.json()["error"]["fields"].keys()
+
+
+def test_the_childs_page_does_not_name_an_invisible_parent(
+        hidden_parent: dict[str, Any], client: Client) -> None:
+    from tasks_inbox import services
+
+    agent, secret = hidden_parent["agent"], hidden_parent["secret"]
+    child = services.task_create(title="Prepare the slides", assignee=agent, parent=secret)
+    client.force_login(agent)
+    html = client.get(f"/inbox/tasks/{child.pk}/").content.decode()
+    assert "Prepare the slides" in html
+    assert "Board-only acquisition plan" not in html
+    client.force_login(hidden_parent["other"])
+    services.task_reassign(task_id=child.pk, actor=None, assignee=hidden_parent["other"])
+    html = client.get(f"/inbox/tasks/{child.pk}/").content.decode()
+    assert "Board-only acquisition plan" in html  # its viewer may see the plan
+
+
+# --- reassign and escalate answer what happened ----------------------------------------
+
+
+def test_reassign_out_of_sight_answers_200_with_what_happened(make_user: Any) -> None:
+    from tasks_inbox import services
+    from tasks_inbox.models import Task
+
+    agent, colleague = make_user("agent"), make_user("colleague")
+    task = services.task_create(title="Hand me over", assignee=agent)
+    response = as_user(agent).post(f"/api/v1/tasks/{task.pk}/reassign/",
+                                   {"assignee": colleague.pk}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"id": task.pk, "reassigned": True, "visible": False}
+    assert Task.objects.get(pk=task.pk).assignee_id == colleague.pk
+
+
+def test_escalate_out_of_sight_answers_200_with_what_happened(make_user: Any) -> None:
+    from tasks_inbox import services
+    from tasks_inbox.models import Task
+
+    agent, colleague = make_user("agent"), make_user("colleague")
+    task = services.task_create(title="Too hot", assignee=agent)
+    response = as_user(agent).post(f"/api/v1/tasks/{task.pk}/escalate/",
+                                   {"assignee": colleague.pk, "priority": "urgent"},
+                                   format="json")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"id": task.pk, "escalated": True, "visible": False}
+    assert Task.objects.get(pk=task.pk).assignee_id == colleague.pk
+
+
+def test_the_schema_documents_the_handover_answer(api: APIClient) -> None:
+    schema = api.get("/api/schema/?format=json").json()
+    handover = schema["components"]["schemas"]["TaskHandover"]
+    refs = {item["$ref"].rsplit("/", 1)[-1] for item in handover["oneOf"]}
+    assert refs == {"TaskDetail", "TaskOutOfSight"}
