@@ -106,6 +106,9 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [
+            ("view_monitoring", "Can view the monitoring page and the monitoring API"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["workflow", "event"], condition=Q(rerun_of__isnull=True),

@@ -6,8 +6,7 @@ import hmac
 
 import pygal
 from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -17,12 +16,23 @@ from automation import monitoring
 from automation.metrics import EngineCollector
 from automation.models import Export
 from config.charts import chart, chart_svg
+from config.permissions import MONITORING_PERMISSION
 
 
-@staff_member_required
+def window_hours(value: str | None, default: int = 24) -> int:
+    """The page's ``?hours=`` window: 1 to 720; anything that is not a whole number of
+    hours falls back to the default."""
+    text = (value or "").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 6):
+        return default
+    return min(max(int(text), 1), 24 * 30)
+
+
+@login_required
+@permission_required(MONITORING_PERMISSION, raise_exception=True)
 @require_GET
 def monitoring_page(request: HttpRequest) -> HttpResponse:
-    hours = min(max(int(request.GET.get("hours", "24") or 24), 1), 24 * 30)
+    hours = window_hours(request.GET.get("hours"))
     metrics = monitoring.workflow_metrics(hours=hours)
     per_hour = monitoring.throughput(hours=hours)
     throughput_chart = chart(pygal.Line, "Runs per hour", x_label_rotation=30)
@@ -54,9 +64,11 @@ def monitoring_page(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def export_download(request: HttpRequest, pk: int) -> FileResponse:
-    """An export's CSV, for the user whose visibility chose its rows, or staff."""
+    """An export's CSV, for the user whose visibility chose its rows, or a holder of
+    ``automation.view_export`` (as the API's ``exports/{id}/download/``)."""
     export = Export.objects.filter(pk=pk).exclude(file="").first()
-    if export is None or not (request.user.is_staff or export.requested_by_id == request.user.pk):
+    if export is None or not (export.requested_by_id == request.user.pk
+                              or request.user.has_perm("automation.view_export")):
         raise Http404("No such export.")
     handle = export.file.open("rb")
     return FileResponse(handle, as_attachment=True,
@@ -66,11 +78,20 @@ def export_download(request: HttpRequest, pk: int) -> FileResponse:
 
 @require_GET
 def prometheus_metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus exposition. With ``METRICS_TOKEN`` set, a matching bearer token is needed."""
+    """Prometheus exposition, behind ``Authorization: Bearer <METRICS_TOKEN>``.
+
+    With no ``METRICS_TOKEN`` the endpoint is open only while ``DEBUG`` is on; otherwise it
+    answers 403 saying the token must be set. A wrong or missing token answers 401.
+    """
     token = settings.METRICS_TOKEN
-    if token:
+    if not token:
+        if not settings.DEBUG:
+            return HttpResponse("metrics are disabled: set METRICS_TOKEN to enable /metrics\n",
+                                status=403, content_type="text/plain")
+    else:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given, token):
+        if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                                   token.encode("utf-8", "surrogatepass")):
             return HttpResponse("metrics token required\n", status=401,
                                 content_type="text/plain")
     registry = CollectorRegistry()

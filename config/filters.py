@@ -96,7 +96,7 @@ def id_or_slug(queryset: QuerySet, *, slug_field: str | None = "slug", noun: str
 
     def resolve(value: str) -> Any:
         match = Q(**{slug_field: value}) if slug_field else Q(pk__in=[])
-        if value.isdigit() and len(value) <= 18:
+        if value.isascii() and value.isdigit() and len(value) <= 18:
             match |= Q(pk=int(value))
         found = list(queryset.filter(match).order_by("pk")[:2])
         if not found:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.permissions import SAFE_METHODS, DjangoModelPermissions
+from rest_framework.permissions import SAFE_METHODS, BasePermission, DjangoModelPermissions
 
 
 class StaffModelPermissions(DjangoModelPermissions):
@@ -44,3 +44,15 @@ class ScopedReadOrStaffModelPermissions(StaffModelPermissions):
                 and not user.is_staff):
             return True
         return super().has_permission(request, view)
+
+
+MONITORING_PERMISSION = "automation.view_monitoring"
+
+
+class CanViewMonitoring(BasePermission):
+    """Monitoring figures: users holding ``automation.view_monitoring`` (superusers hold
+    every permission); being staff is not enough."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perm(MONITORING_PERMISSION))

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET
 from automation import monitoring
 from automation.models import Run, RunStatus
 from config.api import api_not_found, api_server_error
+from config.permissions import MONITORING_PERMISSION
 from tasks_inbox.selectors import notifications_for, task_inbox, task_order
 from workflows.models import Workflow
 
@@ -72,8 +73,9 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def dashboard(user: AbstractBaseUser) -> dict[str, Any]:
-    """My open and overdue tasks, what I may claim, my unread notifications; for staff the
-    active runs, the recent failures and whether any workflow exists yet."""
+    """My open and overdue tasks, what I may claim, my unread notifications; for holders of
+    the monitoring permission the active runs, the recent failures and whether any workflow
+    exists yet."""
     mine = task_inbox(user=user, scope="mine").filter(is_open=True)
     unread = notifications_for(user=user, unread_only=True)
     context: dict[str, Any] = {
@@ -83,7 +85,7 @@ def dashboard(user: AbstractBaseUser) -> dict[str, Any]:
         "claimable": task_inbox(user=user, scope="queues").filter(is_open=True).count(),
         "unread": list(unread[:DASHBOARD_ROWS]),
     }
-    if user.is_staff:
+    if user.has_perm(MONITORING_PERMISSION):
         failures = (Run.objects.filter(status=RunStatus.FAILED).select_related("workflow")
                     .order_by("-finished_at", "-id"))
         context.update({

@@ -6,6 +6,7 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django.contrib.auth.models import AnonymousUser
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -17,6 +18,7 @@ from tasks_inbox.selectors import (
     SORTS,
     queue_lookup,
     task_order,
+    tasks_visible_to,
     user_lookup,
 )
 from workflows.models import LifecycleState
@@ -52,10 +54,10 @@ class TaskFilter(django_filters.FilterSet):
     )
     overdue = django_filters.BooleanFilter(method="filter_overdue")
     open = django_filters.BooleanFilter(field_name="is_open")
-    parent = ReferenceFilter(field_name="parent", resolve=id_or_slug(
-        Task.objects.all(), slug_field=None, noun="task"), help_text="A task id.")
-    run = ReferenceFilter(field_name="origin_run", resolve=id_or_slug(
-        Run.objects.all(), slug_field=None, noun="run"), help_text="A run id.")
+    parent = ReferenceFilter(field_name="parent", resolve=lambda value: value,
+                             help_text="A task id, among the tasks the caller may see.")
+    run = ReferenceFilter(field_name="origin_run", resolve=lambda value: value,
+                          help_text="A run id, among the runs of the tasks the caller may see.")
     q = django_filters.CharFilter(field_name="title", lookup_expr="icontains")
     sort = django_filters.ChoiceFilter(
         method="filter_sort", choices=[(s, s) for s in SORTS],
@@ -71,6 +73,19 @@ class TaskFilter(django_filters.FilterSet):
     class Meta:
         model = Task
         fields: list[str] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # ?parent= and ?run= name things within what the caller sees: a task or run out of
+        # sight answers exactly as a missing one (no existence oracle).
+        user = getattr(self.request, "user", None) or AnonymousUser()
+        visible = tasks_visible_to(user)
+        runs = (Run.objects.all() if user.has_perm("automation.view_run")
+                else Run.objects.filter(pk__in=visible.exclude(origin_run=None)
+                                        .values("origin_run")))
+        self.filters["parent"].extra["resolve"] = id_or_slug(visible, slug_field=None,
+                                                             noun="task")
+        self.filters["run"].extra["resolve"] = id_or_slug(runs, slug_field=None, noun="run")
 
     def filter_queryset(self, queryset: QuerySet[Task]) -> QuerySet[Task]:
         queryset = super().filter_queryset(queryset)

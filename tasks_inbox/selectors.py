@@ -114,7 +114,7 @@ def _reference_text(value: Any) -> str | None:
 
 
 def _whole_number(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) <= 18 else None
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
 def user_lookup(value: Any, *, field: str = "assignee") -> AbstractBaseUser:

@@ -39,6 +39,7 @@ from tasks_inbox.selectors import (
     task_history,
     task_inbox,
     task_roles,
+    tasks_visible_to,
     team_workload,
     user_queues,
 )
@@ -205,6 +206,9 @@ def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context["notes"] = _notes(task)
     context["related"] = task.related if task.content_type_id else None
     context["origin_run"] = task.origin_run if task.origin_run_id else None
+    # the plan (parent task) is named only to a viewer who may see it
+    context["parent"] = (tasks_visible_to(request.user).filter(pk=task.parent_id).first()
+                         if task.parent_id else None)
     return render(request, "tasks_inbox/task_detail.html", context)
 
 

@@ -15,6 +15,7 @@ import time_machine
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -105,7 +106,9 @@ def test_a_bad_event_is_put_off_and_the_rest_of_its_batch_goes_on(
     client.force_login(admin_user)
     page = client.get("/monitoring/").content.decode()
     assert "1 event failing to dispatch" in page
-    assert "flowdesk_outbox_failing 1.0" in client.get("/metrics").content.decode()
+    with override_settings(METRICS_TOKEN="drain-metrics"):
+        metrics = client.get("/metrics", HTTP_AUTHORIZATION="Bearer drain-metrics")
+    assert "flowdesk_outbox_failing 1.0" in metrics.content.decode()
     listing = client.get("/admin/automation/event/", {"dispatch": "failing"}).content.decode()
     assert f"/admin/automation/event/{bad.pk}/change/" in listing
     assert f"/admin/automation/event/{good.pk}/change/" not in listing

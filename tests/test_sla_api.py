@@ -11,7 +11,7 @@ import pytest
 import time_machine
 from django.contrib.auth.models import Group
 from django.core.management import call_command
-from django.test import Client
+from django.test import Client, override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -268,7 +268,8 @@ def test_monitoring_figures(history: dict[str, Any], admin_user: Any) -> None:
     assert breaches == {"Claims": 2}
     client = Client()
     client.force_login(admin_user)
-    metrics = client.get("/metrics").content.decode()
+    with override_settings(METRICS_TOKEN="sla-metrics"):
+        metrics = client.get("/metrics", HTTP_AUTHORIZATION="Bearer sla-metrics").content.decode()
     assert 'flowdesk_sla_breaches_total{queue="Claims"} 2.0' in metrics
     assert 'flowdesk_tasks{queue="Claims",state="completed"} 4.0' in metrics
     monitoring = client.get("/monitoring/").content.decode()

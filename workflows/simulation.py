@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -18,6 +19,7 @@ from automation.actions import StepContext, StepFailed, get_step_type
 from automation.conditions import ConditionInvalid, compile_condition
 from automation.matcher import type_matches
 from automation.templating import TemplateRenderError, render_value
+from config.errors import ValidationFailed
 
 MASK = "********"
 
@@ -31,7 +33,12 @@ def sample_context(event_type: str, payload: dict[str, Any] | None,
     name = event_type.split(".", 1)[0]
     registration = registration_for_name(name)
     if registration is not None and entity_id is not None:
-        instance = registration.model._default_manager.filter(pk=entity_id).first()
+        try:
+            key = registration.model._meta.pk.to_python(entity_id)
+        except DjangoValidationError:
+            raise ValidationFailed.from_issues(
+                [("entity_id", f"{entity_id!r} is not an id of a {name}")]) from None
+        instance = registration.model._default_manager.filter(pk=key).first()
         if instance is not None:
             context = model_context(registration, instance)
             context.update(payload or {})

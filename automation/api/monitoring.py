@@ -7,11 +7,11 @@ from typing import Any
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from automation import monitoring
+from config.permissions import CanViewMonitoring
 
 HOURS = OpenApiParameter("hours", int, description="Window in hours (default 24, max 720).")
 
@@ -26,9 +26,10 @@ def _hours(request: Request) -> int:
 
 
 class MonitoringViewSet(viewsets.ViewSet):
-    """Operations figures, computed in the database. Staff only."""
+    """Operations figures, computed in the database, for holders of
+    ``automation.view_monitoring``."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [CanViewMonitoring]
 
     @extend_schema(responses=OpenApiResponse(description="Open runs, oldest first."))
     @action(detail=False, methods=["get"], url_path="active-runs")

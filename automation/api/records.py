@@ -116,7 +116,7 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def get_object(self) -> Export:
         lookup = str(self.kwargs["pk"])
         found = (self.get_queryset().filter(pk=int(lookup)).first()
-                 if lookup.isdigit() and len(lookup) <= 18 else None)
+                 if lookup.isascii() and lookup.isdigit() and len(lookup) <= 18 else None)
         if found is None:
             raise NotFound(f"Export {lookup} not found.")
         return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import django_filters
@@ -30,6 +31,7 @@ from automation.models import Event, EventSource, Run, RunStatus
 from automation.registry import registration_for_name, registrations
 from config.errors import ValidationFailed
 from config.filters import DateTimeFilter, ReferenceFilter, id_or_slug
+from config.parsers import text_problem
 from config.permissions import StaffModelPermissions
 from workflows.models import Workflow
 
@@ -50,6 +52,18 @@ def _entity_type(value: str) -> str:
         raise forms.ValidationError(f"unknown entity type {value!r} (known: {known})",
                                     code="UNKNOWN_ENTITY_TYPE")
     return value
+
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def stored_idempotency_key(user: Any, key: str | None) -> str | None:
+    """The key as stored: scoped to the caller, and a fixed-length digest so that a key of
+    any allowed length fits the column (``api:<user id>:<sha256 of the key>``)."""
+    if not key:
+        return None
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return f"api:{user.pk}:{digest}"
 
 
 class EventFilter(django_filters.FilterSet):
@@ -75,8 +89,10 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
                    viewsets.GenericViewSet):
     """Events: ``POST`` raises a custom event (202 with its id); ``GET`` reads the log.
 
-    ``POST`` honours an ``Idempotency-Key`` header: the same key replays the first answer and
-    starts nothing new; the same key with a different body is refused with 422.
+    ``POST`` honours an ``Idempotency-Key`` header (1 to 200 characters, else 400
+    ``VALIDATION_ERROR``), scoped to the caller: the same caller's same key replays
+    the first answer and starts nothing new; the same key with a different body is refused
+    with 422. Another caller's same key is another key.
     """
 
     queryset = Event.objects.select_related("actor").order_by("-occurred_at", "-id")
@@ -99,12 +115,15 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
         event_type = serializer.validated_data["type"]
         payload = serializer.validated_data.get("payload") or {}
         key = request.headers.get("Idempotency-Key")
-        if key is not None and not 1 <= len(key) <= 200:
-            raise ValidationFailed.from_issues(
-                [("headers.Idempotency-Key", "must be 1 to 200 characters")])
+        if key is not None:
+            problem = text_problem(key) or (
+                None if 1 <= len(key) <= MAX_IDEMPOTENCY_KEY else
+                f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+            if problem:
+                raise ValidationFailed.from_issues([("headers.Idempotency-Key", problem)])
         with transaction.atomic():
             event = event_emit(event_type, payload, actor=request.user, source=EventSource.API,
-                               idempotency_key=f"api:{key}" if key else None)
+                               idempotency_key=stored_idempotency_key(request.user, key))
         if key and event.request_hash != request_fingerprint(event_type, payload):
             raise IdempotencyKeyReused(data={"event_id": event.pk})
         body = {"id": event.pk, "type": event.type, "status": "accepted"}

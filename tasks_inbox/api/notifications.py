@@ -52,7 +52,7 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
     def get_object(self) -> Notification:
         lookup = str(self.kwargs["pk"])
         found = (self.get_queryset().filter(pk=int(lookup)).first()
-                 if lookup.isdigit() and len(lookup) <= 18 else None)
+                 if lookup.isascii() and lookup.isdigit() and len(lookup) <= 18 else None)
         if found is None:
             raise NotFound(f"Notification {lookup} not found.")
         return found

@@ -16,6 +16,7 @@ from tasks_inbox.selectors import (
     queue_lookup,
     related_entity_type,
     task_available_transitions,
+    tasks_visible_to,
     transition_as_dict,
     user_lookup,
 )
@@ -216,6 +217,22 @@ class TaskDetailSerializer(TaskSerializer):
         return data
 
 
+class VisibleTaskField(serializers.PrimaryKeyRelatedField):
+    """A task id, looked up among the tasks the caller may see (``context["request"]``):
+    a task out of sight and a missing one get the same answer, so the field tells nothing
+    about tasks the caller cannot see."""
+
+    default_error_messages = {
+        "does_not_exist": "No task {pk_value} among the tasks you can see.",
+        "incorrect_type": "Expected a task id, got {data_type}.",
+    }
+
+    def get_queryset(self) -> Any:
+        request = self.context.get("request")
+        user = getattr(request, "user", None) or AnonymousUser()
+        return tasks_visible_to(user)
+
+
 class TaskCreateSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=300)
     description = serializers.CharField(required=False, allow_blank=True, default="")
@@ -228,8 +245,8 @@ class TaskCreateSerializer(serializers.Serializer):
     due_at = serializers.DateTimeField(required=False, allow_null=True)
     lifecycle = serializers.SlugField(required=False, help_text="Default: 'task'.")
     form = serializers.JSONField(required=False)
-    parent = serializers.PrimaryKeyRelatedField(queryset=Task.objects.all(), required=False,
-                                                allow_null=True)
+    parent = VisibleTaskField(required=False, allow_null=True,
+                              help_text="A task id among the tasks the caller may see.")
 
 
 class TransitionSerializer(serializers.Serializer):
@@ -344,3 +361,13 @@ class MarkedReadSerializer(serializers.Serializer):
 
 class UnreadCountSerializer(serializers.Serializer):
     unread = serializers.IntegerField()
+
+
+class TaskOutOfSightSerializer(serializers.Serializer):
+    """What a reassign or escalate answers when it carried the task out of the caller's
+    sight: it happened (committed), and the caller no longer sees the task."""
+
+    id = serializers.IntegerField()
+    reassigned = serializers.BooleanField(required=False)
+    escalated = serializers.BooleanField(required=False)
+    visible = serializers.BooleanField(help_text="Always false: the task is out of your sight.")

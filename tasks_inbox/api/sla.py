@@ -112,7 +112,8 @@ class SLAConfigViewSet(viewsets.ModelViewSet):
 
     def get_object(self) -> SLAConfig:
         lookup = str(self.kwargs["pk"])
-        found = self.get_queryset().filter(pk=int(lookup)).first() if lookup.isdigit() else None
+        by_id = lookup.isascii() and lookup.isdigit()
+        found = self.get_queryset().filter(pk=int(lookup)).first() if by_id else None
         if found is None:
             raise NotFound(f"SLA config {lookup} not found.")
         self.check_object_permissions(self.request, found)

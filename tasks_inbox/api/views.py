@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -27,6 +27,7 @@ from tasks_inbox.api.serializers import (
     TaskActionsSerializer,
     TaskCreateSerializer,
     TaskDetailSerializer,
+    TaskOutOfSightSerializer,
     TaskSerializer,
     TransitionSerializer,
     task_actions,
@@ -40,6 +41,13 @@ from tasks_inbox.selectors import (
     task_history,
     task_stats,
     tasks_visible_to,
+)
+
+# A reassign or escalate answers the task, or what happened when it left the caller's sight.
+HANDOVER_RESPONSE = PolymorphicProxySerializer(
+    component_name="TaskHandover",
+    serializers=[TaskDetailSerializer, TaskOutOfSightSerializer],
+    resource_type_field_name=None,
 )
 
 
@@ -72,6 +80,14 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
     def get_object(self) -> Task:
         return task_get(user=self.request.user, task_id=self.kwargs["pk"])
 
+    def _after_handover(self, task_id: Any, done: str) -> Response:
+        """The answer to a committed reassign or escalate: the task while the caller still
+        sees it, else what happened (``visible: false``); never an error after the fact."""
+        task = tasks_visible_to(self.request.user).filter(pk=task_id).first()
+        if task is None:
+            return Response({"id": int(task_id), done: True, "visible": False})
+        return self._detail(task_id)
+
     def _detail(self, task_id: Any) -> Response:
         task = task_get(user=self.request.user, task_id=task_id)
         return Response(TaskDetailSerializer(task, context={"request": self.request}).data)
@@ -80,7 +96,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Create a task by hand. Staff may assign anyone; others may create tasks for
         themselves or in their own queues."""
-        serializer = TaskCreateSerializer(data=request.data)
+        serializer = TaskCreateSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         user = request.user
@@ -146,9 +162,11 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
                                       outcome=serializer.validated_data.get("outcome") or None)
         return self._detail(task.pk)
 
-    @extend_schema(request=ReassignSerializer, responses=TaskDetailSerializer)
+    @extend_schema(request=ReassignSerializer, responses=HANDOVER_RESPONSE)
     @action(detail=True, methods=["post"])
     def reassign(self, request: Request, pk: str | None = None) -> Response:
+        """Give the task to another user or queue. The answer is the task, or, when the
+        caller no longer sees it, ``{"id", "reassigned": true, "visible": false}``."""
         self.get_object()  # out of sight: 404 before anything else
         serializer = ReassignSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -156,11 +174,13 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         task = services.task_reassign(task_id=pk, actor=request.user,
                                       assignee=data.get("assignee"), queue=data.get("queue"),
                                       reason=data.get("reason", ""))
-        return self._detail(task.pk)
+        return self._after_handover(task.pk, "reassigned")
 
-    @extend_schema(request=EscalateSerializer, responses=TaskDetailSerializer)
+    @extend_schema(request=EscalateSerializer, responses=HANDOVER_RESPONSE)
     @action(detail=True, methods=["post"])
     def escalate(self, request: Request, pk: str | None = None) -> Response:
+        """Raise the priority and/or hand the task on. The answer is the task, or, when the
+        caller no longer sees it, ``{"id", "escalated": true, "visible": false}``."""
         self.get_object()  # out of sight: 404 before anything else
         serializer = EscalateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -169,7 +189,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
                                       reason=data.get("reason", ""),
                                       priority=data.get("priority"),
                                       assignee=data.get("assignee"), queue=data.get("queue"))
-        return self._detail(task.pk)
+        return self._after_handover(task.pk, "escalated")
 
     @extend_schema(responses=HistorySerializer(many=True))
     @action(detail=True, methods=["get"])
