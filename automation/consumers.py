@@ -47,10 +47,5 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        """The page sends nothing but pings; answer them so it can tell a dead socket."""
-        if isinstance(content, dict) and content.get("topic") == "ping":
-            await self.send_json({"topic": "pong"})
-
     async def live_message(self, event: dict[str, Any]) -> None:
         await self.send_json(event["message"])
