@@ -208,3 +208,38 @@ def test_groups_are_per_user() -> None:
     assert user_group(7) == "user.7"
     assert Audience.users([3, 1]).groups() == ["user.1", "user.3"]
     assert Audience(staff_runs=True).groups() == ["staff.runs"]
+
+
+def test_a_run_reports_each_step_and_its_end_to_run_watchers(people: dict[str, Any],
+                                                             drain: Any) -> None:
+    from automation.events import emit
+    from automation.models import Run
+    from workflows.services import workflow_save
+
+    workflow_save(document={
+        "slug": "two-naps", "name": "Two naps", "triggers": [{"event_type": "nap.due"}],
+        "steps": [{"key": "first", "type": "test_sleep", "config": {"seconds": 0}},
+                  {"key": "second", "type": "test_sleep", "config": {"seconds": 0},
+                   "after": ["first"]}],
+    })
+    headers = {name: session_headers(people[name]) for name in ("sam", "alice")}
+
+    async def scenario() -> dict[str, list[dict[str, Any]]]:
+        sockets = {name: (await open_socket(headers[name]))[0] for name in headers}
+        await committed(lambda: emit("nap.due", {}))()
+        await database_sync_to_async(drain)()
+        await committed(ping([people[name] for name in headers]))()
+        heard = {name: await until_marker(sockets[name]) for name in headers}
+        for socket in sockets.values():
+            await socket.disconnect()
+        return heard
+
+    heard = async_to_sync(scenario)()
+    run = Run.objects.get(workflow__slug="two-naps")
+    assert run.status == "completed"
+    runs = [m for m in heard["sam"] if m["topic"] == "run"]
+    assert {m["id"] for m in runs} == {run.pk}
+    finished = [m["step"] for m in runs if m.get("step") and m["status"] == "completed"]
+    assert finished == ["first", "second"]
+    assert runs[-1] == {"topic": "run", "id": run.pk, "status": "completed"}
+    assert heard["alice"] == []
