@@ -66,6 +66,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
+    "daphne",  # first: its runserver serves HTTP and WebSockets (ASGI)
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -80,6 +81,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_htmx",
+    "channels",
     "workflows",
     "automation",
     "tasks_inbox",
@@ -164,6 +166,26 @@ else:
             "LOCATION": str(_RUNTIME_DIR / "cache"),
         }
     }
+
+# Live updates (automation.live). With Redis, the channel layer lives in the broker's Redis
+# (or CHANNELS_REDIS_URL) under its own key prefix, so the worker's and beat's publishes reach
+# the web process's sockets; not a separate CACHE_URL, whose cache.clear() flushes its db. The
+# embedded default keeps an in-process layer: publishes from the web process reach sockets
+# at once, and pages also re-fetch their live regions every few seconds to pick up what the
+# worker changed (see README, "Live updates").
+_channels_redis_url = os.environ.get("CHANNELS_REDIS_URL") or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
+if _channels_redis_url:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [_channels_redis_url], "prefix": "flowdesk-live",
+                       "capacity": 500, "expiry": 30},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- Auth, i18n, static ---------------------------------------------------------------
 

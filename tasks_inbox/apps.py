@@ -8,6 +8,7 @@ class TasksInboxConfig(AppConfig):
     def ready(self) -> None:
         """Plug tasks into the engine: the task model, the task step types, metrics and
         monitoring reports (``tasks_inbox.engine.register``)."""
-        from tasks_inbox import engine
+        from tasks_inbox import engine, live
 
         engine.register()
+        live.register()  # the audiences of the inbox's live updates

@@ -32,6 +32,7 @@ from config.errors import NotFound, PermissionDenied, ValidationFailed
 from tasks_inbox.errors import ActionDisabled, AlreadyClaimed, FormInvalid, InvalidTransition
 from tasks_inbox.form_schema import form_clean, form_issues
 from tasks_inbox.lifecycles import LifecycleSpec, lifecycle_get, lifecycle_spec
+from tasks_inbox.live import notification_created, task_changed
 from tasks_inbox.models import (
     PRIORITY_BY_NAME,
     Notification,
@@ -567,6 +568,7 @@ def task_note_add(*, task_id: Any, actor: AbstractBaseUser, text: str) -> Note:
         raise ValidationFailed.from_issues([("note", "write something")])
     if len(text) > 20000:
         raise ValidationFailed.from_issues([("note", "at most 20000 characters")])
+    task_changed(task, "task.note_added")  # live pages, after the commit
     return Note.objects.create(
         content_type=ContentType.objects.get_for_model(Task), object_id=str(task.pk),
         note=text, visibility=NoteVisibility.INTERNAL, author=_person(actor),
@@ -583,8 +585,9 @@ def notification_mark_read(*, user: AbstractBaseUser, notification_id: int | Non
 
 
 def _notify(user: AbstractBaseUser, message: str, task: Task) -> None:
-    Notification.objects.create(recipient=user, message=message[:1000],
-                                link=task.get_absolute_url())
+    notification = Notification.objects.create(recipient=user, message=message[:1000],
+                                               link=task.get_absolute_url())
+    notification_created(notification)
 
 
 def _emit(task: Task, event_type: str, actor: Actor, extra: dict[str, Any] | None = None
@@ -594,3 +597,4 @@ def _emit(task: Task, event_type: str, actor: Actor, extra: dict[str, Any] | Non
         context.update(json_value(extra))
     event_emit(event_type, context=context, actor=_person(actor), source=EventSource.TASK,
                entity_type="task", entity_id=task.pk)
+    task_changed(task, event_type)  # live pages, after the commit

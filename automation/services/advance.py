@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from automation import graph
 from automation.actions import get_step_type
+from automation.live import run_changed
 from automation.models import ActionRun, Run, RunStatus, StepStatus
 from automation.services.common import ACTIVE_RUN, INLINE_STEP_BUDGET, step_definitions
 from automation.services.execution import (
@@ -264,6 +265,7 @@ def _is_atomic(type_name: str) -> bool:
 
 def _save_run_state(run: Run) -> None:
     run.save(update_fields=["status", "started_at", "updated_at"])
+    run_changed(run.pk, run.status)  # live run pages, after the commit
 
 
 def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: Any) -> None:
@@ -278,3 +280,4 @@ def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: 
             run.error_code = first.error_code or "STEP_FAILED"
     run.save(update_fields=["status", "started_at", "finished_at", "updated_at", "error",
                             "error_code"])
+    run_changed(run.pk, run.status)  # live run pages, after the commit

@@ -18,6 +18,7 @@ from automation.actions import StepContext, StepFailed, StepResult, StepType, ge
 from automation.conditions import compile_cached
 from automation.errors import RunStateError
 from automation.events import caused_by
+from automation.live import run_changed
 from automation.models import ActionRun, Run, StepStatus
 from automation.secrets import step_config_render
 from automation.services.common import (
@@ -124,6 +125,7 @@ def mark_running(action_run: ActionRun, now: Any) -> None:
     action_run.save(update_fields=[
         "status", "attempts", "started_at", "input", "error", "error_code", "updated_at",
     ])
+    run_changed(action_run.run_id, action_run.status, step=action_run.step_key)  # live pages
 
 
 def step_execute(*, action_run_id: int) -> None:
@@ -267,3 +269,4 @@ def step_finish(action_run: ActionRun, status: str, now: Any,
     action_run.wake_at = None
     action_run.updated_at = now
     action_run.save(update_fields=STEP_FIELDS)
+    run_changed(action_run.run_id, status, step=action_run.step_key)  # live pages

@@ -1,0 +1,138 @@
+"""Live updates: short messages to the pages' WebSockets after a change commits.
+
+A service that changes state calls ``publish_after_commit(topic, payload, audience)``. The
+message leaves only when the transaction commits (``transaction.on_commit``; a rollback
+drops it), and publishing never raises to the caller: a failed publish is logged and the
+pages catch up on their next re-fetch.
+
+Who receives it. Every socket joins its user's group (``user.<id>``) and, for staff allowed
+to see runs, ``staff.runs`` (``automation.consumers``). A message goes to the groups of its
+``Audience``, computed after the commit by a rule that reads the committed rows:
+
+- runs and steps (``run``): ``staff.runs`` only;
+- a host app's topics register their rule with ``register_topic`` (``tasks_inbox`` registers
+  ``task``, ``queue`` and ``notification`` from its ``ready()``, with the inbox's visibility
+  rule), and ``publish_after_commit(topic, payload)`` with no audience uses it.
+
+A message carries ids and states, never content: on receipt a page re-fetches its regions
+(``static/js/live.js``), so what a user sees is always what the page itself lets them see.
+
+Channel layers. With Redis (``channels_redis``) every process publishes into the same
+layer. The embedded default's in-memory layer does not cross processes: messages published by
+the web process reach its sockets, those of the worker and beat reach nobody, so the consumer
+tells the page to also re-fetch its regions every ``EMBEDDED_POLL_SECONDS``
+(``layer_is_shared``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+STAFF_RUNS_GROUP = "staff.runs"
+RUNS_PERMISSION = "automation.view_run"
+EMBEDDED_POLL_SECONDS = 10
+MESSAGE_TYPE = "live.message"  # the consumer's handler: ``live_message``
+
+
+def user_group(user_id: int) -> str:
+    """The group every socket of user ``user_id`` joins."""
+    return f"user.{int(user_id)}"
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who may receive a message: these users, and the staff allowed to see runs."""
+
+    user_ids: frozenset[int] = field(default_factory=frozenset)
+    staff_runs: bool = False
+
+    @classmethod
+    def users(cls, ids: Iterable[int]) -> Audience:
+        return cls(user_ids=frozenset(int(pk) for pk in ids))
+
+    def groups(self) -> list[str]:
+        groups = [user_group(pk) for pk in sorted(self.user_ids)]
+        if self.staff_runs:
+            groups.append(STAFF_RUNS_GROUP)
+        return groups
+
+
+RUN_AUDIENCE = Audience(staff_runs=True)
+
+AudienceRule = Callable[[dict[str, Any]], Audience]
+_topics: dict[str, AudienceRule] = {"run": lambda payload: RUN_AUDIENCE}
+
+
+def register_topic(topic: str, rule: AudienceRule) -> None:
+    """Register the audience rule of ``topic``: it gets the payload, after the commit."""
+    _topics[topic] = rule
+
+
+def may_see_runs(user: Any) -> bool:
+    """Whether ``user``'s sockets join ``staff.runs`` (the run pages' audience)."""
+    return bool(user is not None and user.is_authenticated and user.is_active
+                and user.is_staff and user.has_perm(RUNS_PERMISSION))
+
+
+def layer_is_shared() -> bool:
+    """Whether every process publishes into the same channel layer (not the in-memory one)."""
+    layer = get_channel_layer()
+    return layer is not None and not isinstance(layer, InMemoryChannelLayer)
+
+
+def publish_after_commit(topic: str, payload: dict[str, Any],
+                         audience: Audience | Callable[[], Audience] | None = None) -> None:
+    """Send ``{"topic": topic, **payload}`` to ``audience`` once the current transaction
+    commits (at once outside one). ``audience`` is an ``Audience``, a callable computing
+    one after the commit, or ``None`` for the topic's registered rule. Never raises."""
+    try:
+        transaction.on_commit(lambda: publish_now(topic, payload, audience))
+    except Exception:  # a publish must never break the change it reports
+        logger.exception("live update %s could not be scheduled", topic)
+
+
+def publish_now(topic: str, payload: dict[str, Any],
+                audience: Audience | Callable[[], Audience] | None = None) -> int:
+    """Compute the audience and send the message to its groups; returns how many groups got
+    it. Never raises (failures are logged)."""
+    try:
+        if audience is None:
+            rule = _topics.get(topic)
+            if rule is None:
+                logger.error("live update %s has no audience rule; not sent", topic)
+                return 0
+            audience = rule(payload)
+        elif callable(audience):
+            audience = audience()
+        groups = audience.groups()
+        layer = get_channel_layer()
+        if layer is None or not groups:
+            return 0
+        message = {"type": MESSAGE_TYPE, "message": {"topic": topic, **payload}}
+        async_to_sync(_send)(layer, groups, message)
+        return len(groups)
+    except Exception:
+        logger.exception("live update %s could not be published", topic)
+        return 0
+
+
+async def _send(layer: Any, groups: list[str], message: dict[str, Any]) -> None:
+    for group in groups:
+        await layer.group_send(group, message)
+
+
+def run_changed(run_id: int, status: str, *, step: str | None = None) -> None:
+    """A run's status (or one of its steps', ``step``) changed: tell the run pages."""
+    payload: dict[str, Any] = {"id": int(run_id), "status": str(status)}
+    if step is not None:
+        payload["step"] = step
+    publish_after_commit("run", payload, RUN_AUDIENCE)
