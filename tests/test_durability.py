@@ -36,7 +36,7 @@ from tasks_inbox.services import task_transition
 from tests.conftest import ARTIFACTS, ROOT, wait_for, worker_env
 from workflows.services import workflow_save
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 def free_port() -> int:
     with socket.socket() as sock:

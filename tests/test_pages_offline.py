@@ -29,7 +29,7 @@ from workflows import demo
 from workflows.models import Workflow
 from workflows.services import workflow_save
 
-pytestmark = [pytest.mark.browser, pytest.mark.services]
+pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",

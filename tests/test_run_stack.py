@@ -82,7 +82,8 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in path.read_text().split()]
 
 
-@pytest.mark.services
+@pytest.mark.postgres
+@pytest.mark.redis
 def test_a_crashed_worker_is_restarted_and_ctrl_c_stops_the_stack_cleanly(stack: Stack) -> None:
     wait_for(lambda: stack.healthz() == 200, timeout=120, message="web's /healthz")
     wait_for(lambda: stack.ready_count() == 1, timeout=120, message="the worker")
