@@ -25,6 +25,7 @@ AUTOMATION_PUBLIC = frozenset({
     "automation.actions.mailing",
     "automation.conditions",
     "automation.events",
+    "automation.live",
     "automation.metrics",
     "automation.models",
     "automation.monitoring",
