@@ -231,11 +231,11 @@ def test_monitoring_page_with_a_bad_window_uses_the_default(client: Client, admi
 
 
 def test_simulate_with_a_non_id_entity_is_a_validation_error(api: APIClient) -> None:
+    from tests.conftest import create_published
     from tests.test_workflow_api import document
 
-    workflow = api.post("/api/v1/workflows/", document(), format="json")
-    assert workflow.status_code == 201, workflow.content
-    response = api.post(f"/api/v1/workflows/{workflow.json()['id']}/simulate/",
+    workflow = create_published(api, document())
+    response = api.post(f"/api/v1/workflows/{workflow['id']}/simulate/",
                         {"event_type": "lead.created", "entity_id": "abc"}, format="json")
     error = assert_error(response, 400, "VALIDATION_ERROR")
     assert "entity_id" in error["fields"]
