@@ -21,9 +21,9 @@ from django.db import connection
 from django.db.models import Count, F, Q, QuerySet, Window
 from django.db.models.functions import Lead
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from config.errors import ValidationFailed
+from config.params import datetime_params
 from tasks_inbox.lifecycles import lifecycle_spec
 from tasks_inbox.models import Task, TaskHistory
 from workflows.models import Lifecycle
@@ -35,20 +35,7 @@ MAX_DAYS = 3660
 def stats_window(params: Any, *, now: datetime | None = None) -> tuple[datetime, datetime]:
     """``since`` (ISO 8601, to ``until`` or now) or ``days`` back from ``until`` or now
     (default 30)."""
-    issues: list[tuple[str, str]] = []
-    moments: dict[str, datetime] = {}
-    for key in ("since", "until"):
-        text = params.get(key)
-        if text in (None, ""):
-            continue
-        try:
-            moment = parse_datetime(str(text))
-        except ValueError:
-            moment = None
-        if moment is None:
-            issues.append((key, "must be an ISO 8601 date and time"))
-            continue
-        moments[key] = timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+    moments, issues = datetime_params(params, ("since", "until"))
     until = moments.get("until") or now or timezone.now()
     since = moments.get("since")
     since_given = params.get("since") not in (None, "")

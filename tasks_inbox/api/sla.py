@@ -8,7 +8,6 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.permissions import IsAuthenticated
@@ -16,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.errors import NotFound, PermissionDenied, ValidationFailed
+from config.params import datetime_params
 from config.permissions import StaffModelPermissions
 from tasks_inbox.models import SLA_SPECIFICITY_RULE, Queue, SLAConfig
 from tasks_inbox.selectors import (
@@ -158,26 +158,9 @@ def may_see_compliance(user: Any) -> bool:
 def compliance_period(params: Any) -> tuple[datetime, datetime, int | None]:
     """``since``/``until`` (ISO datetimes) or ``hours`` back from now (default 24), and an
     optional ``config`` id."""
-    issues: list[tuple[str, str]] = []
-    until = timezone.now()
-    since = None
-    for key in ("since", "until"):
-        text = params.get(key)
-        if text in (None, ""):
-            continue
-        try:
-            moment = parse_datetime(str(text))
-        except ValueError:
-            moment = None
-        if moment is None:
-            issues.append((key, "must be an ISO 8601 date and time"))
-            continue
-        if timezone.is_naive(moment):
-            moment = timezone.make_aware(moment)
-        if key == "since":
-            since = moment
-        else:
-            until = moment
+    moments, issues = datetime_params(params, ("since", "until"))
+    until = moments.get("until") or timezone.now()
+    since = moments.get("since")
     hours = params.get("hours")
     if since is None:
         try:
