@@ -25,6 +25,7 @@ from crm.models import Lead
 from tasks_inbox.models import Notification
 from tasks_inbox.selectors import tasks_visible_to
 from tests.conftest import ARTIFACTS, REQUIRE_SERVICES
+from tests.test_live_pages import asgi_server  # noqa: F401  (the fixture: daphne on the test database)
 from workflows import demo
 from workflows.models import Workflow
 from workflows.services import workflow_save
@@ -211,14 +212,15 @@ def _visit(page: Any, watch: Watch, base: str, name: str, path: str
 
 @pytest.mark.timeout(900)
 def test_every_page_works_offline_and_fits_a_phone(
-        browser_tools: Any, live_server: Any, site: dict[str, Any], settings: Any,
+        browser_tools: Any, asgi_server: Any, site: dict[str, Any], settings: Any,  # noqa: F811  (the fixture)
         monkeypatch: Any) -> None:
     # Playwright's sync API runs an event loop in this thread; the ORM calls are plain
     # blocking calls made between its steps.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
     SHOTS.mkdir(parents=True, exist_ok=True)
-    base = live_server.url
+    # daphne as the Procfile runs it, so the pages' live-update socket has its endpoint.
+    base = asgi_server.url
     origin = f"{urlsplit(base).scheme}://{urlsplit(base).netloc}"
     problems: dict[str, Any] = {}
     visited = 0
