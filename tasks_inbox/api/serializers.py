@@ -217,6 +217,7 @@ class TaskDetailSerializer(TaskSerializer):
         return data
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class VisibleTaskField(serializers.PrimaryKeyRelatedField):
     """A task id, looked up among the tasks the caller may see (``context["request"]``):
     a task out of sight and a missing one get the same answer, so the field tells nothing
