@@ -83,24 +83,17 @@ def plain_document(plain: dict[str, Any]) -> tuple[dict[str, Any], list[Issue]]:
         "name": plain.get("name"),
         "description": plain.get("description"),
     }
-    states = plain.get("states")
-    if isinstance(states, list):
-        document["states"] = []
-        for index, state in enumerate(states):
-            renamed, found = _renamed(state, PLAIN_STATE_KEYS, f"states[{index}]")
-            document["states"].append(renamed)
+    for source, target, keys in (("states", "states", PLAIN_STATE_KEYS),
+                                 ("actions", "transitions", PLAIN_ACTION_KEYS)):
+        items = plain.get(source)
+        if not isinstance(items, list):
+            document[target] = items  # refused with its path by the document's validation
+            continue
+        document[target] = []
+        for index, item in enumerate(items):
+            renamed, found = _renamed(item, keys, f"{source}[{index}]")
+            document[target].append(renamed)
             issues += found
-    else:
-        document["states"] = states
-    actions = plain.get("actions")
-    if isinstance(actions, list):
-        document["transitions"] = []
-        for index, action in enumerate(actions):
-            renamed, found = _renamed(action, PLAIN_ACTION_KEYS, f"actions[{index}]")
-            document["transitions"].append(renamed)
-            issues += found
-    else:
-        document["transitions"] = actions
     return document, issues
 
 
