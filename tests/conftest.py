@@ -37,6 +37,11 @@ from rest_framework.test import APIClient
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+# Debian's chromium, started as this machine allows (no background networking).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
 
 
 def postgres_missing() -> str | None:
@@ -345,3 +350,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20, interval: float 
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        reason = f"needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium)"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"REQUIRE_SERVICES=1 but this test {reason}")
+        pytest.skip(reason)
+    return CHROMIUM

@@ -18,15 +18,11 @@ from django.db import transaction
 from automation.events import emit
 from automation.models import Run
 from tasks_inbox.models import Task
-from tests.conftest import ARTIFACTS, REQUIRE_SERVICES, wait_for
+from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, wait_for
 from workflows.services import workflow_save
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 PASSWORD = "correct-horse-42!"
 
 WORKFLOW = {
@@ -49,16 +45,6 @@ WORKFLOW = {
             "assignee": "{{steps.check.completed_by.username}}", "priority": "urgent"}},
     ],
 }
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        reason = f"needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"REQUIRE_SERVICES=1 but this test {reason}")
-        pytest.skip(reason)
-    return CHROMIUM
 
 
 def test_claim_fill_complete_and_the_run_resumes(

@@ -33,14 +33,10 @@ from django.test import Client
 from automation.live import publish_after_commit
 from tasks_inbox import services
 from tasks_inbox.models import Notification
-from tests.conftest import ARTIFACTS, REQUIRE_SERVICES, ROOT, worker_env
+from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, ROOT, worker_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.redis]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 # Record what the page's socket hands to the page (live.js dispatches each message).
 RECORD = ("window.heard = [];"
           "document.addEventListener('live:message', (e) => window.heard.push(e.detail));")
@@ -91,16 +87,6 @@ class AsgiServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        reason = f"needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium)"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"REQUIRE_SERVICES=1 but this test {reason}")
-        pytest.skip(reason)
-    return CHROMIUM
 
 
 @pytest.fixture
