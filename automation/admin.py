@@ -37,8 +37,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 class ActionRunInline(ReadOnlyInline):
     model = ActionRun
-    fields = ("step_key", "type", "status", "attempts", "took", "error_code", "error", "input",
-              "output", "started_at", "finished_at")
+    fields = (
+        "step_key",
+        "type",
+        "status",
+        "attempts",
+        "took",
+        "error_code",
+        "error",
+        "input",
+        "output",
+        "started_at",
+        "finished_at",
+    )
     ordering = ["position"]
 
     @admin.display(description="took")
@@ -56,18 +67,32 @@ def automation_history(obj: models.Model, *, limit: int = HISTORY_LIMIT) -> dict
     content_type = ContentType.objects.get_for_model(obj)
     registration = registration_for_model(type(obj))
     entity = registration.name if registration is not None else ""
-    runs = (Run.objects.filter(event__entity_type=entity, event__entity_id=str(obj.pk))
-            .select_related("workflow", "event").order_by("-created_at", "-id"))
-    notes = (Note.objects.filter(content_type=content_type, object_id=str(obj.pk))
-             .select_related("author", "action_run").order_by("-created_at", "-id"))
+    runs = (
+        Run.objects.filter(event__entity_type=entity, event__entity_id=str(obj.pk))
+        .select_related("workflow", "event")
+        .order_by("-created_at", "-id")
+    )
+    notes = (
+        Note.objects.filter(content_type=content_type, object_id=str(obj.pk))
+        .select_related("author", "action_run")
+        .order_by("-created_at", "-id")
+    )
     task_model = apps.get_model("tasks_inbox", "Task")
-    tasks = (task_model.objects.filter(content_type=content_type, object_id=str(obj.pk))
-             .select_related("assignee", "queue").order_by("-created_at", "-id"))
+    tasks = (
+        task_model.objects.filter(content_type=content_type, object_id=str(obj.pk))
+        .select_related("assignee", "queue")
+        .order_by("-created_at", "-id")
+    )
     return {
-        "runs": [{"run": run, "took": _took(run.started_at, run.finished_at)}
-                 for run in runs[:limit]],
-        "run_count": runs.count(), "notes": list(notes[:limit]), "note_count": notes.count(),
-        "tasks": list(tasks[:limit]), "task_count": tasks.count(), "limit": limit,
+        "runs": [
+            {"run": run, "took": _took(run.started_at, run.finished_at)} for run in runs[:limit]
+        ],
+        "run_count": runs.count(),
+        "notes": list(notes[:limit]),
+        "note_count": notes.count(),
+        "tasks": list(tasks[:limit]),
+        "task_count": tasks.count(),
+        "limit": limit,
     }
 
 
@@ -84,13 +109,13 @@ class AutomationHistoryMixin:
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = [
-            (name, {**options, "fields": [f for f in options["fields"]
-                                          if f != self.history_field]})
+            (name, {**options, "fields": [f for f in options["fields"] if f != self.history_field]})
             for name, options in super().get_fieldsets(request, obj)  # type: ignore[misc]
         ]
         if obj is not None:
-            fieldsets.append(("What automation did", {"fields": [self.history_field],
-                                                      "classes": ["wide"]}))
+            fieldsets.append(
+                ("What automation did", {"fields": [self.history_field], "classes": ["wide"]})
+            )
         return fieldsets
 
     @admin.display(description="runs, notes and tasks")
@@ -103,10 +128,23 @@ class RunAdmin(ReadOnlyAdmin):
     list_display = ("id", "workflow", "version", "status", "error_code", "created", "took")
     list_filter = ("status", "workflow", "error_code")
     search_fields = ("=id", "workflow__slug", "error")
-    readonly_fields = ("graph", "workflow", "version", "event", "trigger_index", "rerun_of",
-                       "status",
-                       "causation_depth", "error", "error_code", "context", "created_at",
-                       "started_at", "finished_at", "updated_at")
+    readonly_fields = (
+        "graph",
+        "workflow",
+        "version",
+        "event",
+        "trigger_index",
+        "rerun_of",
+        "status",
+        "causation_depth",
+        "error",
+        "error_code",
+        "context",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "updated_at",
+    )
     list_select_related = ("workflow", "version")
     inlines = [ActionRunInline]
     actions = ["suspend", "resume", "cancel", "retry"]
@@ -121,8 +159,9 @@ class RunAdmin(ReadOnlyAdmin):
 
     @admin.display(description="step graph")
     def graph(self, obj: Run) -> str:
-        svg = graphs.to_svg(obj.version.definition.get("steps") or [], graphs.run_statuses(obj),
-                            str(obj))
+        svg = graphs.to_svg(
+            obj.version.definition.get("steps") or [], graphs.run_statuses(obj), str(obj)
+        )
         return mark_safe(f'<div class="graph">{svg}</div>')  # noqa: S308  (escaped in to_svg)
 
     def _operate(self, request: HttpRequest, queryset: Any, operation: Any, verb: str) -> None:
@@ -157,8 +196,11 @@ class DispatchFilter(admin.SimpleListFilter):
     parameter_name = "dispatch"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("pending", "Not yet dispatched"), ("failing", "Failing (put off)"),
-                ("done", "Dispatched")]
+        return [
+            ("pending", "Not yet dispatched"),
+            ("failing", "Failing (put off)"),
+            ("done", "Dispatched"),
+        ]
 
     def queryset(self, request: HttpRequest, queryset: Any) -> Any:
         if self.value() == "pending":
@@ -172,13 +214,35 @@ class DispatchFilter(admin.SimpleListFilter):
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
-    list_display = ("id", "type", "source", "entity_type", "entity_id", "causation_depth",
-                    "occurred_at", "dispatched_at", "dispatch_attempts")
+    list_display = (
+        "id",
+        "type",
+        "source",
+        "entity_type",
+        "entity_id",
+        "causation_depth",
+        "occurred_at",
+        "dispatched_at",
+        "dispatch_attempts",
+    )
     list_filter = (DispatchFilter, "source", "type")
     search_fields = ("=id", "type", "entity_id", "idempotency_key")
-    readonly_fields = ("type", "source", "payload", "actor", "entity_type", "entity_id",
-                       "idempotency_key", "causation_depth", "caused_by_run", "occurred_at",
-                       "dispatched_at", "dispatch_attempts", "dispatch_after", "dispatch_error")
+    readonly_fields = (
+        "type",
+        "source",
+        "payload",
+        "actor",
+        "entity_type",
+        "entity_id",
+        "idempotency_key",
+        "causation_depth",
+        "caused_by_run",
+        "occurred_at",
+        "dispatched_at",
+        "dispatch_attempts",
+        "dispatch_after",
+        "dispatch_error",
+    )
 
 
 @admin.register(Note)
@@ -192,7 +256,9 @@ class SecretForm(forms.ModelForm):
     """The value is write-only: typed in, encrypted, never rendered back."""
 
     value = forms.CharField(
-        widget=forms.PasswordInput(render_value=False), required=False, strip=False,
+        widget=forms.PasswordInput(render_value=False),
+        required=False,
+        strip=False,
         help_text="Write-only. Leave empty to keep the current value.",
     )
 
@@ -203,8 +269,9 @@ class SecretForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if not self.instance.pk and not data.get("value"):
-            self.add_error("value", forms.ValidationError("A new secret needs a value.",
-                                                          code="required"))
+            self.add_error(
+                "value", forms.ValidationError("A new secret needs a value.", code="required")
+            )
         return data
 
     def save(self, commit: bool = True) -> Secret:
@@ -236,16 +303,32 @@ class EmailTemplateAdmin(admin.ModelAdmin):
     search_fields = ("name", "subject", "description")
     fields = ("name", "subject", "text_body", "html_body", "description")
 
-    def save_model(self, request: HttpRequest, obj: EmailTemplate, form: Any,
-                   change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: EmailTemplate, form: Any, change: bool) -> None:
         obj.updated_at = timezone.now()
         super().save_model(request, obj, form, change)
 
 
 @admin.register(Export)
 class ExportAdmin(ReadOnlyAdmin):
-    list_display = ("id", "entity_type", "requested_by", "row_count", "file", "created_at",
-                    "finished_at")
+    list_display = (
+        "id",
+        "entity_type",
+        "requested_by",
+        "row_count",
+        "file",
+        "created_at",
+        "finished_at",
+    )
     list_filter = ("entity_type",)
-    readonly_fields = ("action_run", "entity_type", "export_type", "filters", "fields",
-                       "requested_by", "file", "row_count", "created_at", "finished_at")
+    readonly_fields = (
+        "action_run",
+        "entity_type",
+        "export_type",
+        "filters",
+        "fields",
+        "requested_by",
+        "file",
+        "row_count",
+        "created_at",
+        "finished_at",
+    )

@@ -11,5 +11,6 @@ class AutomationConfig(AppConfig):
         from automation.signals import waiting_step_ended
 
         load_actions()
-        waiting_step_ended.connect(on_waiting_step_ended,
-                                   dispatch_uid="automation.waiting_step_ended")
+        waiting_step_ended.connect(
+            on_waiting_step_ended, dispatch_uid="automation.waiting_step_ended"
+        )

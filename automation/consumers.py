@@ -40,8 +40,13 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.groups_joined = groups
         await self.accept()
         shared = layer_is_shared()
-        await self.send_json({"topic": "hello", "shared": shared,
-                              "poll_seconds": 0 if shared else EMBEDDED_POLL_SECONDS})
+        await self.send_json(
+            {
+                "topic": "hello",
+                "shared": shared,
+                "poll_seconds": 0 if shared else EMBEDDED_POLL_SECONDS,
+            }
+        )
 
     async def disconnect(self, code: int) -> None:
         for group in self.groups_joined:

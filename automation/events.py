@@ -130,8 +130,11 @@ def event_context(event: Event) -> dict[str, Any]:
     return {
         **event.payload,
         "event": {
-            "id": event.pk, "type": event.type, "occurred_at": event.occurred_at.isoformat(),
-            "source": event.source, "depth": event.causation_depth,
+            "id": event.pk,
+            "type": event.type,
+            "occurred_at": event.occurred_at.isoformat(),
+            "source": event.source,
+            "depth": event.causation_depth,
         },
     }
 
@@ -192,5 +195,6 @@ def emit(
     idempotency_key: str | None = None,
 ) -> Event:
     """Raise a domain event from host code: ``emit("deal.won", {"deal_id": 7}, actor=user)``."""
-    return event_emit(event_type, payload, actor=actor, source=EventSource.EMIT,
-                      idempotency_key=idempotency_key)
+    return event_emit(
+        event_type, payload, actor=actor, source=EventSource.EMIT, idempotency_key=idempotency_key
+    )

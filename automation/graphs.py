@@ -37,8 +37,9 @@ class Node:
     y: float
 
 
-def layout(steps: list[dict[str, Any]], statuses: dict[str, str] | None = None
-           ) -> tuple[list[Node], list[tuple[str, str]]]:
+def layout(
+    steps: list[dict[str, Any]], statuses: dict[str, str] | None = None
+) -> tuple[list[Node], list[tuple[str, str]]]:
     """Positions for each step and the dependency edges (from, to)."""
     deps = graph.dependencies(steps)
     dag = nx.DiGraph()
@@ -49,21 +50,28 @@ def layout(steps: list[dict[str, Any]], statuses: dict[str, str] | None = None
     for column, generation in enumerate(nx.topological_generations(dag)):
         ordered = sorted(generation, key=lambda k: steps.index(by_key[k]))
         for row, key in enumerate(ordered):
-            nodes.append(Node(
-                key=key, type=by_key[key]["type"],
-                status=(statuses or {}).get(key) if statuses is not None else None,
-                x=PAD + column * (BOX_W + GAP_X), y=PAD + row * (BOX_H + GAP_Y),
-            ))
+            nodes.append(
+                Node(
+                    key=key,
+                    type=by_key[key]["type"],
+                    status=(statuses or {}).get(key) if statuses is not None else None,
+                    x=PAD + column * (BOX_W + GAP_X),
+                    y=PAD + row * (BOX_H + GAP_Y),
+                )
+            )
     return nodes, list(dag.edges())
 
 
-def to_svg(steps: list[dict[str, Any]], statuses: dict[str, str] | None = None,
-           title: str = "") -> str:
+def to_svg(
+    steps: list[dict[str, Any]], statuses: dict[str, str] | None = None, title: str = ""
+) -> str:
     nodes, edges = layout(steps, statuses)
     if not nodes:
-        return ('<svg xmlns="http://www.w3.org/2000/svg" width="240" height="40">'
-                '<text x="10" y="25" font-family="sans-serif" font-size="13">'
-                'No steps</text></svg>')
+        return (
+            '<svg xmlns="http://www.w3.org/2000/svg" width="240" height="40">'
+            '<text x="10" y="25" font-family="sans-serif" font-size="13">'
+            "No steps</text></svg>"
+        )
     width = max(n.x for n in nodes) + BOX_W + PAD
     height = max(n.y for n in nodes) + BOX_H + PAD
     where = {n.key: n for n in nodes}
@@ -80,9 +88,11 @@ def to_svg(steps: list[dict[str, Any]], statuses: dict[str, str] | None = None,
         x1, y1 = a.x + BOX_W, a.y + BOX_H / 2
         x2, y2 = b.x, b.y + BOX_H / 2
         mid = (x1 + x2) / 2
-        parts.append(f'<path d="M {x1:.0f} {y1:.0f} C {mid:.0f} {y1:.0f} {mid:.0f} {y2:.0f} '
-                     f'{x2 - 2:.0f} {y2:.0f}" fill="none" stroke="#98a2b3" stroke-width="1.5" '
-                     'marker-end="url(#arrow)"/>')
+        parts.append(
+            f'<path d="M {x1:.0f} {y1:.0f} C {mid:.0f} {y1:.0f} {mid:.0f} {y2:.0f} '
+            f'{x2 - 2:.0f} {y2:.0f}" fill="none" stroke="#98a2b3" stroke-width="1.5" '
+            'marker-end="url(#arrow)"/>'
+        )
     for node in nodes:
         fill, stroke = COLOURS.get(node.status, COLOURS[None])
         parts.append(
@@ -92,7 +102,7 @@ def to_svg(steps: list[dict[str, Any]], statuses: dict[str, str] | None = None,
             f'<text x="{node.x + 10:.0f}" y="{node.y + 22:.0f}" font-size="13" '
             f'font-weight="600" fill="#101828">{escape(node.key[:22])}</text>'
             f'<text x="{node.x + 10:.0f}" y="{node.y + 41:.0f}" font-size="11" fill="{stroke}">'
-            f'{escape(node.type[:18])}{" · " + node.status if node.status else ""}</text></g>'
+            f"{escape(node.type[:18])}{' · ' + node.status if node.status else ''}</text></g>"
         )
     parts.append("</svg>")
     return "".join(parts)

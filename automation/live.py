@@ -79,8 +79,13 @@ def register_topic(topic: str, rule: AudienceRule) -> None:
 
 def may_see_runs(user: Any) -> bool:
     """Whether ``user``'s sockets join ``staff.runs`` (the run pages' audience)."""
-    return bool(user is not None and user.is_authenticated and user.is_active
-                and user.is_staff and user.has_perm(RUNS_PERMISSION))
+    return bool(
+        user is not None
+        and user.is_authenticated
+        and user.is_active
+        and user.is_staff
+        and user.has_perm(RUNS_PERMISSION)
+    )
 
 
 def layer_is_shared() -> bool:
@@ -89,8 +94,9 @@ def layer_is_shared() -> bool:
     return layer is not None and not isinstance(layer, InMemoryChannelLayer)
 
 
-def publish_after_commit(topic: str, payload: dict[str, Any],
-                         audience: Audience | Callable[[], Audience] | None = None) -> None:
+def publish_after_commit(
+    topic: str, payload: dict[str, Any], audience: Audience | Callable[[], Audience] | None = None
+) -> None:
     """Send ``{"topic": topic, **payload}`` to ``audience`` once the current transaction
     commits (at once outside one). ``audience`` is an ``Audience``, a callable computing
     one after the commit, or ``None`` for the topic's registered rule. Never raises."""
@@ -100,8 +106,9 @@ def publish_after_commit(topic: str, payload: dict[str, Any],
         logger.exception("live update %s could not be scheduled", topic)
 
 
-def publish_now(topic: str, payload: dict[str, Any],
-                audience: Audience | Callable[[], Audience] | None = None) -> int:
+def publish_now(
+    topic: str, payload: dict[str, Any], audience: Audience | Callable[[], Audience] | None = None
+) -> int:
     """Compute the audience and send the message to its groups; returns how many groups got
     it. Never raises (failures are logged)."""
     try:

@@ -50,8 +50,9 @@ class Candidate:
         event being written now, which meets the current versions only)."""
         if event_id is None:
             return self.retired_after_event is None
-        return ((self.live_after_event is None or event_id > self.live_after_event)
-                and (self.retired_after_event is None or event_id <= self.retired_after_event))
+        return (self.live_after_event is None or event_id > self.live_after_event) and (
+            self.retired_after_event is None or event_id <= self.retired_after_event
+        )
 
 
 def event_high_water() -> int:
@@ -77,25 +78,31 @@ def definitions_changed() -> None:
     transaction.on_commit(lambda: cache.set(GENERATION_KEY, time.time_ns(), timeout=None))
 
 
-def candidates_from_definition(workflow_id: int, version_id: int,
-                               definition: dict[str, Any], *,
-                               live_after_event: int | None = None,
-                               retired_after_event: int | None = None) -> list[Candidate]:
+def candidates_from_definition(
+    workflow_id: int,
+    version_id: int,
+    definition: dict[str, Any],
+    *,
+    live_after_event: int | None = None,
+    retired_after_event: int | None = None,
+) -> list[Candidate]:
     found = []
     for index, trigger in enumerate(definition.get("triggers") or []):
         if not trigger.get("is_active", True):
             continue
         conditions = trigger.get("conditions")
-        found.append(Candidate(
-            workflow_id=workflow_id,
-            version_id=version_id,
-            trigger_index=index,
-            event_type=trigger["event_type"],
-            priority=int(trigger.get("priority") or 0),
-            condition=compile_condition(conditions) if conditions else None,
-            live_after_event=live_after_event,
-            retired_after_event=retired_after_event,
-        ))
+        found.append(
+            Candidate(
+                workflow_id=workflow_id,
+                version_id=version_id,
+                trigger_index=index,
+                event_type=trigger["event_type"],
+                priority=int(trigger.get("priority") or 0),
+                condition=compile_condition(conditions) if conditions else None,
+                live_after_event=live_after_event,
+                retired_after_event=retired_after_event,
+            )
+        )
     return found
 
 
@@ -112,24 +119,45 @@ class TriggerIndex:
 
         exact: dict[str, list[Candidate]] = defaultdict(list)
         patterns: list[Candidate] = []
-        rows = list(Workflow.objects.filter(
-            is_active=True, published_version__isnull=False,
-        ).values_list("id", "published_version_id", "published_version__definition",
-                      "published_version__live_after_event"))
+        rows = list(
+            Workflow.objects.filter(
+                is_active=True,
+                published_version__isnull=False,
+            ).values_list(
+                "id",
+                "published_version_id",
+                "published_version__definition",
+                "published_version__live_after_event",
+            )
+        )
         # Versions retired since the oldest event still to dispatch: that event, and the
         # others written while they were current, still meet them.
-        oldest = (Event.objects.filter(dispatched_at__isnull=True).order_by("pk")
-                  .values_list("pk", flat=True).first())
-        retired = WorkflowVersion.objects.filter(
-            retired_after_event__gte=oldest,
-        ).values_list("workflow_id", "id", "definition", "live_after_event",
-                      "retired_after_event") if oldest is not None else []
+        oldest = (
+            Event.objects.filter(dispatched_at__isnull=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        retired = (
+            WorkflowVersion.objects.filter(
+                retired_after_event__gte=oldest,
+            ).values_list(
+                "workflow_id", "id", "definition", "live_after_event", "retired_after_event"
+            )
+            if oldest is not None
+            else []
+        )
         loaded = [(*row, None) for row in rows] + [
-            row for row in retired if row[2].get("is_active", True)]
+            row for row in retired if row[2].get("is_active", True)
+        ]
         for workflow_id, version_id, definition, live_after, retired_after in loaded:
             for candidate in candidates_from_definition(
-                    workflow_id, version_id, definition, live_after_event=live_after,
-                    retired_after_event=retired_after):
+                workflow_id,
+                version_id,
+                definition,
+                live_after_event=live_after,
+                retired_after_event=retired_after,
+            ):
                 if candidate.event_type.endswith("*"):
                     patterns.append(candidate)
                 else:
@@ -158,8 +186,14 @@ class TriggerIndex:
                     self._load()
                     self._generation = generation
 
-    def match(self, event_type: str, context: dict[str, Any], *, refresh: bool = True,
-              event_id: int | None = None) -> list[Candidate]:
+    def match(
+        self,
+        event_type: str,
+        context: dict[str, Any],
+        *,
+        refresh: bool = True,
+        event_id: int | None = None,
+    ) -> list[Candidate]:
         """The first matching trigger of each workflow, highest priority first, among the
         versions that were current when event ``event_id`` was written (None: now). A
         caller matching a batch of events refreshes once and passes ``refresh=False``."""

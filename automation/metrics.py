@@ -39,14 +39,17 @@ def register_metrics(name: str, source: MetricsSource) -> None:
 
 class EngineCollector(Collector):
     def collect(self) -> Iterator[Any]:
-        events = CounterMetricFamily("flowdesk_events", "Events stored, by source.",
-                                     labels=["source"])
+        events = CounterMetricFamily(
+            "flowdesk_events", "Events stored, by source.", labels=["source"]
+        )
         for row in Event.objects.values("source").annotate(n=Count("id")):
             events.add_metric([row["source"]], row["n"])
         yield events
 
-        lag = GaugeMetricFamily("flowdesk_outbox_lag_seconds",
-                                "Age of the oldest event not yet dispatched (0 when none).")
+        lag = GaugeMetricFamily(
+            "flowdesk_outbox_lag_seconds",
+            "Age of the oldest event not yet dispatched (0 when none).",
+        )
         lag.add_metric([], outbox_lag_seconds())
         yield lag
         pending = GaugeMetricFamily("flowdesk_outbox_pending", "Events not yet dispatched.")
@@ -54,18 +57,21 @@ class EngineCollector(Collector):
         yield pending
         failing = GaugeMetricFamily(
             "flowdesk_outbox_failing",
-            "Events whose dispatch failed, put off with backoff until their next attempt.")
+            "Events whose dispatch failed, put off with backoff until their next attempt.",
+        )
         failing.add_metric([], outbox_failing())
         yield failing
 
-        runs = GaugeMetricFamily("flowdesk_runs", "Runs by workflow and status.",
-                                 labels=["workflow", "status"])
+        runs = GaugeMetricFamily(
+            "flowdesk_runs", "Runs by workflow and status.", labels=["workflow", "status"]
+        )
         for row in Run.objects.values("workflow__slug", "status").annotate(n=Count("id")):
             runs.add_metric([row["workflow__slug"], row["status"]], row["n"])
         yield runs
 
-        steps = GaugeMetricFamily("flowdesk_action_runs", "Step runs by type and status.",
-                                  labels=["type", "status"])
+        steps = GaugeMetricFamily(
+            "flowdesk_action_runs", "Step runs by type and status.", labels=["type", "status"]
+        )
         for row in ActionRun.objects.values("type", "status").annotate(n=Count("id")):
             steps.add_metric([row["type"], row["status"]], row["n"])
         yield steps
@@ -84,7 +90,8 @@ class EngineCollector(Collector):
         per_type: dict[str, list[float]] = {}
         rows = (
             ActionRun.objects.filter(finished_at__gte=since, started_at__isnull=False)
-            .annotate(d=F("finished_at") - F("started_at")).values_list("type", "d")
+            .annotate(d=F("finished_at") - F("started_at"))
+            .values_list("type", "d")
         )
         for step_type, duration in rows.iterator(chunk_size=2000):
             per_type.setdefault(step_type, []).append(duration.total_seconds())

@@ -34,7 +34,10 @@ class Event(models.Model):
     payload = models.JSONField(help_text="The context snapshot conditions and templates read.")
     source = models.CharField(max_length=16, choices=EventSource.choices)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     entity_type = models.CharField(max_length=64, blank=True)
@@ -43,7 +46,11 @@ class Event(models.Model):
     request_hash = models.CharField(max_length=64, blank=True)
     causation_depth = models.PositiveSmallIntegerField(default=0)
     caused_by_run = models.ForeignKey(
-        "automation.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        "automation.Run",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
@@ -57,7 +64,8 @@ class Event(models.Model):
         indexes = [
             # The outbox: what drains claim, oldest first, and sweeps scan.
             models.Index(
-                fields=["occurred_at", "id"], name="event_outbox",
+                fields=["occurred_at", "id"],
+                name="event_outbox",
                 condition=Q(dispatched_at__isnull=True),
             ),
             models.Index(fields=["entity_type", "entity_id"], name="event_entity"),
@@ -82,18 +90,29 @@ RUN_OPEN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, Ru
 
 class Run(models.Model):
     workflow = models.ForeignKey(
-        "workflows.Workflow", on_delete=models.PROTECT, related_name="runs",
+        "workflows.Workflow",
+        on_delete=models.PROTECT,
+        related_name="runs",
     )
     version = models.ForeignKey(
-        "workflows.WorkflowVersion", on_delete=models.PROTECT, related_name="runs",
+        "workflows.WorkflowVersion",
+        on_delete=models.PROTECT,
+        related_name="runs",
     )
     event = models.ForeignKey(Event, on_delete=models.PROTECT, related_name="runs")
     trigger_index = models.IntegerField(null=True, blank=True)
     rerun_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reruns",
     )
     status = models.CharField(
-        max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING, db_index=True,
+        max_length=16,
+        choices=RunStatus.choices,
+        default=RunStatus.PENDING,
+        db_index=True,
     )
     context = models.JSONField(default=dict)
     causation_depth = models.PositiveSmallIntegerField(default=0)
@@ -111,13 +130,15 @@ class Run(models.Model):
         ]
         constraints = [
             models.UniqueConstraint(
-                fields=["workflow", "event"], condition=Q(rerun_of__isnull=True),
+                fields=["workflow", "event"],
+                condition=Q(rerun_of__isnull=True),
                 name="run_once_per_event",
             ),
         ]
         indexes = [
             models.Index(
-                fields=["updated_at"], name="run_open_updated",
+                fields=["updated_at"],
+                name="run_open_updated",
                 condition=Q(status__in=["pending", "running"]),
             ),
             models.Index(fields=["workflow", "status"], name="run_workflow_status"),
@@ -155,7 +176,9 @@ class ActionRun(models.Model):
     type = models.CharField(max_length=64)
     position = models.PositiveIntegerField(default=0)
     status = models.CharField(
-        max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING,
+        max_length=16,
+        choices=StepStatus.choices,
+        default=StepStatus.PENDING,
     )
     attempts = models.PositiveSmallIntegerField(default=0)
     input = models.JSONField(null=True, blank=True)
@@ -164,7 +187,9 @@ class ActionRun(models.Model):
     error = models.TextField(blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     wake_at = models.DateTimeField(
-        null=True, blank=True, help_text="When a delayed or backed-off step is due.",
+        null=True,
+        blank=True,
+        help_text="When a delayed or backed-off step is due.",
     )
     waiting_on = models.CharField(max_length=64, blank=True, help_text="e.g. task:42")
     started_at = models.DateTimeField(null=True, blank=True)
@@ -179,11 +204,13 @@ class ActionRun(models.Model):
         ]
         indexes = [
             models.Index(
-                fields=["wake_at"], name="action_run_due",
+                fields=["wake_at"],
+                name="action_run_due",
                 condition=Q(wake_at__isnull=False, status__in=["pending", "waiting"]),
             ),
             models.Index(
-                fields=["updated_at"], name="action_run_running",
+                fields=["updated_at"],
+                name="action_run_running",
                 condition=Q(status="running"),
             ),
         ]
@@ -211,14 +238,23 @@ class Note(models.Model):
     target = GenericForeignKey("content_type", "object_id")
     note = models.TextField()
     visibility = models.CharField(
-        max_length=16, choices=NoteVisibility.choices, default=NoteVisibility.INTERNAL,
+        max_length=16,
+        choices=NoteVisibility.choices,
+        default=NoteVisibility.INTERNAL,
     )
     author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     action_run = models.ForeignKey(
-        ActionRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="notes",
+        ActionRun,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="notes",
     )
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -238,10 +274,15 @@ class Secret(models.Model):
     """
 
     name = models.CharField(
-        max_length=100, unique=True,
-        validators=[RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$",
-                                   "Use letters, digits and '_', not starting with a digit.",
-                                   code="invalid_secret_name")],
+        max_length=100,
+        unique=True,
+        validators=[
+            RegexValidator(
+                r"^[A-Za-z_][A-Za-z0-9_]*$",
+                "Use letters, digits and '_', not starting with a digit.",
+                code="invalid_secret_name",
+            )
+        ],
         help_text="Referenced in templates as {{secrets.NAME}}.",
     )
     value_encrypted = models.TextField(editable=False)
@@ -279,7 +320,8 @@ class EmailTemplate(models.Model):
     text_body = models.TextField(help_text="Plain-text body.")
     html_body = models.TextField(blank=True, help_text="Optional HTML body; values are escaped.")
     description = models.TextField(
-        blank=True, help_text="The variables the template expects, and what it is for.",
+        blank=True,
+        help_text="The variables the template expects, and what it is for.",
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -298,10 +340,12 @@ class EmailTemplate(models.Model):
             issues = validate_template(getattr(self, field_name))
             if issues:
                 errors[field_name] = ValidationError(
-                    "; ".join(issue.message for issue in issues), code="invalid_template")
+                    "; ".join(issue.message for issue in issues), code="invalid_template"
+                )
         if "\n" in self.subject or "\r" in self.subject:
-            errors["subject"] = ValidationError("The subject must be one line.",
-                                                code="header_injection")
+            errors["subject"] = ValidationError(
+                "The subject must be one line.", code="header_injection"
+            )
         if errors:
             raise ValidationError(errors)
 
@@ -310,15 +354,23 @@ class Export(models.Model):
     """A file written by an ``enqueue_export`` step (one per ActionRun)."""
 
     action_run = models.OneToOneField(
-        ActionRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="export",
+        ActionRun,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="export",
     )
     entity_type = models.CharField(max_length=64)
     export_type = models.CharField(max_length=16, default="csv")
     filters = models.JSONField(default=dict, blank=True)
     fields = models.JSONField(default=list, blank=True)
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-        related_name="+", help_text="Whose visibility the rows were chosen with.",
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Whose visibility the rows were chosen with.",
     )
     file = models.FileField(upload_to="exports/", max_length=300, blank=True)
     row_count = models.PositiveIntegerField(default=0)

@@ -56,8 +56,9 @@ class Percentile(Aggregate):
     """``percentile_cont(p) WITHIN GROUP (ORDER BY seconds of interval)`` (PostgreSQL)."""
 
     function = "percentile_cont"
-    template = ("%(function)s(%(percentile)s) WITHIN GROUP "
-                "(ORDER BY EXTRACT(EPOCH FROM (%(expressions)s)))")
+    template = (
+        "%(function)s(%(percentile)s) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (%(expressions)s)))"
+    )
     output_field = FloatField()
 
     def __init__(self, expression: Any, percentile: float, **extra: Any) -> None:
@@ -76,7 +77,8 @@ def active_runs(*, limit: int = 100) -> list[dict[str, Any]]:
     now = timezone.now()
     runs = (
         Run.objects.filter(status__in=RUN_OPEN_STATUSES)
-        .select_related("workflow", "event").order_by("created_at")[:limit]
+        .select_related("workflow", "event")
+        .order_by("created_at")[:limit]
     )
     current = {
         row["run_id"]: row["step_key"]
@@ -86,9 +88,15 @@ def active_runs(*, limit: int = 100) -> list[dict[str, Any]]:
         ).values("run_id", "step_key")
     }
     return [
-        {"id": run.pk, "workflow": run.workflow.slug, "status": run.status,
-         "event_type": run.event.type, "current_step": current.get(run.pk),
-         "created_at": run.created_at, "age_seconds": int((now - run.created_at).total_seconds())}
+        {
+            "id": run.pk,
+            "workflow": run.workflow.slug,
+            "status": run.status,
+            "event_type": run.event.type,
+            "current_step": current.get(run.pk),
+            "created_at": run.created_at,
+            "age_seconds": int((now - run.created_at).total_seconds()),
+        }
         for run in runs
     ]
 
@@ -109,8 +117,9 @@ def _percentiles(queryset: Any, start: str, end: str, group: str) -> dict[Any, d
     samples: dict[Any, list[float]] = {}
     for key, a, b in finished.values_list(group, start, end).order_by("-pk")[:SQLITE_SAMPLE]:
         samples.setdefault(key, []).append((b - a).total_seconds())
-    return {key: {"p50": _quantile(v, 0.5), "p95": _quantile(v, 0.95)}
-            for key, v in samples.items()}
+    return {
+        key: {"p50": _quantile(v, 0.5), "p95": _quantile(v, 0.95)} for key, v in samples.items()
+    }
 
 
 def _as_seconds(value: Any) -> float | None:
@@ -141,14 +150,19 @@ def workflow_metrics(*, hours: int = 24) -> list[dict[str, Any]]:
         by_status = counts[slug]
         total = sum(by_status.values())
         finished = by_status.get(RunStatus.COMPLETED, 0) + by_status.get(RunStatus.FAILED, 0)
-        metrics.append({
-            "workflow": slug, "runs": total, "by_status": by_status,
-            "failure_rate": round(by_status.get(RunStatus.FAILED, 0) / finished, 4)
-            if finished else 0.0,
-            "runs_per_hour": round(total / hours, 3),
-            "duration_p50_seconds": durations.get(slug, {}).get("p50"),
-            "duration_p95_seconds": durations.get(slug, {}).get("p95"),
-        })
+        metrics.append(
+            {
+                "workflow": slug,
+                "runs": total,
+                "by_status": by_status,
+                "failure_rate": round(by_status.get(RunStatus.FAILED, 0) / finished, 4)
+                if finished
+                else 0.0,
+                "runs_per_hour": round(total / hours, 3),
+                "duration_p50_seconds": durations.get(slug, {}).get("p50"),
+                "duration_p95_seconds": durations.get(slug, {}).get("p95"),
+            }
+        )
     return metrics
 
 
@@ -156,12 +170,14 @@ def throughput(*, hours: int = 24) -> list[dict[str, Any]]:
     """Runs started and failed per hour."""
     rows = (
         Run.objects.filter(created_at__gte=_window(hours))
-        .annotate(hour=TruncHour("created_at")).values("hour")
+        .annotate(hour=TruncHour("created_at"))
+        .values("hour")
         .annotate(started=Count("id"), failed=Count("id", filter=Q(status=RunStatus.FAILED)))
         .order_by("hour")
     )
-    return [{"hour": row["hour"], "started": row["started"], "failed": row["failed"]}
-            for row in rows]
+    return [
+        {"hour": row["hour"], "started": row["started"], "failed": row["failed"]} for row in rows
+    ]
 
 
 def bottlenecks(*, hours: int = 24, limit: int = 10) -> dict[str, Any]:
@@ -176,17 +192,29 @@ def bottlenecks(*, hours: int = 24, limit: int = 10) -> dict[str, Any]:
     failing = (
         steps.values("run__workflow__slug", "step_key", "type")
         .annotate(failed=Count("id", filter=Q(status=StepStatus.FAILED)), n=Count("id"))
-        .filter(failed__gt=0).order_by("-failed")[:limit]
+        .filter(failed__gt=0)
+        .order_by("-failed")[:limit]
     )
     return {
         "slowest_steps": [
-            {"workflow": r["run__workflow__slug"], "step": r["step_key"], "type": r["type"],
-             "runs": r["n"], "avg_seconds": _as_seconds(r["avg"])}
+            {
+                "workflow": r["run__workflow__slug"],
+                "step": r["step_key"],
+                "type": r["type"],
+                "runs": r["n"],
+                "avg_seconds": _as_seconds(r["avg"]),
+            }
             for r in slowest
         ],
         "failing_steps": [
-            {"workflow": r["run__workflow__slug"], "step": r["step_key"], "type": r["type"],
-             "failed": r["failed"], "runs": r["n"], "failure_rate": round(r["failed"] / r["n"], 4)}
+            {
+                "workflow": r["run__workflow__slug"],
+                "step": r["step_key"],
+                "type": r["type"],
+                "failed": r["failed"],
+                "runs": r["n"],
+                "failure_rate": round(r["failed"] / r["n"], 4),
+            }
             for r in failing
         ],
         "overdue_queues": overdue_queues(limit=limit),
@@ -205,11 +233,12 @@ def sla_compliance(*, hours: int = 24) -> list[dict[str, Any]]:
 
 def outbox_lag_seconds() -> float:
     oldest = (
-        Event.objects.filter(dispatched_at__isnull=True).order_by("occurred_at")
-        .values_list("occurred_at", flat=True).first()
+        Event.objects.filter(dispatched_at__isnull=True)
+        .order_by("occurred_at")
+        .values_list("occurred_at", flat=True)
+        .first()
     )
     return (timezone.now() - oldest).total_seconds() if oldest else 0.0
-
 
 
 def outbox_failing() -> int:

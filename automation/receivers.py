@@ -30,16 +30,22 @@ def remember_original(sender: type[models.Model], instance: models.Model, **kwar
     setattr(instance, ORIGINAL_ATTR, tracked_values(instance, registration))
 
 
-def model_context(registration: ModelRegistration, instance: models.Model,
-                  changes: dict[str, Any] | None = None) -> dict[str, Any]:
+def model_context(
+    registration: ModelRegistration, instance: models.Model, changes: dict[str, Any] | None = None
+) -> dict[str, Any]:
     data = serialize_instance(instance)
     context = {**data, registration.name: data, "entity_type": registration.name}
     context["changes"] = changes or {}
     return context
 
 
-def on_save(sender: type[models.Model], instance: models.Model, created: bool,
-            raw: bool = False, **kwargs: Any) -> None:
+def on_save(
+    sender: type[models.Model],
+    instance: models.Model,
+    created: bool,
+    raw: bool = False,
+    **kwargs: Any,
+) -> None:
     from automation.events import event_emit
 
     registration = registration_for_model(sender)
@@ -48,8 +54,13 @@ def on_save(sender: type[models.Model], instance: models.Model, created: bool,
     name = registration.name
     if created:
         context = model_context(registration, instance)
-        event_emit(f"{name}.created", context=context, source=EventSource.MODEL,
-                   entity_type=name, entity_id=instance.pk)
+        event_emit(
+            f"{name}.created",
+            context=context,
+            source=EventSource.MODEL,
+            entity_type=name,
+            entity_id=instance.pk,
+        )
     else:
         original = getattr(instance, ORIGINAL_ATTR, None) or {}
         current = tracked_values(instance, registration)
@@ -59,13 +70,20 @@ def on_save(sender: type[models.Model], instance: models.Model, created: bool,
             if field in original and original[field] != value
         }
         context = model_context(registration, instance, changes)
-        event_emit(f"{name}.updated", context=context, source=EventSource.MODEL,
-                   entity_type=name, entity_id=instance.pk)
+        event_emit(
+            f"{name}.updated",
+            context=context,
+            source=EventSource.MODEL,
+            entity_type=name,
+            entity_id=instance.pk,
+        )
         for field, change in changes.items():
             event_emit(
                 f"{name}.{field}_changed",
                 context={**context, f"old_{field}": change["old"], f"new_{field}": change["new"]},
-                source=EventSource.MODEL, entity_type=name, entity_id=instance.pk,
+                source=EventSource.MODEL,
+                entity_type=name,
+                entity_id=instance.pk,
             )
     setattr(instance, ORIGINAL_ATTR, tracked_values(instance, registration))
 
@@ -76,8 +94,13 @@ def on_delete(sender: type[models.Model], instance: models.Model, **kwargs: Any)
     registration = registration_for_model(sender)
     if registration is None:
         return
-    event_emit(f"{registration.name}.deleted", context=model_context(registration, instance),
-               source=EventSource.MODEL, entity_type=registration.name, entity_id=instance.pk)
+    event_emit(
+        f"{registration.name}.deleted",
+        context=model_context(registration, instance),
+        source=EventSource.MODEL,
+        entity_type=registration.name,
+        entity_id=instance.pk,
+    )
 
 
 def connect_model(model: type[models.Model]) -> None:

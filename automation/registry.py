@@ -80,24 +80,40 @@ def register_model(
     """Register ``model`` with the engine (call from ``AppConfig.ready``)."""
     name = name or model._meta.model_name or model.__name__.lower()
     concrete = {f.name for f in model._meta.concrete_fields}
-    for group, names in (("track", track), ("writable", writable), ("exportable", exportable),
-                         ("masked", masked),
-                         ("user_fields_with_email", user_fields_with_email)):
+    for group, names in (
+        ("track", track),
+        ("writable", writable),
+        ("exportable", exportable),
+        ("masked", masked),
+        ("user_fields_with_email", user_fields_with_email),
+    ):
         unknown = set(names) - concrete
         if unknown:
             raise ValueError(f"{model.__name__}: unknown {group} fields {sorted(unknown)}")
     if set(masked) & set(track):
-        raise ValueError(f"{model.__name__}: masked fields {sorted(set(masked) & set(track))} "
-                         "cannot be tracked (their change events would carry the value)")
-    not_users = [n for n in user_fields_with_email
-                 if not _is_user_model(model._meta.get_field(n).related_model)]
+        raise ValueError(
+            f"{model.__name__}: masked fields {sorted(set(masked) & set(track))} "
+            "cannot be tracked (their change events would carry the value)"
+        )
+    not_users = [
+        n
+        for n in user_fields_with_email
+        if not _is_user_model(model._meta.get_field(n).related_model)
+    ]
     if not_users:
-        raise ValueError(f"{model.__name__}: user_fields_with_email {sorted(not_users)} "
-                         "are not relations to the user model")
+        raise ValueError(
+            f"{model.__name__}: user_fields_with_email {sorted(not_users)} "
+            "are not relations to the user model"
+        )
     registration = ModelRegistration(
-        model=model, name=name, track=tuple(track), writable=tuple(writable),
-        exportable=tuple(exportable), visibility=visibility,
-        user_fields_with_email=tuple(user_fields_with_email), masked=tuple(masked),
+        model=model,
+        name=name,
+        track=tuple(track),
+        writable=tuple(writable),
+        exportable=tuple(exportable),
+        visibility=visibility,
+        user_fields_with_email=tuple(user_fields_with_email),
+        masked=tuple(masked),
     )
     _by_name[name] = registration
     _by_model[model] = registration
@@ -171,11 +187,13 @@ def _is_user_model(model: Any) -> bool:
     from django.contrib.auth.base_user import AbstractBaseUser
 
     return isinstance(model, type) and (
-        issubclass(model, AbstractBaseUser) or model is get_user_model())
+        issubclass(model, AbstractBaseUser) or model is get_user_model()
+    )
 
 
-def field_values(instance: models.Model, masked: tuple[str, ...] | frozenset[str] = ()
-                 ) -> dict[str, Any]:
+def field_values(
+    instance: models.Model, masked: tuple[str, ...] | frozenset[str] = ()
+) -> dict[str, Any]:
     """The instance's own concrete fields (foreign keys as ``<name>_id`` and ``<name>``=id);
     fields named in ``masked`` have the value :data:`MASKED`."""
     data: dict[str, Any] = {}
@@ -229,7 +247,8 @@ def serialize_instance(instance: models.Model) -> dict[str, Any]:
         else:
             related_registration = _by_model.get(type(related))
             data[f.name] = field_values(
-                related, related_registration.masked if related_registration else ())
+                related, related_registration.masked if related_registration else ()
+            )
     return data
 
 

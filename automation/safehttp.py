@@ -247,8 +247,10 @@ def _normalize_host(host: str) -> str:
 
 
 _ALLOW_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252}[A-Za-z0-9_.])?")
-_ALLOW_FORMS = ("a host name or address, optionally with ':port' "
-                "(hooks.internal, 10.0.0.5, hooks.internal:8443, [fd00::1]:443)")
+_ALLOW_FORMS = (
+    "a host name or address, optionally with ':port' "
+    "(hooks.internal, 10.0.0.5, hooks.internal:8443, [fd00::1]:443)"
+)
 
 AllowList = frozenset[tuple[str, int | None]]
 
@@ -266,8 +268,9 @@ def parse_allow_entry(entry: str) -> tuple[str, int | None]:
     elif text.count(":") == 1:
         host, port_text = text.split(":")
         if not port_text.isascii() or not port_text.isdigit():
-            raise ValueError(f"allow-list entry {entry!r} has no valid port; it must be "
-                             f"{_ALLOW_FORMS}")
+            raise ValueError(
+                f"allow-list entry {entry!r} has no valid port; it must be {_ALLOW_FORMS}"
+            )
     port = int(port_text) if port_text else None
     if port is not None and not 1 <= port <= 65535:
         raise ValueError(f"allow-list entry {entry!r}: the port must be from 1 to 65535")
@@ -324,8 +327,7 @@ class _GuardedAdapter(IPFilterAdapter):
         cert: str | tuple[str, str] | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         parts = urlsplit(request.url or "")
-        if _is_allowed(self._allow_hosts, parts.hostname or "",
-                       parts.port or self._default_port):
+        if _is_allowed(self._allow_hosts, parts.hostname or "", parts.port or self._default_port):
             return HTTPAdapter.build_connection_pool_key_attributes(self, request, verify, cert)
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(
             request, verify, cert
@@ -664,7 +666,10 @@ def safe_request(
         except DeliveryError as exc:
             logger.warning(
                 "webhook %s %s refused or failed: %s (%s)",
-                verb, shown, mask_known(exc.message), exc.code,
+                verb,
+                shown,
+                mask_known(exc.message),
+                exc.code,
             )
             raise
         try:
@@ -676,8 +681,9 @@ def safe_request(
                 limit=max_response_bytes,
             )
         except DeliveryError as exc:
-            logger.warning("webhook %s %s failed: %s (%s)",
-                           verb, shown, mask_known(exc.message), exc.code)
+            logger.warning(
+                "webhook %s %s failed: %s (%s)", verb, shown, mask_known(exc.message), exc.code
+            )
             raise
         finally:
             response.close()

@@ -76,7 +76,8 @@ def _fernet(key_material: str) -> Fernet:
 def _keys() -> list[str]:
     """Key material, the one to encrypt with first (settings are read at call time)."""
     dedicated = getattr(settings, "FLOWDESK_SECRETS_KEY", "") or os.environ.get(
-        "FLOWDESK_SECRETS_KEY", "")
+        "FLOWDESK_SECRETS_KEY", ""
+    )
     keys = [dedicated] if dedicated else []
     keys.append(settings.SECRET_KEY)
     keys.extend(getattr(settings, "SECRET_KEY_FALLBACKS", ()))
@@ -91,8 +92,9 @@ def decrypt(token: str) -> str:
     try:
         return MultiFernet([_fernet(k) for k in _keys()]).decrypt(token.encode()).decode()
     except InvalidToken:
-        raise SecretUnreadable("the stored value does not decrypt with the configured keys"
-                               ) from None
+        raise SecretUnreadable(
+            "the stored value does not decrypt with the configured keys"
+        ) from None
 
 
 @transaction.atomic
@@ -121,7 +123,8 @@ def resolve_secret(name: str) -> str:
         except SecretUnreadable:
             raise StepFailed(
                 f"secret '{name}' cannot be decrypted (was FLOWDESK_SECRETS_KEY or "
-                "SECRET_KEY changed?)", code="UNREADABLE_SECRET",
+                "SECRET_KEY changed?)",
+                code="UNREADABLE_SECRET",
             ) from None
     value = os.environ.get(f"FLOWDESK_SECRET_{name}")
     if value is None:
@@ -171,8 +174,9 @@ def mask_known(obj: Any) -> Any:
     return redact(obj, known_values())
 
 
-def mask_action_run(action_run: ActionRun, secret_values: set[str] | frozenset[str] = frozenset()
-                    ) -> ActionRun:
+def mask_action_run(
+    action_run: ActionRun, secret_values: set[str] | frozenset[str] = frozenset()
+) -> ActionRun:
     """Mask the step's own secret values and every known one in each field of the
     ActionRun that can carry text (input, output, progress, error), in place; call it
     right before the row is saved."""
@@ -236,25 +240,34 @@ def _secret_strings(value: Any, path: str) -> list[str]:
     return sorted(found)
 
 
-def secret_policy_issues(step_type: StepType, config: dict[str, Any], path: str
-                         ) -> list[tuple[str, str]]:
+def secret_policy_issues(
+    step_type: StepType, config: dict[str, Any], path: str
+) -> list[tuple[str, str]]:
     """``(json_path, message)`` for every ``{{secrets.*}}`` outside the step type's
     ``secret_fields``; each message starts with the stable code ``secret_not_allowed``."""
     allowed = set(step_type.secret_fields)
-    where_allowed = (", ".join(sorted(allowed)) if allowed else "nowhere in this step")
+    where_allowed = ", ".join(sorted(allowed)) if allowed else "nowhere in this step"
     issues = []
     for key, value in config.items():
         if key in allowed:
             continue
         for where in _secret_strings(value, f"{path}.{key}"):
-            issues.append((where, f"{POLICY_CODE}: a {step_type.name} step may not "
-                                  f"use secrets here (allowed: {where_allowed})"))
+            issues.append(
+                (
+                    where,
+                    f"{POLICY_CODE}: a {step_type.name} step may not "
+                    f"use secrets here (allowed: {where_allowed})",
+                )
+            )
     return issues
 
 
-def step_config_render(step_type: StepType, config: dict[str, Any], context: dict[str, Any],
-                       lookup: Callable[[str], str] = resolve_secret
-                       ) -> tuple[dict[str, Any], set[str]]:
+def step_config_render(
+    step_type: StepType,
+    config: dict[str, Any],
+    context: dict[str, Any],
+    lookup: Callable[[str], str] = resolve_secret,
+) -> tuple[dict[str, Any], set[str]]:
     """Render a step's config; only its ``secret_fields`` can read secrets (elsewhere a
     ``{{secrets.NAME}}`` fails with ``secrets_unavailable``). Returns the rendered config
     and the secret values used, to mask."""

@@ -19,12 +19,21 @@ from automation import services
 logger = logging.getLogger(__name__)
 
 INFRA_ERRORS = (DatabaseError, InterfaceError)
-RETRY = {"autoretry_for": INFRA_ERRORS, "retry_backoff": True, "retry_backoff_max": 60,
-         "retry_jitter": True, "max_retries": 8}
+RETRY = {
+    "autoretry_for": INFRA_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
 # Publishing after a commit tries the broker twice, at once: a broker that is down costs the
 # caller milliseconds, not Celery's default of four attempts over 0.6 s per message.
-PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0,
-                        "interval_max": 0}
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0,
+    "interval_max": 0,
+}
 
 
 def publish(task: Task, *args: Any, countdown: float | None = None) -> bool:
@@ -38,8 +47,9 @@ def publish(task: Task, *args: Any, countdown: float | None = None) -> bool:
     try:
         task.apply_async(args, countdown=countdown, retry_policy=PUBLISH_RETRY_POLICY)
     except Exception:  # the broker's errors (kombu OperationalError, redis, OSError)
-        logger.warning("could not publish %s%r; the sweeps will take it on", task.name, args,
-                       exc_info=True)
+        logger.warning(
+            "could not publish %s%r; the sweeps will take it on", task.name, args, exc_info=True
+        )
         return False
     return True
 

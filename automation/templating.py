@@ -494,8 +494,8 @@ def _data_size(value: Any, limit: int) -> int:
         elif isinstance(item, dict):
             if depth >= MAX_VALUE_DEPTH:
                 raise TemplateRenderError(
-                    f"value is nested deeper than {MAX_VALUE_DEPTH} levels",
-                    code="value_too_deep")
+                    f"value is nested deeper than {MAX_VALUE_DEPTH} levels", code="value_too_deep"
+                )
             size += 2 + dict.__len__(item)
             for key, child in dict.items(item):
                 size += (len(key) if isinstance(key, str) else 8) + 3
@@ -503,8 +503,8 @@ def _data_size(value: Any, limit: int) -> int:
         elif isinstance(item, list | tuple):
             if depth >= MAX_VALUE_DEPTH:
                 raise TemplateRenderError(
-                    f"value is nested deeper than {MAX_VALUE_DEPTH} levels",
-                    code="value_too_deep")
+                    f"value is nested deeper than {MAX_VALUE_DEPTH} levels", code="value_too_deep"
+                )
             base = list if isinstance(item, list) else tuple
             size += 2 + base.__len__(item)
             pending.extend((child, depth + 1) for child in base.__iter__(item))
@@ -513,7 +513,8 @@ def _data_size(value: Any, limit: int) -> int:
         if size > limit:
             raise TemplateRenderError(
                 f"the value is larger than {limit} characters (as JSON)",
-                code="value_too_large", params={"limit": limit},
+                code="value_too_large",
+                params={"limit": limit},
             )
     return size
 
@@ -687,8 +688,9 @@ def _filter_sum(value: Any, _arg: Any) -> int | float:
     if isinstance(value, dict):
         items = list(dict.values(value))
     elif isinstance(value, list | tuple):
-        items = list(list.__iter__(value)) if isinstance(value, list) else list(
-            tuple.__iter__(value))
+        items = (
+            list(list.__iter__(value)) if isinstance(value, list) else list(tuple.__iter__(value))
+        )
     else:
         raise _filter_failed("sum", "a list of numbers or an object whose values are numbers")
     if len(items) > 100_000:
@@ -832,7 +834,8 @@ class _Renderer:
         if self._rendered_size > self.limits.max_render_size:
             raise TemplateRenderError(
                 f"the rendered values are larger than {self.limits.max_render_size} "
-                "characters in all", code="value_too_large",
+                "characters in all",
+                code="value_too_large",
             )
 
     def _too_large(self) -> TemplateRenderError:
@@ -1033,28 +1036,39 @@ def secret_forms(value: str) -> set[str]:
     percent-encoded hex digits and a value lowercased in a host name."""
     if not value:
         return set()
-    encoded = {value, quote(value, safe=""), quote(value), quote_plus(value),
-               quote_plus(value, safe="/"), quote(value, safe=_URI_SAFE),
-               quote(value, safe=_URI_SAFE + "%")}
+    encoded = {
+        value,
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value),
+        quote_plus(value, safe="/"),
+        quote(value, safe=_URI_SAFE),
+        quote(value, safe=_URI_SAFE + "%"),
+    }
     if "://" in value:  # a whole URL: also as logs show one, without query and fragment
         encoded.add(value.split("#")[0].split("?")[0])
     forms = set(encoded)
     for base in encoded:
-        once = {json.dumps(base)[1:-1], json.dumps(base, ensure_ascii=False)[1:-1],
-                repr(base)[1:-1], ascii(base)[1:-1], base.replace("\\", "\\\\"),
-                html.escape(base, quote=True), html.escape(base, quote=True).replace(
-                    "&#x27;", "&#39;")}
+        once = {
+            json.dumps(base)[1:-1],
+            json.dumps(base, ensure_ascii=False)[1:-1],
+            repr(base)[1:-1],
+            ascii(base)[1:-1],
+            base.replace("\\", "\\\\"),
+            html.escape(base, quote=True),
+            html.escape(base, quote=True).replace("&#x27;", "&#39;"),
+        }
         forms |= once
         for item in once:
-            forms |= {json.dumps(item)[1:-1], repr(item)[1:-1],
-                      item.replace("\\", "\\\\")}
+            forms |= {json.dumps(item)[1:-1], repr(item)[1:-1], item.replace("\\", "\\\\")}
     return {form for form in forms if form}
 
 
 @lru_cache(maxsize=256)
 def _secret_pattern(values: frozenset[str]) -> re.Pattern[str] | None:
-    needles = sorted({form for value in values for form in secret_forms(value)},
-                     key=len, reverse=True)
+    needles = sorted(
+        {form for value in values for form in secret_forms(value)}, key=len, reverse=True
+    )
     if not needles:
         return None
     return re.compile("|".join(map(re.escape, needles)), re.IGNORECASE)

@@ -50,7 +50,9 @@ def monitoring_page(request: HttpRequest) -> HttpResponse:
     failures.add("failed", [round(m["failure_rate"] * 100, 2) for m in metrics])
 
     context = {
-        "hours": hours, "window_seconds": hours * 3600, "metrics": metrics,
+        "hours": hours,
+        "window_seconds": hours * 3600,
+        "metrics": metrics,
         "active_runs": monitoring.active_runs(limit=50),
         "bottlenecks": monitoring.bottlenecks(hours=hours),
         "outbox_lag": round(monitoring.outbox_lag_seconds(), 1),
@@ -67,13 +69,17 @@ def export_download(request: HttpRequest, pk: int) -> FileResponse:
     """An export's CSV, for the user whose visibility chose its rows, or a holder of
     ``automation.view_export`` (as the API's ``exports/{id}/download/``)."""
     export = Export.objects.filter(pk=pk).exclude(file="").first()
-    if export is None or not (export.requested_by_id == request.user.pk
-                              or request.user.has_perm("automation.view_export")):
+    if export is None or not (
+        export.requested_by_id == request.user.pk or request.user.has_perm("automation.view_export")
+    ):
         raise Http404("No such export.")
     handle = export.file.open("rb")
-    return FileResponse(handle, as_attachment=True,
-                        filename=f"{export.entity_type}-export-{export.pk}.csv",
-                        content_type="text/csv")
+    return FileResponse(
+        handle,
+        as_attachment=True,
+        filename=f"{export.entity_type}-export-{export.pk}.csv",
+        content_type="text/csv",
+    )
 
 
 @require_GET
@@ -86,14 +92,17 @@ def prometheus_metrics(request: HttpRequest) -> HttpResponse:
     token = settings.METRICS_TOKEN
     if not token:
         if not settings.DEBUG:
-            return HttpResponse("metrics are disabled: set METRICS_TOKEN to enable /metrics\n",
-                                status=403, content_type="text/plain")
+            return HttpResponse(
+                "metrics are disabled: set METRICS_TOKEN to enable /metrics\n",
+                status=403,
+                content_type="text/plain",
+            )
     else:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
-                                   token.encode("utf-8", "surrogatepass")):
-            return HttpResponse("metrics token required\n", status=401,
-                                content_type="text/plain")
+        if not hmac.compare_digest(
+            given.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+        ):
+            return HttpResponse("metrics token required\n", status=401, content_type="text/plain")
     registry = CollectorRegistry()
     registry.register(EngineCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

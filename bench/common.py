@@ -19,14 +19,22 @@ ROOT = Path(__file__).resolve().parent.parent
 def add_owned_services(parser: argparse.ArgumentParser, *, database: str, broker: str) -> None:
     """``--postgres``, ``--database`` and ``--broker``: the server, and the database and Redis
     database the benchmark owns (drops, flushes)."""
-    parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432",
-                        help="PostgreSQL server URL without a database name")
-    parser.add_argument("--database", default=database,
-                        help=f"database the benchmark DROPS and creates (must contain 'bench'; "
-                             f"default {database})")
-    parser.add_argument("--broker", default=broker,
-                        help=f"Redis URL of the broker and cache; the benchmark FLUSHES this "
-                             f"database (default {broker})")
+    parser.add_argument(
+        "--postgres",
+        default="postgres://postgres@127.0.0.1:5432",
+        help="PostgreSQL server URL without a database name",
+    )
+    parser.add_argument(
+        "--database",
+        default=database,
+        help=f"database the benchmark DROPS and creates (must contain 'bench'; default {database})",
+    )
+    parser.add_argument(
+        "--broker",
+        default=broker,
+        help=f"Redis URL of the broker and cache; the benchmark FLUSHES this "
+        f"database (default {broker})",
+    )
 
 
 def check_owned_services(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -34,8 +42,7 @@ def check_owned_services(parser: argparse.ArgumentParser, args: argparse.Namespa
     if "bench" not in args.database:
         parser.error("--database must contain 'bench': the benchmark drops it")
     if urlsplit(args.broker).path.strip("/") in ("", "0"):
-        parser.error("--broker must name a Redis database other than 0: the benchmark "
-                     "flushes it")
+        parser.error("--broker must name a Redis database other than 0: the benchmark flushes it")
 
 
 def log(message: str) -> None:
@@ -57,7 +64,10 @@ def migrate(env: dict[str, str], attempts: int = 3) -> float:
     for attempt in range(1, attempts + 1):
         done = subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput", "--verbosity", "0"],
-            cwd=ROOT, env=env, capture_output=True, text=True,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         if done.returncode == 0:
             return time.perf_counter() - started

@@ -40,8 +40,13 @@ def snapshot() -> Snapshot | None:
             continue
         try:
             stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace").strip()
+            command = (
+                (entry / "cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+                .strip()
+            )
         except OSError:  # the process ended meanwhile
             continue
         fields = stat.rsplit(")", 1)[1].split()
@@ -67,8 +72,11 @@ def descendants(parents: dict[int, int], root: int) -> set[int]:
 
 def postmasters(snap: Snapshot) -> set[int]:
     """The parents of PostgreSQL's ``postgres: ...`` processes."""
-    return {snap.parents[pid] for pid, command in snap.commands.items()
-            if command.startswith("postgres:") and snap.parents[pid] in snap.commands}
+    return {
+        snap.parents[pid]
+        for pid, command in snap.commands.items()
+        if command.startswith("postgres:") and snap.parents[pid] in snap.commands
+    }
 
 
 def classify(pid: int, command: str, ours: set[int], database: str) -> str:
@@ -101,8 +109,7 @@ class CpuMeter:
         hz = os.sysconf("SC_CLK_TCK")
         # The benchmark's processes are this one and its descendants, as seen at the end
         # (workers started during the phase) or at the start.
-        ours = descendants(last.parents, os.getpid()) | descendants(
-            self.first.parents, os.getpid())
+        ours = descendants(last.parents, os.getpid()) | descendants(self.first.parents, os.getpid())
         used: dict[str, float] = defaultdict(float)
         for pid, ticks in last.ticks.items():
             before = self.first.ticks.get(pid, 0)
@@ -126,12 +133,10 @@ class CpuMeter:
             "window_seconds": round(self.seconds, 3),
             "cpu_seconds": self.result,
             "cpu_percent_of_one_core": {
-                group: round(value / self.seconds * 100, 1)
-                for group, value in self.result.items()
+                group: round(value / self.seconds * 100, 1) for group, value in self.result.items()
             },
             "cpu_ms_per_item": {
                 group: round(value / items * 1000, 3) for group, value in self.result.items()
             },
-            "other_share_of_machine": round(
-                self.result["other"] / (self.seconds * cores), 3),
+            "other_share_of_machine": round(self.result["other"] / (self.seconds * cores), 3),
         }

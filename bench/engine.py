@@ -41,9 +41,15 @@ BENCH_WORKFLOW: dict[str, Any] = {
     "is_active": True,
     "triggers": [{"event_type": EVENT_TYPE}],
     "steps": [
-        {"key": "note", "type": "add_note",
-         "config": {"entity_type": "lead", "entity_id": "{{lead_id}}",
-                    "note": "bench ping {{seq}}"}},
+        {
+            "key": "note",
+            "type": "add_note",
+            "config": {
+                "entity_type": "lead",
+                "entity_id": "{{lead_id}}",
+                "note": "bench ping {{seq}}",
+            },
+        },
     ],
 }
 
@@ -55,37 +61,72 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.engine",
         description="Measure C0 (Celery no-op drain), R1 (one-step runs, event to committed "
-                    "note) and event-to-step-done latency against PostgreSQL and Redis.",
+        "note) and event-to-step-done latency against PostgreSQL and Redis.",
     )
-    parser.add_argument("--n", type=int, default=2000,
-                        help="tasks for C0 and events for R1 (default 2000)")
-    parser.add_argument("--concurrency", type=int, default=2,
-                        help="prefork processes of the worker (default 2, as in production)")
-    parser.add_argument("--c0-repeat", type=int, default=3,
-                        help="C0 drains measured; the median is reported (default 3)")
-    parser.add_argument("--latency-load", type=float, default=0.5,
-                        help="steady emit rate of the latency phase, as a fraction of R1 "
-                             "(default 0.5)")
-    parser.add_argument("--light-rate", type=float, default=50.0,
-                        help="emit rate (events/s) of a second latency phase at a light, "
-                             "fixed load (default 50)")
-    parser.add_argument("--latency-seconds", type=float, default=15.0,
-                        help="how long the latency phase emits events (default 15)")
+    parser.add_argument(
+        "--n", type=int, default=2000, help="tasks for C0 and events for R1 (default 2000)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        help="prefork processes of the worker (default 2, as in production)",
+    )
+    parser.add_argument(
+        "--c0-repeat",
+        type=int,
+        default=3,
+        help="C0 drains measured; the median is reported (default 3)",
+    )
+    parser.add_argument(
+        "--latency-load",
+        type=float,
+        default=0.5,
+        help="steady emit rate of the latency phase, as a fraction of R1 (default 0.5)",
+    )
+    parser.add_argument(
+        "--light-rate",
+        type=float,
+        default=50.0,
+        help="emit rate (events/s) of a second latency phase at a light, fixed load (default 50)",
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=15.0,
+        help="how long the latency phase emits events (default 15)",
+    )
     add_owned_services(parser, database="flowdesk_bench", broker="redis://127.0.0.1:6379/14")
-    parser.add_argument("--quiet-wait", type=float, default=0.0,
-                        help="before each phase, wait up to this many seconds for other "
-                             "processes to use less than 10%% of the machine (default 0)")
-    parser.add_argument("--settings", default="config.settings",
-                        help="Django settings module of this process and the workers "
-                             "(to measure a settings change; default config.settings)")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="JSON file to write (default var/bench/engine-<timestamp>.json)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        help="before each phase, wait up to this many seconds for other "
+        "processes to use less than 10%% of the machine (default 0)",
+    )
+    parser.add_argument(
+        "--settings",
+        default="config.settings",
+        help="Django settings module of this process and the workers "
+        "(to measure a settings change; default config.settings)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON file to write (default var/bench/engine-<timestamp>.json)",
+    )
     args = parser.parse_args(argv)
     check_owned_services(parser, args)
-    if args.n < 10 or args.concurrency < 1 or args.c0_repeat < 1 or not (
-            0 < args.latency_load <= 1):
-        parser.error("need --n >= 10, --concurrency >= 1, --c0-repeat >= 1 and "
-                     "0 < --latency-load <= 1")
+    if (
+        args.n < 10
+        or args.concurrency < 1
+        or args.c0_repeat < 1
+        or not (0 < args.latency_load <= 1)
+    ):
+        parser.error(
+            "need --n >= 10, --concurrency >= 1, --c0-repeat >= 1 and 0 < --latency-load <= 1"
+        )
     return args
 
 
@@ -113,15 +154,29 @@ def database_recreate(args: argparse.Namespace) -> None:
 class Worker:
     """A ``celery worker`` subprocess with the production worker settings."""
 
-    def __init__(self, name: str, concurrency: int, env: dict[str, str], log_dir: Path
-                 ) -> None:
+    def __init__(self, name: str, concurrency: int, env: dict[str, str], log_dir: Path) -> None:
         self.name = name
         self.command = [
-            sys.executable, "-m", "celery", "-A", "config", "worker",
-            "--queues", ",".join(QUEUES), "--concurrency", str(concurrency),
-            "--pool", "prefork", "--loglevel", "WARNING",
-            "--without-mingle", "--without-gossip",
-            "--include", "bench.worker_tasks", "--hostname", f"bench-{name}@%h",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--queues",
+            ",".join(QUEUES),
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            "prefork",
+            "--loglevel",
+            "WARNING",
+            "--without-mingle",
+            "--without-gossip",
+            "--include",
+            "bench.worker_tasks",
+            "--hostname",
+            f"bench-{name}@%h",
         ]
         self.env = env
         self.log_path = log_dir / f"worker-{name}.log"
@@ -131,15 +186,22 @@ class Worker:
     def start(self) -> Worker:
         log_file = open(self.log_path, "wb")  # noqa: SIM115  (owned by the subprocess)
         self.started_at = time.time()
-        self.proc = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=log_file,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log_file.close()
         return self
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"worker {self.name} exited ({self.proc.returncode}); "
-                               f"log: {self.log_path}")
+            raise RuntimeError(
+                f"worker {self.name} exited ({self.proc.returncode}); log: {self.log_path}"
+            )
 
     def stop(self) -> None:
         """Warm shutdown (SIGTERM to the worker's own process group), then SIGKILL."""
@@ -153,8 +215,9 @@ class Worker:
             self.proc.wait(10)
 
 
-def wait_until(predicate: Callable[[], bool], worker: Worker, timeout: float,
-               interval: float, what: str) -> float:
+def wait_until(
+    predicate: Callable[[], bool], worker: Worker, timeout: float, interval: float, what: str
+) -> float:
     """Poll until ``predicate()``; returns the time (epoch seconds) it became true."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -162,8 +225,9 @@ def wait_until(predicate: Callable[[], bool], worker: Worker, timeout: float,
             return time.time()
         worker.check_alive()
         time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}; "
-                       f"worker log: {worker.log_path}")
+    raise RuntimeError(
+        f"timed out after {timeout:.0f}s waiting for {what}; worker log: {worker.log_path}"
+    )
 
 
 def queue_depth(r: redis.Redis) -> int:
@@ -194,8 +258,9 @@ def wait_for_quiet(args: argparse.Namespace, phase: str) -> None:
 # --- phases -----------------------------------------------------------------------------
 
 
-def c0_drain(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, log_dir: Path,
-             attempt: int) -> dict[str, Any]:
+def c0_drain(
+    args: argparse.Namespace, env: dict[str, str], r: redis.Redis, log_dir: Path, attempt: int
+) -> dict[str, Any]:
     """Enqueue N no-op tasks with no worker running, then time a fresh worker draining them."""
     from bench.worker_tasks import COUNT_KEY, FIRST_KEY, LAST_KEY, noop
     from config.celery import app
@@ -218,12 +283,18 @@ def c0_drain(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, log_
         return int(r.get(COUNT_KEY) or 0)
 
     try:
-        wait_until(lambda: count() >= 1, worker, timeout=120, interval=0.005,
-                   what="the first C0 completion")
+        wait_until(
+            lambda: count() >= 1,
+            worker,
+            timeout=120,
+            interval=0.005,
+            what="the first C0 completion",
+        )
         meter.start()
         at_start = count()
-        done_at = wait_until(lambda: count() >= n, worker, timeout=max(120.0, n / 10),
-                             interval=0.01, what="C0 drain")
+        done_at = wait_until(
+            lambda: count() >= n, worker, timeout=max(120.0, n / 10), interval=0.01, what="C0 drain"
+        )
         meter.stop()
     finally:
         worker.stop()
@@ -231,8 +302,10 @@ def c0_drain(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, log_
     last = float(r.get(LAST_KEY))
     window = max(last - first, 1e-6)
     rate = (n - 1) / window
-    log(f"C0 #{attempt}: {n} tasks queued in {enqueue_seconds:.2f}s, drained in {window:.2f}s "
-        f"after the first completion -> {rate:.0f} tasks/s")
+    log(
+        f"C0 #{attempt}: {n} tasks queued in {enqueue_seconds:.2f}s, drained in {window:.2f}s "
+        f"after the first completion -> {rate:.0f} tasks/s"
+    )
     return {
         "tasks_per_second": round(rate, 1),
         "drain_window_seconds": round(window, 3),
@@ -244,8 +317,9 @@ def c0_drain(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, log_
     }
 
 
-def phase_c0(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, log_dir: Path
-             ) -> dict[str, Any]:
+def phase_c0(
+    args: argparse.Namespace, env: dict[str, str], r: redis.Redis, log_dir: Path
+) -> dict[str, Any]:
     """C0 is short (a few seconds), so it is measured ``--c0-repeat`` times; the median
     drain (by rate) is the figure, every attempt is in the JSON."""
     attempts = [c0_drain(args, env, r, log_dir, i + 1) for i in range(args.c0_repeat)]
@@ -310,8 +384,9 @@ def next_event_id() -> int:
     return (last or 0) + 1
 
 
-def phase_r1(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, lead_id: int,
-             log_dir: Path) -> tuple[dict[str, Any], Worker]:
+def phase_r1(
+    args: argparse.Namespace, env: dict[str, str], r: redis.Redis, lead_id: int, log_dir: Path
+) -> tuple[dict[str, Any], Worker]:
     """Emit N events with no worker running, then time a fresh worker turning them into
     completed one-step runs with their notes. Returns the still-running worker."""
     from django.db.models import Max, Min
@@ -329,8 +404,10 @@ def phase_r1(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, lead
     depth = queue_depth(r)
     if depth < 1:
         raise RuntimeError("R1: no drain message was queued for the emitted events")
-    log(f"R1: {n} events emitted in {emit_seconds:.2f}s ({depth} drain messages queued); "
-        f"starting the worker")
+    log(
+        f"R1: {n} events emitted in {emit_seconds:.2f}s ({depth} drain messages queued); "
+        f"starting the worker"
+    )
     worker = Worker("r1", args.concurrency, env, log_dir).start()
 
     def drained() -> bool:
@@ -342,30 +419,40 @@ def phase_r1(args: argparse.Namespace, env: dict[str, str], r: redis.Redis, lead
 
     meter = CpuMeter(args.database)
     try:
-        wait_until(lambda: run_counts(first_event_id)[0] >= 1, worker, timeout=120,
-                   interval=0.02, what="the first R1 run")
+        wait_until(
+            lambda: run_counts(first_event_id)[0] >= 1,
+            worker,
+            timeout=120,
+            interval=0.02,
+            what="the first R1 run",
+        )
         meter.start()
         at_start = run_counts(first_event_id)[0]
-        done_at = wait_until(drained, worker, timeout=max(150.0, n / 5), interval=0.1,
-                             what="R1 runs")
+        done_at = wait_until(
+            drained, worker, timeout=max(150.0, n / 5), interval=0.1, what="R1 runs"
+        )
         meter.stop()
     except BaseException:
         worker.stop()
         raise
     stats = Run.objects.filter(event_id__gte=first_event_id).aggregate(
-        first=Min("finished_at"), last=Max("finished_at"))
+        first=Min("finished_at"), last=Max("finished_at")
+    )
     window = max((stats["last"] - stats["first"]).total_seconds(), 1e-6)
     rate = (n - 1) / window
     completed, notes = run_counts(first_event_id)[0], note_count(first_event_id)
-    log(f"R1: {completed} runs / {notes} notes in {window:.2f}s after the first completion "
-        f"-> {rate:.1f} runs/s")
+    log(
+        f"R1: {completed} runs / {notes} notes in {window:.2f}s after the first completion "
+        f"-> {rate:.1f} runs/s"
+    )
     return {
         "runs": n,
         "runs_per_second": round(rate, 1),
         "drain_window_seconds": round(window, 3),
         "worker_start_to_drained_seconds": round(done_at - worker.started_at, 3),
         "worker_start_to_first_completion_seconds": round(
-            stats["first"].timestamp() - worker.started_at, 3),
+            stats["first"].timestamp() - worker.started_at, 3
+        ),
         "emit_seconds": round(emit_seconds, 3),
         "drain_messages_queued": depth,
         "completed_runs": completed,
@@ -382,8 +469,9 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
-def phase_latency(args: argparse.Namespace, worker: Worker, lead_id: int, rate: float,
-                  what: str, seq_start: int) -> dict[str, Any]:
+def phase_latency(
+    args: argparse.Namespace, worker: Worker, lead_id: int, rate: float, what: str, seq_start: int
+) -> dict[str, Any]:
     """Emit events one transaction each at a steady rate below capacity to a warm worker;
     latency = ActionRun.finished_at - Event.occurred_at, both from the database."""
     from django.db import transaction
@@ -408,11 +496,19 @@ def phase_latency(args: argparse.Namespace, worker: Worker, lead_id: int, rate: 
         with transaction.atomic():
             emit(EVENT_TYPE, {"lead_id": lead_id, "seq": seq_start + i})
     emit_seconds = time.perf_counter() - started
-    wait_until(lambda: run_counts(first_event_id)[0] >= count, worker, timeout=120,
-               interval=0.1, what="latency-phase runs")
+    wait_until(
+        lambda: run_counts(first_event_id)[0] >= count,
+        worker,
+        timeout=120,
+        interval=0.1,
+        what="latency-phase runs",
+    )
     meter.stop()
-    rows = list(ActionRun.objects.filter(run__event_id__gte=first_event_id).values_list(
-        "run__event__occurred_at", "run__created_at", "started_at", "finished_at"))
+    rows = list(
+        ActionRun.objects.filter(run__event_id__gte=first_event_id).values_list(
+            "run__event__occurred_at", "run__created_at", "started_at", "finished_at"
+        )
+    )
     latencies = [(done - occurred).total_seconds() * 1000 for occurred, _, _, done in rows]
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
 
@@ -445,8 +541,12 @@ def phase_latency(args: argparse.Namespace, worker: Worker, lead_id: int, rate: 
         "min_ms": round(min(latencies), 1),
         **{name: round(percentile(values, 50), 1) for name, values in parts.items()},
         "by_second": [
-            {"second": second, "events": len(values), "p50_ms": round(percentile(values, 50), 1),
-             "max_ms": round(max(values), 1)}
+            {
+                "second": second,
+                "events": len(values),
+                "p50_ms": round(percentile(values, 50), 1),
+                "max_ms": round(max(values), 1),
+            }
             for second, values in sorted(by_second.items())
         ],
         "cpu": meter.summary(count),
@@ -494,9 +594,11 @@ def cpu_line(cpu: dict[str, Any], unit: str) -> str:
         return "n/a (no /proc)"
     per = cpu["cpu_ms_per_item"]
     postgres = per["postgres_bench_db"] + per["postgres_ended"]
-    return (f"{per['bench']:.2f} bench processes + {postgres:.2f} PostgreSQL + "
-            f"{per['redis']:.2f} Redis = {per['bench'] + postgres + per['redis']:.2f} ms "
-            f"per {unit}")
+    return (
+        f"{per['bench']:.2f} bench processes + {postgres:.2f} PostgreSQL + "
+        f"{per['redis']:.2f} Redis = {per['bench'] + postgres + per['redis']:.2f} ms "
+        f"per {unit}"
+    )
 
 
 def noise_line(phases: dict[str, dict[str, Any]]) -> tuple[str, float]:
@@ -511,29 +613,42 @@ def report(result: dict[str, Any]) -> str:
     light = result["latency_light"]
     ratio = result["r1_over_c0"]
     verdict = "meets" if ratio >= GOAL else "BELOW"
-    noise, worst = noise_line({"C0": c0["cpu"], "R1": r1["cpu"], "latency": lat["cpu"],
-                               "light": light["cpu"]})
+    noise, worst = noise_line(
+        {"C0": c0["cpu"], "R1": r1["cpu"], "latency": lat["cpu"], "light": light["cpu"]}
+    )
     c0_attempts = ", ".join(f"{rate:.0f}" for rate in c0["attempts_tasks_per_second"])
     rows = [
-        ("C0  Celery no-op drain", f"{c0['tasks_per_second']:.0f} tasks/s (median of "
-                                   f"{c0_attempts})"),
+        (
+            "C0  Celery no-op drain",
+            f"{c0['tasks_per_second']:.0f} tasks/s (median of {c0_attempts})",
+        ),
         ("R1  one-step runs, event -> note", f"{r1['runs_per_second']:.1f} runs/s"),
         ("R1 / C0", f"{ratio:.3f}  ({verdict} the goal >= {GOAL})"),
         ("latency p50 (event -> step done)", f"{lat['p50_ms']:.1f} ms"),
         ("latency p99", f"{lat['p99_ms']:.1f} ms"),
-        ("latency load", f"{lat['events']} events at {lat['achieved_rate_per_second']:.1f}/s "
-                         f"({result['settings']['latency_load']:.0%} of R1), one per "
-                         f"transaction, worker warm"),
-        ("latency at a light load", f"p50 {light['p50_ms']:.1f} ms, p99 {light['p99_ms']:.1f} "
-                                    f"ms ({light['events']} events at "
-                                    f"{light['achieved_rate_per_second']:.1f}/s)"),
+        (
+            "latency load",
+            f"{lat['events']} events at {lat['achieved_rate_per_second']:.1f}/s "
+            f"({result['settings']['latency_load']:.0%} of R1), one per "
+            f"transaction, worker warm",
+        ),
+        (
+            "latency at a light load",
+            f"p50 {light['p50_ms']:.1f} ms, p99 {light['p99_ms']:.1f} "
+            f"ms ({light['events']} events at "
+            f"{light['achieved_rate_per_second']:.1f}/s)",
+        ),
         ("N (C0 tasks, R1 events)", str(result["settings"]["n"])),
-        ("worker concurrency", f"{result['settings']['concurrency']} (prefork, acks late, "
-                               f"prefetch 1, queue steps)"),
+        (
+            "worker concurrency",
+            f"{result['settings']['concurrency']} (prefork, acks late, prefetch 1, queue steps)",
+        ),
         ("CPU per C0 task", cpu_line(c0["cpu"], "task")),
         ("CPU per R1 run", cpu_line(r1["cpu"], "run")),
-        ("other load on the machine", f"{noise} of all cores; load avg at start "
-                                      f"{result['loadavg_at_start']}"),
+        (
+            "other load on the machine",
+            f"{noise} of all cores; load avg at start {result['loadavg_at_start']}",
+        ),
         ("Python / Django / Celery", f"{env['python']} / {env['django']} / {env['celery']}"),
         ("kombu / psycopg / redis-py", f"{env['kombu']} / {env['psycopg']} / {env['redis_py']}"),
         ("database", f"PostgreSQL {env['postgresql']} ({env['database']})"),
@@ -546,16 +661,21 @@ def report(result: dict[str, Any]) -> str:
     body = "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)
     warning = ""
     if worst > NOISE_WARNING:
-        warning = (f"\nWARNING: other processes used up to {worst:.0%} of the machine during a "
-                   f"measured phase; the rates are lower than on a quiet machine.")
+        warning = (
+            f"\nWARNING: other processes used up to {worst:.0%} of the machine during a "
+            f"measured phase; the rates are lower than on a quiet machine."
+        )
     return f"{line}\nFlowdesk engine benchmark\n{line}\n{body}\n{line}{warning}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     bench_started = time.perf_counter()
-    loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path(
-        "/proc/loadavg").exists() else "n/a"
+    loadavg = (
+        " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        if Path("/proc/loadavg").exists()
+        else "n/a"
+    )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     env = bench_env(args)
     r = redis.Redis.from_url(args.broker)
@@ -579,10 +699,22 @@ def main(argv: list[str] | None = None) -> int:
     c0 = phase_c0(args, env, r, log_dir)
     r1, worker = phase_r1(args, env, r, lead_id, log_dir)
     try:
-        latency = phase_latency(args, worker, lead_id, args.latency_load * r1["runs_per_second"],
-                                f"{args.latency_load:.0%} of R1", seq_start=args.n)
-        light = phase_latency(args, worker, lead_id, args.light_rate, "a light load",
-                              seq_start=args.n + latency["events"])
+        latency = phase_latency(
+            args,
+            worker,
+            lead_id,
+            args.latency_load * r1["runs_per_second"],
+            f"{args.latency_load:.0%} of R1",
+            seq_start=args.n,
+        )
+        light = phase_latency(
+            args,
+            worker,
+            lead_id,
+            args.light_rate,
+            "a light load",
+            seq_start=args.n + latency["events"],
+        )
     finally:
         worker.stop()
 
@@ -590,9 +722,12 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "engine",
         "timestamp": stamp,
         "settings": {
-            "n": args.n, "concurrency": args.concurrency, "settings_module": args.settings,
+            "n": args.n,
+            "concurrency": args.concurrency,
+            "settings_module": args.settings,
             "c0_repeat": args.c0_repeat,
-            "latency_load": args.latency_load, "latency_seconds": args.latency_seconds,
+            "latency_load": args.latency_load,
+            "latency_seconds": args.latency_seconds,
             "light_rate": args.light_rate,
             "quiet_wait": args.quiet_wait,
             "worker_command": " ".join(Worker("x", args.concurrency, env, log_dir).command[1:]),

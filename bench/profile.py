@@ -49,7 +49,7 @@ def engine_caller() -> str:
     while frame is not None:
         filename = frame.f_code.co_filename
         if filename.startswith(ENGINE_DIRS):
-            module = filename[len(str(ROOT)) + 1:-3].replace("/", ".")
+            module = filename[len(str(ROOT)) + 1 : -3].replace("/", ".")
             return f"{module}.{frame.f_code.co_name}:{frame.f_lineno}"
         frame = frame.f_back
     return "?"
@@ -61,8 +61,14 @@ class QueryLog:
 
     queries: list[tuple[str, str, float]] = field(default_factory=list)
 
-    def __call__(self, execute: Callable[..., Any], statement: str, params: Any, many: bool,
-                 context: dict[str, Any]) -> Any:
+    def __call__(
+        self,
+        execute: Callable[..., Any],
+        statement: str,
+        params: Any,
+        many: bool,
+        context: dict[str, Any],
+    ) -> Any:
         caller = engine_caller()
         started = time.perf_counter()
         try:
@@ -107,8 +113,10 @@ def emit_events(lead_id: int, count: int) -> list[int]:
     from automation.events import event_emit
 
     with transaction.atomic():
-        return [event_emit(EVENT_TYPE, {"lead_id": lead_id, "seq": seq}, dispatch=False).pk
-                for seq in range(count)]
+        return [
+            event_emit(EVENT_TYPE, {"lead_id": lead_id, "seq": seq}, dispatch=False).pk
+            for seq in range(count)
+        ]
 
 
 PATHS = ("drain", "single")
@@ -149,8 +157,10 @@ def check_done(event_ids: list[int]) -> None:
     completed = runs.filter(status="completed").count()
     notes = Note.objects.filter(action_run__run__event_id__in=event_ids).count()
     if completed != len(event_ids) or notes != len(event_ids):
-        raise RuntimeError(f"expected {len(event_ids)} completed runs and notes, found "
-                           f"{completed} runs and {notes} notes (is the path asynchronous?)")
+        raise RuntimeError(
+            f"expected {len(event_ids)} completed runs and notes, found "
+            f"{completed} runs and {notes} notes (is the path asynchronous?)"
+        )
 
 
 def measure(event_ids: list[int], path: str) -> tuple[QueryLog, CommitCounter, float]:
@@ -172,10 +182,14 @@ def print_queries(log: QueryLog, commits: CommitCounter, wall_ms: float, runs: i
     commit_ms = commits.seconds / runs * 1000
     statements = [q for q in log.queries if "SAVEPOINT" not in q[1]]
     print(f"\n== Per run, mean over {runs} runs (one warm connection) ==")
-    print(f"  wall {wall_ms:.2f} ms = statements {db_ms:.2f} ms + commits {commit_ms:.2f} ms "
-          f"+ Python {wall_ms - db_ms - commit_ms:.2f} ms")
-    print(f"  {len(statements) / runs:.1f} queries, {commits.count / runs:.1f} commits, "
-          f"{(len(log.queries) - len(statements)) / runs:.1f} savepoint statements")
+    print(
+        f"  wall {wall_ms:.2f} ms = statements {db_ms:.2f} ms + commits {commit_ms:.2f} ms "
+        f"+ Python {wall_ms - db_ms - commit_ms:.2f} ms"
+    )
+    print(
+        f"  {len(statements) / runs:.1f} queries, {commits.count / runs:.1f} commits, "
+        f"{(len(log.queries) - len(statements)) / runs:.1f} savepoint statements"
+    )
     groups: dict[tuple[str, str], list[float]] = defaultdict(list)
     for caller, statement, seconds in log.queries:
         groups[(caller, statement_shape(statement))].append(seconds)
@@ -200,18 +214,29 @@ def print_profile(profiler: cProfile.Profile, runs: int, limit: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--runs", type=int, default=200, help="events measured (default 200)")
     parser.add_argument("--warmup", type=int, default=20, help="events run first, unmeasured")
-    parser.add_argument("--path", choices=PATHS, default="drain",
-                        help="drain: the outbox drained in batches, what workers do (default);"
-                             " single: one event per task, the sweep's path")
+    parser.add_argument(
+        "--path",
+        choices=PATHS,
+        default="drain",
+        help="drain: the outbox drained in batches, what workers do (default);"
+        " single: one event per task, the sweep's path",
+    )
     parser.add_argument("--top", type=int, default=30, help="functions listed by cProfile")
-    add_owned_services(parser, database="flowdesk_bench_profile",
-                       broker="redis://127.0.0.1:6379/14")
-    parser.add_argument("--settings", default="config.settings",
-                        help="Django settings module (default config.settings)")
+    add_owned_services(
+        parser, database="flowdesk_bench_profile", broker="redis://127.0.0.1:6379/14"
+    )
+    parser.add_argument(
+        "--settings",
+        default="config.settings",
+        help="Django settings module (default config.settings)",
+    )
     args = parser.parse_args(argv)
     check_owned_services(parser, args)
     env = bench_env(args)
@@ -234,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     cold = drive(emit_events(lead_id, args.runs), reconnect=True, path=path)
     print("\n== Connection reuse ==")
     print(f"  one connection for all runs:          {warm:6.2f} ms per run")
-    print(f"  a new connection per run (per task):  {cold:6.2f} ms per run  "
-          f"(+{cold - warm:.2f} ms)")
+    print(
+        f"  a new connection per run (per task):  {cold:6.2f} ms per run  (+{cold - warm:.2f} ms)"
+    )
 
     event_ids = emit_events(lead_id, args.runs)
     profiler = cProfile.Profile()

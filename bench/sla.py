@@ -47,21 +47,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.sla",
         description="Time the SLA sweep over N open tasks of which a share is past due, "
-                    "against raw SQL baselines on the same rows.")
-    parser.add_argument("--tasks", type=int, default=1_000_000,
-                        help="open tasks to load (default 1000000)")
-    parser.add_argument("--ratios", default="0.001,0.01",
-                        help="due shares to measure, comma-separated (default 0.001,0.01)")
-    parser.add_argument("--batch", type=int, default=500,
-                        help="sweep batch size (default 500, FLOWDESK_SWEEP_BATCH_SIZE)")
-    add_owned_services(parser, database="flowdesk_bench_sla",
-                       broker="redis://127.0.0.1:6379/13")
-    parser.add_argument("--quiet-wait", type=float, default=300,
-                        help="before each measured phase, wait up to this many seconds for "
-                             "other processes to use less than 10%% of the machine "
-                             "(default 300; 0: do not wait)")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="JSON figures (default var/bench/sla-<timestamp>.json)")
+        "against raw SQL baselines on the same rows.",
+    )
+    parser.add_argument(
+        "--tasks", type=int, default=1_000_000, help="open tasks to load (default 1000000)"
+    )
+    parser.add_argument(
+        "--ratios",
+        default="0.001,0.01",
+        help="due shares to measure, comma-separated (default 0.001,0.01)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=500,
+        help="sweep batch size (default 500, FLOWDESK_SWEEP_BATCH_SIZE)",
+    )
+    add_owned_services(parser, database="flowdesk_bench_sla", broker="redis://127.0.0.1:6379/13")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=300,
+        help="before each measured phase, wait up to this many seconds for "
+        "other processes to use less than 10%% of the machine "
+        "(default 300; 0: do not wait)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON figures (default var/bench/sla-<timestamp>.json)",
+    )
     args = parser.parse_args(argv)
     check_owned_services(parser, args)
     args.ratio_list = sorted(float(r) for r in args.ratios.split(","))
@@ -76,9 +92,15 @@ def database_url(args: argparse.Namespace, name: str | None = None) -> str:
 
 def prepare(args: argparse.Namespace) -> float:
     """Drop and create the database, migrate it (``manage.py migrate``), flush the broker."""
-    os.environ.update({"DATABASE_URL": database_url(args), "CELERY_BROKER_URL": args.broker,
-                       "CACHE_URL": args.broker, "DEBUG": "0",
-                       "DJANGO_SETTINGS_MODULE": "config.settings"})
+    os.environ.update(
+        {
+            "DATABASE_URL": database_url(args),
+            "CELERY_BROKER_URL": args.broker,
+            "CACHE_URL": args.broker,
+            "DEBUG": "0",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+        }
+    )
     redis.Redis.from_url(args.broker).flushdb()
     common.database_recreate(args.postgres, args.database)
     return common.migrate(os.environ.copy())
@@ -103,49 +125,109 @@ def setup_domain() -> dict[str, Any]:
     for agent in agents:
         agent.groups.add(group)
     Queue.objects.create(group=group).managers.add(users.create_user("manager"))
-    config = sla_config_save(document={
-        "name": "Bench", "queue": "Bench", "target": "4h", "warning_after": "3h",
-        "escalation_ladder": [{"after_percent": 150, "actions": [
-            {"type": "remind"}, {"type": "notify_manager"}]}],
-    })
-    return {"queue_id": group.pk, "agent_ids": [a.pk for a in agents],
-            "config_id": config.pk, "lifecycle_id": lifecycle_get("task").pk}
+    config = sla_config_save(
+        document={
+            "name": "Bench",
+            "queue": "Bench",
+            "target": "4h",
+            "warning_after": "3h",
+            "escalation_ladder": [
+                {"after_percent": 150, "actions": [{"type": "remind"}, {"type": "notify_manager"}]}
+            ],
+        }
+    )
+    return {
+        "queue_id": group.pk,
+        "agent_ids": [a.pk for a in agents],
+        "config_id": config.pk,
+        "lifecycle_id": lifecycle_get("task").pk,
+    }
 
 
-def task_rows(total: int, step: int, domain: dict[str, Any], now: datetime
-              ) -> Iterator[tuple[Any, ...]]:
+def task_rows(
+    total: int, step: int, domain: dict[str, Any], now: datetime
+) -> Iterator[tuple[Any, ...]]:
     """Open tasks with a running clock. Every ``step``-th one started 4 h 05 to 4 h 15 ago:
     its warning has fired and its breach is due. The others started in the last 20 minutes:
     their first threshold (the warning) is 2 h 40 or more away."""
     agents = domain["agent_ids"]
     for pk in range(1, total + 1):
         due = pk % step == 0
-        started = now - (TARGET + timedelta(minutes=5 + pk % 10) if due
-                         else timedelta(seconds=pk % 1200))
+        started = now - (
+            TARGET + timedelta(minutes=5 + pk % 10) if due else timedelta(seconds=pk % 1200)
+        )
         warning_at = started + WARNING
         due_at = started + TARGET
         yield (
-            pk, f"Bench task {pk}", "", "bench", domain["queue_id"], agents[pk % len(agents)],
-            started, 20, domain["lifecycle_id"], "new", True, "", "{}", False, "", started,
-            started, due_at, domain["config_id"], started, started, 0, warning_at,
-            due_at if due else warning_at, warning_at if due else None, 0,
+            pk,
+            f"Bench task {pk}",
+            "",
+            "bench",
+            domain["queue_id"],
+            agents[pk % len(agents)],
+            started,
+            20,
+            domain["lifecycle_id"],
+            "new",
+            True,
+            "",
+            "{}",
+            False,
+            "",
+            started,
+            started,
+            due_at,
+            domain["config_id"],
+            started,
+            started,
+            0,
+            warning_at,
+            due_at if due else warning_at,
+            warning_at if due else None,
+            0,
         )
 
 
 TASK_COLUMNS = (
-    "id", "title", "description", "task_type", "queue_id", "assignee_id", "assigned_at",
-    "priority", "lifecycle_id", "state", "is_open", "outcome", "form", "wait", "object_id",
-    "created_at", "updated_at", "sla_due_at", "sla_config_id", "sla_started_at",
-    "sla_resumed_at", "sla_elapsed_seconds", "sla_warning_at", "sla_next_check_at",
-    "sla_warned_at", "sla_escalation_level",
+    "id",
+    "title",
+    "description",
+    "task_type",
+    "queue_id",
+    "assignee_id",
+    "assigned_at",
+    "priority",
+    "lifecycle_id",
+    "state",
+    "is_open",
+    "outcome",
+    "form",
+    "wait",
+    "object_id",
+    "created_at",
+    "updated_at",
+    "sla_due_at",
+    "sla_config_id",
+    "sla_started_at",
+    "sla_resumed_at",
+    "sla_elapsed_seconds",
+    "sla_warning_at",
+    "sla_next_check_at",
+    "sla_warned_at",
+    "sla_escalation_level",
 )
 
 
 def check_columns(conn: psycopg.Connection) -> None:
     """Every NOT NULL column of the task table is loaded (the model may have grown)."""
-    required = {row[0] for row in conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
-        "AND is_nullable = 'NO' AND column_default IS NULL", [TASK_TABLE])}
+    required = {
+        row[0]
+        for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+            "AND is_nullable = 'NO' AND column_default IS NULL",
+            [TASK_TABLE],
+        )
+    }
     missing = required - set(TASK_COLUMNS)
     if missing:
         raise RuntimeError(f"bench.sla does not fill the NOT NULL columns {sorted(missing)}")
@@ -153,15 +235,20 @@ def check_columns(conn: psycopg.Connection) -> None:
 
 def secondary_indexes(conn: psycopg.Connection) -> list[tuple[str, str]]:
     """The task table's indexes that back no constraint: (name, definition)."""
-    return list(conn.execute(
-        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-        "JOIN pg_class c ON c.oid = i.indexrelid "
-        "WHERE i.indrelid = %s::regclass AND NOT EXISTS "
-        "(SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)", [TASK_TABLE]))
+    return list(
+        conn.execute(
+            "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = %s::regclass AND NOT EXISTS "
+            "(SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)",
+            [TASK_TABLE],
+        )
+    )
 
 
-def load(args: argparse.Namespace, domain: dict[str, Any], step: int, now: datetime
-         ) -> dict[str, float]:
+def load(
+    args: argparse.Namespace, domain: dict[str, Any], step: int, now: datetime
+) -> dict[str, float]:
     """COPY the tasks (secondary indexes dropped during the load and rebuilt after), the
     warning records of the due ones, then VACUUM ANALYZE."""
     times: dict[str, float] = {}
@@ -176,22 +263,37 @@ def load(args: argparse.Namespace, domain: dict[str, Any], step: int, now: datet
         rows = task_rows(args.tasks, step, domain, now)
         columns = sql.SQL(", ").join(map(sql.Identifier, TASK_COLUMNS))
         for offset in range(0, args.tasks, chunk):
-            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(TASK_TABLE),
-                                                                 columns)
+            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                sql.Identifier(TASK_TABLE), columns
+            )
             with conn.cursor() as cursor, cursor.copy(copy_sql) as copy:
                 for _ in range(min(chunk, args.tasks - offset)):
                     copy.write_row(next(rows))
             conn.commit()
             log(f"  loaded {min(offset + chunk, args.tasks):,} tasks")
-        conn.execute(sql.SQL("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)"),
-                     [TASK_TABLE, args.tasks])
-        with conn.cursor() as cursor, cursor.copy(
+        conn.execute(
+            sql.SQL("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)"), [TASK_TABLE, args.tasks]
+        )
+        with (
+            conn.cursor() as cursor,
+            cursor.copy(
                 f"COPY {RECORD_TABLE} (task_id, kind, level, config_id, due_at, fired_at, "
-                "details) FROM STDIN") as copy:
+                "details) FROM STDIN"
+            ) as copy,
+        ):
             for pk in range(step, args.tasks + 1, step):
                 started_at = now - (TARGET + timedelta(minutes=5 + pk % 10))
-                copy.write_row((pk, "warning", 0, domain["config_id"], started_at + WARNING,
-                                started_at + WARNING, "{}"))
+                copy.write_row(
+                    (
+                        pk,
+                        "warning",
+                        0,
+                        domain["config_id"],
+                        started_at + WARNING,
+                        started_at + WARNING,
+                        "{}",
+                    )
+                )
         conn.commit()
         times["copy_seconds"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -209,8 +311,7 @@ def vacuum() -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        for table in (TASK_TABLE, RECORD_TABLE, "automation_event",
-                      "tasks_inbox_notification"):
+        for table in (TASK_TABLE, RECORD_TABLE, "automation_event", "tasks_inbox_notification"):
             cursor.execute(f"VACUUM ANALYZE {table}")
 
 
@@ -227,7 +328,8 @@ def make_due(candidates: list[int], due_ids: list[int]) -> None:
             f"UPDATE {TASK_TABLE} SET sla_breached_at = NULL, "  # noqa: S608
             "sla_escalation_level = 0, sla_next_check_at = CASE WHEN id = ANY(%s) "
             "THEN sla_due_at ELSE sla_due_at + interval '10 days' END WHERE id = ANY(%s)",
-            [due_ids, candidates])
+            [due_ids, candidates],
+        )
     redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()
     vacuum()
 
@@ -280,33 +382,42 @@ def baselines(repeat: int = 3) -> dict[str, Any]:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    where = ("is_open AND sla_next_check_at IS NOT NULL AND sla_next_check_at <= %s")
+    where = "is_open AND sla_next_check_at IS NOT NULL AND sla_next_check_at <= %s"
     select_times, update_times, counts = [], [], set()
     for _ in range(repeat):
         now = timezone.now()
         with connection.cursor() as cursor:
             started = time.perf_counter()
-            cursor.execute(f"SELECT id FROM {TASK_TABLE} WHERE {where} ORDER BY id",  # noqa: S608
-                           [now])
+            cursor.execute(
+                f"SELECT id FROM {TASK_TABLE} WHERE {where} ORDER BY id",  # noqa: S608
+                [now],
+            )
             counts.add(len(cursor.fetchall()))
             select_times.append(time.perf_counter() - started)
         with transaction.atomic(), connection.cursor() as cursor:
             started = time.perf_counter()
-            cursor.execute(f"UPDATE {TASK_TABLE} SET sla_breached_at = %s, "  # noqa: S608
-                           f"sla_next_check_at = NULL WHERE {where}", [now, now])
+            cursor.execute(
+                f"UPDATE {TASK_TABLE} SET sla_breached_at = %s, "  # noqa: S608
+                f"sla_next_check_at = NULL WHERE {where}",
+                [now, now],
+            )
             update_times.append(time.perf_counter() - started)
             transaction.set_rollback(True)
     vacuum()  # the rolled-back versions
-    return {"select_seconds": min(select_times), "update_seconds": min(update_times),
-            "due_rows_seen": sorted(counts)}
+    return {
+        "select_seconds": min(select_times),
+        "update_seconds": min(update_times),
+        "due_rows_seen": sorted(counts),
+    }
 
 
 class QueryCounter:
     def __init__(self) -> None:
         self.count = 0
 
-    def __call__(self, execute: Any, statement: str, params: Any, many: bool,
-                 context: dict[str, Any]) -> Any:
+    def __call__(
+        self, execute: Any, statement: str, params: Any, many: bool, context: dict[str, Any]
+    ) -> Any:
         self.count += 1
         return execute(statement, params, many, context)
 
@@ -332,8 +443,15 @@ def sweep_until_done(batch: int) -> dict[str, Any]:
                 break
         seconds = time.perf_counter() - started
         cpu_seconds = time.process_time() - cpu
-    return {"seconds": seconds, "python_cpu_seconds": cpu_seconds, "batches": batches,
-            "claimed": claimed, "fired": fired, "failed": failed, "queries": counter.count}
+    return {
+        "seconds": seconds,
+        "python_cpu_seconds": cpu_seconds,
+        "batches": batches,
+        "claimed": claimed,
+        "fired": fired,
+        "failed": failed,
+        "queries": counter.count,
+    }
 
 
 def verify(due_ids: list[int]) -> dict[str, int]:
@@ -352,16 +470,26 @@ def verify(due_ids: list[int]) -> dict[str, int]:
         "breach_events": Event.objects.filter(type="task.sla_breached").count(),
         "still_due": due_tasks(datetime.now(UTC)).count(),
     }
-    if (counts["breach_records"] != len(due_ids) or counts["breach_events"] != len(due_ids)
-            or counts["breach_records_of_due_tasks"] != len(due_ids) or counts["still_due"]):
+    if (
+        counts["breach_records"] != len(due_ids)
+        or counts["breach_events"] != len(due_ids)
+        or counts["breach_records_of_due_tasks"] != len(due_ids)
+        or counts["still_due"]
+    ):
         raise RuntimeError(f"the sweep did not breach each due task exactly once: {counts}")
     return counts
 
 
 def plan_summary(plan: str) -> str:
     lines = [line.strip() for line in plan.splitlines()]
-    keep = [line for line in lines if line.startswith(("->", "Limit", "LockRows"))
-            or "Index Cond" in line or "Execution Time" in line or "Buffers" in line]
+    keep = [
+        line
+        for line in lines
+        if line.startswith(("->", "Limit", "LockRows"))
+        or "Index Cond" in line
+        or "Execution Time" in line
+        or "Buffers" in line
+    ]
     return "\n".join(keep)
 
 
@@ -374,19 +502,29 @@ def scenario(ratio: float, candidates: list[int], args: argparse.Namespace) -> d
     plan = explain(args.batch)
     log("  claim query plan:\n    " + plan_summary(plan).replace("\n", "\n    "))
     base = baselines()
-    log(f"  baselines: SELECT of the due set {base['select_seconds'] * 1000:.1f} ms, "
-        f"set-based UPDATE {base['update_seconds'] * 1000:.1f} ms")
+    log(
+        f"  baselines: SELECT of the due set {base['select_seconds'] * 1000:.1f} ms, "
+        f"set-based UPDATE {base['update_seconds'] * 1000:.1f} ms"
+    )
     quiet = wait_for_quiet(args)
     meter = CpuMeter(database=args.database).start()
     sweep = sweep_until_done(args.batch)
     meter.stop()
     cpu = meter.summary(len(due_ids))
-    log(f"  sweep: {sweep['fired']:,} breaches in {sweep['seconds']:.2f} s "
-        f"({sweep['batches']} batches, {sweep['queries'] / len(due_ids):.1f} queries per task)")
+    log(
+        f"  sweep: {sweep['fired']:,} breaches in {sweep['seconds']:.2f} s "
+        f"({sweep['batches']} batches, {sweep['queries'] / len(due_ids):.1f} queries per task)"
+    )
     return {
-        "ratio": ratio, "open_tasks": args.tasks, "due": len(due_ids), "sweep": sweep,
-        "cpu": cpu, "other_load_before": quiet,
-        "baselines": base, "explain": plan, "uses_partial_index": "task_sla_next_check" in plan,
+        "ratio": ratio,
+        "open_tasks": args.tasks,
+        "due": len(due_ids),
+        "sweep": sweep,
+        "cpu": cpu,
+        "other_load_before": quiet,
+        "baselines": base,
+        "explain": plan,
+        "uses_partial_index": "task_sla_next_check" in plan,
         "verify": verify(due_ids),
         "sweep_ms_per_due_task": sweep["seconds"] * 1000 / len(due_ids),
         "ratio_sweep_over_update": sweep["seconds"] / base["update_seconds"],
@@ -412,16 +550,23 @@ def environment() -> dict[str, str]:
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         server = cursor.fetchone()[0]
-    return {"python": platform.python_version(), "django": django.get_version(),
-            "celery": celery.__version__, "psycopg": psycopg.__version__,
-            "postgresql": server, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    return {
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "celery": celery.__version__,
+        "psycopg": psycopg.__version__,
+        "postgresql": server,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
 
 
 def report(result: dict[str, Any]) -> str:
     rows = result["scenarios"]
-    head = (f"{'due share':>9} {'open':>9} {'due':>7} {'sweep s':>8} {'ms/due':>7} "
-            f"{'due/s':>7} {'SELECT ms':>9} {'UPDATE ms':>9} {'sweep/UPDATE':>12} "
-            f"{'sweep/SELECT':>12} {'q/due':>6}")
+    head = (
+        f"{'due share':>9} {'open':>9} {'due':>7} {'sweep s':>8} {'ms/due':>7} "
+        f"{'due/s':>7} {'SELECT ms':>9} {'UPDATE ms':>9} {'sweep/UPDATE':>12} "
+        f"{'sweep/SELECT':>12} {'q/due':>6}"
+    )
     lines = [head, "-" * len(head)]
     for row in rows:
         sweep, base = row["sweep"], row["baselines"]
@@ -430,7 +575,8 @@ def report(result: dict[str, Any]) -> str:
             f"{sweep['seconds']:>8.2f} {row['sweep_ms_per_due_task']:>7.2f} "
             f"{row['due'] / sweep['seconds']:>7.0f} {base['select_seconds'] * 1000:>9.1f} "
             f"{base['update_seconds'] * 1000:>9.1f} {row['ratio_sweep_over_update']:>12.0f} "
-            f"{row['ratio_sweep_over_select']:>12.0f} {sweep['queries'] / row['due']:>6.1f}")
+            f"{row['ratio_sweep_over_select']:>12.0f} {sweep['queries'] / row['due']:>6.1f}"
+        )
     for row in rows:
         cpu = row.get("cpu") or {}
         per = cpu.get("cpu_ms_per_item", {})
@@ -439,22 +585,28 @@ def report(result: dict[str, Any]) -> str:
                 f"CPU per due task at {row['ratio']:.2%}: sweep process "
                 f"{per['bench']:.2f} ms, its PostgreSQL backend "
                 f"{per['postgres_bench_db']:.2f} ms, Redis {per['redis']:.2f} ms; other "
-                f"processes used {cpu['other_share_of_machine']:.0%} of the machine")
+                f"processes used {cpu['other_share_of_machine']:.0%} of the machine"
+            )
     if len(rows) >= 2:
         first, last = rows[0], rows[-1]
         due_factor = last["due"] / first["due"]
         time_factor = last["sweep"]["seconds"] / first["sweep"]["seconds"]
         lines.append("")
-        lines.append(f"due tasks x{due_factor:.1f} -> sweep time x{time_factor:.2f} "
-                     f"(open tasks unchanged: {first['open_tasks']:,})")
-    lines.append(f"idle sweep (nothing due, {result['tasks']:,} open): "
-                 f"{result['idle']['seconds'] * 1000:.1f} ms")
-    lines.append(f"load: COPY {result['load']['copy_seconds']:.0f} s, indexes "
-                 f"{result['load']['index_seconds']:.0f} s, vacuum "
-                 f"{result['load']['vacuum_seconds']:.0f} s; migrate "
-                 f"{result['migrate_seconds']:.0f} s; whole run {result['bench_seconds']:.0f} s")
-    lines.append("environment: " + ", ".join(f"{k} {v}" for k, v in
-                                              result["environment"].items()))
+        lines.append(
+            f"due tasks x{due_factor:.1f} -> sweep time x{time_factor:.2f} "
+            f"(open tasks unchanged: {first['open_tasks']:,})"
+        )
+    lines.append(
+        f"idle sweep (nothing due, {result['tasks']:,} open): "
+        f"{result['idle']['seconds'] * 1000:.1f} ms"
+    )
+    lines.append(
+        f"load: COPY {result['load']['copy_seconds']:.0f} s, indexes "
+        f"{result['load']['index_seconds']:.0f} s, vacuum "
+        f"{result['load']['vacuum_seconds']:.0f} s; migrate "
+        f"{result['migrate_seconds']:.0f} s; whole run {result['bench_seconds']:.0f} s"
+    )
+    lines.append("environment: " + ", ".join(f"{k} {v}" for k, v in result["environment"].items()))
     return "\n".join(lines)
 
 
@@ -483,9 +635,15 @@ def main(argv: list[str] | None = None) -> int:
     log(f"warm-up sweep: {warm['fired']} breaches in {warm['seconds']:.2f} s (not reported)")
     scenarios = [scenario(ratio, candidates, args) for ratio in args.ratio_list]
     result = {
-        "benchmark": "sla", "timestamp": stamp, "tasks": args.tasks, "batch": args.batch,
-        "load": load_times, "migrate_seconds": migrate_seconds, "idle": idle,
-        "scenarios": scenarios, "environment": environment(),
+        "benchmark": "sla",
+        "timestamp": stamp,
+        "tasks": args.tasks,
+        "batch": args.batch,
+        "load": load_times,
+        "migrate_seconds": migrate_seconds,
+        "idle": idle,
+        "scenarios": scenarios,
+        "environment": environment(),
     }
     result["bench_seconds"] = time.perf_counter() - bench_started
     output = args.output or Path(settings.VAR_DIR) / "bench" / f"sla-{stamp}.json"

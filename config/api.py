@@ -69,8 +69,9 @@ def flatten_detail(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return out
 
 
-def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None,
-               **data: Any) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, fields: dict[str, list[str]] | None = None, **data: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "message": message}
     if fields:
         body["fields"] = fields

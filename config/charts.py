@@ -16,8 +16,13 @@ from pygal.style import CleanStyle
 
 CHART_OPTIONS: dict[str, Any] = {
     "style": CleanStyle(no_data_font_size=22, font_family="system-ui, sans-serif"),
-    "no_data_text": "Nothing in this period", "height": 280, "width": 640, "explicit_size": False,
-    "legend_at_bottom": True, "show_y_guides": True, "js": [],
+    "no_data_text": "Nothing in this period",
+    "height": 280,
+    "width": 640,
+    "explicit_size": False,
+    "legend_at_bottom": True,
+    "show_y_guides": True,
+    "js": [],
     "disable_xml_declaration": True,
 }
 

@@ -45,8 +45,9 @@ class ValidationFailed(DomainError):
     default_message = "The input is not valid."
 
     @classmethod
-    def from_issues(cls, issues: list[tuple[str, str]],
-                    message: str | None = None) -> ValidationFailed:
+    def from_issues(
+        cls, issues: list[tuple[str, str]], message: str | None = None
+    ) -> ValidationFailed:
         """Build from ``(json_path, message)`` pairs."""
         fields: dict[str, list[str]] = {}
         for path, text in issues:

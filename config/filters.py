@@ -45,8 +45,12 @@ class FilterBackend(DjangoFilterBackend):
             return queryset
         if not filterset.is_valid():
             errors = filterset.form.errors.as_data()
-            issues = [(name, message) for name, found in errors.items()
-                      for error in found for message in error.messages]
+            issues = [
+                (name, message)
+                for name, found in errors.items()
+                for error in found
+                for message in error.messages
+            ]
             codes = {name: found[0].code or "invalid" for name, found in errors.items()}
             error = ValidationFailed.from_issues(issues)
             error.data = {**error.data, "codes": codes}
@@ -72,8 +76,9 @@ class ReferenceField(forms.CharField):
         except DomainError as exc:
             messages = [m for found in exc.fields.values() for m in found] or [exc.message]
             reasons = list((exc.data.get("codes") or {}).values())
-            raise forms.ValidationError(messages[0], code=reasons[0] if reasons else exc.code
-                                        ) from None
+            raise forms.ValidationError(
+                messages[0], code=reasons[0] if reasons else exc.code
+            ) from None
 
 
 class ReferenceFilter(django_filters.Filter):
@@ -88,8 +93,9 @@ class ReferenceFilter(django_filters.Filter):
         return queryset.filter(**{self.field_name: value})
 
 
-def id_or_slug(queryset: QuerySet, *, slug_field: str | None = "slug", noun: str
-               ) -> Callable[[str], Any]:
+def id_or_slug(
+    queryset: QuerySet, *, slug_field: str | None = "slug", noun: str
+) -> Callable[[str], Any]:
     """A ``resolve`` for ``ReferenceFilter``: the row whose id or ``slug_field`` is the
     value (the way its detail URL names it). None: ``UNKNOWN_<NOUN>``; the id of one and
     the slug of another: ``AMBIGUOUS_<NOUN>``."""
@@ -104,7 +110,9 @@ def id_or_slug(queryset: QuerySet, *, slug_field: str | None = "slug", noun: str
         if len(found) > 1:
             raise forms.ValidationError(
                 f"{value!r} is the id of one {noun} and the {slug_field} of another; "
-                f"give the {slug_field}", code=f"AMBIGUOUS_{noun.upper()}")
+                f"give the {slug_field}",
+                code=f"AMBIGUOUS_{noun.upper()}",
+            )
         return found[0]
 
     return resolve

@@ -18,8 +18,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonR
 from config.parsers import body_limit, declared_length, text_problem
 
 
-def _api_error(status: int, code: str, message: str,
-               fields: dict[str, list[str]] | None = None) -> JsonResponse:
+def _api_error(
+    status: int, code: str, message: str, fields: dict[str, list[str]] | None = None
+) -> JsonResponse:
     body: dict[str, object] = {"code": code, "message": message}
     if fields:
         body["fields"] = fields
@@ -52,8 +53,9 @@ class RequestLimitsMiddleware:
             limit = body_limit()
             length = declared_length(request)
             if length is not None and length > limit:
-                return _api_error(413, "PAYLOAD_TOO_LARGE",
-                                  f"The request body is larger than {limit} bytes.")
+                return _api_error(
+                    413, "PAYLOAD_TOO_LARGE", f"The request body is larger than {limit} bytes."
+                )
         found = parameter_problem(request)
         if found is not None:
             where, why = found

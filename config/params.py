@@ -10,8 +10,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 
-def datetime_params(params: Any, keys: Iterable[str]
-                    ) -> tuple[dict[str, datetime], list[tuple[str, str]]]:
+def datetime_params(
+    params: Any, keys: Iterable[str]
+) -> tuple[dict[str, datetime], list[tuple[str, str]]]:
     """The ISO 8601 date-times given under ``keys`` (naive ones in the project's time zone),
     and a ``(key, message)`` issue for each one that does not parse; absent or empty keys
     are left out."""

@@ -69,7 +69,8 @@ def check_input(data: Any, *, root: str = "") -> None:
                 problem = text_problem(key_text)
                 if problem:
                     raise ValidationFailed.from_issues(
-                        [(path or "body", f"key {key_text!r}: {problem}")])
+                        [(path or "body", f"key {key_text!r}: {problem}")]
+                    )
                 stack.append((item, _path(path, key_text), depth + 1))
         else:
             stack.extend((item, _path(path, index), depth + 1) for index, item in enumerate(value))

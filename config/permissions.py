@@ -28,8 +28,7 @@ class StaffModelPermissions(DjangoModelPermissions):
             return False
         if getattr(view, "action", None) in getattr(view, "change_actions", ()):
             model = view.get_queryset().model
-            return request.user.has_perm(
-                f"{model._meta.app_label}.change_{model._meta.model_name}")
+            return request.user.has_perm(f"{model._meta.app_label}.change_{model._meta.model_name}")
         return super().has_permission(request, view)
 
 
@@ -40,8 +39,7 @@ class ScopedReadOrStaffModelPermissions(StaffModelPermissions):
 
     def has_permission(self, request: Any, view: Any) -> bool:
         user = request.user
-        if (request.method in SAFE_METHODS and user and user.is_authenticated
-                and not user.is_staff):
+        if request.method in SAFE_METHODS and user and user.is_authenticated and not user.is_staff:
             return True
         return super().has_permission(request, view)
 

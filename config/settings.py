@@ -180,8 +180,12 @@ if _channels_redis_url:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [_channels_redis_url], "prefix": "flowdesk-live",
-                       "capacity": 500, "expiry": 30},
+            "CONFIG": {
+                "hosts": [_channels_redis_url],
+                "prefix": "flowdesk-live",
+                "capacity": 500,
+                "expiry": 30,
+            },
         }
     }
 else:
@@ -352,14 +356,19 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Beat writes each schedule's last run to the database every 3 minutes, or after this many
 # sends (0: only by time).
 CELERY_BEAT_SYNC_EVERY = int(os.environ.get("CELERY_BEAT_SYNC_EVERY", "0"))
+
+
 # Declared here, synced into django-celery-beat's tables when beat starts. Each sweep's
 # interval can be set in seconds: FLOWDESK_SWEEP_OUTBOX_SECONDS, FLOWDESK_SWEEP_WAKE_SECONDS,
 # FLOWDESK_SWEEP_STALE_SECONDS, FLOWDESK_SWEEP_SLA_SECONDS. A message a sweep sends expires
 # after two intervals, so sweeps never pile up behind a busy worker.
 def _sweep(task: str, env: str, default: float) -> dict[str, object]:
     seconds = float(os.environ.get(env) or default)
-    return {"task": task, "schedule": timedelta(seconds=seconds),
-            "options": {"queue": "sweeps", "expires": 2 * seconds}}
+    return {
+        "task": task,
+        "schedule": timedelta(seconds=seconds),
+        "options": {"queue": "sweeps", "expires": 2 * seconds},
+    }
 
 
 CELERY_BEAT_SCHEDULE = {
@@ -393,8 +402,7 @@ FLOWDESK = {
     # Extra modules that register step types (host code's own ``@step_type``s).
     "ACTION_MODULES": env_list("FLOWDESK_ACTION_MODULES"),
     # Short waits also get a broker message so they resume on time; all waits are swept.
-    "WAKE_MESSAGE_MAX_SECONDS": float(os.environ.get("FLOWDESK_WAKE_MESSAGE_MAX_SECONDS",
-                                                     "600")),
+    "WAKE_MESSAGE_MAX_SECONDS": float(os.environ.get("FLOWDESK_WAKE_MESSAGE_MAX_SECONDS", "600")),
 }
 
 LOGGING = {
@@ -402,10 +410,17 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     # Every known secret value is masked in every record, whichever library logs it.
-    "filters": {"quiet_sweeps": {"()": "config.celery.QuietSweepsFilter"},
-                "mask_secrets": {"()": "automation.secrets.SecretMaskFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain",
-                             "filters": ["mask_secrets"]}},
+    "filters": {
+        "quiet_sweeps": {"()": "config.celery.QuietSweepsFilter"},
+        "mask_secrets": {"()": "automation.secrets.SecretMaskFilter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["mask_secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

@@ -24,6 +24,7 @@ class CacheTolerantScopedRateThrottle(ScopedRateThrottle):
         try:
             return super().allow_request(request, view)
         except Exception:  # the cache backend's connection errors (redis, OSError)
-            logger.warning("rate limit cache unavailable; request %s allowed",
-                           request.path, exc_info=True)
+            logger.warning(
+                "rate limit cache unavailable; request %s allowed", request.path, exc_info=True
+            )
             return True

@@ -16,13 +16,15 @@ handler500 = "config.views.server_error"
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True),
-         name="favicon"),
+    path(
+        "favicon.ico",
+        RedirectView.as_view(url=static("favicon.svg"), permanent=True),
+        name="favicon",
+    ),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", automation_views.prometheus_metrics, name="metrics"),
     path("monitoring/", automation_views.monitoring_page, name="monitoring"),
-    path("exports/<int:pk>/download/", automation_views.export_download,
-         name="export-download"),
+    path("exports/<int:pk>/download/", automation_views.export_download, name="export-download"),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -60,8 +60,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
         failed = failed or error is not None
     if failed:
         logger.warning("healthz: %s", checks)
-    return JsonResponse({"status": "down" if failed else "ok", "checks": checks},
-                        status=503 if failed else 200)
+    return JsonResponse(
+        {"status": "down" if failed else "ok", "checks": checks}, status=503 if failed else 200
+    )
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -86,13 +87,18 @@ def dashboard(user: AbstractBaseUser) -> dict[str, Any]:
         "unread": list(unread[:DASHBOARD_ROWS]),
     }
     if user.has_perm(MONITORING_PERMISSION):
-        failures = (Run.objects.filter(status=RunStatus.FAILED).select_related("workflow")
-                    .order_by("-finished_at", "-id"))
-        context.update({
-            "active_runs": monitoring.active_runs(limit=DASHBOARD_ROWS),
-            "recent_failures": list(failures[:DASHBOARD_ROWS]),
-            "workflow_count": Workflow.objects.count(),
-        })
+        failures = (
+            Run.objects.filter(status=RunStatus.FAILED)
+            .select_related("workflow")
+            .order_by("-finished_at", "-id")
+        )
+        context.update(
+            {
+                "active_runs": monitoring.active_runs(limit=DASHBOARD_ROWS),
+                "recent_failures": list(failures[:DASHBOARD_ROWS]),
+                "workflow_count": Workflow.objects.count(),
+            }
+        )
     return context
 
 

@@ -26,8 +26,15 @@ def register() -> None:
         track=["status", "owner"],
         writable=["status", "owner", "budget", "contact_name", "email"],
         exportable=[
-            "id", "company_name", "contact_name", "email", "annual_revenue", "budget",
-            "status", "owner", "created_at",
+            "id",
+            "company_name",
+            "contact_name",
+            "email",
+            "annual_revenue",
+            "budget",
+            "status",
+            "owner",
+            "created_at",
         ],
         visibility=owned_by,
         # The demo workflows notify and assign "{{lead.owner.email}}".

@@ -20,7 +20,10 @@ class Lead(models.Model):
     budget = models.DecimalField(max_digits=14, decimal_places=2, default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="leads",
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -43,13 +46,17 @@ class Deal(models.Model):
         LOST = "lost"
 
     name = models.CharField(max_length=200)
-    lead = models.ForeignKey(Lead, null=True, blank=True, on_delete=models.SET_NULL,
-                             related_name="deals")
+    lead = models.ForeignKey(
+        Lead, null=True, blank=True, on_delete=models.SET_NULL, related_name="deals"
+    )
     amount = models.DecimalField(max_digits=14, decimal_places=2, default=0)
     stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.PROSPECTING)
     close_date = models.DateField(null=True, blank=True)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="deals",
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -47,8 +47,9 @@ def _die_with_parent() -> None:
 class Supervisor:
     """Runs ``command``, restarting it on unrequested exits, until asked to stop."""
 
-    def __init__(self, name: str, command: list[str], min_delay: float, max_delay: float,
-                 reset_after: float) -> None:
+    def __init__(
+        self, name: str, command: list[str], min_delay: float, max_delay: float, reset_after: float
+    ) -> None:
         self.name = name
         self.command = command
         self.min_delay = min_delay
@@ -69,8 +70,11 @@ class Supervisor:
             child.send_signal(signum)
 
     def start_child(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.command, process_group=0,  # noqa: S603 (our own Procfile)
-                                preexec_fn=_die_with_parent)
+        return subprocess.Popen(  # noqa: S603 (our own Procfile's command)
+            self.command,
+            process_group=0,
+            preexec_fn=_die_with_parent,
+        )
 
     def run(self) -> int:
         delay = self.min_delay
@@ -85,8 +89,9 @@ class Supervisor:
                 return 0 if returncode in (0, -self.stop_signal) else returncode
             if time.monotonic() - started >= self.reset_after:
                 delay = self.min_delay
-            logger.warning("%s exited with code %s; starting it again in %.0f s",
-                           self.name, returncode, delay)
+            logger.warning(
+                "%s exited with code %s; starting it again in %.0f s", self.name, returncode, delay
+            )
             if self.stop_requested.wait(delay):
                 return 0
             delay = min(delay * 2, self.max_delay)
@@ -99,16 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-delay", type=float, default=1.0, metavar="SECONDS")
     parser.add_argument("--max-delay", type=float, default=30.0, metavar="SECONDS")
     parser.add_argument("--reset-after", type=float, default=60.0, metavar="SECONDS")
-    parser.add_argument("command", nargs=argparse.REMAINDER,
-                        help="the command to run, after --")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("a command to run is required (after --)")
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    supervisor = Supervisor(args.name, command, args.min_delay, args.max_delay,
-                            args.reset_after)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    supervisor = Supervisor(args.name, command, args.min_delay, args.max_delay, args.reset_after)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     return supervisor.run()

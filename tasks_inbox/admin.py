@@ -76,9 +76,23 @@ class TaskAdmin(admin.ModelAdmin):
     list_filter = ("is_open", "state", "priority", "task_type", "queue")
     search_fields = ("title", "description")
     raw_id_fields = ("assignee", "parent", "created_by", "completed_by")
-    readonly_fields = ("lifecycle", "state", "is_open", "outcome", "result", "origin_run",
-                       "origin_action_run", "wait", "content_type", "object_id", "created_at",
-                       "updated_at", "closed_at", "completed_by", "assigned_at")
+    readonly_fields = (
+        "lifecycle",
+        "state",
+        "is_open",
+        "outcome",
+        "result",
+        "origin_run",
+        "origin_action_run",
+        "wait",
+        "content_type",
+        "object_id",
+        "created_at",
+        "updated_at",
+        "closed_at",
+        "completed_by",
+        "assigned_at",
+    )
     list_select_related = ("queue", "assignee")
     inlines = [TaskHistoryInline]
 
@@ -100,10 +114,10 @@ class IndentedJSONEncoder(json.JSONEncoder):
 class LifecycleForm(forms.ModelForm):
     document = forms.JSONField(
         encoder=IndentedJSONEncoder,
-        help_text="States and transitions: {\"states\": [...], \"transitions\": [...]}. "
-                  "Exactly one initial state; nothing leaves a final state. States and "
-                  "transitions take an optional \"description\"; a transition with "
-                  "\"is_enabled\": false is not offered and is refused (ACTION_DISABLED).",
+        help_text='States and transitions: {"states": [...], "transitions": [...]}. '
+        "Exactly one initial state; nothing leaves a final state. States and "
+        'transitions take an optional "description"; a transition with '
+        '"is_enabled": false is not offered and is refused (ACTION_DISABLED).',
         widget=forms.Textarea(attrs={"rows": 30, "cols": 100, "class": "vLargeTextField"}),
     )
 
@@ -115,8 +129,10 @@ class LifecycleForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             document = lifecycle_document(self.instance)
-            self.initial["document"] = {"states": document["states"],
-                                        "transitions": document["transitions"]}
+            self.initial["document"] = {
+                "states": document["states"],
+                "transitions": document["transitions"],
+            }
         else:
             self.initial["document"] = {"states": [], "transitions": []}
 
@@ -134,9 +150,13 @@ class LifecycleForm(forms.ModelForm):
             if "document" in data:
                 self.add_error("document", "must be a JSON object")
             return None
-        return {"slug": data.get("slug"), "name": data.get("name"),
-                "description": data.get("description") or "",
-                "states": body.get("states"), "transitions": body.get("transitions")}
+        return {
+            "slug": data.get("slug"),
+            "name": data.get("name"),
+            "description": data.get("description") or "",
+            "states": body.get("states"),
+            "transitions": body.get("transitions"),
+        }
 
     def save_document(self) -> Lifecycle:
         document = self._full_document(self.cleaned_data)
@@ -147,14 +167,31 @@ class LifecycleForm(forms.ModelForm):
 
 class StateInline(ReadOnlyInline):
     model = LifecycleState
-    fields = ("key", "label", "is_initial", "is_final", "is_enabled", "is_cancellation",
-              "description")
+    fields = (
+        "key",
+        "label",
+        "is_initial",
+        "is_final",
+        "is_enabled",
+        "is_cancellation",
+        "description",
+    )
 
 
 class TransitionInline(ReadOnlyInline):
     model = LifecycleTransition
-    fields = ("action", "label", "is_enabled", "from_states", "to_state", "guard", "allowed",
-              "required_input", "unassign", "description")
+    fields = (
+        "action",
+        "label",
+        "is_enabled",
+        "from_states",
+        "to_state",
+        "guard",
+        "allowed",
+        "required_input",
+        "unassign",
+        "description",
+    )
 
 
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
@@ -164,8 +201,9 @@ class LifecycleImportForm(forms.Form):
     """A JSON file (or pasted JSON) of one lifecycle or a list of them."""
 
     file = forms.FileField(required=False, help_text="A .json file.")
-    text = forms.CharField(required=False, label="or JSON",
-                           widget=forms.Textarea(attrs={"rows": 8, "cols": 80}))
+    text = forms.CharField(
+        required=False, label="or JSON", widget=forms.Textarea(attrs={"rows": 8, "cols": 80})
+    )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -177,7 +215,8 @@ class LifecycleImportForm(forms.Form):
         if upload is not None:
             if upload.size > MAX_IMPORT_BYTES:
                 raise forms.ValidationError(
-                    f"The file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB.")
+                    f"The file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB."
+                )
             raw = upload.read()
         else:
             raw = text.encode()
@@ -203,8 +242,13 @@ class LifecycleAdmin(admin.ModelAdmin):
     stats_days = (7, 30, 90)
 
     def get_urls(self) -> list:
-        extra = [url_path("import/", self.admin_site.admin_view(self.import_view),
-                      name="workflows_lifecycle_import")]
+        extra = [
+            url_path(
+                "import/",
+                self.admin_site.admin_view(self.import_view),
+                name="workflows_lifecycle_import",
+            )
+        ]
         return extra + super().get_urls()
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
@@ -217,19 +261,32 @@ class LifecycleAdmin(admin.ModelAdmin):
             try:
                 imported = lifecycles_import(data=form.cleaned_data["document"])
             except LifecycleInvalid as exc:
-                problems = [f"{where}: {message}" if where else message
-                            for where, texts in exc.fields.items() for message in texts]
+                problems = [
+                    f"{where}: {message}" if where else message
+                    for where, texts in exc.fields.items()
+                    for message in texts
+                ]
             else:
                 for item in imported:
                     verb = "created" if item.created else "replaced"
                     self.message_user(request, f"Lifecycle '{item.lifecycle.slug}' {verb}.")
                 return redirect("admin:workflows_lifecycle_changelist")
-        context = {**self.admin_site.each_context(request), "title": "Import lifecycles",
-                   "form": form, "problems": problems, "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import lifecycles",
+            "form": form,
+            "problems": problems,
+            "opts": self.model._meta,
+        }
         return TemplateResponse(request, "admin/workflows/lifecycle/import.html", context)
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         lifecycle = self.get_object(request, object_id)
         context = dict(extra_context or {})
         if lifecycle is not None and request.method == "GET":
@@ -247,11 +304,15 @@ class LifecycleAdmin(admin.ModelAdmin):
         stats = lifecycle_stats(lifecycle=lifecycle, since=since, until=until)
         for state in stats["states"]:
             state["median"] = _duration(state["median_seconds"])
-        return {"lifecycle_stats": stats, "stats_days": int(days),
-                "stats_day_choices": self.stats_days}
+        return {
+            "lifecycle_stats": stats,
+            "stats_days": int(days),
+            "stats_day_choices": self.stats_days,
+        }
 
-    def save_model(self, request: HttpRequest, obj: Lifecycle, form: LifecycleForm,
-                   change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Lifecycle, form: LifecycleForm, change: bool
+    ) -> None:
         saved = form.save_document()
         obj.pk = saved.pk
         obj.updated_at = saved.updated_at
@@ -280,29 +341,46 @@ class SLAConfigForm(forms.ModelForm):
     the ladder or the working hours names its JSON path."""
 
     escalation_ladder = forms.JSONField(
-        required=False, encoder=IndentedJSONEncoder,
+        required=False,
+        encoder=IndentedJSONEncoder,
         help_text=SLAConfig._meta.get_field("escalation_ladder").help_text,
         widget=forms.Textarea(attrs={"rows": 12, "cols": 100, "class": "vLargeTextField"}),
     )
     working_hours = forms.JSONField(
-        required=False, encoder=IndentedJSONEncoder,
+        required=False,
+        encoder=IndentedJSONEncoder,
         help_text=SLAConfig._meta.get_field("working_hours").help_text,
         widget=forms.Textarea(attrs={"rows": 6, "cols": 100, "class": "vLargeTextField"}),
     )
 
     class Meta:
         model = SLAConfig
-        fields = ["name", "description", "is_active", "queue", "task_type", "priority",
-                  "target", "warning_after", "escalation_ladder", "start_state",
-                  "pause_while_blocked", "working_hours"]
+        fields = [
+            "name",
+            "description",
+            "is_active",
+            "queue",
+            "task_type",
+            "priority",
+            "target",
+            "warning_after",
+            "escalation_ladder",
+            "start_state",
+            "pause_while_blocked",
+            "working_hours",
+        ]
 
     def document(self) -> dict[str, Any]:
         data = self.cleaned_data
         return {
-            "name": data.get("name"), "description": data.get("description") or "",
-            "is_active": bool(data.get("is_active")), "queue": data.get("queue"),
-            "task_type": data.get("task_type") or "", "priority": data.get("priority"),
-            "target": data.get("target"), "warning_after": data.get("warning_after"),
+            "name": data.get("name"),
+            "description": data.get("description") or "",
+            "is_active": bool(data.get("is_active")),
+            "queue": data.get("queue"),
+            "task_type": data.get("task_type") or "",
+            "priority": data.get("priority"),
+            "target": data.get("target"),
+            "warning_after": data.get("warning_after"),
             "escalation_ladder": data.get("escalation_ladder") or [],
             "start_state": data.get("start_state") or "",
             "pause_while_blocked": bool(data.get("pause_while_blocked")),
@@ -328,22 +406,42 @@ class SLAConfigForm(forms.ModelForm):
 @admin.register(SLAConfig)
 class SLAConfigAdmin(admin.ModelAdmin):
     form = SLAConfigForm
-    list_display = ("name", "is_active", "queue", "task_type", "priority", "target_text",
-                    "warning_text", "specificity")
+    list_display = (
+        "name",
+        "is_active",
+        "queue",
+        "task_type",
+        "priority",
+        "target_text",
+        "warning_text",
+        "specificity",
+    )
     list_filter = ("is_active", "queue", "priority")
     search_fields = ("name", "task_type", "description")
     list_select_related = ("queue",)
     readonly_fields = ("created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "description", "is_active")}),
-        ("Which tasks", {"fields": ("queue", "task_type", "priority"),
-                         "description": SLA_SPECIFICITY_RULE}),
-        ("Clock", {"fields": ("target", "warning_after", "start_state", "pause_while_blocked",
-                              "working_hours"),
-                   "description": "Durations such as 1:30:00 (or seconds). Thresholds are in "
-                                  "clock time: warning < target <= each escalation level. "
-                                  "Saving recomputes the open tasks of this SLA from their "
-                                  "start with the new durations; what has fired stays fired."}),
+        (
+            "Which tasks",
+            {"fields": ("queue", "task_type", "priority"), "description": SLA_SPECIFICITY_RULE},
+        ),
+        (
+            "Clock",
+            {
+                "fields": (
+                    "target",
+                    "warning_after",
+                    "start_state",
+                    "pause_while_blocked",
+                    "working_hours",
+                ),
+                "description": "Durations such as 1:30:00 (or seconds). Thresholds are in "
+                "clock time: warning < target <= each escalation level. "
+                "Saving recomputes the open tasks of this SLA from their "
+                "start with the new durations; what has fired stays fired.",
+            },
+        ),
         ("Escalation", {"fields": ("escalation_ladder",)}),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
@@ -360,8 +458,9 @@ class SLAConfigAdmin(admin.ModelAdmin):
     def specificity(self, obj: SLAConfig) -> str:
         return SPECIFICITY_NAMES[sla_specificity(obj)]
 
-    def save_model(self, request: HttpRequest, obj: SLAConfig, form: SLAConfigForm,
-                   change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: SLAConfig, form: SLAConfigForm, change: bool
+    ) -> None:
         saved = sla_config_save(document=form.document(), config=obj if obj.pk else None)
         obj.pk = saved.pk
         obj.created_at, obj.updated_at = saved.created_at, saved.updated_at

@@ -12,76 +12,169 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
 WEIGHT_FIELDS = [
-    {"name": name, "type": "number", "label": f"{label} weight (%)", "min": 0, "max": 100,
-     "required": True}
-    for name, label in (("equity", "Equity"), ("bonds", "Bonds"), ("cash", "Cash"),
-                        ("alternatives", "Alternatives"))
+    {
+        "name": name,
+        "type": "number",
+        "label": f"{label} weight (%)",
+        "min": 0,
+        "max": 100,
+        "required": True,
+    }
+    for name, label in (
+        ("equity", "Equity"),
+        ("bonds", "Bonds"),
+        ("cash", "Cash"),
+        ("alternatives", "Alternatives"),
+    )
 ]
-MANUAL_OR_HYBRID = {"field": "steps.method.result.method", "operator": "in",
-                    "value": ["manual", "hybrid"]}
+MANUAL_OR_HYBRID = {
+    "field": "steps.method.result.method",
+    "operator": "in",
+    "value": ["manual", "hybrid"],
+}
 
 PORTFOLIO = {
     "slug": "guided-portfolio",
     "name": "Guided portfolio creation",
     "description": "Profile form, then a method (framework, manual or hybrid), then the "
-                   "framework step or product selection, and a check that weights sum to 100%.",
+    "framework step or product selection, and a check that weights sum to 100%.",
     "is_active": True,
     "triggers": [{"event_type": "portfolio.requested", "priority": 0}],
     "steps": [
-        {"key": "profile", "type": "create_task",
-         "config": {"title": "Investor profile: {{client}}", "assignee": "{{advisor}}",
-                    "queue": "Sales", "task_type": "portfolio_profile", "priority": "medium",
-                    "due_date": "{{today+2}}", "wait": True,
-                    "form": {"fields": [
-                        {"name": "risk", "type": "select", "label": "Risk appetite",
-                         "choices": ["low", "medium", "high"], "required": True},
-                        {"name": "horizon_years", "type": "number", "label": "Horizon (years)",
-                         "min": 1, "max": 50, "required": True},
+        {
+            "key": "profile",
+            "type": "create_task",
+            "config": {
+                "title": "Investor profile: {{client}}",
+                "assignee": "{{advisor}}",
+                "queue": "Sales",
+                "task_type": "portfolio_profile",
+                "priority": "medium",
+                "due_date": "{{today+2}}",
+                "wait": True,
+                "form": {
+                    "fields": [
+                        {
+                            "name": "risk",
+                            "type": "select",
+                            "label": "Risk appetite",
+                            "choices": ["low", "medium", "high"],
+                            "required": True,
+                        },
+                        {
+                            "name": "horizon_years",
+                            "type": "number",
+                            "label": "Horizon (years)",
+                            "min": 1,
+                            "max": 50,
+                            "required": True,
+                        },
                         {"name": "goals", "type": "textarea", "label": "Goals"},
-                    ]}}},
-        {"key": "method", "type": "create_task",
-         "config": {"title": "Choose how to build {{client}}'s portfolio",
-                    "description": "Risk appetite {{steps.profile.result.risk}}, horizon "
-                                   "{{steps.profile.result.horizon_years}} years.",
-                    "assignee": "{{advisor}}", "queue": "Sales",
-                    "task_type": "portfolio_method", "wait": True,
-                    "form": {"fields": [
-                        {"name": "method", "type": "select", "label": "Method", "required": True,
-                         "choices": [{"value": "framework", "label": "House framework"},
-                                     {"value": "manual", "label": "Manual selection"},
-                                     {"value": "hybrid", "label": "Hybrid"}]},
-                    ]}}},
-        {"key": "framework", "type": "create_task",
-         "conditions": {"field": "steps.method.result.method", "operator": "eq",
-                        "value": "framework"},
-         "config": {"title": "Apply the house framework for {{client}}",
-                    "description": "Risk appetite {{steps.profile.result.risk}}.",
-                    "assignee": "{{advisor}}", "queue": "Sales",
-                    "task_type": "portfolio_framework", "wait": True,
-                    "form": {"fields": [
-                        {"name": "model", "type": "select", "label": "Model portfolio",
-                         "choices": ["conservative", "balanced", "growth"], "required": True},
-                        {"name": "checked", "type": "boolean", "required": True,
-                         "label": "The model fits the investor profile"},
-                    ]}}},
-        {"key": "products", "type": "create_task", "after": ["method"],
-         "conditions": MANUAL_OR_HYBRID,
-         "config": {"title": "Select products and weights for {{client}}",
-                    "description": "Method: {{steps.method.result.method}}. "
-                                   "The weights must sum to 100%.",
-                    "assignee": "{{advisor}}", "queue": "Sales",
-                    "task_type": "portfolio_products", "wait": True,
-                    "form": {"fields": WEIGHT_FIELDS}}},
-        {"key": "check_weights", "type": "validate", "after": ["products"],
-         "conditions": MANUAL_OR_HYBRID,
-         "config": {"condition": {"field": "total", "operator": "eq", "value": 100},
-                    "values": {"total": "{{steps.products.result|sum}}"},
-                    "message": "weights must sum to 100%"}},
-        {"key": "review", "type": "create_task", "after": ["framework", "check_weights"],
-         "config": {"title": "Review the portfolio of {{client}} "
-                             "({{steps.method.result.method}})",
-                    "queue": "Review", "priority": "high", "task_type": "portfolio_review",
-                    "due_date": "{{today+1}}"}},
+                    ]
+                },
+            },
+        },
+        {
+            "key": "method",
+            "type": "create_task",
+            "config": {
+                "title": "Choose how to build {{client}}'s portfolio",
+                "description": "Risk appetite {{steps.profile.result.risk}}, horizon "
+                "{{steps.profile.result.horizon_years}} years.",
+                "assignee": "{{advisor}}",
+                "queue": "Sales",
+                "task_type": "portfolio_method",
+                "wait": True,
+                "form": {
+                    "fields": [
+                        {
+                            "name": "method",
+                            "type": "select",
+                            "label": "Method",
+                            "required": True,
+                            "choices": [
+                                {"value": "framework", "label": "House framework"},
+                                {"value": "manual", "label": "Manual selection"},
+                                {"value": "hybrid", "label": "Hybrid"},
+                            ],
+                        },
+                    ]
+                },
+            },
+        },
+        {
+            "key": "framework",
+            "type": "create_task",
+            "conditions": {
+                "field": "steps.method.result.method",
+                "operator": "eq",
+                "value": "framework",
+            },
+            "config": {
+                "title": "Apply the house framework for {{client}}",
+                "description": "Risk appetite {{steps.profile.result.risk}}.",
+                "assignee": "{{advisor}}",
+                "queue": "Sales",
+                "task_type": "portfolio_framework",
+                "wait": True,
+                "form": {
+                    "fields": [
+                        {
+                            "name": "model",
+                            "type": "select",
+                            "label": "Model portfolio",
+                            "choices": ["conservative", "balanced", "growth"],
+                            "required": True,
+                        },
+                        {
+                            "name": "checked",
+                            "type": "boolean",
+                            "required": True,
+                            "label": "The model fits the investor profile",
+                        },
+                    ]
+                },
+            },
+        },
+        {
+            "key": "products",
+            "type": "create_task",
+            "after": ["method"],
+            "conditions": MANUAL_OR_HYBRID,
+            "config": {
+                "title": "Select products and weights for {{client}}",
+                "description": "Method: {{steps.method.result.method}}. "
+                "The weights must sum to 100%.",
+                "assignee": "{{advisor}}",
+                "queue": "Sales",
+                "task_type": "portfolio_products",
+                "wait": True,
+                "form": {"fields": WEIGHT_FIELDS},
+            },
+        },
+        {
+            "key": "check_weights",
+            "type": "validate",
+            "after": ["products"],
+            "conditions": MANUAL_OR_HYBRID,
+            "config": {
+                "condition": {"field": "total", "operator": "eq", "value": 100},
+                "values": {"total": "{{steps.products.result|sum}}"},
+                "message": "weights must sum to 100%",
+            },
+        },
+        {
+            "key": "review",
+            "type": "create_task",
+            "after": ["framework", "check_weights"],
+            "config": {
+                "title": "Review the portfolio of {{client}} ({{steps.method.result.method}})",
+                "queue": "Review",
+                "priority": "high",
+                "task_type": "portfolio_review",
+                "due_date": "{{today+1}}",
+            },
+        },
     ],
 }
 
@@ -92,15 +185,34 @@ CASE_OPENED = {
     "is_active": True,
     "triggers": [{"event_type": "case.opened", "priority": 0}],
     "steps": [
-        {"key": "intake", "type": "create_task",
-         "config": {"title": "Intake: {{subject}}", "queue": "Intake", "routing": "claim",
-                    "task_type": "intake", "priority": "medium",
-                    "form": {"fields": [
-                        {"name": "summary", "type": "textarea", "label": "Summary",
-                         "required": True},
-                        {"name": "urgency", "type": "select", "label": "Urgency",
-                         "choices": ["low", "medium", "high"], "required": True},
-                    ]}}},
+        {
+            "key": "intake",
+            "type": "create_task",
+            "config": {
+                "title": "Intake: {{subject}}",
+                "queue": "Intake",
+                "routing": "claim",
+                "task_type": "intake",
+                "priority": "medium",
+                "form": {
+                    "fields": [
+                        {
+                            "name": "summary",
+                            "type": "textarea",
+                            "label": "Summary",
+                            "required": True,
+                        },
+                        {
+                            "name": "urgency",
+                            "type": "select",
+                            "label": "Urgency",
+                            "choices": ["low", "medium", "high"],
+                            "required": True,
+                        },
+                    ]
+                },
+            },
+        },
     ],
 }
 
@@ -108,22 +220,40 @@ CASE_ASSESSMENT = {
     "slug": "case-intake-to-assessment",
     "name": "Case management: intake completed starts an assessment",
     "description": "When an intake task is completed, a high-priority assessment task goes to "
-                   "the least busy member of the Assessment queue.",
+    "the least busy member of the Assessment queue.",
     "is_active": True,
-    "triggers": [{"event_type": "task.completed", "priority": 0,
-                  "conditions": {"field": "task.task_type", "operator": "eq",
-                                 "value": "intake"}}],
+    "triggers": [
+        {
+            "event_type": "task.completed",
+            "priority": 0,
+            "conditions": {"field": "task.task_type", "operator": "eq", "value": "intake"},
+        }
+    ],
     "steps": [
-        {"key": "assessment", "type": "create_task",
-         "config": {"title": "Assess: {{task.title}}", "queue": "Assessment",
-                    "priority": "high", "task_type": "assessment", "due_date": "{{today+1}}",
-                    "description": "Intake by {{actor.username}}: {{task.result.summary}} "
-                                   "(urgency {{task.result.urgency}}).",
-                    "form": {"fields": [
+        {
+            "key": "assessment",
+            "type": "create_task",
+            "config": {
+                "title": "Assess: {{task.title}}",
+                "queue": "Assessment",
+                "priority": "high",
+                "task_type": "assessment",
+                "due_date": "{{today+1}}",
+                "description": "Intake by {{actor.username}}: {{task.result.summary}} "
+                "(urgency {{task.result.urgency}}).",
+                "form": {
+                    "fields": [
                         {"name": "assessment", "type": "textarea", "required": True},
-                        {"name": "severity", "type": "select", "required": True,
-                         "choices": ["low", "medium", "high"]},
-                    ]}}},
+                        {
+                            "name": "severity",
+                            "type": "select",
+                            "required": True,
+                            "choices": ["low", "medium", "high"],
+                        },
+                    ]
+                },
+            },
+        },
     ],
 }
 
@@ -140,15 +270,35 @@ APPROVAL = {
         {"key": "rejected", "label": "Rejected"},
     ],
     "transitions": [
-        {"action": "submit", "label": "Submit", "from_states": ["draft"],
-         "to_state": "submitted", "allowed": ["assignee", "creator", "staff"]},
-        {"action": "approve", "label": "Approve", "from_states": ["submitted"],
-         "to_state": "approved", "allowed": ["manager", "staff"]},
-        {"action": "reject", "label": "Reject", "from_states": ["submitted"],
-         "to_state": "rejected", "allowed": ["manager", "staff"],
-         "required_input": ["reason"]},
-        {"action": "revise", "label": "Back to draft", "from_states": ["rejected"],
-         "to_state": "draft", "allowed": ["assignee", "creator", "staff"]},
+        {
+            "action": "submit",
+            "label": "Submit",
+            "from_states": ["draft"],
+            "to_state": "submitted",
+            "allowed": ["assignee", "creator", "staff"],
+        },
+        {
+            "action": "approve",
+            "label": "Approve",
+            "from_states": ["submitted"],
+            "to_state": "approved",
+            "allowed": ["manager", "staff"],
+        },
+        {
+            "action": "reject",
+            "label": "Reject",
+            "from_states": ["submitted"],
+            "to_state": "rejected",
+            "allowed": ["manager", "staff"],
+            "required_input": ["reason"],
+        },
+        {
+            "action": "revise",
+            "label": "Back to draft",
+            "from_states": ["rejected"],
+            "to_state": "draft",
+            "allowed": ["assignee", "creator", "staff"],
+        },
     ],
 }
 
@@ -201,20 +351,35 @@ def _task(title: str, **kwargs: Any) -> Any:
 
 
 def seed_tasks() -> list[str]:
-    users = {u.username: u for u in get_user_model().objects.filter(
-        username__in=["demo", "alice", "bob", "maria"])}
+    users = {
+        u.username: u
+        for u in get_user_model().objects.filter(username__in=["demo", "alice", "bob", "maria"])
+    }
     intake = Group.objects.get(name="Intake")
     demo = users.get("demo")
     intake_form = CASE_OPENED["steps"][0]["config"]["form"]
     for subject in ("Water damage claim #1042", "Address change for policy 88-113"):
-        _task(f"Intake: {subject}", queue=intake, routing="claim", task_type="intake",
-              form=intake_form, created_by=demo)
-    _task("Approve the Q3 marketing budget", assignee=users.get("alice"), lifecycle="approval",
-          priority="high", created_by=demo, queue=Group.objects.get(name="Sales"))
+        _task(
+            f"Intake: {subject}",
+            queue=intake,
+            routing="claim",
+            task_type="intake",
+            form=intake_form,
+            created_by=demo,
+        )
+    _task(
+        "Approve the Q3 marketing budget",
+        assignee=users.get("alice"),
+        lifecycle="approval",
+        priority="high",
+        created_by=demo,
+        queue=Group.objects.get(name="Sales"),
+    )
     plan = _task("Onboard Northwind Tech", lifecycle="plan", assignee=demo, created_by=demo)
     for title in ("Send the welcome pack to Northwind", "Book the Northwind kickoff call"):
-        _task(title, assignee=users.get("alice"), parent=plan, created_by=demo,
-              task_type="onboarding")
+        _task(
+            title, assignee=users.get("alice"), parent=plan, created_by=demo, task_type="onboarding"
+        )
     return ["tasks: 2 intake tasks to claim, an approval, an onboarding plan"]
 
 
@@ -223,28 +388,46 @@ def seed_tasks() -> list[str]:
 SLA_BREACH_ALERT = {
     "slug": "sla-breach-alert",
     "name": "SLA breached: tell the queue's manager",
-    "description": "task.sla_breached notifies the first manager of the task's queue in the "
-                   "inbox.",
+    "description": "task.sla_breached notifies the first manager of the task's queue in the inbox.",
     "is_active": True,
-    "triggers": [{"event_type": "task.sla_breached", "priority": 0,
-                  "conditions": {"field": "sla.manager.username", "operator": "exists"}}],
+    "triggers": [
+        {
+            "event_type": "task.sla_breached",
+            "priority": 0,
+            "conditions": {"field": "sla.manager.username", "operator": "exists"},
+        }
+    ],
     "steps": [
-        {"key": "tell_manager", "type": "send_notification",
-         "config": {"recipient": "{{sla.manager.username}}",
-                    "message": "SLA '{{sla.config}}' breached: {{task.title}} "
-                               "(assignee {{task.assignee.username}})",
-                    "link": "/inbox/tasks/{{task.id}}/", "notification_type": "in_app"}},
+        {
+            "key": "tell_manager",
+            "type": "send_notification",
+            "config": {
+                "recipient": "{{sla.manager.username}}",
+                "message": "SLA '{{sla.config}}' breached: {{task.title}} "
+                "(assignee {{task.assignee.username}})",
+                "link": "/inbox/tasks/{{task.id}}/",
+                "notification_type": "in_app",
+            },
+        },
     ],
 }
 
 REVIEW_QUEUE_SLA = {
-    "name": "Review queue", "queue": "Review", "target": "2h", "warning_after": "90m",
+    "name": "Review queue",
+    "queue": "Review",
+    "target": "2h",
+    "warning_after": "90m",
     "description": "Any task in the Review queue (the portfolio reviews) within two hours; "
-                   "the Review task type has its own SLA, which wins (more specific).",
+    "the Review task type has its own SLA, which wins (more specific).",
     "escalation_ladder": [
         {"after_percent": 150, "actions": [{"type": "remind"}, {"type": "notify_manager"}]},
-        {"after_percent": 300, "actions": [{"type": "raise_priority", "to": "urgent"},
-                                           {"type": "reassign", "user": "maria"}]},
+        {
+            "after_percent": 300,
+            "actions": [
+                {"type": "raise_priority", "to": "urgent"},
+                {"type": "reassign", "user": "maria"},
+            ],
+        },
     ],
 }
 
@@ -262,17 +445,23 @@ def seed_sla() -> list[str]:
     defaults = import_module("tasks_inbox.migrations.0004_seed_sla").DEFAULTS
     for values in defaults:
         if not SLAConfig.objects.filter(name=values["name"]).exists() and not (
-                SLAConfig.objects.filter(is_active=True, queue__isnull=True,
-                                         priority__isnull=True,
-                                         task_type=values["task_type"]).exists()):
+            SLAConfig.objects.filter(
+                is_active=True,
+                queue__isnull=True,
+                priority__isnull=True,
+                task_type=values["task_type"],
+            ).exists()
+        ):
             sla_config_save(document=dict(values))
     has_maria = get_user_model().objects.filter(username="maria", is_active=True).exists()
     if not SLAConfig.objects.filter(name=REVIEW_QUEUE_SLA["name"]).exists() and has_maria:
         sla_config_save(document=dict(REVIEW_QUEUE_SLA))
     user = get_user_model().objects.filter(username="demo").first()
     workflow_save(document=SLA_BREACH_ALERT, user=user)
-    return ["SLAs: Intake 1h, Assessment 4h, Review 2h (by task type), Review queue 2h; "
-            f"workflow {SLA_BREACH_ALERT['slug']}"]
+    return [
+        "SLAs: Intake 1h, Assessment 4h, Review 2h (by task type), Review queue 2h; "
+        f"workflow {SLA_BREACH_ALERT['slug']}"
+    ]
 
 
 def seed() -> list[str]:

@@ -28,9 +28,24 @@ from config.errors import DomainError
 
 logger = logging.getLogger(__name__)
 
-EXPORTABLE = ["id", "title", "task_type", "priority", "state", "is_open", "outcome", "queue",
-              "assignee", "lifecycle", "due_at", "sla_due_at", "created_at", "closed_at",
-              "parent", "origin_run"]
+EXPORTABLE = [
+    "id",
+    "title",
+    "task_type",
+    "priority",
+    "state",
+    "is_open",
+    "outcome",
+    "queue",
+    "assignee",
+    "lifecycle",
+    "due_at",
+    "sla_due_at",
+    "created_at",
+    "closed_at",
+    "parent",
+    "origin_run",
+]
 
 
 def export_visibility(user: Any) -> Q:
@@ -42,8 +57,9 @@ def export_visibility(user: Any) -> Q:
     return visibility_filter(user)
 
 
-def on_run_cancelled(sender: Any, *, run_id: int, waiting_action_run_ids: list[int],
-                     **kwargs: Any) -> None:
+def on_run_cancelled(
+    sender: Any, *, run_id: int, waiting_action_run_ids: list[int], **kwargs: Any
+) -> None:
     """Receiver of ``automation.signals.run_cancelled``: cancel the open tasks the run waited
     on, through their lifecycle's cancelling transition (in the run's transaction). A task
     whose lifecycle has no cancelling transition from its state is left open, and logged."""
@@ -52,19 +68,29 @@ def on_run_cancelled(sender: Any, *, run_id: int, waiting_action_run_ids: list[i
     from tasks_inbox.services import task_transition
 
     tasks = Task.objects.select_related("lifecycle").filter(
-        origin_action_run_id__in=waiting_action_run_ids, is_open=True)
+        origin_action_run_id__in=waiting_action_run_ids, is_open=True
+    )
     for task in tasks:
         spec = lifecycle_spec(task.lifecycle)
-        cancel = next((t for t in spec.leaving(task.state)
-                       if spec.states[t.to_state].is_cancellation), None)
+        cancel = next(
+            (t for t in spec.leaving(task.state) if spec.states[t.to_state].is_cancellation), None
+        )
         if cancel is None:
-            logger.warning("task %s of cancelled run %s: no cancelling transition from %r",
-                           task.pk, run_id, task.state)
+            logger.warning(
+                "task %s of cancelled run %s: no cancelling transition from %r",
+                task.pk,
+                run_id,
+                task.state,
+            )
             continue
         try:
             with transaction.atomic():
-                task_transition(task_id=task.pk, action=cancel.action, actor=None,
-                                input={"reason": f"Run #{run_id} was cancelled."})
+                task_transition(
+                    task_id=task.pk,
+                    action=cancel.action,
+                    actor=None,
+                    input={"reason": f"Run #{run_id} was cancelled."},
+                )
         except DomainError as exc:  # a guard or required input the system cannot meet
             logger.warning("task %s of cancelled run %s stays open: %s", task.pk, run_id, exc)
 
@@ -83,7 +109,9 @@ def register() -> None:
     steps.register()
     register_metrics("tasks", selectors.task_metrics)
     run_cancelled.connect(on_run_cancelled, dispatch_uid="tasks_inbox.run_cancelled")
-    register_task_reports(TaskReports(
-        overdue_queues=lambda limit: selectors.queues_by_overdue(limit=limit),
-        sla_compliance=lambda hours: selectors.sla_compliance(hours=hours),
-    ))
+    register_task_reports(
+        TaskReports(
+            overdue_queues=lambda limit: selectors.queues_by_overdue(limit=limit),
+            sla_compliance=lambda hours: selectors.sla_compliance(hours=hours),
+        )
+    )

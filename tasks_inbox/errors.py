@@ -5,9 +5,18 @@ from __future__ import annotations
 from config.errors import Conflict, DomainError, ValidationFailed
 from tasks_inbox.lifecycles import LifecycleInUse, LifecycleInvalid
 
-__all__ = ["ActionDisabled", "AlreadyClaimed", "AmbiguousQueue", "AmbiguousUser", "FormInvalid",
-           "InvalidTransition", "LifecycleInUse", "LifecycleInvalid", "UnknownQueue",
-           "UnknownUser"]
+__all__ = [
+    "ActionDisabled",
+    "AlreadyClaimed",
+    "AmbiguousQueue",
+    "AmbiguousUser",
+    "FormInvalid",
+    "InvalidTransition",
+    "LifecycleInUse",
+    "LifecycleInvalid",
+    "UnknownQueue",
+    "UnknownUser",
+]
 
 
 class InvalidTransition(DomainError):

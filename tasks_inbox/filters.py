@@ -24,8 +24,14 @@ from tasks_inbox.selectors import (
 from workflows.models import LifecycleState
 
 # ``ordering`` (DRF's usual name, by field) -> ``sort`` (by meaning)
-ORDERING_ALIASES = {"-priority": "priority", "priority": "-priority", "due_at": "due",
-                    "-due_at": "-due", "created_at": "created", "-created_at": "-created"}
+ORDERING_ALIASES = {
+    "-priority": "priority",
+    "priority": "-priority",
+    "due_at": "due",
+    "-due_at": "-due",
+    "created_at": "created",
+    "-created_at": "-created",
+}
 
 
 def _state(value: str) -> str:
@@ -40,34 +46,48 @@ def _assignee(value: str) -> Any:
 
 
 class TaskFilter(django_filters.FilterSet):
-    state = ReferenceFilter(field_name="state", resolve=_state,
-                            help_text="A state key of a lifecycle.")
+    state = ReferenceFilter(
+        field_name="state", resolve=_state, help_text="A state key of a lifecycle."
+    )
     priority = django_filters.ChoiceFilter(
-        method="filter_priority", choices=[(name, name) for name in PRIORITY_BY_NAME],
+        method="filter_priority",
+        choices=[(name, name) for name in PRIORITY_BY_NAME],
     )
     task_type = django_filters.CharFilter(field_name="task_type")
-    queue = ReferenceFilter(field_name="queue", resolve=lambda value: queue_lookup(
-        value, field="queue"), help_text="A queue id or name. " + REFERENCE_RULE)
+    queue = ReferenceFilter(
+        field_name="queue",
+        resolve=lambda value: queue_lookup(value, field="queue"),
+        help_text="A queue id or name. " + REFERENCE_RULE,
+    )
     assignee = ReferenceFilter(
-        method="filter_assignee", resolve=_assignee,
+        method="filter_assignee",
+        resolve=_assignee,
         help_text="'me', 'none', or a user id, username or email. " + REFERENCE_RULE,
     )
     overdue = django_filters.BooleanFilter(method="filter_overdue")
     open = django_filters.BooleanFilter(field_name="is_open")
-    parent = ReferenceFilter(field_name="parent", resolve=lambda value: value,
-                             help_text="A task id, among the tasks the caller may see.")
-    run = ReferenceFilter(field_name="origin_run", resolve=lambda value: value,
-                          help_text="A run id, among the runs of the tasks the caller may see.")
+    parent = ReferenceFilter(
+        field_name="parent",
+        resolve=lambda value: value,
+        help_text="A task id, among the tasks the caller may see.",
+    )
+    run = ReferenceFilter(
+        field_name="origin_run",
+        resolve=lambda value: value,
+        help_text="A run id, among the runs of the tasks the caller may see.",
+    )
     q = django_filters.CharFilter(field_name="title", lookup_expr="icontains")
     sort = django_filters.ChoiceFilter(
-        method="filter_sort", choices=[(s, s) for s in SORTS],
+        method="filter_sort",
+        choices=[(s, s) for s in SORTS],
         help_text="priority (default: most urgent, then soonest due), due, -due, created...",
     )
 
     ordering = django_filters.ChoiceFilter(
-        method="filter_ordering", choices=[(o, o) for o in ORDERING_ALIASES],
+        method="filter_ordering",
+        choices=[(o, o) for o in ORDERING_ALIASES],
         help_text="The same as sort, by field name: priority, due_at, created_at (- for "
-                  "descending).",
+        "descending).",
     )
 
     class Meta:
@@ -80,11 +100,12 @@ class TaskFilter(django_filters.FilterSet):
         # sight answers exactly as a missing one (no existence oracle).
         user = getattr(self.request, "user", None) or AnonymousUser()
         visible = tasks_visible_to(user)
-        runs = (Run.objects.all() if user.has_perm("automation.view_run")
-                else Run.objects.filter(pk__in=visible.exclude(origin_run=None)
-                                        .values("origin_run")))
-        self.filters["parent"].extra["resolve"] = id_or_slug(visible, slug_field=None,
-                                                             noun="task")
+        runs = (
+            Run.objects.all()
+            if user.has_perm("automation.view_run")
+            else Run.objects.filter(pk__in=visible.exclude(origin_run=None).values("origin_run"))
+        )
+        self.filters["parent"].extra["resolve"] = id_or_slug(visible, slug_field=None, noun="task")
         self.filters["run"].extra["resolve"] = id_or_slug(runs, slug_field=None, noun="run")
 
     def filter_queryset(self, queryset: QuerySet[Task]) -> QuerySet[Task]:
@@ -93,15 +114,13 @@ class TaskFilter(django_filters.FilterSet):
             queryset = task_order(queryset, None)
         return queryset
 
-    def filter_ordering(self, queryset: QuerySet[Task], name: str, value: str
-                        ) -> QuerySet[Task]:
+    def filter_ordering(self, queryset: QuerySet[Task], name: str, value: str) -> QuerySet[Task]:
         return task_order(queryset, ORDERING_ALIASES[value])
 
     def filter_priority(self, queryset: QuerySet[Task], name: str, value: str) -> QuerySet[Task]:
         return queryset.filter(priority=PRIORITY_BY_NAME[value]) if value else queryset
 
-    def filter_assignee(self, queryset: QuerySet[Task], name: str, value: Any
-                        ) -> QuerySet[Task]:
+    def filter_assignee(self, queryset: QuerySet[Task], name: str, value: Any) -> QuerySet[Task]:
         if value is None:
             return queryset
         if value == "me":

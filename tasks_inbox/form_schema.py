@@ -48,8 +48,9 @@ def form_issues(form: Any, path: str = "form") -> list[Issue]:
         return []
     if not isinstance(form, dict):
         return [(path, 'must be an object {"fields": [...]}')]
-    issues: list[Issue] = [(f"{path}.{k}", f"unknown key '{k}'")
-                           for k in sorted(set(form) - {"fields"})]
+    issues: list[Issue] = [
+        (f"{path}.{k}", f"unknown key '{k}'") for k in sorted(set(form) - {"fields"})
+    ]
     fields = form.get("fields")
     if not isinstance(fields, list):
         return [*issues, (f"{path}.fields", "must be a list of fields")]
@@ -64,8 +65,9 @@ def form_issues(form: Any, path: str = "form") -> list[Issue]:
 def _field_issues(spec: Any, path: str, names: set[str]) -> list[Issue]:
     if not isinstance(spec, dict):
         return [(path, "a field must be an object")]
-    issues: list[Issue] = [(f"{path}.{k}", f"unknown key '{k}'")
-                           for k in sorted(set(spec) - FIELD_KEYS)]
+    issues: list[Issue] = [
+        (f"{path}.{k}", f"unknown key '{k}'") for k in sorted(set(spec) - FIELD_KEYS)
+    ]
     name = spec.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         issues.append((f"{path}.name", "must be lowercase letters, digits and '_' (max 64)"))
@@ -75,8 +77,9 @@ def _field_issues(spec: Any, path: str, names: set[str]) -> list[Issue]:
         names.add(name)
     kind = spec.get("type")
     if kind not in FIELD_TYPES:
-        issues.append((f"{path}.type", f"unknown field type {kind!r} "
-                                       f"(known: {', '.join(FIELD_TYPES)})"))
+        issues.append(
+            (f"{path}.type", f"unknown field type {kind!r} (known: {', '.join(FIELD_TYPES)})")
+        )
         return issues
     for key in ("label", "help"):
         if spec.get(key) is not None and not isinstance(spec[key], str):
@@ -92,8 +95,9 @@ def _field_issues(spec: Any, path: str, names: set[str]) -> list[Issue]:
             for i, choice in enumerate(choices):
                 value = choice_value(choice)
                 if isinstance(value, bool) or not isinstance(value, str | int | float):
-                    issues.append((f"{path}.choices[{i}]",
-                                   'must be a string, a number or {"value", "label"}'))
+                    issues.append(
+                        (f"{path}.choices[{i}]", 'must be a string, a number or {"value", "label"}')
+                    )
                 elif str(value) in seen:
                     issues.append((f"{path}.choices[{i}]", f"duplicate choice {value!r}"))
                 else:
@@ -154,8 +158,9 @@ def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or value == []
 
 
-def form_clean(form: dict[str, Any] | None, data: Any, path: str = "data"
-               ) -> tuple[dict[str, Any], dict[str, list[str]]]:
+def form_clean(
+    form: dict[str, Any] | None, data: Any, path: str = "data"
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """Check submitted ``data`` against the form: ``(cleaned, errors by JSON path)``.
 
     Every field appears in ``cleaned`` (``None``, ``[]`` or ``False`` when not given).

@@ -37,13 +37,27 @@ MAX_DOCUMENTS = 100
 
 PLAIN_TOP_KEYS = {"name", "slug", "description", "states", "actions"}
 # plain key -> this project's key
-PLAIN_STATE_KEYS = {"id": "key", "name": "label", "is_initial": "is_initial",
-                    "is_final": "is_final", "enabled": "is_enabled",
-                    "description": "description", "is_cancellation": "is_cancellation"}
-PLAIN_ACTION_KEYS = {"id": "action", "name": "label", "enabled": "is_enabled",
-                     "from_states": "from_states", "to_state": "to_state",
-                     "description": "description", "allowed": "allowed", "guard": "guard",
-                     "required_input": "required_input", "unassign": "unassign"}
+PLAIN_STATE_KEYS = {
+    "id": "key",
+    "name": "label",
+    "is_initial": "is_initial",
+    "is_final": "is_final",
+    "enabled": "is_enabled",
+    "description": "description",
+    "is_cancellation": "is_cancellation",
+}
+PLAIN_ACTION_KEYS = {
+    "id": "action",
+    "name": "label",
+    "enabled": "is_enabled",
+    "from_states": "from_states",
+    "to_state": "to_state",
+    "description": "description",
+    "allowed": "allowed",
+    "guard": "guard",
+    "required_input": "required_input",
+    "unassign": "unassign",
+}
 _STATE_BACK = {ours: plain for plain, ours in PLAIN_STATE_KEYS.items()}
 _ACTION_BACK = {ours: plain for plain, ours in PLAIN_ACTION_KEYS.items()}
 _ITEM_PATH = re.compile(r"^(states|transitions)\[(\d+)\](?:\.([a-z_]+))?(.*)$")
@@ -62,8 +76,11 @@ def is_plain_document(document: Any) -> bool:
     if "actions" in document:
         return True
     states = document.get("states")
-    return ("transitions" not in document and isinstance(states, list)
-            and any(isinstance(s, dict) and "id" in s and "key" not in s for s in states))
+    return (
+        "transitions" not in document
+        and isinstance(states, list)
+        and any(isinstance(s, dict) and "id" in s and "key" not in s for s in states)
+    )
 
 
 def _renamed(item: Any, keys: dict[str, str], path: str) -> tuple[Any, list[Issue]]:
@@ -76,15 +93,16 @@ def _renamed(item: Any, keys: dict[str, str], path: str) -> tuple[Any, list[Issu
 def plain_document(plain: dict[str, Any]) -> tuple[dict[str, Any], list[Issue]]:
     """The lifecycle document of a plain one, and the plain shape's own problems (unknown
     keys); everything else is left to ``lifecycle_issues``."""
-    issues: list[Issue] = [(k, f"unknown key '{k}'")
-                           for k in sorted(set(plain) - PLAIN_TOP_KEYS)]
+    issues: list[Issue] = [(k, f"unknown key '{k}'") for k in sorted(set(plain) - PLAIN_TOP_KEYS)]
     document: dict[str, Any] = {
         "slug": plain["slug"] if "slug" in plain else _slug_from(plain.get("name")),
         "name": plain.get("name"),
         "description": plain.get("description"),
     }
-    for source, target, keys in (("states", "states", PLAIN_STATE_KEYS),
-                                 ("actions", "transitions", PLAIN_ACTION_KEYS)):
+    for source, target, keys in (
+        ("states", "states", PLAIN_STATE_KEYS),
+        ("actions", "transitions", PLAIN_ACTION_KEYS),
+    ):
         items = plain.get(source)
         if not isinstance(items, list):
             document[target] = items  # refused with its path by the document's validation
@@ -150,7 +168,8 @@ def lifecycles_import(*, data: Any) -> list[LifecycleImported]:
         raise LifecycleInvalid.from_issues([("", "the file holds no lifecycle")])
     if len(documents) > MAX_DOCUMENTS:
         raise LifecycleInvalid.from_issues(
-            [("", f"at most {MAX_DOCUMENTS} lifecycles in one import")])
+            [("", f"at most {MAX_DOCUMENTS} lifecycles in one import")]
+        )
     issues: list[Issue] = []
     valid: list[tuple[str, dict[str, Any]]] = []
     seen: dict[str, str] = {}
@@ -163,8 +182,9 @@ def lifecycles_import(*, data: Any) -> list[LifecycleImported]:
         slug = translated["slug"]
         if slug in seen:
             where = "slug" if "slug" in document else "name"
-            issues.append((_at(prefix, where),
-                           f"the lifecycle '{slug}' is also at {seen[slug] or 'the top'}"))
+            issues.append(
+                (_at(prefix, where), f"the lifecycle '{slug}' is also at {seen[slug] or 'the top'}")
+            )
             continue
         seen[slug] = prefix
         valid.append((prefix, translated))
@@ -177,8 +197,11 @@ def lifecycles_import(*, data: Any) -> list[LifecycleImported]:
             with transaction.atomic():
                 lifecycle = lifecycle_save(document=document, lifecycle=existing)
         except LifecycleInvalid as exc:  # e.g. a state that tasks are in would go
-            issues += [(_at(prefix, path), message)
-                       for path, messages in exc.fields.items() for message in messages]
+            issues += [
+                (_at(prefix, path), message)
+                for path, messages in exc.fields.items()
+                for message in messages
+            ]
             continue
         imported.append(LifecycleImported(lifecycle=lifecycle, created=existing is None))
     if issues:

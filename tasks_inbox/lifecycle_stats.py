@@ -64,16 +64,22 @@ def _stays(lifecycle: Lifecycle, since: datetime, until: datetime) -> QuerySet[T
     return (
         history.filter(task_id__in=active)  # a stay that ended in the window: its task too
         .exclude(from_state=F("to_state"))  # rows that changed the state
-        .annotate(left_at=Window(Lead("created_at"), partition_by=[F("task_id")],
-                                 order_by=[F("created_at").asc(), F("id").asc()]))
+        .annotate(
+            left_at=Window(
+                Lead("created_at"),
+                partition_by=[F("task_id")],
+                order_by=[F("created_at").asc(), F("id").asc()],
+            )
+        )
         .filter(left_at__gte=since, left_at__lt=until)
         .values_list("to_state", "created_at", "left_at")
         .order_by()
     )
 
 
-def _state_medians(lifecycle: Lifecycle, since: datetime,
-                   until: datetime) -> dict[str, tuple[int, float]]:
+def _state_medians(
+    lifecycle: Lifecycle, since: datetime, until: datetime
+) -> dict[str, tuple[int, float]]:
     """Per state: how many stays ended in the window, and their median in seconds."""
     stays = _stays(lifecycle, since, until)
     if connection.vendor == "postgresql":
@@ -87,44 +93,66 @@ def _state_medians(lifecycle: Lifecycle, since: datetime,
                 f"FROM ({sql}) stays GROUP BY stays.to_state"
             )
             cursor.execute(medians, params)
-            return {state: (count, float(median))
-                    for state, count, median in cursor.fetchall()}
+            return {state: (count, float(median)) for state, count, median in cursor.fetchall()}
     durations: dict[str, list[float]] = {}
     for state, entered, left in stays.iterator():
         durations.setdefault(state, []).append((left - entered).total_seconds())
-    return {state: (len(values), float(statistics.median(values)))
-            for state, values in durations.items()}
+    return {
+        state: (len(values), float(statistics.median(values)))
+        for state, values in durations.items()
+    }
 
 
-def lifecycle_stats(*, lifecycle: Lifecycle, since: datetime, until: datetime
-                    ) -> dict[str, Any]:
+def lifecycle_stats(*, lifecycle: Lifecycle, since: datetime, until: datetime) -> dict[str, Any]:
     """Tasks per state, transitions fired per action in ``[since, until)``, and the median
     time spent in each state (see the module docstring)."""
     spec = lifecycle_spec(lifecycle)
-    per_state = dict(Task.objects.filter(lifecycle=lifecycle).values_list("state")
-                     .annotate(n=Count("id")).order_by())
+    per_state = dict(
+        Task.objects.filter(lifecycle=lifecycle)
+        .values_list("state")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     fired_rows = TaskHistory.objects.filter(
-        task__lifecycle=lifecycle, created_at__gte=since, created_at__lt=until,
+        task__lifecycle=lifecycle,
+        created_at__gte=since,
+        created_at__lt=until,
     ).exclude(from_state="")  # the creation row
-    fired = dict(fired_rows.filter(action__in=list(spec.transitions)).values_list("action")
-                 .annotate(n=Count("id")).order_by())
+    fired = dict(
+        fired_rows.filter(action__in=list(spec.transitions))
+        .values_list("action")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     if "start" in spec.transitions:  # a claim that moved the task fired 'start'
-        fired["start"] = fired.get("start", 0) + fired_rows.filter(
-            action="claim").filter(~Q(from_state=F("to_state"))).count()
+        fired["start"] = (
+            fired.get("start", 0)
+            + fired_rows.filter(action="claim").filter(~Q(from_state=F("to_state"))).count()
+        )
     medians = _state_medians(lifecycle, since, until)
     states = []
     for state in spec.states.values():
         stays, median = medians.get(state.key, (0, None))
-        states.append({
-            "key": state.key, "label": state.label, "is_final": state.is_final,
-            "is_enabled": state.is_enabled, "tasks": per_state.get(state.key, 0),
-            "stays": stays,
-            "median_seconds": round(median, 3) if median is not None else None,
-        })
+        states.append(
+            {
+                "key": state.key,
+                "label": state.label,
+                "is_final": state.is_final,
+                "is_enabled": state.is_enabled,
+                "tasks": per_state.get(state.key, 0),
+                "stays": stays,
+                "median_seconds": round(median, 3) if median is not None else None,
+            }
+        )
     actions = [
-        {"action": t.action, "label": t.label, "is_enabled": t.is_enabled,
-         "from_states": list(t.from_states), "to_state": t.to_state,
-         "fired": fired.get(t.action, 0)}
+        {
+            "action": t.action,
+            "label": t.label,
+            "is_enabled": t.is_enabled,
+            "from_states": list(t.from_states),
+            "to_state": t.to_state,
+            "fired": fired.get(t.action, 0),
+        }
         for t in spec.transitions.values()
     ]
     return {

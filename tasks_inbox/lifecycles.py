@@ -41,10 +41,27 @@ DEFAULT_ALLOWED = ["assignee", "manager", "staff"]
 KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 TOP_KEYS = {"slug", "name", "description", "states", "transitions", "id"}
-STATE_KEYS = {"key", "label", "is_initial", "is_final", "is_enabled", "is_cancellation",
-              "description"}
-TRANSITION_KEYS = {"action", "label", "from_states", "to_state", "guard", "allowed",
-                   "required_input", "unassign", "is_enabled", "description"}
+STATE_KEYS = {
+    "key",
+    "label",
+    "is_initial",
+    "is_final",
+    "is_enabled",
+    "is_cancellation",
+    "description",
+}
+TRANSITION_KEYS = {
+    "action",
+    "label",
+    "from_states",
+    "to_state",
+    "guard",
+    "allowed",
+    "required_input",
+    "unassign",
+    "is_enabled",
+    "description",
+}
 MAX_DESCRIPTION = 2000
 MAX_STATES = 50
 MAX_TRANSITIONS = 200
@@ -59,28 +76,53 @@ BUILTIN_DOCUMENTS: dict[str, dict[str, Any]] = {
         "slug": "task",
         "name": "Task",
         "description": "The default lifecycle of a task: new, in progress, blocked, "
-                       "completed, cancelled.",
+        "completed, cancelled.",
         "states": [
             {"key": "new", "label": "New", "is_initial": True},
             {"key": "in_progress", "label": "In progress"},
             {"key": "blocked", "label": "Blocked"},
             {"key": "completed", "label": "Completed", "is_final": True},
-            {"key": "cancelled", "label": "Cancelled", "is_final": True,
-             "is_cancellation": True},
+            {"key": "cancelled", "label": "Cancelled", "is_final": True, "is_cancellation": True},
         ],
         "transitions": [
-            {"action": "start", "label": "Start", "from_states": ["new"],
-             "to_state": "in_progress"},
-            {"action": "complete", "label": "Complete", "from_states": ["in_progress"],
-             "to_state": "completed"},
-            {"action": "block", "label": "Block", "from_states": ["new", "in_progress"],
-             "to_state": "blocked", "required_input": ["reason"]},
-            {"action": "resume", "label": "Resume", "from_states": ["blocked"],
-             "to_state": "in_progress"},
-            {"action": "release", "label": "Release", "from_states": ["in_progress"],
-             "to_state": "new", "unassign": True},
-            {"action": "cancel", "label": "Cancel",
-             "from_states": ["new", "in_progress", "blocked"], "to_state": "cancelled"},
+            {
+                "action": "start",
+                "label": "Start",
+                "from_states": ["new"],
+                "to_state": "in_progress",
+            },
+            {
+                "action": "complete",
+                "label": "Complete",
+                "from_states": ["in_progress"],
+                "to_state": "completed",
+            },
+            {
+                "action": "block",
+                "label": "Block",
+                "from_states": ["new", "in_progress"],
+                "to_state": "blocked",
+                "required_input": ["reason"],
+            },
+            {
+                "action": "resume",
+                "label": "Resume",
+                "from_states": ["blocked"],
+                "to_state": "in_progress",
+            },
+            {
+                "action": "release",
+                "label": "Release",
+                "from_states": ["in_progress"],
+                "to_state": "new",
+                "unassign": True,
+            },
+            {
+                "action": "cancel",
+                "label": "Cancel",
+                "from_states": ["new", "in_progress", "blocked"],
+                "to_state": "cancelled",
+            },
         ],
     },
     PLAN_LIFECYCLE: {
@@ -93,10 +135,18 @@ BUILTIN_DOCUMENTS: dict[str, dict[str, Any]] = {
             {"key": "archived", "label": "Archived", "is_final": True},
         ],
         "transitions": [
-            {"action": "activate", "label": "Activate", "from_states": ["draft"],
-             "to_state": "active"},
-            {"action": "archive", "label": "Archive", "from_states": ["draft", "active"],
-             "to_state": "archived"},
+            {
+                "action": "activate",
+                "label": "Activate",
+                "from_states": ["draft"],
+                "to_state": "active",
+            },
+            {
+                "action": "archive",
+                "label": "Archive",
+                "from_states": ["draft", "active"],
+                "to_state": "archived",
+            },
         ],
     },
 }
@@ -132,8 +182,9 @@ def _key_list_issues(value: Any, path: str, what: str) -> list[Issue]:
     issues: list[Issue] = []
     for index, item in enumerate(value):
         if not isinstance(item, str) or not KEY.match(item):
-            issues.append((f"{path}[{index}]", f"must be a {what[:-1]} key "
-                                               "(lowercase letters, digits, '_')"))
+            issues.append(
+                (f"{path}[{index}]", f"must be a {what[:-1]} key (lowercase letters, digits, '_')")
+            )
     return issues
 
 
@@ -141,8 +192,9 @@ def lifecycle_issues(document: Any) -> list[Issue]:
     """Every problem of a lifecycle document, each with the JSON path it is at."""
     if not isinstance(document, dict):
         return [("", "a lifecycle must be a JSON object")]
-    issues: list[Issue] = [(key, f"unknown key '{key}'")
-                           for key in sorted(set(document) - TOP_KEYS)]
+    issues: list[Issue] = [
+        (key, f"unknown key '{key}'") for key in sorted(set(document) - TOP_KEYS)
+    ]
     slug = document.get("slug")
     if not isinstance(slug, str) or not SLUG.match(slug):
         issues.append(("slug", "must be lowercase letters, digits, '-' or '_' (max 100)"))
@@ -169,8 +221,12 @@ def lifecycle_issues(document: Any) -> list[Issue]:
         issues += [(f"{path}.{k}", f"unknown key '{k}'") for k in sorted(set(state) - STATE_KEYS)]
         key = state.get("key")
         if not isinstance(key, str) or not KEY.match(key):
-            issues.append((f"{path}.key", "must be lowercase letters, digits and '_', "
-                                          "starting with a letter (max 64)"))
+            issues.append(
+                (
+                    f"{path}.key",
+                    "must be lowercase letters, digits and '_', starting with a letter (max 64)",
+                )
+            )
             continue
         if key in keys:
             issues.append((f"{path}.key", f"duplicate state key '{key}'"))
@@ -185,13 +241,18 @@ def lifecycle_issues(document: Any) -> list[Issue]:
             if state.get("is_final") is True:
                 issues.append((f"{path}.is_final", f"the initial state '{key}' cannot be final"))
             if state.get("is_enabled") is False:
-                issues.append((f"{path}.is_enabled",
-                               f"the initial state '{key}' cannot be disabled"))
+                issues.append(
+                    (f"{path}.is_enabled", f"the initial state '{key}' cannot be disabled")
+                )
         if state.get("is_final") is True:
             final.add(key)
         if state.get("is_cancellation") is True and state.get("is_final") is not True:
-            issues.append((f"{path}.is_cancellation",
-                           f"only a final state can be a cancellation ('{key}' is not final)"))
+            issues.append(
+                (
+                    f"{path}.is_cancellation",
+                    f"only a final state can be a cancellation ('{key}' is not final)",
+                )
+            )
     if states and len(initial) != 1:
         found = f"found {len(initial)}" + (f": {', '.join(initial)}" if initial else "")
         issues.append(("states", f"exactly one state must be initial ({found})"))
@@ -212,19 +273,29 @@ def lifecycle_issues(document: Any) -> list[Issue]:
     return issues
 
 
-def _transition_issues(transition: Any, path: str, keys: set[str], final: set[str],
-                       actions: set[str]) -> list[Issue]:
+def _transition_issues(
+    transition: Any, path: str, keys: set[str], final: set[str], actions: set[str]
+) -> list[Issue]:
     if not isinstance(transition, dict):
         return [(path, "a transition must be an object")]
-    issues: list[Issue] = [(f"{path}.{k}", f"unknown key '{k}'")
-                           for k in sorted(set(transition) - TRANSITION_KEYS)]
+    issues: list[Issue] = [
+        (f"{path}.{k}", f"unknown key '{k}'") for k in sorted(set(transition) - TRANSITION_KEYS)
+    ]
     action = transition.get("action")
     if not isinstance(action, str) or not KEY.match(action):
-        issues.append((f"{path}.action", "must be lowercase letters, digits and '_', "
-                                         "starting with a letter (max 64)"))
+        issues.append(
+            (
+                f"{path}.action",
+                "must be lowercase letters, digits and '_', starting with a letter (max 64)",
+            )
+        )
     elif action in {"claim"}:
-        issues.append((f"{path}.action", "'claim' is an operation of its own, not a "
-                                         "transition (it fires 'start')"))
+        issues.append(
+            (
+                f"{path}.action",
+                "'claim' is an operation of its own, not a transition (it fires 'start')",
+            )
+        )
     elif action in actions:
         issues.append((f"{path}.action", f"duplicate action '{action}'"))
     else:
@@ -241,8 +312,12 @@ def _transition_issues(transition: Any, path: str, keys: set[str], final: set[st
                 if source not in keys:
                     issues.append((f"{path}.from_states[{i}]", f"unknown state '{source}'"))
                 elif source in final:
-                    issues.append((f"{path}.from_states[{i}]",
-                                   f"no transition may leave the final state '{source}'"))
+                    issues.append(
+                        (
+                            f"{path}.from_states[{i}]",
+                            f"no transition may leave the final state '{source}'",
+                        )
+                    )
     target = transition.get("to_state")
     if not isinstance(target, str) or not target:
         issues.append((f"{path}.to_state", "must be a state key"))
@@ -253,8 +328,7 @@ def _transition_issues(transition: Any, path: str, keys: set[str], final: set[st
         if not isinstance(guard, dict):
             issues.append((f"{path}.guard", "must be a condition object or null"))
         else:
-            issues += [(i.path, i.message)
-                       for i in validate_condition(guard, path=f"{path}.guard")]
+            issues += [(i.path, i.message) for i in validate_condition(guard, path=f"{path}.guard")]
     allowed = transition.get("allowed")
     if allowed is not None:
         if not isinstance(allowed, list):
@@ -262,8 +336,12 @@ def _transition_issues(transition: Any, path: str, keys: set[str], final: set[st
         else:
             for i, role in enumerate(allowed):
                 if role not in ROLES:
-                    issues.append((f"{path}.allowed[{i}]",
-                                   f"unknown role {role!r} (known: {', '.join(ROLES)})"))
+                    issues.append(
+                        (
+                            f"{path}.allowed[{i}]",
+                            f"unknown role {role!r} (known: {', '.join(ROLES)})",
+                        )
+                    )
     required = transition.get("required_input")
     if required is not None:
         if not isinstance(required, list):
@@ -271,8 +349,12 @@ def _transition_issues(transition: Any, path: str, keys: set[str], final: set[st
         else:
             for i, name in enumerate(required):
                 if not isinstance(name, str) or not KEY.match(name):
-                    issues.append((f"{path}.required_input[{i}]",
-                                   "must be a field name (lowercase letters, digits, '_')"))
+                    issues.append(
+                        (
+                            f"{path}.required_input[{i}]",
+                            "must be a field name (lowercase letters, digits, '_')",
+                        )
+                    )
     issues += _bool_issue(transition.get("unassign"), f"{path}.unassign")
     issues += _bool_issue(transition.get("is_enabled"), f"{path}.is_enabled")
     issues += _description_issue(transition.get("description"), f"{path}.description")
@@ -304,7 +386,8 @@ def lifecycle_normalise(document: dict[str, Any]) -> dict[str, Any]:
                 "from_states": list(t["from_states"]),
                 "to_state": t["to_state"],
                 "guard": t.get("guard") or None,
-                "allowed": list(t["allowed"]) if t.get("allowed") is not None
+                "allowed": list(t["allowed"])
+                if t.get("allowed") is not None
                 else list(DEFAULT_ALLOWED),
                 "required_input": list(t.get("required_input") or []),
                 "unassign": bool(t.get("unassign", False)),
@@ -324,16 +407,30 @@ def lifecycle_document(lifecycle: Lifecycle) -> dict[str, Any]:
         "name": lifecycle.name,
         "description": lifecycle.description,
         "states": [
-            {"key": s.key, "label": s.label, "is_initial": s.is_initial, "is_final": s.is_final,
-             "is_enabled": s.is_enabled, "is_cancellation": s.is_cancellation,
-             "description": s.description}
+            {
+                "key": s.key,
+                "label": s.label,
+                "is_initial": s.is_initial,
+                "is_final": s.is_final,
+                "is_enabled": s.is_enabled,
+                "is_cancellation": s.is_cancellation,
+                "description": s.description,
+            }
             for s in lifecycle.states.all()
         ],
         "transitions": [
-            {"action": t.action, "label": t.label, "from_states": list(t.from_states),
-             "to_state": t.to_state, "guard": t.guard, "allowed": list(t.allowed),
-             "required_input": list(t.required_input), "unassign": t.unassign,
-             "is_enabled": t.is_enabled, "description": t.description}
+            {
+                "action": t.action,
+                "label": t.label,
+                "from_states": list(t.from_states),
+                "to_state": t.to_state,
+                "guard": t.guard,
+                "allowed": list(t.allowed),
+                "required_input": list(t.required_input),
+                "unassign": t.unassign,
+                "is_enabled": t.is_enabled,
+                "description": t.description,
+            }
             for t in lifecycle.transitions.all()
         ],
     }
@@ -343,8 +440,7 @@ def lifecycle_document(lifecycle: Lifecycle) -> dict[str, Any]:
 
 
 @transaction.atomic
-def lifecycle_save(*, document: dict[str, Any], lifecycle: Lifecycle | None = None
-                   ) -> Lifecycle:
+def lifecycle_save(*, document: dict[str, Any], lifecycle: Lifecycle | None = None) -> Lifecycle:
     """Create or replace a lifecycle from its document, validated whole.
 
     A state that tasks are in cannot be removed (the tasks would be stranded).
@@ -363,28 +459,38 @@ def lifecycle_save(*, document: dict[str, Any], lifecycle: Lifecycle | None = No
     else:
         lifecycle = Lifecycle.objects.select_for_update().get(pk=lifecycle.pk)
         kept = {s["key"] for s in data["states"]}
-        stranded = (lifecycle.tasks.exclude(state__in=kept).values_list("state", flat=True)
-                    .distinct().order_by("state"))
+        stranded = (
+            lifecycle.tasks.exclude(state__in=kept)
+            .values_list("state", flat=True)
+            .distinct()
+            .order_by("state")
+        )
         stranded_states = list(stranded[:20])
         if stranded_states:
-            raise LifecycleInvalid.from_issues([
-                ("states", f"state '{key}' cannot be removed: tasks are in it")
-                for key in stranded_states
-            ])
+            raise LifecycleInvalid.from_issues(
+                [
+                    ("states", f"state '{key}' cannot be removed: tasks are in it")
+                    for key in stranded_states
+                ]
+            )
     lifecycle.slug = data["slug"]
     lifecycle.name = data["name"]
     lifecycle.description = data["description"]
     lifecycle.save()
     lifecycle.states.all().delete()
     lifecycle.transitions.all().delete()
-    LifecycleState.objects.bulk_create([
-        LifecycleState(lifecycle=lifecycle, position=position, **state)
-        for position, state in enumerate(data["states"])
-    ])
-    LifecycleTransition.objects.bulk_create([
-        LifecycleTransition(lifecycle=lifecycle, position=position, **transition)
-        for position, transition in enumerate(data["transitions"])
-    ])
+    LifecycleState.objects.bulk_create(
+        [
+            LifecycleState(lifecycle=lifecycle, position=position, **state)
+            for position, state in enumerate(data["states"])
+        ]
+    )
+    LifecycleTransition.objects.bulk_create(
+        [
+            LifecycleTransition(lifecycle=lifecycle, position=position, **transition)
+            for position, transition in enumerate(data["transitions"])
+        ]
+    )
     return lifecycle
 
 
@@ -455,14 +561,15 @@ class LifecycleSpec:
     def leaving(self, state: str) -> list[TransitionSpec]:
         """Enabled transitions out of ``state`` into an enabled state, in their defined
         order."""
-        return [t for t in self.transitions.values()
-                if state in t.from_states and t.is_enabled
-                and self.states[t.to_state].is_enabled]
+        return [
+            t
+            for t in self.transitions.values()
+            if state in t.from_states and t.is_enabled and self.states[t.to_state].is_enabled
+        ]
 
     def disabled_leaving(self, state: str) -> list[TransitionSpec]:
         """Transitions out of ``state`` that are switched off (listed as unavailable)."""
-        return [t for t in self.transitions.values()
-                if state in t.from_states and not t.is_enabled]
+        return [t for t in self.transitions.values() if state in t.from_states and not t.is_enabled]
 
     def is_completing(self, transition: TransitionSpec) -> bool:
         target = self.states[transition.to_state]
@@ -480,21 +587,35 @@ def lifecycle_spec(lifecycle: Lifecycle) -> LifecycleSpec:
     if spec is not None:
         return spec
     states = {
-        s.key: StateSpec(s.key, s.label or s.key, s.is_initial, s.is_final, s.is_enabled,
-                         s.is_cancellation, s.description)
+        s.key: StateSpec(
+            s.key,
+            s.label or s.key,
+            s.is_initial,
+            s.is_final,
+            s.is_enabled,
+            s.is_cancellation,
+            s.description,
+        )
         for s in LifecycleState.objects.filter(lifecycle=lifecycle).order_by("position", "id")
     }
     transitions = {}
     for t in LifecycleTransition.objects.filter(lifecycle=lifecycle).order_by("position", "id"):
         guard = compile_condition(t.guard, path="guard") if t.guard else None
         transitions[t.action] = TransitionSpec(
-            action=t.action, label=t.label or t.action, from_states=tuple(t.from_states),
-            to_state=t.to_state, allowed=tuple(t.allowed), required_input=tuple(t.required_input),
-            unassign=t.unassign, guard=guard, is_enabled=t.is_enabled,
+            action=t.action,
+            label=t.label or t.action,
+            from_states=tuple(t.from_states),
+            to_state=t.to_state,
+            allowed=tuple(t.allowed),
+            required_input=tuple(t.required_input),
+            unassign=t.unassign,
+            guard=guard,
+            is_enabled=t.is_enabled,
             description=t.description,
         )
-    spec = LifecycleSpec(id=lifecycle.pk, slug=lifecycle.slug, states=states,
-                         transitions=transitions)
+    spec = LifecycleSpec(
+        id=lifecycle.pk, slug=lifecycle.slug, states=states, transitions=transitions
+    )
     with _specs_lock:
         for stale in [k for k in _specs if k[0] == lifecycle.pk]:
             _specs.pop(stale, None)

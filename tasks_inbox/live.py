@@ -35,21 +35,31 @@ def task_audience(task_id: int) -> Audience:
     if task["queue_id"]:
         near |= Q(groups=task["queue_id"]) | Q(managed_queues__group=task["queue_id"])
     candidates = get_user_model().objects.filter(near, is_active=True).distinct()
-    return Audience.users(user.pk for user in candidates
-                          if tasks_visible_to(user).filter(pk=task_id).exists())
+    return Audience.users(
+        user.pk for user in candidates if tasks_visible_to(user).filter(pk=task_id).exists()
+    )
 
 
 def queue_audience(queue_id: int) -> Audience:
     """The members and managers of queue (group) ``queue_id``, and staff."""
-    users = get_user_model().objects.filter(
-        Q(groups=queue_id) | Q(managed_queues__group=queue_id) | Q(is_staff=True),
-        is_active=True).distinct().values_list("pk", flat=True)
+    users = (
+        get_user_model()
+        .objects.filter(
+            Q(groups=queue_id) | Q(managed_queues__group=queue_id) | Q(is_staff=True),
+            is_active=True,
+        )
+        .distinct()
+        .values_list("pk", flat=True)
+    )
     return Audience.users(users)
 
 
 def notification_audience(notification_id: int) -> Audience:
-    recipient = (Notification.objects.filter(pk=notification_id)
-                 .values_list("recipient_id", flat=True).first())
+    recipient = (
+        Notification.objects.filter(pk=notification_id)
+        .values_list("recipient_id", flat=True)
+        .first()
+    )
     return Audience.users([recipient] if recipient else [])
 
 

@@ -49,10 +49,14 @@ class Queue(models.Model):
 
     group = models.OneToOneField(Group, on_delete=models.CASCADE, related_name="queue_settings")
     managers = models.ManyToManyField(
-        settings.AUTH_USER_MODEL, blank=True, related_name="managed_queues",
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="managed_queues",
     )
     routing = models.CharField(
-        max_length=16, choices=RoutingMode.choices, default=RoutingMode.LEAST_BUSY,
+        max_length=16,
+        choices=RoutingMode.choices,
+        default=RoutingMode.LEAST_BUSY,
         help_text="How a task sent to the queue without an assignee finds one.",
     )
     description = models.TextField(blank=True)
@@ -69,18 +73,26 @@ class Task(models.Model):
     description = models.TextField(blank=True)
     task_type = models.CharField(max_length=64, blank=True, db_index=True)
     queue = models.ForeignKey(
-        Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks",
+        Group,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tasks",
     )
     assignee = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="assigned_tasks",
     )
     assigned_at = models.DateTimeField(null=True, blank=True)
-    priority = models.PositiveSmallIntegerField(choices=Priority.choices,
-                                                default=Priority.MEDIUM)
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.MEDIUM)
     due_at = models.DateTimeField(null=True, blank=True)
     lifecycle = models.ForeignKey(
-        "workflows.Lifecycle", on_delete=models.PROTECT, related_name="tasks",
+        "workflows.Lifecycle",
+        on_delete=models.PROTECT,
+        related_name="tasks",
     )
     state = models.CharField(max_length=64, db_index=True)
     is_open = models.BooleanField(default=True, help_text="The state is not a final one.")
@@ -88,31 +100,53 @@ class Task(models.Model):
     form = models.JSONField(default=dict, blank=True, help_text='{"fields": [...]}')
     result = models.JSONField(null=True, blank=True, help_text="The submitted form data.")
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="children",
         help_text="The plan this task belongs to.",
     )
     origin_run = models.ForeignKey(
-        "automation.Run", null=True, blank=True, on_delete=models.SET_NULL,
+        "automation.Run",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="tasks",
     )
     origin_action_run = models.OneToOneField(
-        "automation.ActionRun", null=True, blank=True, on_delete=models.SET_NULL,
-        related_name="task", help_text="The create_task step that made it (at most one task).",
+        "automation.ActionRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="task",
+        help_text="The create_task step that made it (at most one task).",
     )
     wait = models.BooleanField(
-        default=False, help_text="The origin run waits for this task to end.",
+        default=False,
+        help_text="The origin run waits for this task to end.",
     )
     content_type = models.ForeignKey(
-        ContentType, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        ContentType,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     object_id = models.CharField(max_length=64, blank=True)
     related = GenericForeignKey("content_type", "object_id")
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     completed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     created_at = models.DateTimeField(default=timezone.now)
@@ -121,33 +155,44 @@ class Task(models.Model):
     sla_due_at = models.DateTimeField(null=True, blank=True)
     # The SLA clock (tasks_inbox.sla): set by the services, never edited by hand.
     sla_config = models.ForeignKey(
-        "tasks_inbox.SLAConfig", null=True, blank=True, on_delete=models.PROTECT,
-        related_name="tasks", editable=False,
+        "tasks_inbox.SLAConfig",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="tasks",
+        editable=False,
         help_text="The SLA chosen when the task was created (the most specific match).",
     )
     sla_started_at = models.DateTimeField(null=True, blank=True, editable=False)
     sla_resumed_at = models.DateTimeField(
-        null=True, blank=True, editable=False,
+        null=True,
+        blank=True,
+        editable=False,
         help_text="Start of the clock's current running stretch; empty while it is paused, "
-                  "stopped or not started.",
+        "stopped or not started.",
     )
     sla_paused_at = models.DateTimeField(null=True, blank=True, editable=False)
     sla_elapsed_seconds = models.PositiveIntegerField(
-        default=0, editable=False,
+        default=0,
+        editable=False,
         help_text="Clock seconds counted before the current stretch (the total once stopped).",
     )
     sla_warning_at = models.DateTimeField(null=True, blank=True, editable=False)
     sla_next_check_at = models.DateTimeField(
-        null=True, blank=True, editable=False,
+        null=True,
+        blank=True,
+        editable=False,
         help_text="When the SLA sweep looks at the task next: the earliest threshold not yet "
-                  "fired; empty while nothing is pending.",
+        "fired; empty while nothing is pending.",
     )
     sla_warned_at = models.DateTimeField(null=True, blank=True, editable=False)
     sla_breached_at = models.DateTimeField(null=True, blank=True, editable=False)
     sla_escalation_level = models.PositiveSmallIntegerField(default=0, editable=False)
     sla_stopped_at = models.DateTimeField(null=True, blank=True, editable=False)
     sla_met = models.BooleanField(
-        null=True, blank=True, editable=False,
+        null=True,
+        blank=True,
+        editable=False,
         help_text="Completed within the target (empty: open, cancelled or no SLA).",
     )
 
@@ -161,10 +206,16 @@ class Task(models.Model):
             models.Index(fields=["content_type", "object_id"], name="task_related"),
             # The SLA sweep's due set: only open tasks with a pending threshold are indexed,
             # in the order the sweep claims them (most overdue first).
-            models.Index(fields=["sla_next_check_at", "id"], name="task_sla_next_check",
-                         condition=Q(is_open=True, sla_next_check_at__isnull=False)),
-            models.Index(fields=["sla_config", "sla_stopped_at"], name="task_sla_judged",
-                         condition=Q(sla_met__isnull=False)),
+            models.Index(
+                fields=["sla_next_check_at", "id"],
+                name="task_sla_next_check",
+                condition=Q(is_open=True, sla_next_check_at__isnull=False),
+            ),
+            models.Index(
+                fields=["sla_config", "sla_stopped_at"],
+                name="task_sla_judged",
+                condition=Q(sla_met__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -195,7 +246,10 @@ class TaskHistory(models.Model):
     from_state = models.CharField(max_length=64, blank=True)
     to_state = models.CharField(max_length=64, blank=True)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     input = models.JSONField(default=dict, blank=True)
@@ -214,13 +268,18 @@ class Notification(models.Model):
     """An in-app notification shown in the inbox (with an unread badge)."""
 
     recipient = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications",
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="notifications",
     )
     message = models.CharField(max_length=1000)
     link = models.CharField(max_length=500, blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
     action_run = models.ForeignKey(
-        "automation.ActionRun", null=True, blank=True, on_delete=models.SET_NULL,
+        "automation.ActionRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     created_at = models.DateTimeField(default=timezone.now)
@@ -228,8 +287,11 @@ class Notification(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["recipient", "created_at"], name="notification_unread",
-                         condition=Q(read_at__isnull=True)),
+            models.Index(
+                fields=["recipient", "created_at"],
+                name="notification_unread",
+                condition=Q(read_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -266,42 +328,55 @@ class SLAConfig(models.Model):
     is_active = models.BooleanField(
         default=True,
         help_text="Inactive: new tasks do not get this SLA, and its open tasks' clocks keep "
-                  "counting but fire nothing until it is active again.",
+        "counting but fire nothing until it is active again.",
     )
     queue = models.ForeignKey(
-        Group, null=True, blank=True, on_delete=models.PROTECT, related_name="sla_configs",
+        Group,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="sla_configs",
         help_text="The service area (a queue) this SLA covers. " + SLA_SPECIFICITY_RULE,
     )
-    task_type = models.CharField(max_length=64, blank=True,
-                                 help_text="The task type this SLA covers (empty: any).")
+    task_type = models.CharField(
+        max_length=64, blank=True, help_text="The task type this SLA covers (empty: any)."
+    )
     priority = models.PositiveSmallIntegerField(
-        choices=Priority.choices, null=True, blank=True,
+        choices=Priority.choices,
+        null=True,
+        blank=True,
         help_text="Only tasks of this priority (empty: any).",
     )
     target = models.DurationField(help_text="Clock time to finish the task (the breach).")
     warning_after = models.DurationField(
-        null=True, blank=True, help_text="Clock time of the warning; less than the target.",
+        null=True,
+        blank=True,
+        help_text="Clock time of the warning; less than the target.",
     )
     escalation_ladder = models.JSONField(
-        default=list, blank=True,
+        default=list,
+        blank=True,
         help_text='Ordered levels, each at or after the target: [{"after": "1:30:00" or '
-                  '"after_percent": 150, "actions": [{"type": "remind"}, {"type": '
-                  '"raise_priority", "to": "urgent"}, {"type": "reassign", "queue": "Intake"} '
-                  'or {"type": "reassign", "user": "maria"}, {"type": "notify_manager"}]}].',
+        '"after_percent": 150, "actions": [{"type": "remind"}, {"type": '
+        '"raise_priority", "to": "urgent"}, {"type": "reassign", "queue": "Intake"} '
+        'or {"type": "reassign", "user": "maria"}, {"type": "notify_manager"}]}].',
     )
     start_state = models.CharField(
-        max_length=64, blank=True,
+        max_length=64,
+        blank=True,
         help_text="The clock starts when the task first enters this state (empty: when the "
-                  "task is created).",
+        "task is created).",
     )
     pause_while_blocked = models.BooleanField(
-        default=True, help_text="The clock stops counting while the task is blocked.",
+        default=True,
+        help_text="The clock stops counting while the task is blocked.",
     )
     working_hours = models.JSONField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text='Count business time only: {"days": [0, 1, 2, 3, 4] (0 = Monday), '
-                  '"start": "09:00", "end": "17:00", "time_zone": "Europe/Paris"}. '
-                  "Empty: around the clock.",
+        '"start": "09:00", "end": "17:00", "time_zone": "Europe/Paris"}. '
+        "Empty: around the clock.",
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -311,10 +386,13 @@ class SLAConfig(models.Model):
         verbose_name = "SLA"
         constraints = [
             models.UniqueConstraint(
-                Coalesce("queue", Value(0)), "task_type", Coalesce("priority", Value(0)),
-                condition=Q(is_active=True), name="sla_config_target_once",
+                Coalesce("queue", Value(0)),
+                "task_type",
+                Coalesce("priority", Value(0)),
+                condition=Q(is_active=True),
+                name="sla_config_target_once",
                 violation_error_message="Another active SLA has the same queue, task type "
-                                        "and priority.",
+                "and priority.",
             ),
         ]
 
@@ -335,10 +413,12 @@ class SLAEventRecord(models.Model):
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="sla_events")
     kind = models.CharField(max_length=16, choices=SLAEventKind.choices)
     level = models.PositiveSmallIntegerField(
-        default=0, help_text="The escalation level (0 for the warning and the breach).",
+        default=0,
+        help_text="The escalation level (0 for the warning and the breach).",
     )
-    config = models.ForeignKey(SLAConfig, null=True, blank=True, on_delete=models.SET_NULL,
-                               related_name="events")
+    config = models.ForeignKey(
+        SLAConfig, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
     due_at = models.DateTimeField(help_text="When the threshold was reached.")
     fired_at = models.DateTimeField(default=timezone.now)
     details = models.JSONField(default=dict, blank=True)

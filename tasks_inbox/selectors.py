@@ -83,8 +83,14 @@ def task_get(*, user: User, task_id: Any, related: bool = True) -> Task:
     """One visible task, or ``NotFound`` (out of scope looks the same as missing)."""
     queryset = tasks_visible_to(user)
     if related:
-        queryset = queryset.select_related(*LIST_RELATED, "created_by", "completed_by",
-                                           "content_type", "parent", "origin_action_run")
+        queryset = queryset.select_related(
+            *LIST_RELATED,
+            "created_by",
+            "completed_by",
+            "content_type",
+            "parent",
+            "origin_action_run",
+        )
     try:
         return queryset.get(pk=int(task_id))
     except (Task.DoesNotExist, ValueError, TypeError):
@@ -134,8 +140,9 @@ def user_lookup(value: Any, *, field: str = "assignee") -> AbstractBaseUser:
     if not found:
         raise UnknownUser(f"no user {text!r}", field=field, value=text)
     if len(found) > 1:
-        raise AmbiguousUser(f"{text!r} names several users; give the id or the username",
-                            field=field, value=text)
+        raise AmbiguousUser(
+            f"{text!r} names several users; give the id or the username", field=field, value=text
+        )
     return found[0]
 
 
@@ -152,8 +159,11 @@ def queue_lookup(value: Any, *, field: str = "queue") -> Group:
     if not found:
         raise UnknownQueue(f"no queue {text!r}", field=field, value=text)
     if len(found) > 1:
-        raise AmbiguousQueue(f"{text!r} is the name of one queue and the id of another; "
-                             "give the name", field=field, value=text)
+        raise AmbiguousQueue(
+            f"{text!r} is the name of one queue and the id of another; give the name",
+            field=field,
+            value=text,
+        )
     return found[0]
 
 
@@ -164,21 +174,33 @@ def queues_of(user: User) -> QuerySet[Group]:
         return Group.objects.none()
     queryset = Group.objects.all()
     if not user.is_staff:
-        queryset = queryset.filter(Q(pk__in=member_queue_ids(user))
-                                   | Q(pk__in=managed_queue_ids(user)))
+        queryset = queryset.filter(
+            Q(pk__in=member_queue_ids(user)) | Q(pk__in=managed_queue_ids(user))
+        )
+
     def count(rows: QuerySet[Any]) -> Coalesce:
         counted = rows.order_by().values("queue_id").annotate(n=Count("pk")).values("n")
         return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
     open_tasks = Task.objects.filter(queue_id=OuterRef("pk"), is_open=True)
-    members = (get_user_model().objects.filter(groups=OuterRef("pk")).order_by()
-               .values("groups").annotate(n=Count("pk")).values("n"))
-    return queryset.annotate(
-        open_count=count(open_tasks),
-        claimable_count=count(open_tasks.filter(assignee__isnull=True)),
-        overdue_count=count(open_tasks.filter(due_at__lt=timezone.now())),
-        member_count=Coalesce(Subquery(members, output_field=IntegerField()), Value(0)),
-    ).select_related("queue_settings").order_by("name")
+    members = (
+        get_user_model()
+        .objects.filter(groups=OuterRef("pk"))
+        .order_by()
+        .values("groups")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return (
+        queryset.annotate(
+            open_count=count(open_tasks),
+            claimable_count=count(open_tasks.filter(assignee__isnull=True)),
+            overdue_count=count(open_tasks.filter(due_at__lt=timezone.now())),
+            member_count=Coalesce(Subquery(members, output_field=IntegerField()), Value(0)),
+        )
+        .select_related("queue_settings")
+        .order_by("name")
+    )
 
 
 # --- roles and allowed actions ----------------------------------------------------------
@@ -251,8 +273,9 @@ def guard_context(task: Task, user: User) -> dict[str, Any]:
     return {"task": task_context(task)["task"], "actor": actor_context(user)}
 
 
-def task_available_transitions(task: Task, user: User, spec: LifecycleSpec | None = None,
-                               roles: set[str] | None = None) -> list[TransitionSpec]:
+def task_available_transitions(
+    task: Task, user: User, spec: LifecycleSpec | None = None, roles: set[str] | None = None
+) -> list[TransitionSpec]:
     """The transitions ``user`` may fire now: from the current state, into an enabled state,
     allowed for the user's roles, with a guard that holds."""
     spec = spec or lifecycle_spec(task.lifecycle)
@@ -362,9 +385,9 @@ def team_workload(*, user: User) -> list[dict[str, Any]]:
     """Open tasks per assignee across the queues ``user`` manages."""
     tasks = task_inbox(user=user, scope="team").filter(is_open=True)
     rows = (
-        tasks.order_by().values("assignee_id", "assignee__username")
-        .annotate(open=Count("id"),
-                  overdue=Count("id", filter=Q(due_at__lt=timezone.now())))
+        tasks.order_by()
+        .values("assignee_id", "assignee__username")
+        .annotate(open=Count("id"), overdue=Count("id", filter=Q(due_at__lt=timezone.now())))
         .order_by("-open", "assignee__username")
     )
     return list(rows[:200])
@@ -382,13 +405,17 @@ def task_stats(*, user: User) -> dict[str, Any]:
             open=Count("id", filter=Q(is_open=True)),
             overdue=Count("id", filter=Q(is_open=True, due_at__lt=now)),
             mine=Count("id", filter=Q(is_open=True, assignee=user)),
-            claimable=Count("id", filter=Q(is_open=True, assignee__isnull=True,
-                                           queue__in=member_queue_ids(user))),
+            claimable=Count(
+                "id",
+                filter=Q(is_open=True, assignee__isnull=True, queue__in=member_queue_ids(user)),
+            ),
         )
     by_state = dict(visible.values_list("state").annotate(n=Count("id")).order_by("state"))
     by_priority = {
-        priority_name(value): n for value, n in
-        visible.filter(is_open=True).values_list("priority").annotate(n=Count("id"))
+        priority_name(value): n
+        for value, n in visible.filter(is_open=True)
+        .values_list("priority")
+        .annotate(n=Count("id"))
         .order_by("-priority")
     }
     return {**totals, "by_state": by_state, "by_priority": by_priority}
@@ -401,8 +428,9 @@ def notification_unread_count(*, user: AbstractBaseUser) -> int:
     return Notification.objects.filter(recipient=user, read_at__isnull=True).count()
 
 
-def notifications_for(*, user: AbstractBaseUser, unread_only: bool = False
-                      ) -> QuerySet[Notification]:
+def notifications_for(
+    *, user: AbstractBaseUser, unread_only: bool = False
+) -> QuerySet[Notification]:
     queryset = Notification.objects.filter(recipient=user)
     if unread_only:
         queryset = queryset.filter(read_at__isnull=True)
@@ -431,12 +459,16 @@ def _sla_p95(judged: QuerySet[Task]) -> dict[int, float | None]:
     from django.db import connection
 
     if connection.vendor == "postgresql":
-        rows = judged.values("sla_config_id").annotate(
-            p95=_PercentileCont("sla_elapsed_seconds", 0.95)).order_by()
+        rows = (
+            judged.values("sla_config_id")
+            .annotate(p95=_PercentileCont("sla_elapsed_seconds", 0.95))
+            .order_by()
+        )
         return {row["sla_config_id"]: row["p95"] for row in rows}
     samples: dict[int, list[int]] = {}
-    recent = judged.values_list("sla_config_id", "sla_elapsed_seconds").order_by(
-        "-sla_stopped_at")[:SLA_PERCENTILE_SAMPLE]
+    recent = judged.values_list("sla_config_id", "sla_elapsed_seconds").order_by("-sla_stopped_at")[
+        :SLA_PERCENTILE_SAMPLE
+    ]
     for config_id, seconds in recent:
         samples.setdefault(config_id, []).append(seconds)
     result: dict[int, float | None] = {}
@@ -453,8 +485,9 @@ def _sla_scope(user: User) -> QuerySet[Task]:
     return Task.objects.all() if user is None else tasks_visible_to(user)
 
 
-def sla_compliance_report(*, since: datetime, until: datetime, user: User = None,
-                          config_id: int | None = None) -> list[dict[str, Any]]:
+def sla_compliance_report(
+    *, since: datetime, until: datetime, user: User = None, config_id: int | None = None
+) -> list[dict[str, Any]]:
     """Per SLA config, over the tasks whose clock stopped in ``[since, until)`` (among the
     tasks ``user`` may see; ``None``: all):
 
@@ -470,10 +503,15 @@ def sla_compliance_report(*, since: datetime, until: datetime, user: User = None
     from tasks_inbox.models import SLAConfig, SLAEventKind, SLAEventRecord
 
     scope = _sla_scope(user)
-    judged = scope.filter(sla_met__isnull=False, sla_config__isnull=False,
-                          sla_stopped_at__gte=since, sla_stopped_at__lt=until)
-    breaches = SLAEventRecord.objects.filter(kind=SLAEventKind.BREACH, fired_at__gte=since,
-                                             fired_at__lt=until, config__isnull=False)
+    judged = scope.filter(
+        sla_met__isnull=False,
+        sla_config__isnull=False,
+        sla_stopped_at__gte=since,
+        sla_stopped_at__lt=until,
+    )
+    breaches = SLAEventRecord.objects.filter(
+        kind=SLAEventKind.BREACH, fired_at__gte=since, fired_at__lt=until, config__isnull=False
+    )
     if user is not None:
         breaches = breaches.filter(task__in=scope)
     configs = SLAConfig.objects.all()
@@ -482,10 +520,14 @@ def sla_compliance_report(*, since: datetime, until: datetime, user: User = None
         breaches = breaches.filter(config_id=config_id)
         configs = configs.filter(pk=config_id)
     figures = {
-        row["sla_config_id"]: row for row in judged.values("sla_config_id").annotate(
-            total=Count("id"), met=Count("id", filter=Q(sla_met=True)),
+        row["sla_config_id"]: row
+        for row in judged.values("sla_config_id")
+        .annotate(
+            total=Count("id"),
+            met=Count("id", filter=Q(sla_met=True)),
             mean=Avg("sla_elapsed_seconds"),
-        ).order_by()
+        )
+        .order_by()
     }
     breach_counts = dict(breaches.values_list("config_id").annotate(n=Count("id")).order_by())
     p95 = _sla_p95(judged) if figures else {}
@@ -495,48 +537,71 @@ def sla_compliance_report(*, since: datetime, until: datetime, user: User = None
         total, met = row.get("total", 0), row.get("met", 0)
         if not config.is_active and not total and not breach_counts.get(config.pk):
             continue
-        rows.append({
-            "config_id": config.pk,
-            "name": config.name,
-            "queue": config.queue.name if config.queue_id else None,
-            "task_type": config.task_type,
-            "target_seconds": int(config.target.total_seconds()),
-            "total": total,
-            "met": met,
-            "within_target_pct": round(100 * met / total, 1) if total else None,
-            "breaches": breach_counts.get(config.pk, 0),
-            "mean_seconds": round(row["mean"], 1) if row.get("mean") is not None else None,
-            "p95_seconds": round(p95[config.pk], 1) if p95.get(config.pk) is not None
-            else None,
-        })
+        rows.append(
+            {
+                "config_id": config.pk,
+                "name": config.name,
+                "queue": config.queue.name if config.queue_id else None,
+                "task_type": config.task_type,
+                "target_seconds": int(config.target.total_seconds()),
+                "total": total,
+                "met": met,
+                "within_target_pct": round(100 * met / total, 1) if total else None,
+                "breaches": breach_counts.get(config.pk, 0),
+                "mean_seconds": round(row["mean"], 1) if row.get("mean") is not None else None,
+                "p95_seconds": round(p95[config.pk], 1) if p95.get(config.pk) is not None else None,
+            }
+        )
     return rows
 
 
-def sla_compliance_daily(*, since: datetime, until: datetime, user: User = None,
-                         config_id: int | None = None) -> list[dict[str, Any]]:
+def sla_compliance_daily(
+    *, since: datetime, until: datetime, user: User = None, config_id: int | None = None
+) -> list[dict[str, Any]]:
     """Per day (project time zone), over all configs or one: judged tasks, how many met
     the target, and the share."""
     from django.db.models.functions import TruncDate
 
-    judged = _sla_scope(user).filter(sla_met__isnull=False, sla_config__isnull=False,
-                                     sla_stopped_at__gte=since, sla_stopped_at__lt=until)
+    judged = _sla_scope(user).filter(
+        sla_met__isnull=False,
+        sla_config__isnull=False,
+        sla_stopped_at__gte=since,
+        sla_stopped_at__lt=until,
+    )
     if config_id is not None:
         judged = judged.filter(sla_config_id=config_id)
     rows = (
-        judged.annotate(day=TruncDate("sla_stopped_at")).values("day")
-        .annotate(total=Count("id"), met=Count("id", filter=Q(sla_met=True))).order_by("day")
+        judged.annotate(day=TruncDate("sla_stopped_at"))
+        .values("day")
+        .annotate(total=Count("id"), met=Count("id", filter=Q(sla_met=True)))
+        .order_by("day")
     )
-    return [{"day": row["day"], "total": row["total"], "met": row["met"],
-             "within_target_pct": round(100 * row["met"] / row["total"], 1)}
-            for row in rows]
+    return [
+        {
+            "day": row["day"],
+            "total": row["total"],
+            "met": row["met"],
+            "within_target_pct": round(100 * row["met"] / row["total"], 1),
+        }
+        for row in rows
+    ]
 
 
 def sla_compliance(hours: int = 24) -> list[dict[str, Any]]:
     """The monitoring page's SLA table: per config over the last ``hours``."""
     now = timezone.now()
     return [
-        {key: row[key] for key in ("name", "total", "within_target_pct", "breaches",
-                                   "mean_seconds", "p95_seconds")}
+        {
+            key: row[key]
+            for key in (
+                "name",
+                "total",
+                "within_target_pct",
+                "breaches",
+                "mean_seconds",
+                "p95_seconds",
+            )
+        }
         for row in sla_compliance_report(since=now - timedelta(hours=hours), until=now)
     ]
 
@@ -547,7 +612,8 @@ def queues_by_overdue(limit: int = 10) -> list[dict[str, Any]]:
     rows = (
         Task.objects.filter(is_open=True, queue__isnull=False)
         .filter(Q(sla_due_at__lt=now) | Q(due_at__lt=now))
-        .values("queue__name").annotate(overdue=Count("id"))
+        .values("queue__name")
+        .annotate(overdue=Count("id"))
         .order_by("-overdue", "queue__name")[:limit]
     )
     return [{"queue": row["queue__name"], "overdue": row["overdue"]} for row in rows]
@@ -559,16 +625,24 @@ def task_metrics() -> Iterator[Any]:
 
     from tasks_inbox.models import SLAEventKind, SLAEventRecord
 
-    tasks = GaugeMetricFamily("flowdesk_tasks", "Tasks by state and queue.",
-                              labels=["state", "queue"])
-    for row in (Task.objects.values("state", "queue__name").annotate(n=Count("id"))
-                .order_by("state", "queue__name")):
+    tasks = GaugeMetricFamily(
+        "flowdesk_tasks", "Tasks by state and queue.", labels=["state", "queue"]
+    )
+    for row in (
+        Task.objects.values("state", "queue__name")
+        .annotate(n=Count("id"))
+        .order_by("state", "queue__name")
+    ):
         tasks.add_metric([row["state"], row["queue__name"] or ""], row["n"])
     yield tasks
-    breaches = CounterMetricFamily("flowdesk_sla_breaches", "SLA breaches, by the queue the "
-                                   "task is in.", labels=["queue"])
-    for row in (SLAEventRecord.objects.filter(kind=SLAEventKind.BREACH)
-                .values("task__queue__name").annotate(n=Count("id"))
-                .order_by("task__queue__name")):
+    breaches = CounterMetricFamily(
+        "flowdesk_sla_breaches", "SLA breaches, by the queue the task is in.", labels=["queue"]
+    )
+    for row in (
+        SLAEventRecord.objects.filter(kind=SLAEventKind.BREACH)
+        .values("task__queue__name")
+        .annotate(n=Count("id"))
+        .order_by("task__queue__name")
+    ):
         breaches.add_metric([row["task__queue__name"] or ""], row["n"])
     yield breaches

@@ -70,7 +70,8 @@ def priority_value(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value in Priority.values:
         return value
     raise ValidationFailed.from_issues(
-        [("priority", f"unknown priority {value!r} (known: {', '.join(PRIORITY_BY_NAME)})")])
+        [("priority", f"unknown priority {value!r} (known: {', '.join(PRIORITY_BY_NAME)})")]
+    )
 
 
 # --- routing ----------------------------------------------------------------------------
@@ -84,7 +85,8 @@ def least_busy_member(group: Group) -> AbstractBaseUser | None:
     """The active member of ``group`` with the fewest open tasks; ties go to whoever was
     assigned a task least recently (never assigned first), then the lowest id."""
     return (
-        get_user_model().objects.filter(groups=group, is_active=True)
+        get_user_model()
+        .objects.filter(groups=group, is_active=True)
         .annotate(
             open_tasks=Count("assigned_tasks", filter=Q(assigned_tasks__is_open=True)),
             last_assigned=Max("assigned_tasks__assigned_at"),
@@ -105,7 +107,8 @@ def queue_route(*, queue: Group, routing: str | None = None) -> AbstractBaseUser
     mode = routing or settings_row.routing
     if mode not in RoutingMode.values:
         raise ValidationFailed.from_issues(
-            [("routing", f"unknown routing {mode!r} (known: {', '.join(RoutingMode.values)})")])
+            [("routing", f"unknown routing {mode!r} (known: {', '.join(RoutingMode.values)})")]
+        )
     if mode == RoutingMode.CLAIM:
         return None
     return least_busy_member(queue)
@@ -155,13 +158,26 @@ def task_create(
         assignee = queue_route(queue=queue, routing=routing)
     now = timezone.now()
     task = Task(
-        title=title, description=description or "", task_type=task_type or "",
-        queue=queue, assignee=assignee, assigned_at=now if assignee else None,
-        priority=priority_value(priority), due_at=due_at, lifecycle=lifecycle,
-        state=initial.key, is_open=True, form=form or {}, parent=parent,
+        title=title,
+        description=description or "",
+        task_type=task_type or "",
+        queue=queue,
+        assignee=assignee,
+        assigned_at=now if assignee else None,
+        priority=priority_value(priority),
+        due_at=due_at,
+        lifecycle=lifecycle,
+        state=initial.key,
+        is_open=True,
+        form=form or {},
+        parent=parent,
         origin_run_id=origin_action_run.run_id if origin_action_run else None,
-        origin_action_run=origin_action_run, wait=bool(wait and origin_action_run),
-        created_by=_person(created_by), created_at=now, updated_at=now, sla_due_at=sla_due_at,
+        origin_action_run=origin_action_run,
+        wait=bool(wait and origin_action_run),
+        created_by=_person(created_by),
+        created_at=now,
+        updated_at=now,
+        sla_due_at=sla_due_at,
     )
     if related is not None:
         task.content_type = ContentType.objects.get_for_model(related)
@@ -169,10 +185,16 @@ def task_create(
     clock_on_create(task, now=now, due_at=sla_due_at)  # the SLA: config, clock, due times
     task.save(force_insert=True)
     TaskHistory.objects.create(
-        task=task, action="create", from_state="", to_state=initial.key,
-        actor=_person(created_by), created_at=now,
-        input={"assignee": assignee.get_username() if assignee else None,
-               "queue": queue.name if queue else None},
+        task=task,
+        action="create",
+        from_state="",
+        to_state=initial.key,
+        actor=_person(created_by),
+        created_at=now,
+        input={
+            "assignee": assignee.get_username() if assignee else None,
+            "queue": queue.name if queue else None,
+        },
     )
     _emit(task, "task.created", created_by)
     if assignee is not None:
@@ -189,8 +211,9 @@ def _open_task_for_handling(task_id: Any, actor: Actor, verb: str, past: str) ->
     task = _task_for_update(task_id, actor)
     spec = lifecycle_spec(task.lifecycle)
     if not task_roles(task, actor) & {"manager", "staff", "assignee", "system"}:
-        raise PermissionDenied("Only the assignee, the queue's managers or staff can "
-                               f"{verb} this task.")
+        raise PermissionDenied(
+            f"Only the assignee, the queue's managers or staff can {verb} this task."
+        )
     if not task.is_open:
         raise _invalid(task, actor, spec, f"A {task.state} task cannot be {past}.")
     return task
@@ -213,7 +236,8 @@ def _task_for_update(task_id: Any, actor: Actor, scope: QuerySet[Task] | None = 
     if not locked or not scope.filter(pk=pk).exists():
         raise NotFound(f"Task {task_id} not found.")
     return Task.objects.select_related(
-        "lifecycle", "assignee", "queue", "created_by", "completed_by").get(pk=pk)
+        "lifecycle", "assignee", "queue", "created_by", "completed_by"
+    ).get(pk=pk)
 
 
 def _allowed(task: Task, actor: Actor, spec: LifecycleSpec) -> list[str]:
@@ -221,14 +245,20 @@ def _allowed(task: Task, actor: Actor, spec: LifecycleSpec) -> list[str]:
 
 
 def _invalid(task: Task, actor: Actor, spec: LifecycleSpec, message: str) -> InvalidTransition:
-    return InvalidTransition(message, data={"current_state": task.state,
-                                            "allowed_actions": _allowed(task, actor, spec)})
+    return InvalidTransition(
+        message, data={"current_state": task.state, "allowed_actions": _allowed(task, actor, spec)}
+    )
 
 
 def _disabled(task: Task, actor: Actor, spec: LifecycleSpec, action: str) -> ActionDisabled:
-    return ActionDisabled(f"The action '{action}' of the '{spec.slug}' lifecycle is disabled.",
-                          data={"action": action, "current_state": task.state,
-                                "allowed_actions": _allowed(task, actor, spec)})
+    return ActionDisabled(
+        f"The action '{action}' of the '{spec.slug}' lifecycle is disabled.",
+        data={
+            "action": action,
+            "current_state": task.state,
+            "allowed_actions": _allowed(task, actor, spec),
+        },
+    )
 
 
 def _empty(value: Any) -> bool:
@@ -236,36 +266,53 @@ def _empty(value: Any) -> bool:
 
 
 @transaction.atomic
-def task_transition(*, task_id: Any, action: str, actor: Actor,
-                    input: dict[str, Any] | None = None, outcome: str | None = None) -> Task:
+def task_transition(
+    *,
+    task_id: Any,
+    action: str,
+    actor: Actor,
+    input: dict[str, Any] | None = None,
+    outcome: str | None = None,
+) -> Task:
     """Fire ``action`` on the task: the one way a task changes state."""
     task = _task_for_update(task_id, actor)
     return _transition(task, action, actor, input, outcome=outcome)
 
 
-def _transition(task: Task, action: str, actor: Actor, data: Any, *,
-                history_action: str | None = None, outcome: str | None = None,
-                input_path: str = "input") -> Task:
+def _transition(
+    task: Task,
+    action: str,
+    actor: Actor,
+    data: Any,
+    *,
+    history_action: str | None = None,
+    outcome: str | None = None,
+    input_path: str = "input",
+) -> Task:
     """Check and apply one transition to a locked task (see ``task_transition``)."""
     spec = lifecycle_spec(task.lifecycle)
     transition = spec.transitions.get(str(action))
     if transition is None:
-        raise _invalid(task, actor, spec, f"'{action}' is not an action of the "
-                                          f"'{spec.slug}' lifecycle.")
+        raise _invalid(
+            task, actor, spec, f"'{action}' is not an action of the '{spec.slug}' lifecycle."
+        )
     if not transition.is_enabled:  # switched off whatever the state: its own code
         raise _disabled(task, actor, spec, transition.action)
     if task.state not in transition.from_states:
-        raise _invalid(task, actor, spec,
-                       f"'{action}' is not allowed from the state '{task.state}'.")
+        raise _invalid(
+            task, actor, spec, f"'{action}' is not allowed from the state '{task.state}'."
+        )
     target = spec.states[transition.to_state]
     if not target.is_enabled:
         raise _invalid(task, actor, spec, f"The state '{target.key}' is disabled.")
     if not may_fire(transition, task_roles(task, actor)):
         raise PermissionDenied(
-            f"You may not '{action}' this task (allowed: {', '.join(transition.allowed)}).")
+            f"You may not '{action}' this task (allowed: {', '.join(transition.allowed)})."
+        )
     if transition.guard is not None and not transition.guard(guard_context(task, actor)):
-        raise _invalid(task, actor, spec,
-                       f"The condition of '{action}' does not hold for this task.")
+        raise _invalid(
+            task, actor, spec, f"The condition of '{action}' does not hold for this task."
+        )
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -280,7 +327,8 @@ def _transition(task: Task, action: str, actor: Actor, data: Any, *,
     missing = [name for name in transition.required_input if _empty(data.get(name))]
     if missing:
         raise ValidationFailed.from_issues(
-            [(f"{input_path}.{name}", "this field is required") for name in missing])
+            [(f"{input_path}.{name}", "this field is required") for name in missing]
+        )
     data = json_value(data)
 
     now = timezone.now()
@@ -301,21 +349,38 @@ def _transition(task: Task, action: str, actor: Actor, data: Any, *,
         if completing and (task.form_fields or data):
             task.result = data
             fields.append("result")
-    fields += clock_on_transition(task, to_state=target.key, final=target.is_final,
-                                  completed=target.is_final and not target.is_cancellation,
-                                  now=now)  # the SLA clock starts, pauses, resumes or stops
+    fields += clock_on_transition(
+        task,
+        to_state=target.key,
+        final=target.is_final,
+        completed=target.is_final and not target.is_cancellation,
+        now=now,
+    )  # the SLA clock starts, pauses, resumes or stops
     task.save(update_fields=fields)
-    TaskHistory.objects.create(task=task, action=history_action or transition.action,
-                               from_state=from_state, to_state=target.key,
-                               actor=_person(actor), input=data, created_at=now)
-    change = {"action": history_action or transition.action, "from_state": from_state,
-              "to_state": target.key, "input": data}
-    extra = {"transition": change, "action": change["action"], "from_state": from_state,
-             "to_state": target.key}
+    TaskHistory.objects.create(
+        task=task,
+        action=history_action or transition.action,
+        from_state=from_state,
+        to_state=target.key,
+        actor=_person(actor),
+        input=data,
+        created_at=now,
+    )
+    change = {
+        "action": history_action or transition.action,
+        "from_state": from_state,
+        "to_state": target.key,
+        "input": data,
+    }
+    extra = {
+        "transition": change,
+        "action": change["action"],
+        "from_state": from_state,
+        "to_state": target.key,
+    }
     _emit(task, "task.transitioned", actor, extra)
     if target.is_final:
-        _emit(task, "task.cancelled" if target.is_cancellation else "task.completed",
-              actor, extra)
+        _emit(task, "task.cancelled" if target.is_cancellation else "task.completed", actor, extra)
         _resume_origin(task, cancelled=target.is_cancellation, data=data)
     return task
 
@@ -333,26 +398,34 @@ def _resume_origin(task: Task, *, cancelled: bool, data: dict[str, Any]) -> None
     }
     reason = data.get("reason") if isinstance(data, dict) else None
     error = f"Task #{task.pk} was cancelled" + (f": {reason}" if reason else ".")
-    waiting_step_ended.send(sender=Task, action_run_id=task.origin_action_run_id,
-                            output=output, failed=cancelled, error=error if cancelled else "")
+    waiting_step_ended.send(
+        sender=Task,
+        action_run_id=task.origin_action_run_id,
+        output=output,
+        failed=cancelled,
+        error=error if cancelled else "",
+    )
 
 
 @transaction.atomic
-def task_complete(*, task_id: Any, actor: Actor, data: dict[str, Any] | None = None,
-                  outcome: str | None = None) -> Task:
+def task_complete(
+    *, task_id: Any, actor: Actor, data: dict[str, Any] | None = None, outcome: str | None = None
+) -> Task:
     """Submit the task's form and fire its completing transition (``complete`` if the
     lifecycle has one from here, else the first one into a final, non-cancelling state)."""
     task = _task_for_update(task_id, actor)
     spec = lifecycle_spec(task.lifecycle)
     candidates = [t for t in spec.leaving(task.state) if spec.is_completing(t)]
-    chosen = next((t for t in candidates if t.action == "complete"),
-                  candidates[0] if candidates else None)
+    chosen = next(
+        (t for t in candidates if t.action == "complete"), candidates[0] if candidates else None
+    )
     if chosen is None:
         switched_off = [t for t in spec.disabled_leaving(task.state) if spec.is_completing(t)]
         if switched_off:
             raise _disabled(task, actor, spec, switched_off[0].action)
-        raise _invalid(task, actor, spec,
-                       f"The task cannot be completed from the state '{task.state}'.")
+        raise _invalid(
+            task, actor, spec, f"The task cannot be completed from the state '{task.state}'."
+        )
     return _transition(task, chosen.action, actor, data, outcome=outcome, input_path="data")
 
 
@@ -372,8 +445,7 @@ def task_claim(*, task_id: Any, actor: AbstractBaseUser) -> Task:
         if not tasks_visible_to(actor).filter(pk=task.pk).exists():
             raise AlreadyClaimed()  # who holds it now is out of the caller's sight
         who = task.assignee.get_username()
-        raise AlreadyClaimed(f"The task was already claimed by {who}.",
-                             data={"assignee": who})
+        raise AlreadyClaimed(f"The task was already claimed by {who}.", data={"assignee": who})
     spec = lifecycle_spec(task.lifecycle)
     if not task.is_open:
         raise _invalid(task, actor, spec, f"A {task.state} task cannot be claimed.")
@@ -389,8 +461,14 @@ def task_claim(*, task_id: Any, actor: AbstractBaseUser) -> Task:
     if start is not None and start in spec.leaving(task.state):
         _transition(task, "start", actor, {}, history_action="claim")
     else:
-        TaskHistory.objects.create(task=task, action="claim", from_state=task.state,
-                                   to_state=task.state, actor=actor, created_at=now)
+        TaskHistory.objects.create(
+            task=task,
+            action="claim",
+            from_state=task.state,
+            to_state=task.state,
+            actor=actor,
+            created_at=now,
+        )
     _emit(task, "task.assigned", actor, {"assignment": {"kind": "claim"}})
     return task
 
@@ -398,7 +476,8 @@ def task_claim(*, task_id: Any, actor: AbstractBaseUser) -> Task:
 def _assignment(task: Task, assignee: AbstractBaseUser | None, queue: Group | None) -> None:
     if assignee is not None and not assignee.is_active:
         raise ValidationFailed.from_issues(
-            [("assignee", f"user '{assignee.get_username()}' is not active")])
+            [("assignee", f"user '{assignee.get_username()}' is not active")]
+        )
     if queue is not None:
         task.queue = queue
     if assignee is None and queue is not None:
@@ -409,8 +488,14 @@ def _assignment(task: Task, assignee: AbstractBaseUser | None, queue: Group | No
 
 
 @transaction.atomic
-def task_reassign(*, task_id: Any, actor: Actor, assignee: AbstractBaseUser | None = None,
-                  queue: Group | None = None, reason: str = "") -> Task:
+def task_reassign(
+    *,
+    task_id: Any,
+    actor: Actor,
+    assignee: AbstractBaseUser | None = None,
+    queue: Group | None = None,
+    reason: str = "",
+) -> Task:
     """Give the task to someone else, or into a queue (routed like a new task).
 
     Allowed to the queue's managers, staff and the current assignee (handing it over).
@@ -423,23 +508,40 @@ def task_reassign(*, task_id: Any, actor: Actor, assignee: AbstractBaseUser | No
     task.updated_at = timezone.now()
     task.save(update_fields=["assignee", "assigned_at", "queue", "updated_at"])
     TaskHistory.objects.create(
-        task=task, action="reassign", from_state=task.state, to_state=task.state,
-        actor=_person(actor), created_at=task.updated_at,
-        input={"from": previous,
-               "to": task.assignee.get_username() if task.assignee_id else None,
-               "queue": task.queue.name if task.queue_id else None, "reason": reason},
+        task=task,
+        action="reassign",
+        from_state=task.state,
+        to_state=task.state,
+        actor=_person(actor),
+        created_at=task.updated_at,
+        input={
+            "from": previous,
+            "to": task.assignee.get_username() if task.assignee_id else None,
+            "queue": task.queue.name if task.queue_id else None,
+            "reason": reason,
+        },
     )
-    _emit(task, "task.assigned", actor, {"assignment": {"kind": "reassign", "from": previous,
-                                                        "reason": reason}})
+    _emit(
+        task,
+        "task.assigned",
+        actor,
+        {"assignment": {"kind": "reassign", "from": previous, "reason": reason}},
+    )
     if task.assignee_id and task.assignee_id != getattr(actor, "pk", None):
         _notify(task.assignee, f"Task reassigned to you: {task.title}", task)
     return task
 
 
 @transaction.atomic
-def task_escalate(*, task_id: Any, actor: Actor, reason: str = "",
-                  priority: int | str | None = None, assignee: AbstractBaseUser | None = None,
-                  queue: Group | None = None) -> Task:
+def task_escalate(
+    *,
+    task_id: Any,
+    actor: Actor,
+    reason: str = "",
+    priority: int | str | None = None,
+    assignee: AbstractBaseUser | None = None,
+    queue: Group | None = None,
+) -> Task:
     """Raise the task's priority (one level unless given), optionally reassign it, tell the
     assignee and the queue's managers, and emit ``task.escalated``."""
     task = _open_task_for_handling(task_id, actor, "escalate", "escalated")
@@ -452,13 +554,22 @@ def task_escalate(*, task_id: Any, actor: Actor, reason: str = "",
     _assignment(task, assignee, queue)
     task.updated_at = timezone.now()
     task.save(update_fields=["priority", "assignee", "assigned_at", "queue", "updated_at"])
-    details = {"reason": reason, "from_priority": priority_name(before),
-               "priority": priority_name(task.priority),
-               "assignee": task.assignee.get_username() if task.assignee_id else None,
-               "queue": task.queue.name if task.queue_id else None}
-    TaskHistory.objects.create(task=task, action="escalate", from_state=task.state,
-                               to_state=task.state, actor=_person(actor),
-                               created_at=task.updated_at, input=details)
+    details = {
+        "reason": reason,
+        "from_priority": priority_name(before),
+        "priority": priority_name(task.priority),
+        "assignee": task.assignee.get_username() if task.assignee_id else None,
+        "queue": task.queue.name if task.queue_id else None,
+    }
+    TaskHistory.objects.create(
+        task=task,
+        action="escalate",
+        from_state=task.state,
+        to_state=task.state,
+        actor=_person(actor),
+        created_at=task.updated_at,
+        input=details,
+    )
     _emit(task, "task.escalated", actor, {"escalation": details})
     recipients = set()
     if task.assignee_id:
@@ -470,8 +581,9 @@ def task_escalate(*, task_id: Any, actor: Actor, reason: str = "",
     return task
 
 
-def task_sla_fire(*, task: Task, kind: str, level: int, actions: list[dict[str, Any]],
-                  sla: dict[str, Any]) -> Task:
+def task_sla_fire(
+    *, task: Task, kind: str, level: int, actions: list[dict[str, Any]], sla: dict[str, Any]
+) -> Task:
     """What an SLA threshold does to a task (called by ``tasks_inbox.sla.sweep`` once per
     threshold, holding the task's row lock, after recording the threshold).
 
@@ -487,8 +599,11 @@ def task_sla_fire(*, task: Task, kind: str, level: int, actions: list[dict[str, 
         event_type = "task.sla_warning" if kind == "warning" else "task.sla_breached"
         _emit(task, event_type, None, {"sla": sla})
         due = sla.get("due_at") or ""
-        text = (f"SLA warning: {task.title} is due {due}" if kind == "warning"
-                else f"SLA breached: {task.title} was due {due}")
+        text = (
+            f"SLA warning: {task.title} is due {due}"
+            if kind == "warning"
+            else f"SLA breached: {task.title} was due {due}"
+        )
         for user in _assignee_or_managers(task):
             _notify(user, text, task)
         return task
@@ -502,15 +617,23 @@ def task_sla_fire(*, task: Task, kind: str, level: int, actions: list[dict[str, 
             if action.get("to"):
                 task.priority = max(task.priority, priority_value(action["to"]))
             else:
-                task.priority = min([v for v in Priority.values if v > task.priority],
-                                    default=task.priority)
+                task.priority = min(
+                    [v for v in Priority.values if v > task.priority], default=task.priority
+                )
             done.append(f"priority {priority_name(task.priority)}")
         elif kind_of == "reassign":
-            queue = Group.objects.filter(name=action["queue"]).first() if action.get(
-                "queue") else None
-            user = get_user_model()._default_manager.filter(
-                is_active=True, **{get_user_model().USERNAME_FIELD: action["user"]}).first(
-            ) if action.get("user") else None
+            queue = (
+                Group.objects.filter(name=action["queue"]).first() if action.get("queue") else None
+            )
+            user = (
+                get_user_model()
+                ._default_manager.filter(
+                    is_active=True, **{get_user_model().USERNAME_FIELD: action["user"]}
+                )
+                .first()
+                if action.get("user")
+                else None
+            )
             if queue is None and user is None:
                 skipped.append(f"reassign to {action.get('queue') or action.get('user')}")
                 continue
@@ -528,21 +651,33 @@ def task_sla_fire(*, task: Task, kind: str, level: int, actions: list[dict[str, 
             done.append("notified the managers")
     task.updated_at = timezone.now()
     task.save(update_fields=["priority", "assignee", "assigned_at", "queue", "updated_at"])
-    details = {"level": level, "reason": f"SLA '{sla.get('config')}' level {level}",
-               "actions": done, "skipped": skipped, "from_priority": priority_name(before),
-               "priority": priority_name(task.priority),
-               "assignee": task.assignee.get_username() if task.assignee_id else None,
-               "queue": task.queue.name if task.queue_id else None}
-    TaskHistory.objects.create(task=task, action="escalate", from_state=task.state,
-                               to_state=task.state, actor=None, created_at=task.updated_at,
-                               input=details)
+    details = {
+        "level": level,
+        "reason": f"SLA '{sla.get('config')}' level {level}",
+        "actions": done,
+        "skipped": skipped,
+        "from_priority": priority_name(before),
+        "priority": priority_name(task.priority),
+        "assignee": task.assignee.get_username() if task.assignee_id else None,
+        "queue": task.queue.name if task.queue_id else None,
+    }
+    TaskHistory.objects.create(
+        task=task,
+        action="escalate",
+        from_state=task.state,
+        to_state=task.state,
+        actor=None,
+        created_at=task.updated_at,
+        input=details,
+    )
     _emit(task, "task.escalated", None, {"escalation": details, "sla": sla})
     label = f"SLA escalation (level {level}): {task.title}"
     if remind and task.assignee_id:
         _notify(task.assignee, remind[0] or f"Reminder — {label}", task)
     if managers and task.queue_id:
-        for user in get_user_model().objects.filter(
-                managed_queues__group=task.queue_id).order_by("pk"):
+        for user in (
+            get_user_model().objects.filter(managed_queues__group=task.queue_id).order_by("pk")
+        ):
             _notify(user, managers[0] or label, task)
     return task
 
@@ -551,8 +686,9 @@ def _assignee_or_managers(task: Task) -> list[AbstractBaseUser]:
     if task.assignee_id:
         return [task.assignee]
     if task.queue_id:
-        return list(get_user_model().objects.filter(managed_queues__group=task.queue_id)
-                    .order_by("pk"))
+        return list(
+            get_user_model().objects.filter(managed_queues__group=task.queue_id).order_by("pk")
+        )
     return []
 
 
@@ -570,13 +706,15 @@ def task_note_add(*, task_id: Any, actor: AbstractBaseUser, text: str) -> Note:
         raise ValidationFailed.from_issues([("note", "at most 20000 characters")])
     task_changed(task, "task.note_added")  # live pages, after the commit
     return Note.objects.create(
-        content_type=ContentType.objects.get_for_model(Task), object_id=str(task.pk),
-        note=text, visibility=NoteVisibility.INTERNAL, author=_person(actor),
+        content_type=ContentType.objects.get_for_model(Task),
+        object_id=str(task.pk),
+        note=text,
+        visibility=NoteVisibility.INTERNAL,
+        author=_person(actor),
     )
 
 
-def notification_mark_read(*, user: AbstractBaseUser, notification_id: int | None = None
-                           ) -> int:
+def notification_mark_read(*, user: AbstractBaseUser, notification_id: int | None = None) -> int:
     """Mark one of the user's notifications (or all of them) read; returns how many."""
     queryset = Notification.objects.filter(recipient=user, read_at__isnull=True)
     if notification_id is not None:
@@ -585,16 +723,22 @@ def notification_mark_read(*, user: AbstractBaseUser, notification_id: int | Non
 
 
 def _notify(user: AbstractBaseUser, message: str, task: Task) -> None:
-    notification = Notification.objects.create(recipient=user, message=message[:1000],
-                                               link=task.get_absolute_url())
+    notification = Notification.objects.create(
+        recipient=user, message=message[:1000], link=task.get_absolute_url()
+    )
     notification_created(notification)
 
 
-def _emit(task: Task, event_type: str, actor: Actor, extra: dict[str, Any] | None = None
-          ) -> None:
+def _emit(task: Task, event_type: str, actor: Actor, extra: dict[str, Any] | None = None) -> None:
     context = task_context(task)
     if extra:
         context.update(json_value(extra))
-    event_emit(event_type, context=context, actor=_person(actor), source=EventSource.TASK,
-               entity_type="task", entity_id=task.pk)
+    event_emit(
+        event_type,
+        context=context,
+        actor=_person(actor),
+        source=EventSource.TASK,
+        entity_type="task",
+        entity_id=task.pk,
+    )
     task_changed(task, event_type)  # live pages, after the commit

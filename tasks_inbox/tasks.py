@@ -17,8 +17,11 @@ def sweep_sla(batch_size: int | None = None) -> int:
 
     result = sla_sweep(batch_size=batch_size)
     if result.fired:
-        logger.info("SLA sweep: %d thresholds fired%s", result.fired,
-                    " (batch full, another follows)" if result.full else "")
+        logger.info(
+            "SLA sweep: %d thresholds fired%s",
+            result.fired,
+            " (batch full, another follows)" if result.full else "",
+        )
     if result.full:
         sweep_sla.delay(batch_size)
     return result.fired

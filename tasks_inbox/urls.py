@@ -16,7 +16,6 @@ urlpatterns = [
     path("inbox/tasks/<int:pk>/notes/", views.task_note, name="note"),
     path("inbox/notifications/", views.notifications, name="notifications"),
     path("inbox/notifications/read/", views.notification_read, name="notifications-read"),
-    path("inbox/notifications/<int:pk>/read/", views.notification_read,
-         name="notification-read"),
+    path("inbox/notifications/<int:pk>/read/", views.notification_read, name="notification-read"),
     path("inbox/sla/", views.sla_compliance, name="sla-compliance"),
 ]

@@ -68,8 +68,9 @@ def _task_list(request: HttpRequest, scope: str) -> HttpResponse:
     params = request.GET.copy()
     if "open" not in params and not params.get("state"):
         params["open"] = "true"
-    task_filter = TaskFilter(params, queryset=task_inbox(user=request.user, scope=scope),
-                             request=request)
+    task_filter = TaskFilter(
+        params, queryset=task_inbox(user=request.user, scope=scope), request=request
+    )
     page = Paginator(task_filter.qs, PAGE_SIZE).get_page(request.GET.get("page"))
     query = params.copy()
     query.pop("page", None)
@@ -121,8 +122,9 @@ def team(request: HttpRequest) -> HttpResponse:
 # --- the task page ----------------------------------------------------------------------
 
 
-def _form_fields(task: Task, values: dict[str, Any] | None, errors: dict[str, list[str]]
-                 ) -> list[dict[str, Any]]:
+def _form_fields(
+    task: Task, values: dict[str, Any] | None, errors: dict[str, list[str]]
+) -> list[dict[str, Any]]:
     values = values if values is not None else (task.result or {})
     fields = []
     for spec in task.form_fields:
@@ -131,36 +133,52 @@ def _form_fields(task: Task, values: dict[str, Any] | None, errors: dict[str, li
         if value is None and "default" in spec:
             value = spec["default"]
         picked = {str(v) for v in value} if isinstance(value, list) else {str(value)}
-        fields.append({
-            **spec,
-            "label": spec.get("label") or name.replace("_", " ").capitalize(),
-            "min": spec.get("min") if spec["type"] in ("number", "date") else None,
-            "max": spec.get("max") if spec["type"] in ("number", "date") else None,
-            "help": spec.get("help") or "",
-            "value": "" if value is None else value,
-            "errors": errors.get(f"data.{name}", []),
-            "options": [
-                {"value": choice_value(c), "label": choice_label(c),
-                 "selected": str(choice_value(c)) in picked}
-                for c in spec.get("choices") or []
-            ],
-        })
+        fields.append(
+            {
+                **spec,
+                "label": spec.get("label") or name.replace("_", " ").capitalize(),
+                "min": spec.get("min") if spec["type"] in ("number", "date") else None,
+                "max": spec.get("max") if spec["type"] in ("number", "date") else None,
+                "help": spec.get("help") or "",
+                "value": "" if value is None else value,
+                "errors": errors.get(f"data.{name}", []),
+                "options": [
+                    {
+                        "value": choice_value(c),
+                        "label": choice_label(c),
+                        "selected": str(choice_value(c)) in picked,
+                    }
+                    for c in spec.get("choices") or []
+                ],
+            }
+        )
     return fields
 
 
-def _panel_context(request: HttpRequest, task: Task, *, values: dict[str, Any] | None = None,
-                   errors: dict[str, list[str]] | None = None, error: str = "",
-                   notice: str = "") -> dict[str, Any]:
+def _panel_context(
+    request: HttpRequest,
+    task: Task,
+    *,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, list[str]] | None = None,
+    error: str = "",
+    notice: str = "",
+) -> dict[str, Any]:
     spec = lifecycle_spec(task.lifecycle)
     roles = task_roles(task, request.user)
     available = task_available_transitions(task, request.user, spec, roles=roles)
     completing = [t for t in available if spec.is_completing(t)]
     has_form = bool(task.form_fields)
     buttons = [
-        {"action": t.action, "label": t.label, "description": t.description,
-         "required_input": t.required_input,
-         "cancels": spec.states[t.to_state].is_cancellation}
-        for t in available if not (has_form and spec.is_completing(t))
+        {
+            "action": t.action,
+            "label": t.label,
+            "description": t.description,
+            "required_input": t.required_input,
+            "cancels": spec.states[t.to_state].is_cancellation,
+        }
+        for t in available
+        if not (has_form and spec.is_completing(t))
     ]
     state = spec.states.get(task.state)
     return {
@@ -168,11 +186,13 @@ def _panel_context(request: HttpRequest, task: Task, *, values: dict[str, Any] |
         "state_label": state.label if state else task.state,
         "buttons": buttons,
         "can_complete": bool(completing) and has_form,
-        "can_claim": task.is_open and task.assignee_id is None
+        "can_claim": task.is_open
+        and task.assignee_id is None
         and bool(roles & {"queue_member", "manager", "staff"}),
         "fields": _form_fields(task, values, errors or {}),
-        "form_errors": [m for path, msgs in (errors or {}).items()
-                        if not path.startswith("data.") for m in msgs],
+        "form_errors": [
+            m for path, msgs in (errors or {}).items() if not path.startswith("data.") for m in msgs
+        ],
         "history": _history(task),
         "error": error,
         "notice": notice,
@@ -185,15 +205,19 @@ def _history(task: Task) -> list[Any]:
         values = row.input if isinstance(row.input, dict) else {}
         row.details = " · ".join(
             f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
-            for key, value in values.items() if value not in (None, "", [], {}))
+            for key, value in values.items()
+            if value not in (None, "", [], {})
+        )
     return rows
 
 
 def _notes(task: Task) -> list[Note]:
     return list(
-        Note.objects.filter(content_type=ContentType.objects.get_for_model(Task),
-                            object_id=str(task.pk))
-        .select_related("author").order_by("-created_at", "-id")[:100]
+        Note.objects.filter(
+            content_type=ContentType.objects.get_for_model(Task), object_id=str(task.pk)
+        )
+        .select_related("author")
+        .order_by("-created_at", "-id")[:100]
     )
 
 
@@ -207,14 +231,21 @@ def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context["related"] = task.related if task.content_type_id else None
     context["origin_run"] = task.origin_run if task.origin_run_id else None
     # the plan (parent task) is named only to a viewer who may see it
-    context["parent"] = (tasks_visible_to(request.user).filter(pk=task.parent_id).first()
-                         if task.parent_id else None)
+    context["parent"] = (
+        tasks_visible_to(request.user).filter(pk=task.parent_id).first() if task.parent_id else None
+    )
     return render(request, "tasks_inbox/task_detail.html", context)
 
 
-def _after_action(request: HttpRequest, task_id: int, *, error: str = "", notice: str = "",
-                  values: dict[str, Any] | None = None,
-                  errors: dict[str, list[str]] | None = None) -> HttpResponse:
+def _after_action(
+    request: HttpRequest,
+    task_id: int,
+    *,
+    error: str = "",
+    notice: str = "",
+    values: dict[str, Any] | None = None,
+    errors: dict[str, list[str]] | None = None,
+) -> HttpResponse:
     """The fragment htmx swaps in (the list row or the task panel), or a redirect."""
     try:
         task = task_get(user=request.user, task_id=task_id)
@@ -222,14 +253,24 @@ def _after_action(request: HttpRequest, task_id: int, *, error: str = "", notice
         task = None
     if request.htmx:
         if request.POST.get("from") == "list":
-            return render(request, "tasks_inbox/partials/task_row.html",
-                          {"task": task, "row_error": error, "row_notice": notice,
-                           "task_id": task_id, "scope": request.POST.get("scope", "")})
+            return render(
+                request,
+                "tasks_inbox/partials/task_row.html",
+                {
+                    "task": task,
+                    "row_error": error,
+                    "row_notice": notice,
+                    "task_id": task_id,
+                    "scope": request.POST.get("scope", ""),
+                },
+            )
         if task is None:
             return render(request, "tasks_inbox/partials/gone.html", {"notice": notice})
-        return render(request, "tasks_inbox/partials/task_panel.html",
-                      _panel_context(request, task, values=values, errors=errors, error=error,
-                                     notice=notice))
+        return render(
+            request,
+            "tasks_inbox/partials/task_panel.html",
+            _panel_context(request, task, values=values, errors=errors, error=error, notice=notice),
+        )
     if error:
         messages.error(request, error)
     elif notice:
@@ -252,21 +293,29 @@ def _domain_call(request: HttpRequest, pk: int, call: Any, notice: str) -> HttpR
 @login_required
 @require_POST
 def task_claim(request: HttpRequest, pk: int) -> HttpResponse:
-    return _domain_call(request, pk, lambda: services.task_claim(task_id=pk, actor=request.user),
-                        "You claimed the task.")
+    return _domain_call(
+        request,
+        pk,
+        lambda: services.task_claim(task_id=pk, actor=request.user),
+        "You claimed the task.",
+    )
 
 
 @login_required
 @require_POST
 def task_transition(request: HttpRequest, pk: int) -> HttpResponse:
     action = request.POST.get("action", "")
-    data = {key[len("input_"):]: value for key, value in request.POST.items()
-            if key.startswith("input_") and value.strip()}
+    data = {
+        key[len("input_") :]: value
+        for key, value in request.POST.items()
+        if key.startswith("input_") and value.strip()
+    }
     return _domain_call(
-        request, pk,
-        lambda: services.task_transition(task_id=pk, action=action, actor=request.user,
-                                         input=data),
-        f"Done: {action.replace('_', ' ')}.")
+        request,
+        pk,
+        lambda: services.task_transition(task_id=pk, action=action, actor=request.user, input=data),
+        f"Done: {action.replace('_', ' ')}.",
+    )
 
 
 def _posted_form_data(request: HttpRequest, task: Task) -> dict[str, Any]:
@@ -311,8 +360,11 @@ def task_note(request: HttpRequest, pk: int) -> HttpResponse:
         error = exc.message
     task = _visible_task(request, pk)
     if request.htmx:
-        return render(request, "tasks_inbox/partials/notes.html",
-                      {"task": task, "notes": _notes(task), "note_error": error})
+        return render(
+            request,
+            "tasks_inbox/partials/notes.html",
+            {"task": task, "notes": _notes(task), "note_error": error},
+        )
     if error:
         messages.error(request, error)
     return redirect("inbox:task", pk=pk)
@@ -325,10 +377,12 @@ def task_note(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def notifications(request: HttpRequest) -> HttpResponse:
     unread_only = request.GET.get("unread") == "1"
-    page = Paginator(notifications_for(user=request.user, unread_only=unread_only),
-                     PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "tasks_inbox/notifications.html",
-                  {"page": page, "unread_only": unread_only})
+    page = Paginator(
+        notifications_for(user=request.user, unread_only=unread_only), PAGE_SIZE
+    ).get_page(request.GET.get("page"))
+    return render(
+        request, "tasks_inbox/notifications.html", {"page": page, "unread_only": unread_only}
+    )
 
 
 @login_required
@@ -340,7 +394,8 @@ def notification_read(request: HttpRequest, pk: int | None = None) -> HttpRespon
     if not request.htmx:
         return redirect(reverse("inbox:notifications") + ("?unread=1" if unread_only else ""))
     context: dict[str, Any] = {
-        "unread_notifications": notification_unread_count(user=request.user), "oob": True,
+        "unread_notifications": notification_unread_count(user=request.user),
+        "oob": True,
         "unread_only": unread_only,
     }
     if pk is None:
@@ -383,8 +438,7 @@ def sla_compliance(request: HttpRequest) -> HttpResponse:
     share.x_labels = [row["name"] for row in rows]
     share.add("within target", [row["within_target_pct"] for row in rows])
 
-    per_day = chart(pygal.Line, "Within target per day (%)", range=(0, 100),
-                    x_label_rotation=30)
+    per_day = chart(pygal.Line, "Within target per day (%)", range=(0, 100), x_label_rotation=30)
     per_day.x_labels = [row["day"].strftime("%d %b") for row in daily]
     per_day.add("within target", [row["within_target_pct"] for row in daily])
 
@@ -393,8 +447,12 @@ def sla_compliance(request: HttpRequest) -> HttpResponse:
     breaches.add("breaches", [row["breaches"] for row in rows])
 
     context = {
-        "hours": hours, "windows": COMPLIANCE_WINDOWS, "since": since, "until": until,
-        "rows": rows, "daily": daily,
+        "hours": hours,
+        "windows": COMPLIANCE_WINDOWS,
+        "since": since,
+        "until": until,
+        "rows": rows,
+        "daily": daily,
         "charts": [chart_svg(share), chart_svg(per_day), chart_svg(breaches)],
     }
     return render(request, "tasks_inbox/sla_compliance.html", context)

@@ -39,9 +39,15 @@ ARTIFACTS = ROOT / "test-artifacts"
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 # Debian's chromium, started as this machine allows (no background networking).
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def postgres_missing() -> str | None:
@@ -142,7 +148,8 @@ def drain(db: Any) -> Iterator[Callable[..., int]]:
 
     def undispatched() -> Any:
         return Event.objects.filter(dispatched_at__isnull=True).filter(
-            Q(dispatch_after__isnull=True) | Q(dispatch_after__lte=timezone.now()))
+            Q(dispatch_after__isnull=True) | Q(dispatch_after__lte=timezone.now())
+        )
 
     def run(max_rounds: int = 50) -> int:
         for rounds in range(1, max_rounds + 1):
@@ -150,16 +157,20 @@ def drain(db: Any) -> Iterator[Callable[..., int]]:
             while undispatched().exists() and services.outbox_drain():
                 pass  # until empty, or what is left was put off after failing
 
-            due = list(ActionRun.objects.filter(
-                wake_at__lte=timezone.now(), status__in=["pending", "waiting"],
-            ).values_list("pk", flat=True))
+            due = list(
+                ActionRun.objects.filter(
+                    wake_at__lte=timezone.now(),
+                    status__in=["pending", "waiting"],
+                ).values_list("pk", flat=True)
+            )
             for action_run_id in due:
                 run_id = services.step_wake(action_run_id=action_run_id)
                 if run_id:
                     services.run_advance(run_id=run_id)
             execute_handed_out()
-            open_runs = list(Run.objects.filter(status__in=["pending", "running"])
-                             .values_list("pk", flat=True))
+            open_runs = list(
+                Run.objects.filter(status__in=["pending", "running"]).values_list("pk", flat=True)
+            )
             before = steps_of(open_runs)
             for run_id in open_runs:
                 services.run_advance(run_id=run_id)
@@ -185,14 +196,22 @@ def make_user(db: Any) -> Callable[..., Any]:
 
     counter = {"n": 0}
 
-    def make(username: str | None = None, *, staff: bool = False, superuser: bool = False,
-             groups: tuple[str, ...] = (), password: str = "pw-123456!",  # noqa: S107
-             ) -> Any:
+    def make(
+        username: str | None = None,
+        *,
+        staff: bool = False,
+        superuser: bool = False,
+        groups: tuple[str, ...] = (),
+        password: str = "pw-123456!",  # noqa: S107
+    ) -> Any:
         counter["n"] += 1
         username = username or f"user{counter['n']}"
         user = get_user_model().objects.create_user(
-            username=username, email=f"{username}@example.com", password=password,
-            is_staff=staff or superuser, is_superuser=superuser,
+            username=username,
+            email=f"{username}@example.com",
+            password=password,
+            is_staff=staff or superuser,
+            is_superuser=superuser,
         )
         for name in groups:
             user.groups.add(Group.objects.get_or_create(name=name)[0])
@@ -264,11 +283,30 @@ class WorkerProcess:
     def start(self, timeout: float = 30) -> WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115  (owned by the subprocess)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--queues",
-             "steps,sweeps", "--concurrency", str(self.concurrency), "--pool", "prefork",
-             "--loglevel", "INFO", "--without-mingle", "--without-gossip",
-             "--hostname", f"{self.name}@%h"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--queues",
+                "steps,sweeps",
+                "--concurrency",
+                str(self.concurrency),
+                "--pool",
+                "prefork",
+                "--loglevel",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+                "--hostname",
+                f"{self.name}@%h",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -299,9 +337,13 @@ class WorkerProcess:
 
 
 def worker_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "DATABASE_URL": database_url(),
-           "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-           "FLOWDESK_ACTION_MODULES": "tests.steps", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "FLOWDESK_ACTION_MODULES": "tests.steps",
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env.update(extra)
     return env
@@ -340,8 +382,12 @@ def celery_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
     return start_worker("w")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20, interval: float = 0.1,
-             message: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 20,
+    interval: float = 0.1,
+    message: str = "condition",
+) -> Any:
     """Poll until ``predicate()`` is truthy; fail with ``message`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -360,3 +406,17 @@ def chromium() -> Path:
             pytest.fail(f"REQUIRE_SERVICES=1 but this test {reason}")
         pytest.skip(reason)
     return CHROMIUM
+
+
+@pytest.fixture
+def asgi_server(transactional_db: Any, settings: Any) -> Iterator[Any]:
+    """daphne as the Procfile runs it, on the test database and Redis (their shared channel
+    layer carries the live updates)."""
+    from tests.servers import AsgiServer, free_port
+
+    if not settings.CELERY_BROKER_URL.startswith("redis://"):
+        pytest.skip("needs Redis: the test process and the server share its channel layer")
+    server = AsgiServer(free_port())
+    server.start()
+    yield server
+    server.stop()

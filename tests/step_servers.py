@@ -58,8 +58,13 @@ class SMTPSink:
         self.port = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos),
-                                          bytes(envelope.original_content or envelope.content)))
+        self.messages.append(
+            ReceivedMail(
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                bytes(envelope.original_content or envelope.content),
+            )
+        )
         return "250 Message accepted"
 
     def wait(self, count: int = 1, timeout: float = 20) -> list[ReceivedMail]:
@@ -88,8 +93,7 @@ def smtp_server() -> Iterator[SMTPSink]:
 @dataclass
 class Answer:
     status: int = 200
-    headers: dict[str, str] = field(
-        default_factory=lambda: {"Content-Type": "application/json"})
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
     body: bytes = b'{"ok": true}'
     hold: bool = False  # wait until the receiver is released before answering
     echo_header: str = ""  # put this request header's value in the body and x-echo
@@ -142,8 +146,13 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            request = ReceivedRequest(time.monotonic(), self.command, self.path,
-                                      {k.lower(): v for k, v in self.headers.items()}, body)
+            request = ReceivedRequest(
+                time.monotonic(),
+                self.command,
+                self.path,
+                {k.lower(): v for k, v in self.headers.items()},
+                body,
+            )
             answer = receiver.next_answer(request)
             if answer.hold:
                 receiver.release.wait(120)
@@ -155,9 +164,14 @@ def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
                 headers["x-echo"] = echoed
                 headers.setdefault("Content-Type", "application/json")
             if answer.echo_all:
-                payload = json.dumps({
-                    "method": request.method, "path": request.path, "headers": request.headers,
-                    "body": request.body.decode("utf-8", errors="replace")}).encode()
+                payload = json.dumps(
+                    {
+                        "method": request.method,
+                        "path": request.path,
+                        "headers": request.headers,
+                        "body": request.body.decode("utf-8", errors="replace"),
+                    }
+                ).encode()
                 headers["x-echo"] = json.dumps(request.path)
                 headers.setdefault("Content-Type", "application/json")
             try:
@@ -192,8 +206,9 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
     server = _QuietServer(("127.0.0.1", 0), _handler(receiver))
     receiver.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield receiver
@@ -259,10 +274,14 @@ def one_step_workflow(slug: str, step_type: str, config: dict[str, Any], **step:
     """Publish a workflow (manual execution, no trigger) whose only step is ``step_type``."""
     from workflows.services import workflow_save
 
-    return workflow_save(document={
-        "slug": slug, "name": slug, "triggers": [],
-        "steps": [{"key": "step", "type": step_type, "config": config, **step}],
-    })
+    return workflow_save(
+        document={
+            "slug": slug,
+            "name": slug,
+            "triggers": [],
+            "steps": [{"key": "step", "type": step_type, "config": config, **step}],
+        }
+    )
 
 
 def execute(workflow: Any, payload: dict[str, Any] | None = None, actor: Any = None) -> Any:

@@ -7,8 +7,9 @@ import time
 from automation.actions import StepContext, StepFailed, StepResult, object_schema, step_type
 from automation.models import ActionRun
 
-SLEEP_SCHEMA = object_schema({"seconds": {"type": "number"}, "marker": {"type": "string"},
-                              "deal_id": {}})
+SLEEP_SCHEMA = object_schema(
+    {"seconds": {"type": "number"}, "marker": {"type": "string"}, "deal_id": {}}
+)
 
 
 @step_type("test_sleep", schema=SLEEP_SCHEMA)
@@ -22,9 +23,12 @@ def test_sleep(ctx: StepContext) -> StepResult:
         from automation.models import Note
         from crm.models import Deal
 
-        Note.objects.create(content_type=ContentType.objects.get_for_model(Deal),
-                            object_id=str(ctx.config["deal_id"]),
-                            note=f"slept in {ctx.step['key']}", action_run=ctx.action_run)
+        Note.objects.create(
+            content_type=ContentType.objects.get_for_model(Deal),
+            object_id=str(ctx.config["deal_id"]),
+            note=f"slept in {ctx.step['key']}",
+            action_run=ctx.action_run,
+        )
     return StepResult(output={"slept": ctx.config.get("seconds", 1)})
 
 
@@ -69,7 +73,10 @@ def test_external(ctx: StepContext) -> StepResult:
     from automation.models import Note
     from crm.models import Deal
 
-    Note.objects.create(content_type=ContentType.objects.get_for_model(Deal),
-                        object_id=str(ctx.config["deal_id"]),
-                        note=f"external in {os.getpid()}", action_run=ctx.action_run)
+    Note.objects.create(
+        content_type=ContentType.objects.get_for_model(Deal),
+        object_id=str(ctx.config["deal_id"]),
+        note=f"external in {os.getpid()}",
+        action_run=ctx.action_run,
+    )
     return StepResult(output={"pid": os.getpid()})

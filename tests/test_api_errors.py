@@ -32,8 +32,9 @@ def test_unknown_object_is_404(api: APIClient) -> None:
 
 
 def test_malformed_json_body(api: APIClient) -> None:
-    response = api.post("/api/v1/events/", data='{"type": "deal.won", ',
-                        content_type="application/json")
+    response = api.post(
+        "/api/v1/events/", data='{"type": "deal.won", ', content_type="application/json"
+    )
     assert_error(response, 400, "PARSE_ERROR")
 
 
@@ -72,8 +73,9 @@ def test_validation_error_has_field_paths(api: APIClient) -> None:
 
 @override_settings(API_MAX_BODY_BYTES=100)
 def test_body_too_large(api: APIClient) -> None:
-    response = api.post("/api/v1/events/", {"type": "deal.won", "payload": {"x": "y" * 200}},
-                        format="json")
+    response = api.post(
+        "/api/v1/events/", {"type": "deal.won", "payload": {"x": "y" * 200}}, format="json"
+    )
     assert_error(response, 413, "PAYLOAD_TOO_LARGE")
 
 
@@ -87,8 +89,9 @@ def test_throttled_answers_429_rate_limited(api: APIClient, settings: Any) -> No
     ScopedRateThrottle.THROTTLE_RATES = rates
     try:
         for _ in range(2):
-            assert api.post("/api/v1/events/", {"type": "deal.won"}, format="json"
-                            ).status_code == 202
+            assert (
+                api.post("/api/v1/events/", {"type": "deal.won"}, format="json").status_code == 202
+            )
         response = api.post("/api/v1/events/", {"type": "deal.won"}, format="json")
     finally:
         ScopedRateThrottle.THROTTLE_RATES = original
@@ -100,20 +103,32 @@ def test_throttled_answers_429_rate_limited(api: APIClient, settings: Any) -> No
 def test_conflict_and_unprocessable_render_in_the_same_shape(api: APIClient) -> None:
     from workflows.services import workflow_save
 
-    workflow = workflow_save(document={
-        "slug": "w", "name": "W", "triggers": [{"event_type": "x.y"}],
-        "steps": [{"key": "wait", "type": "delay", "config": {"for": "1 day"}}]})
-    response = api.post(f"/api/v1/workflows/{workflow.pk}/execute/", {"payload": {}},
-                        format="json")
+    workflow = workflow_save(
+        document={
+            "slug": "w",
+            "name": "W",
+            "triggers": [{"event_type": "x.y"}],
+            "steps": [{"key": "wait", "type": "delay", "config": {"for": "1 day"}}],
+        }
+    )
+    response = api.post(f"/api/v1/workflows/{workflow.pk}/execute/", {"payload": {}}, format="json")
     assert response.status_code == 202
     run_id = response.json()["id"]
     response = api.post(f"/api/v1/runs/{run_id}/resume/")
     error = assert_error(response, 409, "INVALID_RUN_STATE")
     assert error["status"] == "pending"
 
-    first = api.post("/api/v1/events/", {"type": "deal.won", "payload": {"a": 1}},
-                     format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    first = api.post(
+        "/api/v1/events/",
+        {"type": "deal.won", "payload": {"a": 1}},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="k-1",
+    )
     assert first.status_code == 202
-    response = api.post("/api/v1/events/", {"type": "deal.won", "payload": {"a": 2}},
-                        format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    response = api.post(
+        "/api/v1/events/",
+        {"type": "deal.won", "payload": {"a": 2}},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="k-1",
+    )
     assert_error(response, 422, "IDEMPOTENCY_KEY_REUSED")

@@ -40,8 +40,6 @@ def token(admin_user: Any, keep_connection: None) -> str:
 
 @pytest.mark.django_db
 @schema.parametrize()
-@settings(max_examples=12, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case: Any, token: str) -> None:
-    case.call_and_validate(headers={"Authorization": f"Token {token}"},
-                           checks=[not_a_server_error])
+    case.call_and_validate(headers={"Authorization": f"Token {token}"}, checks=[not_a_server_error])

@@ -55,12 +55,13 @@ def test_notifications_mine_unread_count_and_marking_read(make_user: Any) -> Non
     unread = client.get("/api/v1/notifications/", {"unread": "true"}).json()["results"]
     assert [row["message"] for row in unread] == ["two"]
 
-    assert error_code(client.post(f"/api/v1/notifications/{theirs.pk}/read/"), 404) == \
-        "NOT_FOUND"
+    assert error_code(client.post(f"/api/v1/notifications/{theirs.pk}/read/"), 404) == "NOT_FOUND"
     assert error_code(client.get(f"/api/v1/notifications/{theirs.pk}/"), 404) == "NOT_FOUND"
     assert error_code(client.post("/api/v1/notifications/abc/read/"), 404) == "NOT_FOUND"
-    assert error_code(client.get("/api/v1/notifications/", {"unread": "maybe"}), 400) == \
-        "VALIDATION_ERROR"
+    assert (
+        error_code(client.get("/api/v1/notifications/", {"unread": "maybe"}), 400)
+        == "VALIDATION_ERROR"
+    )
 
     marked = client.post("/api/v1/notifications/read-all/")
     assert marked.status_code == 200 and marked.json() == {"marked": 1, "unread": 0}
@@ -73,12 +74,15 @@ def test_notifications_mine_unread_count_and_marking_read(make_user: Any) -> Non
 
 
 def _note(target: Any, text: str, visibility: str = "internal") -> Note:
-    return Note.objects.create(content_type=ContentType.objects.get_for_model(target),
-                               object_id=str(target.pk), note=text, visibility=visibility)
+    return Note.objects.create(
+        content_type=ContentType.objects.get_for_model(target),
+        object_id=str(target.pk),
+        note=text,
+        visibility=visibility,
+    )
 
 
-def test_notes_of_an_object_are_as_visible_as_the_object(make_user: Any,
-                                                          admin_user: Any) -> None:
+def test_notes_of_an_object_are_as_visible_as_the_object(make_user: Any, admin_user: Any) -> None:
     owner, other = make_user("owner"), make_user("other")
     lead = Lead.objects.create(company_name="Acme", owner=owner)
     _note(lead, "first")
@@ -88,7 +92,9 @@ def test_notes_of_an_object_are_as_visible_as_the_object(make_user: Any,
 
     rows = as_user(owner).get("/api/v1/notes/", params).json()["results"]
     assert [(row["note"], row["entity_type"], row["entity_id"]) for row in rows] == [
-        ("second", "lead", str(lead.pk)), ("first", "lead", str(lead.pk))]
+        ("second", "lead", str(lead.pk)),
+        ("first", "lead", str(lead.pk)),
+    ]
     public = as_user(owner).get("/api/v1/notes/", {**params, "visibility": "public"})
     assert [row["note"] for row in public.json()["results"]] == ["second"]
     assert len(as_user(admin_user).get("/api/v1/notes/", params).json()["results"]) == 2
@@ -98,10 +104,12 @@ def test_notes_of_an_object_are_as_visible_as_the_object(make_user: Any,
     assert error_code(as_user(admin_user).get("/api/v1/notes/", missing), 404) == "NOT_FOUND"
     bad_id = {"entity_type": "lead", "entity_id": "abc"}
     assert error_code(as_user(admin_user).get("/api/v1/notes/", bad_id), 404) == "NOT_FOUND"
-    for bad, field in (({"entity_type": "planet", "entity_id": "1"}, "entity_type"),
-                       ({"entity_id": "1"}, "entity_type"),
-                       ({"entity_type": "lead"}, "entity_id"),
-                       ({**params, "visibility": "secret"}, "visibility")):
+    for bad, field in (
+        ({"entity_type": "planet", "entity_id": "1"}, "entity_type"),
+        ({"entity_id": "1"}, "entity_type"),
+        ({"entity_type": "lead"}, "entity_id"),
+        ({**params, "visibility": "secret"}, "visibility"),
+    ):
         response = as_user(owner).get("/api/v1/notes/", bad)
         assert error_code(response, 400) == "VALIDATION_ERROR"
         assert field in response.json()["error"]["fields"]
@@ -123,8 +131,9 @@ def test_an_agent_reads_the_notes_of_its_task(make_user: Any) -> None:
 @pytest.fixture
 def exports(make_user: Any) -> dict[str, Any]:
     owner, other = make_user("ann"), make_user("bob")
-    done = Export.objects.create(entity_type="lead", requested_by=owner, row_count=1,
-                                 fields=["id", "company_name"])
+    done = Export.objects.create(
+        entity_type="lead", requested_by=owner, row_count=1, fields=["id", "company_name"]
+    )
     done.file.save("exports/test-api-download.csv", ContentFile(b"id,company_name\n1,Acme\n"))
     from django.utils import timezone
 
@@ -150,17 +159,19 @@ def test_exports_status_and_download_for_the_requester(exports: dict[str, Any]) 
 
     pending = client.get(f"/api/v1/exports/{exports['pending'].pk}/").json()
     assert pending["download_url"] is None and pending["status"] == "failed"  # no step
-    assert error_code(client.get(f"/api/v1/exports/{exports['pending'].pk}/download/"),
-                      409) == "EXPORT_NOT_READY"
-    assert error_code(client.get(f"/api/v1/exports/{exports['theirs'].pk}/"), 404) == \
-        "NOT_FOUND"
-    assert error_code(client.get(f"/api/v1/exports/{exports['theirs'].pk}/download/"),
-                      404) == "NOT_FOUND"
+    assert (
+        error_code(client.get(f"/api/v1/exports/{exports['pending'].pk}/download/"), 409)
+        == "EXPORT_NOT_READY"
+    )
+    assert error_code(client.get(f"/api/v1/exports/{exports['theirs'].pk}/"), 404) == "NOT_FOUND"
+    assert (
+        error_code(client.get(f"/api/v1/exports/{exports['theirs'].pk}/download/"), 404)
+        == "NOT_FOUND"
+    )
     assert error_code(client.get("/api/v1/exports/x1/"), 404) == "NOT_FOUND"
 
 
-def test_exports_of_others_need_the_permission(exports: dict[str, Any],
-                                               make_user: Any) -> None:
+def test_exports_of_others_need_the_permission(exports: dict[str, Any], make_user: Any) -> None:
     auditor = make_user("auditor")
     client = as_user(auditor)
     assert client.get("/api/v1/exports/").json()["results"] == []
@@ -174,8 +185,11 @@ def test_exports_of_others_need_the_permission(exports: dict[str, Any],
 
 
 def test_secrets_names_listed_values_write_only(api: APIClient) -> None:
-    created = api.post("/api/v1/secrets/", {"name": "CRM_API_KEY", "value": "s3cr3t-value",
-                                            "description": "CRM"}, format="json")
+    created = api.post(
+        "/api/v1/secrets/",
+        {"name": "CRM_API_KEY", "value": "s3cr3t-value", "description": "CRM"},
+        format="json",
+    )
     assert created.status_code == 201, created.content
     assert "value" not in created.json() and created.json()["has_value"] is True
     assert b"s3cr3t-value" not in created.content
@@ -188,19 +202,23 @@ def test_secrets_names_listed_values_write_only(api: APIClient) -> None:
     detail = api.get("/api/v1/secrets/CRM_API_KEY/")
     assert detail.status_code == 200 and "value" not in detail.json()
 
-    described = api.patch("/api/v1/secrets/CRM_API_KEY/", {"description": "the CRM's key"},
-                          format="json")
+    described = api.patch(
+        "/api/v1/secrets/CRM_API_KEY/", {"description": "the CRM's key"}, format="json"
+    )
     assert described.status_code == 200 and described.json()["description"] == "the CRM's key"
     assert resolve_secret("CRM_API_KEY") == "s3cr3t-value"
-    replaced = api.put("/api/v1/secrets/CRM_API_KEY/", {"name": "CRM_API_KEY",
-                                                        "value": "rotated"}, format="json")
+    replaced = api.put(
+        "/api/v1/secrets/CRM_API_KEY/", {"name": "CRM_API_KEY", "value": "rotated"}, format="json"
+    )
     assert replaced.status_code == 200 and b"rotated" not in replaced.content
     assert resolve_secret("CRM_API_KEY") == "rotated"
 
-    for bad, field in (({"name": "CRM_API_KEY", "value": "again"}, "name"),
-                       ({"name": "1BAD", "value": "x"}, "name"),
-                       ({"name": "NO_VALUE"}, "value"),
-                       ({"name": "EMPTY", "value": ""}, "value")):
+    for bad, field in (
+        ({"name": "CRM_API_KEY", "value": "again"}, "name"),
+        ({"name": "1BAD", "value": "x"}, "name"),
+        ({"name": "NO_VALUE"}, "value"),
+        ({"name": "EMPTY", "value": ""}, "value"),
+    ):
         response = api.post("/api/v1/secrets/", bad, format="json")
         assert error_code(response, 400) == "VALIDATION_ERROR", bad
         assert field in response.json()["error"]["fields"]
@@ -225,7 +243,8 @@ def test_secrets_need_the_model_permissions(make_user: Any) -> None:
     viewer.user_permissions.add(Permission.objects.get(codename="view_secret"))
     client = as_user(type(viewer).objects.get(pk=viewer.pk))
     assert [row["name"] for row in client.get("/api/v1/secrets/").json()["results"]] == [
-        "HOOK_TOKEN"]
+        "HOOK_TOKEN"
+    ]
     for response in (
         client.post("/api/v1/secrets/", {"name": "NEW", "value": "x"}, format="json"),
         client.patch("/api/v1/secrets/HOOK_TOKEN/", {"value": "y"}, format="json"),

@@ -43,71 +43,126 @@ def desk(make_user: Any) -> dict[str, Any]:
     return {"agent": agent, "colleague": colleague, "manager": manager, "group": group}
 
 
-def test_task_create_takes_a_username_an_email_or_an_id(api: APIClient,
-                                                         desk: dict[str, Any]) -> None:
-    for reference in ("colleague", "COLLEAGUE@example.com", desk["colleague"].pk,
-                      str(desk["colleague"].pk)):
-        response = api.post("/api/v1/tasks/", {"title": "Call", "assignee": reference},
-                            format="json")
+def test_task_create_takes_a_username_an_email_or_an_id(
+    api: APIClient, desk: dict[str, Any]
+) -> None:
+    for reference in (
+        "colleague",
+        "COLLEAGUE@example.com",
+        desk["colleague"].pk,
+        str(desk["colleague"].pk),
+    ):
+        response = api.post(
+            "/api/v1/tasks/", {"title": "Call", "assignee": reference}, format="json"
+        )
         assert response.status_code == 201, (reference, response.content)
         assert response.json()["assignee"]["username"] == "colleague"
     for reference in ("Desk", desk["group"].pk, str(desk["group"].pk)):
-        response = api.post("/api/v1/tasks/", {"title": "Queue it", "queue": reference,
-                                               "routing": "claim"}, format="json")
+        response = api.post(
+            "/api/v1/tasks/",
+            {"title": "Queue it", "queue": reference, "routing": "claim"},
+            format="json",
+        )
         assert response.status_code == 201, (reference, response.content)
         assert response.json()["queue"]["name"] == "Desk"
 
 
-def test_unknown_and_ambiguous_references(api: APIClient, desk: dict[str, Any],
-                                          make_user: Any) -> None:
-    refused(api.post("/api/v1/tasks/", {"title": "x", "assignee": "ghost"}, format="json"),
-            "assignee", "UNKNOWN_USER")
-    refused(api.post("/api/v1/tasks/", {"title": "x", "assignee": "ghost@example.com"},
-                     format="json"), "assignee", "UNKNOWN_USER")
-    refused(api.post("/api/v1/tasks/", {"title": "x", "assignee": True}, format="json"),
-            "assignee", "UNKNOWN_USER")
-    refused(api.post("/api/v1/tasks/", {"title": "x", "queue": "Nowhere"}, format="json"),
-            "queue", "UNKNOWN_QUEUE")
-    refused(api.post("/api/v1/tasks/", {"title": "x", "queue": ["Desk"]}, format="json"),
-            "queue", "UNKNOWN_QUEUE")
+def test_unknown_and_ambiguous_references(
+    api: APIClient, desk: dict[str, Any], make_user: Any
+) -> None:
+    refused(
+        api.post("/api/v1/tasks/", {"title": "x", "assignee": "ghost"}, format="json"),
+        "assignee",
+        "UNKNOWN_USER",
+    )
+    refused(
+        api.post("/api/v1/tasks/", {"title": "x", "assignee": "ghost@example.com"}, format="json"),
+        "assignee",
+        "UNKNOWN_USER",
+    )
+    refused(
+        api.post("/api/v1/tasks/", {"title": "x", "assignee": True}, format="json"),
+        "assignee",
+        "UNKNOWN_USER",
+    )
+    refused(
+        api.post("/api/v1/tasks/", {"title": "x", "queue": "Nowhere"}, format="json"),
+        "queue",
+        "UNKNOWN_QUEUE",
+    )
+    refused(
+        api.post("/api/v1/tasks/", {"title": "x", "queue": ["Desk"]}, format="json"),
+        "queue",
+        "UNKNOWN_QUEUE",
+    )
     # two users share an email: the email names neither, the username still does
     twin = make_user("twin")
     twin.email = "colleague@example.com"
     twin.save(update_fields=["email"])
-    refused(api.post("/api/v1/tasks/", {"title": "x", "assignee": "colleague@example.com"},
-                     format="json"), "assignee", "AMBIGUOUS_USER")
-    assert api.post("/api/v1/tasks/", {"title": "x", "assignee": "twin"},
-                    format="json").status_code == 201
+    refused(
+        api.post(
+            "/api/v1/tasks/", {"title": "x", "assignee": "colleague@example.com"}, format="json"
+        ),
+        "assignee",
+        "AMBIGUOUS_USER",
+    )
+    assert (
+        api.post("/api/v1/tasks/", {"title": "x", "assignee": "twin"}, format="json").status_code
+        == 201
+    )
     # a username that is another user's id
     numbered = make_user(str(desk["agent"].pk))
-    refused(api.post("/api/v1/tasks/", {"title": "x", "assignee": str(desk["agent"].pk)},
-                     format="json"), "assignee", "AMBIGUOUS_USER")
+    refused(
+        api.post(
+            "/api/v1/tasks/", {"title": "x", "assignee": str(desk["agent"].pk)}, format="json"
+        ),
+        "assignee",
+        "AMBIGUOUS_USER",
+    )
     by_id = api.post("/api/v1/tasks/", {"title": "x", "assignee": numbered.pk}, format="json")
     assert by_id.status_code == 201 and by_id.json()["assignee"]["id"] == numbered.pk
     # a queue named like another queue's id
     Group.objects.create(name=str(desk["group"].pk))
-    refused(api.post("/api/v1/tasks/", {"title": "x", "queue": str(desk["group"].pk)},
-                     format="json"), "queue", "AMBIGUOUS_QUEUE")
+    refused(
+        api.post("/api/v1/tasks/", {"title": "x", "queue": str(desk["group"].pk)}, format="json"),
+        "queue",
+        "AMBIGUOUS_QUEUE",
+    )
     assert set(Task.objects.filter(title="x").values_list("assignee__username", flat=True)) == {
-        "twin", numbered.username}
+        "twin",
+        numbered.username,
+    }
 
 
 def test_reassign_and_escalate_by_email_and_queue_name(desk: dict[str, Any]) -> None:
     task = services.task_create(title="Hand on", assignee=desk["agent"], queue=desk["group"])
     as_manager = as_user(desk["manager"])
-    moved = as_manager.post(f"/api/v1/tasks/{task.pk}/reassign/",
-                            {"assignee": "colleague@example.com"}, format="json")
+    moved = as_manager.post(
+        f"/api/v1/tasks/{task.pk}/reassign/", {"assignee": "colleague@example.com"}, format="json"
+    )
     assert moved.status_code == 200, moved.content
     assert moved.json()["assignee"]["username"] == "colleague"
-    refused(as_manager.post(f"/api/v1/tasks/{task.pk}/reassign/", {"assignee": "nobody"},
-                            format="json"), "assignee", "UNKNOWN_USER")
-    refused(as_manager.post(f"/api/v1/tasks/{task.pk}/reassign/", {"queue": "Nowhere"},
-                            format="json"), "queue", "UNKNOWN_QUEUE")
-    raised = as_manager.post(f"/api/v1/tasks/{task.pk}/escalate/",
-                             {"assignee": "boss", "queue": "Desk"}, format="json")
+    refused(
+        as_manager.post(
+            f"/api/v1/tasks/{task.pk}/reassign/", {"assignee": "nobody"}, format="json"
+        ),
+        "assignee",
+        "UNKNOWN_USER",
+    )
+    refused(
+        as_manager.post(f"/api/v1/tasks/{task.pk}/reassign/", {"queue": "Nowhere"}, format="json"),
+        "queue",
+        "UNKNOWN_QUEUE",
+    )
+    raised = as_manager.post(
+        f"/api/v1/tasks/{task.pk}/escalate/", {"assignee": "boss", "queue": "Desk"}, format="json"
+    )
     assert raised.status_code == 200 and raised.json()["assignee"]["username"] == "boss"
-    refused(as_manager.post(f"/api/v1/tasks/{task.pk}/escalate/", {"assignee": "ghost"},
-                            format="json"), "assignee", "UNKNOWN_USER")
+    refused(
+        as_manager.post(f"/api/v1/tasks/{task.pk}/escalate/", {"assignee": "ghost"}, format="json"),
+        "assignee",
+        "UNKNOWN_USER",
+    )
     assert Task.objects.get(pk=task.pk).assignee == desk["manager"]
 
 
@@ -130,14 +185,18 @@ def test_task_filters_take_the_same_references(desk: dict[str, Any]) -> None:
     assert mine.pk in [row["id"] for row in rows]
 
 
-SLA = {"name": "Desk SLA", "queue": "Desk", "target": "4h",
-       "escalation_ladder": [{"after": "4h", "actions": [
-           {"type": "reassign", "user": "boss@example.com"}]}]}
+SLA = {
+    "name": "Desk SLA",
+    "queue": "Desk",
+    "target": "4h",
+    "escalation_ladder": [
+        {"after": "4h", "actions": [{"type": "reassign", "user": "boss@example.com"}]}
+    ],
+}
 
 
 def test_sla_configs_take_the_same_references(api: APIClient, desk: dict[str, Any]) -> None:
-    created = api.post("/api/v1/sla-configs/", {**SLA, "queue": desk["group"].pk},
-                       format="json")
+    created = api.post("/api/v1/sla-configs/", {**SLA, "queue": desk["group"].pk}, format="json")
     assert created.status_code == 201, created.content
     body = created.json()
     assert body["queue"] == "Desk"
@@ -145,32 +204,43 @@ def test_sla_configs_take_the_same_references(api: APIClient, desk: dict[str, An
     config = SLAConfig.objects.get(name="Desk SLA")
     assert config.queue == desk["group"]
 
-    refused(api.post("/api/v1/sla-configs/", {**SLA, "name": "B", "queue": "Nowhere"},
-                     format="json"), "queue", "UNKNOWN_QUEUE")
+    refused(
+        api.post("/api/v1/sla-configs/", {**SLA, "name": "B", "queue": "Nowhere"}, format="json"),
+        "queue",
+        "UNKNOWN_QUEUE",
+    )
     ladder = [{"after": "4h", "actions": [{"type": "reassign", "user": "ghost@example.com"}]}]
-    refused(api.post("/api/v1/sla-configs/", {**SLA, "name": "C", "escalation_ladder": ladder},
-                     format="json"), "escalation_ladder[0].actions[0].user", "UNKNOWN_USER")
+    refused(
+        api.post(
+            "/api/v1/sla-configs/", {**SLA, "name": "C", "escalation_ladder": ladder}, format="json"
+        ),
+        "escalation_ladder[0].actions[0].user",
+        "UNKNOWN_USER",
+    )
     ladder = [{"after": "4h", "actions": [{"type": "reassign", "queue": "Nowhere"}]}]
-    refused(api.post("/api/v1/sla-configs/", {**SLA, "name": "D", "escalation_ladder": ladder},
-                     format="json"), "escalation_ladder[0].actions[0].queue", "UNKNOWN_QUEUE")
+    refused(
+        api.post(
+            "/api/v1/sla-configs/", {**SLA, "name": "D", "escalation_ladder": ladder}, format="json"
+        ),
+        "escalation_ladder[0].actions[0].queue",
+        "UNKNOWN_QUEUE",
+    )
     assert not SLAConfig.objects.filter(name__in=["B", "C", "D"]).exists()
 
 
-def test_queues_lists_the_callers_queues_with_counts(desk: dict[str, Any], make_user: Any,
-                                                      admin_user: Any) -> None:
+def test_queues_lists_the_callers_queues_with_counts(
+    desk: dict[str, Any], make_user: Any, admin_user: Any
+) -> None:
     other = Group.objects.create(name="Elsewhere")
     services.task_create(title="Claim me", queue=desk["group"], routing="claim")
     services.task_create(title="Agent's", assignee=desk["agent"], queue=desk["group"])
     services.task_create(title="Far away", queue=other, routing="claim")
 
     rows = as_user(desk["agent"]).get("/api/v1/queues/").json()["results"]
-    assert [(r["name"], r["is_member"], r["is_manager"]) for r in rows] == [
-        ("Desk", True, False)]
-    assert (rows[0]["open_count"], rows[0]["claimable_count"], rows[0]["member_count"]) == (
-        2, 1, 2)
+    assert [(r["name"], r["is_member"], r["is_manager"]) for r in rows] == [("Desk", True, False)]
+    assert (rows[0]["open_count"], rows[0]["claimable_count"], rows[0]["member_count"]) == (2, 1, 2)
     rows = as_user(desk["manager"]).get("/api/v1/queues/").json()["results"]
-    assert [(r["name"], r["is_member"], r["is_manager"]) for r in rows] == [
-        ("Desk", False, True)]
+    assert [(r["name"], r["is_member"], r["is_manager"]) for r in rows] == [("Desk", False, True)]
     staff_rows = as_user(admin_user).get("/api/v1/queues/").json()["results"]
     assert [r["name"] for r in staff_rows] == ["Desk", "Elsewhere"]
 
@@ -185,8 +255,9 @@ def test_queues_lists_the_callers_queues_with_counts(desk: dict[str, Any], make_
     assert APIClient().get("/api/v1/queues/").json()["error"]["code"] == "NOT_AUTHENTICATED"
 
 
-def test_an_agent_reads_the_lifecycle_of_a_task_it_can_see(desk: dict[str, Any],
-                                                           make_user: Any) -> None:
+def test_an_agent_reads_the_lifecycle_of_a_task_it_can_see(
+    desk: dict[str, Any], make_user: Any
+) -> None:
     task = services.task_create(title="Mine", assignee=desk["agent"])
     agent = as_user(desk["agent"])
     response = agent.get(f"/api/v1/lifecycles/{task.lifecycle.slug}/")
@@ -198,8 +269,9 @@ def test_an_agent_reads_the_lifecycle_of_a_task_it_can_see(desk: dict[str, Any],
 
     hidden = agent.get("/api/v1/lifecycles/plan/")
     assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "NOT_FOUND"
-    write = agent.patch(f"/api/v1/lifecycles/{task.lifecycle.slug}/", {"name": "Mine"},
-                        format="json")
+    write = agent.patch(
+        f"/api/v1/lifecycles/{task.lifecycle.slug}/", {"name": "Mine"}, format="json"
+    )
     assert write.status_code == 403 and write.json()["error"]["code"] == "PERMISSION_DENIED"
     stranger = as_user(make_user("stranger"))
     gone = stranger.get(f"/api/v1/lifecycles/{task.lifecycle.slug}/")

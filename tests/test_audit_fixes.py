@@ -17,8 +17,9 @@ pytestmark = pytest.mark.django_db
 
 
 def raw_post(api: APIClient, path: str, body: str) -> Any:
-    return api.generic("POST", path, body.encode("utf-8", "surrogatepass"),
-                       content_type="application/json")
+    return api.generic(
+        "POST", path, body.encode("utf-8", "surrogatepass"), content_type="application/json"
+    )
 
 
 # --- NUL bytes, lone surrogates and deep nesting in request bodies --------------------
@@ -27,7 +28,8 @@ def raw_post(api: APIClient, path: str, body: str) -> Any:
 @pytest.mark.parametrize("text", ["a\\u0000b", "\\ud800", "x\\udfffy"])
 def test_bad_text_in_an_event_payload_is_a_validation_error(api: APIClient, text: str) -> None:
     body = '{"type": "deal.won", "payload": {"note": {"deep": ["ok", "TEXT"]}}}'.replace(
-        "TEXT", text)
+        "TEXT", text
+    )
     error = assert_error(raw_post(api, "/api/v1/events/", body), 400, "VALIDATION_ERROR")
     assert "payload.note.deep[1]" in error["fields"]
 
@@ -39,10 +41,14 @@ def test_bad_text_in_a_key_is_a_validation_error(api: APIClient) -> None:
 
 
 def test_bad_text_in_a_step_config_is_a_validation_error(api: APIClient) -> None:
-    definition = {"name": "nul", "trigger": {"event": "deal.won"},
-                  "steps": [{"key": "n", "type": "add_note", "config": {"text": "a\u0000"}}]}
-    error = assert_error(api.post("/api/v1/workflows/", definition, format="json"), 400,
-                         "VALIDATION_ERROR")
+    definition = {
+        "name": "nul",
+        "trigger": {"event": "deal.won"},
+        "steps": [{"key": "n", "type": "add_note", "config": {"text": "a\u0000"}}],
+    }
+    error = assert_error(
+        api.post("/api/v1/workflows/", definition, format="json"), 400, "VALIDATION_ERROR"
+    )
     assert "steps[0].config.text" in error["fields"]
 
 
@@ -58,8 +64,9 @@ def test_three_thousand_levels_in_request_json_are_refused(api: APIClient) -> No
 
 
 def test_bad_text_in_a_form_body_is_a_validation_error(api: APIClient) -> None:
-    response = api.post("/api/v1/events/", "type=deal.won%00",
-                        content_type="application/x-www-form-urlencoded")
+    response = api.post(
+        "/api/v1/events/", "type=deal.won%00", content_type="application/x-www-form-urlencoded"
+    )
     assert_error(response, 400, "VALIDATION_ERROR")
 
 
@@ -76,18 +83,29 @@ def test_nul_in_a_lookup_id_is_refused(api: APIClient) -> None:
     assert_error(api.get("/api/v1/tasks/1%00/"), 400, "VALIDATION_ERROR")
 
 
-@pytest.mark.parametrize("path", [
-    "/api/v1/tasks/?queue=%C2%B2", "/api/v1/tasks/?assignee=%C2%B2",
-    "/api/v1/runs/?workflow=%C2%B2", "/api/v1/events/?caused_by_run=%C2%B2",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/tasks/?queue=%C2%B2",
+        "/api/v1/tasks/?assignee=%C2%B2",
+        "/api/v1/runs/?workflow=%C2%B2",
+        "/api/v1/events/?caused_by_run=%C2%B2",
+    ],
+)
 def test_non_ascii_digits_in_filters_are_validation_errors(api: APIClient, path: str) -> None:
     assert_error(api.get(path), 400, "VALIDATION_ERROR")
 
 
-@pytest.mark.parametrize("path", [
-    "/api/v1/tasks/%C2%B2/", "/api/v1/runs/%C2%B2/", "/api/v1/notifications/%C2%B2/",
-    "/api/v1/workflows/%C2%B2/", "/api/v1/events/%C2%B2/",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/tasks/%C2%B2/",
+        "/api/v1/runs/%C2%B2/",
+        "/api/v1/notifications/%C2%B2/",
+        "/api/v1/workflows/%C2%B2/",
+        "/api/v1/events/%C2%B2/",
+    ],
+)
 def test_non_ascii_digits_in_lookup_ids_are_not_found(api: APIClient, path: str) -> None:
     response = api.get(path)
     assert response.status_code == 404, (path, response.content)
@@ -101,12 +119,18 @@ def test_nul_in_a_page_query_is_a_plain_400(client: Client, admin_user: Any) -> 
 # --- one body limit, one JSON answer, every content type ------------------------------
 
 
-@pytest.mark.parametrize("content_type", [
-    "application/json", "application/x-www-form-urlencoded",
-    "multipart/form-data; boundary=XYZ", "text/plain",
-])
-def test_a_body_over_the_limit_is_413_json(api: APIClient, content_type: str,
-                                           settings: Any) -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=XYZ",
+        "text/plain",
+    ],
+)
+def test_a_body_over_the_limit_is_413_json(
+    api: APIClient, content_type: str, settings: Any
+) -> None:
     settings.API_MAX_BODY_BYTES = 10_000
     body = b"a" * 10_001
     response = api.generic("POST", "/api/v1/events/", body, content_type=content_type)
@@ -116,8 +140,9 @@ def test_a_body_over_the_limit_is_413_json(api: APIClient, content_type: str,
 
 def test_a_ten_megabyte_form_body_is_413_json(api: APIClient) -> None:
     body = "type=deal.won&payload=" + "x" * (10 * 1024 * 1024)
-    response = api.generic("POST", "/api/v1/events/", body,
-                           content_type="application/x-www-form-urlencoded")
+    response = api.generic(
+        "POST", "/api/v1/events/", body, content_type="application/x-www-form-urlencoded"
+    )
     assert_error(response, 413, "PAYLOAD_TOO_LARGE")
 
 
@@ -160,31 +185,36 @@ def test_another_callers_same_key_starts_a_new_event(api: APIClient, make_user: 
     body = {"type": "deal.won", "payload": {"n": 1}}
     first = api.post("/api/v1/events/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
     again = api.post("/api/v1/events/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
-    theirs = token_client(other).post("/api/v1/events/", body, format="json",
-                                      HTTP_IDEMPOTENCY_KEY="k-1")
+    theirs = token_client(other).post(
+        "/api/v1/events/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
     assert first.status_code == again.status_code == theirs.status_code == 202
     assert first.json()["id"] == again.json()["id"]
     assert theirs.json()["id"] != first.json()["id"]
     # the other caller's different body under the same key is their own business
-    changed = token_client(other).post("/api/v1/events/", {"type": "deal.lost"}, format="json",
-                                       HTTP_IDEMPOTENCY_KEY="k-1")
+    changed = token_client(other).post(
+        "/api/v1/events/", {"type": "deal.lost"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
     assert_error(changed, 422, "IDEMPOTENCY_KEY_REUSED")
 
 
 @pytest.mark.parametrize("length", [197, 198, 199, 200])
 def test_a_long_key_up_to_the_bound_works(api: APIClient, length: int) -> None:
     key = "k" * length
-    first = api.post("/api/v1/events/", {"type": "deal.won"}, format="json",
-                     HTTP_IDEMPOTENCY_KEY=key)
-    again = api.post("/api/v1/events/", {"type": "deal.won"}, format="json",
-                     HTTP_IDEMPOTENCY_KEY=key)
+    first = api.post(
+        "/api/v1/events/", {"type": "deal.won"}, format="json", HTTP_IDEMPOTENCY_KEY=key
+    )
+    again = api.post(
+        "/api/v1/events/", {"type": "deal.won"}, format="json", HTTP_IDEMPOTENCY_KEY=key
+    )
     assert first.status_code == 202, first.content
     assert first.json()["id"] == again.json()["id"]
 
 
 def test_a_key_over_the_bound_is_refused(api: APIClient) -> None:
-    response = api.post("/api/v1/events/", {"type": "deal.won"}, format="json",
-                        HTTP_IDEMPOTENCY_KEY="k" * 201)
+    response = api.post(
+        "/api/v1/events/", {"type": "deal.won"}, format="json", HTTP_IDEMPOTENCY_KEY="k" * 201
+    )
     error = assert_error(response, 400, "VALIDATION_ERROR")
     assert "headers.Idempotency-Key" in error["fields"]
 
@@ -196,8 +226,7 @@ def test_monitoring_needs_the_monitoring_permission(make_user: Any, client: Clie
     from django.contrib.auth.models import Permission
 
     staff = make_user("watcher", staff=True)
-    assert_error(token_client(staff).get("/api/v1/monitoring/metrics/"), 403,
-                 "PERMISSION_DENIED")
+    assert_error(token_client(staff).get("/api/v1/monitoring/metrics/"), 403, "PERMISSION_DENIED")
     client.force_login(staff)
     assert client.get("/monitoring/").status_code == 403
     assert 'href="/monitoring/"' not in client.get("/").content.decode()
@@ -223,8 +252,9 @@ def test_the_demo_seed_grants_monitoring(db: Any) -> None:
 
 
 @pytest.mark.parametrize("hours", ["abc", "%C2%B2", "-3", "99999999999999999999"])
-def test_monitoring_page_with_a_bad_window_uses_the_default(client: Client, admin_user: Any,
-                                                           hours: str) -> None:
+def test_monitoring_page_with_a_bad_window_uses_the_default(
+    client: Client, admin_user: Any, hours: str
+) -> None:
     client.force_login(admin_user)
     response = client.get(f"/monitoring/?hours={hours}")
     assert response.status_code == 200
@@ -235,8 +265,11 @@ def test_simulate_with_a_non_id_entity_is_a_validation_error(api: APIClient) -> 
     from tests.test_workflow_api import document
 
     workflow = create_published(api, document())
-    response = api.post(f"/api/v1/workflows/{workflow['id']}/simulate/",
-                        {"event_type": "lead.created", "entity_id": "abc"}, format="json")
+    response = api.post(
+        f"/api/v1/workflows/{workflow['id']}/simulate/",
+        {"event_type": "lead.created", "entity_id": "abc"},
+        format="json",
+    )
     error = assert_error(response, 400, "VALIDATION_ERROR")
     assert "entity_id" in error["fields"]
 
@@ -264,19 +297,19 @@ def test_a_parent_out_of_sight_answers_as_a_missing_one(hidden_parent: dict[str,
 
     agent, secret = hidden_parent["agent"], hidden_parent["secret"]
     client = as_user(agent)
-    unseen = client.post("/api/v1/tasks/", {"title": "child", "parent": secret.pk},
-                         format="json")
-    missing = client.post("/api/v1/tasks/", {"title": "child", "parent": secret.pk + 1000},
-                          format="json")
+    unseen = client.post("/api/v1/tasks/", {"title": "child", "parent": secret.pk}, format="json")
+    missing = client.post(
+        "/api/v1/tasks/", {"title": "child", "parent": secret.pk + 1000}, format="json"
+    )
     unseen_error = assert_error(unseen, 400, "VALIDATION_ERROR")
     missing_error = assert_error(missing, 400, "VALIDATION_ERROR")
     assert unseen_error["fields"]["parent"] == [
-        m.replace(str(secret.pk + 1000), str(secret.pk)) for m in missing_error["fields"]["parent"]]
+        m.replace(str(secret.pk + 1000), str(secret.pk)) for m in missing_error["fields"]["parent"]
+    ]
     assert not Task.objects.filter(title="child").exists()
     # a parent the caller sees is fine
     own = client.post("/api/v1/tasks/", {"title": "mine"}, format="json").json()
-    child = client.post("/api/v1/tasks/", {"title": "child", "parent": own["id"]},
-                        format="json")
+    child = client.post("/api/v1/tasks/", {"title": "child", "parent": own["id"]}, format="json")
     assert child.status_code == 201, child.content
 
 
@@ -294,7 +327,8 @@ def test_queue_filters_name_only_what_the_caller_sees(hidden_parent: dict[str, A
 
 
 def test_the_childs_page_does_not_name_an_invisible_parent(
-        hidden_parent: dict[str, Any], client: Client) -> None:
+    hidden_parent: dict[str, Any], client: Client
+) -> None:
     from tasks_inbox import services
 
     agent, secret = hidden_parent["agent"], hidden_parent["secret"]
@@ -318,8 +352,9 @@ def test_reassign_out_of_sight_answers_200_with_what_happened(make_user: Any) ->
 
     agent, colleague = make_user("agent"), make_user("colleague")
     task = services.task_create(title="Hand me over", assignee=agent)
-    response = as_user(agent).post(f"/api/v1/tasks/{task.pk}/reassign/",
-                                   {"assignee": colleague.pk}, format="json")
+    response = as_user(agent).post(
+        f"/api/v1/tasks/{task.pk}/reassign/", {"assignee": colleague.pk}, format="json"
+    )
     assert response.status_code == 200, response.content
     assert response.json() == {"id": task.pk, "reassigned": True, "visible": False}
     assert Task.objects.get(pk=task.pk).assignee_id == colleague.pk
@@ -331,9 +366,11 @@ def test_escalate_out_of_sight_answers_200_with_what_happened(make_user: Any) ->
 
     agent, colleague = make_user("agent"), make_user("colleague")
     task = services.task_create(title="Too hot", assignee=agent)
-    response = as_user(agent).post(f"/api/v1/tasks/{task.pk}/escalate/",
-                                   {"assignee": colleague.pk, "priority": "urgent"},
-                                   format="json")
+    response = as_user(agent).post(
+        f"/api/v1/tasks/{task.pk}/escalate/",
+        {"assignee": colleague.pk, "priority": "urgent"},
+        format="json",
+    )
     assert response.status_code == 200, response.content
     assert response.json() == {"id": task.pk, "escalated": True, "visible": False}
     assert Task.objects.get(pk=task.pk).assignee_id == colleague.pk

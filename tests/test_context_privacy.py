@@ -28,8 +28,16 @@ from tests.step_servers import execute, one_step_workflow, step_of
 
 pytestmark = pytest.mark.django_db
 
-PRIVATE_KEYS = {"last_login", "is_superuser", "is_staff", "date_joined", "password",
-                "is_active", "first_name", "last_name"}
+PRIVATE_KEYS = {
+    "last_login",
+    "is_superuser",
+    "is_staff",
+    "date_joined",
+    "password",
+    "is_active",
+    "first_name",
+    "last_name",
+}
 
 
 @pytest.fixture
@@ -44,9 +52,15 @@ def owner(make_user: Any) -> Any:
 @pytest.fixture
 def masked_leads() -> Iterator[None]:
     """Lead registered as a stricter host would: owner without email, two fields masked."""
-    register_model(Lead, name="lead", track=["status", "owner"], writable=["status"],
-                   exportable=["id", "company_name", "email", "annual_revenue", "owner"],
-                   visibility=engine.owned_by, masked=["email", "annual_revenue"])
+    register_model(
+        Lead,
+        name="lead",
+        track=["status", "owner"],
+        writable=["status"],
+        exportable=["id", "company_name", "email", "annual_revenue", "owner"],
+        visibility=engine.owned_by,
+        masked=["email", "annual_revenue"],
+    )
     yield
     engine.register()
 
@@ -58,9 +72,12 @@ def lead_event(lead: Lead) -> Event:
 def test_a_related_user_is_id_username_display_name_and_allowed_email(owner: Any) -> None:
     lead = Lead.objects.create(company_name="Acme", email="buyer@acme.test", owner=owner)
     context = lead_event(lead).payload
-    assert context["lead"]["owner"] == {"id": owner.pk, "username": "grace",
-                                        "display_name": "Grace Hopper",
-                                        "email": "grace@example.com"}
+    assert context["lead"]["owner"] == {
+        "id": owner.pk,
+        "username": "grace",
+        "display_name": "Grace Hopper",
+        "email": "grace@example.com",
+    }
     assert context["owner"] == context["lead"]["owner"]
     assert context["lead"]["owner_id"] == owner.pk
     assert context["lead"]["email"] == "buyer@acme.test"
@@ -69,19 +86,30 @@ def test_a_related_user_is_id_username_display_name_and_allowed_email(owner: Any
 
 
 def test_masked_fields_stay_masked_in_context_step_input_admin_and_simulate(
-        owner: Any, masked_leads: None, drain: Any, api: Any, admin_user: Any) -> None:
-    lead = Lead.objects.create(company_name="Acme", email="buyer@acme.test",
-                               annual_revenue=2_500_000, owner=owner)
+    owner: Any, masked_leads: None, drain: Any, api: Any, admin_user: Any
+) -> None:
+    lead = Lead.objects.create(
+        company_name="Acme", email="buyer@acme.test", annual_revenue=2_500_000, owner=owner
+    )
     context = lead_event(lead).payload
     assert context["lead"]["email"] == context["lead"]["annual_revenue"] == MASKED
     assert context["lead"]["company_name"] == "Acme"
-    assert context["lead"]["owner"] == {"id": owner.pk, "username": "grace",
-                                        "display_name": "Grace Hopper"}
+    assert context["lead"]["owner"] == {
+        "id": owner.pk,
+        "username": "grace",
+        "display_name": "Grace Hopper",
+    }
 
-    workflow = one_step_workflow("note", "add_note", {
-        "entity_type": "lead", "entity_id": "{{lead.id}}",
-        "note": "{{lead.company_name}} <{{lead.email}}> {{lead.annual_revenue}} "
-                "owner={{lead.owner.username}}/{{lead.owner.email}}"})
+    workflow = one_step_workflow(
+        "note",
+        "add_note",
+        {
+            "entity_type": "lead",
+            "entity_id": "{{lead.id}}",
+            "note": "{{lead.company_name}} <{{lead.email}}> {{lead.annual_revenue}} "
+            "owner={{lead.owner.username}}/{{lead.owner.email}}",
+        },
+    )
     run = execute(workflow, context)
     drain()
     step = step_of(run)
@@ -90,17 +118,22 @@ def test_masked_fields_stay_masked_in_context_step_input_admin_and_simulate(
 
     client = Client()
     client.force_login(admin_user)
-    pages = [client.get(f"/admin/automation/run/{run.pk}/change/"),
-             client.get(f"/admin/automation/event/{lead_event(lead).pk}/change/"),
-             api.get(f"/api/v1/runs/{run.pk}/", HTTP_ACCEPT="application/json")]
+    pages = [
+        client.get(f"/admin/automation/run/{run.pk}/change/"),
+        client.get(f"/admin/automation/event/{lead_event(lead).pk}/change/"),
+        api.get(f"/api/v1/runs/{run.pk}/", HTTP_ACCEPT="application/json"),
+    ]
     for response in pages:
         assert response.status_code == 200
         text = response.content.decode()
         assert "buyer@acme.test" not in text and "2500000" not in text
         assert "grace@example.com" not in text
 
-    response = api.post(f"/api/v1/workflows/{workflow.pk}/simulate/", {
-        "event_type": "lead.created", "entity_id": str(lead.pk)}, format="json")
+    response = api.post(
+        f"/api/v1/workflows/{workflow.pk}/simulate/",
+        {"event_type": "lead.created", "entity_id": str(lead.pk)},
+        format="json",
+    )
     assert response.status_code == 200, response.content
     simulated = response.json()
     assert simulated["event"]["context"]["lead"]["email"] == MASKED
@@ -110,15 +143,22 @@ def test_masked_fields_stay_masked_in_context_step_input_admin_and_simulate(
     assert "buyer@acme.test" not in json.dumps(list(ActionRun.objects.values("input", "output")))
 
 
-def test_masked_fields_are_masked_in_exports(owner: Any, masked_leads: None, drain: Any,
-                                             settings: Any, tmp_path: Path) -> None:
+def test_masked_fields_are_masked_in_exports(
+    owner: Any, masked_leads: None, drain: Any, settings: Any, tmp_path: Path
+) -> None:
     settings.MEDIA_ROOT = tmp_path
     settings.SITE_URL = "https://flowdesk.example"
-    Lead.objects.create(company_name="Acme", email="buyer@acme.test", annual_revenue=10,
-                        owner=owner)
+    Lead.objects.create(
+        company_name="Acme", email="buyer@acme.test", annual_revenue=10, owner=owner
+    )
     Lead.objects.create(company_name="Blank", owner=owner)
-    run = execute(one_step_workflow("export", "enqueue_export", {
-        "entity_type": "lead", "email_to": "ops@example.com"}), {}, actor=owner)
+    run = execute(
+        one_step_workflow(
+            "export", "enqueue_export", {"entity_type": "lead", "email_to": "ops@example.com"}
+        ),
+        {},
+        actor=owner,
+    )
     drain()
     step = step_of(run)
     assert step.status == StepStatus.COMPLETED, step.error
@@ -139,10 +179,13 @@ def test_registration_options_are_checked() -> None:
         register_model(Lead, name="lead_x", track=["status"], masked=["status"])
 
 
-
 def test_the_actor_carries_no_more_than_its_summary(owner: Any) -> None:
     from automation.events import emit
 
     event = emit("deal.won", {"deal_id": 7}, actor=owner)
-    assert event.payload["actor"] == {"id": owner.pk, "username": "grace",
-                                      "email": "grace@example.com", "is_staff": True}
+    assert event.payload["actor"] == {
+        "id": owner.pk,
+        "username": "grace",
+        "email": "grace@example.com",
+        "is_staff": True,
+    }

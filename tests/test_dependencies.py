@@ -19,20 +19,22 @@ ROOT = Path(__file__).resolve().parent.parent
 # The modules of automation that other apps may import: the step registry and its helpers
 # for step types, the condition language, events, models, the model registry, the signal
 # a waiting step's owner sends, and the metrics and monitoring registration hooks.
-AUTOMATION_PUBLIC = frozenset({
-    "automation.actions",
-    "automation.actions.entities",
-    "automation.actions.mailing",
-    "automation.conditions",
-    "automation.events",
-    "automation.live",
-    "automation.metrics",
-    "automation.models",
-    "automation.monitoring",
-    "automation.receivers",
-    "automation.registry",
-    "automation.signals",
-})
+AUTOMATION_PUBLIC = frozenset(
+    {
+        "automation.actions",
+        "automation.actions.entities",
+        "automation.actions.mailing",
+        "automation.conditions",
+        "automation.events",
+        "automation.live",
+        "automation.metrics",
+        "automation.models",
+        "automation.monitoring",
+        "automation.receivers",
+        "automation.registry",
+        "automation.signals",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,9 @@ def _resolve(node: ast.ImportFrom, path: Path) -> str:
 
 def _literal_import(node: ast.Call) -> str | None:
     """``import_module("x.y")`` or ``__import__("x.y")`` with a literal (or f-string start)."""
-    name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(
-        node.func, "id", None)
+    name = (
+        node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+    )
     if name not in ("import_module", "__import__") or not node.args:
         return None
     arg = node.args[0]
@@ -89,8 +92,11 @@ def imports_of(path: Path, source: str | None = None) -> list[Imported]:
             module = _resolve(node, path)
             found.append(Imported(rel, node.lineno, module))
             # ``from automation import services`` imports the submodule ``services``.
-            found += [Imported(rel, node.lineno, f"{module}.{alias.name}")
-                      for alias in node.names if alias.name != "*"]
+            found += [
+                Imported(rel, node.lineno, f"{module}.{alias.name}")
+                for alias in node.names
+                if alias.name != "*"
+            ]
         elif isinstance(node, ast.Call):
             literal = _literal_import(node)
             if literal:
@@ -137,9 +143,13 @@ def test_automation_never_imports_tasks_inbox() -> None:
 
 def test_tasks_inbox_imports_only_automation_public_modules() -> None:
     offending = sorted(
-        {(i.path, i.line, _module_of(i.module)) for i in app_imports("tasks_inbox")
-         if _within(i.module, "automation") and _is_automation_module(i.module)
-         and _module_of(i.module) not in AUTOMATION_PUBLIC}
+        {
+            (i.path, i.line, _module_of(i.module))
+            for i in app_imports("tasks_inbox")
+            if _within(i.module, "automation")
+            and _is_automation_module(i.module)
+            and _module_of(i.module) not in AUTOMATION_PUBLIC
+        }
     )
     assert offending == []
 
@@ -150,20 +160,33 @@ def test_the_public_modules_exist() -> None:
     assert missing == []
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("from tasks_inbox.models import Task", {"tasks_inbox.models", "tasks_inbox.models.Task"}),
-    ("def f():\n    from tasks_inbox import selectors\n",
-     {"tasks_inbox", "tasks_inbox.selectors"}),
-    ("import tasks_inbox.services as s", {"tasks_inbox.services"}),
-    ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import tasks_inbox\n",
-     {"typing", "typing.TYPE_CHECKING", "tasks_inbox"}),
-    ("import importlib\nimportlib.import_module('tasks_inbox.engine')\n",
-     {"importlib", "tasks_inbox.engine"}),
-    ("from importlib import import_module\nimport_module(f'tasks_inbox.steps.{name}')\n",
-     {"importlib", "importlib.import_module", "tasks_inbox.steps"}),
-    ("from ..services import step_resume", {"automation.services",
-                                            "automation.services.step_resume"}),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from tasks_inbox.models import Task", {"tasks_inbox.models", "tasks_inbox.models.Task"}),
+        (
+            "def f():\n    from tasks_inbox import selectors\n",
+            {"tasks_inbox", "tasks_inbox.selectors"},
+        ),
+        ("import tasks_inbox.services as s", {"tasks_inbox.services"}),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import tasks_inbox\n",
+            {"typing", "typing.TYPE_CHECKING", "tasks_inbox"},
+        ),
+        (
+            "import importlib\nimportlib.import_module('tasks_inbox.engine')\n",
+            {"importlib", "tasks_inbox.engine"},
+        ),
+        (
+            "from importlib import import_module\nimport_module(f'tasks_inbox.steps.{name}')\n",
+            {"importlib", "importlib.import_module", "tasks_inbox.steps"},
+        ),
+        (
+            "from ..services import step_resume",
+            {"automation.services", "automation.services.step_resume"},
+        ),
+    ],
+)
 def test_the_walker_sees_every_kind_of_import(source: str, expected: set[str]) -> None:
     """The checks above are only as good as the walker: it finds top-level, function-local,
     aliased, TYPE_CHECKING, relative and importlib imports."""

@@ -38,6 +38,7 @@ from workflows.services import workflow_save
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -45,9 +46,12 @@ def free_port() -> int:
 
 
 def notes_on(deal: Deal) -> list[str]:
-    return sorted(Note.objects.filter(
-        content_type=ContentType.objects.get_for_model(Deal), object_id=str(deal.pk),
-    ).values_list("note", flat=True))
+    return sorted(
+        Note.objects.filter(
+            content_type=ContentType.objects.get_for_model(Deal),
+            object_id=str(deal.pk),
+        ).values_list("note", flat=True)
+    )
 
 
 class PrivateRedis:
@@ -63,8 +67,20 @@ class PrivateRedis:
         if binary is None:
             pytest.fail("redis-server is not installed")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(self._answers, timeout=10, message=f"redis-server on {self.port}")
         assert self.proc.poll() is None, f"another server holds port {self.port}"
 
@@ -98,8 +114,7 @@ def on_private_broker(redis_server: PrivateRedis) -> dict[str, str]:
 
 
 @pytest.fixture
-def web_server(private_redis: PrivateRedis, transactional_db: Any
-               ) -> Iterator[Callable[[], str]]:
+def web_server(private_redis: PrivateRedis, transactional_db: Any) -> Iterator[Callable[[], str]]:
     """``manage.py runserver`` on the test database, its broker the private Redis."""
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -107,10 +122,15 @@ def web_server(private_redis: PrivateRedis, transactional_db: Any
         port = free_port()
         ARTIFACTS.mkdir(exist_ok=True)
         log = open(ARTIFACTS / f"web-{port}.log", "ab")  # noqa: SIM115  (the server's)
-        procs.append(subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-            cwd=ROOT, env=on_private_broker(private_redis), stdout=log,
-            stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+                cwd=ROOT,
+                env=on_private_broker(private_redis),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         base = f"http://127.0.0.1:{port}"
 
         def up() -> bool:
@@ -133,8 +153,11 @@ def web_server(private_redis: PrivateRedis, transactional_db: Any
 
 def post(url: str, token: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Token {token}"})
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Token {token}"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read() or b"{}")
@@ -150,16 +173,24 @@ def staff_token(make_user: Callable[..., Any]) -> str:
 
 
 def test_a_wake_committed_without_its_advance_is_resumed_by_the_stale_sweep(
-        celery_worker: Any) -> None:
+    celery_worker: Any,
+) -> None:
     deal = Deal.objects.create(name="Wake")
-    workflow_save(document={
-        "slug": "wait", "name": "Wait", "triggers": [{"event_type": "deal.won"}],
-        "steps": [
-            {"key": "wait", "type": "delay", "config": {"for": "2 hours"}},
-            {"key": "after", "type": "add_note", "config": {
-                "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "after"}},
-        ],
-    })
+    workflow_save(
+        document={
+            "slug": "wait",
+            "name": "Wait",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {"key": "wait", "type": "delay", "config": {"for": "2 hours"}},
+                {
+                    "key": "after",
+                    "type": "add_note",
+                    "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "after"},
+                },
+            ],
+        }
+    )
     emit("deal.won", {"deal_id": deal.pk})
     wait_for(lambda: Run.objects.filter(status="waiting").exists(), message="the wait")
     run = Run.objects.get()
@@ -174,37 +205,47 @@ def test_a_wake_committed_without_its_advance_is_resumed_by_the_stale_sweep(
     assert services.runs_wake_due() == 0  # nothing due: the wake sweep cannot see it
 
     assert services.runs_resume_stale(older_than=timedelta(0)) == 1
-    wait_for(lambda: Run.objects.filter(pk=run.pk, status="completed").exists(),
-             message="the stranded run to complete")
+    wait_for(
+        lambda: Run.objects.filter(pk=run.pk, status="completed").exists(),
+        message="the stranded run to complete",
+    )
     assert notes_on(deal) == ["after"]
 
 
-def test_the_wake_sweep_publishes_each_advance_as_its_wake_commits(transactional_db: Any
-                                                                   ) -> None:
+def test_the_wake_sweep_publishes_each_advance_as_its_wake_commits(transactional_db: Any) -> None:
     """A wake whose advance was published survives the sweeper dying right after."""
     from celery.signals import before_task_publish
 
     from automation.tasks import advance_run
 
     deal = Deal.objects.create(name="Each")
-    workflow_save(document={
-        "slug": "each", "name": "Each", "triggers": [{"event_type": "deal.won"}],
-        "steps": [{"key": "wait", "type": "delay", "config": {"for": "2 hours"}},
-                  {"key": "after", "type": "add_note", "config": {
-                      "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "x"}}],
-    })
+    workflow_save(
+        document={
+            "slug": "each",
+            "name": "Each",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {"key": "wait", "type": "delay", "config": {"for": "2 hours"}},
+                {
+                    "key": "after",
+                    "type": "add_note",
+                    "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "x"},
+                },
+            ],
+        }
+    )
     for _ in range(3):
         emit("deal.won", {"deal_id": deal.pk})
     services.outbox_drain()
     assert Run.objects.filter(status="waiting").count() == 3
-    ActionRun.objects.filter(step_key="wait").update(
-        wake_at=timezone.now() - timedelta(seconds=1))
+    ActionRun.objects.filter(step_key="wait").update(wake_at=timezone.now() - timedelta(seconds=1))
     published: list[tuple[int, int]] = []
 
     def on_publish(sender: str | None = None, body: Any = None, **kwargs: Any) -> None:
         if sender == advance_run.name:  # how many wakes had committed when it was sent?
-            published.append((body[0][0], ActionRun.objects.filter(
-                step_key="wait", status="completed").count()))
+            published.append(
+                (body[0][0], ActionRun.objects.filter(step_key="wait", status="completed").count())
+            )
 
     before_task_publish.connect(on_publish, weak=False)
     try:
@@ -214,7 +255,8 @@ def test_the_wake_sweep_publishes_each_advance_as_its_wake_commits(transactional
     # One message per wake, each published as soon as that wake committed (not all three
     # after the whole batch): the first went out when one wake had committed.
     assert sorted(run_id for run_id, _ in published) == sorted(
-        Run.objects.values_list("pk", flat=True))
+        Run.objects.values_list("pk", flat=True)
+    )
     assert [committed for _, committed in published] == [1, 2, 3]
 
 
@@ -222,21 +264,41 @@ def test_the_wake_sweep_publishes_each_advance_as_its_wake_commits(transactional
 
 
 def task_workflow() -> None:
-    workflow_save(document={
-        "slug": "review", "name": "Review", "triggers": [{"event_type": "deal.won"}],
-        "steps": [
-            {"key": "review", "type": "create_task", "config": {
-                "title": "Review {{deal_id}}", "assignee": "ops@example.com",
-                "wait": True}},
-            {"key": "after", "type": "add_note", "config": {
-                "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "reviewed"}},
-        ],
-    })
+    workflow_save(
+        document={
+            "slug": "review",
+            "name": "Review",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {
+                    "key": "review",
+                    "type": "create_task",
+                    "config": {
+                        "title": "Review {{deal_id}}",
+                        "assignee": "ops@example.com",
+                        "wait": True,
+                    },
+                },
+                {
+                    "key": "after",
+                    "type": "add_note",
+                    "config": {
+                        "entity_type": "deal",
+                        "entity_id": "{{deal_id}}",
+                        "note": "reviewed",
+                    },
+                },
+            ],
+        }
+    )
 
 
 def test_completing_a_task_while_the_broker_is_down_answers_200_and_a_sweep_resumes_the_run(
-        web_server: Callable[[], str], private_redis: PrivateRedis,
-        start_worker: Callable[..., Any], make_user: Callable[..., Any]) -> None:
+    web_server: Callable[[], str],
+    private_redis: PrivateRedis,
+    start_worker: Callable[..., Any],
+    make_user: Callable[..., Any],
+) -> None:
     token = staff_token(make_user)
     deal = Deal.objects.create(name="Down")
     task_workflow()
@@ -259,43 +321,70 @@ def test_completing_a_task_while_the_broker_is_down_answers_200_and_a_sweep_resu
 
     start_worker("w")  # on the shared broker, which is up
     assert services.runs_resume_stale(older_than=timedelta(0)) == 1
-    wait_for(lambda: Run.objects.filter(pk=run.pk, status="completed").exists(),
-             message="the run resumed by the sweep")
+    wait_for(
+        lambda: Run.objects.filter(pk=run.pk, status="completed").exists(),
+        message="the run resumed by the sweep",
+    )
     assert notes_on(deal) == ["reviewed"]
 
 
 def test_posting_an_event_while_redis_is_down_stores_it_and_answers_202(
-        web_server: Callable[[], str], private_redis: PrivateRedis,
-        make_user: Callable[..., Any]) -> None:
+    web_server: Callable[[], str], private_redis: PrivateRedis, make_user: Callable[..., Any]
+) -> None:
     token = staff_token(make_user)
     base = web_server()
     private_redis.stop()
-    status, body = post(f"{base}/api/v1/events/", token,
-                        {"type": "deal.won", "payload": {"deal_id": 1}})
+    status, body = post(
+        f"{base}/api/v1/events/", token, {"type": "deal.won", "payload": {"deal_id": 1}}
+    )
     assert status == 202, body
     event = Event.objects.get(pk=body["id"])
     assert (event.type, event.dispatched_at) == ("deal.won", None)  # the sweep's to send
 
 
 def shell(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_publish_error_after_commit_does_not_skip_the_rest_of_a_drain(
-        private_redis: PrivateRedis, transactional_db: Any) -> None:
+    private_redis: PrivateRedis, transactional_db: Any
+) -> None:
     deal = Deal.objects.create(name="Drain")
     note = {"entity_type": "deal", "entity_id": "{{deal_id}}"}
-    workflow_save(document={  # its branches are handed out as messages after commit
-        "slug": "fan", "name": "Fan", "triggers": [{"event_type": "deal.won"}],
-        "steps": [{"key": f"b{i}", "type": "add_note", "after": [],
-                   "config": {**note, "note": f"b{i}"}} for i in range(3)],
-    })
-    workflow_save(document={  # its second step runs in the drain, after the commit
-        "slug": "seq", "name": "Seq", "triggers": [{"event_type": "deal.won"}],
-        "steps": [{"key": "one", "type": "add_note", "config": {**note, "note": "one"}},
-                  {"key": "two", "type": "add_note", "config": {**note, "note": "two"}}],
-    })
+    workflow_save(
+        document={  # its branches are handed out as messages after commit
+            "slug": "fan",
+            "name": "Fan",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {
+                    "key": f"b{i}",
+                    "type": "add_note",
+                    "after": [],
+                    "config": {**note, "note": f"b{i}"},
+                }
+                for i in range(3)
+            ],
+        }
+    )
+    workflow_save(
+        document={  # its second step runs in the drain, after the commit
+            "slug": "seq",
+            "name": "Seq",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {"key": "one", "type": "add_note", "config": {**note, "note": "one"}},
+                {"key": "two", "type": "add_note", "config": {**note, "note": "two"}},
+            ],
+        }
+    )
     Event.objects.update(dispatched_at=timezone.now())
     with transaction.atomic():
         emit("deal.won", {"deal_id": deal.pk})
@@ -342,14 +431,18 @@ class CountingBroker:
 
 
 def test_emit_tries_a_broker_that_is_down_a_bounded_number_of_times(
-        private_redis: PrivateRedis, transactional_db: Any) -> None:
+    private_redis: PrivateRedis, transactional_db: Any
+) -> None:
     broker = CountingBroker()
     private_redis.stop()  # the cache: down too
     try:
-        env = worker_env(CELERY_BROKER_URL=f"redis://127.0.0.1:{broker.port}/0",
-                         CACHE_URL=private_redis.url)
-        done = shell("from automation.events import emit\n"
-                     "for i in range(10): emit('deal.won', {'i': i})", env)
+        env = worker_env(
+            CELERY_BROKER_URL=f"redis://127.0.0.1:{broker.port}/0", CACHE_URL=private_redis.url
+        )
+        done = shell(
+            "from automation.events import emit\nfor i in range(10): emit('deal.won', {'i': i})",
+            env,
+        )
         assert done.returncode == 0, done.stderr
     finally:
         broker.close()
@@ -362,7 +455,8 @@ def test_emit_tries_a_broker_that_is_down_a_bounded_number_of_times(
 
 
 def test_a_run_of_60_parallel_branches_publishes_each_step_about_once(
-        start_worker: Callable[..., Any]) -> None:
+    start_worker: Callable[..., Any],
+) -> None:
     import redis
     from django.conf import settings
 
@@ -371,20 +465,38 @@ def test_a_run_of_60_parallel_branches_publishes_each_step_about_once(
     deal = Deal.objects.create(name="Fan")
     note = {"entity_type": "deal", "entity_id": "{{deal_id}}"}
     branches = 60
-    workflow_save(document={
-        "slug": "fan", "name": "Fan", "triggers": [{"event_type": "deal.won"}],
-        "steps": [
-            *({"key": f"b{i}", "type": "add_note", "after": [],
-               "config": {**note, "note": f"b{i:02}"}} for i in range(branches)),
-            {"key": "join", "type": "add_note", "after": [f"b{i}" for i in range(branches)],
-             "config": {**note, "note": "join"}},
-        ],
-    })
+    workflow_save(
+        document={
+            "slug": "fan",
+            "name": "Fan",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                *(
+                    {
+                        "key": f"b{i}",
+                        "type": "add_note",
+                        "after": [],
+                        "config": {**note, "note": f"b{i:02}"},
+                    }
+                    for i in range(branches)
+                ),
+                {
+                    "key": "join",
+                    "type": "add_note",
+                    "after": [f"b{i}" for i in range(branches)],
+                    "config": {**note, "note": "join"},
+                },
+            ],
+        }
+    )
     start_worker("w", concurrency=2, FLOWDESK_ACTION_MODULES="tests.steps,tests.publishing")
     start_worker("w", concurrency=2, FLOWDESK_ACTION_MODULES="tests.steps,tests.publishing")
     emit("deal.won", {"deal_id": deal.pk})
-    wait_for(lambda: Run.objects.filter(status="completed").exists(), timeout=120,
-             message="the fan-out run")
+    wait_for(
+        lambda: Run.objects.filter(status="completed").exists(),
+        timeout=120,
+        message="the fan-out run",
+    )
     assert len(notes_on(deal)) == branches + 1
     time.sleep(1)  # no late duplicates either
     published = int(counter.get("flowdesk:test:published:flowdesk.execute_step") or 0)
@@ -394,9 +506,9 @@ def test_a_run_of_60_parallel_branches_publishes_each_step_about_once(
 # --- cancelling a run, the SLA sweep in run_sweeps -------------------------------------
 
 
-def test_cancelling_a_run_cancels_the_open_task_it_waits_on(drain: Any,
-                                                            make_user: Callable[..., Any]
-                                                            ) -> None:
+def test_cancelling_a_run_cancels_the_open_task_it_waits_on(
+    drain: Any, make_user: Callable[..., Any]
+) -> None:
     make_user("ops")
     deal = Deal.objects.create(name="Cancel")
     task_workflow()
@@ -429,22 +541,26 @@ def test_run_sweeps_runs_the_sla_sweep_too(db: Any, make_user: Callable[..., Any
 
     agent = make_user("agent", groups=("Claims",))
     Queue.objects.create(group=Group.objects.get(name="Claims"))
-    sla_config_save(document={"name": "Claims", "queue": "Claims", "target": "1h",
-                               "warning_after": "30m"})
+    sla_config_save(
+        document={"name": "Claims", "queue": "Claims", "target": "1h", "warning_after": "30m"}
+    )
     task = task_create(title="Claim", queue=Group.objects.get(name="Claims"), assignee=agent)
     out = StringIO()
     with time_machine.travel(timezone.now() + timedelta(hours=2)):
         call_command("run_sweeps", stdout=out)
     assert "sla: " in out.getvalue()
     assert set(SLAEventRecord.objects.filter(task=task).values_list("kind", flat=True)) >= {
-        "warning", "breach"}
+        "warning",
+        "breach",
+    }
 
 
 # --- an interrupted export continues from its last batch --------------------------------
 
 
 def test_an_interrupted_export_continues_from_its_last_stored_batch(
-        drain: Any, make_user: Callable[..., Any], settings: Any, tmp_path: Any) -> None:
+    drain: Any, make_user: Callable[..., Any], settings: Any, tmp_path: Any
+) -> None:
     import csv
 
     import time_machine
@@ -456,16 +572,23 @@ def test_an_interrupted_export_continues_from_its_last_stored_batch(
     from tests.storages import FailOnSave
 
     settings.MEDIA_ROOT = tmp_path
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "tests.storages.FailOnSave", "OPTIONS": {"location": str(tmp_path)}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "tests.storages.FailOnSave", "OPTIONS": {"location": str(tmp_path)}},
+    }
     FailOnSave.saves, FailOnSave.saved = 0, []
     FailOnSave.fail_at = 3  # batches 1 and 2 are stored, the attempt dies storing the 3rd
     total = 5 * BATCH_SIZE + 123
-    Lead.objects.bulk_create([Lead(company_name=f"Co {i:06d}", status="new")
-                              for i in range(total)], batch_size=5000)
+    Lead.objects.bulk_create(
+        [Lead(company_name=f"Co {i:06d}", status="new") for i in range(total)], batch_size=5000
+    )
     boss = make_user("boss", staff=True)
-    run = execute(one_step_workflow("big", "enqueue_export", {
-        "entity_type": "lead", "fields": ["id", "company_name"]}), actor=boss)
+    run = execute(
+        one_step_workflow(
+            "big", "enqueue_export", {"entity_type": "lead", "fields": ["id", "company_name"]}
+        ),
+        actor=boss,
+    )
     drain()
     step = step_of(run)
     assert step.status == "pending" and step.error_code == "STEP_ERROR", step.error

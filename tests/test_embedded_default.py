@@ -44,13 +44,28 @@ DEMO_LOGIN = ("demo", "demo-pass-2026")
 
 
 def embedded_env(var_dir: Path, port: int) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if key not in {"DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL",
-                          "DJANGO_SETTINGS_MODULE", "REQUIRE_SERVICES"}
-           and not key.startswith(("FLOWDESK_", "PYTEST_"))}
-    env.update(ENGINE_ENV, FLOWDESK_VAR_DIR=str(var_dir), WEB_PORT=str(port), DEBUG="1",
-               PYTHONUNBUFFERED="1", LOG_LEVEL="INFO",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key
+        not in {
+            "DATABASE_URL",
+            "CELERY_BROKER_URL",
+            "CACHE_URL",
+            "DJANGO_SETTINGS_MODULE",
+            "REQUIRE_SERVICES",
+        }
+        and not key.startswith(("FLOWDESK_", "PYTEST_"))
+    }
+    env.update(
+        ENGINE_ENV,
+        FLOWDESK_VAR_DIR=str(var_dir),
+        WEB_PORT=str(port),
+        DEBUG="1",
+        PYTHONUNBUFFERED="1",
+        LOG_LEVEL="INFO",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
     return env
 
 
@@ -80,8 +95,15 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def manage(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True, timeout=300, check=False)
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, f"manage.py {' '.join(args)}:\n{done.stdout}{done.stderr}"
         return done.stdout
 
@@ -89,15 +111,21 @@ class Stack:
         self.logs[name] = ARTIFACTS / f"embedded-{name}-{os.getpid()}.log"
         with open(self.logs[name], "wb") as log:
             self.procs[name] = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                command,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def log(self, name: str) -> str:
         return self.logs[name].read_text(errors="replace")
 
     def logs_text(self) -> str:
-        return "\n".join(f"--- {name} ({path})\n{self.log(name)[-3000:]}"
-                         for name, path in self.logs.items())
+        return "\n".join(
+            f"--- {name} ({path})\n{self.log(name)[-3000:]}" for name, path in self.logs.items()
+        )
 
     def alive(self) -> None:
         for name, proc in self.procs.items():
@@ -137,8 +165,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ARTIFACTS.mkdir(exist_ok=True)
     var_dir = tmp_path_factory.mktemp("embedded-var")
     port = free_port()
-    stack = Stack(var_dir=var_dir, env=embedded_env(var_dir, port),
-                  base_url=f"http://127.0.0.1:{port}")
+    stack = Stack(
+        var_dir=var_dir, env=embedded_env(var_dir, port), base_url=f"http://127.0.0.1:{port}"
+    )
     try:
         stack.manage("migrate", "--noinput", "--verbosity", "0")
         stack.manage("seed_demo", "--quiet")
@@ -191,24 +220,45 @@ def test_the_stack_runs_on_sqlite_and_the_filesystem_broker(stack: Stack) -> Non
         assert db.execute("SELECT count(*) FROM auth_user WHERE username = 'demo'").fetchone()
 
 
-def test_a_lead_created_in_the_admin_is_qualified_by_its_run(stack: Stack,
-                                                             api: requests.Session) -> None:
+def test_a_lead_created_in_the_admin_is_qualified_by_its_run(
+    stack: Stack, api: requests.Session
+) -> None:
     browser = requests.Session()
     login_url = f"{stack.base_url}/admin/login/"
     browser.get(login_url, timeout=10)
-    response = browser.post(login_url, timeout=10, data={
-        "username": DEMO_LOGIN[0], "password": DEMO_LOGIN[1], "next": "/admin/",
-        "csrfmiddlewaretoken": browser.cookies["csrftoken"]}, headers={"Referer": login_url})
+    response = browser.post(
+        login_url,
+        timeout=10,
+        data={
+            "username": DEMO_LOGIN[0],
+            "password": DEMO_LOGIN[1],
+            "next": "/admin/",
+            "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+        },
+        headers={"Referer": login_url},
+    )
     assert response.status_code == 200 and "/admin/logout/" in response.text, response.text
     add_url = f"{stack.base_url}/admin/crm/lead/add/"
     form = browser.get(add_url, timeout=10).text
     alice = re.search(r'<option value="(\d+)">alice</option>', form)
     assert alice, form
-    response = browser.post(add_url, timeout=10, allow_redirects=False, data={
-        "company_name": "Embedded Co", "contact_name": "", "email": "",
-        "annual_revenue": "3000000", "budget": "90000", "status": "new",
-        "owner": alice.group(1), "_save": "Save",
-        "csrfmiddlewaretoken": browser.cookies["csrftoken"]}, headers={"Referer": add_url})
+    response = browser.post(
+        add_url,
+        timeout=10,
+        allow_redirects=False,
+        data={
+            "company_name": "Embedded Co",
+            "contact_name": "",
+            "email": "",
+            "annual_revenue": "3000000",
+            "budget": "90000",
+            "status": "new",
+            "owner": alice.group(1),
+            "_save": "Save",
+            "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+        },
+        headers={"Referer": add_url},
+    )
     assert response.status_code == 302, response.text
 
     # The seeded leads have runs of their own: find this lead's event, then its run.
@@ -216,7 +266,7 @@ def test_a_lead_created_in_the_admin_is_qualified_by_its_run(stack: Stack,
         events = get(api, stack, "/api/v1/events/", type="lead.created")["results"]
         return [event for event in events if event["payload"]["company_name"] == "Embedded Co"]
 
-    event, = until(stack, lead_event, "the lead.created event")
+    (event,) = until(stack, lead_event, "the lead.created event")
 
     def finished() -> list[dict[str, Any]]:
         runs = get(api, stack, "/api/v1/runs/", event=event["id"])["results"]
@@ -224,27 +274,40 @@ def test_a_lead_created_in_the_admin_is_qualified_by_its_run(stack: Stack,
 
     runs = until(stack, finished, "the lead's run to finish")
     assert [(run["workflow"], run["status"]) for run in runs] == [
-        ("qualify-high-value-leads", "completed")], runs
+        ("qualify-high-value-leads", "completed")
+    ], runs
     detail = get(api, stack, f"/api/v1/runs/{runs[0]['id']}/")
     assert {step["step_key"]: step["status"] for step in detail["action_runs"]} == {
-        "qualify": "completed", "note": "completed", "notify": "completed",
-        "follow_up": "completed"}
+        "qualify": "completed",
+        "note": "completed",
+        "notify": "completed",
+        "follow_up": "completed",
+    }
     with stack.db() as db:
-        status, = db.execute(
-            "SELECT status FROM crm_lead WHERE company_name = 'Embedded Co'").fetchone()
+        (status,) = db.execute(
+            "SELECT status FROM crm_lead WHERE company_name = 'Embedded Co'"
+        ).fetchone()
         titles = [row[0] for row in db.execute("SELECT title FROM tasks_inbox_task")]
     assert status == "qualified"
     assert "Follow up with Embedded Co" in titles
 
 
 def test_a_delay_is_woken_by_beats_sweep(stack: Stack, api: requests.Session) -> None:
-    created = post(api, stack, "/api/v1/workflows/", {
-        "slug": "embedded-delay", "name": "Embedded delay",
-        "triggers": [{"event_type": "embedded.delay"}],
-        "steps": [{"key": "wait", "type": "delay", "config": {"for": "2 seconds"}},
-                  {"key": "after", "type": "delay", "config": {"for": 0}}]})
-    response = api.post(f"{stack.base_url}/api/v1/workflows/{created['id']}/publish/",
-                        timeout=10)
+    created = post(
+        api,
+        stack,
+        "/api/v1/workflows/",
+        {
+            "slug": "embedded-delay",
+            "name": "Embedded delay",
+            "triggers": [{"event_type": "embedded.delay"}],
+            "steps": [
+                {"key": "wait", "type": "delay", "config": {"for": "2 seconds"}},
+                {"key": "after", "type": "delay", "config": {"for": 0}},
+            ],
+        },
+    )
+    response = api.post(f"{stack.base_url}/api/v1/workflows/{created['id']}/publish/", timeout=10)
     assert response.status_code == 200, response.text
     post(api, stack, "/api/v1/events/", {"type": "embedded.delay", "payload": {}})
 
@@ -260,21 +323,29 @@ def test_a_delay_is_woken_by_beats_sweep(stack: Stack, api: requests.Session) ->
     assert [(run["id"], run["status"]) for run in done] == [(started[0]["id"], "completed")]
     detail = get(api, stack, f"/api/v1/runs/{done[0]['id']}/")
     assert [(step["step_key"], step["status"]) for step in detail["action_runs"]] == [
-        ("wait", "completed"), ("after", "completed")]
+        ("wait", "completed"),
+        ("after", "completed"),
+    ]
     # No wake-up message was sent (FLOWDESK_WAKE_MESSAGE_MAX_SECONDS=0): beat's sweep sent
     # runs-wake-due and the worker's sweep resumed the step.
     # (A sweep that did work says so at INFO; the routine received/succeeded lines of the
     # sweeps are DEBUG.)
     assert not re.search(r"flowdesk\.wake_step\[", stack.log("worker"))
-    assert stack.log("worker").count("wake sweep: 1 due steps woken") > wakes_before, \
-        stack.log("worker")[-3000:]
+    assert stack.log("worker").count("wake sweep: 1 due steps woken") > wakes_before, stack.log(
+        "worker"
+    )[-3000:]
 
 
 def test_an_sla_breach_is_swept_by_beat(stack: Stack, api: requests.Session) -> None:
-    post(api, stack, "/api/v1/sla-configs/", {
-        "name": "Embedded quick", "task_type": "embedded_quick", "target": "2s"})
-    task = post(api, stack, "/api/v1/tasks/", {"title": "Answer quickly",
-                                               "task_type": "embedded_quick"})
+    post(
+        api,
+        stack,
+        "/api/v1/sla-configs/",
+        {"name": "Embedded quick", "task_type": "embedded_quick", "target": "2s"},
+    )
+    task = post(
+        api, stack, "/api/v1/tasks/", {"title": "Answer quickly", "task_type": "embedded_quick"}
+    )
     assert task["sla_due_at"], task
 
     def breached() -> list[dict[str, Any]]:
@@ -283,9 +354,11 @@ def test_an_sla_breach_is_swept_by_beat(stack: Stack, api: requests.Session) -> 
 
     events = until(stack, breached, "the SLA breach")
     assert len(events) == 1, events
-    assert re.search(r"SLA sweep: [1-9]\d* thresholds fired", stack.log("worker")), \
-        stack.log("worker")[-3000:]
+    assert re.search(r"SLA sweep: [1-9]\d* thresholds fired", stack.log("worker")), stack.log(
+        "worker"
+    )[-3000:]
     with stack.db() as db:
-        breached_at, = db.execute("SELECT sla_breached_at FROM tasks_inbox_task WHERE id = ?",
-                                  (task["id"],)).fetchone()
+        (breached_at,) = db.execute(
+            "SELECT sla_breached_at FROM tasks_inbox_task WHERE id = ?", (task["id"],)
+        ).fetchone()
     assert breached_at is not None

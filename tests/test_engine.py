@@ -29,20 +29,32 @@ pytestmark = pytest.mark.django_db
 
 
 def notes_on(obj: Any) -> list[str]:
-    return list(Note.objects.filter(
-        content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk),
-    ).values_list("note", flat=True))
+    return list(
+        Note.objects.filter(
+            content_type=ContentType.objects.get_for_model(obj),
+            object_id=str(obj.pk),
+        ).values_list("note", flat=True)
+    )
 
 
-def note_workflow(slug: str, event_type: str, note: str, conditions: Any = None,
-                  **extra: Any) -> Workflow:
-    return workflow_save(document={
-        "slug": slug, "name": slug, "triggers": [
-            {"event_type": event_type, "conditions": conditions}],
-        "steps": [{"key": "note", "type": "add_note", "config": {
-            "entity_type": "deal", "entity_id": "{{deal.id}}", "note": note}}],
-        **extra,
-    })
+def note_workflow(
+    slug: str, event_type: str, note: str, conditions: Any = None, **extra: Any
+) -> Workflow:
+    return workflow_save(
+        document={
+            "slug": slug,
+            "name": slug,
+            "triggers": [{"event_type": event_type, "conditions": conditions}],
+            "steps": [
+                {
+                    "key": "note",
+                    "type": "add_note",
+                    "config": {"entity_type": "deal", "entity_id": "{{deal.id}}", "note": note},
+                }
+            ],
+            **extra,
+        }
+    )
 
 
 # --- CRM scenarios ----------------------------------------------------------------------
@@ -51,10 +63,12 @@ def note_workflow(slug: str, event_type: str, note: str, conditions: Any = None,
 def test_high_value_lead_is_qualified_and_noted(drain: Any) -> None:
     workflow_save(document=QUALIFY_HIGH_VALUE_LEADS)
     with transaction.atomic():
-        big = Lead.objects.create(company_name="BigCo", annual_revenue=Decimal("2000000"),
-                                  budget=Decimal("75000"))
-        small = Lead.objects.create(company_name="SmallCo", annual_revenue=Decimal("999999.99"),
-                                    budget=Decimal("75000"))
+        big = Lead.objects.create(
+            company_name="BigCo", annual_revenue=Decimal("2000000"), budget=Decimal("75000")
+        )
+        small = Lead.objects.create(
+            company_name="SmallCo", annual_revenue=Decimal("999999.99"), budget=Decimal("75000")
+        )
     drain()
     big.refresh_from_db()
     small.refresh_from_db()
@@ -66,22 +80,30 @@ def test_high_value_lead_is_qualified_and_noted(drain: Any) -> None:
     assert runs.get().status == "completed"
 
 
-def test_owned_lead_notifies_the_owner_and_gets_a_follow_up_task(drain: Any, make_user: Any
-                                                                 ) -> None:
+def test_owned_lead_notifies_the_owner_and_gets_a_follow_up_task(
+    drain: Any, make_user: Any
+) -> None:
     from tasks_inbox.models import Notification, Task
 
     workflow_save(document=QUALIFY_HIGH_VALUE_LEADS)
     owner = make_user("rep")
     start = dt.datetime(2026, 6, 1, 10, 0, tzinfo=dt.UTC)
     with time_machine.travel(start, tick=False):
-        lead = Lead.objects.create(company_name="Owned Inc", annual_revenue=Decimal("4000000"),
-                                   budget=Decimal("90000"), owner=owner)
+        lead = Lead.objects.create(
+            company_name="Owned Inc",
+            annual_revenue=Decimal("4000000"),
+            budget=Decimal("90000"),
+            owner=owner,
+        )
         drain()
     run = Run.objects.get()
     assert run.status == "completed"
     assert dict(run.action_runs.values_list("step_key", "status")) == {
-        "qualify": "completed", "note": "completed", "notify": "completed",
-        "follow_up": "completed"}
+        "qualify": "completed",
+        "note": "completed",
+        "notify": "completed",
+        "follow_up": "completed",
+    }
     # One from the workflow's notify step, one from the task assignment.
     notification = Notification.objects.get(recipient=owner, message__startswith="New qualified")
     assert notification.message == "New qualified lead: Owned Inc"
@@ -94,8 +116,9 @@ def test_owned_lead_notifies_the_owner_and_gets_a_follow_up_task(drain: Any, mak
 
 def test_budget_below_the_bar_starts_no_run(drain: Any) -> None:
     workflow_save(document=QUALIFY_HIGH_VALUE_LEADS)
-    Lead.objects.create(company_name="Rich but stingy", annual_revenue=Decimal("5000000"),
-                        budget=Decimal("49999"))
+    Lead.objects.create(
+        company_name="Rich but stingy", annual_revenue=Decimal("5000000"), budget=Decimal("49999")
+    )
     drain()
     assert Run.objects.count() == 0
     assert Event.objects.filter(type="lead.created").count() == 1
@@ -119,24 +142,54 @@ def test_deal_stage_changed_to_negotiation_adds_rendered_note(drain: Any) -> Non
     assert event.payload["changes"] == {"stage": {"old": "proposal", "new": "negotiation"}}
 
 
-@pytest.mark.parametrize(("conditions", "expected"), [
-    ({"or": [{"field": "deal.amount", "operator": "gte", "value": 1000},
-             {"field": "deal.name", "operator": "startswith", "value": "VIP"}]}, True),
-    ({"or": [{"field": "deal.amount", "operator": "gte", "value": 1000000},
-             {"field": "deal.name", "operator": "startswith", "value": "VIP"}]}, False),
-    ({"not": {"field": "deal.owner.email", "operator": "endswith", "value": "@example.com"}},
-     False),
-    ({"and": [{"field": "deal.owner.email", "operator": "eq", "value": "ann@example.com"},
-              {"not": {"field": "deal.close_date", "operator": "exists"}}]}, True),
-    ({"field": "deal.owner.profile.missing", "operator": "gt", "value": 3}, False),
-    ({"field": "changes.stage.old", "operator": "in", "value": ["proposal", "prospecting"]},
-     True),
-])
-def test_or_not_and_nested_paths_decide(drain: Any, make_user: Any, conditions: Any,
-                                        expected: bool) -> None:
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        (
+            {
+                "or": [
+                    {"field": "deal.amount", "operator": "gte", "value": 1000},
+                    {"field": "deal.name", "operator": "startswith", "value": "VIP"},
+                ]
+            },
+            True,
+        ),
+        (
+            {
+                "or": [
+                    {"field": "deal.amount", "operator": "gte", "value": 1000000},
+                    {"field": "deal.name", "operator": "startswith", "value": "VIP"},
+                ]
+            },
+            False,
+        ),
+        (
+            {"not": {"field": "deal.owner.email", "operator": "endswith", "value": "@example.com"}},
+            False,
+        ),
+        (
+            {
+                "and": [
+                    {"field": "deal.owner.email", "operator": "eq", "value": "ann@example.com"},
+                    {"not": {"field": "deal.close_date", "operator": "exists"}},
+                ]
+            },
+            True,
+        ),
+        ({"field": "deal.owner.profile.missing", "operator": "gt", "value": 3}, False),
+        (
+            {"field": "changes.stage.old", "operator": "in", "value": ["proposal", "prospecting"]},
+            True,
+        ),
+    ],
+)
+def test_or_not_and_nested_paths_decide(
+    drain: Any, make_user: Any, conditions: Any, expected: bool
+) -> None:
     note_workflow("w", "deal.stage_changed", "matched", conditions)
-    deal = Deal.objects.create(name="Plain deal", amount=Decimal("5000"),
-                               owner=make_user("ann"), stage="proposal")
+    deal = Deal.objects.create(
+        name="Plain deal", amount=Decimal("5000"), owner=make_user("ann"), stage="proposal"
+    )
     deal.stage = "negotiation"
     deal.save()
     drain()
@@ -145,12 +198,20 @@ def test_or_not_and_nested_paths_decide(drain: Any, make_user: Any, conditions: 
 
 def test_pattern_triggers_and_priority_order(drain: Any) -> None:
     note_workflow("low", "deal.*", "low", None)
-    workflow_save(document={
-        "slug": "high", "name": "high", "triggers": [
-            {"event_type": "deal.created", "priority": 50}],
-        "steps": [{"key": "note", "type": "add_note", "config": {
-            "entity_type": "deal", "entity_id": "{{deal.id}}", "note": "high"}}],
-    })
+    workflow_save(
+        document={
+            "slug": "high",
+            "name": "high",
+            "triggers": [{"event_type": "deal.created", "priority": 50}],
+            "steps": [
+                {
+                    "key": "note",
+                    "type": "add_note",
+                    "config": {"entity_type": "deal", "entity_id": "{{deal.id}}", "note": "high"},
+                }
+            ],
+        }
+    )
     deal = Deal.objects.create(name="D")
     drain()
     assert sorted(notes_on(deal)) == ["high", "low"]
@@ -163,11 +224,24 @@ def test_pattern_triggers_and_priority_order(drain: Any) -> None:
 
 def test_same_event_posted_twice_gives_one_run_and_one_note(api: APIClient, drain: Any) -> None:
     deal = Deal.objects.create(name="Once")
-    workflow_save(document={
-        "slug": "won", "name": "won", "triggers": [{"event_type": "deal.won"}],
-        "steps": [{"key": "note", "type": "add_note", "config": {
-            "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "won {{deal_id}}"}}],
-    })
+    workflow_save(
+        document={
+            "slug": "won",
+            "name": "won",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {
+                    "key": "note",
+                    "type": "add_note",
+                    "config": {
+                        "entity_type": "deal",
+                        "entity_id": "{{deal_id}}",
+                        "note": "won {{deal_id}}",
+                    },
+                }
+            ],
+        }
+    )
     body = {"type": "deal.won", "payload": {"deal_id": deal.pk}}
     first = api.post("/api/v1/events/", body, format="json", HTTP_IDEMPOTENCY_KEY="evt-1")
     second = api.post("/api/v1/events/", body, format="json", HTTP_IDEMPOTENCY_KEY="evt-1")
@@ -190,11 +264,16 @@ def test_same_event_posted_twice_gives_one_run_and_one_note(api: APIClient, drai
 
 def test_run_finishes_on_its_version_while_new_events_use_the_new_one(drain: Any) -> None:
     document = {
-        "slug": "slow", "name": "Slow", "triggers": [{"event_type": "deal.won"}],
+        "slug": "slow",
+        "name": "Slow",
+        "triggers": [{"event_type": "deal.won"}],
         "steps": [
             {"key": "wait", "type": "delay", "config": {"for": "2 days"}},
-            {"key": "note", "type": "add_note", "config": {
-                "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "v1 note"}},
+            {
+                "key": "note",
+                "type": "add_note",
+                "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "v1 note"},
+            },
         ],
     }
     workflow = workflow_save(document=document)
@@ -234,16 +313,27 @@ def test_unchanged_save_does_not_create_a_version() -> None:
 # --- loops -----------------------------------------------------------------------------------
 
 
-def test_self_retriggering_update_field_stops_at_the_depth_limit(drain: Any, settings: Any
-                                                                  ) -> None:
+def test_self_retriggering_update_field_stops_at_the_depth_limit(drain: Any, settings: Any) -> None:
     settings.FLOWDESK = {**settings.FLOWDESK, "MAX_CAUSATION_DEPTH": 5}
-    workflow_save(document={
-        "slug": "flip", "name": "Flip status forever",
-        "triggers": [{"event_type": "lead.updated"}],
-        "steps": [{"key": "flip", "type": "update_field", "config": {
-            "entity_type": "lead", "entity_id": "{{lead.id}}", "field": "contact_name",
-            "value": "{{lead.contact_name}}x"}}],
-    })
+    workflow_save(
+        document={
+            "slug": "flip",
+            "name": "Flip status forever",
+            "triggers": [{"event_type": "lead.updated"}],
+            "steps": [
+                {
+                    "key": "flip",
+                    "type": "update_field",
+                    "config": {
+                        "entity_type": "lead",
+                        "entity_id": "{{lead.id}}",
+                        "field": "contact_name",
+                        "value": "{{lead.contact_name}}x",
+                    },
+                }
+            ],
+        }
+    )
     lead = Lead.objects.create(company_name="Loop")
     lead.contact_name = "start"
     lead.save()
@@ -265,22 +355,50 @@ def test_self_retriggering_update_field_stops_at_the_depth_limit(drain: Any, set
 
 def test_parallel_branches_skip_allow_failure_and_join(drain: Any) -> None:
     deal = Deal.objects.create(name="G")
-    workflow_save(document={
-        "slug": "graph", "name": "Graph", "triggers": [{"event_type": "deal.won"}],
-        "steps": [
-            {"key": "a", "type": "add_note", "after": [], "config": {
-                "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "a"}},
-            {"key": "b", "type": "add_note", "after": [], "conditions": {
-                "field": "amount", "operator": "gt", "value": 100}, "config": {
-                "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "b"}},
-            {"key": "c", "type": "validate", "after": [], "allow_failure": True, "config": {
-                "condition": {"field": "amount", "operator": "gt", "value": 100},
-                "message": "amount too small"}},
-            {"key": "join", "type": "add_note", "after": ["a", "b", "c"], "config": {
-                "entity_type": "deal", "entity_id": "{{deal_id}}",
-                "note": "join a={{steps.a.status}} b={{steps.b.status}} c={{steps.c.status}}"}},
-        ],
-    })
+    workflow_save(
+        document={
+            "slug": "graph",
+            "name": "Graph",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {
+                    "key": "a",
+                    "type": "add_note",
+                    "after": [],
+                    "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "a"},
+                },
+                {
+                    "key": "b",
+                    "type": "add_note",
+                    "after": [],
+                    "conditions": {"field": "amount", "operator": "gt", "value": 100},
+                    "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "b"},
+                },
+                {
+                    "key": "c",
+                    "type": "validate",
+                    "after": [],
+                    "allow_failure": True,
+                    "config": {
+                        "condition": {"field": "amount", "operator": "gt", "value": 100},
+                        "message": "amount too small",
+                    },
+                },
+                {
+                    "key": "join",
+                    "type": "add_note",
+                    "after": ["a", "b", "c"],
+                    "config": {
+                        "entity_type": "deal",
+                        "entity_id": "{{deal_id}}",
+                        "note": (
+                            "join a={{steps.a.status}} b={{steps.b.status}} c={{steps.c.status}}"
+                        ),
+                    },
+                },
+            ],
+        }
+    )
     emit("deal.won", {"deal_id": deal.pk, "amount": 5})
     drain()
     run = Run.objects.get()
@@ -292,20 +410,38 @@ def test_parallel_branches_skip_allow_failure_and_join(drain: Any) -> None:
 
 
 def test_failure_cancels_downstream_and_retry_resumes_from_the_failed_step(
-        api: APIClient, drain: Any) -> None:
+    api: APIClient, drain: Any
+) -> None:
     deal = Deal.objects.create(name="R")
-    workflow_save(document={
-        "slug": "retry", "name": "Retry", "triggers": [{"event_type": "deal.won"}],
-        "steps": [
-            {"key": "first", "type": "add_note", "config": {
-                "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "first"}},
-            {"key": "check", "type": "update_field", "config": {
-                "entity_type": "deal", "entity_id": "{{deal_id}}", "field": "stage",
-                "value": "{{stage}}"}},
-            {"key": "last", "type": "add_note", "config": {
-                "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "last"}},
-        ],
-    })
+    workflow_save(
+        document={
+            "slug": "retry",
+            "name": "Retry",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {
+                    "key": "first",
+                    "type": "add_note",
+                    "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "first"},
+                },
+                {
+                    "key": "check",
+                    "type": "update_field",
+                    "config": {
+                        "entity_type": "deal",
+                        "entity_id": "{{deal_id}}",
+                        "field": "stage",
+                        "value": "{{stage}}",
+                    },
+                },
+                {
+                    "key": "last",
+                    "type": "add_note",
+                    "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "last"},
+                },
+            ],
+        }
+    )
     emit("deal.won", {"deal_id": deal.pk, "stage": "not-a-stage"})
     drain()
     run = Run.objects.get()
@@ -325,12 +461,21 @@ def test_failure_cancels_downstream_and_retry_resumes_from_the_failed_step(
 
 
 def test_retry_policy_backs_off_then_succeeds(drain: Any) -> None:
-    workflow_save(document={
-        "slug": "flaky", "name": "Flaky", "triggers": [{"event_type": "x.flaky"}],
-        "steps": [{"key": "f", "type": "test_flaky", "config": {"fail_times": 2},
-                   "retry": {"max_attempts": 3, "backoff_seconds": 10,
-                             "max_backoff_seconds": 60}}],
-    })
+    workflow_save(
+        document={
+            "slug": "flaky",
+            "name": "Flaky",
+            "triggers": [{"event_type": "x.flaky"}],
+            "steps": [
+                {
+                    "key": "f",
+                    "type": "test_flaky",
+                    "config": {"fail_times": 2},
+                    "retry": {"max_attempts": 3, "backoff_seconds": 10, "max_backoff_seconds": 60},
+                }
+            ],
+        }
+    )
     start = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
     with time_machine.travel(start, tick=False) as traveller:
         emit("x.flaky", {})
@@ -352,12 +497,21 @@ def test_retry_policy_backs_off_then_succeeds(drain: Any) -> None:
 
 
 def test_retries_exhausted_dead_letter(drain: Any) -> None:
-    workflow_save(document={
-        "slug": "dead", "name": "Dead", "triggers": [{"event_type": "x.dead"}],
-        "steps": [{"key": "f", "type": "test_flaky", "config": {"fail_times": 9},
-                   "retry": {"max_attempts": 2, "backoff_seconds": 0,
-                             "max_backoff_seconds": 0}}],
-    })
+    workflow_save(
+        document={
+            "slug": "dead",
+            "name": "Dead",
+            "triggers": [{"event_type": "x.dead"}],
+            "steps": [
+                {
+                    "key": "f",
+                    "type": "test_flaky",
+                    "config": {"fail_times": 9},
+                    "retry": {"max_attempts": 2, "backoff_seconds": 0, "max_backoff_seconds": 0},
+                }
+            ],
+        }
+    )
     emit("x.dead", {})
     drain()
     step = ActionRun.objects.get()
@@ -371,11 +525,20 @@ def test_retries_exhausted_dead_letter(drain: Any) -> None:
 
 def test_suspend_resume_cancel(api: APIClient, drain: Any) -> None:
     deal = Deal.objects.create(name="Ops")
-    workflow_save(document={
-        "slug": "ops", "name": "Ops", "triggers": [{"event_type": "deal.won"}],
-        "steps": [{"key": "note", "type": "add_note", "config": {
-            "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "ran"}}],
-    })
+    workflow_save(
+        document={
+            "slug": "ops",
+            "name": "Ops",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {
+                    "key": "note",
+                    "type": "add_note",
+                    "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "ran"},
+                }
+            ],
+        }
+    )
     with transaction.atomic():
         emit("deal.won", {"deal_id": deal.pk})
     event = Event.objects.get(type="deal.won")
@@ -407,8 +570,11 @@ def test_manual_execute_and_run_filters(api: APIClient, drain: Any) -> None:
     deal = Deal.objects.create(name="Manual")
     workflow = note_workflow("manual", "deal.won", "by hand {{who}}")
     workflow_save(document={**QUALIFY_HIGH_VALUE_LEADS})
-    response = api.post(f"/api/v1/workflows/{workflow.pk}/execute/",
-                        {"payload": {"deal": {"id": deal.pk}, "who": "ops"}}, format="json")
+    response = api.post(
+        f"/api/v1/workflows/{workflow.pk}/execute/",
+        {"payload": {"deal": {"id": deal.pk}, "who": "ops"}},
+        format="json",
+    )
     assert response.status_code == 202
     drain()
     assert notes_on(deal) == ["by hand ops"]
@@ -420,10 +586,14 @@ def test_manual_execute_and_run_filters(api: APIClient, drain: Any) -> None:
 
 
 def test_delay_until_a_date_from_the_context(drain: Any) -> None:
-    workflow_save(document={
-        "slug": "until", "name": "Until", "triggers": [{"event_type": "deal.won"}],
-        "steps": [{"key": "wait", "type": "delay", "config": {"until": "{{close_date}}"}}],
-    })
+    workflow_save(
+        document={
+            "slug": "until",
+            "name": "Until",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [{"key": "wait", "type": "delay", "config": {"until": "{{close_date}}"}}],
+        }
+    )
     with time_machine.travel(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), tick=False) as traveller:
         emit("deal.won", {"close_date": "2026-01-03"})
         drain()
@@ -438,14 +608,22 @@ def test_delay_until_a_date_from_the_context(drain: Any) -> None:
 
 @pytest.mark.postgres  # PostgreSQL's statement_timeout
 def test_an_atomic_step_past_its_timeout_fails_with_timeout(drain: Any) -> None:
-    workflow_save(document={
-        "slug": "slowdb", "name": "Slow DB", "triggers": [{"event_type": "x.slow"}],
-        "steps": [
-            {"key": "slow", "type": "test_db_sleep", "config": {"seconds": 3},
-             "timeout_seconds": 1},
-            {"key": "after", "type": "delay", "config": {"for": 0}},
-        ],
-    })
+    workflow_save(
+        document={
+            "slug": "slowdb",
+            "name": "Slow DB",
+            "triggers": [{"event_type": "x.slow"}],
+            "steps": [
+                {
+                    "key": "slow",
+                    "type": "test_db_sleep",
+                    "config": {"seconds": 3},
+                    "timeout_seconds": 1,
+                },
+                {"key": "after", "type": "delay", "config": {"for": 0}},
+            ],
+        }
+    )
     emit("x.slow", {})
     drain()
     step = ActionRun.objects.get(step_key="slow")
@@ -454,13 +632,19 @@ def test_an_atomic_step_past_its_timeout_fails_with_timeout(drain: Any) -> None:
     assert Run.objects.get().status == "failed"
 
 
-def test_rerun_starts_the_event_again_on_the_current_version(api: APIClient, drain: Any
-                                                            ) -> None:
+def test_rerun_starts_the_event_again_on_the_current_version(api: APIClient, drain: Any) -> None:
     deal = Deal.objects.create(name="Again")
     document = {
-        "slug": "again", "name": "Again", "triggers": [{"event_type": "deal.won"}],
-        "steps": [{"key": "note", "type": "add_note", "config": {
-            "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "v1"}}],
+        "slug": "again",
+        "name": "Again",
+        "triggers": [{"event_type": "deal.won"}],
+        "steps": [
+            {
+                "key": "note",
+                "type": "add_note",
+                "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "v1"},
+            }
+        ],
     }
     workflow = workflow_save(document=document)
     emit("deal.won", {"deal_id": deal.pk})

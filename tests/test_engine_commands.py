@@ -22,11 +22,20 @@ def test_replay_starts_new_workflows_on_old_events_once(drain: Any) -> None:
         emit("deal.won", {"deal_id": deal.pk})
     drain()
     assert Run.objects.count() == 0
-    workflow_save(document={
-        "slug": "late", "name": "Late", "triggers": [{"event_type": "deal.won"}],
-        "steps": [{"key": "note", "type": "add_note", "config": {
-            "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "late"}}],
-    })
+    workflow_save(
+        document={
+            "slug": "late",
+            "name": "Late",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {
+                    "key": "note",
+                    "type": "add_note",
+                    "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "late"},
+                }
+            ],
+        }
+    )
     out = StringIO()
     call_command("replay_events", "--type", "deal.*", "--inline", stdout=out)
     # deal.created and the three deal.won events; only the latter start runs.

@@ -49,8 +49,9 @@ def watch_export(run: Any) -> list[dict[str, Any]]:
         progress = ActionRun.objects.filter(run=run).values_list("progress", flat=True).first()
         if progress and (not samples or samples[-1] != progress):
             samples.append(progress)
-        if Run.objects.filter(pk=run.pk, status__in=[RunStatus.COMPLETED,
-                                                     RunStatus.FAILED]).exists():
+        if Run.objects.filter(
+            pk=run.pk, status__in=[RunStatus.COMPLETED, RunStatus.FAILED]
+        ).exists():
             return samples
         time.sleep(0.02)
     pytest.fail("the export did not finish in 300s")
@@ -62,21 +63,37 @@ def read_export(media: Path, run: Any) -> list[list[str]]:
         return list(csv.reader(handle))
 
 
-def test_100k_export_progress_memory_mail_and_visibility(start_worker: Any, make_user: Any,
-                                                         tmp_path: Path) -> None:
+def test_100k_export_progress_memory_mail_and_visibility(
+    start_worker: Any, make_user: Any, tmp_path: Path
+) -> None:
     boss, ann, bob = make_user("boss", staff=True), make_user("ann"), make_user("bob")
     Lead.objects.bulk_create(
-        [Lead(company_name=f"Company {i:06d}", email=f"c{i}@example.com", budget=i,
-              annual_revenue=i * 10, owner=ann if i % 10 < 7 else bob) for i in range(ROWS)],
-        batch_size=5000)
-    workflow = one_step_workflow("big-export", "enqueue_export", {
-        "entity_type": "lead", "email_to": "{{actor.email}}"})
+        [
+            Lead(
+                company_name=f"Company {i:06d}",
+                email=f"c{i}@example.com",
+                budget=i,
+                annual_revenue=i * 10,
+                owner=ann if i % 10 < 7 else bob,
+            )
+            for i in range(ROWS)
+        ],
+        batch_size=5000,
+    )
+    workflow = one_step_workflow(
+        "big-export", "enqueue_export", {"entity_type": "lead", "email_to": "{{actor.email}}"}
+    )
 
     with smtp_server() as smtp:
-        worker = start_worker("export", concurrency=1, FLOWDESK_VAR_DIR=str(tmp_path),
-                              SECRET_KEY=settings.SECRET_KEY,
-                              EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-                              EMAIL_HOST="127.0.0.1", EMAIL_PORT=str(smtp.port))
+        worker = start_worker(
+            "export",
+            concurrency=1,
+            FLOWDESK_VAR_DIR=str(tmp_path),
+            SECRET_KEY=settings.SECRET_KEY,
+            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+            EMAIL_HOST="127.0.0.1",
+            EMAIL_PORT=str(smtp.port),
+        )
         child = pool_child(worker)
         rss_before = memory_kb(child, "VmRSS")
 
@@ -109,16 +126,21 @@ def test_100k_export_progress_memory_mail_and_visibility(start_worker: Any, make
 
         delta_mb = (peak_after - rss_before) / 1024
         seconds = step.duration_ms / 1000
-        print(f"\nworker export of {ROWS:,} rows: {seconds:.1f}s, "
-              f"{len(writing)} progress samples seen while writing, "
-              f"pool RSS {rss_before / 1024:.0f} MB before, peak {peak_after / 1024:.0f} MB "
-              f"after (delta {delta_mb:.1f} MB)")
+        print(
+            f"\nworker export of {ROWS:,} rows: {seconds:.1f}s, "
+            f"{len(writing)} progress samples seen while writing, "
+            f"pool RSS {rss_before / 1024:.0f} MB before, peak {peak_after / 1024:.0f} MB "
+            f"after (delta {delta_mb:.1f} MB)"
+        )
         assert delta_mb < 64
 
         # Ann may see her own leads only.
         ann_run = execute(workflow, actor=ann)
-        wait_for(lambda: Run.objects.filter(pk=ann_run.pk, status=RunStatus.COMPLETED).exists(),
-                 timeout=120, message="Ann's export")
+        wait_for(
+            lambda: Run.objects.filter(pk=ann_run.pk, status=RunStatus.COMPLETED).exists(),
+            timeout=120,
+            message="Ann's export",
+        )
         ann_rows = read_export(media, ann_run)
         owner = ann_rows[0].index("owner")
         assert len(ann_rows) - 1 == 70_000

@@ -58,16 +58,24 @@ def test_home_login_logout(client: Client, make_user: Any) -> None:
 def test_admin_and_api_docs_render(client: Client, admin_user: Any) -> None:
     client.force_login(admin_user)
     assert client.get("/admin/").status_code == 200
-    for url in ("/admin/workflows/workflow/", "/admin/automation/run/",
-                "/admin/automation/event/", "/admin/django_celery_beat/periodictask/"):
+    for url in (
+        "/admin/workflows/workflow/",
+        "/admin/automation/run/",
+        "/admin/automation/event/",
+        "/admin/django_celery_beat/periodictask/",
+    ):
         assert client.get(url).status_code == 200, url
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert schema.status_code == 200
     paths = schema.json()["paths"]
-    for path in ("/api/v1/workflows/", "/api/v1/workflows/{id}/simulate/", "/api/v1/events/",
-                 "/api/v1/runs/{id}/retry/"):
+    for path in (
+        "/api/v1/workflows/",
+        "/api/v1/workflows/{id}/simulate/",
+        "/api/v1/events/",
+        "/api/v1/runs/{id}/retry/",
+    ):
         assert path in paths, path
 
 
@@ -86,22 +94,37 @@ def test_seed_demo_is_idempotent() -> None:
     from workflows.models import Workflow, WorkflowVersion
 
     call_command("seed_demo", "--quiet")
-    counts = (get_user_model().objects.count(), Workflow.objects.count(),
-              WorkflowVersion.objects.count())
+    counts = (
+        get_user_model().objects.count(),
+        Workflow.objects.count(),
+        WorkflowVersion.objects.count(),
+    )
     call_command("seed_demo", "--quiet")
-    assert counts == (get_user_model().objects.count(), Workflow.objects.count(),
-                      WorkflowVersion.objects.count())
+    assert counts == (
+        get_user_model().objects.count(),
+        Workflow.objects.count(),
+        WorkflowVersion.objects.count(),
+    )
     demo = get_user_model().objects.get(username="demo")
     assert demo.is_staff and demo.check_password("demo-pass-2026")
 
 
 def test_check_deploy_with_debug_off_only_asks_for_https(tmp_path: Path) -> None:
-    env = {**os.environ, "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(64),
-           "ALLOWED_HOSTS": "example.com", "FLOWDESK_VAR_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "example.com",
+        "FLOWDESK_VAR_DIR": str(tmp_path),
+    }
     env.pop("DATABASE_URL", None)
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     ids = set(re.findall(r"\(([a-z_]+\.[A-Z]\d+)\)", result.stdout + result.stderr))
     # Only what needs HTTPS in front (HSTS, SSL redirect) may remain.

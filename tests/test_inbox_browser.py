@@ -26,30 +26,62 @@ pytestmark = [pytest.mark.browser, pytest.mark.worker]
 PASSWORD = "correct-horse-42!"
 
 WORKFLOW = {
-    "slug": "claims-check", "name": "Check a claim, then pay it",
+    "slug": "claims-check",
+    "name": "Check a claim, then pay it",
     "triggers": [{"event_type": "claim.filed"}],
     "steps": [
-        {"key": "check", "type": "create_task", "config": {
-            "title": "Check claim {{claim_no}}", "queue": "Claims", "routing": "claim",
-            "priority": "high", "wait": True,
-            "form": {"fields": [
-                {"name": "amount", "type": "number", "label": "Amount to pay", "min": 0,
-                 "required": True},
-                {"name": "decision", "type": "select", "label": "Decision",
-                 "choices": ["pay", "refuse"], "required": True},
-                {"name": "notes", "type": "textarea", "label": "Notes"},
-            ]}}},
-        {"key": "pay", "type": "create_task", "config": {
-            "title": "Pay {{steps.check.result.amount}} on claim {{claim_no}} "
-                     "({{steps.check.result.decision}})",
-            "assignee": "{{steps.check.completed_by.username}}", "priority": "urgent"}},
+        {
+            "key": "check",
+            "type": "create_task",
+            "config": {
+                "title": "Check claim {{claim_no}}",
+                "queue": "Claims",
+                "routing": "claim",
+                "priority": "high",
+                "wait": True,
+                "form": {
+                    "fields": [
+                        {
+                            "name": "amount",
+                            "type": "number",
+                            "label": "Amount to pay",
+                            "min": 0,
+                            "required": True,
+                        },
+                        {
+                            "name": "decision",
+                            "type": "select",
+                            "label": "Decision",
+                            "choices": ["pay", "refuse"],
+                            "required": True,
+                        },
+                        {"name": "notes", "type": "textarea", "label": "Notes"},
+                    ]
+                },
+            },
+        },
+        {
+            "key": "pay",
+            "type": "create_task",
+            "config": {
+                "title": "Pay {{steps.check.result.amount}} on claim {{claim_no}} "
+                "({{steps.check.result.decision}})",
+                "assignee": "{{steps.check.completed_by.username}}",
+                "priority": "urgent",
+            },
+        },
     ],
 }
 
 
 def test_claim_fill_complete_and_the_run_resumes(
-        chromium: Path, live_server: Any, celery_worker: Any, make_user: Any, settings: Any,
-        monkeypatch: Any) -> None:
+    chromium: Path,
+    live_server: Any,
+    celery_worker: Any,
+    make_user: Any,
+    settings: Any,
+    monkeypatch: Any,
+) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the ORM calls below are
@@ -63,8 +95,11 @@ def test_claim_fill_complete_and_the_run_resumes(
     workflow_save(document=WORKFLOW)
     with transaction.atomic():
         emit("claim.filed", {"claim_no": "C-77"})
-    check = wait_for(lambda: Task.objects.filter(title="Check claim C-77").first(),
-                     timeout=30, message="the worker to create the check task")
+    check = wait_for(
+        lambda: Task.objects.filter(title="Check claim C-77").first(),
+        timeout=30,
+        message="the worker to create the check task",
+    )
     run = Run.objects.get(workflow__slug="claims-check")
     wait_for(lambda: Run.objects.get(pk=run.pk).status == "waiting", message="run waiting")
 
@@ -116,7 +151,8 @@ def test_claim_fill_complete_and_the_run_resumes(
             page.screenshot(path=str(ARTIFACTS / "inbox-next-task.png"), full_page=True)
             page.get_by_role("link", name=title).click()
             expect(page.locator("#origin-run")).to_contain_text(
-                f"Run {run.pk} of workflow 'Check a claim, then pay it'")
+                f"Run {run.pk} of workflow 'Check a claim, then pay it'"
+            )
             expect(page.locator("#origin-run")).to_contain_text("completed")
         finally:
             browser.close()
@@ -124,8 +160,11 @@ def test_claim_fill_complete_and_the_run_resumes(
     run.refresh_from_db()
     assert run.status == "completed"
     steps = {ar.step_key: ar for ar in run.action_runs.all()}
-    assert steps["check"].output["result"] == {"amount": 1250, "decision": "pay",
-                                                "notes": "Receipts check out."}
+    assert steps["check"].output["result"] == {
+        "amount": 1250,
+        "decision": "pay",
+        "notes": "Receipts check out.",
+    }
     assert steps["check"].output["completed_by"]["username"] == "ines"
     assert Task.objects.get(title=title).assignee.username == "ines"
     for name in ("inbox-queues.png", "task-page.png", "inbox-next-task.png"):

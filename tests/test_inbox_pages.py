@@ -19,15 +19,20 @@ from tasks_inbox.models import Notification, Queue, Task
 pytestmark = pytest.mark.django_db
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
-FORM = {"fields": [
-    {"name": "summary", "type": "textarea", "label": "Summary", "required": True},
-    {"name": "score", "type": "number", "min": 1, "max": 5, "required": True},
-    {"name": "channel", "type": "select", "choices": [{"value": "phone", "label": "Phone"},
-                                                      "email"]},
-    {"name": "tags", "type": "multiselect", "choices": ["vip", "new"]},
-    {"name": "ok", "type": "boolean", "label": "Checked"},
-    {"name": "on", "type": "date"},
-]}
+FORM = {
+    "fields": [
+        {"name": "summary", "type": "textarea", "label": "Summary", "required": True},
+        {"name": "score", "type": "number", "min": 1, "max": 5, "required": True},
+        {
+            "name": "channel",
+            "type": "select",
+            "choices": [{"value": "phone", "label": "Phone"}, "email"],
+        },
+        {"name": "tags", "type": "multiselect", "choices": ["vip", "new"]},
+        {"name": "ok", "type": "boolean", "label": "Checked"},
+        {"name": "on", "type": "date"},
+    ]
+}
 
 
 @pytest.fixture
@@ -48,10 +53,13 @@ def row_ids(html: str) -> list[int]:
 def test_my_tasks_filters_sorting_and_pagination(agent: Any) -> None:
     now = timezone.now()
     created = [
-        services.task_create(title=f"Task {n:02d}", assignee=agent,
-                             priority=["low", "medium", "high", "urgent"][n % 4],
-                             due_at=now + timedelta(hours=n - 5, minutes=30),
-                             task_type=f"t{n % 2}")
+        services.task_create(
+            title=f"Task {n:02d}",
+            assignee=agent,
+            priority=["low", "medium", "high", "urgent"][n % 4],
+            due_at=now + timedelta(hours=n - 5, minutes=30),
+            task_type=f"t{n % 2}",
+        )
         for n in range(30)
     ]
     client = browser(agent)
@@ -69,8 +77,9 @@ def test_my_tasks_filters_sorting_and_pagination(agent: Any) -> None:
     overdue = row_ids(client.get("/inbox/?overdue=true&sort=due").content.decode())
     assert [by_id[pk].title for pk in overdue] == [f"Task {n:02d}" for n in range(5)]
     urgent = row_ids(client.get("/inbox/?priority=urgent&task_type=t1").content.decode())
-    assert {by_id[pk].title for pk in urgent} == {f"Task {n:02d}" for n in (3, 7, 11, 15, 19,
-                                                                           23, 27)}
+    assert {by_id[pk].title for pk in urgent} == {
+        f"Task {n:02d}" for n in (3, 7, 11, 15, 19, 23, 27)
+    }
     partial = client.get("/inbox/?priority=low", HTTP_HX_TARGET="task-list", **HTMX)
     assert partial.status_code == 200
     assert "<html" not in partial.content.decode()
@@ -98,9 +107,14 @@ def test_task_page_shows_form_transitions_history_related_and_due(agent: Any) ->
     from crm.models import Lead
 
     lead = Lead.objects.create(company_name="Umbrella Corp")
-    task = services.task_create(title="Check the claim", assignee=agent, form=FORM,
-                                related=lead, due_at=timezone.now() + timedelta(hours=3),
-                                description="Look at the photos.")
+    task = services.task_create(
+        title="Check the claim",
+        assignee=agent,
+        form=FORM,
+        related=lead,
+        due_at=timezone.now() + timedelta(hours=3),
+        description="Look at the photos.",
+    )
     Task.objects.filter(pk=task.pk).update(sla_due_at=timezone.now() + timedelta(hours=2))
     html = browser(agent).get(f"/inbox/tasks/{task.pk}/").content.decode()
     assert 'id="related-object">Umbrella Corp' in html
@@ -123,22 +137,40 @@ def test_transition_and_complete_with_htmx(agent: Any) -> None:
     assert html.lstrip().startswith('<div id="task-panel"')
     assert 'data-state="in_progress"' in html and 'id="complete-button"' in html
 
-    invalid = client.post(f"/inbox/tasks/{task.pk}/complete/",
-                          {"summary": "", "score": "9", "channel": "phone"}, **HTMX)
+    invalid = client.post(
+        f"/inbox/tasks/{task.pk}/complete/",
+        {"summary": "", "score": "9", "channel": "phone"},
+        **HTMX,
+    )
     html = invalid.content.decode()
     assert 'data-field="summary">this field is required' in html
     assert 'data-field="score">must be at most 5' in html
     assert 'value="9"' in html  # what was typed is kept
     assert Task.objects.get(pk=task.pk).state == "in_progress"
 
-    done = client.post(f"/inbox/tasks/{task.pk}/complete/",
-                       {"summary": "Done.", "score": "4", "channel": "email",
-                        "tags": ["vip", "new"], "ok": "on", "on": "2031-01-02"}, **HTMX)
+    done = client.post(
+        f"/inbox/tasks/{task.pk}/complete/",
+        {
+            "summary": "Done.",
+            "score": "4",
+            "channel": "email",
+            "tags": ["vip", "new"],
+            "ok": "on",
+            "on": "2031-01-02",
+        },
+        **HTMX,
+    )
     html = done.content.decode()
     assert "Task completed." in html and 'data-state="completed"' in html
     task.refresh_from_db()
-    assert task.result == {"summary": "Done.", "score": 4, "channel": "email",
-                           "tags": ["vip", "new"], "ok": True, "on": "2031-01-02"}
+    assert task.result == {
+        "summary": "Done.",
+        "score": 4,
+        "channel": "email",
+        "tags": ["vip", "new"],
+        "ok": True,
+        "on": "2031-01-02",
+    }
 
     refused = client.post(f"/inbox/tasks/{task.pk}/transition/", {"action": "start"}, **HTMX)
     assert "is not allowed from the state" in refused.content.decode()
@@ -147,8 +179,10 @@ def test_transition_and_complete_with_htmx(agent: Any) -> None:
 def test_plain_posts_redirect_with_a_message(agent: Any) -> None:
     task = services.task_create(title="No JS", assignee=agent)
     client = browser(agent)
-    response = client.post(f"/inbox/tasks/{task.pk}/transition/",
-                           {"action": "block", "input_reason": "waiting for parts"})
+    response = client.post(
+        f"/inbox/tasks/{task.pk}/transition/",
+        {"action": "block", "input_reason": "waiting for parts"},
+    )
     assert response.status_code == 302 and response["Location"] == f"/inbox/tasks/{task.pk}/"
     page = client.get(response["Location"]).content.decode()
     assert "Done: block." in page and "waiting for parts" in page
@@ -171,8 +205,9 @@ def test_team_view_for_managers(agent: Any, make_user: Any) -> None:
     desk = Group.objects.get(name="Desk")
     Queue.objects.create(group=desk).managers.add(manager)
     for n in range(3):
-        services.task_create(title=f"Desk {n}", queue=desk,
-                             due_at=timezone.now() - timedelta(hours=1))
+        services.task_create(
+            title=f"Desk {n}", queue=desk, due_at=timezone.now() - timedelta(hours=1)
+        )
     html = browser(manager).get("/inbox/team/").content.decode()
     assert len(row_ids(html)) == 3
     assert "<td>agent</td><td>3</td>" in html

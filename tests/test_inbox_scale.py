@@ -37,15 +37,31 @@ def crowd(make_user: Any) -> dict[str, Any]:
     started = time.monotonic()
     # bulk_create bypasses signals and services: fine for reading them back
     Task.objects.bulk_create(
-        (Task(title=f"Task {n}", task_type=f"type{n % 7}", queue=desk,
-              assignee=agent if n % 3 else None, assigned_at=now if n % 3 else None,
-              priority=(10, 20, 30, 40)[n % 4], due_at=now + timedelta(minutes=n - 50_000),
-              lifecycle=lifecycle, state="new", is_open=True, created_at=now, updated_at=now)
-         for n in range(ROWS)),
+        (
+            Task(
+                title=f"Task {n}",
+                task_type=f"type{n % 7}",
+                queue=desk,
+                assignee=agent if n % 3 else None,
+                assigned_at=now if n % 3 else None,
+                priority=(10, 20, 30, 40)[n % 4],
+                due_at=now + timedelta(minutes=n - 50_000),
+                lifecycle=lifecycle,
+                state="new",
+                is_open=True,
+                created_at=now,
+                updated_at=now,
+            )
+            for n in range(ROWS)
+        ),
         batch_size=5000,
     )
-    return {"agent": agent, "manager": manager, "staff": staff,
-            "seconds": time.monotonic() - started}
+    return {
+        "agent": agent,
+        "manager": manager,
+        "staff": staff,
+        "seconds": time.monotonic() - started,
+    }
 
 
 def counted(call: Any) -> tuple[Any, int]:
@@ -55,13 +71,18 @@ def counted(call: Any) -> tuple[Any, int]:
 
 
 def test_inbox_pages_and_api_list_use_a_bounded_number_of_queries(
-        crowd: dict[str, Any], django_assert_max_num_queries: Any) -> None:
+    crowd: dict[str, Any], django_assert_max_num_queries: Any
+) -> None:
     assert Task.objects.count() == ROWS
     pages = {}
-    for role, url in [("agent", "/inbox/"), ("agent", "/inbox/queues/"),
-                      ("manager", "/inbox/team/"), ("staff", "/inbox/team/?sort=due"),
-                      ("agent", "/inbox/?overdue=true&priority=urgent&page=7"),
-                      ("manager", "/inbox/team/?assignee=none&task_type=type3")]:
+    for role, url in [
+        ("agent", "/inbox/"),
+        ("agent", "/inbox/queues/"),
+        ("manager", "/inbox/team/"),
+        ("staff", "/inbox/team/?sort=due"),
+        ("agent", "/inbox/?overdue=true&priority=urgent&page=7"),
+        ("manager", "/inbox/team/?assignee=none&task_type=type3"),
+    ]:
         client = Client()
         client.force_login(crowd[role])
         with django_assert_max_num_queries(MAX_QUERIES):
@@ -71,13 +92,18 @@ def test_inbox_pages_and_api_list_use_a_bounded_number_of_queries(
         pages[f"{role} {url}"] = queries
 
     api_counts = {}
-    for role, query in [("agent", ""), ("manager", "?page=40&page_size=100"),
-                        ("staff", "?sort=due&open=true"), ("agent", "?overdue=true")]:
+    for role, query in [
+        ("agent", ""),
+        ("manager", "?page=40&page_size=100"),
+        ("staff", "?sort=due&open=true"),
+        ("agent", "?overdue=true"),
+    ]:
         api = APIClient()
         api.force_authenticate(crowd[role])
         with django_assert_max_num_queries(MAX_QUERIES):
             response, queries = counted(
-                lambda api=api, query=query: api.get(f"/api/v1/tasks/{query}"))
+                lambda api=api, query=query: api.get(f"/api/v1/tasks/{query}")
+            )
         assert response.status_code == 200, response.content
         assert len(response.json()["results"]) in (50, 100)
         api_counts[f"{role} {query or '(default)'}"] = queries
@@ -88,5 +114,7 @@ def test_inbox_pages_and_api_list_use_a_bounded_number_of_queries(
     _, small = counted(lambda: api.get("/api/v1/tasks/?page_size=10"))
     _, large = counted(lambda: api.get("/api/v1/tasks/?page_size=100"))
     assert small == large
-    print(f"\n{ROWS} tasks bulk-created in {crowd['seconds']:.1f}s; "
-          f"queries per page: {pages}; per API list: {api_counts}")
+    print(
+        f"\n{ROWS} tasks bulk-created in {crowd['seconds']:.1f}s; "
+        f"queries per page: {pages}; per API list: {api_counts}"
+    )

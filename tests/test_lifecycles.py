@@ -29,15 +29,32 @@ APPROVAL: dict[str, Any] = {
         {"key": "rejected", "label": "Rejected"},
     ],
     "transitions": [
-        {"action": "submit", "from_states": ["draft"], "to_state": "submitted",
-         "allowed": ["assignee", "creator"]},
-        {"action": "approve", "from_states": ["submitted"], "to_state": "approved",
-         "allowed": ["manager", "staff"],
-         "guard": {"field": "task.priority", "operator": "ne", "value": "low"}},
-        {"action": "reject", "from_states": ["submitted"], "to_state": "rejected",
-         "allowed": ["manager", "staff"], "required_input": ["reason"]},
-        {"action": "revise", "from_states": ["rejected"], "to_state": "draft",
-         "allowed": ["assignee", "creator"]},
+        {
+            "action": "submit",
+            "from_states": ["draft"],
+            "to_state": "submitted",
+            "allowed": ["assignee", "creator"],
+        },
+        {
+            "action": "approve",
+            "from_states": ["submitted"],
+            "to_state": "approved",
+            "allowed": ["manager", "staff"],
+            "guard": {"field": "task.priority", "operator": "ne", "value": "low"},
+        },
+        {
+            "action": "reject",
+            "from_states": ["submitted"],
+            "to_state": "rejected",
+            "allowed": ["manager", "staff"],
+            "required_input": ["reason"],
+        },
+        {
+            "action": "revise",
+            "from_states": ["rejected"],
+            "to_state": "draft",
+            "allowed": ["assignee", "creator"],
+        },
     ],
 }
 
@@ -63,7 +80,8 @@ def test_seeded_lifecycles_exist_and_are_valid() -> None:
         document = lifecycle_document(lifecycle)
         assert lifecycle_issues(document) == []
         assert {s["key"] for s in document["states"]} == {
-            s["key"] for s in BUILTIN_DOCUMENTS[slug]["states"]}
+            s["key"] for s in BUILTIN_DOCUMENTS[slug]["states"]
+        }
     task = Lifecycle.objects.get(slug="task")
     edges = {(t.action, tuple(t.from_states), t.to_state) for t in task.transitions.all()}
     assert edges == {
@@ -78,37 +96,51 @@ def test_seeded_lifecycles_exist_and_are_valid() -> None:
 
 def test_every_problem_is_named_with_its_path() -> None:
     bad = deepcopy(APPROVAL)
-    bad["states"][1]["is_initial"] = True                     # two initial states
-    bad["states"].append({"key": "draft"})                    # duplicate key
-    bad["transitions"][1]["to_state"] = "aproved"             # unknown target
-    bad["transitions"][2]["from_states"] = ["submited"]       # unknown source
-    bad["transitions"].append({"action": "reopen", "from_states": ["approved"],
-                               "to_state": "draft"})          # leaves a final state
-    bad["transitions"][0]["guard"] = {"field": "task.priority", "operator": "equals",
-                                      "value": "high"}
+    bad["states"][1]["is_initial"] = True  # two initial states
+    bad["states"].append({"key": "draft"})  # duplicate key
+    bad["transitions"][1]["to_state"] = "aproved"  # unknown target
+    bad["transitions"][2]["from_states"] = ["submited"]  # unknown source
+    bad["transitions"].append(
+        {"action": "reopen", "from_states": ["approved"], "to_state": "draft"}
+    )  # leaves a final state
+    bad["transitions"][0]["guard"] = {
+        "field": "task.priority",
+        "operator": "equals",
+        "value": "high",
+    }
     bad["transitions"][3]["allowed"] = ["boss"]
     issues = dict(lifecycle_issues(bad))
-    assert issues["states"].startswith("exactly one state must be initial (found 2: draft, "
-                                       "submitted)")
+    assert issues["states"].startswith(
+        "exactly one state must be initial (found 2: draft, submitted)"
+    )
     assert issues["states[4].key"] == "duplicate state key 'draft'"
     assert issues["transitions[1].to_state"] == "unknown state 'aproved'"
     assert issues["transitions[2].from_states[0]"] == "unknown state 'submited'"
     assert issues["transitions[4].from_states[0]"] == (
-        "no transition may leave the final state 'approved'")
+        "no transition may leave the final state 'approved'"
+    )
     assert issues["transitions[0].guard.operator"].startswith("unknown operator 'equals'")
     assert issues["transitions[3].allowed[0]"].startswith("unknown role 'boss'")
 
 
 def test_structural_problems() -> None:
     assert dict(lifecycle_issues({"slug": "x", "name": "X", "states": []}))["states"] == (
-        "must be a non-empty list of states")
-    issues = dict(lifecycle_issues({
-        "slug": "Bad Slug", "name": "", "states": [{"key": "only", "is_initial": True,
-                                                    "is_cancellation": True}],
-        "transitions": [{"action": "go", "from_states": [], "to_state": "only"},
-                        {"action": "go", "from_states": ["only"], "to_state": "only"}],
-        "colour": "red",
-    }))
+        "must be a non-empty list of states"
+    )
+    issues = dict(
+        lifecycle_issues(
+            {
+                "slug": "Bad Slug",
+                "name": "",
+                "states": [{"key": "only", "is_initial": True, "is_cancellation": True}],
+                "transitions": [
+                    {"action": "go", "from_states": [], "to_state": "only"},
+                    {"action": "go", "from_states": ["only"], "to_state": "only"},
+                ],
+                "colour": "red",
+            }
+        )
+    )
     assert issues["slug"].startswith("must be lowercase")
     assert issues["name"].startswith("must be a non-empty string")
     assert issues["colour"] == "unknown key 'colour'"
@@ -127,8 +159,11 @@ def test_a_state_tasks_are_in_cannot_be_removed(make_user: Any) -> None:
     shrunk["states"][0]["is_initial"] = False
     shrunk["states"][1]["is_initial"] = True
     shrunk["states"] = shrunk["states"][1:]
-    shrunk["transitions"] = [t for t in shrunk["transitions"]
-                             if "draft" not in t["from_states"] and t["to_state"] != "draft"]
+    shrunk["transitions"] = [
+        t
+        for t in shrunk["transitions"]
+        if "draft" not in t["from_states"] and t["to_state"] != "draft"
+    ]
     from tasks_inbox.lifecycles import LifecycleInvalid
 
     with pytest.raises(LifecycleInvalid) as info:
@@ -159,8 +194,9 @@ def test_invalid_definition_is_refused_with_reasons(api: APIClient) -> None:
     assert body["fields"]["transitions[0].to_state"] == ["unknown state 'nowhere'"]
     assert not Lifecycle.objects.filter(slug="approval-test").exists()
     assert api.post("/api/v1/lifecycles/validate/", bad, format="json").status_code == 400
-    assert api.post("/api/v1/lifecycles/validate/", APPROVAL,
-                    format="json").json() == {"valid": True}
+    assert api.post("/api/v1/lifecycles/validate/", APPROVAL, format="json").json() == {
+        "valid": True
+    }
 
 
 def test_lifecycle_crud(api: APIClient, make_user: Any) -> None:
@@ -174,8 +210,7 @@ def test_lifecycle_crud(api: APIClient, make_user: Any) -> None:
     assert {"task", "plan", "approval-test"} <= {item["slug"] for item in listed}
     by_slug = api.get("/api/v1/lifecycles/approval-test/").json()
     assert by_slug == api.get(f"/api/v1/lifecycles/{body['id']}/").json()
-    renamed = api.patch("/api/v1/lifecycles/approval-test/", {"name": "Approval v2"},
-                        format="json")
+    renamed = api.patch("/api/v1/lifecycles/approval-test/", {"name": "Approval v2"}, format="json")
     assert renamed.status_code == 200 and renamed.json()["name"] == "Approval v2"
     assert len(renamed.json()["transitions"]) == 4
     duplicate = api.post("/api/v1/lifecycles/", APPROVAL, format="json")
@@ -210,10 +245,17 @@ def test_approval_lifecycle_through_the_api(api: APIClient, make_user: Any) -> N
     as_author, as_manager = client_for(author), client_for(manager)
 
     # When the author creates a task in that lifecycle
-    created = as_author.post("/api/v1/tasks/", {
-        "title": "Buy a new laptop", "lifecycle": "approval-test", "priority": "high",
-        "queue": queue.group_id, "routing": "claim",
-    }, format="json")
+    created = as_author.post(
+        "/api/v1/tasks/",
+        {
+            "title": "Buy a new laptop",
+            "lifecycle": "approval-test",
+            "priority": "high",
+            "queue": queue.group_id,
+            "routing": "claim",
+        },
+        format="json",
+    )
     assert created.status_code == 201, created.content
     task_id = created.json()["id"]
     assert created.json()["state"] == "draft"
@@ -223,8 +265,9 @@ def test_approval_lifecycle_through_the_api(api: APIClient, make_user: Any) -> N
         return [a["action"] for a in body["actions"]]
 
     def fire(client: APIClient, action: str, **data: Any) -> Any:
-        return client.post(f"/api/v1/tasks/{task_id}/transition/",
-                           {"action": action, "input": data}, format="json")
+        return client.post(
+            f"/api/v1/tasks/{task_id}/transition/", {"action": action, "input": data}, format="json"
+        )
 
     # Then each state offers exactly its actions, to the right people
     assert actions(as_author) == ["submit"]
@@ -255,13 +298,17 @@ def test_approval_lifecycle_through_the_api(api: APIClient, make_user: Any) -> N
     assert approved.json()["is_open"] is False and approved.json()["outcome"] == "approved"
     again = fire(as_manager, "reject", reason="late")
     assert again.json()["error"] | {"message": ""} == {
-        "code": "INVALID_TRANSITION", "message": "", "current_state": "approved",
-        "allowed_actions": []}
+        "code": "INVALID_TRANSITION",
+        "message": "",
+        "current_state": "approved",
+        "allowed_actions": [],
+    }
 
     # And the history lists every step, with actor, time, from, to and input
     history = as_author.get(f"/api/v1/tasks/{task_id}/history/").json()["results"]
-    assert [(h["action"], h["from_state"], h["to_state"], h["actor"]["username"])
-            for h in history] == [
+    assert [
+        (h["action"], h["from_state"], h["to_state"], h["actor"]["username"]) for h in history
+    ] == [
         ("create", "", "draft", "author"),
         ("submit", "draft", "submitted", "author"),
         ("reject", "submitted", "rejected", "manager"),
@@ -271,8 +318,11 @@ def test_approval_lifecycle_through_the_api(api: APIClient, make_user: Any) -> N
     ]
     assert history[2]["input"] == {"reason": "Too expensive"}
     assert all(h["at"] for h in history)
-    events = list(Event.objects.filter(entity_type="task", entity_id=str(task_id))
-                  .order_by("pk").values_list("type", flat=True))
+    events = list(
+        Event.objects.filter(entity_type="task", entity_id=str(task_id))
+        .order_by("pk")
+        .values_list("type", flat=True)
+    )
     assert events.count("task.transitioned") == 5
     assert events[0] == "task.created" and events[-1] == "task.completed"
 
@@ -280,15 +330,18 @@ def test_approval_lifecycle_through_the_api(api: APIClient, make_user: Any) -> N
 def test_a_guard_reads_the_task(api: APIClient, make_user: Any) -> None:
     assert api.post("/api/v1/lifecycles/", APPROVAL, format="json").status_code == 201
     author = make_user("author2")
-    task = api.post("/api/v1/tasks/", {"title": "Cheap", "lifecycle": "approval-test",
-                                       "priority": "low", "assignee": author.pk},
-                    format="json").json()
+    task = api.post(
+        "/api/v1/tasks/",
+        {"title": "Cheap", "lifecycle": "approval-test", "priority": "low", "assignee": author.pk},
+        format="json",
+    ).json()
     client = client_for(author)
     client.post(f"/api/v1/tasks/{task['id']}/transition/", {"action": "submit"}, format="json")
     available = api.get(f"/api/v1/tasks/{task['id']}/available-actions/").json()
     assert [a["action"] for a in available["actions"]] == ["reject"]
-    refused = api.post(f"/api/v1/tasks/{task['id']}/transition/", {"action": "approve"},
-                       format="json")
+    refused = api.post(
+        f"/api/v1/tasks/{task['id']}/transition/", {"action": "approve"}, format="json"
+    )
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "INVALID_TRANSITION"
     assert "condition" in refused.json()["error"]["message"]
@@ -298,13 +351,19 @@ def test_disabled_state_cannot_be_entered(api: APIClient, make_user: Any) -> Non
     document = deepcopy(APPROVAL)
     document["states"][3]["is_enabled"] = False
     assert api.post("/api/v1/lifecycles/", document, format="json").status_code == 201
-    task = api.post("/api/v1/tasks/", {"title": "T", "lifecycle": "approval-test",
-                                       "assignee": make_user().pk}, format="json").json()
+    task = api.post(
+        "/api/v1/tasks/",
+        {"title": "T", "lifecycle": "approval-test", "assignee": make_user().pk},
+        format="json",
+    ).json()
     api.post(f"/api/v1/tasks/{task['id']}/transition/", {"action": "submit"}, format="json")
     available = api.get(f"/api/v1/tasks/{task['id']}/available-actions/").json()["actions"]
     assert [a["action"] for a in available] == ["approve"]
-    refused = api.post(f"/api/v1/tasks/{task['id']}/transition/",
-                       {"action": "reject", "input": {"reason": "x"}}, format="json")
+    refused = api.post(
+        f"/api/v1/tasks/{task['id']}/transition/",
+        {"action": "reject", "input": {"reason": "x"}},
+        format="json",
+    )
     assert refused.json()["error"]["code"] == "INVALID_TRANSITION"
 
 
@@ -313,16 +372,21 @@ def test_default_lifecycle_block_release_and_cancel(api: APIClient, make_user: A
 
     agent = make_user("agent", groups=("Desk",))
     group = Group.objects.get(name="Desk")
-    task = api.post("/api/v1/tasks/", {"title": "Call back", "queue": group.pk},
-                    format="json").json()
+    task = api.post(
+        "/api/v1/tasks/", {"title": "Call back", "queue": group.pk}, format="json"
+    ).json()
     assert task["assignee"]["username"] == "agent"  # the only member
     client = client_for(agent)
     url = f"/api/v1/tasks/{task['id']}/transition/"
     assert client.post(url, {"action": "start"}, format="json").json()["state"] == "in_progress"
     blocked = client.post(url, {"action": "block"}, format="json")
     assert fields_of(blocked) == {"input.reason": ["this field is required"]}
-    assert client.post(url, {"action": "block", "input": {"reason": "waiting"}},
-                       format="json").json()["state"] == "blocked"
+    assert (
+        client.post(url, {"action": "block", "input": {"reason": "waiting"}}, format="json").json()[
+            "state"
+        ]
+        == "blocked"
+    )
     assert client.post(url, {"action": "resume"}, format="json").json()["state"] == "in_progress"
     released = client.post(url, {"action": "release"}, format="json").json()
     assert released["state"] == "new" and released["assignee"] is None
@@ -330,25 +394,43 @@ def test_default_lifecycle_block_release_and_cancel(api: APIClient, make_user: A
     assert claimed["state"] == "in_progress" and claimed["assignee"]["username"] == "agent"
     cancelled = client.post(url, {"action": "cancel"}, format="json").json()
     assert cancelled["state"] == "cancelled" and cancelled["outcome"] == "cancelled"
-    types = list(Event.objects.filter(entity_type="task", entity_id=str(task["id"]))
-                 .values_list("type", flat=True))
+    types = list(
+        Event.objects.filter(entity_type="task", entity_id=str(task["id"])).values_list(
+            "type", flat=True
+        )
+    )
     assert "task.cancelled" in types and "task.completed" not in types
 
 
 # --- the admin --------------------------------------------------------------------------
 
 
-def test_lifecycles_are_edited_in_the_admin_with_the_same_validation(
-        admin_client: Any) -> None:
+def test_lifecycles_are_edited_in_the_admin_with_the_same_validation(admin_client: Any) -> None:
     import json
 
-    inline_forms = {f"{prefix}-{key}": 0 for prefix in ("states", "transitions")
-                    for key in ("TOTAL_FORMS", "INITIAL_FORMS")}
-    body = {"slug": "admin-made", "name": "Admin made", "description": "", **inline_forms,
-            "document": json.dumps({"states": APPROVAL["states"],
-                                    "transitions": APPROVAL["transitions"]})}
-    bad = {**body, "document": json.dumps({"states": [{"key": "a"}], "transitions": [
-        {"action": "go", "from_states": ["a"], "to_state": "b"}]})}
+    inline_forms = {
+        f"{prefix}-{key}": 0
+        for prefix in ("states", "transitions")
+        for key in ("TOTAL_FORMS", "INITIAL_FORMS")
+    }
+    body = {
+        "slug": "admin-made",
+        "name": "Admin made",
+        "description": "",
+        **inline_forms,
+        "document": json.dumps(
+            {"states": APPROVAL["states"], "transitions": APPROVAL["transitions"]}
+        ),
+    }
+    bad = {
+        **body,
+        "document": json.dumps(
+            {
+                "states": [{"key": "a"}],
+                "transitions": [{"action": "go", "from_states": ["a"], "to_state": "b"}],
+            }
+        ),
+    }
     response = admin_client.post("/admin/workflows/lifecycle/add/", bad)
     assert response.status_code == 200
     html = response.content.decode()
@@ -359,35 +441,54 @@ def test_lifecycles_are_edited_in_the_admin_with_the_same_validation(
     response = admin_client.post("/admin/workflows/lifecycle/add/", body)
     assert response.status_code == 302, response.content.decode()[:2000]
     lifecycle = Lifecycle.objects.get(slug="admin-made")
-    assert [s.key for s in lifecycle.states.all()] == ["draft", "submitted", "approved",
-                                                       "rejected"]
+    assert [s.key for s in lifecycle.states.all()] == ["draft", "submitted", "approved", "rejected"]
     change_url = f"/admin/workflows/lifecycle/{lifecycle.pk}/change/"
     change = admin_client.get(change_url)
     assert change.status_code == 200 and "&quot;approve&quot;" in change.content.decode()
 
     # Editing: a state and a transition added through the document; a bad edit changes
     # nothing and names the problem.
-    edited = {"states": [*APPROVAL["states"], {"key": "on_hold", "label": "On hold"}],
-              "transitions": [*APPROVAL["transitions"], {
-                  "action": "hold", "from_states": ["submitted"], "to_state": "on_hold",
-                  "allowed": ["manager"]}]}
-    broken = {**edited, "transitions": [*edited["transitions"], {
-        "action": "hold", "from_states": ["draft"], "to_state": "nowhere"}]}
-    response = admin_client.post(change_url, {**body, "name": "Renamed",
-                                              "document": json.dumps(broken)})
+    edited = {
+        "states": [*APPROVAL["states"], {"key": "on_hold", "label": "On hold"}],
+        "transitions": [
+            *APPROVAL["transitions"],
+            {
+                "action": "hold",
+                "from_states": ["submitted"],
+                "to_state": "on_hold",
+                "allowed": ["manager"],
+            },
+        ],
+    }
+    broken = {
+        **edited,
+        "transitions": [
+            *edited["transitions"],
+            {"action": "hold", "from_states": ["draft"], "to_state": "nowhere"},
+        ],
+    }
+    response = admin_client.post(
+        change_url, {**body, "name": "Renamed", "document": json.dumps(broken)}
+    )
     assert response.status_code == 200
     assert "unknown state &#x27;nowhere&#x27;" in response.content.decode()
     lifecycle.refresh_from_db()
     assert lifecycle.name == "Admin made"
     assert not lifecycle.states.filter(key="on_hold").exists()
 
-    response = admin_client.post(change_url, {**body, "name": "Renamed",
-                                              "document": json.dumps(edited)})
+    response = admin_client.post(
+        change_url, {**body, "name": "Renamed", "document": json.dumps(edited)}
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     lifecycle.refresh_from_db()
     assert lifecycle.name == "Renamed"
-    assert [s.key for s in lifecycle.states.all()] == ["draft", "submitted", "approved",
-                                                       "rejected", "on_hold"]
+    assert [s.key for s in lifecycle.states.all()] == [
+        "draft",
+        "submitted",
+        "approved",
+        "rejected",
+        "on_hold",
+    ]
     hold = lifecycle.transitions.get(action="hold")
     assert hold.from_states == ["submitted"] and hold.to_state == "on_hold"
     assert Lifecycle.objects.filter(slug="admin-made").count() == 1

@@ -50,18 +50,22 @@ async def open_socket(headers: list[tuple[bytes, bytes]]) -> tuple[WebsocketComm
 
 def committed(call: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
     """Run ``call`` in a transaction that commits (the tests use ``transactional_db``)."""
+
     def run() -> Any:
         with transaction.atomic():
             return call()
+
     return database_sync_to_async(run)
 
 
 def ping(users: list[Any]) -> Callable[[], Any]:
     """A notification for each user: the marker that ends what they may have heard."""
+
     def send() -> None:
         for user in users:
             notification = Notification.objects.create(recipient=user, message="marker")
             publish_after_commit("notification", {"id": notification.pk})
+
     return send
 
 
@@ -75,8 +79,14 @@ def people(transactional_db: Any, make_user: Any) -> dict[str, Any]:
     staff.user_permissions.add(Permission.objects.get(codename="view_run"))
     claims = Group.objects.get(name="Claims")
     services.queue_settings(claims).managers.add(mona)
-    return {"alice": alice, "bob": bob, "carol": carol, "mona": mona, "sam": staff,
-            "claims": claims}
+    return {
+        "alice": alice,
+        "bob": bob,
+        "carol": carol,
+        "mona": mona,
+        "sam": staff,
+        "claims": claims,
+    }
 
 
 def test_a_claim_reaches_exactly_those_who_may_open_the_task(people: dict[str, Any]) -> None:
@@ -85,12 +95,14 @@ def test_a_claim_reaches_exactly_those_who_may_open_the_task(people: dict[str, A
 
     async def scenario() -> dict[str, list[dict[str, Any]]]:
         sockets = {name: (await open_socket(headers[name]))[0] for name in names}
-        task = await committed(lambda: services.task_create(
-            title="Check claim C-1", queue=people["claims"], routing="claim"))()
+        task = await committed(
+            lambda: services.task_create(
+                title="Check claim C-1", queue=people["claims"], routing="claim"
+            )
+        )()
         await committed(ping([people[name] for name in names]))()
         created = {name: await until_marker(sockets[name]) for name in names}
-        await committed(lambda: services.task_claim(task_id=task.pk,
-                                                    actor=people["alice"]))()
+        await committed(lambda: services.task_claim(task_id=task.pk, actor=people["alice"]))()
         await committed(ping([people[name] for name in names]))()
         claimed = {name: await until_marker(sockets[name]) for name in names}
         for socket in sockets.values():
@@ -124,15 +136,14 @@ async def until_marker(socket: WebsocketCommunicator) -> list[dict[str, Any]]:
         message = await socket.receive_json_from(timeout=5)
         if message["topic"] == "notification":
             marker = await database_sync_to_async(
-                lambda m=message: Notification.objects.filter(pk=m["id"], message="marker")
-                .exists())()
+                lambda m=message: Notification.objects.filter(pk=m["id"], message="marker").exists()
+            )()
             if marker:
                 return heard
         heard.append(message)
 
 
-def test_runs_go_to_staff_with_the_permission_only(people: dict[str, Any],
-                                                   make_user: Any) -> None:
+def test_runs_go_to_staff_with_the_permission_only(people: dict[str, Any], make_user: Any) -> None:
     bare_staff = make_user("stan", staff=True)  # staff without automation.view_run
     names = ["alice", "sam", "stan"]
     users = {**people, "stan": bare_staff}
@@ -141,6 +152,7 @@ def test_runs_go_to_staff_with_the_permission_only(people: dict[str, Any],
     async def scenario() -> dict[str, list[dict[str, Any]]]:
         sockets = {name: (await open_socket(headers[name]))[0] for name in names}
         from automation.live import run_changed
+
         await committed(lambda: run_changed(41, "running", step="check"))()
         await committed(ping([users[name] for name in names]))()
         heard = {name: await until_marker(sockets[name]) for name in names}
@@ -162,11 +174,11 @@ def test_a_rolled_back_change_publishes_nothing(people: dict[str, Any]) -> None:
         def rolled_back() -> None:
             try:
                 with transaction.atomic():
-                    services.task_create(title="Never", queue=people["claims"],
-                                         routing="claim")
+                    services.task_create(title="Never", queue=people["claims"], routing="claim")
                     raise RuntimeError("roll back")
             except RuntimeError:
                 pass
+
         await database_sync_to_async(rolled_back)()
         await committed(ping([people["alice"]]))()
         heard = await until_marker(socket)
@@ -176,8 +188,7 @@ def test_a_rolled_back_change_publishes_nothing(people: dict[str, Any]) -> None:
     assert async_to_sync(scenario)() == []
 
 
-def test_a_failed_publish_is_logged_and_does_not_raise(people: dict[str, Any],
-                                                       caplog: Any) -> None:
+def test_a_failed_publish_is_logged_and_does_not_raise(people: dict[str, Any], caplog: Any) -> None:
     def broken_rule() -> Audience:
         raise LookupError("no such audience")
 
@@ -194,8 +205,8 @@ def test_anonymous_sockets_and_foreign_origins_are_refused(people: dict[str, Any
         anonymous = WebsocketCommunicator(application, "/ws/live/", headers=[ORIGIN])
         anonymous_result = await anonymous.connect(timeout=5)
         foreign = WebsocketCommunicator(
-            application, "/ws/live/",
-            headers=[(b"origin", b"http://evil.example"), cookie])
+            application, "/ws/live/", headers=[(b"origin", b"http://evil.example"), cookie]
+        )
         foreign_result = await foreign.connect(timeout=5)
         return anonymous_result, foreign_result
 
@@ -210,18 +221,29 @@ def test_groups_are_per_user() -> None:
     assert Audience(staff_runs=True).groups() == ["staff.runs"]
 
 
-def test_a_run_reports_each_step_and_its_end_to_run_watchers(people: dict[str, Any],
-                                                             drain: Any) -> None:
+def test_a_run_reports_each_step_and_its_end_to_run_watchers(
+    people: dict[str, Any], drain: Any
+) -> None:
     from automation.events import emit
     from automation.models import Run
     from workflows.services import workflow_save
 
-    workflow_save(document={
-        "slug": "two-naps", "name": "Two naps", "triggers": [{"event_type": "nap.due"}],
-        "steps": [{"key": "first", "type": "test_sleep", "config": {"seconds": 0}},
-                  {"key": "second", "type": "test_sleep", "config": {"seconds": 0},
-                   "after": ["first"]}],
-    })
+    workflow_save(
+        document={
+            "slug": "two-naps",
+            "name": "Two naps",
+            "triggers": [{"event_type": "nap.due"}],
+            "steps": [
+                {"key": "first", "type": "test_sleep", "config": {"seconds": 0}},
+                {
+                    "key": "second",
+                    "type": "test_sleep",
+                    "config": {"seconds": 0},
+                    "after": ["first"],
+                },
+            ],
+        }
+    )
     headers = {name: session_headers(people[name]) for name in ("sam", "alice")}
 
     async def scenario() -> dict[str, list[dict[str, Any]]]:

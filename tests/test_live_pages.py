@@ -13,15 +13,8 @@ layer every process publishes into).
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,70 +26,16 @@ from django.test import Client
 from automation.live import publish_after_commit
 from tasks_inbox import services
 from tasks_inbox.models import Notification
-from tests.conftest import ARTIFACTS, CHROMIUM_ARGS, ROOT, worker_env
+from tests.conftest import ARTIFACTS, CHROMIUM_ARGS
+from tests.servers import AsgiServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.redis]
 
 # Record what the page's socket hands to the page (live.js dispatches each message).
-RECORD = ("window.heard = [];"
-          "document.addEventListener('live:message', (e) => window.heard.push(e.detail));")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class AsgiServer:
-    """``daphne`` as the Procfile runs it, on the test database and Redis."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = ARTIFACTS / f"daphne-{os.getpid()}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 90) -> None:
-        ARTIFACTS.mkdir(exist_ok=True)
-        env = worker_env(SESSION_COOKIE_SECURE="0", CSRF_COOKIE_SECURE="0")
-        daphne = str(Path(sys.executable).parent / "daphne")
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [daphne, "--bind", "127.0.0.1", "--port", str(self.port), "--access-log", "-",
-                 "config.asgi:application"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"daphne exited:\n{self.log()}"
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"daphne did not answer within {timeout}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-@pytest.fixture
-def asgi_server(transactional_db: Any, settings: Any) -> Iterator[AsgiServer]:
-    if not settings.CELERY_BROKER_URL.startswith("redis://"):
-        pytest.skip("needs Redis: the test process and the server share its channel layer")
-    server = AsgiServer(free_port())
-    server.start()
-    yield server
-    server.stop()
+RECORD = (
+    "window.heard = [];"
+    "document.addEventListener('live:message', (e) => window.heard.push(e.detail));"
+)
 
 
 def session_cookie(user: Any, url: str) -> dict[str, Any]:
@@ -125,7 +64,8 @@ def committed(call: Any) -> Any:
 
 
 def test_a_claim_drops_from_the_other_agents_queue_page_and_outsiders_hear_nothing(
-        chromium: Path, asgi_server: AsgiServer, make_user: Any, monkeypatch: Any) -> None:
+    chromium: Path, asgi_server: AsgiServer, make_user: Any, monkeypatch: Any
+) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the ORM calls below are
@@ -135,18 +75,23 @@ def test_a_claim_drops_from_the_other_agents_queue_page_and_outsiders_hear_nothi
     ben = make_user("ben", groups=("Claims",))
     olga = make_user("olga", groups=("Billing",))
     claims = Group.objects.get(name="Claims")
-    task = committed(lambda: services.task_create(title="Check claim C-9", queue=claims,
-                                                  routing="claim"))
-    later = committed(lambda: services.task_create(title="Check claim C-10", queue=claims,
-                                                   routing="claim"))
+    task = committed(
+        lambda: services.task_create(title="Check claim C-9", queue=claims, routing="claim")
+    )
+    later = committed(
+        lambda: services.task_create(title="Check claim C-10", queue=claims, routing="claim")
+    )
     url = asgi_server.url
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         pages = {}
         try:
-            for name, user, path in (("ana", ana, "/inbox/queues/"), ("ben", ben, "/inbox/queues/"),
-                                     ("olga", olga, "/inbox/")):
+            for name, user, path in (
+                ("ana", ana, "/inbox/queues/"),
+                ("ben", ben, "/inbox/queues/"),
+                ("olga", olga, "/inbox/"),
+            ):
                 context = browser.new_context(viewport={"width": 1280, "height": 900})
                 context.add_cookies([session_cookie(user, url)])
                 context.add_init_script(RECORD)
@@ -183,6 +128,7 @@ def test_a_claim_drops_from_the_other_agents_queue_page_and_outsiders_hear_nothi
                 notification = Notification.objects.create(recipient=olga, message="marker")
                 publish_after_commit("notification", {"id": notification.pk})
                 return notification
+
             marker_id = committed(marker).pk
             expect(outsider.locator("#unread-badge")).to_have_text("1", timeout=5000)
             heard = outsider.evaluate("window.heard")
@@ -197,15 +143,17 @@ def test_a_claim_drops_from_the_other_agents_queue_page_and_outsiders_hear_nothi
 
 
 def test_after_a_server_restart_the_page_reconnects_and_catches_up(
-        chromium: Path, asgi_server: AsgiServer, make_user: Any, monkeypatch: Any) -> None:
+    chromium: Path, asgi_server: AsgiServer, make_user: Any, monkeypatch: Any
+) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     ana = make_user("ana", groups=("Claims",))
     ben = make_user("ben", groups=("Claims",))
     claims = Group.objects.get(name="Claims")
-    task = committed(lambda: services.task_create(title="Check claim C-11", queue=claims,
-                                                  routing="claim"))
+    task = committed(
+        lambda: services.task_create(title="Check claim C-11", queue=claims, routing="claim")
+    )
     url = asgi_server.url
 
     with sync_playwright() as playwright:

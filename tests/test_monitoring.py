@@ -20,17 +20,29 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def some_runs(drain: Any) -> dict[str, Any]:
     deal = Deal.objects.create(name="M")
-    workflow = workflow_save(document={
-        "slug": "mon", "name": "Monitored", "triggers": [{"event_type": "deal.won"}],
-        "steps": [
-            {"key": "note", "type": "add_note", "config": {
-                "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "n"}},
-            {"key": "check", "type": "validate", "config": {
-                "condition": {"field": "ok", "operator": "eq", "value": True},
-                "message": "not ok"}},
-            {"key": "wait", "type": "delay", "config": {"for": "1 day"}},
-        ],
-    })
+    workflow = workflow_save(
+        document={
+            "slug": "mon",
+            "name": "Monitored",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {
+                    "key": "note",
+                    "type": "add_note",
+                    "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "n"},
+                },
+                {
+                    "key": "check",
+                    "type": "validate",
+                    "config": {
+                        "condition": {"field": "ok", "operator": "eq", "value": True},
+                        "message": "not ok",
+                    },
+                },
+                {"key": "wait", "type": "delay", "config": {"for": "1 day"}},
+            ],
+        }
+    )
     for ok in (True, True, False):
         emit("deal.won", {"deal_id": deal.pk, "ok": ok})
     drain()
@@ -93,7 +105,10 @@ def test_graph_pictures(api: APIClient, client: Client, admin_user: Any, some_ru
     failed = Run.objects.get(status="failed")
     run_graph = api.get(f"/api/v1/runs/{failed.pk}/graph/").json()
     assert {n["key"]: n["status"] for n in run_graph["nodes"]} == {
-        "note": "completed", "check": "failed", "wait": "cancelled"}
+        "note": "completed",
+        "check": "failed",
+        "wait": "cancelled",
+    }
     assert 'data-status="failed"' in run_graph["svg"]
     client.force_login(admin_user)
     page = client.get(f"/admin/automation/run/{failed.pk}/change/").content.decode()

@@ -28,17 +28,29 @@ from workflows.services import workflow_save
 
 
 def note_workflow(slug: str, event_type: str, note: str = "noted") -> None:
-    workflow_save(document={
-        "slug": slug, "name": slug, "triggers": [{"event_type": event_type}],
-        "steps": [{"key": "note", "type": "add_note", "config": {
-            "entity_type": "deal", "entity_id": "{{deal_id}}", "note": note}}],
-    })
+    workflow_save(
+        document={
+            "slug": slug,
+            "name": slug,
+            "triggers": [{"event_type": event_type}],
+            "steps": [
+                {
+                    "key": "note",
+                    "type": "add_note",
+                    "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": note},
+                }
+            ],
+        }
+    )
 
 
 def notes_on(deal: Deal) -> list[str]:
-    return sorted(Note.objects.filter(
-        content_type=ContentType.objects.get_for_model(Deal), object_id=str(deal.pk),
-    ).values_list("note", flat=True))
+    return sorted(
+        Note.objects.filter(
+            content_type=ContentType.objects.get_for_model(Deal),
+            object_id=str(deal.pk),
+        ).values_list("note", flat=True)
+    )
 
 
 def statements(queries: CaptureQueriesContext, prefix: str) -> int:
@@ -79,10 +91,13 @@ def test_batches_follow_the_batch_size_and_the_order_of_events(db: Any) -> None:
 
 @pytest.mark.postgres  # its step's 1/0 is an error (aborting the batch) on PostgreSQL only
 def test_a_bad_event_is_put_off_and_the_rest_of_its_batch_goes_on(
-        db: Any, client: Any, admin_user: Any) -> None:
+    db: Any, client: Any, admin_user: Any
+) -> None:
     note_workflow("good", "deal.won")
     poison = {
-        "slug": "poison", "name": "poison", "triggers": [{"event_type": "deal.lost"}],
+        "slug": "poison",
+        "name": "poison",
+        "triggers": [{"event_type": "deal.lost"}],
         "steps": [{"key": "boom", "type": "test_db_error", "config": {"fail": True}}],
     }
     workflow_save(document=poison)
@@ -128,8 +143,12 @@ def test_a_bad_event_is_put_off_and_the_rest_of_its_batch_goes_on(
         due = bad.dispatch_after
 
     # Fixed (a new version), it is dispatched at its next turn, once.
-    workflow_save(document={**poison, "steps": [
-        {"key": "boom", "type": "test_db_error", "config": {"fail": False}}]})
+    workflow_save(
+        document={
+            **poison,
+            "steps": [{"key": "boom", "type": "test_db_error", "config": {"fail": False}}],
+        }
+    )
     with time_machine.travel(due + timedelta(seconds=1)):
         services.outbox_drain()
     bad.refresh_from_db()
@@ -138,14 +157,21 @@ def test_a_bad_event_is_put_off_and_the_rest_of_its_batch_goes_on(
 
 
 def test_an_external_step_is_handed_to_another_worker(db: Any) -> None:
-    workflow_save(document={
-        "slug": "ext", "name": "ext", "triggers": [{"event_type": "deal.won"}],
-        "steps": [
-            {"key": "first", "type": "add_note", "config": {
-                "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "first"}},
-            {"key": "call", "type": "test_external", "config": {"deal_id": "{{deal_id}}"}},
-        ],
-    })
+    workflow_save(
+        document={
+            "slug": "ext",
+            "name": "ext",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {
+                    "key": "first",
+                    "type": "add_note",
+                    "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "first"},
+                },
+                {"key": "call", "type": "test_external", "config": {"deal_id": "{{deal_id}}"}},
+            ],
+        }
+    )
     deal = Deal.objects.create(name="Ext")
     emit("deal.won", {"deal_id": deal.pk})
     services.outbox_drain()
@@ -154,7 +180,9 @@ def test_an_external_step_is_handed_to_another_worker(db: Any) -> None:
     # (an advance_run message) instead of making the rest of its batch wait for it.
     assert run.status == "running"
     assert dict(run.action_runs.values_list("step_key", "status")) == {
-        "first": "completed", "call": "pending"}
+        "first": "completed",
+        "call": "pending",
+    }
     services.run_advance(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == "completed"
@@ -195,24 +223,32 @@ def test_two_workers_drain_side_by_side_and_nothing_runs_twice(start_worker: Any
                 emit("deal.won", {"deal_id": deal.pk, "chunk": chunk})
                 events += 1
         time.sleep(0.05)
-    wait_for(lambda: Run.objects.filter(status="completed").count() == events, timeout=60,
-             message=f"{events} completed runs")
+    wait_for(
+        lambda: Run.objects.filter(status="completed").count() == events,
+        timeout=60,
+        message=f"{events} completed runs",
+    )
     time.sleep(1)
     assert Run.objects.count() == events
     per_event = Counter(Run.objects.values_list("event_id", flat=True))
     assert set(per_event.values()) == {1}
     assert Note.objects.count() == events
     assert all(len(notes_on(deal)) == 10 for deal in deals)
-    assert set(Event.objects.filter(type="deal.won").values_list(
-        "dispatch_attempts", flat=True)) == {1}
+    assert set(
+        Event.objects.filter(type="deal.won").values_list("dispatch_attempts", flat=True)
+    ) == {1}
 
 
 def test_a_slow_batch_hands_its_remaining_runs_to_other_workers(db: Any, settings: Any) -> None:
     settings.FLOWDESK = {**settings.FLOWDESK, "DISPATCH_INLINE_SECONDS": 0.2}
-    workflow_save(document={
-        "slug": "slow", "name": "slow", "triggers": [{"event_type": "deal.won"}],
-        "steps": [{"key": "nap", "type": "test_sleep", "config": {"seconds": 0.3}}],
-    })
+    workflow_save(
+        document={
+            "slug": "slow",
+            "name": "slow",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [{"key": "nap", "type": "test_sleep", "config": {"seconds": 0.3}}],
+        }
+    )
     deal = Deal.objects.create(name="Slow")
     with transaction.atomic():
         for _ in range(3):
@@ -226,13 +262,21 @@ def test_a_slow_batch_hands_its_remaining_runs_to_other_workers(db: Any, setting
     assert set(Run.objects.values_list("status", flat=True)) == {"completed"}
 
 
-def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(
-        start_worker: Any) -> None:
-    workflow_save(document={
-        "slug": "nap", "name": "nap", "triggers": [{"event_type": "deal.won"}],
-        "steps": [{"key": "nap", "type": "test_sleep",
-                   "config": {"seconds": 0.4, "deal_id": "{{deal_id}}"}}],
-    })
+def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(start_worker: Any) -> None:
+    workflow_save(
+        document={
+            "slug": "nap",
+            "name": "nap",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {
+                    "key": "nap",
+                    "type": "test_sleep",
+                    "config": {"seconds": 0.4, "deal_id": "{{deal_id}}"},
+                }
+            ],
+        }
+    )
     deals = [Deal.objects.create(name=f"K{i}") for i in range(6)]
     Event.objects.update(dispatched_at=timezone.now())  # only the deal.won events below
     doomed = start_worker("doomed", concurrency=1, FLOWDESK_DISPATCH_INLINE_SECONDS="10")
@@ -248,8 +292,11 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(
     start_worker("rescuer")
     # The outbox sweep (beat runs it every 15 s; here with no grace period).
     assert services.outbox_redispatch(older_than=timedelta(0)) == 6
-    wait_for(lambda: Run.objects.filter(status="completed").count() == 6, timeout=30,
-             message="the six runs after the crash")
+    wait_for(
+        lambda: Run.objects.filter(status="completed").count() == 6,
+        timeout=30,
+        message="the six runs after the crash",
+    )
     time.sleep(0.5)
     assert Run.objects.count() == 6
     assert [notes_on(deal) for deal in deals] == [["slept in nap"]] * 6

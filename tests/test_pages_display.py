@@ -37,12 +37,23 @@ OTHER_ORIGIN = re.compile(r"""(?:src|href)=["'](?:https?:)?//""", re.IGNORECASE)
 # --- the helpers ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (None, "-"), ("", "-"), (0, "0 s"), (0.25, "0.25 s"), (45, "45 s"), (61, "1 min 1 s"),
-    (459.0, "7 min 39 s"), (5400, "1 h 30 min"), (14400, "4 h"), (86400 * 2 + 3 * 3600 + 5,
-                                                                 "2 d 3 h"),
-    (timedelta(minutes=90), "1 h 30 min"), (-120, "-2 min"),
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "-"),
+        ("", "-"),
+        (0, "0 s"),
+        (0.25, "0.25 s"),
+        (45, "45 s"),
+        (61, "1 min 1 s"),
+        (459.0, "7 min 39 s"),
+        (5400, "1 h 30 min"),
+        (14400, "4 h"),
+        (86400 * 2 + 3 * 3600 + 5, "2 d 3 h"),
+        (timedelta(minutes=90), "1 h 30 min"),
+        (-120, "-2 min"),
+    ],
+)
 def test_durations_read_as_units(value: Any, text: str) -> None:
     assert duration_text(value) == text
 
@@ -69,11 +80,15 @@ def lead_with_history(drain: Any, make_user: Any) -> dict[str, Any]:
     owner = make_user("olga", groups=("Sales",))
     workflow_save(document=QUALIFY_HIGH_VALUE_LEADS)
     with transaction.atomic():
-        lead = Lead.objects.create(company_name="Initech", annual_revenue=2_000_000,
-                                   budget=90_000, owner=owner)
+        lead = Lead.objects.create(
+            company_name="Initech", annual_revenue=2_000_000, budget=90_000, owner=owner
+        )
     drain()
-    return {"lead": lead, "owner": owner, "run": Run.objects.get(workflow__slug=(
-        QUALIFY_HIGH_VALUE_LEADS["slug"]))}
+    return {
+        "lead": lead,
+        "owner": owner,
+        "run": Run.objects.get(workflow__slug=(QUALIFY_HIGH_VALUE_LEADS["slug"])),
+    }
 
 
 def test_run_names_read_as_such(lead_with_history: dict[str, Any]) -> None:
@@ -81,20 +96,21 @@ def test_run_names_read_as_such(lead_with_history: dict[str, Any]) -> None:
     assert str(run) == f"Run {run.pk} of workflow 'Auto-qualify high-value leads'"
 
 
-def test_lead_admin_shows_what_automation_did(lead_with_history: dict[str, Any],
-                                             admin_user: Any) -> None:
+def test_lead_admin_shows_what_automation_did(
+    lead_with_history: dict[str, Any], admin_user: Any
+) -> None:
     lead, run = lead_with_history["lead"], lead_with_history["run"]
     client = Client()
     client.force_login(admin_user)
     html = client.get(f"/admin/crm/lead/{lead.pk}/change/").content.decode()
     assert "What automation did" in html
-    section = html[html.index('<div class="automation-history">'):]
-    assert f'/admin/automation/run/{run.pk}/change/' in section
+    section = html[html.index('<div class="automation-history">') :]
+    assert f"/admin/automation/run/{run.pk}/change/" in section
     assert f"Run {run.pk} of workflow &#x27;Auto-qualify high-value leads&#x27;" in section
     assert "Auto-qualified: revenue" in section  # the note the workflow wrote
     task = Task.objects.get(title="Follow up with Initech")
     assert f"/admin/tasks_inbox/task/{task.pk}/change/" in section
-    assert "Runs <span class=\"quiet\">(1)" in section
+    assert 'Runs <span class="quiet">(1)' in section
     # a lead nothing happened to says so
     quiet = Lead.objects.create(company_name="Nobody")
     empty = client.get(f"/admin/crm/lead/{quiet.pk}/change/").content.decode()
@@ -145,18 +161,22 @@ def test_charts_load_no_cdn_script(lead_with_history: dict[str, Any], admin_user
     assert client.get("/static/js/charts.js").status_code == 200
 
 
-def test_home_is_a_dashboard(lead_with_history: dict[str, Any], make_user: Any,
-                             admin_user: Any) -> None:
+def test_home_is_a_dashboard(
+    lead_with_history: dict[str, Any], make_user: Any, admin_user: Any
+) -> None:
     owner = lead_with_history["owner"]
-    task_create(title="Call back the printer vendor", assignee=owner,
-                due_at=timezone.now() - timedelta(hours=2))
+    task_create(
+        title="Call back the printer vendor",
+        assignee=owner,
+        due_at=timezone.now() - timedelta(hours=2),
+    )
     task_create(title="Sort the claims", queue=Group.objects.get(name="Sales"), routing="claim")
     Notification.objects.create(recipient=owner, message="Look at the Initech lead")
     agent = Client()
     agent.force_login(owner)
     html = agent.get("/").content.decode()
-    assert '<strong>2</strong> open' in html and '<strong>1</strong> overdue' in html
-    assert '<strong>1</strong> to claim' in html
+    assert "<strong>2</strong> open" in html and "<strong>1</strong> overdue" in html
+    assert "<strong>1</strong> to claim" in html
     assert "Call back the printer vendor" in html and "hours ago" in html
     assert "Look at the Initech lead" in html
     assert 'id="dash-runs"' not in html and 'id="dash-failures"' not in html
@@ -175,8 +195,10 @@ def test_first_workflow_is_offered_to_staff(admin_user: Any) -> None:
     client = Client()
     client.force_login(admin_user)
     html = client.get("/").content.decode()
-    assert ('href="/admin/workflows/workflow/add/" id="build-first-workflow">'
-            'Build your first workflow</a>') in html
+    assert (
+        'href="/admin/workflows/workflow/add/" id="build-first-workflow">'
+        "Build your first workflow</a>"
+    ) in html
 
 
 def test_notifications_filter_and_mark_all_read(make_user: Any) -> None:
@@ -192,8 +214,9 @@ def test_notifications_filter_and_mark_all_read(make_user: Any) -> None:
     everything = client.get("/inbox/notifications/").content.decode()
     assert 'id="filter-all" class="active" aria-current="page"' in everything
 
-    fragment = client.post("/inbox/notifications/read/", {"unread": "1"},
-                           HTTP_HX_REQUEST="true").content.decode()
+    fragment = client.post(
+        "/inbox/notifications/read/", {"unread": "1"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert "No unread notifications." in fragment and "note 1" not in fragment
     assert Notification.objects.filter(recipient=user, read_at__isnull=True).count() == 0
     plain = client.post("/inbox/notifications/read/", {"unread": "1"})
@@ -218,13 +241,17 @@ def test_no_none_percent_and_durations_with_units(admin_user: Any, make_user: An
     assert '<td class="field-target_text">4 h</td>' in configs
 
 
-def test_admin_lists_show_moments_and_durations(lead_with_history: dict[str, Any],
-                                                admin_user: Any) -> None:
+def test_admin_lists_show_moments_and_durations(
+    lead_with_history: dict[str, Any], admin_user: Any
+) -> None:
     client = Client()
     client.force_login(admin_user)
     runs = client.get("/admin/automation/run/").content.decode()
-    assert re.search(r'<td class="field-created"><time datetime="[^"]+" title="[^"]+">'
-                     r"just now</time></td>", runs)
+    assert re.search(
+        r'<td class="field-created"><time datetime="[^"]+" title="[^"]+">'
+        r"just now</time></td>",
+        runs,
+    )
     assert re.search(r'<td class="field-took">(\d+(\.\d+)? s|0 s)</td>', runs), runs
     tasks = client.get("/admin/tasks_inbox/task/").content.decode()
     assert "in 2 days</time>" in tasks

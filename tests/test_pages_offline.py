@@ -25,7 +25,6 @@ from crm.models import Lead
 from tasks_inbox.models import Notification
 from tasks_inbox.selectors import tasks_visible_to
 from tests.conftest import ARTIFACTS, REQUIRE_SERVICES
-from tests.test_live_pages import asgi_server  # noqa: F401  (the fixture: daphne on the test database)
 from workflows import demo
 from workflows.models import Workflow
 from workflows.services import workflow_save
@@ -33,18 +32,32 @@ from workflows.services import workflow_save
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SHOTS = ARTIFACTS / "pages"
 WIDE, NARROW = (1366, 900), (390, 844)
 
 FAILING = {
-    "slug": "lead-check-email", "name": "Check the lead's email",
+    "slug": "lead-check-email",
+    "name": "Check the lead's email",
     "triggers": [{"event_type": "lead.created"}],
-    "steps": [{"key": "check", "type": "validate", "config": {
-        "condition": {"field": "email", "operator": "contains", "value": "@"},
-        "message": "the lead has no email"}}],
+    "steps": [
+        {
+            "key": "check",
+            "type": "validate",
+            "config": {
+                "condition": {"field": "email", "operator": "contains", "value": "@"},
+                "message": "the lead has no email",
+            },
+        }
+    ],
 }
 
 
@@ -74,23 +87,37 @@ def site(drain: Any) -> dict[str, Any]:
         workflow_save(document=FAILING)
     alice = get_user_model().objects.get(username="alice")
     with transaction.atomic():
-        lead = Lead.objects.create(company_name="Initech", contact_name="Bill Lumbergh",
-                                   email="bill@initech.example", annual_revenue=2_500_000,
-                                   budget=80_000, owner=alice)
+        lead = Lead.objects.create(
+            company_name="Initech",
+            contact_name="Bill Lumbergh",
+            email="bill@initech.example",
+            annual_revenue=2_500_000,
+            budget=80_000,
+            owner=alice,
+        )
         Lead.objects.create(company_name="Nameless Ltd", annual_revenue=10_000)
     drain()
-    users = {u.username: u for u in get_user_model().objects.filter(
-        username__in=["alice", "maria", "demo"])}
+    users = {
+        u.username: u
+        for u in get_user_model().objects.filter(username__in=["alice", "maria", "demo"])
+    }
     for user in users.values():
         for text in ("A task was assigned to you", "An SLA is about to breach"):
             Notification.objects.create(recipient=user, message=text, link="/inbox/")
-    tasks = {role: tasks_visible_to(users[name]).filter(is_open=True).order_by("pk").first()
-             for role, name in (("agent", "alice"), ("manager", "maria"), ("staff", "demo"))}
+    tasks = {
+        role: tasks_visible_to(users[name]).filter(is_open=True).order_by("pk").first()
+        for role, name in (("agent", "alice"), ("manager", "maria"), ("staff", "demo"))
+    }
     assert all(tasks.values()), f"the demo data gives each role a task to open: {tasks}"
     failed = Run.objects.filter(status="failed").first()
     assert failed is not None, "the failing workflow failed a run"
-    return {"users": users, "lead": lead, "tasks": tasks, "failed_run": failed,
-            "workflow": Workflow.objects.get(slug="qualify-high-value-leads")}
+    return {
+        "users": users,
+        "lead": lead,
+        "tasks": tasks,
+        "failed_run": failed,
+        "workflow": Workflow.objects.get(slug="qualify-high-value-leads"),
+    }
 
 
 @dataclass
@@ -121,41 +148,55 @@ def _watch(page: Any, origin: str) -> Watch:
             route.abort()
 
     page.route("**/*", route)
-    page.on("console", lambda msg: msg.type == "error" and watch.console_errors.append(
-        f"{msg.text} @ {msg.location.get('url', '')}"))
+    page.on(
+        "console",
+        lambda msg: (
+            msg.type == "error"
+            and watch.console_errors.append(f"{msg.text} @ {msg.location.get('url', '')}")
+        ),
+    )
     page.on("pageerror", lambda exc: watch.console_errors.append(f"page error: {exc}"))
-    page.on("requestfailed", lambda req: watch.failed.append(
-        f"{req.url}: {req.failure}"))
-    page.on("response", lambda resp: resp.status >= 400 and watch.failed.append(
-        f"{resp.url}: HTTP {resp.status}"))
+    page.on("requestfailed", lambda req: watch.failed.append(f"{req.url}: {req.failure}"))
+    page.on(
+        "response",
+        lambda resp: resp.status >= 400 and watch.failed.append(f"{resp.url}: HTTP {resp.status}"),
+    )
     return watch
 
 
 def _pages(role: str, site: dict[str, Any]) -> list[tuple[str, str]]:
     task, lead = site["tasks"][role], site["lead"]
     common = [
-        ("home", "/"), ("inbox", "/inbox/"), ("queues", "/inbox/queues/"),
-        ("team", "/inbox/team/"), ("task", f"/inbox/tasks/{task.pk}/"),
+        ("home", "/"),
+        ("inbox", "/inbox/"),
+        ("queues", "/inbox/queues/"),
+        ("team", "/inbox/team/"),
+        ("task", f"/inbox/tasks/{task.pk}/"),
         ("notifications", "/inbox/notifications/"),
         ("notifications-unread", "/inbox/notifications/?unread=1"),
-        ("api-docs", "/api/docs/"), ("api-root", "/api/v1/"),
+        ("api-docs", "/api/docs/"),
+        ("api-root", "/api/v1/"),
     ]
     if role == "agent":
         return common
     if role == "manager":
         return [*common, ("sla", "/inbox/sla/")]
     run, workflow = site["failed_run"], site["workflow"]
-    return [*common, ("sla", "/inbox/sla/"), ("monitoring", "/monitoring/"),
-            ("admin", "/admin/"),
-            ("admin-workflows", "/admin/workflows/workflow/"),
-            ("admin-workflow", f"/admin/workflows/workflow/{workflow.pk}/change/"),
-            ("admin-workflow-add", "/admin/workflows/workflow/add/"),
-            ("admin-runs", "/admin/automation/run/"),
-            ("admin-run", f"/admin/automation/run/{run.pk}/change/"),
-            ("admin-tasks", "/admin/tasks_inbox/task/"),
-            ("admin-task", f"/admin/tasks_inbox/task/{site['tasks']['agent'].pk}/change/"),
-            ("admin-leads", "/admin/crm/lead/"),
-            ("admin-lead", f"/admin/crm/lead/{lead.pk}/change/")]
+    return [
+        *common,
+        ("sla", "/inbox/sla/"),
+        ("monitoring", "/monitoring/"),
+        ("admin", "/admin/"),
+        ("admin-workflows", "/admin/workflows/workflow/"),
+        ("admin-workflow", f"/admin/workflows/workflow/{workflow.pk}/change/"),
+        ("admin-workflow-add", "/admin/workflows/workflow/add/"),
+        ("admin-runs", "/admin/automation/run/"),
+        ("admin-run", f"/admin/automation/run/{run.pk}/change/"),
+        ("admin-tasks", "/admin/tasks_inbox/task/"),
+        ("admin-task", f"/admin/tasks_inbox/task/{site['tasks']['agent'].pk}/change/"),
+        ("admin-leads", "/admin/crm/lead/"),
+        ("admin-lead", f"/admin/crm/lead/{lead.pk}/change/"),
+    ]
 
 
 def _log_in(page: Any, base: str, username: str) -> None:
@@ -179,8 +220,9 @@ CLIPPED = """selector => [...document.querySelectorAll(selector)].map(
   box => box.scrollWidth - box.clientWidth).reduce((a, b) => Math.max(a, b), 0)"""
 
 
-def _visit(page: Any, watch: Watch, base: str, name: str, path: str
-           ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _visit(
+    page: Any, watch: Watch, base: str, name: str, path: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Open ``path`` at 1366 and at 390 px; return what went wrong (empty if nothing) and
     the page's chart tooltips (None without charts)."""
     found: dict[str, Any] = {}
@@ -200,7 +242,8 @@ def _visit(page: Any, watch: Watch, base: str, name: str, path: str
         page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
         problems = {
             "status": status if status >= 400 or status == 0 else None,
-            "failed": list(watch.failed), "console_errors": list(watch.console_errors),
+            "failed": list(watch.failed),
+            "console_errors": list(watch.console_errors),
             "other_origin": list(watch.other_origin),
             "overflow_px": overflow if overflow > 0 else None,
             "clipped_px": clipped if clipped > 0 else None,
@@ -212,8 +255,12 @@ def _visit(page: Any, watch: Watch, base: str, name: str, path: str
 
 @pytest.mark.timeout(900)
 def test_every_page_works_offline_and_fits_a_phone(
-        browser_tools: Any, asgi_server: Any, site: dict[str, Any], settings: Any,  # noqa: F811  (the fixture)
-        monkeypatch: Any) -> None:
+    browser_tools: Any,
+    asgi_server: Any,
+    site: dict[str, Any],
+    settings: Any,
+    monkeypatch: Any,
+) -> None:
     # Playwright's sync API runs an event loop in this thread; the ORM calls are plain
     # blocking calls made between its steps.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -240,8 +287,7 @@ def test_every_page_works_offline_and_fits_a_phone(
                     problems[name] = found
             assert "Log in" in page.locator("main").inner_text()
 
-            for role, username in (("agent", "alice"), ("manager", "maria"),
-                                   ("staff", "demo")):
+            for role, username in (("agent", "alice"), ("manager", "maria"), ("staff", "demo")):
                 context = browser.new_context()
                 page = context.new_page()
                 watch = _watch(page, origin)
@@ -252,8 +298,9 @@ def test_every_page_works_offline_and_fits_a_phone(
                     if chart_tips:
                         tooltips[f"{role}-{name}"] = chart_tips
                     visited += 1
-                    other_origin_total += sum(len(v.get("other_origin", []))
-                                              for v in found.values())
+                    other_origin_total += sum(
+                        len(v.get("other_origin", [])) for v in found.values()
+                    )
                     if found:
                         problems[f"{role} {path}"] = found
                 context.close()

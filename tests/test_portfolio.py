@@ -48,8 +48,7 @@ def steps(run: Run) -> dict[str, str]:
 def start(drain: Any, client: str) -> Run:
     emit("portfolio.requested", {"client": client, "advisor": "adele@example.com"})
     drain()
-    return Run.objects.get(workflow__slug="guided-portfolio",
-                           event__payload__client=client)
+    return Run.objects.get(workflow__slug="guided-portfolio", event__payload__client=client)
 
 
 def test_framework_branch(drain: Any, advisor: Any) -> None:
@@ -66,9 +65,14 @@ def test_framework_branch(drain: Any, advisor: Any) -> None:
 
     run.refresh_from_db()
     assert run.status == "completed", run.error
-    assert steps(run) == {"profile": "completed", "method": "completed",
-                          "framework": "completed", "products": "skipped",
-                          "check_weights": "skipped", "review": "completed"}
+    assert steps(run) == {
+        "profile": "completed",
+        "method": "completed",
+        "framework": "completed",
+        "products": "skipped",
+        "check_weights": "skipped",
+        "review": "completed",
+    }
     assert not Task.objects.filter(task_type="portfolio_products").exists()
     review = Task.objects.get(task_type="portfolio_review")
     assert review.title == "Review the portfolio of Ada (framework)"
@@ -77,34 +81,48 @@ def test_framework_branch(drain: Any, advisor: Any) -> None:
 
 @pytest.mark.parametrize("method", ["manual", "hybrid"])
 def test_product_selection_branch_with_weights_summing_to_100(
-        drain: Any, advisor: Any, method: str) -> None:
+    drain: Any, advisor: Any, method: str
+) -> None:
     run = start(drain, f"Grace {method}")
     work(drain, advisor, "portfolio_profile", {"risk": "high", "horizon_years": 30})
     work(drain, advisor, "portfolio_method", {"method": method})
     assert not Task.objects.filter(task_type="portfolio_framework").exists()
     products = Task.objects.get(task_type="portfolio_products")
     assert products.title == f"Select products and weights for Grace {method}"
-    work(drain, advisor, "portfolio_products",
-         {"equity": "55.5", "bonds": "30", "cash": "4.5", "alternatives": "10"})
+    work(
+        drain,
+        advisor,
+        "portfolio_products",
+        {"equity": "55.5", "bonds": "30", "cash": "4.5", "alternatives": "10"},
+    )
 
     run.refresh_from_db()
     assert run.status == "completed", run.error
-    assert steps(run) == {"profile": "completed", "method": "completed",
-                          "framework": "skipped", "products": "completed",
-                          "check_weights": "completed", "review": "completed"}
+    assert steps(run) == {
+        "profile": "completed",
+        "method": "completed",
+        "framework": "skipped",
+        "products": "completed",
+        "check_weights": "completed",
+        "review": "completed",
+    }
     check = ActionRun.objects.get(run=run, step_key="check_weights")
     assert check.output["values"] == {"total": 100}
     assert Task.objects.get(task_type="portfolio_review").title == (
-        f"Review the portfolio of Grace {method} ({method})")
+        f"Review the portfolio of Grace {method} ({method})"
+    )
 
 
-def test_weights_not_summing_to_100_fail_the_run_with_the_message(
-        drain: Any, advisor: Any) -> None:
+def test_weights_not_summing_to_100_fail_the_run_with_the_message(drain: Any, advisor: Any) -> None:
     run = start(drain, "Linus")
     work(drain, advisor, "portfolio_profile", {"risk": "low", "horizon_years": 5})
     work(drain, advisor, "portfolio_method", {"method": "manual"})
-    work(drain, advisor, "portfolio_products",
-         {"equity": 60, "bonds": 30, "cash": 5, "alternatives": 0})
+    work(
+        drain,
+        advisor,
+        "portfolio_products",
+        {"equity": 60, "bonds": 30, "cash": 5, "alternatives": 0},
+    )
 
     run.refresh_from_db()
     assert run.status == "failed"
@@ -126,8 +144,9 @@ def test_the_product_form_refuses_weights_out_of_range(drain: Any, advisor: Any)
     from tasks_inbox.errors import FormInvalid
 
     with pytest.raises(FormInvalid) as info:
-        tasks.task_complete(task_id=products.pk, actor=advisor,
-                            data={"equity": 120, "bonds": "lots", "cash": 0})
+        tasks.task_complete(
+            task_id=products.pk, actor=advisor, data={"equity": 120, "bonds": "lots", "cash": 0}
+        )
     assert info.value.fields == {
         "data.equity": ["must be at most 100"],
         "data.bonds": ["must be a number"],

@@ -35,12 +35,16 @@ class Stack:
         ARTIFACTS.mkdir(exist_ok=True)
         self.port = port
         self.log_path = ARTIFACTS / f"run-stack-{os.getpid()}.log"
-        env = worker_env(WEB_PORT=str(port), PATH=f"{VENV_BIN}:{os.environ['PATH']}",
-                         DEBUG="1")
+        env = worker_env(WEB_PORT=str(port), PATH=f"{VENV_BIN}:{os.environ['PATH']}", DEBUG="1")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "scripts/run.py", "start", "-f", "Procfile"], cwd=ROOT, env=env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [sys.executable, "scripts/run.py", "start", "-f", "Procfile"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -87,19 +91,22 @@ def children(pid: int) -> list[int]:
 def test_a_crashed_worker_is_restarted_and_ctrl_c_stops_the_stack_cleanly(stack: Stack) -> None:
     wait_for(lambda: stack.healthz() == 200, timeout=120, message="web's /healthz")
     wait_for(lambda: stack.ready_count() == 1, timeout=120, message="the worker")
-    wait_for(lambda: any("beat: Starting" in line for line in stack.lines("beat")),
-             timeout=120, message="beat")
+    wait_for(
+        lambda: any("beat: Starting" in line for line in stack.lines("beat")),
+        timeout=120,
+        message="beat",
+    )
 
     # The worker (the supervisor's child) dies as a crash would.
     supervisor = stack.pid_of("worker")
     (celery_worker,) = children(supervisor)
     os.kill(celery_worker, signal.SIGKILL)
-    wait_for(lambda: stack.ready_count() == 2, timeout=120,
-             message="the worker to be started again")
+    wait_for(
+        lambda: stack.ready_count() == 2, timeout=120, message="the worker to be started again"
+    )
     assert stack.proc.poll() is None
     assert stack.healthz() == 200
-    assert any("exited with code -9; starting it again" in line
-               for line in stack.lines("worker"))
+    assert any("exited with code -9; starting it again" in line for line in stack.lines("worker"))
     assert children(supervisor) != [celery_worker]
 
     stack.proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends honcho
@@ -110,8 +117,11 @@ def test_a_crashed_worker_is_restarted_and_ctrl_c_stops_the_stack_cleanly(stack:
     output = stack.output()
     for process in ("web", "worker", "beat"):
         assert f"{process}.1 stopped (rc=0)" in output, output[-3000:]
-    bad = [line for line in output.splitlines()
-           if re.search(r"SIGKILL|\bERROR\b|\bCRITICAL\b|Traceback", line)]
+    bad = [
+        line
+        for line in output.splitlines()
+        if re.search(r"SIGKILL|\bERROR\b|\bCRITICAL\b|Traceback", line)
+    ]
     assert bad == [], f"log: {stack.log_path}"
 
 
@@ -119,18 +129,22 @@ def routine_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
     from celery.app import trace
 
     for name in ("flowdesk.sweep.outbox", "flowdesk.advance_run"):
-        trace.info(trace.LOG_SUCCESS, {"id": "1", "name": name, "return_value": 0,
-                                       "runtime": 0.01, "args": (), "kwargs": {}})
+        trace.info(
+            trace.LOG_SUCCESS,
+            {"id": "1", "name": name, "return_value": 0, "runtime": 0.01, "args": (), "kwargs": {}},
+        )
         trace.info(trace.LOG_RECEIVED, {"id": "1", "name": name, "eta": None})
-    logging.getLogger("celery.beat").info("Scheduler: Sending due task %s (%s)",
-                                          "runs-wake-due", "flowdesk.sweep.wake_due")
+    logging.getLogger("celery.beat").info(
+        "Scheduler: Sending due task %s (%s)", "runs-wake-due", "flowdesk.sweep.wake_due"
+    )
     lines = [(record.levelname, record.getMessage()) for record in caplog.records]
     caplog.clear()
     return lines
 
 
 def test_routine_sweep_lines_are_debug_and_other_tasks_stay_info(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO)
     assert routine_lines(caplog) == [
         ("INFO", "Task flowdesk.advance_run[1] succeeded in 0.01s: 0"),
@@ -139,6 +153,5 @@ def test_routine_sweep_lines_are_debug_and_other_tasks_stay_info(
     caplog.set_level(logging.DEBUG)
     lines = routine_lines(caplog)
     assert ("DEBUG", "Task flowdesk.sweep.outbox[1] received") in lines
-    assert ("DEBUG", "Scheduler: Sending due task runs-wake-due (flowdesk.sweep.wake_due)"
-            ) in lines
+    assert ("DEBUG", "Scheduler: Sending due task runs-wake-due (flowdesk.sweep.wake_due)") in lines
     assert ("INFO", "Task flowdesk.advance_run[1] received") in lines

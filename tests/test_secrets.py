@@ -63,22 +63,36 @@ def test_keys_rotate_through_a_dedicated_key(settings: Any) -> None:
 
 def test_step_input_masks_the_secret_and_its_filtered_forms(drain: Any) -> None:
     secret_set(name="TOKEN", value=VALUE)
-    run = execute(one_step_workflow("masked", "call_webhook", {
-        "url": "http://10.0.0.1/hook/{{secrets.TOKEN|upper}}",
-        "headers": {"X-Token": "{{secrets.TOKEN}} / {{secrets.TOKEN|upper}}"}}))
+    run = execute(
+        one_step_workflow(
+            "masked",
+            "call_webhook",
+            {
+                "url": "http://10.0.0.1/hook/{{secrets.TOKEN|upper}}",
+                "headers": {"X-Token": "{{secrets.TOKEN}} / {{secrets.TOKEN|upper}}"},
+            },
+        )
+    )
     drain()
     step = step_of(run)
     assert step.status == StepStatus.FAILED  # a private address; the error must be masked
     assert step.error_code == "UNSAFE_URL"
-    assert step.input == {"url": "http://10.0.0.1/hook/********",
-                          "headers": {"X-Token": "******** / ********"}}
+    assert step.input == {
+        "url": "http://10.0.0.1/hook/********",
+        "headers": {"X-Token": "******** / ********"},
+    }
     assert VALUE.lower() not in step.error.lower() and "********" in step.error
     assert VALUE.lower() not in str(step.output).lower()
 
 
 def test_a_missing_secret_fails_the_step_by_name(drain: Any) -> None:
-    run = execute(one_step_workflow("missing", "call_webhook", {
-        "url": "http://10.0.0.1/", "headers": {"X-Token": "{{secrets.NOT_THERE}}"}}))
+    run = execute(
+        one_step_workflow(
+            "missing",
+            "call_webhook",
+            {"url": "http://10.0.0.1/", "headers": {"X-Token": "{{secrets.NOT_THERE}}"}},
+        )
+    )
     drain()
     step = step_of(run)
     assert (step.status, step.error_code) == (StepStatus.FAILED, "UNKNOWN_SECRET")
@@ -104,14 +118,20 @@ def admin_client(admin_user: Any) -> Client:
 
 
 def test_admin_writes_the_value_and_never_shows_it(admin_client: Client) -> None:
-    response = admin_client.post("/admin/automation/secret/add/", {
-        "name": "PARTNER_TOKEN", "value": VALUE, "description": "partner API"})
+    response = admin_client.post(
+        "/admin/automation/secret/add/",
+        {"name": "PARTNER_TOKEN", "value": VALUE, "description": "partner API"},
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     secret = Secret.objects.get(name="PARTNER_TOKEN")
     assert secret.get_value() == VALUE and VALUE not in raw_column("PARTNER_TOKEN")
 
-    pages = [f"/admin/automation/secret/{secret.pk}/change/", "/admin/automation/secret/",
-             f"/admin/automation/secret/{secret.pk}/history/", "/admin/automation/secret/add/"]
+    pages = [
+        f"/admin/automation/secret/{secret.pk}/change/",
+        "/admin/automation/secret/",
+        f"/admin/automation/secret/{secret.pk}/history/",
+        "/admin/automation/secret/add/",
+    ]
     for page in pages:
         response = admin_client.get(page)
         assert response.status_code == 200, page
@@ -131,8 +151,9 @@ def test_admin_writes_the_value_and_never_shows_it(admin_client: Client) -> None
 
 
 def test_admin_needs_a_value_for_a_new_secret(admin_client: Client) -> None:
-    response = admin_client.post("/admin/automation/secret/add/",
-                                 {"name": "EMPTY", "value": "", "description": ""})
+    response = admin_client.post(
+        "/admin/automation/secret/add/", {"name": "EMPTY", "value": "", "description": ""}
+    )
     assert response.status_code == 200
     assert "A new secret needs a value." in response.content.decode()
     assert not Secret.objects.filter(name="EMPTY").exists()

@@ -45,13 +45,24 @@ def spellings(value: str) -> set[str]:
     """Every form the value could be found in, written independently of the masking code;
     compared lowercased, so every case of each is covered too."""
     requoted = quote(value, safe="!#$&'()*+,/:;=?@[]~%")
-    bases = {value, quote(value, safe=""), quote(value), quote_plus(value), requoted,
-             value.split("?")[0]}
+    bases = {
+        value,
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value),
+        requoted,
+        value.split("?")[0],
+    }
     forms = set(bases)
     for base in bases:
-        escaped = [json.dumps(base)[1:-1], json.dumps(base, ensure_ascii=True)[1:-1],
-                   repr(base)[1:-1], base.replace("\\", "\\\\"),
-                   html.escape(base), html.escape(base).replace("&#x27;", "&#39;")]
+        escaped = [
+            json.dumps(base)[1:-1],
+            json.dumps(base, ensure_ascii=True)[1:-1],
+            repr(base)[1:-1],
+            base.replace("\\", "\\\\"),
+            html.escape(base),
+            html.escape(base).replace("&#x27;", "&#39;"),
+        ]
         forms.update(escaped)
         forms.update(json.dumps(item)[1:-1] for item in escaped)
     return {form.lower() for form in forms if len(form) >= 8}
@@ -59,8 +70,12 @@ def spellings(value: str) -> set[str]:
 
 def hits(text: str, values: dict[str, str]) -> list[str]:
     low = text.lower()
-    return [f"{name} as {form!r}" for name, value in values.items()
-            for form in spellings(value) if form in low]
+    return [
+        f"{name} as {form!r}"
+        for name, value in values.items()
+        for form in spellings(value)
+        if form in low
+    ]
 
 
 @pytest.fixture
@@ -74,8 +89,11 @@ def receiver(settings: Any) -> Iterator[WebhookReceiver]:
 @pytest.fixture
 def console_log() -> Iterator[io.StringIO]:
     """The output of the console handler ``settings.LOGGING`` installs, captured."""
-    handlers = [h for h in logging.getLogger().handlers
-                if any(isinstance(f, SecretMaskFilter) for f in h.filters)]
+    handlers = [
+        h
+        for h in logging.getLogger().handlers
+        if any(isinstance(f, SecretMaskFilter) for f in h.filters)
+    ]
     assert handlers, "settings.LOGGING installs no handler with the secret filter"
     handler = handlers[0]
     assert isinstance(handler, logging.StreamHandler)
@@ -100,35 +118,80 @@ def plant(receiver: WebhookReceiver) -> dict[str, str]:
 
 
 def canary_workflow() -> Any:
-    return workflow_save(document={"slug": "canary", "name": "canary", "triggers": [], "steps": [
-        {"key": "whole_url", "type": "call_webhook", "config": {
-            "url": "{{secrets.HOOK_URL}}",
-            "headers": {"Authorization": "Bearer {{secrets.MIXED}}",
-                        "X-Quoted": "{{secrets.QUOTED}}", "X-Lower": "{{secrets.MIXED|lower}}",
-                        "X-Url": "{{secrets.HOOK_URL|urlencode}}"},
-            "body": {"token": "{{secrets.QUOTED}}", "list": ["{{secrets.MIXED|upper}}"],
-                     "text": "url={{secrets.HOOK_URL}} key={{secrets.MIXED}}"}}},
-        {"key": "in_path", "type": "call_webhook", "after": ["whole_url"], "config": {
-            "url": "{{secrets.HOOK_URL}}/more/{{secrets.MIXED}}/{{secrets.QUOTED}}?q="
-                   "{{secrets.QUOTED|urlencode}}",
-            "method": "PUT", "body": "{{secrets.QUOTED}}"}},
-        {"key": "rejected", "type": "call_webhook", "after": ["in_path"],
-         "allow_failure": True, "config": {
-             "url": "{{secrets.HOOK_URL}}/gone/{{secrets.MIXED}}",
-             "headers": {"X-Quoted": "{{secrets.QUOTED}}"}}},
-        {"key": "refused", "type": "call_webhook", "after": ["rejected"],
-         "allow_failure": True, "config": {"url": "http://10.0.0.1/{{secrets.MIXED}}"}},
-    ]})
+    return workflow_save(
+        document={
+            "slug": "canary",
+            "name": "canary",
+            "triggers": [],
+            "steps": [
+                {
+                    "key": "whole_url",
+                    "type": "call_webhook",
+                    "config": {
+                        "url": "{{secrets.HOOK_URL}}",
+                        "headers": {
+                            "Authorization": "Bearer {{secrets.MIXED}}",
+                            "X-Quoted": "{{secrets.QUOTED}}",
+                            "X-Lower": "{{secrets.MIXED|lower}}",
+                            "X-Url": "{{secrets.HOOK_URL|urlencode}}",
+                        },
+                        "body": {
+                            "token": "{{secrets.QUOTED}}",
+                            "list": ["{{secrets.MIXED|upper}}"],
+                            "text": "url={{secrets.HOOK_URL}} key={{secrets.MIXED}}",
+                        },
+                    },
+                },
+                {
+                    "key": "in_path",
+                    "type": "call_webhook",
+                    "after": ["whole_url"],
+                    "config": {
+                        "url": "{{secrets.HOOK_URL}}/more/{{secrets.MIXED}}/{{secrets.QUOTED}}?q="
+                        "{{secrets.QUOTED|urlencode}}",
+                        "method": "PUT",
+                        "body": "{{secrets.QUOTED}}",
+                    },
+                },
+                {
+                    "key": "rejected",
+                    "type": "call_webhook",
+                    "after": ["in_path"],
+                    "allow_failure": True,
+                    "config": {
+                        "url": "{{secrets.HOOK_URL}}/gone/{{secrets.MIXED}}",
+                        "headers": {"X-Quoted": "{{secrets.QUOTED}}"},
+                    },
+                },
+                {
+                    "key": "refused",
+                    "type": "call_webhook",
+                    "after": ["rejected"],
+                    "allow_failure": True,
+                    "config": {"url": "http://10.0.0.1/{{secrets.MIXED}}"},
+                },
+            ],
+        }
+    )
 
 
 def test_planted_secrets_appear_in_no_sink_in_any_form(
-        receiver: WebhookReceiver, drain: Any, admin_user: Any, api: Any,
-        console_log: io.StringIO, caplog: pytest.LogCaptureFixture, settings: Any) -> None:
+    receiver: WebhookReceiver,
+    drain: Any,
+    admin_user: Any,
+    api: Any,
+    console_log: io.StringIO,
+    caplog: pytest.LogCaptureFixture,
+    settings: Any,
+) -> None:
     caplog.set_level(logging.DEBUG)
     values = plant(receiver)
     workflow = canary_workflow()
-    receiver.script = [Answer(echo_all=True), Answer(echo_all=True),
-                       Answer(status=404, echo_all=True)]
+    receiver.script = [
+        Answer(echo_all=True),
+        Answer(echo_all=True),
+        Answer(status=404, echo_all=True),
+    ]
     run = execute(workflow, {"lead": 1})
     drain()
 
@@ -144,30 +207,42 @@ def test_planted_secrets_appear_in_no_sink_in_any_form(
     steps = {ar.step_key: ar for ar in ActionRun.objects.filter(run=run)}
     assert steps["whole_url"].status == steps["in_path"].status == StepStatus.COMPLETED
     assert (steps["rejected"].status, steps["rejected"].error_code) == (
-        StepStatus.FAILED, "WEBHOOK_REJECTED")
+        StepStatus.FAILED,
+        "WEBHOOK_REJECTED",
+    )
     assert (steps["refused"].status, steps["refused"].error_code) == (
-        StepStatus.FAILED, "UNSAFE_URL")
+        StepStatus.FAILED,
+        "UNSAFE_URL",
+    )
     assert steps["whole_url"].progress["delivered"]["url"] == MASK
     assert steps["whole_url"].input["headers"]["Authorization"] == f"Bearer {MASK}"
     assert MASK in steps["rejected"].error and MASK in steps["refused"].error
 
     places: dict[str, str] = {
-        "action runs": json.dumps(list(ActionRun.objects.filter(run=run).values()),
-                                  default=str),
+        "action runs": json.dumps(list(ActionRun.objects.filter(run=run).values()), default=str),
         "run row": json.dumps(list(Run.objects.filter(pk=run.pk).values()), default=str),
         "events": json.dumps(list(Event.objects.values()), default=str),
     }
     event_id = Run.objects.get(pk=run.pk).event_id
-    for url in (f"/api/v1/runs/{run.pk}/", "/api/v1/runs/", f"/api/v1/runs/{run.pk}/history/",
-                f"/api/v1/runs/{run.pk}/graph/", "/api/v1/events/",
-                f"/api/v1/events/{event_id}/"):
+    for url in (
+        f"/api/v1/runs/{run.pk}/",
+        "/api/v1/runs/",
+        f"/api/v1/runs/{run.pk}/history/",
+        f"/api/v1/runs/{run.pk}/graph/",
+        "/api/v1/events/",
+        f"/api/v1/events/{event_id}/",
+    ):
         response = api.get(url, HTTP_ACCEPT="application/json")
         assert response.status_code == 200, url
         places[f"API {url}"] = response.content.decode()
     client = Client()
     client.force_login(admin_user)
-    for url in (f"/admin/automation/run/{run.pk}/change/", "/admin/automation/run/",
-                f"/admin/automation/event/{event_id}/change/", "/admin/automation/event/"):
+    for url in (
+        f"/admin/automation/run/{run.pk}/change/",
+        "/admin/automation/run/",
+        f"/admin/automation/event/{event_id}/change/",
+        "/admin/automation/event/",
+    ):
         response = client.get(url)
         assert response.status_code == 200, url
         places[f"admin {url}"] = response.content.decode()
@@ -183,12 +258,12 @@ def test_planted_secrets_appear_in_no_sink_in_any_form(
     assert {place: found_here for place, found_here in found.items() if found_here} == {}
 
 
-def test_the_log_filter_masks_any_library_record(console_log: io.StringIO,
-                                                 receiver: WebhookReceiver) -> None:
+def test_the_log_filter_masks_any_library_record(
+    console_log: io.StringIO, receiver: WebhookReceiver
+) -> None:
     values = plant(receiver)
     log = logging.getLogger("urllib3.connectionpool")
-    log.warning('%s "%s %s HTTP/1.1"', receiver.url, "POST",
-                quote(values["HOOK_URL"]).upper())
+    log.warning('%s "%s %s HTTP/1.1"', receiver.url, "POST", quote(values["HOOK_URL"]).upper())
     try:
         raise RuntimeError(f"failed with {values['QUOTED']!r}")
     except RuntimeError:
@@ -201,29 +276,58 @@ def test_the_log_filter_masks_any_library_record(console_log: io.StringIO,
 # --- the policy: secrets only where a step sends them outward ---------------------------
 
 ELSEWHERE = [
-    ("add_note", {"entity_type": "lead", "entity_id": "1", "note": "key {{secrets.MIXED}}"},
-     "steps[0].config.note"),
-    ("emit_event", {"type": "leak.out", "payload": {"k": ["{{ secrets.MIXED }}"]}},
-     "steps[0].config.payload.k[0]"),
-    ("create_task", {"title": "{{secrets.MIXED|upper}}", "assignee": "ann"},
-     "steps[0].config.title"),
-    ("send_notification", {"recipient": "ann", "message": "{{secrets.MIXED}}"},
-     "steps[0].config.message"),
-    ("update_field", {"entity_type": "lead", "entity_id": "1", "field": "status",
-                      "value": "{{secrets.MIXED}}"}, "steps[0].config.value"),
-    ("send_email", {"to": "a@example.com", "subject": "s", "body": "{{secrets.MIXED}}"},
-     "steps[0].config.body"),
-    ("call_webhook", {"url": "https://example.com/", "timeout": "{{secrets.MIXED}}"},
-     "steps[0].config.timeout"),
+    (
+        "add_note",
+        {"entity_type": "lead", "entity_id": "1", "note": "key {{secrets.MIXED}}"},
+        "steps[0].config.note",
+    ),
+    (
+        "emit_event",
+        {"type": "leak.out", "payload": {"k": ["{{ secrets.MIXED }}"]}},
+        "steps[0].config.payload.k[0]",
+    ),
+    (
+        "create_task",
+        {"title": "{{secrets.MIXED|upper}}", "assignee": "ann"},
+        "steps[0].config.title",
+    ),
+    (
+        "send_notification",
+        {"recipient": "ann", "message": "{{secrets.MIXED}}"},
+        "steps[0].config.message",
+    ),
+    (
+        "update_field",
+        {"entity_type": "lead", "entity_id": "1", "field": "status", "value": "{{secrets.MIXED}}"},
+        "steps[0].config.value",
+    ),
+    (
+        "send_email",
+        {"to": "a@example.com", "subject": "s", "body": "{{secrets.MIXED}}"},
+        "steps[0].config.body",
+    ),
+    (
+        "call_webhook",
+        {"url": "https://example.com/", "timeout": "{{secrets.MIXED}}"},
+        "steps[0].config.timeout",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("step_type", "config", "path"), ELSEWHERE,
-                         ids=[f"{case[0]}:{case[2].rsplit('.', 1)[-1]}" for case in ELSEWHERE])
+@pytest.mark.parametrize(
+    ("step_type", "config", "path"),
+    ELSEWHERE,
+    ids=[f"{case[0]}:{case[2].rsplit('.', 1)[-1]}" for case in ELSEWHERE],
+)
 def test_a_secret_routed_elsewhere_is_refused_at_validation(
-        api: Any, step_type: str, config: dict[str, Any], path: str) -> None:
-    document = {"slug": "route", "name": "route", "triggers": [],
-                "steps": [{"key": "s", "type": step_type, "config": config}]}
+    api: Any, step_type: str, config: dict[str, Any], path: str
+) -> None:
+    document = {
+        "slug": "route",
+        "name": "route",
+        "triggers": [],
+        "steps": [{"key": "s", "type": step_type, "config": config}],
+    }
     response = api.post("/api/v1/workflows/validate/", document, format="json")
     assert response.status_code == 400
     error = response.json()["error"]
@@ -238,26 +342,51 @@ def test_a_secret_routed_elsewhere_is_refused_at_validation(
 
 
 def test_a_secret_in_a_condition_is_refused(api: Any) -> None:
-    document = {"slug": "cond", "name": "cond", "triggers": [], "steps": [{
-        "key": "s", "type": "call_webhook", "config": {"url": "https://example.com/"},
-        "conditions": {"field": "lead.status", "operator": "eq",
-                       "value": "{{secrets.MIXED}}"}}]}
+    document = {
+        "slug": "cond",
+        "name": "cond",
+        "triggers": [],
+        "steps": [
+            {
+                "key": "s",
+                "type": "call_webhook",
+                "config": {"url": "https://example.com/"},
+                "conditions": {
+                    "field": "lead.status",
+                    "operator": "eq",
+                    "value": "{{secrets.MIXED}}",
+                },
+            }
+        ],
+    }
     response = api.post("/api/v1/workflows/validate/", document, format="json")
     assert response.status_code == 400
     fields = response.json()["error"]["fields"]
-    assert any(m.startswith("secret_not_allowed:")
-               for m in fields.get("steps[0].conditions.value", [])), fields
+    assert any(
+        m.startswith("secret_not_allowed:") for m in fields.get("steps[0].conditions.value", [])
+    ), fields
     plain = json.loads(json.dumps(document).replace("secrets.MIXED", "lead.id"))
     assert api.post("/api/v1/workflows/validate/", plain, format="json").status_code == 200
 
 
 def test_the_webhook_fields_that_send_outward_may_use_secrets(api: Any) -> None:
     assert get_step_type("call_webhook").secret_fields == ("url", "headers", "body")
-    document = {"slug": "out", "name": "out", "triggers": [], "steps": [{
-        "key": "s", "type": "call_webhook", "config": {
-            "url": "https://example.com/{{secrets.MIXED}}",
-            "headers": {"Authorization": "Bearer {{secrets.MIXED}}"},
-            "body": {"k": ["{{secrets.MIXED}}"]}}}]}
+    document = {
+        "slug": "out",
+        "name": "out",
+        "triggers": [],
+        "steps": [
+            {
+                "key": "s",
+                "type": "call_webhook",
+                "config": {
+                    "url": "https://example.com/{{secrets.MIXED}}",
+                    "headers": {"Authorization": "Bearer {{secrets.MIXED}}"},
+                    "body": {"k": ["{{secrets.MIXED}}"]},
+                },
+            }
+        ],
+    }
     response = api.post("/api/v1/workflows/validate/", document, format="json")
     assert response.status_code == 200, response.content
 
@@ -266,14 +395,20 @@ def test_rendering_gives_secrets_only_to_the_outward_fields() -> None:
     step_type = get_step_type("call_webhook")
     assert step_type is not None
     config, used = step_config_render(
-        step_type, {"url": "https://example.com/{{secrets.K}}", "method": "POST"}, {},
-        lookup=lambda name: "v4lue-of-k")
+        step_type,
+        {"url": "https://example.com/{{secrets.K}}", "method": "POST"},
+        {},
+        lookup=lambda name: "v4lue-of-k",
+    )
     assert config == {"url": "https://example.com/v4lue-of-k", "method": "POST"}
     assert used == {"v4lue-of-k"}
     with pytest.raises(TemplateRenderError) as refused:
-        step_config_render(step_type, {"url": "https://example.com/",
-                                       "timeout": "{{secrets.K}}"}, {},
-                           lookup=lambda name: "v4lue-of-k")
+        step_config_render(
+            step_type,
+            {"url": "https://example.com/", "timeout": "{{secrets.K}}"},
+            {},
+            lookup=lambda name: "v4lue-of-k",
+        )
     assert refused.value.code == "secrets_unavailable"
 
 
@@ -288,8 +423,14 @@ def test_the_worker_handlers_get_the_filter_too() -> None:
     logger.addHandler(handler)
     logger.propagate = False
     try:
-        after_setup_logger.send(sender=None, logger=logger, loglevel=logging.INFO,
-                                logfile=None, format="", colorize=False)
+        after_setup_logger.send(
+            sender=None,
+            logger=logger,
+            loglevel=logging.INFO,
+            logfile=None,
+            format="",
+            colorize=False,
+        )
         assert [type(f) for f in handler.filters] == [SecretMaskFilter]
         secret_set(name="WORKER_SEEN", value="w0rker-Secret-Value")
         logger.warning("GET /hooks/%s", "W0RKER-SECRET-VALUE")

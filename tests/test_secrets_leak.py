@@ -25,26 +25,38 @@ from tests.step_servers import Answer, execute, one_step_workflow, step_of, webh
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
-def test_planted_secret_appears_nowhere(start_worker: Any, api: Any, admin_user: Any,
-                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_planted_secret_appears_nowhere(
+    start_worker: Any, api: Any, admin_user: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     planted = "pl4nted-" + secrets.token_hex(16)
     forms = [planted, planted.upper()]
     secret_set(name="CRM_API_KEY", value=planted, description="CRM partner token")
-    worker = start_worker("leak", concurrency=1, FLOWDESK_WEBHOOK_ALLOW_HOSTS="127.0.0.1",
-                          LOG_LEVEL="DEBUG")
+    worker = start_worker(
+        "leak", concurrency=1, FLOWDESK_WEBHOOK_ALLOW_HOSTS="127.0.0.1", LOG_LEVEL="DEBUG"
+    )
     with webhook_receiver() as receiver:
         receiver.script = [Answer(status=503, echo_header="authorization")]
         receiver.default = Answer(status=200, echo_header="x-key")
-        workflow = one_step_workflow("leak", "call_webhook", {
-            "url": receiver.url,
-            "headers": {"Authorization": "Bearer {{secrets.CRM_API_KEY}}",
-                        "X-Key": "{{secrets.CRM_API_KEY|upper}}"},
-            "body": {"lead": "{{lead}}"},
-        }, retry={"max_attempts": 3, "backoff_seconds": 0.5, "max_backoff_seconds": 1})
+        workflow = one_step_workflow(
+            "leak",
+            "call_webhook",
+            {
+                "url": receiver.url,
+                "headers": {
+                    "Authorization": "Bearer {{secrets.CRM_API_KEY}}",
+                    "X-Key": "{{secrets.CRM_API_KEY|upper}}",
+                },
+                "body": {"lead": "{{lead}}"},
+            },
+            retry={"max_attempts": 3, "backoff_seconds": 0.5, "max_backoff_seconds": 1},
+        )
         run = execute(workflow, {"lead": 7})
-        run = wait_for(lambda: Run.objects.filter(pk=run.pk, status=RunStatus.COMPLETED).first(),
-                       timeout=60, message="the webhook run to complete")
+        run = wait_for(
+            lambda: Run.objects.filter(pk=run.pk, status=RunStatus.COMPLETED).first(),
+            timeout=60,
+            message="the webhook run to complete",
+        )
 
     # The value was really used, and came back in the receiver's answers.
     assert [r.headers["authorization"] for r in receiver.requests] == [f"Bearer {planted}"] * 2
@@ -66,15 +78,23 @@ def test_planted_secret_appears_nowhere(start_worker: Any, api: Any, admin_user:
         "worker log": worker.log(),
         "test log": caplog.text,
     }
-    for url in (f"/api/v1/runs/{run.pk}/", "/api/v1/runs/", "/api/v1/events/",
-                f"/api/v1/runs/{run.pk}/history/"):
+    for url in (
+        f"/api/v1/runs/{run.pk}/",
+        "/api/v1/runs/",
+        "/api/v1/events/",
+        f"/api/v1/runs/{run.pk}/history/",
+    ):
         response = api.get(url, HTTP_ACCEPT="application/json")
         assert response.status_code in (200, 404), url
         places[f"API {url}"] = response.content.decode()
-    for url in ("/admin/automation/secret/", f"/admin/automation/secret/{secret.pk}/change/",
-                f"/admin/automation/secret/{secret.pk}/history/",
-                f"/admin/automation/run/{run.pk}/change/", "/admin/automation/run/",
-                f"/admin/automation/event/{run.event_id}/change/"):
+    for url in (
+        "/admin/automation/secret/",
+        f"/admin/automation/secret/{secret.pk}/change/",
+        f"/admin/automation/secret/{secret.pk}/history/",
+        f"/admin/automation/run/{run.pk}/change/",
+        "/admin/automation/run/",
+        f"/admin/automation/event/{run.event_id}/change/",
+    ):
         response = client.get(url)
         assert response.status_code == 200, url
         places[f"admin {url}"] = response.content.decode()

@@ -25,15 +25,27 @@ pytestmark = [pytest.mark.django_db]
 
 URL = "/api/v1/sla-configs/"
 GOOD = {
-    "name": "Claims", "queue": "Claims", "task_type": "claim", "target": "1h",
+    "name": "Claims",
+    "queue": "Claims",
+    "task_type": "claim",
+    "target": "1h",
     "warning_after": "45m",
     "escalation_ladder": [
         {"after_percent": 150, "actions": [{"type": "remind"}, {"type": "notify_manager"}]},
-        {"after": "3h", "actions": [{"type": "raise_priority", "to": "urgent"},
-                                    {"type": "reassign", "user": "boss"}]},
+        {
+            "after": "3h",
+            "actions": [
+                {"type": "raise_priority", "to": "urgent"},
+                {"type": "reassign", "user": "boss"},
+            ],
+        },
     ],
-    "working_hours": {"days": [0, 1, 2, 3, 4], "start": "08:00", "end": "18:00",
-                      "time_zone": "Europe/Paris"},
+    "working_hours": {
+        "days": [0, 1, 2, 3, 4],
+        "start": "08:00",
+        "end": "18:00",
+        "time_zone": "Europe/Paris",
+    },
 }
 
 
@@ -74,66 +86,105 @@ def test_crud_round_trip(api: APIClient, claims: dict[str, Any]) -> None:
 def test_seeded_defaults(api: APIClient) -> None:
     rows = {row["name"]: row for row in api.get(URL).json()["results"]}
     assert {name: (row["task_type"], row["target"]) for name, row in rows.items()} == {
-        "Intake": ("intake", "01:00:00"), "Assessment": ("assessment", "04:00:00"),
-        "Review": ("review", "02:00:00")}
-    task = services.task_create(title="Intake: flood", task_type="intake",
-                                assignee=None, queue=Group.objects.create(name="Intake"))
+        "Intake": ("intake", "01:00:00"),
+        "Assessment": ("assessment", "04:00:00"),
+        "Review": ("review", "02:00:00"),
+    }
+    task = services.task_create(
+        title="Intake: flood",
+        task_type="intake",
+        assignee=None,
+        queue=Group.objects.create(name="Intake"),
+    )
     assert task.sla_config.name == "Intake"
     assert task.sla_due_at == task.sla_started_at + timedelta(hours=1)
 
 
-@pytest.mark.parametrize(("change", "paths"), [
-    ({"warning_after": "1h"}, ["warning_after"]),
-    ({"target": "-5m"}, ["target"]),
-    ({"target": "0"}, ["target"]),
-    ({"target": "soon"}, ["target"]),
-    ({"target": None}, ["target"]),
-    ({"queue": "Nowhere"}, ["queue"]),
-    ({"queue": None, "task_type": ""}, ["queue"]),
-    ({"priority": "asap"}, ["priority"]),
-    ({"start_state": "limbo"}, ["start_state"]),
-    ({"start_state": "completed"}, ["start_state"]),
-    ({"escalation_ladder": [{"after": "30m", "actions": [{"type": "remind"}]}]},
-     ["escalation_ladder[0]"]),
-    ({"escalation_ladder": [{"after": "2h", "actions": [{"type": "remind"}]},
-                            {"after_percent": 150, "actions": [{"type": "remind"}]}]},
-     ["escalation_ladder[1]"]),
-    ({"escalation_ladder": [{"after": "2h", "after_percent": 200, "actions": []}]},
-     ["escalation_ladder[0]", "escalation_ladder[0].actions"]),
-    ({"escalation_ladder": [{"after": "2h", "actions": [{"type": "reassign",
-                                                          "user": "ghost"}]}]},
-     ["escalation_ladder[0].actions[0].user"]),
-    ({"escalation_ladder": [{"after": "2h", "actions": [{"type": "reassign",
-                                                          "queue": "Nowhere"}]}]},
-     ["escalation_ladder[0].actions[0].queue"]),
-    ({"escalation_ladder": [{"after": "2h", "actions": [{"type": "page_the_ceo"}]}]},
-     ["escalation_ladder[0].actions[0].type"]),
-    ({"working_hours": {"days": [7], "start": "18:00", "end": "08:00",
-                        "time_zone": "Mars/Olympus"}},
-     ["working_hours.days", "working_hours.end", "working_hours.time_zone"]),
-    ({"name": "bad\x00name"}, ["name"]),
-])
-def test_validation_names_each_path(api: APIClient, claims: dict[str, Any],
-                                    change: dict[str, Any], paths: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("change", "paths"),
+    [
+        ({"warning_after": "1h"}, ["warning_after"]),
+        ({"target": "-5m"}, ["target"]),
+        ({"target": "0"}, ["target"]),
+        ({"target": "soon"}, ["target"]),
+        ({"target": None}, ["target"]),
+        ({"queue": "Nowhere"}, ["queue"]),
+        ({"queue": None, "task_type": ""}, ["queue"]),
+        ({"priority": "asap"}, ["priority"]),
+        ({"start_state": "limbo"}, ["start_state"]),
+        ({"start_state": "completed"}, ["start_state"]),
+        (
+            {"escalation_ladder": [{"after": "30m", "actions": [{"type": "remind"}]}]},
+            ["escalation_ladder[0]"],
+        ),
+        (
+            {
+                "escalation_ladder": [
+                    {"after": "2h", "actions": [{"type": "remind"}]},
+                    {"after_percent": 150, "actions": [{"type": "remind"}]},
+                ]
+            },
+            ["escalation_ladder[1]"],
+        ),
+        (
+            {"escalation_ladder": [{"after": "2h", "after_percent": 200, "actions": []}]},
+            ["escalation_ladder[0]", "escalation_ladder[0].actions"],
+        ),
+        (
+            {
+                "escalation_ladder": [
+                    {"after": "2h", "actions": [{"type": "reassign", "user": "ghost"}]}
+                ]
+            },
+            ["escalation_ladder[0].actions[0].user"],
+        ),
+        (
+            {
+                "escalation_ladder": [
+                    {"after": "2h", "actions": [{"type": "reassign", "queue": "Nowhere"}]}
+                ]
+            },
+            ["escalation_ladder[0].actions[0].queue"],
+        ),
+        (
+            {"escalation_ladder": [{"after": "2h", "actions": [{"type": "page_the_ceo"}]}]},
+            ["escalation_ladder[0].actions[0].type"],
+        ),
+        (
+            {
+                "working_hours": {
+                    "days": [7],
+                    "start": "18:00",
+                    "end": "08:00",
+                    "time_zone": "Mars/Olympus",
+                }
+            },
+            ["working_hours.days", "working_hours.end", "working_hours.time_zone"],
+        ),
+        ({"name": "bad\x00name"}, ["name"]),
+    ],
+)
+def test_validation_names_each_path(
+    api: APIClient, claims: dict[str, Any], change: dict[str, Any], paths: list[str]
+) -> None:
     response = api.post(URL, {**GOOD, **change}, format="json")
     assert sorted(fields_of(response)) == sorted(paths)
     assert not SLAConfig.objects.filter(name="Claims").exists()
 
 
-def test_two_active_configs_cannot_share_a_target(api: APIClient,
-                                                  claims: dict[str, Any]) -> None:
+def test_two_active_configs_cannot_share_a_target(api: APIClient, claims: dict[str, Any]) -> None:
     assert api.post(URL, GOOD, format="json").status_code == 201
     clash = api.post(URL, {**GOOD, "name": "Claims again"}, format="json")
     assert "same queue, task type and priority" in fields_of(clash)["task_type"][0]
-    inactive = api.post(URL, {**GOOD, "name": "Claims draft", "is_active": False},
-                        format="json")
+    inactive = api.post(URL, {**GOOD, "name": "Claims draft", "is_active": False}, format="json")
     assert inactive.status_code == 201
 
 
 def test_patch_recomputes_open_tasks(api: APIClient, claims: dict[str, Any]) -> None:
     config_id = api.post(URL, {**GOOD, "working_hours": None}, format="json").json()["id"]
-    task = services.task_create(title="Leak", task_type="claim", queue=claims["queue"],
-                                assignee=claims["agent"])
+    task = services.task_create(
+        title="Leak", task_type="claim", queue=claims["queue"], assignee=claims["agent"]
+    )
     assert task.sla_due_at == task.sla_started_at + timedelta(hours=1)
     clash = api.patch(f"{URL}{config_id}/", {"target": "2h"}, format="json")
     assert fields_of(clash) == {"escalation_ladder[1]": ["must come after the previous level"]}
@@ -145,13 +196,15 @@ def test_patch_recomputes_open_tasks(api: APIClient, claims: dict[str, Any]) -> 
 
 def test_delete_only_when_unused(api: APIClient, claims: dict[str, Any]) -> None:
     used = api.post(URL, GOOD, format="json").json()["id"]
-    services.task_create(title="Leak", task_type="claim", queue=claims["queue"],
-                         assignee=claims["agent"])
+    services.task_create(
+        title="Leak", task_type="claim", queue=claims["queue"], assignee=claims["agent"]
+    )
     refused = api.delete(f"{URL}{used}/")
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "SLA_CONFIG_IN_USE"
-    unused = api.post(URL, {**GOOD, "name": "Spare", "task_type": "spare"},
-                      format="json").json()["id"]
+    unused = api.post(URL, {**GOOD, "name": "Spare", "task_type": "spare"}, format="json").json()[
+        "id"
+    ]
     assert api.delete(f"{URL}{unused}/").status_code == 204
     assert api.get(f"{URL}{unused}/").json()["error"]["code"] == "NOT_FOUND"
 
@@ -175,13 +228,13 @@ def history(claims: dict[str, Any]) -> dict[str, Any]:
     sla_config_save(document={"name": "Other", "queue": "Other", "target": "1h"})
     start = timezone.now() - timedelta(hours=5)
     with time_machine.travel(start, tick=False) as clock:
-        tasks = [services.task_create(title=f"Claim {m}", queue=claims["queue"],
-                                      assignee=agent) for m in (10, 20, 30, 90)]
-        cancelled = services.task_create(title="Dropped", queue=claims["queue"],
-                                         assignee=agent)
+        tasks = [
+            services.task_create(title=f"Claim {m}", queue=claims["queue"], assignee=agent)
+            for m in (10, 20, 30, 90)
+        ]
+        cancelled = services.task_create(title="Dropped", queue=claims["queue"], assignee=agent)
         services.task_create(title="Still open", queue=claims["queue"], assignee=agent)
-        other = services.task_create(title="Elsewhere", queue=claims["other"],
-                                     assignee=agent)
+        other = services.task_create(title="Elsewhere", queue=claims["other"], assignee=agent)
         for task in [*tasks, cancelled, other]:
             services.task_transition(task_id=task.pk, action="start", actor=agent)
         for minutes, task in zip((10, 20, 30), tasks[:3], strict=True):
@@ -208,21 +261,26 @@ def test_compliance_api(api: APIClient, history: dict[str, Any]) -> None:
     assert (rows["Other"]["total"], rows["Other"]["within_target_pct"]) == (1, 100.0)
     assert rows["Intake"]["total"] == 0 and rows["Intake"]["within_target_pct"] is None
     assert sum(day["total"] for day in body["daily"]) == 5
-    one = api.get("/api/v1/monitoring/sla-compliance/",
-                  {"config": claims["config_id"], "hours": 24}).json()
+    one = api.get(
+        "/api/v1/monitoring/sla-compliance/", {"config": claims["config_id"], "hours": 24}
+    ).json()
     assert [row["name"] for row in one["configs"]] == ["Claims"]
     assert sum(day["total"] for day in one["daily"]) == 4
     old = api.get("/api/v1/monitoring/sla-compliance/", {"hours": 1}).json()
     assert {row["name"]: row["total"] for row in old["configs"]}["Claims"] == 0
-    for bad in ({"hours": "x"}, {"hours": 0}, {"since": "yesterday"}, {"config": "a"},
-                {"since": "2030-01-01T00:00:00Z"}):
+    for bad in (
+        {"hours": "x"},
+        {"hours": 0},
+        {"since": "yesterday"},
+        {"config": "a"},
+        {"since": "2030-01-01T00:00:00Z"},
+    ):
         response = api.get("/api/v1/monitoring/sla-compliance/", bad)
         assert response.status_code == 400, bad
         assert response.json()["error"]["code"] == "VALIDATION_ERROR"
 
 
-def test_compliance_is_for_staff_and_managers_within_their_sight(
-        history: dict[str, Any]) -> None:
+def test_compliance_is_for_staff_and_managers_within_their_sight(history: dict[str, Any]) -> None:
     client = APIClient()
     client.force_authenticate(history["manager"])  # manages Claims only
     body = client.get("/api/v1/monitoring/sla-compliance/").json()
@@ -253,18 +311,32 @@ def test_compliance_page_with_charts(history: dict[str, Any], admin_user: Any) -
 
 def test_monitoring_figures(history: dict[str, Any], admin_user: Any) -> None:
     rows = {row["name"]: row for row in sla_compliance(hours=24)}
-    assert set(rows["Claims"]) == {"name", "total", "within_target_pct", "breaches",
-                                   "mean_seconds", "p95_seconds"}
+    assert set(rows["Claims"]) == {
+        "name",
+        "total",
+        "within_target_pct",
+        "breaches",
+        "mean_seconds",
+        "p95_seconds",
+    }
     assert rows["Claims"]["within_target_pct"] == 75.0
     assert queues_by_overdue(limit=5) == [{"queue": "Claims", "overdue": 1}]
     families = {family.name: family for family in task_metrics()}
     assert families["flowdesk_tasks"].type == "gauge"
-    samples = {(s.labels["state"], s.labels["queue"]): s.value
-               for s in families["flowdesk_tasks"].samples}
-    assert samples == {("completed", "Claims"): 4, ("cancelled", "Claims"): 1,
-                       ("new", "Claims"): 1, ("completed", "Other"): 1}
-    breaches = {s.labels["queue"]: s.value for s in families["flowdesk_sla_breaches"].samples
-                if s.name == "flowdesk_sla_breaches_total"}
+    samples = {
+        (s.labels["state"], s.labels["queue"]): s.value for s in families["flowdesk_tasks"].samples
+    }
+    assert samples == {
+        ("completed", "Claims"): 4,
+        ("cancelled", "Claims"): 1,
+        ("new", "Claims"): 1,
+        ("completed", "Other"): 1,
+    }
+    breaches = {
+        s.labels["queue"]: s.value
+        for s in families["flowdesk_sla_breaches"].samples
+        if s.name == "flowdesk_sla_breaches_total"
+    }
     assert breaches == {"Claims": 2}
     client = Client()
     client.force_login(admin_user)
@@ -280,11 +352,20 @@ def test_monitoring_figures(history: dict[str, Any], admin_user: Any) -> None:
 
 
 def admin_form(**overrides: Any) -> dict[str, Any]:
-    data = {"name": "Claims", "description": "", "is_active": "on",
-            "queue": str(Group.objects.get(name="Claims").pk), "task_type": "claim",
-            "priority": "", "target": "01:00:00", "warning_after": "00:45:00",
-            "escalation_ladder": json.dumps(GOOD["escalation_ladder"]), "start_state": "",
-            "pause_while_blocked": "on", "working_hours": ""}
+    data = {
+        "name": "Claims",
+        "description": "",
+        "is_active": "on",
+        "queue": str(Group.objects.get(name="Claims").pk),
+        "task_type": "claim",
+        "priority": "",
+        "target": "01:00:00",
+        "warning_after": "00:45:00",
+        "escalation_ladder": json.dumps(GOOD["escalation_ladder"]),
+        "start_state": "",
+        "pause_while_blocked": "on",
+        "working_hours": "",
+    }
     data.update(overrides)
     return data
 
@@ -296,22 +377,31 @@ def test_admin_validates_like_the_api(admin_user: Any, claims: dict[str, Any]) -
     page = client.get(url).content.decode()
     assert "the most specific wins" in page
     bad_ladder = [{"after": "30m", "actions": [{"type": "remind"}]}]
-    refused = client.post(url, admin_form(warning_after="02:00:00",
-                                          escalation_ladder=json.dumps(bad_ladder)))
+    refused = client.post(
+        url, admin_form(warning_after="02:00:00", escalation_ladder=json.dumps(bad_ladder))
+    )
     assert refused.status_code == 200
     errors = refused.context["adminform"].form.errors
     assert "must be less than the target" in errors["warning_after"][0]
-    assert errors["escalation_ladder"][0].startswith("escalation_ladder[0]: an escalation "
-                                                     "level cannot come before the target")
+    assert errors["escalation_ladder"][0].startswith(
+        "escalation_ladder[0]: an escalation level cannot come before the target"
+    )
     saved = client.post(url, admin_form())
     assert saved.status_code == 302, saved.context["adminform"].form.errors
     config = SLAConfig.objects.get(name="Claims")
-    assert config.escalation_ladder[1] == {"after": "03:00:00", "actions": [
-        {"type": "raise_priority", "to": "urgent"}, {"type": "reassign", "user": "boss"}]}
-    task = services.task_create(title="Leak", task_type="claim", queue=claims["queue"],
-                                assignee=claims["agent"])
-    change = client.post(f"/admin/tasks_inbox/slaconfig/{config.pk}/change/",
-                         admin_form(target="01:30:00"))
+    assert config.escalation_ladder[1] == {
+        "after": "03:00:00",
+        "actions": [
+            {"type": "raise_priority", "to": "urgent"},
+            {"type": "reassign", "user": "boss"},
+        ],
+    }
+    task = services.task_create(
+        title="Leak", task_type="claim", queue=claims["queue"], assignee=claims["agent"]
+    )
+    change = client.post(
+        f"/admin/tasks_inbox/slaconfig/{config.pk}/change/", admin_form(target="01:30:00")
+    )
     assert change.status_code == 302
     task.refresh_from_db()
     assert task.sla_due_at == task.sla_started_at + timedelta(minutes=90)

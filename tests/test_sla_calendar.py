@@ -53,8 +53,9 @@ def test_daylight_saving_keeps_local_office_hours() -> None:
 
 
 def test_a_zone_east_of_utc_counts_its_own_monday() -> None:
-    tokyo = WorkingHours(days=frozenset({0}), start=time(9), end=time(10),
-                         zone=ZoneInfo("Asia/Tokyo"))
+    tokyo = WorkingHours(
+        days=frozenset({0}), start=time(9), end=time(10), zone=ZoneInfo("Asia/Tokyo")
+    )
     sunday_utc = datetime(2026, 3, 8, 23, 30, tzinfo=UTC)  # Monday 08:30 in Tokyo
     assert clock_add(tokyo, sunday_utc, 60) == datetime(2026, 3, 9, 0, 1, tzinfo=UTC)
 

@@ -37,13 +37,20 @@ def team(make_user: Any) -> dict[str, Any]:
 
 def ladder_config(**overrides: Any) -> Any:
     document = {
-        "name": "Claims handling", "queue": "Claims", "task_type": "claim",
-        "target": "1h", "warning_after": "45m",
+        "name": "Claims handling",
+        "queue": "Claims",
+        "task_type": "claim",
+        "target": "1h",
+        "warning_after": "45m",
         "escalation_ladder": [
-            {"after_percent": 150, "actions": [{"type": "remind"},
-                                               {"type": "notify_manager"}]},
-            {"after": "2h", "actions": [{"type": "raise_priority", "to": "urgent"},
-                                        {"type": "reassign", "queue": "Escalations"}]},
+            {"after_percent": 150, "actions": [{"type": "remind"}, {"type": "notify_manager"}]},
+            {
+                "after": "2h",
+                "actions": [
+                    {"type": "raise_priority", "to": "urgent"},
+                    {"type": "reassign", "queue": "Escalations"},
+                ],
+            },
         ],
     }
     document.update(overrides)
@@ -51,20 +58,26 @@ def ladder_config(**overrides: Any) -> Any:
 
 
 def new_task(team: dict[str, Any], **kwargs: Any) -> Task:
-    values = {"title": "Water damage #7", "task_type": "claim", "queue": team["queue"],
-              "assignee": team["agent"]}
+    values = {
+        "title": "Water damage #7",
+        "task_type": "claim",
+        "queue": team["queue"],
+        "assignee": team["agent"],
+    }
     values.update(kwargs)
     return services.task_create(**values)
 
 
 def fired(task: Task) -> list[tuple[str, int]]:
-    return list(SLAEventRecord.objects.filter(task=task).order_by("fired_at", "id")
-                .values_list("kind", "level"))
+    return list(
+        SLAEventRecord.objects.filter(task=task)
+        .order_by("fired_at", "id")
+        .values_list("kind", "level")
+    )
 
 
 def events(task: Task, event_type: str) -> int:
-    return Event.objects.filter(type=event_type, entity_type="task",
-                                entity_id=str(task.pk)).count()
+    return Event.objects.filter(type=event_type, entity_type="task", entity_id=str(task.pk)).count()
 
 
 def sweep_all() -> int:
@@ -116,10 +129,18 @@ def test_warning_breach_and_each_level_fire_exactly_once(team: dict[str, Any]) -
         # level 1 at 150% (90 minutes): remind the assignee and tell the manager
         clock.shift(timedelta(minutes=30))
         assert sweep_all() == 1
-        assert Notification.objects.filter(recipient=team["manager"],
-                                           message__contains="level 1").count() == 1
-        assert Notification.objects.filter(recipient=team["agent"],
-                                           message__contains="level 1").count() == 1
+        assert (
+            Notification.objects.filter(
+                recipient=team["manager"], message__contains="level 1"
+            ).count()
+            == 1
+        )
+        assert (
+            Notification.objects.filter(
+                recipient=team["agent"], message__contains="level 1"
+            ).count()
+            == 1
+        )
 
         # level 2 at 2 hours: urgent, reassigned into the Escalations queue
         clock.shift(timedelta(minutes=31))
@@ -134,13 +155,14 @@ def test_warning_breach_and_each_level_fire_exactly_once(team: dict[str, Any]) -
         clock.shift(timedelta(hours=5))
         assert sweep_all() == 0
         assert sla_task_check(task_id=task.pk) == 0
-    assert fired(task) == [("warning", 0), ("breach", 0), ("escalation", 1),
-                           ("escalation", 2)]
+    assert fired(task) == [("warning", 0), ("breach", 0), ("escalation", 1), ("escalation", 2)]
     assert events(task, "task.escalated") == 2
     escalations = TaskHistory.objects.filter(task=task, action="escalate").order_by("id")
     assert [row.input["level"] for row in escalations] == [1, 2]
-    assert escalations[1].input["actions"] == ["priority urgent",
-                                               "moved to queue Escalations (other)"]
+    assert escalations[1].input["actions"] == [
+        "priority urgent",
+        "moved to queue Escalations (other)",
+    ]
 
 
 def test_a_late_sweep_fires_every_passed_threshold_in_order(team: dict[str, Any]) -> None:
@@ -149,12 +171,10 @@ def test_a_late_sweep_fires_every_passed_threshold_in_order(team: dict[str, Any]
         task = new_task(team)
         clock.shift(timedelta(hours=3))
         assert sweep_all() == 4
-    assert fired(task) == [("warning", 0), ("breach", 0), ("escalation", 1),
-                           ("escalation", 2)]
+    assert fired(task) == [("warning", 0), ("breach", 0), ("escalation", 1), ("escalation", 2)]
 
 
-def test_clock_pauses_while_blocked_resumes_and_stops_on_completion(
-        team: dict[str, Any]) -> None:
+def test_clock_pauses_while_blocked_resumes_and_stops_on_completion(team: dict[str, Any]) -> None:
     agent = team["agent"]
     with time_machine.travel(MONDAY_9, tick=False) as clock:
         ladder_config()
@@ -163,8 +183,12 @@ def test_clock_pauses_while_blocked_resumes_and_stops_on_completion(
 
         # 30 minutes of work, then blocked for 3 hours: no warning, no breach
         clock.shift(timedelta(minutes=30))
-        services.task_transition(task_id=task.pk, action="block", actor=agent,
-                                 input={"reason": "waiting for the customer"})
+        services.task_transition(
+            task_id=task.pk,
+            action="block",
+            actor=agent,
+            input={"reason": "waiting for the customer"},
+        )
         task.refresh_from_db()
         assert task.sla_elapsed_seconds == 30 * 60
         assert task.sla_paused_at == MONDAY_9 + timedelta(minutes=30)
@@ -201,8 +225,9 @@ def test_clock_without_pausing_keeps_counting_while_blocked(team: dict[str, Any]
     with time_machine.travel(MONDAY_9, tick=False) as clock:
         ladder_config(pause_while_blocked=False, escalation_ladder=[])
         task = new_task(team)
-        services.task_transition(task_id=task.pk, action="block", actor=agent,
-                                 input={"reason": "parts"})
+        services.task_transition(
+            task_id=task.pk, action="block", actor=agent, input={"reason": "parts"}
+        )
         clock.shift(timedelta(minutes=61))
         assert sweep_all() == 2
         services.task_transition(task_id=task.pk, action="resume", actor=agent)
@@ -242,9 +267,17 @@ def test_a_cancelled_task_stops_the_clock_without_a_verdict(team: dict[str, Any]
 def test_working_hours_skip_nights_and_weekends(team: dict[str, Any]) -> None:
     friday_16 = datetime(2026, 3, 6, 16, 0, tzinfo=UTC)  # 17:00 in Paris
     with time_machine.travel(friday_16, tick=False) as clock:
-        ladder_config(target="4h", warning_after="2h", escalation_ladder=[],
-                      working_hours={"days": [0, 1, 2, 3, 4], "start": "09:00",
-                                     "end": "18:00", "time_zone": "Europe/Paris"})
+        ladder_config(
+            target="4h",
+            warning_after="2h",
+            escalation_ladder=[],
+            working_hours={
+                "days": [0, 1, 2, 3, 4],
+                "start": "09:00",
+                "end": "18:00",
+                "time_zone": "Europe/Paris",
+            },
+        )
         task = new_task(team)
         task.refresh_from_db()
         # Friday 17:00-18:00 Paris counts 1 hour; then Monday from 09:00 Paris (08:00 UTC)
@@ -265,13 +298,22 @@ def test_working_hours_with_a_pause_over_the_night(team: dict[str, Any]) -> None
     agent = team["agent"]
     tuesday_8 = datetime(2026, 3, 3, 8, 0, tzinfo=UTC)  # 09:00 Paris
     with time_machine.travel(tuesday_8, tick=False) as clock:
-        ladder_config(target="8h", warning_after=None, escalation_ladder=[],
-                      working_hours={"days": [0, 1, 2, 3, 4], "start": "09:00",
-                                     "end": "17:00", "time_zone": "Europe/Paris"})
+        ladder_config(
+            target="8h",
+            warning_after=None,
+            escalation_ladder=[],
+            working_hours={
+                "days": [0, 1, 2, 3, 4],
+                "start": "09:00",
+                "end": "17:00",
+                "time_zone": "Europe/Paris",
+            },
+        )
         task = new_task(team)
         clock.shift(timedelta(hours=2))  # 11:00 Paris: 2 hours counted
-        services.task_transition(task_id=task.pk, action="block", actor=agent,
-                                 input={"reason": "x"})
+        services.task_transition(
+            task_id=task.pk, action="block", actor=agent, input={"reason": "x"}
+        )
         clock.move_to(datetime(2026, 3, 4, 10, 0, tzinfo=UTC))  # Wednesday 11:00 Paris
         services.task_transition(task_id=task.pk, action="resume", actor=agent)
         task.refresh_from_db()
@@ -281,7 +323,8 @@ def test_working_hours_with_a_pause_over_the_night(team: dict[str, Any]) -> None
 
 
 def test_config_edited_mid_flight_recomputes_open_tasks_from_their_start(
-        team: dict[str, Any]) -> None:
+    team: dict[str, Any],
+) -> None:
     agent = team["agent"]
     with time_machine.travel(MONDAY_9, tick=False) as clock:
         config = ladder_config(escalation_ladder=[])
@@ -290,15 +333,21 @@ def test_config_edited_mid_flight_recomputes_open_tasks_from_their_start(
         done = new_task(team, title="Done one")
         services.task_transition(task_id=done.pk, action="start", actor=agent)
         clock.shift(timedelta(minutes=20))
-        services.task_transition(task_id=paused.pk, action="block", actor=agent,
-                                 input={"reason": "y"})
+        services.task_transition(
+            task_id=paused.pk, action="block", actor=agent, input={"reason": "y"}
+        )
         services.task_complete(task_id=done.pk, actor=agent)
         clock.shift(timedelta(minutes=30))  # 50 minutes in: the warning fires
         assert sweep_all() == 1
 
         # when: the target becomes 3 hours, the warning 2 hours
-        document = {"name": config.name, "queue": "Claims", "task_type": "claim",
-                    "target": "3h", "warning_after": "2h"}
+        document = {
+            "name": config.name,
+            "queue": "Claims",
+            "task_type": "claim",
+            "target": "3h",
+            "warning_after": "2h",
+        }
         sla_config_save(document=document, config=config)
 
         # then: the open tasks' due times are recomputed from their start
@@ -319,8 +368,9 @@ def test_config_edited_mid_flight_recomputes_open_tasks_from_their_start(
 
         # a shorter target puts the breach in the past: it fires at the next sweep
         services.task_transition(task_id=paused.pk, action="resume", actor=agent)
-        sla_config_save(document={**document, "target": "15m", "warning_after": "5m"},
-                        config=config)
+        sla_config_save(
+            document={**document, "target": "15m", "warning_after": "5m"}, config=config
+        )
         paused.refresh_from_db()
         assert paused.sla_next_check_at is not None
         assert paused.sla_next_check_at <= paused.sla_resumed_at
@@ -333,8 +383,13 @@ def test_deactivated_config_fires_nothing_until_reactivated(team: dict[str, Any]
     with time_machine.travel(MONDAY_9, tick=False) as clock:
         config = ladder_config(escalation_ladder=[])
         task = new_task(team)
-        document = {"name": config.name, "queue": "Claims", "task_type": "claim",
-                    "target": "1h", "warning_after": "45m"}
+        document = {
+            "name": config.name,
+            "queue": "Claims",
+            "task_type": "claim",
+            "target": "1h",
+            "warning_after": "45m",
+        }
         sla_config_save(document={**document, "is_active": False}, config=config)
         clock.shift(timedelta(hours=2))
         assert sweep_all() == 0
@@ -346,8 +401,9 @@ def test_deactivated_config_fires_nothing_until_reactivated(team: dict[str, Any]
 
 def test_a_fixed_sla_due_time_without_a_config_breaches_once(team: dict[str, Any]) -> None:
     with time_machine.travel(MONDAY_9, tick=False) as clock:
-        task = services.task_create(title="One-off", assignee=team["agent"],
-                                    sla_due_at=MONDAY_9 + timedelta(minutes=10))
+        task = services.task_create(
+            title="One-off", assignee=team["agent"], sla_due_at=MONDAY_9 + timedelta(minutes=10)
+        )
         clock.shift(timedelta(minutes=11))
         assert sweep_all() == 1
         assert sweep_all() == 0
@@ -361,12 +417,21 @@ def test_a_fixed_sla_due_time_without_a_config_breaches_once(team: dict[str, Any
 def test_the_most_specific_config_wins(team: dict[str, Any]) -> None:
     sla_config_save(document={"name": "Queue", "queue": "Claims", "target": "8h"})
     sla_config_save(document={"name": "Type", "task_type": "claim", "target": "6h"})
-    sla_config_save(document={"name": "Type+prio", "task_type": "claim", "priority": "high",
-                              "target": "4h"})
-    sla_config_save(document={"name": "Queue+type", "queue": "Claims", "task_type": "claim",
-                              "target": "2h"})
-    sla_config_save(document={"name": "All three", "queue": "Claims", "task_type": "claim",
-                              "priority": "urgent", "target": "1h"})
+    sla_config_save(
+        document={"name": "Type+prio", "task_type": "claim", "priority": "high", "target": "4h"}
+    )
+    sla_config_save(
+        document={"name": "Queue+type", "queue": "Claims", "task_type": "claim", "target": "2h"}
+    )
+    sla_config_save(
+        document={
+            "name": "All three",
+            "queue": "Claims",
+            "task_type": "claim",
+            "priority": "urgent",
+            "target": "1h",
+        }
+    )
 
     def config_of(**kwargs: Any) -> str | None:
         task = new_task(team, **kwargs)

@@ -37,25 +37,40 @@ def setup_tasks(make_user: Any, count: int, *, target: str = "1h") -> list[Task]
     agents = [make_user(f"agent{i}", groups=("Claims",)) for i in range(4)]
     manager = make_user("boss")
     Queue.objects.create(group=Group.objects.get(name="Claims")).managers.add(manager)
-    sla_config_save(document={
-        "name": "Claims", "queue": "Claims", "target": target, "warning_after": "30m"
-        if target == "1h" else None,
-        "escalation_ladder": [{"after_percent": 100, "actions": [
-            {"type": "remind"}, {"type": "notify_manager"}]}],
-    })
-    return [services.task_create(title=f"Claim {n}", queue=Group.objects.get(name="Claims"),
-                                 assignee=agents[n % 4]) for n in range(count)]
+    sla_config_save(
+        document={
+            "name": "Claims",
+            "queue": "Claims",
+            "target": target,
+            "warning_after": "30m" if target == "1h" else None,
+            "escalation_ladder": [
+                {"after_percent": 100, "actions": [{"type": "remind"}, {"type": "notify_manager"}]}
+            ],
+        }
+    )
+    return [
+        services.task_create(
+            title=f"Claim {n}", queue=Group.objects.get(name="Claims"), assignee=agents[n % 4]
+        )
+        for n in range(count)
+    ]
 
 
 def assert_fired_once(tasks: list[Task], kinds: int) -> None:
     """Each task has ``kinds`` records (warning, breach, level 1) and one event of each."""
     ids = [t.pk for t in tasks]
-    per_task = dict(SLAEventRecord.objects.filter(task_id__in=ids).values_list("task_id")
-                    .annotate(n=Count("id")))
+    per_task = dict(
+        SLAEventRecord.objects.filter(task_id__in=ids)
+        .values_list("task_id")
+        .annotate(n=Count("id"))
+    )
     assert per_task == {pk: kinds for pk in ids}
     for event_type in SLA_EVENTS:
-        emitted = dict(Event.objects.filter(type=event_type, entity_type="task")
-                       .values_list("entity_id").annotate(n=Count("id")))
+        emitted = dict(
+            Event.objects.filter(type=event_type, entity_type="task")
+            .values_list("entity_id")
+            .annotate(n=Count("id"))
+        )
         assert emitted == {str(pk): 1 for pk in ids}, event_type
 
 
@@ -149,13 +164,14 @@ def test_a_broken_task_is_logged_and_skipped(make_user: Any, caplog: Any) -> Non
     start = timezone.now()
     with time_machine.travel(start, tick=False) as clock:
         tasks = setup_tasks(make_user, 5)
-        broken_config = sla_config_save(document={"name": "Broken", "task_type": "fragile",
-                                                  "target": "1h"})
-        broken = services.task_create(title="Fragile", task_type="fragile",
-                                      assignee=tasks[0].assignee)
+        broken_config = sla_config_save(
+            document={"name": "Broken", "task_type": "fragile", "target": "1h"}
+        )
+        broken = services.task_create(
+            title="Fragile", task_type="fragile", assignee=tasks[0].assignee
+        )
         # a config damaged behind the services' back (a bad manual SQL fix, say)
-        SLAConfig.objects.filter(pk=broken_config.pk).update(
-            escalation_ladder=["not a level"])
+        SLAConfig.objects.filter(pk=broken_config.pk).update(escalation_ladder=["not a level"])
         clock.shift(timedelta(hours=2))
         result = sla_sweep(batch_size=100)
     assert result.claimed == 6 and result.failed == 1 and result.fired == 15
@@ -200,9 +216,15 @@ def test_two_workers_sweeping_at_once_notify_once(make_user: Any, start_worker: 
     start_worker("sla-b", concurrency=2)
     for _ in range(6):
         sweep_sla.delay(5)
-    wait_for(lambda: SLAEventRecord.objects.count() == 3 * 80 and not due_tasks(
-        timezone.now()).exists(), timeout=90, message="every threshold recorded")
-    wait_for(lambda: Notification.objects.filter(recipient__username="boss").count() >= 80,
-             timeout=30, message="manager notifications")
+    wait_for(
+        lambda: SLAEventRecord.objects.count() == 3 * 80 and not due_tasks(timezone.now()).exists(),
+        timeout=90,
+        message="every threshold recorded",
+    )
+    wait_for(
+        lambda: Notification.objects.filter(recipient__username="boss").count() >= 80,
+        timeout=30,
+        message="manager notifications",
+    )
     assert_fired_once(tasks, 3)
     assert Notification.objects.filter(recipient__username="boss").count() == 80

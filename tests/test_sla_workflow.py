@@ -22,8 +22,7 @@ from workflows.services import workflow_save
 pytestmark = [pytest.mark.django_db]
 
 
-def test_a_breach_runs_the_workflow_that_tells_the_manager(make_user: Any,
-                                                           drain: Any) -> None:
+def test_a_breach_runs_the_workflow_that_tells_the_manager(make_user: Any, drain: Any) -> None:
     # given: a queue with a manager, an SLA of 30 minutes and the breach workflow
     agent = make_user("agent", groups=("Claims",))
     manager = make_user("maria")
@@ -32,8 +31,9 @@ def test_a_breach_runs_the_workflow_that_tells_the_manager(make_user: Any,
     workflow_save(document=SLA_BREACH_ALERT)
     start = timezone.now()
     with time_machine.travel(start, tick=False) as clock:
-        task = services.task_create(title="Broken boiler", queue=Group.objects.get(
-            name="Claims"), assignee=agent)
+        task = services.task_create(
+            title="Broken boiler", queue=Group.objects.get(name="Claims"), assignee=agent
+        )
         drain()
         assert not Run.objects.filter(workflow__slug="sla-breach-alert").exists()
 
@@ -54,14 +54,12 @@ def test_a_breach_runs_the_workflow_that_tells_the_manager(make_user: Any,
     assert note.link == f"/inbox/tasks/{task.pk}/"
 
 
-def test_the_breach_workflow_skips_queues_without_a_manager(make_user: Any,
-                                                            drain: Any) -> None:
+def test_the_breach_workflow_skips_queues_without_a_manager(make_user: Any, drain: Any) -> None:
     agent = make_user("agent", groups=("Claims",))
     sla_config_save(document={"name": "Claims", "queue": "Claims", "target": "30m"})
     workflow_save(document=SLA_BREACH_ALERT)
     with time_machine.travel(timezone.now(), tick=False) as clock:
-        services.task_create(title="Quiet", queue=Group.objects.get(name="Claims"),
-                             assignee=agent)
+        services.task_create(title="Quiet", queue=Group.objects.get(name="Claims"), assignee=agent)
         clock.shift(timedelta(hours=1))
         assert sla_sweep().fired == 1
         drain()

@@ -31,15 +31,28 @@ def smtp(settings: Any) -> Iterator[SMTPSink]:
 
 
 @pytest.mark.parametrize("recipient", ["{{owner.id}}", "{{owner.username}}", "{{owner.email}}"])
-def test_in_app_notification_for_id_username_or_email(drain: Any, make_user: Any,
-                                                      recipient: str) -> None:
+def test_in_app_notification_for_id_username_or_email(
+    drain: Any, make_user: Any, recipient: str
+) -> None:
     ann = make_user("ann")
     make_user("bob")
-    workflow = one_step_workflow("n", "send_notification", {
-        "recipient": recipient, "message": "New qualified lead: {{lead.company_name}}",
-        "link": "/leads/{{lead.id}}", "notification_type": "in_app"})
-    run = execute(workflow, {"owner": {"id": ann.pk, "username": "ann", "email": ann.email},
-                             "lead": {"id": 7, "company_name": "Acme <b>"}})
+    workflow = one_step_workflow(
+        "n",
+        "send_notification",
+        {
+            "recipient": recipient,
+            "message": "New qualified lead: {{lead.company_name}}",
+            "link": "/leads/{{lead.id}}",
+            "notification_type": "in_app",
+        },
+    )
+    run = execute(
+        workflow,
+        {
+            "owner": {"id": ann.pk, "username": "ann", "email": ann.email},
+            "lead": {"id": 7, "company_name": "Acme <b>"},
+        },
+    )
     drain()
     step = step_of(run)
     assert step.status == StepStatus.COMPLETED, step.error
@@ -48,14 +61,19 @@ def test_in_app_notification_for_id_username_or_email(drain: Any, make_user: Any
     assert notification.message == "New qualified lead: Acme <b>"
     assert notification.link == "/leads/7"
     assert notification.read_at is None and notification.action_run_id == step.pk
-    assert step.output == {"notification_type": "in_app", "notification_id": notification.pk,
-                           "recipient_id": ann.pk, "created": True}
+    assert step.output == {
+        "notification_type": "in_app",
+        "notification_id": notification.pk,
+        "recipient_id": ann.pk,
+        "created": True,
+    }
 
 
 def test_a_redelivered_step_stores_one_notification(drain: Any, make_user: Any) -> None:
     make_user("ann")
-    run = execute(one_step_workflow("n", "send_notification",
-                                    {"recipient": "ann", "message": "hello"}))
+    run = execute(
+        one_step_workflow("n", "send_notification", {"recipient": "ann", "message": "hello"})
+    )
     drain()
     step = step_of(run)
     type(step).objects.filter(pk=step.pk).update(status=StepStatus.PENDING, finished_at=None)
@@ -67,14 +85,18 @@ def test_a_redelivered_step_stores_one_notification(drain: Any, make_user: Any) 
     assert Notification.objects.count() == 1
 
 
-@pytest.mark.parametrize(("config", "code"), [
-    ({"recipient": "nobody", "message": "m"}, "UNKNOWN_RECIPIENT"),
-    ({"recipient": "ann", "message": "m", "link": "javascript:alert(1)"}, "INVALID_LINK"),
-    ({"recipient": "ann", "message": "m", "link": "//evil.example/x"}, "INVALID_LINK"),
-    ({"recipient": "ann", "message": "m", "link": "data:text/html,<script>"}, "INVALID_LINK"),
-])
-def test_refused_notifications_store_nothing(drain: Any, make_user: Any, config: dict[str, Any],
-                                             code: str) -> None:
+@pytest.mark.parametrize(
+    ("config", "code"),
+    [
+        ({"recipient": "nobody", "message": "m"}, "UNKNOWN_RECIPIENT"),
+        ({"recipient": "ann", "message": "m", "link": "javascript:alert(1)"}, "INVALID_LINK"),
+        ({"recipient": "ann", "message": "m", "link": "//evil.example/x"}, "INVALID_LINK"),
+        ({"recipient": "ann", "message": "m", "link": "data:text/html,<script>"}, "INVALID_LINK"),
+    ],
+)
+def test_refused_notifications_store_nothing(
+    drain: Any, make_user: Any, config: dict[str, Any], code: str
+) -> None:
     make_user("ann")
     run = execute(one_step_workflow("n", "send_notification", config))
     drain()
@@ -87,28 +109,37 @@ def test_inactive_user_is_not_a_recipient(drain: Any, make_user: Any) -> None:
     ann = make_user("ann")
     ann.is_active = False
     ann.save()
-    run = execute(one_step_workflow("n", "send_notification", {"recipient": "ann",
-                                                               "message": "m"}))
+    run = execute(one_step_workflow("n", "send_notification", {"recipient": "ann", "message": "m"}))
     drain()
     assert step_of(run).error_code == "UNKNOWN_RECIPIENT"
 
 
 def test_long_messages_are_cut_to_what_the_inbox_stores(drain: Any, make_user: Any) -> None:
     make_user("ann")
-    execute(one_step_workflow("n", "send_notification",
-                              {"recipient": "ann", "message": "x" * 5000}))
+    execute(
+        one_step_workflow("n", "send_notification", {"recipient": "ann", "message": "x" * 5000})
+    )
     drain()
     message = Notification.objects.get().message
     assert len(message) == 1000 and message.endswith("\u2026")
 
 
-def test_email_notification_goes_through_smtp(smtp: SMTPSink, drain: Any, make_user: Any
-                                              ) -> None:
+def test_email_notification_goes_through_smtp(smtp: SMTPSink, drain: Any, make_user: Any) -> None:
     ann = make_user("ann")
-    run = execute(one_step_workflow("n", "send_notification", {
-        "recipient": "{{who}}", "message": "Deal {{deal}} is yours", "link": "/deals/3",
-        "notification_type": "email", "subject": "Deal assigned"}),
-        {"who": ann.pk, "deal": "Acme"})
+    run = execute(
+        one_step_workflow(
+            "n",
+            "send_notification",
+            {
+                "recipient": "{{who}}",
+                "message": "Deal {{deal}} is yours",
+                "link": "/deals/3",
+                "notification_type": "email",
+                "subject": "Deal assigned",
+            },
+        ),
+        {"who": ann.pk, "deal": "Acme"},
+    )
     drain()
     step = step_of(run)
     assert step.status == StepStatus.COMPLETED, step.error
@@ -121,8 +152,13 @@ def test_email_notification_goes_through_smtp(smtp: SMTPSink, drain: Any, make_u
 
 
 def test_email_notification_to_a_plain_address(smtp: SMTPSink, drain: Any) -> None:
-    execute(one_step_workflow("n", "send_notification", {
-        "recipient": "ops@example.com", "message": "Heads up", "notification_type": "email"}))
+    execute(
+        one_step_workflow(
+            "n",
+            "send_notification",
+            {"recipient": "ops@example.com", "message": "Heads up", "notification_type": "email"},
+        )
+    )
     drain()
     [mail] = smtp.messages
     assert mail.rcpt_tos == ["ops@example.com"]

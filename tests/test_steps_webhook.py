@@ -53,26 +53,43 @@ def canary(settings: Any) -> Iterator[Canary]:
 
 def hook_config(url: str, **extra: Any) -> dict[str, Any]:
     return {
-        "url": url, "method": "POST", "signing_secret": "HOOK_KEY",
+        "url": url,
+        "method": "POST",
+        "signing_secret": "HOOK_KEY",
         "headers": {"X-Lead": "{{lead.company_name}}", "Authorization": "Bearer {{token}}"},
-        "body": {"event": "lead.qualified",
-                 "lead": {"id": "{{lead.id}}", "name": "{{lead.company_name}}",
-                          "revenue": "{{lead.annual_revenue}}", "vip": "{{lead.vip}}"},
-                 "summary": "{{lead.company_name}} ({{lead.status}})",
-                 "tags": ["{{lead.status}}", "crm"]},
+        "body": {
+            "event": "lead.qualified",
+            "lead": {
+                "id": "{{lead.id}}",
+                "name": "{{lead.company_name}}",
+                "revenue": "{{lead.annual_revenue}}",
+                "vip": "{{lead.vip}}",
+            },
+            "summary": "{{lead.company_name}} ({{lead.status}})",
+            "tags": ["{{lead.status}}", "crm"],
+        },
         **extra,
     }
 
 
-PAYLOAD = {"token": "t0k3n", "lead": {"id": 42, "company_name": HOSTILE_NAME,
-                                      "annual_revenue": "2500000.00", "vip": True,
-                                      "status": "qualified"}}
+PAYLOAD = {
+    "token": "t0k3n",
+    "lead": {
+        "id": 42,
+        "company_name": HOSTILE_NAME,
+        "annual_revenue": "2500000.00",
+        "vip": True,
+        "status": "qualified",
+    },
+}
 
 
 def test_body_headers_and_signature_as_rendered(receiver: WebhookReceiver, drain: Any) -> None:
     secret_set(name="HOOK_KEY", value=SIGNING_KEY)
-    run = execute(one_step_workflow("hook", "call_webhook",
-                                    hook_config(f"{receiver.url}/hooks/crm?x=1")), PAYLOAD)
+    run = execute(
+        one_step_workflow("hook", "call_webhook", hook_config(f"{receiver.url}/hooks/crm?x=1")),
+        PAYLOAD,
+    )
     drain()
 
     step = step_of(run)
@@ -119,13 +136,17 @@ def test_unsigned_without_a_signing_secret(receiver: WebhookReceiver, drain: Any
     assert "webhook-signature" not in request.headers
 
 
-@pytest.mark.parametrize(("value", "code"), [
-    ("not-a-key", "INVALID_SIGNING_SECRET"),
-    ("whsec_%%%", "INVALID_SIGNING_SECRET"),
-    (None, "UNKNOWN_SECRET"),
-])
-def test_a_bad_signing_secret_sends_nothing(receiver: WebhookReceiver, drain: Any,
-                                            value: str | None, code: str) -> None:
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("not-a-key", "INVALID_SIGNING_SECRET"),
+        ("whsec_%%%", "INVALID_SIGNING_SECRET"),
+        (None, "UNKNOWN_SECRET"),
+    ],
+)
+def test_a_bad_signing_secret_sends_nothing(
+    receiver: WebhookReceiver, drain: Any, value: str | None, code: str
+) -> None:
     if value is not None:
         secret_set(name="HOOK_KEY", value=value)
     run = execute(one_step_workflow("hook", "call_webhook", hook_config(receiver.url)), PAYLOAD)
@@ -137,25 +158,34 @@ def test_a_bad_signing_secret_sends_nothing(receiver: WebhookReceiver, drain: An
         assert value not in step.error
 
 
-def test_client_errors_fail_at_once_keeping_the_response(receiver: WebhookReceiver,
-                                                         drain: Any) -> None:
-    receiver.default = Answer(status=422, body=b'{"error": "bad lead"}',
-                              headers={"Content-Type": "application/json"})
-    run = execute(one_step_workflow("hook", "call_webhook", {"url": receiver.url,
-                                                             "body": {"a": 1}}))
+def test_client_errors_fail_at_once_keeping_the_response(
+    receiver: WebhookReceiver, drain: Any
+) -> None:
+    receiver.default = Answer(
+        status=422, body=b'{"error": "bad lead"}', headers={"Content-Type": "application/json"}
+    )
+    run = execute(
+        one_step_workflow("hook", "call_webhook", {"url": receiver.url, "body": {"a": 1}})
+    )
     drain()
     step = step_of(run)
     assert (step.status, step.error_code, step.attempts) == (
-        StepStatus.FAILED, "WEBHOOK_REJECTED", 1)
+        StepStatus.FAILED,
+        "WEBHOOK_REJECTED",
+        1,
+    )
     assert step.output["response"]["status"] == 422
     assert step.output["response"]["json"] == {"error": "bad lead"}
     assert len(receiver.requests) == 1
 
 
 def test_header_injection_is_refused(receiver: WebhookReceiver, drain: Any) -> None:
-    run = execute(one_step_workflow("hook", "call_webhook", {
-        "url": receiver.url, "headers": {"X-Name": "{{name}}"}}),
-        {"name": "x\r\nX-Admin: yes"})
+    run = execute(
+        one_step_workflow(
+            "hook", "call_webhook", {"url": receiver.url, "headers": {"X-Name": "{{name}}"}}
+        ),
+        {"name": "x\r\nX-Admin: yes"},
+    )
     drain()
     step = step_of(run)
     assert (step.status, step.error_code) == (StepStatus.FAILED, "TEMPLATE_HEADER_INJECTION")
@@ -165,11 +195,23 @@ def test_header_injection_is_refused(receiver: WebhookReceiver, drain: Any) -> N
 def test_reserved_headers_cannot_be_set_by_config() -> None:
     from workflows.definition import validate_definition
 
-    issues = validate_definition({"slug": "x", "name": "x", "steps": [
-        {"key": "a", "type": "call_webhook",
-         "config": {"url": "https://example.com", "headers": {"Webhook-Id": "forged"}}}]})
-    assert ("steps[0].config.headers.Webhook-Id",
-            "header 'Webhook-Id' is set by the step itself") in issues
+    issues = validate_definition(
+        {
+            "slug": "x",
+            "name": "x",
+            "steps": [
+                {
+                    "key": "a",
+                    "type": "call_webhook",
+                    "config": {"url": "https://example.com", "headers": {"Webhook-Id": "forged"}},
+                }
+            ],
+        }
+    )
+    assert (
+        "steps[0].config.headers.Webhook-Id",
+        "header 'Webhook-Id' is set by the step itself",
+    ) in issues
 
 
 # --- SSRF through the step ---------------------------------------------------------------
@@ -183,21 +225,34 @@ def _loopback_name() -> str | None:
         except OSError:
             continue
         if name != "localhost" and all(
-                info[4][0].startswith("127.") or info[4][0] == "::1" for info in infos):
+            info[4][0].startswith("127.") or info[4][0] == "::1" for info in infos
+        ):
             return name
     return None
 
 
 def ssrf_targets(port: int) -> list[str]:
     targets = [
-        f"http://127.0.0.1:{port}/", f"http://localhost:{port}/", f"http://[::1]:{port}/",
-        f"http://2130706433:{port}/", f"http://0177.0.0.1:{port}/", f"http://0x7f.1:{port}/",
-        f"http://127.1:{port}/", f"http://[::ffff:127.0.0.1]:{port}/",
-        f"http://[0:0:0:0:0:ffff:7f00:1]:{port}/", f"http://0.0.0.0:{port}/",
-        "http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/",
-        "http://10.0.0.5/", "http://172.16.3.4:8080/", "http://192.168.1.1/",
-        "http://100.64.0.1/", f"https://127.0.0.1:{port}/", f"ftp://127.0.0.1:{port}/",
-        "file:///etc/passwd", f"gopher://127.0.0.1:{port}/_x",
+        f"http://127.0.0.1:{port}/",
+        f"http://localhost:{port}/",
+        f"http://[::1]:{port}/",
+        f"http://2130706433:{port}/",
+        f"http://0177.0.0.1:{port}/",
+        f"http://0x7f.1:{port}/",
+        f"http://127.1:{port}/",
+        f"http://[::ffff:127.0.0.1]:{port}/",
+        f"http://[0:0:0:0:0:ffff:7f00:1]:{port}/",
+        f"http://0.0.0.0:{port}/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/",
+        "http://10.0.0.5/",
+        "http://172.16.3.4:8080/",
+        "http://192.168.1.1/",
+        "http://100.64.0.1/",
+        f"https://127.0.0.1:{port}/",
+        f"ftp://127.0.0.1:{port}/",
+        "file:///etc/passwd",
+        f"gopher://127.0.0.1:{port}/_x",
     ]
     name = _loopback_name()
     if name:
@@ -207,24 +262,29 @@ def ssrf_targets(port: int) -> list[str]:
 
 def test_private_targets_are_refused_without_a_connection(canary: Canary, drain: Any) -> None:
     targets = ssrf_targets(canary.port)
-    workflow = one_step_workflow("ssrf", "call_webhook", {"url": "{{target}}",
-                                                          "body": {"x": 1}})
+    workflow = one_step_workflow("ssrf", "call_webhook", {"url": "{{target}}", "body": {"x": 1}})
     runs = [execute(workflow, {"target": url}) for url in targets]
     drain()
     for url, run in zip(targets, runs, strict=True):
         step = step_of(run)
         assert (step.status, step.error_code, step.attempts) == (
-            StepStatus.FAILED, "UNSAFE_URL", 1), (url, step.error)
+            StepStatus.FAILED,
+            "UNSAFE_URL",
+            1,
+        ), (url, step.error)
         assert step.error.startswith("refused to call ")
-        assert ("webhooks may only call public addresses" in step.error
-                or "is not allowed; use http or https" in step.error), step.error
+        assert (
+            "webhooks may only call public addresses" in step.error
+            or "is not allowed; use http or https" in step.error
+        ), step.error
     assert canary.connections == 0
 
 
 def test_redirects_are_not_followed(receiver: WebhookReceiver, drain: Any) -> None:
     with canary_listener() as canary:
-        receiver.default = Answer(status=302,
-                                  headers={"Location": f"http://localhost:{canary.port}/"})
+        receiver.default = Answer(
+            status=302, headers={"Location": f"http://localhost:{canary.port}/"}
+        )
         run = execute(one_step_workflow("redirect", "call_webhook", {"url": receiver.url}))
         drain()
         step = step_of(run)

@@ -44,16 +44,19 @@ def receiver() -> Iterator[WebhookReceiver]:
 @pytest.fixture
 def hook_worker(start_worker: Callable[..., WorkerProcess]) -> Callable[..., WorkerProcess]:
     def start(**env: str) -> WorkerProcess:
-        return start_worker("hook", concurrency=1, FLOWDESK_WEBHOOK_ALLOW_HOSTS="127.0.0.1",
-                            **env)
+        return start_worker("hook", concurrency=1, FLOWDESK_WEBHOOK_ALLOW_HOSTS="127.0.0.1", **env)
+
     return start
 
 
 def finished(run: Any, timeout: float = 60) -> Run:
     return wait_for(
-        lambda: Run.objects.filter(pk=run.pk, status__in=[RunStatus.COMPLETED,
-                                                          RunStatus.FAILED]).first(),
-        timeout=timeout, message=f"run {run.pk} to finish")
+        lambda: Run.objects.filter(
+            pk=run.pk, status__in=[RunStatus.COMPLETED, RunStatus.FAILED]
+        ).first(),
+        timeout=timeout,
+        message=f"run {run.pk} to finish",
+    )
 
 
 def gaps(receiver: WebhookReceiver) -> list[float]:
@@ -61,14 +64,21 @@ def gaps(receiver: WebhookReceiver) -> list[float]:
     return [round(b - a, 3) for a, b in itertools.pairwise(times)]
 
 
-def test_503_then_200_is_two_attempts_with_backoff(receiver: WebhookReceiver,
-                                                   hook_worker: Any) -> None:
+def test_503_then_200_is_two_attempts_with_backoff(
+    receiver: WebhookReceiver, hook_worker: Any
+) -> None:
     secret_set(name="HOOK_KEY", value=SIGNING_KEY)
     receiver.script = [Answer(status=503, body=b"busy")]
     hook_worker()
-    run = execute(one_step_workflow("retry", "call_webhook", {
-        "url": receiver.url, "body": {"n": "{{n}}"}, "signing_secret": "HOOK_KEY"},
-        retry=FAST_RETRY), {"n": 1})
+    run = execute(
+        one_step_workflow(
+            "retry",
+            "call_webhook",
+            {"url": receiver.url, "body": {"n": "{{n}}"}, "signing_secret": "HOOK_KEY"},
+            retry=FAST_RETRY,
+        ),
+        {"n": 1},
+    )
     run = finished(run)
 
     step = step_of(run)
@@ -83,14 +93,21 @@ def test_503_then_200_is_two_attempts_with_backoff(receiver: WebhookReceiver,
     assert 0.5 <= gap < 15
 
 
-def test_three_500s_with_a_limit_of_three_dead_letter(receiver: WebhookReceiver,
-                                                      hook_worker: Any) -> None:
-    receiver.default = Answer(status=500, body=b"x" * 100_000,
-                              headers={"Content-Type": "text/plain", "X-Request": "r-9"})
+def test_three_500s_with_a_limit_of_three_dead_letter(
+    receiver: WebhookReceiver, hook_worker: Any
+) -> None:
+    receiver.default = Answer(
+        status=500, body=b"x" * 100_000, headers={"Content-Type": "text/plain", "X-Request": "r-9"}
+    )
     hook_worker()
-    run = execute(one_step_workflow("dead", "call_webhook", {
-        "url": receiver.url, "body": {"a": 1}, "max_response_bytes": 1000},
-        retry={"max_attempts": 3, "backoff_seconds": 0.5, "max_backoff_seconds": 1}))
+    run = execute(
+        one_step_workflow(
+            "dead",
+            "call_webhook",
+            {"url": receiver.url, "body": {"a": 1}, "max_response_bytes": 1000},
+            retry={"max_attempts": 3, "backoff_seconds": 0.5, "max_backoff_seconds": 1},
+        )
+    )
     run = finished(run)
 
     step = step_of(run)
@@ -105,13 +122,19 @@ def test_three_500s_with_a_limit_of_three_dead_letter(receiver: WebhookReceiver,
     print(f"\n3 x 500: gaps between attempts {gaps(receiver)}s")
 
 
-def test_429_with_retry_after_waits_at_least_that_long(receiver: WebhookReceiver,
-                                                       hook_worker: Any) -> None:
+def test_429_with_retry_after_waits_at_least_that_long(
+    receiver: WebhookReceiver, hook_worker: Any
+) -> None:
     receiver.script = [Answer(status=429, headers={"Retry-After": "3"}, body=b"slow down")]
     hook_worker()
-    run = execute(one_step_workflow("limited", "call_webhook", {"url": receiver.url},
-                                    retry={"max_attempts": 3, "backoff_seconds": 0.2,
-                                           "max_backoff_seconds": 0.2}))
+    run = execute(
+        one_step_workflow(
+            "limited",
+            "call_webhook",
+            {"url": receiver.url},
+            retry={"max_attempts": 3, "backoff_seconds": 0.2, "max_backoff_seconds": 0.2},
+        )
+    )
     run = finished(run)
     assert run.status == RunStatus.COMPLETED, run.error
     [gap] = gaps(receiver)
@@ -121,12 +144,18 @@ def test_429_with_retry_after_waits_at_least_that_long(receiver: WebhookReceiver
 
 
 def test_worker_killed_mid_delivery_redelivers_with_the_same_id(
-        receiver: WebhookReceiver, hook_worker: Any) -> None:
+    receiver: WebhookReceiver, hook_worker: Any
+) -> None:
     secret_set(name="HOOK_KEY", value=SIGNING_KEY)
     receiver.script = [Answer(hold=True)]  # the first delivery never gets an answer
     first_worker = hook_worker()
-    run = execute(one_step_workflow("killed", "call_webhook", {
-        "url": receiver.url, "body": {"lead": 7}, "signing_secret": "HOOK_KEY"}))
+    run = execute(
+        one_step_workflow(
+            "killed",
+            "call_webhook",
+            {"url": receiver.url, "body": {"lead": 7}, "signing_secret": "HOOK_KEY"},
+        )
+    )
     receiver.wait(1)
     assert len(receiver.requests) == 1
     first_worker.kill()
@@ -141,8 +170,7 @@ def test_worker_killed_mid_delivery_redelivers_with_the_same_id(
     step = step_of(run)
     assert (step.status, step.attempts) == (StepStatus.COMPLETED, 2)
     first, second = receiver.requests
-    assert first.headers["webhook-id"] == second.headers["webhook-id"] == (
-        f"flowdesk-ar-{step.pk}")
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == (f"flowdesk-ar-{step.pk}")
     assert first.body == second.body
     for request in (first, second):
         Webhook(SIGNING_KEY).verify(request.body, request.headers)

@@ -17,14 +17,16 @@ from tasks_inbox.models import Queue, Task
 
 pytestmark = pytest.mark.django_db
 
-FORM = {"fields": [
-    {"name": "summary", "type": "textarea", "required": True, "min": 5},
-    {"name": "score", "type": "number", "min": 1, "max": 10, "required": True},
-    {"name": "channel", "type": "select", "choices": ["phone", "email"], "required": True},
-    {"name": "tags", "type": "multiselect", "choices": ["vip", "new", "churn"], "max": 2},
-    {"name": "callback", "type": "boolean"},
-    {"name": "follow_up_on", "type": "date", "min": "2020-01-01"},
-]}
+FORM = {
+    "fields": [
+        {"name": "summary", "type": "textarea", "required": True, "min": 5},
+        {"name": "score", "type": "number", "min": 1, "max": 10, "required": True},
+        {"name": "channel", "type": "select", "choices": ["phone", "email"], "required": True},
+        {"name": "tags", "type": "multiselect", "choices": ["vip", "new", "churn"], "max": 2},
+        {"name": "callback", "type": "boolean"},
+        {"name": "follow_up_on", "type": "date", "min": "2020-01-01"},
+    ]
+}
 
 
 def as_user(user: Any) -> APIClient:
@@ -39,8 +41,9 @@ def agent(make_user: Any) -> Any:
 
 
 def started(agent: Any, **kwargs: Any) -> Task:
-    task = services.task_create(title=kwargs.pop("title", "Call the client"), assignee=agent,
-                                **kwargs)
+    task = services.task_create(
+        title=kwargs.pop("title", "Call the client"), assignee=agent, **kwargs
+    )
     return services.task_transition(task_id=task.pk, action="start", actor=agent)
 
 
@@ -48,9 +51,20 @@ def test_complete_validates_the_form_field_by_field(agent: Any) -> None:
     task = started(agent, form=FORM)
     client = as_user(agent)
     url = f"/api/v1/tasks/{task.pk}/complete/"
-    refused = client.post(url, {"data": {"summary": "hi", "score": 11, "channel": "fax",
-                                         "tags": ["vip", "new", "churn"], "colour": "red",
-                                         "follow_up_on": "2019-12-31"}}, format="json")
+    refused = client.post(
+        url,
+        {
+            "data": {
+                "summary": "hi",
+                "score": 11,
+                "channel": "fax",
+                "tags": ["vip", "new", "churn"],
+                "colour": "red",
+                "follow_up_on": "2019-12-31",
+            }
+        },
+        format="json",
+    )
     assert refused.status_code == 400
     error = refused.json()["error"]
     assert error["code"] == "VALIDATION_ERROR"
@@ -63,20 +77,38 @@ def test_complete_validates_the_form_field_by_field(agent: Any) -> None:
         "data.follow_up_on": ["must be on or after 2020-01-01"],
     }
     missing = client.post(url, {"data": {}}, format="json").json()["error"]["fields"]
-    assert missing == {"data.summary": ["this field is required"],
-                       "data.score": ["this field is required"],
-                       "data.channel": ["this field is required"]}
+    assert missing == {
+        "data.summary": ["this field is required"],
+        "data.score": ["this field is required"],
+        "data.channel": ["this field is required"],
+    }
     assert Task.objects.get(pk=task.pk).state == "in_progress"
 
-    done = client.post(url, {"data": {"summary": "Called, all good", "score": "8",
-                                      "channel": "phone", "tags": ["vip"],
-                                      "follow_up_on": "2030-05-01"},
-                             "outcome": "resolved"}, format="json")
+    done = client.post(
+        url,
+        {
+            "data": {
+                "summary": "Called, all good",
+                "score": "8",
+                "channel": "phone",
+                "tags": ["vip"],
+                "follow_up_on": "2030-05-01",
+            },
+            "outcome": "resolved",
+        },
+        format="json",
+    )
     assert done.status_code == 200, done.content
     body = done.json()
     assert body["state"] == "completed" and body["outcome"] == "resolved"
-    assert body["result"] == {"summary": "Called, all good", "score": 8, "channel": "phone",
-                              "tags": ["vip"], "callback": False, "follow_up_on": "2030-05-01"}
+    assert body["result"] == {
+        "summary": "Called, all good",
+        "score": 8,
+        "channel": "phone",
+        "tags": ["vip"],
+        "callback": False,
+        "follow_up_on": "2030-05-01",
+    }
     assert body["completed_by"]["username"] == "agent" and body["closed_at"]
     completed = Event.objects.get(type="task.completed")
     assert completed.payload["task"]["result"]["score"] == 8
@@ -96,46 +128,71 @@ def test_reassign_and_escalate(agent: Any, make_user: Any) -> None:
     manager, colleague = make_user("boss"), make_user("colleague", groups=("Desk",))
     desk = Group.objects.get(name="Desk")
     Queue.objects.create(group=desk).managers.add(manager)
-    task = services.task_create(title="Escalate me", queue=desk, assignee=agent,
-                                priority="medium")
+    task = services.task_create(title="Escalate me", queue=desk, assignee=agent, priority="medium")
     as_manager = as_user(manager)
 
-    moved = as_manager.post(f"/api/v1/tasks/{task.pk}/reassign/",
-                            {"assignee": colleague.pk, "reason": "agent is out"},
-                            format="json")
+    moved = as_manager.post(
+        f"/api/v1/tasks/{task.pk}/reassign/",
+        {"assignee": colleague.pk, "reason": "agent is out"},
+        format="json",
+    )
     assert moved.status_code == 200 and moved.json()["assignee"]["username"] == "colleague"
     assert colleague.notifications.filter(message="Task reassigned to you: Escalate me").exists()
 
-    raised = as_user(colleague).post(f"/api/v1/tasks/{task.pk}/escalate/",
-                                     {"reason": "client angry"}, format="json")
+    raised = as_user(colleague).post(
+        f"/api/v1/tasks/{task.pk}/escalate/", {"reason": "client angry"}, format="json"
+    )
     assert raised.status_code == 200 and raised.json()["priority"] == "high"
-    raised = as_manager.post(f"/api/v1/tasks/{task.pk}/escalate/",
-                             {"priority": "urgent", "assignee": manager.pk}, format="json")
+    raised = as_manager.post(
+        f"/api/v1/tasks/{task.pk}/escalate/",
+        {"priority": "urgent", "assignee": manager.pk},
+        format="json",
+    )
     assert raised.json()["priority"] == "urgent"
     assert raised.json()["assignee"]["username"] == "boss"
     history = as_manager.get(f"/api/v1/tasks/{task.pk}/history/").json()["results"]
     assert [h["action"] for h in history] == ["create", "reassign", "escalate", "escalate"]
-    assert history[1]["input"] == {"from": "agent", "to": "colleague", "queue": "Desk",
-                                   "reason": "agent is out"}
+    assert history[1]["input"] == {
+        "from": "agent",
+        "to": "colleague",
+        "queue": "Desk",
+        "reason": "agent is out",
+    }
     assert history[2]["input"]["from_priority"] == "medium"
     escalated = Event.objects.filter(type="task.escalated").order_by("pk")
     assert [e.payload["escalation"]["priority"] for e in escalated] == ["high", "urgent"]
     assert manager.notifications.filter(message__startswith="Task escalated").exists()
 
-    to_queue = as_manager.post(f"/api/v1/tasks/{task.pk}/reassign/", {"queue": desk.pk},
-                               format="json")
+    to_queue = as_manager.post(
+        f"/api/v1/tasks/{task.pk}/reassign/", {"queue": desk.pk}, format="json"
+    )
     assert to_queue.json()["assignee"]["username"] in {"agent", "colleague"}
 
 
 def test_list_filters_and_sorting(agent: Any) -> None:
     now = timezone.now()
-    services.task_create(title="low later", assignee=agent, priority="low",
-                         due_at=now + timedelta(days=3), task_type="call")
+    services.task_create(
+        title="low later",
+        assignee=agent,
+        priority="low",
+        due_at=now + timedelta(days=3),
+        task_type="call",
+    )
     services.task_create(title="urgent", assignee=agent, priority="urgent", task_type="call")
-    services.task_create(title="high overdue", assignee=agent, priority="high",
-                         due_at=now - timedelta(hours=1), task_type="mail")
-    services.task_create(title="high soon", assignee=agent, priority="high",
-                         due_at=now + timedelta(hours=1), task_type="mail")
+    services.task_create(
+        title="high overdue",
+        assignee=agent,
+        priority="high",
+        due_at=now - timedelta(hours=1),
+        task_type="mail",
+    )
+    services.task_create(
+        title="high soon",
+        assignee=agent,
+        priority="high",
+        due_at=now + timedelta(hours=1),
+        task_type="mail",
+    )
     done = started(agent, title="done")
     services.task_complete(task_id=done.pk, actor=agent)
     client = as_user(agent)
@@ -147,8 +204,12 @@ def test_list_filters_and_sorting(agent: Any) -> None:
 
     assert titles("open=true") == ["urgent", "high overdue", "high soon", "low later"]
     assert titles("open=true&sort=due") == ["high overdue", "high soon", "low later", "urgent"]
-    assert titles("open=true&sort=-priority") == ["low later", "high overdue", "high soon",
-                                                  "urgent"]
+    assert titles("open=true&sort=-priority") == [
+        "low later",
+        "high overdue",
+        "high soon",
+        "urgent",
+    ]
     assert titles("open=true&ordering=due_at") == titles("open=true&sort=due")
     assert titles("open=true&ordering=-priority") == titles("open=true")
     assert titles("overdue=true") == ["high overdue"]
@@ -173,8 +234,7 @@ def test_detail_shows_form_related_object_and_origin(agent: Any, api: APIClient)
     lead = Lead.objects.create(company_name="Initech")
     task = services.task_create(title="With a lead", assignee=agent, form=FORM, related=lead)
     body = as_user(agent).get(f"/api/v1/tasks/{task.pk}/").json()
-    assert body["related"] == {"entity_type": "lead", "entity_id": str(lead.pk),
-                               "label": "Initech"}
+    assert body["related"] == {"entity_type": "lead", "entity_id": str(lead.pk), "label": "Initech"}
     assert body["form"] == FORM and body["lifecycle"] == "task"
     assert body["origin_run"] is None and body["origin_step"] is None
     actions = as_user(agent).get(f"/api/v1/tasks/{task.pk}/available-actions/").json()
@@ -188,26 +248,39 @@ def test_creating_tasks_by_hand(agent: Any, make_user: Any, api: APIClient) -> N
     client = as_user(agent)
     own = client.post("/api/v1/tasks/", {"title": "Note to self"}, format="json")
     assert own.status_code == 201 and own.json()["assignee"]["username"] == "agent"
-    in_queue = client.post("/api/v1/tasks/", {"title": "For the desk", "routing": "claim",
-                                              "queue": Group.objects.get(name="Desk").pk},
-                           format="json")
+    in_queue = client.post(
+        "/api/v1/tasks/",
+        {"title": "For the desk", "routing": "claim", "queue": Group.objects.get(name="Desk").pk},
+        format="json",
+    )
     assert in_queue.status_code == 201 and in_queue.json()["assignee"] is None
-    refused = client.post("/api/v1/tasks/", {"title": "For someone", "assignee": outsider.pk},
-                          format="json")
+    refused = client.post(
+        "/api/v1/tasks/", {"title": "For someone", "assignee": outsider.pk}, format="json"
+    )
     assert refused.status_code == 403
-    bad_form = api.post("/api/v1/tasks/", {"title": "Bad", "assignee": agent.pk,
-                                           "form": {"fields": [{"name": "x", "type": "?"}]}},
-                        format="json")
+    bad_form = api.post(
+        "/api/v1/tasks/",
+        {"title": "Bad", "assignee": agent.pk, "form": {"fields": [{"name": "x", "type": "?"}]}},
+        format="json",
+    )
     assert bad_form.status_code == 400
     assert list(bad_form.json()["error"]["fields"]) == ["form.fields[0].type"]
-    plan = api.post("/api/v1/tasks/", {"title": "Plan", "lifecycle": "plan",
-                                       "assignee": agent.pk}, format="json").json()
+    plan = api.post(
+        "/api/v1/tasks/",
+        {"title": "Plan", "lifecycle": "plan", "assignee": agent.pk},
+        format="json",
+    ).json()
     assert plan["state"] == "draft"
-    child = api.post("/api/v1/tasks/", {"title": "Step 1", "parent": plan["id"],
-                                        "assignee": agent.pk}, format="json").json()
+    child = api.post(
+        "/api/v1/tasks/",
+        {"title": "Step 1", "parent": plan["id"], "assignee": agent.pk},
+        format="json",
+    ).json()
     assert child["parent"] == plan["id"]
-    assert [t["title"] for t in client.get(
-        f"/api/v1/tasks/?parent={plan['id']}").json()["results"]] == ["Step 1"]
-    unknown = api.post("/api/v1/tasks/", {"title": "?", "lifecycle": "nope",
-                                          "assignee": agent.pk}, format="json")
+    assert [
+        t["title"] for t in client.get(f"/api/v1/tasks/?parent={plan['id']}").json()["results"]
+    ] == ["Step 1"]
+    unknown = api.post(
+        "/api/v1/tasks/", {"title": "?", "lifecycle": "nope", "assignee": agent.pk}, format="json"
+    )
     assert unknown.json()["error"]["fields"] == {"lifecycle": ["unknown lifecycle 'nope'"]}

@@ -31,8 +31,8 @@ def test_50_concurrent_claims_exactly_one_wins(live_server: Any) -> None:
     # Given a claimable task in a queue of fifty agents (token auth, no passwords to hash)
     hotline = Group.objects.create(name="Hotline")
     agents = get_user_model().objects.bulk_create(
-        get_user_model()(username=f"agent{i}", email=f"agent{i}@example.com")
-        for i in range(CLAIMS))
+        get_user_model()(username=f"agent{i}", email=f"agent{i}@example.com") for i in range(CLAIMS)
+    )
     hotline.user_set.add(*agents)
     tokens = {Token.objects.create(user=agent).key: agent.username for agent in agents}
     task = services.task_create(title="Hot potato", queue=hotline, routing="claim")
@@ -42,8 +42,7 @@ def test_50_concurrent_claims_exactly_one_wins(live_server: Any) -> None:
     def claim(token: str) -> tuple[int, dict[str, Any], str]:
         with requests.Session() as session:
             barrier.wait(timeout=30)
-            response = session.post(url, headers={"Authorization": f"Token {token}"},
-                                    timeout=120)
+            response = session.post(url, headers={"Authorization": f"Token {token}"}, timeout=120)
             return response.status_code, response.json(), tokens[token]
 
     # When they all claim it at once
@@ -56,8 +55,10 @@ def test_50_concurrent_claims_exactly_one_wins(live_server: Any) -> None:
     winner = next(who for status, _, who in results if status == 200)
     for status, body, _ in results:
         if status == 409:
-            assert body["error"] == {"code": "CONFLICT",
-                                     "message": "The task has already been claimed."}
+            assert body["error"] == {
+                "code": "CONFLICT",
+                "message": "The task has already been claimed.",
+            }
         else:
             assert body["assignee"]["username"] == winner and body["state"] == "in_progress"
     task = Task.objects.get(pk=task.pk)
@@ -72,8 +73,9 @@ def test_claim_rules(make_user: Any, api: Any) -> None:
 
     member = make_user("member", groups=("Desk",))
     other = make_user("other", groups=("Elsewhere",))
-    task = services.task_create(title="Claim me", queue=Group.objects.get(name="Desk"),
-                                routing="claim")
+    task = services.task_create(
+        title="Claim me", queue=Group.objects.get(name="Desk"), routing="claim"
+    )
     client = APIClient()
     client.force_authenticate(other)
     assert client.post(f"/api/v1/tasks/{task.pk}/claim/").status_code == 404
@@ -84,7 +86,5 @@ def test_claim_rules(make_user: Any, api: Any) -> None:
     assert again.status_code == 409
     assert again.json()["error"]["message"] == "You have already claimed this task."
     # staff may claim a queue task (not assigned) even outside the queue
-    free = services.task_create(title="Free", queue=Group.objects.get(name="Desk"),
-                                routing="claim")
-    assert api.post(f"/api/v1/tasks/{free.pk}/claim/").json()["assignee"]["username"] == (
-        "admin")
+    free = services.task_create(title="Free", queue=Group.objects.get(name="Desk"), routing="claim")
+    assert api.post(f"/api/v1/tasks/{free.pk}/claim/").json()["assignee"]["username"] == ("admin")

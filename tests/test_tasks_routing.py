@@ -41,7 +41,8 @@ def test_the_member_with_fewest_open_tasks_gets_the_next(make_user: Any) -> None
 
 
 def test_closed_tasks_do_not_count_and_ties_go_to_the_least_recently_assigned(
-        make_user: Any) -> None:
+    make_user: Any,
+) -> None:
     first, second = make_user("first", groups=("Q",)), make_user("second", groups=("Q",))
     queue = Group.objects.get(name="Q")
     done = services.task_create(title="Done", assignee=first)
@@ -58,8 +59,7 @@ def test_inactive_members_get_nothing(make_user: Any) -> None:
     away.save()
     here = make_user("here", groups=("Q",))
     queue = Group.objects.get(name="Q")
-    assert {services.task_create(title=f"T{n}", queue=queue).assignee
-            for n in range(3)} == {here}
+    assert {services.task_create(title=f"T{n}", queue=queue).assignee for n in range(3)} == {here}
 
 
 def test_claim_queues_and_empty_queues_leave_the_task_claimable(make_user: Any) -> None:
@@ -92,8 +92,7 @@ def test_concurrent_routing_into_one_queue_stays_even(make_user: Any) -> None:
 
     def create(n: int) -> None:
         try:
-            services.task_create(title=f"Concurrent {n}",
-                                 queue=Group.objects.get(pk=queue_id))
+            services.task_create(title=f"Concurrent {n}", queue=Group.objects.get(pk=queue_id))
         finally:
             connection.close()
 

@@ -29,28 +29,52 @@ from workflows.services import workflow_save
 
 pytestmark = pytest.mark.django_db
 
-REVIEW_FORM = {"fields": [
-    {"name": "amount", "type": "number", "label": "Approved amount", "min": 0,
-     "required": True},
-    {"name": "approved", "type": "boolean"},
-]}
+REVIEW_FORM = {
+    "fields": [
+        {
+            "name": "amount",
+            "type": "number",
+            "label": "Approved amount",
+            "min": 0,
+            "required": True,
+        },
+        {"name": "approved", "type": "boolean"},
+    ]
+}
 
 
 def order_workflow(**review: Any) -> None:
-    workflow_save(document={
-        "slug": "order-review", "name": "Order review",
-        "triggers": [{"event_type": "order.placed"}],
-        "steps": [
-            {"key": "review", "type": "create_task", "config": {
-                "title": "Review order {{order_id}}", "assignee": "{{reviewer}}",
-                "priority": "urgent", "task_type": "review", "form": REVIEW_FORM,
-                "wait": True, **review}},
-            {"key": "ship", "type": "create_task", "config": {
-                "title": "Ship {{steps.review.result.amount}} for order {{order_id}} "
-                         "(approved by {{steps.review.completed_by.username}})",
-                "assignee": "{{reviewer}}"}},
-        ],
-    })
+    workflow_save(
+        document={
+            "slug": "order-review",
+            "name": "Order review",
+            "triggers": [{"event_type": "order.placed"}],
+            "steps": [
+                {
+                    "key": "review",
+                    "type": "create_task",
+                    "config": {
+                        "title": "Review order {{order_id}}",
+                        "assignee": "{{reviewer}}",
+                        "priority": "urgent",
+                        "task_type": "review",
+                        "form": REVIEW_FORM,
+                        "wait": True,
+                        **review,
+                    },
+                },
+                {
+                    "key": "ship",
+                    "type": "create_task",
+                    "config": {
+                        "title": "Ship {{steps.review.result.amount}} for order {{order_id}} "
+                        "(approved by {{steps.review.completed_by.username}})",
+                        "assignee": "{{reviewer}}",
+                    },
+                },
+            ],
+        }
+    )
 
 
 def settle(drain: Any, task: Task) -> Run:
@@ -72,23 +96,34 @@ def test_create_task_waits_and_resumes_with_the_form_result(drain: Any, make_use
     step = ActionRun.objects.get(run=run, step_key="review")
     assert step.status == "waiting" and step.waiting_on == f"task:{task.pk}"
     assert (task.title, task.assignee, task.priority, task.task_type) == (
-        "Review order 7", reviewer, Priority.URGENT, "review")
+        "Review order 7",
+        reviewer,
+        Priority.URGENT,
+        "review",
+    )
     assert task.origin_action_run == step and task.origin_run == run and task.wait
     assert task.form == REVIEW_FORM
 
     tasks.task_transition(task_id=task.pk, action="start", actor=reviewer)
-    tasks.task_complete(task_id=task.pk, actor=reviewer, data={"amount": "1500.50",
-                                                               "approved": True})
+    tasks.task_complete(
+        task_id=task.pk, actor=reviewer, data={"amount": "1500.50", "approved": True}
+    )
     run = settle(drain, task)
 
     assert run.status == "completed"
     step.refresh_from_db()
     assert step.status == "completed"
     assert step.output == {
-        "task_id": task.pk, "state": "completed", "outcome": "completed",
+        "task_id": task.pk,
+        "state": "completed",
+        "outcome": "completed",
         "result": {"amount": 1500.5, "approved": True},
-        "completed_by": {"id": reviewer.pk, "username": "rita", "email": "rita@example.com",
-                         "is_staff": False},
+        "completed_by": {
+            "id": reviewer.pk,
+            "username": "rita",
+            "email": "rita@example.com",
+            "is_staff": False,
+        },
     }
     ship = Task.objects.exclude(pk=task.pk).get()
     assert ship.title == "Ship 1500.5 for order 7 (approved by rita)"
@@ -96,14 +131,16 @@ def test_create_task_waits_and_resumes_with_the_form_result(drain: Any, make_use
 
 
 def test_a_cancelled_task_fails_the_waiting_step_and_retry_makes_a_new_task(
-        drain: Any, make_user: Any) -> None:
+    drain: Any, make_user: Any
+) -> None:
     reviewer = make_user("rita")
     order_workflow()
     emit("order.placed", {"order_id": 8, "reviewer": "rita"})
     drain()
     task = Task.objects.get()
-    tasks.task_transition(task_id=task.pk, action="cancel", actor=reviewer,
-                          input={"reason": "duplicate order"})
+    tasks.task_transition(
+        task_id=task.pk, action="cancel", actor=reviewer, input={"reason": "duplicate order"}
+    )
     run = settle(drain, task)
     assert run.status == "failed"
     assert run.error_code == "TASK_CANCELLED"
@@ -136,19 +173,32 @@ def test_a_repeated_execution_finds_the_task_it_made(drain: Any, make_user: Any)
 
 
 def test_assignee_from_the_lead_owner_with_due_date_and_related_object(
-        drain: Any, make_user: Any) -> None:
+    drain: Any, make_user: Any
+) -> None:
     owner = make_user("olga")
-    workflow_save(document={
-        "slug": "follow-up", "name": "Follow up",
-        "triggers": [{"event_type": "lead.created"}],
-        "steps": [{"key": "follow_up", "type": "create_task", "config": {
-            "title": "Follow up with {{lead.company_name}}",
-            "assignee": "{{lead.owner.email}}", "due_date": "{{today+2}}",
-            "priority": "high", "entity_type": "lead", "entity_id": "{{lead.id}}"}}],
-    })
+    workflow_save(
+        document={
+            "slug": "follow-up",
+            "name": "Follow up",
+            "triggers": [{"event_type": "lead.created"}],
+            "steps": [
+                {
+                    "key": "follow_up",
+                    "type": "create_task",
+                    "config": {
+                        "title": "Follow up with {{lead.company_name}}",
+                        "assignee": "{{lead.owner.email}}",
+                        "due_date": "{{today+2}}",
+                        "priority": "high",
+                        "entity_type": "lead",
+                        "entity_id": "{{lead.id}}",
+                    },
+                }
+            ],
+        }
+    )
     with transaction.atomic():
-        lead = Lead.objects.create(company_name="Globex", owner=owner,
-                                   annual_revenue=Decimal("10"))
+        lead = Lead.objects.create(company_name="Globex", owner=owner, annual_revenue=Decimal("10"))
     drain()
     task = Task.objects.get()
     assert task.title == "Follow up with Globex" and task.assignee == owner
@@ -160,8 +210,7 @@ def test_assignee_from_the_lead_owner_with_due_date_and_related_object(
     assert step.status == "completed"
     assert step.output["task_id"] == task.pk and step.output["assignee"] == "olga"
     created = Event.objects.get(type="task.created")
-    assert created.payload["task"]["related"] == {"entity_type": "lead",
-                                                  "entity_id": str(lead.pk)}
+    assert created.payload["task"]["related"] == {"entity_type": "lead", "entity_id": str(lead.pk)}
     assert created.payload["task"]["assignee"]["email"] == "olga@example.com"
 
 
@@ -184,47 +233,81 @@ def test_an_empty_assignee_falls_back_to_the_queue(drain: Any, make_user: Any) -
 
 def test_create_task_configs_are_validated_on_save() -> None:
     with pytest.raises(DefinitionInvalid) as info:
-        workflow_save(document={
-            "slug": "bad", "name": "Bad", "triggers": [{"event_type": "x.happened"}],
-            "steps": [{"key": "t", "type": "create_task", "config": {
-                "title": "T", "priority": "critical",
-                "form": {"fields": [{"name": "pick", "type": "select"},
+        workflow_save(
+            document={
+                "slug": "bad",
+                "name": "Bad",
+                "triggers": [{"event_type": "x.happened"}],
+                "steps": [
+                    {
+                        "key": "t",
+                        "type": "create_task",
+                        "config": {
+                            "title": "T",
+                            "priority": "critical",
+                            "form": {
+                                "fields": [
+                                    {"name": "pick", "type": "select"},
                                     {"name": "n", "type": "number", "min": 5, "max": 1},
-                                    {"name": "x", "type": "slider"}]}}}],
-        })
+                                    {"name": "x", "type": "slider"},
+                                ]
+                            },
+                        },
+                    }
+                ],
+            }
+        )
     fields = info.value.fields
     assert fields["steps[0].config.assignee"] == ["give an assignee or a queue"]
     assert fields["steps[0].config.form.fields[0].choices"] == [
-        "a select field needs a non-empty list of choices"]
+        "a select field needs a non-empty list of choices"
+    ]
     assert fields["steps[0].config.form.fields[1].min"] == ["must not be greater than max"]
     assert fields["steps[0].config.form.fields[2].type"][0].startswith(
-        "unknown field type 'slider'")
+        "unknown field type 'slider'"
+    )
     assert "steps[0].config.priority" in fields
 
 
 def test_transition_task_drives_a_task_from_a_workflow(drain: Any, make_user: Any) -> None:
     agent = make_user("agent")
     task = tasks.task_create(title="Refund", assignee=agent)
-    workflow_save(document={
-        "slug": "auto-close", "name": "Auto close",
-        "triggers": [{"event_type": "ticket.resolved"}],
-        "steps": [
-            {"key": "start", "type": "transition_task",
-             "config": {"task": "{{task_id}}", "action": "start"}},
-            {"key": "finish", "type": "transition_task",
-             "config": {"task": "{{task_id}}", "action": "complete", "outcome": "resolved"}},
-            {"key": "again", "type": "transition_task",
-             "config": {"task": "{{task_id}}", "action": "start"}},
-        ],
-    })
+    workflow_save(
+        document={
+            "slug": "auto-close",
+            "name": "Auto close",
+            "triggers": [{"event_type": "ticket.resolved"}],
+            "steps": [
+                {
+                    "key": "start",
+                    "type": "transition_task",
+                    "config": {"task": "{{task_id}}", "action": "start"},
+                },
+                {
+                    "key": "finish",
+                    "type": "transition_task",
+                    "config": {"task": "{{task_id}}", "action": "complete", "outcome": "resolved"},
+                },
+                {
+                    "key": "again",
+                    "type": "transition_task",
+                    "config": {"task": "{{task_id}}", "action": "start"},
+                },
+            ],
+        }
+    )
     emit("ticket.resolved", {"task_id": task.pk})
     drain()
     task.refresh_from_db()
     assert (task.state, task.outcome, task.completed_by) == ("completed", "resolved", None)
     steps = {ar.step_key: ar for ar in ActionRun.objects.all()}
-    assert steps["finish"].output == {"task_id": task.pk, "action": "complete",
-                                      "from_state": "in_progress", "state": "completed",
-                                      "outcome": "resolved"}
+    assert steps["finish"].output == {
+        "task_id": task.pk,
+        "action": "complete",
+        "from_state": "in_progress",
+        "state": "completed",
+        "outcome": "resolved",
+    }
     assert steps["again"].status == "failed"
     assert steps["again"].error_code == "INVALID_TRANSITION"
     assert steps["again"].output["current_state"] == "completed"
@@ -250,8 +333,11 @@ def test_case_management_chain(drain: Any, make_user: Any) -> None:
 
     # and the agent claims and completes it
     tasks.task_claim(task_id=intake.pk, actor=intake_agent)
-    tasks.task_complete(task_id=intake.pk, actor=intake_agent,
-                        data={"summary": "Water everywhere", "urgency": "high"})
+    tasks.task_complete(
+        task_id=intake.pk,
+        actor=intake_agent,
+        data={"summary": "Water everywhere", "urgency": "high"},
+    )
     drain()
 
     # Then task.completed starts a high-priority assessment for the least busy assessor
@@ -259,12 +345,10 @@ def test_case_management_chain(drain: Any, make_user: Any) -> None:
     assert assessment.priority == Priority.HIGH
     assert assessment.assignee == free
     assert assessment.title == "Assess: Intake: Flooded basement"
-    assert assessment.description == (
-        "Intake by ivan: Water everywhere (urgency high).")
+    assert assessment.description == ("Intake by ivan: Water everywhere (urgency high).")
     run = Run.objects.get(workflow__slug="case-intake-to-assessment")
     assert run.status == "completed" and run.event.type == "task.completed"
-    assert run.event.payload["task"]["result"] == {"summary": "Water everywhere",
-                                                   "urgency": "high"}
+    assert run.event.payload["task"]["result"] == {"summary": "Water everywhere", "urgency": "high"}
 
 
 def test_simulation_describes_create_task_without_creating(make_user: Any, api: Any) -> None:
@@ -273,8 +357,11 @@ def test_simulation_describes_create_task_without_creating(make_user: Any, api: 
     from workflows.models import Workflow
 
     workflow = Workflow.objects.get(slug="order-review")
-    response = api.post(f"/api/v1/workflows/{workflow.pk}/simulate/",
-                        {"payload": {"order_id": 3, "reviewer": "rita"}}, format="json")
+    response = api.post(
+        f"/api/v1/workflows/{workflow.pk}/simulate/",
+        {"payload": {"order_id": 3, "reviewer": "rita"}},
+        format="json",
+    )
     assert response.status_code == 200, response.content
     assert not Task.objects.exists()
     assert "create a task and wait for it" in str(response.json())

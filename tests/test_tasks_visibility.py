@@ -42,8 +42,9 @@ def world(make_user: Any) -> dict[str, Any]:
     Queue.objects.create(group=a, routing="claim").managers.add(users["manager"])
     Queue.objects.create(group=b, routing="claim").managers.add(users["other_manager"])
     tasks = {
-        "assigned": services.task_create(title="assigned", queue=a, assignee=users["assignee"],
-                                         form=FORM),
+        "assigned": services.task_create(
+            title="assigned", queue=a, assignee=users["assignee"], form=FORM
+        ),
         "claimable": services.task_create(title="claimable", queue=a),
         "b_assigned": services.task_create(title="b_assigned", queue=b, assignee=users["bee"]),
         "b_open": services.task_create(title="b_open", queue=b),
@@ -77,8 +78,12 @@ WRITES = {
     "reassign/": {"queue": None, "reason": "x"},
     "escalate/": {"reason": "x"},
 }
-PAGE_POSTS = {"claim/": {}, "transition/": {"action": "cancel"}, "complete/": {"note": "x"},
-              "notes/": {"note": "hello"}}
+PAGE_POSTS = {
+    "claim/": {},
+    "transition/": {"action": "cancel"},
+    "complete/": {"note": "x"},
+    "notes/": {"note": "hello"},
+}
 
 
 def names_in(body: Any, tasks: dict[str, Task]) -> set[str]:
@@ -99,8 +104,10 @@ def test_anonymous_sees_nothing(world: dict[str, Any]) -> None:
         for suffix in READS:
             assert api.get(f"/api/v1/tasks/{task.pk}/{suffix}").status_code == 401
         for suffix, body in WRITES.items():
-            assert api.post(f"/api/v1/tasks/{task.pk}/{suffix}", body,
-                            format="json").status_code == 401
+            assert (
+                api.post(f"/api/v1/tasks/{task.pk}/{suffix}", body, format="json").status_code
+                == 401
+            )
         response = pages.get(f"/inbox/tasks/{task.pk}/")
         assert response.status_code == 302 and "/accounts/login/" in response["Location"]
         for suffix, data in PAGE_POSTS.items():
@@ -133,7 +140,9 @@ def test_the_api_shows_exactly_the_visible_tasks(world: dict[str, Any], role: st
                     # a member of the task's queue who is too late to claim is told so
                     assert response.status_code == 409
                     assert response.json()["error"] == {
-                        "code": "CONFLICT", "message": "The task has already been claimed."}
+                        "code": "CONFLICT",
+                        "message": "The task has already been claimed.",
+                    }
                     continue
                 assert response.status_code == 404, (role, name, suffix, response.content)
     # nothing out of sight was changed by those calls
@@ -146,8 +155,7 @@ def test_the_pages_show_exactly_the_visible_tasks(world: dict[str, Any], role: s
     pages = Client()
     pages.force_login(user)
     mine, queues, team = PAGES[role]
-    for url, expected in (("/inbox/", mine), ("/inbox/queues/", queues),
-                          ("/inbox/team/", team)):
+    for url, expected in (("/inbox/", mine), ("/inbox/queues/", queues), ("/inbox/team/", team)):
         response = pages.get(url)
         assert response.status_code == 200
         assert rows_in(response.content.decode(), tasks) == expected, (role, url)
@@ -169,8 +177,11 @@ def test_a_manager_sees_queue_tasks_whoever_holds_them(world: dict[str, Any]) ->
     api = APIClient()
     api.force_authenticate(users["manager"])
     # the manager hands the assigned task to the other agent; it stays in sight
-    moved = api.post(f"/api/v1/tasks/{tasks['assigned'].pk}/reassign/",
-                     {"assignee": users["agent"].pk, "reason": "holiday"}, format="json")
+    moved = api.post(
+        f"/api/v1/tasks/{tasks['assigned'].pk}/reassign/",
+        {"assignee": users["agent"].pk, "reason": "holiday"},
+        format="json",
+    )
     assert moved.status_code == 200 and moved.json()["assignee"]["username"] == "agent"
     api.force_authenticate(users["assignee"])
     assert api.get(f"/api/v1/tasks/{tasks['assigned'].pk}/").status_code == 404
@@ -179,31 +190,44 @@ def test_a_manager_sees_queue_tasks_whoever_holds_them(world: dict[str, Any]) ->
 
 
 def test_another_agent_cannot_act_on_a_claimable_task_beyond_claiming(
-        world: dict[str, Any]) -> None:
+    world: dict[str, Any],
+) -> None:
     users, tasks = world["users"], world["tasks"]
     api = APIClient()
     api.force_authenticate(users["agent"])
     task = tasks["claimable"]
-    denied = api.post(f"/api/v1/tasks/{task.pk}/transition/", {"action": "cancel"},
-                      format="json")
+    denied = api.post(f"/api/v1/tasks/{task.pk}/transition/", {"action": "cancel"}, format="json")
     assert denied.status_code == 403
     assert denied.json()["error"]["code"] == "PERMISSION_DENIED"
-    assert api.post(f"/api/v1/tasks/{task.pk}/reassign/", {"assignee": users["agent"].pk},
-                    format="json").status_code == 403
+    assert (
+        api.post(
+            f"/api/v1/tasks/{task.pk}/reassign/", {"assignee": users["agent"].pk}, format="json"
+        ).status_code
+        == 403
+    )
     available = api.get(f"/api/v1/tasks/{task.pk}/available-actions/").json()
     assert {key: available[key] for key in ("state", "actions", "can_claim")} == {
-        "state": "new", "actions": [], "can_claim": True}
+        "state": "new",
+        "actions": [],
+        "can_claim": True,
+    }
 
 
 @pytest.mark.parametrize("role", list(VISIBLE))
-def test_exports_hold_exactly_the_visible_tasks(world: dict[str, Any], role: str, drain: Any,
-                                                settings: Any, tmp_path: Path) -> None:
+def test_exports_hold_exactly_the_visible_tasks(
+    world: dict[str, Any], role: str, drain: Any, settings: Any, tmp_path: Path
+) -> None:
     settings.MEDIA_ROOT = tmp_path
-    workflow = workflow_save(document={
-        "slug": "task-export", "name": "Export tasks", "triggers": [],
-        "steps": [{"key": "export", "type": "enqueue_export",
-                   "config": {"entity_type": "task"}}],
-    })
+    workflow = workflow_save(
+        document={
+            "slug": "task-export",
+            "name": "Export tasks",
+            "triggers": [],
+            "steps": [
+                {"key": "export", "type": "enqueue_export", "config": {"entity_type": "task"}}
+            ],
+        }
+    )
     run = workflow_execute(workflow_id=workflow.pk, payload={}, actor=world["users"][role])
     drain()
     step = run.action_runs.get()

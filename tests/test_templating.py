@@ -545,8 +545,10 @@ def test_typed_values_are_bounded() -> None:
     with pytest.raises(TemplateRenderError) as small:
         render_value("{{ items }}", {"items": items}, limits=Limits(max_value_size=100))
     assert small.value.code == "value_too_large"
-    assert render_value({"a": "{{ n }}", "b": "{{ items }}"},
-                        {"n": 5, "items": [1, 2]}).value == {"a": 5, "b": [1, 2]}
+    assert render_value({"a": "{{ n }}", "b": "{{ items }}"}, {"n": 5, "items": [1, 2]}).value == {
+        "a": 5,
+        "b": [1, 2],
+    }
 
 
 def test_template_too_long() -> None:
@@ -830,8 +832,7 @@ def test_sum_refuses_what_is_not_a_number(value: object) -> None:
 
 
 def test_sum_takes_no_argument() -> None:
-    assert [issue.code for issue in validate_template("{{ w | sum:2 }}")] == [
-        "bad_filter_argument"]
+    assert [issue.code for issue in validate_template("{{ w | sum:2 }}")] == ["bad_filter_argument"]
 
 
 def test_sum_does_not_call_methods_of_subclasses() -> None:

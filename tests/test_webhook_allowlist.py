@@ -44,10 +44,24 @@ VALID = {
     "[FD00::1]:443": ("fd00::1", 443),
     " localhost:8080 ": ("localhost", 8080),
 }
-INVALID = ["", " ", "http://hooks.internal", "hooks.internal/path", "user@hooks.internal",
-           "*.example.com", "hooks.internal:", "hooks.internal:0", "hooks.internal:70000",
-           "hooks.internal:abc", "hooks.internal:\uff18\uff10", "[fd00::1", "[hooks]:80",
-           "a b", "hooks.internal:80:90", "h\u00f6oks.internal"]
+INVALID = [
+    "",
+    " ",
+    "http://hooks.internal",
+    "hooks.internal/path",
+    "user@hooks.internal",
+    "*.example.com",
+    "hooks.internal:",
+    "hooks.internal:0",
+    "hooks.internal:70000",
+    "hooks.internal:abc",
+    "hooks.internal:\uff18\uff10",
+    "[fd00::1",
+    "[hooks]:80",
+    "a b",
+    "hooks.internal:80:90",
+    "h\u00f6oks.internal",
+]
 
 
 @pytest.mark.parametrize("entry", list(VALID))
@@ -64,8 +78,7 @@ def test_allow_list_entries_of_other_forms_are_refused(entry: str) -> None:
 def test_a_port_entry_allows_that_port_only() -> None:
     with webhook_receiver() as receiver, canary_listener() as canary:
         allowed = [f"127.0.0.1:{receiver.port}"]
-        response = safe_request("POST", f"{receiver.url}/hook", body=b"{}",
-                                allow_hosts=allowed)
+        response = safe_request("POST", f"{receiver.url}/hook", body=b"{}", allow_hosts=allowed)
         assert response.status == 200 and len(receiver.requests) == 1
         with pytest.raises(UnsafeURLError) as refused:
             safe_request("GET", f"http://127.0.0.1:{canary.port}/", allow_hosts=allowed)
@@ -76,21 +89,35 @@ def test_a_port_entry_allows_that_port_only() -> None:
 
 
 def test_a_bad_entry_fails_the_system_check(settings: Any) -> None:
-    settings.FLOWDESK = {**settings.FLOWDESK,
-                         "WEBHOOK_ALLOW_HOSTS": ["127.0.0.1:8080", "https://hooks.internal"]}
+    settings.FLOWDESK = {
+        **settings.FLOWDESK,
+        "WEBHOOK_ALLOW_HOSTS": ["127.0.0.1:8080", "https://hooks.internal"],
+    }
     errors = [e for e in checks.run_checks() if e.id == "flowdesk.E001"]
     assert len(errors) == 1 and "'https://hooks.internal'" in errors[0].msg
 
 
 def test_manage_py_refuses_to_start_with_a_bad_entry() -> None:
     env = {**os.environ, "FLOWDESK_WEBHOOK_ALLOW_HOSTS": "10.0.0.5:8443,hooks.internal:abc"}
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "flowdesk.E001" in result.stderr and "'hooks.internal:abc'" in result.stderr
     env["FLOWDESK_WEBHOOK_ALLOW_HOSTS"] = "10.0.0.5:8443,[fd00::1]:443"
-    ok = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
 
 
@@ -103,11 +130,14 @@ def test_sent_url_is_the_url_the_client_sends() -> None:
 
 @pytest.mark.django_db
 def test_the_recorded_url_is_the_host_actually_called(
-        settings: Any, drain: Any, caplog: pytest.LogCaptureFixture) -> None:
+    settings: Any, drain: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="automation.safehttp")
     with webhook_receiver() as receiver:
-        settings.FLOWDESK = {**settings.FLOWDESK,
-                             "WEBHOOK_ALLOW_HOSTS": [f"127.0.0.1:{receiver.port}"]}
+        settings.FLOWDESK = {
+            **settings.FLOWDESK,
+            "WEBHOOK_ALLOW_HOSTS": [f"127.0.0.1:{receiver.port}"],
+        }
         receiver.default = Answer(status=200)
         url = f"http://127.0.0.1:{receiver.port}\\@evil.example/hook"
         run = execute(one_step_workflow("backslash", "call_webhook", {"url": url}))

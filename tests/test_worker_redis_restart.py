@@ -24,8 +24,9 @@ from crm.models import Deal
 from tests.conftest import ARTIFACTS, wait_for
 from workflows.services import workflow_save
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="needs redis-server on PATH")
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="needs redis-server on PATH"
+)
 
 
 def spare_port() -> int:
@@ -47,9 +48,22 @@ class RedisServer:
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115  (owned by the subprocess)
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--daemonize", "no"],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         wait_for(lambda: self._answers(client), timeout=10, message="redis-server to start")
 
@@ -75,32 +89,49 @@ def private_redis() -> Iterator[RedisServer]:
 
 
 def notes_on(deal: Deal) -> list[str]:
-    return sorted(Note.objects.filter(
-        content_type=ContentType.objects.get_for_model(Deal), object_id=str(deal.pk),
-    ).values_list("note", flat=True))
+    return sorted(
+        Note.objects.filter(
+            content_type=ContentType.objects.get_for_model(Deal),
+            object_id=str(deal.pk),
+        ).values_list("note", flat=True)
+    )
 
 
 def test_worker_holding_work_survives_a_redis_restart(
-        start_worker: Any, private_redis: RedisServer) -> None:
+    start_worker: Any, private_redis: RedisServer
+) -> None:
     deal = Deal.objects.create(name="Redis restart")
-    workflow_save(document={
-        "slug": "restart", "name": "Restart", "triggers": [{"event_type": "deal.won"}],
-        "steps": [
-            {"key": "before", "type": "add_note", "config": {
-                "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "before"}},
-            {"key": "slow", "type": "test_sleep", "config": {"seconds": 6}},
-            {"key": "after", "type": "add_note", "config": {
-                "entity_type": "deal", "entity_id": "{{deal_id}}", "note": "after"}},
-        ],
-    })
+    workflow_save(
+        document={
+            "slug": "restart",
+            "name": "Restart",
+            "triggers": [{"event_type": "deal.won"}],
+            "steps": [
+                {
+                    "key": "before",
+                    "type": "add_note",
+                    "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "before"},
+                },
+                {"key": "slow", "type": "test_sleep", "config": {"seconds": 6}},
+                {
+                    "key": "after",
+                    "type": "add_note",
+                    "config": {"entity_type": "deal", "entity_id": "{{deal_id}}", "note": "after"},
+                },
+            ],
+        }
+    )
     worker = start_worker("restart", concurrency=2, CELERY_BROKER_URL=private_redis.url)
     first = emit("deal.won", {"deal_id": deal.pk})
     ring_private_broker(private_redis)
     wait_for(lambda: notes_on(deal) == ["before"], timeout=30, message="the first step")
     broker = redis.Redis.from_url(private_redis.url)
     # Kombu keeps a delivered, unacknowledged message in the ``unacked`` hash.
-    wait_for(lambda: broker.hlen("unacked") > 0, timeout=10,
-             message="the worker to hold an unacknowledged message")
+    wait_for(
+        lambda: broker.hlen("unacked") > 0,
+        timeout=10,
+        message="the worker to hold an unacknowledged message",
+    )
     broker.close()
 
     # The worker holds the slow step's message, unacknowledged, when Redis goes away.
@@ -108,14 +139,20 @@ def test_worker_holding_work_survives_a_redis_restart(
     time.sleep(2)
     private_redis.start()
 
-    wait_for(lambda: Run.objects.filter(event=first, status="completed").exists(),
-             timeout=90, message="the run to complete after the Redis restart")
+    wait_for(
+        lambda: Run.objects.filter(event=first, status="completed").exists(),
+        timeout=90,
+        message="the run to complete after the Redis restart",
+    )
     assert notes_on(deal) == ["after", "before"]
     # The same worker process is still there and takes new work from the restarted Redis.
     second = emit("deal.won", {"deal_id": deal.pk})
     ring_private_broker(private_redis)
-    wait_for(lambda: Run.objects.filter(event=second, status="completed").exists(),
-             timeout=90, message="a run started after the Redis restart")
+    wait_for(
+        lambda: Run.objects.filter(event=second, status="completed").exists(),
+        timeout=90,
+        message="a run started after the Redis restart",
+    )
     assert worker.proc is not None
     assert worker.proc.poll() is None, f"the worker exited; log: {worker.log_path}"
     log = worker.log()

@@ -51,38 +51,65 @@ def test_create_read_update_publishes_versions(api: APIClient) -> None:
 
 
 INVALID = [
-    ("unknown operator",
-     lambda d: d["triggers"][0]["conditions"]["and"][1].update(operator="equals"),
-     "triggers[0].conditions.and[1].operator", "unknown operator 'equals'"),
-    ("in without a list",
-     lambda d: d["triggers"][0].update(conditions={
-         "field": "status", "operator": "in", "value": "new"}),
-     "triggers[0].conditions.value", "operator 'in' needs a list value"),
-    ("cycle",
-     lambda d: (d["steps"][0].update(after=["note"]), d["steps"][1].update(after=["qualify"])),
-     "steps[0].after", "cycle"),
-    ("unknown after key",
-     lambda d: d["steps"][1].update(after=["nope"]),
-     "steps[1].after[0]", "unknown step 'nope'"),
-    ("bad template",
-     lambda d: d["steps"][1]["config"].update(note="Hello {{lead.company_name"),
-     "steps[1].config.note", ""),
-    ("unknown template variable",
-     lambda d: d["steps"][1]["config"].update(note="{{ledd.company_name}}"),
-     "steps[1].config.note", "unknown variable 'ledd'"),
-    ("unknown step type",
-     lambda d: d["steps"][1].update(type="send_fax"),
-     "steps[1].type", "unknown step type 'send_fax'"),
-    ("missing config key",
-     lambda d: d["steps"][0]["config"].pop("field"),
-     "steps[0].config.field", "required"),
+    (
+        "unknown operator",
+        lambda d: d["triggers"][0]["conditions"]["and"][1].update(operator="equals"),
+        "triggers[0].conditions.and[1].operator",
+        "unknown operator 'equals'",
+    ),
+    (
+        "in without a list",
+        lambda d: d["triggers"][0].update(
+            conditions={"field": "status", "operator": "in", "value": "new"}
+        ),
+        "triggers[0].conditions.value",
+        "operator 'in' needs a list value",
+    ),
+    (
+        "cycle",
+        lambda d: (d["steps"][0].update(after=["note"]), d["steps"][1].update(after=["qualify"])),
+        "steps[0].after",
+        "cycle",
+    ),
+    (
+        "unknown after key",
+        lambda d: d["steps"][1].update(after=["nope"]),
+        "steps[1].after[0]",
+        "unknown step 'nope'",
+    ),
+    (
+        "bad template",
+        lambda d: d["steps"][1]["config"].update(note="Hello {{lead.company_name"),
+        "steps[1].config.note",
+        "",
+    ),
+    (
+        "unknown template variable",
+        lambda d: d["steps"][1]["config"].update(note="{{ledd.company_name}}"),
+        "steps[1].config.note",
+        "unknown variable 'ledd'",
+    ),
+    (
+        "unknown step type",
+        lambda d: d["steps"][1].update(type="send_fax"),
+        "steps[1].type",
+        "unknown step type 'send_fax'",
+    ),
+    (
+        "missing config key",
+        lambda d: d["steps"][0]["config"].pop("field"),
+        "steps[0].config.field",
+        "required",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "mutate", "path", "message"), INVALID,
-                         ids=[case[0] for case in INVALID])
+@pytest.mark.parametrize(
+    ("name", "mutate", "path", "message"), INVALID, ids=[case[0] for case in INVALID]
+)
 def test_invalid_definitions_are_refused_with_the_json_path(
-        api: APIClient, name: str, mutate: Any, path: str, message: str) -> None:
+    api: APIClient, name: str, mutate: Any, path: str, message: str
+) -> None:
     doc = document()
     mutate(doc)
     for url in ("/api/v1/workflows/", "/api/v1/workflows/validate/"):
@@ -98,28 +125,48 @@ def test_invalid_definitions_are_refused_with_the_json_path(
 
 def test_invalid_update_changes_nothing(api: APIClient) -> None:
     created = create_published(api, document())
-    response = api.patch(f"/api/v1/workflows/{created['id']}/",
-                         {"steps": [{"key": "x", "type": "add_note", "config": {}}]},
-                         format="json")
+    response = api.patch(
+        f"/api/v1/workflows/{created['id']}/",
+        {"steps": [{"key": "x", "type": "add_note", "config": {}}]},
+        format="json",
+    )
     assert response.status_code == 400
     assert "steps[0].config.note" in response.json()["error"]["fields"]
     assert list(Action.objects.order_by("position").values_list("key", flat=True)) == [
-        "qualify", "note", "notify", "follow_up"]
+        "qualify",
+        "note",
+        "notify",
+        "follow_up",
+    ]
     assert WorkflowVersion.objects.count() == 1
 
 
 def test_simulate_shows_matches_trace_and_rendered_configs_and_changes_nothing(
-        api: APIClient, make_user: Any) -> None:
+    api: APIClient, make_user: Any
+) -> None:
     workflow = create_published(api, document())
     owner = make_user("olga")
-    lead = Lead.objects.create(company_name="Sim Corp", annual_revenue=Decimal("1500000"),
-                               budget=Decimal("20000"), owner=owner)
+    lead = Lead.objects.create(
+        company_name="Sim Corp",
+        annual_revenue=Decimal("1500000"),
+        budget=Decimal("20000"),
+        owner=owner,
+    )
     before = (Event.objects.count(), Run.objects.count(), Note.objects.count())
 
-    response = api.post(f"/api/v1/workflows/{workflow['id']}/simulate/", {
-        "event_type": "lead.created",
-        "payload": {"id": 7, "company_name": "Acme", "annual_revenue": "2000000.00",
-                    "budget": 60000}}, format="json")
+    response = api.post(
+        f"/api/v1/workflows/{workflow['id']}/simulate/",
+        {
+            "event_type": "lead.created",
+            "payload": {
+                "id": 7,
+                "company_name": "Acme",
+                "annual_revenue": "2000000.00",
+                "budget": 60000,
+            },
+        },
+        format="json",
+    )
     assert response.status_code == 200, response.content
     result = response.json()
     assert result["would_start"] is True
@@ -129,14 +176,22 @@ def test_simulate_shows_matches_trace_and_rendered_configs_and_changes_nothing(
     assert trace["children"][0]["actual"] == "2000000.00"
     steps = {s["key"]: s for s in result["steps"]}
     assert steps["qualify"]["rendered_config"] == {
-        "entity_type": "lead", "entity_id": 7, "field": "status", "value": "qualified"}
+        "entity_type": "lead",
+        "entity_id": 7,
+        "field": "status",
+        "value": "qualified",
+    }
     assert steps["note"]["rendered_config"]["note"] == (
-        "Auto-qualified: revenue 2000000.00, budget 60000.")
+        "Auto-qualified: revenue 2000000.00, budget 60000."
+    )
     assert steps["qualify"]["status_if_run"] == "completed"
 
     # From a stored object: the budget is below the bar.
-    response = api.post(f"/api/v1/workflows/{workflow['id']}/simulate/", {
-        "event_type": "lead.created", "entity_id": str(lead.pk)}, format="json")
+    response = api.post(
+        f"/api/v1/workflows/{workflow['id']}/simulate/",
+        {"event_type": "lead.created", "entity_id": str(lead.pk)},
+        format="json",
+    )
     result = response.json()
     assert result["would_start"] is False
     assert [c["result"] for c in result["triggers"][0]["trace"]["children"]] == [True, False]
@@ -154,19 +209,34 @@ def test_trigger_and_action_endpoints_edit_and_republish(api: APIClient) -> None
     assert response.status_code == 200, response.content
     assert response.json()["id"] == trigger_id and response.json()["priority"] == 99
     assert publish(api, workflow["id"])["version"] == 2
-    response = api.post("/api/v1/actions/", {
-        "workflow": workflow["slug"], "key": "later", "type": "delay",
-        "config": {"for": "1 day"}}, format="json")
+    response = api.post(
+        "/api/v1/actions/",
+        {"workflow": workflow["slug"], "key": "later", "type": "delay", "config": {"for": "1 day"}},
+        format="json",
+    )
     assert response.status_code == 201, response.content
     publish(api, workflow["id"])
-    bad = api.post("/api/v1/actions/", {
-        "workflow": workflow["slug"], "key": "bad", "type": "delay",
-        "config": {"for": "1 day"}, "after": ["ghost"]}, format="json")
+    bad = api.post(
+        "/api/v1/actions/",
+        {
+            "workflow": workflow["slug"],
+            "key": "bad",
+            "type": "delay",
+            "config": {"for": "1 day"},
+            "after": ["ghost"],
+        },
+        format="json",
+    )
     assert bad.status_code == 400
     assert "steps[5].after[0]" in bad.json()["error"]["fields"]
     detail = api.get(f"/api/v1/workflows/{workflow['id']}/").json()
     assert [s["key"] for s in detail["steps"]] == [
-        "qualify", "note", "notify", "follow_up", "later"]
+        "qualify",
+        "note",
+        "notify",
+        "follow_up",
+        "later",
+    ]
     assert detail["version"] == 3
     note_id = Action.objects.get(key="note").pk
     assert api.delete(f"/api/v1/actions/{note_id}/").status_code == 204
@@ -176,8 +246,11 @@ def test_trigger_and_action_endpoints_edit_and_republish(api: APIClient) -> None
 
 def test_delete_workflow_with_runs_is_a_conflict(api: APIClient) -> None:
     workflow = create_published(api, document())
-    api.post(f"/api/v1/workflows/{workflow['id']}/execute/",
-             {"payload": {"lead": {"id": 1}}}, format="json")
+    api.post(
+        f"/api/v1/workflows/{workflow['id']}/execute/",
+        {"payload": {"lead": {"id": 1}}},
+        format="json",
+    )
     response = api.delete(f"/api/v1/workflows/{workflow['id']}/")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "WORKFLOW_IN_USE"

@@ -41,8 +41,16 @@ def _add_issues(form: forms.Form, issues: list[tuple[str, str]], prefix: str) ->
 
 
 TRIGGER_FIELDS = ["event_type", "conditions", "priority", "is_active"]
-STEP_FIELDS = ["key", "type", "config", "conditions", "after", "allow_failure", "retry",
-               "timeout_seconds"]
+STEP_FIELDS = [
+    "key",
+    "type",
+    "config",
+    "conditions",
+    "after",
+    "allow_failure",
+    "retry",
+    "timeout_seconds",
+]
 
 
 class TriggerForm(forms.ModelForm):
@@ -69,8 +77,14 @@ class ActionForm(forms.ModelForm):
         keys = {data.get("key")}
         _add_issues(self, validate_step(step, "step", None, keys | {None}), "step")
         if data.get("conditions"):
-            _add_issues(self, [(i.path, i.message) for i in
-                               validate_condition(data["conditions"], "step.conditions")], "step")
+            _add_issues(
+                self,
+                [
+                    (i.path, i.message)
+                    for i in validate_condition(data["conditions"], "step.conditions")
+                ],
+                "step",
+            )
         return data
 
 
@@ -118,14 +132,28 @@ class DraftFilter(admin.SimpleListFilter):
 
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "is_active", "version_number", "draft_state", "updated_at",
-                    "tools")
+    list_display = (
+        "name",
+        "slug",
+        "is_active",
+        "version_number",
+        "draft_state",
+        "updated_at",
+        "tools",
+    )
     list_filter = ("is_active", DraftFilter)
     change_form_template = "admin/workflows/workflow/change_form.html"
     search_fields = ("name", "slug", "description")
     prepopulated_fields = {"slug": ("name",)}
-    readonly_fields = ("graph", "published_version", "draft_updated_at", "draft_updated_by",
-                       "created_by", "created_at", "updated_at")
+    readonly_fields = (
+        "graph",
+        "published_version",
+        "draft_updated_at",
+        "draft_updated_by",
+        "created_by",
+        "created_at",
+        "updated_at",
+    )
     exclude = ("draft",)
     inlines = [TriggerInline, ActionInline]
     actions = ["publish"]
@@ -153,8 +181,9 @@ class WorkflowAdmin(admin.ModelAdmin):
             reverse("admin:workflows_workflow_raw", args=[obj.pk]),
         )
 
-    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None
-                   ) -> Workflow | None:
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: Any = None
+    ) -> Workflow | None:
         """The workflow as its draft reads, so the change form edits the draft (the rows
         already hold it; the workflow's own fields are the published ones)."""
         obj = super().get_object(request, object_id, from_field)
@@ -171,8 +200,11 @@ class WorkflowAdmin(admin.ModelAdmin):
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         try:
-            workflow = services.draft_save(document=workflow_definition(form.instance),
-                                           workflow=form.instance, user=request.user)
+            workflow = services.draft_save(
+                document=workflow_definition(form.instance),
+                workflow=form.instance,
+                user=request.user,
+            )
         except DomainError as exc:
             transaction.set_rollback(True)
             messages.error(request, f"Not saved: {exc.message}")
@@ -180,17 +212,27 @@ class WorkflowAdmin(admin.ModelAdmin):
                 messages.error(request, f"{path}: {'; '.join(problems)}")
             return
         if workflow.has_draft:
-            messages.info(request, "Saved as a draft: nothing that runs changes until it is "
-                                   "published (the Publish button on the workflow's page).")
+            messages.info(
+                request,
+                "Saved as a draft: nothing that runs changes until it is "
+                "published (the Publish button on the workflow's page).",
+            )
         else:
             messages.info(request, "Saved: the workflow equals its current version.")
 
-    def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
-                           change: bool = False, form_url: str = "", obj: Any = None
-                           ) -> HttpResponse:
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
         if obj is not None:
-            context["published_number"] = (obj.published_version.number
-                                           if obj.published_version else None)
+            context["published_number"] = (
+                obj.published_version.number if obj.published_version else None
+            )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.action(description="Publish a new version of the selected workflows")
@@ -205,16 +247,31 @@ class WorkflowAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list:
         extra = [
-            path("<int:pk>/simulate/", self.admin_site.admin_view(self.simulate_view),
-                 name="workflows_workflow_simulate"),
-            path("<int:pk>/raw/", self.admin_site.admin_view(self.raw_view),
-                 name="workflows_workflow_raw"),
-            path("<int:pk>/publish/", self.admin_site.admin_view(self.publish_view),
-                 name="workflows_workflow_publish"),
-            path("<int:pk>/discard-draft/", self.admin_site.admin_view(self.discard_view),
-                 name="workflows_workflow_discard_draft"),
-            path("<int:pk>/diff/", self.admin_site.admin_view(self.diff_view),
-                 name="workflows_workflow_diff"),
+            path(
+                "<int:pk>/simulate/",
+                self.admin_site.admin_view(self.simulate_view),
+                name="workflows_workflow_simulate",
+            ),
+            path(
+                "<int:pk>/raw/",
+                self.admin_site.admin_view(self.raw_view),
+                name="workflows_workflow_raw",
+            ),
+            path(
+                "<int:pk>/publish/",
+                self.admin_site.admin_view(self.publish_view),
+                name="workflows_workflow_publish",
+            ),
+            path(
+                "<int:pk>/discard-draft/",
+                self.admin_site.admin_view(self.discard_view),
+                name="workflows_workflow_discard_draft",
+            ),
+            path(
+                "<int:pk>/diff/",
+                self.admin_site.admin_view(self.diff_view),
+                name="workflows_workflow_diff",
+            ),
         ]
         return extra + super().get_urls()
 
@@ -254,21 +311,31 @@ class WorkflowAdmin(admin.ModelAdmin):
         which_to = request.GET.get("to") or DRAFT
         before = definition_at(workflow, which_from)
         after = definition_at(workflow, which_to)
-        missing = [label for label, which, document in
-                   (("from", which_from, before), ("to", which_to, after))
-                   if which is not None and document is None]
+        missing = [
+            label
+            for label, which, document in (("from", which_from, before), ("to", which_to, after))
+            if which is not None and document is None
+        ]
         diff = definition_diff(before, after) if after is not None and not missing else None
         version = workflow.published_version
         context = {
-            **self.admin_site.each_context(request), "title": f"{workflow}: changes",
-            "workflow": workflow, "opts": self.model._meta, "diff": diff,
+            **self.admin_site.each_context(request),
+            "title": f"{workflow}: changes",
+            "workflow": workflow,
+            "opts": self.model._meta,
+            "diff": diff,
             "missing": missing,
-            "from_label": f"version {which_from}" if which_from and which_from != DRAFT
-            else ("the draft" if which_from == DRAFT
-                  else (f"version {version.number} (current)" if version else "nothing")),
+            "from_label": f"version {which_from}"
+            if which_from and which_from != DRAFT
+            else (
+                "the draft"
+                if which_from == DRAFT
+                else (f"version {version.number} (current)" if version else "nothing")
+            ),
             "to_label": "the draft" if which_to == DRAFT else f"version {which_to}",
-            "versions": list(workflow.versions.order_by("-number")
-                             .values_list("number", flat=True)),
+            "versions": list(
+                workflow.versions.order_by("-number").values_list("number", flat=True)
+            ),
         }
         return TemplateResponse(request, "admin/workflows/diff.html", context)
 
@@ -278,19 +345,27 @@ class WorkflowAdmin(admin.ModelAdmin):
             raise PermissionDenied
         # Runs start on the current version, so that is what is simulated unless the page
         # asks for the draft (?version=draft) or another version.
-        definition = (definition_at(workflow, request.GET.get("version") or None)
-                      or workflow_definition(workflow))
+        definition = definition_at(
+            workflow, request.GET.get("version") or None
+        ) or workflow_definition(workflow)
         default_type = next((t["event_type"] for t in definition["triggers"]), "manual")
-        form = SimulateForm(request.POST or None, initial={"event_type": default_type,
-                                                           "payload": "{}"})
+        form = SimulateForm(
+            request.POST or None, initial={"event_type": default_type, "payload": "{}"}
+        )
         result = None
         if request.method == "POST" and form.is_valid():
-            result = simulate(definition, event_type=form.cleaned_data["event_type"],
-                              payload=form.cleaned_data["payload"],
-                              entity_id=form.cleaned_data.get("entity_id") or None)
+            result = simulate(
+                definition,
+                event_type=form.cleaned_data["event_type"],
+                payload=form.cleaned_data["payload"],
+                entity_id=form.cleaned_data.get("entity_id") or None,
+            )
         context = {
-            **self.admin_site.each_context(request), "title": f"Simulate {workflow}",
-            "workflow": workflow, "form": form, "opts": self.model._meta,
+            **self.admin_site.each_context(request),
+            "title": f"Simulate {workflow}",
+            "workflow": workflow,
+            "form": form,
+            "opts": self.model._meta,
             "result": json.dumps(result, indent=2, default=str) if result else None,
             "summary": result,
         }
@@ -299,16 +374,22 @@ class WorkflowAdmin(admin.ModelAdmin):
     def raw_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         workflow = get_object_or_404(Workflow, pk=pk)
         document = json.dumps(workflow_definition(workflow), indent=2)
-        context = {**self.admin_site.each_context(request), "title": f"{workflow}: JSON",
-                   "workflow": workflow, "document": document, "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{workflow}: JSON",
+            "workflow": workflow,
+            "document": document,
+            "opts": self.model._meta,
+        }
         return TemplateResponse(request, "admin/workflows/raw.html", context)
 
 
 class SimulateForm(forms.Form):
     event_type = forms.CharField()
     payload = forms.JSONField(required=False, help_text="The event's data, as JSON.")
-    entity_id = forms.CharField(required=False,
-                                help_text="Or take the context from this stored object.")
+    entity_id = forms.CharField(
+        required=False, help_text="Or take the context from this stored object."
+    )
 
     def clean_payload(self) -> dict[str, Any]:
         value = self.cleaned_data.get("payload") or {}

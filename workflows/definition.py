@@ -33,8 +33,16 @@ Issue = tuple[str, str]
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 EVENT_TYPE = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
 TRIGGER_KEYS = {"event_type", "conditions", "priority", "is_active"}
-STEP_KEYS = {"key", "type", "config", "conditions", "after", "allow_failure", "retry",
-             "timeout_seconds"}
+STEP_KEYS = {
+    "key",
+    "type",
+    "config",
+    "conditions",
+    "after",
+    "allow_failure",
+    "retry",
+    "timeout_seconds",
+}
 RETRY_KEYS = {"max_attempts", "backoff_seconds", "max_backoff_seconds"}
 TOP_KEYS = {"slug", "name", "description", "is_active", "triggers", "steps"}
 MAX_STEPS = 200
@@ -92,7 +100,8 @@ def template_roots(document: dict[str, Any]) -> set[str] | None:
         name, _, action = event_type.partition(".")
         registration = by_name.get(name)
         model_actions = {"created", "updated", "deleted", "*"} | {
-            f"{field}_changed" for field in (registration.track if registration else ())}
+            f"{field}_changed" for field in (registration.track if registration else ())
+        }
         if registration is None or action not in model_actions:
             return None
         roots.add(name)
@@ -103,8 +112,9 @@ def template_roots(document: dict[str, Any]) -> set[str] | None:
     return roots
 
 
-def _type_issues(value: Any, path: str, expected: type | tuple[type, ...], label: str
-                 ) -> list[Issue]:
+def _type_issues(
+    value: Any, path: str, expected: type | tuple[type, ...], label: str
+) -> list[Issue]:
     if value is None:
         return []
     if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
@@ -160,22 +170,26 @@ def validate_trigger(trigger: Any, path: str) -> list[Issue]:
     ]
     event_type = trigger.get("event_type")
     if not isinstance(event_type, str) or not EVENT_TYPE.match(event_type):
-        issues.append((f"{path}.event_type",
-                       "must be an event type such as 'lead.created' or a pattern 'deal.*'"))
+        issues.append(
+            (
+                f"{path}.event_type",
+                "must be an event type such as 'lead.created' or a pattern 'deal.*'",
+            )
+        )
     priority = trigger.get("priority", 0)
     if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
         issues.append((f"{path}.priority", "must be an integer"))
     issues += _type_issues(trigger.get("is_active"), f"{path}.is_active", bool, "true or false")
     conditions = trigger.get("conditions")
     if conditions:
-        issues += [(i.path, i.message)
-                   for i in validate_condition(conditions, path=f"{path}.conditions")]
+        issues += [
+            (i.path, i.message) for i in validate_condition(conditions, path=f"{path}.conditions")
+        ]
         issues += _secret_in_conditions(conditions, f"{path}.conditions")
     return issues
 
 
-def validate_step(step: Any, path: str, roots: set[str] | None, step_keys: set[Any]
-                  ) -> list[Issue]:
+def validate_step(step: Any, path: str, roots: set[str] | None, step_keys: set[Any]) -> list[Issue]:
     if not isinstance(step, dict):
         return []  # reported by the graph validation
     issues: list[Issue] = [
@@ -206,17 +220,20 @@ def validate_step(step: Any, path: str, roots: set[str] | None, step_keys: set[A
     issues += _step_reference_issues(config, f"{path}.config", step_keys)
     conditions = step.get("conditions")
     if conditions:
-        issues += [(i.path, i.message)
-                   for i in validate_condition(conditions, path=f"{path}.conditions")]
+        issues += [
+            (i.path, i.message) for i in validate_condition(conditions, path=f"{path}.conditions")
+        ]
         issues += _secret_in_conditions(conditions, f"{path}.conditions")
-    issues += _type_issues(step.get("allow_failure"), f"{path}.allow_failure", bool,
-                           "true or false")
+    issues += _type_issues(
+        step.get("allow_failure"), f"{path}.allow_failure", bool, "true or false"
+    )
     retry = step.get("retry")
     if retry is not None:
         issues += validate_retry(retry, f"{path}.retry")
     timeout = step.get("timeout_seconds")
-    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)
-                                or not 1 <= timeout <= 86400):
+    if timeout is not None and (
+        not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 86400
+    ):
         issues.append((f"{path}.timeout_seconds", "must be an integer from 1 to 86400"))
     return issues
 
@@ -255,8 +272,11 @@ def validate_retry(retry: Any, path: str) -> list[Issue]:
     if not isinstance(retry, dict):
         return [(path, "must be an object")]
     issues = [(f"{path}.{key}", f"unknown key '{key}'") for key in sorted(set(retry) - RETRY_KEYS)]
-    bounds = {"max_attempts": (1, 50), "backoff_seconds": (0, 3600),
-              "max_backoff_seconds": (0, 86400)}
+    bounds = {
+        "max_attempts": (1, 50),
+        "backoff_seconds": (0, 3600),
+        "max_backoff_seconds": (0, 86400),
+    }
     for key, (low, high) in bounds.items():
         value = retry.get(key)
         if value is None:

@@ -30,8 +30,12 @@ def seed_users() -> list[str]:
     groups = {name: Group.objects.get_or_create(name=name)[0] for name in GROUPS}
     demo, created = user_model.objects.get_or_create(
         username=DEMO_USERNAME,
-        defaults={"email": "demo@example.com", "is_staff": True, "is_superuser": True,
-                  "first_name": "Demo"},
+        defaults={
+            "email": "demo@example.com",
+            "is_staff": True,
+            "is_superuser": True,
+            "first_name": "Demo",
+        },
     )
     if created or not demo.check_password(DEMO_PASSWORD):
         demo.set_password(DEMO_PASSWORD)
@@ -49,8 +53,10 @@ def seed_users() -> list[str]:
         user.groups.add(*[groups[name] for name in group_names])
     view_perms = Permission.objects.filter(codename__startswith="view_")
     groups["Managers"].permissions.add(*view_perms)
-    return [f"users: {DEMO_USERNAME} + {', '.join(u[0] for u in USERS)}",
-            f"groups: {', '.join(GROUPS)}"]
+    return [
+        f"users: {DEMO_USERNAME} + {', '.join(u[0] for u in USERS)}",
+        f"groups: {', '.join(GROUPS)}",
+    ]
 
 
 def seed_workflows() -> list[str]:

@@ -16,8 +16,10 @@ class WorkflowInUse(Conflict):
 
 class DraftOnly(Conflict):
     code = "DRAFT_ONLY"
-    default_message = ("The workflow was never published: its draft is all there is. "
-                       "Delete the workflow instead of discarding the draft.")
+    default_message = (
+        "The workflow was never published: its draft is all there is. "
+        "Delete the workflow instead of discarding the draft."
+    )
 
 
 class UnknownVersion(ValidationFailed):

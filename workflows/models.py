@@ -31,16 +31,23 @@ class Workflow(models.Model):
         help_text="The version new runs start on.",
     )
     draft = models.JSONField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text="The unpublished document being edited (the API's and export's format).",
     )
     draft_updated_at = models.DateTimeField(null=True, blank=True)
     draft_updated_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -68,7 +75,8 @@ class Trigger(models.Model):
         help_text="An event type such as 'lead.created', or a pattern such as 'deal.*'.",
     )
     conditions = models.JSONField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text='Condition DSL, e.g. {"field": "budget", "operator": "gte", "value": 50000}.',
     )
     priority = models.IntegerField(default=0, help_text="Higher runs first.")
@@ -91,12 +99,14 @@ class Action(models.Model):
     config = models.JSONField(default=dict, blank=True)
     conditions = models.JSONField(null=True, blank=True)
     after = models.JSONField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text="Keys of the steps this one waits for; empty means the previous step.",
     )
     allow_failure = models.BooleanField(default=False)
     retry = models.JSONField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text='e.g. {"max_attempts": 5, "backoff_seconds": 2, "max_backoff_seconds": 300}',
     )
     timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
@@ -119,7 +129,10 @@ class WorkflowVersion(models.Model):
     number = models.PositiveIntegerField()
     definition = models.JSONField()
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -127,11 +140,15 @@ class WorkflowVersion(models.Model):
     # meets the versions that were current when it was written, however late it is
     # dispatched. None: live for every earlier (or later) event.
     live_after_event = models.BigIntegerField(
-        null=True, blank=True,
-        help_text="Events with a greater id meet this version (None: every event).")
+        null=True,
+        blank=True,
+        help_text="Events with a greater id meet this version (None: every event).",
+    )
     retired_after_event = models.BigIntegerField(
-        null=True, blank=True,
-        help_text="Events with a greater id meet a later version (None: still current).")
+        null=True,
+        blank=True,
+        help_text="Events with a greater id meet a later version (None: still current).",
+    )
 
     class Meta:
         ordering = ["workflow", "-number"]
@@ -172,12 +189,13 @@ class LifecycleState(models.Model):
     is_initial = models.BooleanField(default=False, help_text="Tasks start here (exactly one).")
     is_final = models.BooleanField(default=False, help_text="The task is over in this state.")
     is_enabled = models.BooleanField(
-        default=True, help_text="A disabled state cannot be entered.",
+        default=True,
+        help_text="A disabled state cannot be entered.",
     )
     is_cancellation = models.BooleanField(
         default=False,
         help_text="A final state meaning the work was abandoned: a run waiting on the task "
-                  "fails instead of resuming.",
+        "fails instead of resuming.",
     )
     description = models.TextField(blank=True, help_text="What being in this state means.")
 
@@ -193,7 +211,9 @@ class LifecycleState(models.Model):
 
 class LifecycleTransition(models.Model):
     lifecycle = models.ForeignKey(
-        Lifecycle, on_delete=models.CASCADE, related_name="transitions",
+        Lifecycle,
+        on_delete=models.CASCADE,
+        related_name="transitions",
     )
     action = models.CharField(max_length=64)
     label = models.CharField(max_length=100, blank=True)
@@ -201,33 +221,40 @@ class LifecycleTransition(models.Model):
     from_states = models.JSONField(default=list, help_text="Keys of the states it leaves.")
     to_state = models.CharField(max_length=64, help_text="Key of the state it enters.")
     guard = models.JSONField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text='Condition DSL over "task" and "actor", e.g. '
-                  '{"field": "actor.is_staff", "operator": "eq", "value": true}.',
+        '{"field": "actor.is_staff", "operator": "eq", "value": true}.',
     )
     allowed = models.JSONField(
-        default=list, blank=True,
+        default=list,
+        blank=True,
         help_text="Who may fire it: assignee, queue_member, manager, creator, staff, anyone.",
     )
     required_input = models.JSONField(
-        default=list, blank=True, help_text="Input fields that must be given, e.g. [\"reason\"].",
+        default=list,
+        blank=True,
+        help_text='Input fields that must be given, e.g. ["reason"].',
     )
     unassign = models.BooleanField(
-        default=False, help_text="Clear the assignee of a queued task (e.g. release).",
+        default=False,
+        help_text="Clear the assignee of a queued task (e.g. release).",
     )
     is_enabled = models.BooleanField(
         default=True,
         help_text="A disabled action is not offered and is refused (ACTION_DISABLED).",
     )
     description = models.TextField(
-        blank=True, help_text="What the action does (the title of its button).",
+        blank=True,
+        help_text="What the action does (the title of its button).",
     )
 
     class Meta:
         ordering = ["lifecycle", "position", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["lifecycle", "action"],
-                                    name="lifecycle_transition_unique"),
+            models.UniqueConstraint(
+                fields=["lifecycle", "action"], name="lifecycle_transition_unique"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -11,23 +11,36 @@ from workflows.models import Workflow, WorkflowVersion
 def workflow_definition(workflow: Workflow) -> dict[str, Any]:
     """The document of the authoring rows (the draft when there is one, else the current
     version), with the workflow's own (published) fields."""
-    return normalise({
-        "slug": workflow.slug,
-        "name": workflow.name,
-        "description": workflow.description,
-        "is_active": workflow.is_active,
-        "triggers": [
-            {"event_type": t.event_type, "conditions": t.conditions, "priority": t.priority,
-             "is_active": t.is_active}
-            for t in workflow.triggers.order_by("id")
-        ],
-        "steps": [
-            {"key": s.key, "type": s.type, "config": s.config, "conditions": s.conditions,
-             "after": s.after, "allow_failure": s.allow_failure, "retry": s.retry,
-             "timeout_seconds": s.timeout_seconds}
-            for s in workflow.steps.order_by("position", "id")
-        ],
-    })
+    return normalise(
+        {
+            "slug": workflow.slug,
+            "name": workflow.name,
+            "description": workflow.description,
+            "is_active": workflow.is_active,
+            "triggers": [
+                {
+                    "event_type": t.event_type,
+                    "conditions": t.conditions,
+                    "priority": t.priority,
+                    "is_active": t.is_active,
+                }
+                for t in workflow.triggers.order_by("id")
+            ],
+            "steps": [
+                {
+                    "key": s.key,
+                    "type": s.type,
+                    "config": s.config,
+                    "conditions": s.conditions,
+                    "after": s.after,
+                    "allow_failure": s.allow_failure,
+                    "retry": s.retry,
+                    "timeout_seconds": s.timeout_seconds,
+                }
+                for s in workflow.steps.order_by("position", "id")
+            ],
+        }
+    )
 
 
 def latest_version(workflow: Workflow) -> WorkflowVersion | None:
@@ -58,8 +71,7 @@ def definition_at(workflow: Workflow, which: str | None) -> dict[str, Any] | Non
     return version.definition if version is not None else None
 
 
-def _changes(before: dict[str, Any], after: dict[str, Any], names: list[str]
-             ) -> dict[str, Any]:
+def _changes(before: dict[str, Any], after: dict[str, Any], names: list[str]) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     for name in names:
         old, new = before.get(name), after.get(name)
@@ -68,7 +80,8 @@ def _changes(before: dict[str, Any], after: dict[str, Any], names: list[str]
         if name == "config" and isinstance(old, dict) and isinstance(new, dict):
             changes[name] = {
                 key: {"from": old.get(key), "to": new.get(key)}
-                for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)
+                for key in sorted(set(old) | set(new))
+                if old.get(key) != new.get(key)
             }
         else:
             changes[name] = {"from": old, "to": new}
@@ -77,8 +90,16 @@ def _changes(before: dict[str, Any], after: dict[str, Any], names: list[str]
 
 WORKFLOW_FIELDS = ["slug", "name", "description", "is_active"]
 TRIGGER_FIELDS = ["event_type", "conditions", "priority", "is_active"]
-STEP_FIELDS = ["type", "config", "conditions", "after", "allow_failure", "retry",
-               "timeout_seconds", "position"]
+STEP_FIELDS = [
+    "type",
+    "config",
+    "conditions",
+    "after",
+    "allow_failure",
+    "retry",
+    "timeout_seconds",
+    "position",
+]
 
 
 def definition_diff(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
@@ -104,8 +125,7 @@ def definition_diff(before: dict[str, Any] | None, after: dict[str, Any]) -> dic
                 triggers["changed"].append({"index": index, "changes": changes})
 
     def keyed(steps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return {step["key"]: {**step, "position": position}
-                for position, step in enumerate(steps)}
+        return {step["key"]: {**step, "position": position} for position, step in enumerate(steps)}
 
     old_steps, new_steps = keyed(before.get("steps") or []), keyed(after.get("steps") or [])
     steps: dict[str, list[dict[str, Any]]] = {"added": [], "removed": [], "changed": []}
@@ -116,8 +136,8 @@ def definition_diff(before: dict[str, Any] | None, after: dict[str, Any]) -> dic
             changes = _changes(old_steps[key], step, STEP_FIELDS)
             if changes:
                 steps["changed"].append({"key": key, "changes": changes})
-    steps["removed"] = [{"key": key, "step": step} for key, step in old_steps.items()
-                        if key not in new_steps]
+    steps["removed"] = [
+        {"key": key, "step": step} for key, step in old_steps.items() if key not in new_steps
+    ]
     has_changes = bool(workflow) or any(triggers.values()) or any(steps.values())
-    return {"workflow": workflow, "triggers": triggers, "steps": steps,
-            "has_changes": has_changes}
+    return {"workflow": workflow, "triggers": triggers, "steps": steps, "has_changes": has_changes}

@@ -46,8 +46,12 @@ def _check_slug(workflow: Workflow | None, slug: str) -> None:
 
 
 @transaction.atomic
-def draft_save(*, document: dict[str, Any], workflow: Workflow | None = None,
-               user: AbstractBaseUser | None = None) -> Workflow:
+def draft_save(
+    *,
+    document: dict[str, Any],
+    workflow: Workflow | None = None,
+    user: AbstractBaseUser | None = None,
+) -> Workflow:
     """Write ``document`` as the workflow's draft (creating the workflow, unpublished, when
     ``workflow`` is None and no workflow has its slug). The published version, and with it
     everything the matcher and the runs read, stays as it is. A draft equal to the current
@@ -57,9 +61,12 @@ def draft_save(*, document: dict[str, Any], workflow: Workflow | None = None,
         workflow = Workflow.objects.filter(slug=definition["slug"]).first()
     if workflow is None:
         workflow = Workflow.objects.create(
-            slug=definition["slug"], name=definition["name"],
-            description=definition["description"], is_active=definition["is_active"],
-            created_by=_user(user))
+            slug=definition["slug"],
+            name=definition["name"],
+            description=definition["description"],
+            is_active=definition["is_active"],
+            created_by=_user(user),
+        )
     else:
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
         _check_slug(workflow, definition["slug"])
@@ -81,8 +88,12 @@ def draft_save(*, document: dict[str, Any], workflow: Workflow | None = None,
 
 
 @transaction.atomic
-def workflow_save(*, document: dict[str, Any], workflow: Workflow | None = None,
-                  user: AbstractBaseUser | None = None) -> Workflow:
+def workflow_save(
+    *,
+    document: dict[str, Any],
+    workflow: Workflow | None = None,
+    user: AbstractBaseUser | None = None,
+) -> Workflow:
     """Create or replace a workflow from its JSON document and publish it at once."""
     workflow = draft_save(document=document, workflow=workflow, user=user)
     workflow_publish(workflow=workflow, user=user)
@@ -104,7 +115,7 @@ def _sync_rows(workflow: Workflow, definition: dict[str, Any]) -> None:
             row.save()
         else:
             Trigger.objects.create(workflow=workflow, **data)
-    Trigger.objects.filter(pk__in=[t.pk for t in triggers[len(definition["triggers"]):]]).delete()
+    Trigger.objects.filter(pk__in=[t.pk for t in triggers[len(definition["triggers"]) :]]).delete()
 
     steps = {row.key: row for row in workflow.steps.all()}
     keys = [data["key"] for data in definition["steps"]]
@@ -117,8 +128,9 @@ def _sync_rows(workflow: Workflow, definition: dict[str, Any]) -> None:
         row.save()
 
 
-def _publish_document(workflow: Workflow, document: dict[str, Any],
-                      user: AbstractBaseUser | None) -> WorkflowVersion:
+def _publish_document(
+    workflow: Workflow, document: dict[str, Any], user: AbstractBaseUser | None
+) -> WorkflowVersion:
     """Make ``document`` the current version (a new one unless it equals the latest). The
     caller holds the workflow's row lock and keeps or clears the draft."""
     definition = definition_check(document)
@@ -129,8 +141,10 @@ def _publish_document(workflow: Workflow, document: dict[str, Any],
         version = latest
     else:
         version = WorkflowVersion.objects.create(
-            workflow=workflow, number=(latest.number + 1) if latest else 1,
-            definition=definition, created_by=_user(user),
+            workflow=workflow,
+            number=(latest.number + 1) if latest else 1,
+            definition=definition,
+            created_by=_user(user),
         )
     if version != current:
         # Events written until now meet the version that was current; later ones this one.
@@ -152,8 +166,9 @@ def _publish_document(workflow: Workflow, document: dict[str, Any],
 
 
 @transaction.atomic
-def workflow_publish(*, workflow: Workflow, user: AbstractBaseUser | None = None
-                     ) -> WorkflowVersion:
+def workflow_publish(
+    *, workflow: Workflow, user: AbstractBaseUser | None = None
+) -> WorkflowVersion:
     """Validate the draft and make it the next version, in one transaction. Without a draft
     the working document (the rows) is published, which keeps the current version when it
     has not changed."""
@@ -178,15 +193,15 @@ def draft_discard(*, workflow: Workflow) -> Workflow:
     workflow.draft = None
     workflow.draft_updated_at = None
     workflow.draft_updated_by = None
-    workflow.save(update_fields=["draft", "draft_updated_at", "draft_updated_by",
-                                 "updated_at"])
+    workflow.save(update_fields=["draft", "draft_updated_at", "draft_updated_by", "updated_at"])
     _sync_rows(workflow, workflow.published_version.definition)
     return workflow
 
 
 @transaction.atomic
-def workflow_set_active(*, workflow: Workflow, is_active: bool,
-                        user: AbstractBaseUser | None = None) -> Workflow:
+def workflow_set_active(
+    *, workflow: Workflow, is_active: bool, user: AbstractBaseUser | None = None
+) -> Workflow:
     """Switch a workflow on or off now: published as a new version; a draft keeps its edits
     and takes the new state too. A never-published workflow only changes its draft."""
     workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
@@ -204,8 +219,7 @@ def workflow_set_active(*, workflow: Workflow, is_active: bool,
 
 
 @transaction.atomic
-def version_restore(*, version: WorkflowVersion, user: AbstractBaseUser | None = None
-                    ) -> Workflow:
+def version_restore(*, version: WorkflowVersion, user: AbstractBaseUser | None = None) -> Workflow:
     """Make an older version current again (as a new version, so history stays linear).
     A draft, if any, stays as it is."""
     workflow = Workflow.objects.select_for_update().get(pk=version.workflow_id)
@@ -225,8 +239,13 @@ def workflow_delete(*, workflow: Workflow) -> None:
     definitions_changed()
 
 
-def _edit_part(workflow: Workflow, part: str, index: int | None, value: dict[str, Any] | None,
-               user: AbstractBaseUser | None) -> Workflow:
+def _edit_part(
+    workflow: Workflow,
+    part: str,
+    index: int | None,
+    value: dict[str, Any] | None,
+    user: AbstractBaseUser | None,
+) -> Workflow:
     document = working_definition(workflow)
     items = document[part]
     if index is None:
@@ -239,8 +258,13 @@ def _edit_part(workflow: Workflow, part: str, index: int | None, value: dict[str
 
 
 @transaction.atomic
-def trigger_save(*, workflow: Workflow, data: dict[str, Any], trigger: Trigger | None = None,
-                 user: AbstractBaseUser | None = None) -> Trigger:
+def trigger_save(
+    *,
+    workflow: Workflow,
+    data: dict[str, Any],
+    trigger: Trigger | None = None,
+    user: AbstractBaseUser | None = None,
+) -> Trigger:
     """Add or change one trigger; the whole workflow is re-validated and
     saved as its draft."""
     ordered = list(workflow.triggers.order_by("id").values_list("pk", flat=True))
@@ -258,8 +282,13 @@ def trigger_delete(*, trigger: Trigger, user: AbstractBaseUser | None = None) ->
 
 
 @transaction.atomic
-def action_save(*, workflow: Workflow, data: dict[str, Any], action: Action | None = None,
-                user: AbstractBaseUser | None = None) -> Action:
+def action_save(
+    *,
+    workflow: Workflow,
+    data: dict[str, Any],
+    action: Action | None = None,
+    user: AbstractBaseUser | None = None,
+) -> Action:
     """Add or change one step; the whole workflow is re-validated and
     saved as its draft."""
     index = None

@@ -24,8 +24,9 @@ from config.errors import ValidationFailed
 MASK = "********"
 
 
-def sample_context(event_type: str, payload: dict[str, Any] | None,
-                   entity_id: Any = None) -> dict[str, Any]:
+def sample_context(
+    event_type: str, payload: dict[str, Any] | None, entity_id: Any = None
+) -> dict[str, Any]:
     """The context a real event would carry; from a stored object when ``entity_id`` is set."""
     from automation.receivers import model_context
     from automation.registry import registration_for_name
@@ -37,7 +38,8 @@ def sample_context(event_type: str, payload: dict[str, Any] | None,
             key = registration.model._meta.pk.to_python(entity_id)
         except DjangoValidationError:
             raise ValidationFailed.from_issues(
-                [("entity_id", f"{entity_id!r} is not an id of a {name}")]) from None
+                [("entity_id", f"{entity_id!r} is not an id of a {name}")]
+            ) from None
         instance = registration.model._default_manager.filter(pk=key).first()
         if instance is not None:
             context = model_context(registration, instance)
@@ -53,38 +55,54 @@ def sample_context(event_type: str, payload: dict[str, Any] | None,
 
 def _with_event(context: dict[str, Any], event_type: str) -> dict[str, Any]:
     context.setdefault("actor", None)
-    context["event"] = {"id": None, "type": event_type,
-                        "occurred_at": timezone.now().isoformat(), "source": "simulation",
-                        "depth": 0}
+    context["event"] = {
+        "id": None,
+        "type": event_type,
+        "occurred_at": timezone.now().isoformat(),
+        "source": "simulation",
+        "depth": 0,
+    }
     return context
 
 
-def simulate(definition: dict[str, Any], *, event_type: str, payload: dict[str, Any] | None,
-             entity_id: Any = None) -> dict[str, Any]:
+def simulate(
+    definition: dict[str, Any],
+    *,
+    event_type: str,
+    payload: dict[str, Any] | None,
+    entity_id: Any = None,
+) -> dict[str, Any]:
     with transaction.atomic():
-        result = _simulate(definition, event_type=event_type, payload=payload,
-                           entity_id=entity_id)
+        result = _simulate(definition, event_type=event_type, payload=payload, entity_id=entity_id)
         transaction.set_rollback(True)
     return result
 
 
-def _simulate(definition: dict[str, Any], *, event_type: str, payload: dict[str, Any] | None,
-              entity_id: Any) -> dict[str, Any]:
+def _simulate(
+    definition: dict[str, Any], *, event_type: str, payload: dict[str, Any] | None, entity_id: Any
+) -> dict[str, Any]:
     context = sample_context(event_type, payload, entity_id)
     triggers = []
     matched_index = None
-    order = sorted(enumerate(definition.get("triggers") or []),
-                   key=lambda item: -int(item[1].get("priority") or 0))
+    order = sorted(
+        enumerate(definition.get("triggers") or []),
+        key=lambda item: -int(item[1].get("priority") or 0),
+    )
     for index, trigger in order:
         type_ok = type_matches(trigger["event_type"], event_type)
-        entry: dict[str, Any] = {"index": index, "event_type": trigger["event_type"],
-                                 "priority": trigger.get("priority", 0),
-                                 "is_active": trigger.get("is_active", True),
-                                 "type_matches": type_ok, "trace": None}
+        entry: dict[str, Any] = {
+            "index": index,
+            "event_type": trigger["event_type"],
+            "priority": trigger.get("priority", 0),
+            "is_active": trigger.get("is_active", True),
+            "type_matches": type_ok,
+            "trace": None,
+        }
         matched = type_ok and trigger.get("is_active", True)
         if trigger.get("conditions"):
-            compiled = compile_condition(trigger["conditions"],
-                                         path=f"triggers[{index}].conditions")
+            compiled = compile_condition(
+                trigger["conditions"], path=f"triggers[{index}].conditions"
+            )
             entry["trace"] = compiled.trace(context)
             matched = matched and entry["trace"]["result"]
         entry["matched"] = bool(matched)
@@ -114,10 +132,18 @@ def _simulate(definition: dict[str, Any], *, event_type: str, payload: dict[str,
     }
 
 
-def _simulate_step(step: dict[str, Any], context: dict[str, Any], deps: dict[str, list[str]],
-                   statuses: dict[str, str]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"key": step["key"], "type": step["type"],
-                             "after": deps.get(step["key"], []), "condition_trace": None}
+def _simulate_step(
+    step: dict[str, Any],
+    context: dict[str, Any],
+    deps: dict[str, list[str]],
+    statuses: dict[str, str],
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "key": step["key"],
+        "type": step["type"],
+        "after": deps.get(step["key"], []),
+        "condition_trace": None,
+    }
     blocked = [d for d in deps.get(step["key"], []) if statuses.get(d) in ("failed", "cancelled")]
     if blocked:
         entry.update(status_if_run="cancelled", reason=f"depends on {', '.join(blocked)}")
@@ -137,15 +163,20 @@ def _simulate_step(step: dict[str, Any], context: dict[str, Any], deps: dict[str
         entry.update(status_if_run="failed", error=f"unknown step type '{step['type']}'")
         return entry
     try:
-        rendered = render_value(step.get("config") or {}, context, secrets=lambda name: MASK,
-                                modes=step_type.render_modes).value
+        rendered = render_value(
+            step.get("config") or {},
+            context,
+            secrets=lambda name: MASK,
+            modes=step_type.render_modes,
+        ).value
     except TemplateRenderError as exc:
         entry.update(status_if_run="failed", error=str(exc))
         return entry
     entry["rendered_config"] = rendered
     try:
-        entry["dry_run"] = step_type.simulate(StepContext(
-            config=rendered, context=context, step=step, dry_run=True))
+        entry["dry_run"] = step_type.simulate(
+            StepContext(config=rendered, context=context, step=step, dry_run=True)
+        )
         entry["status_if_run"] = "completed"
     except StepFailed as exc:
         entry.update(status_if_run="failed", error=exc.message, error_code=exc.code)

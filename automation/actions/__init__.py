@@ -61,8 +61,15 @@ class StepResult:
 class StepFailed(Exception):
     """The step did not do its job. ``retryable`` failures go through the retry policy."""
 
-    def __init__(self, message: str, *, code: str = "STEP_FAILED", retryable: bool = False,
-                 output: dict[str, Any] | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "STEP_FAILED",
+        retryable: bool = False,
+        output: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
@@ -121,11 +128,16 @@ def step_type(
 
     def decorator(handler: Handler) -> Handler:
         _registry[name] = StepType(
-            name=name, handler=handler, schema=schema, atomic=atomic,
+            name=name,
+            handler=handler,
+            schema=schema,
+            atomic=atomic,
             label=label or name.replace("_", " ").capitalize(),
             description=(handler.__doc__ or "").strip(),
-            render_modes=render_modes or {}, default_retry=default_retry or {},
-            check=check, secret_fields=tuple(secret_fields),
+            render_modes=render_modes or {},
+            default_retry=default_retry or {},
+            check=check,
+            secret_fields=tuple(secret_fields),
         )
         return handler
 
@@ -153,8 +165,16 @@ def step_types() -> dict[str, StepType]:
 # The engine's own step types. Apps add theirs from their ``AppConfig.ready()`` by
 # importing the modules that declare them (the tasks app: ``create_task``,
 # ``transition_task`` and ``send_notification``, in ``tasks_inbox.steps``).
-BUILTIN_MODULES = ("add_note", "update_field", "emit_event", "delay", "validate", "send_email",
-                   "call_webhook", "enqueue_export")
+BUILTIN_MODULES = (
+    "add_note",
+    "update_field",
+    "emit_event",
+    "delay",
+    "validate",
+    "send_email",
+    "call_webhook",
+    "enqueue_export",
+)
 
 
 def load_actions() -> None:
@@ -175,8 +195,9 @@ def templated(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, TEMPLATE_STRING]}
 
 
-def object_schema(properties: dict[str, Any], required: list[str] | tuple[str, ...] = ()
-                  ) -> dict[str, Any]:
+def object_schema(
+    properties: dict[str, Any], required: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": properties,

@@ -46,5 +46,9 @@ def add_note(ctx: StepContext) -> StepResult:
 @dry_run_for("add_note")
 def add_note_dry_run(ctx: StepContext) -> dict[str, Any]:
     registration(ctx.config["entity_type"])
-    return {"would": "add a note", "entity_type": ctx.config["entity_type"],
-            "entity_id": ctx.config["entity_id"], "note": ctx.config["note"]}
+    return {
+        "would": "add a note",
+        "entity_type": ctx.config["entity_type"],
+        "entity_id": ctx.config["entity_id"],
+        "note": ctx.config["note"],
+    }

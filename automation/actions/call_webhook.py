@@ -65,11 +65,23 @@ MAX_RETRY_AFTER_SECONDS = 86_400
 KEPT_BODY_CHARS = 4096
 KEPT_HEADERS = 50
 # Set by the step itself, or by the HTTP client from the body: config may not set them.
-RESERVED_HEADERS = frozenset({
-    "webhook-id", "webhook-timestamp", "webhook-signature", "content-length", "host",
-    "transfer-encoding", "connection", "te", "upgrade", "trailer", "keep-alive",
-    "proxy-authorization", "proxy-connection",
-})
+RESERVED_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-length",
+        "host",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+        "trailer",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
 DROPPED_RESPONSE_HEADERS = frozenset({"set-cookie", "set-cookie2"})
 
 SCHEMA = object_schema(
@@ -84,11 +96,9 @@ SCHEMA = object_schema(
         },
         "body": {},
         "signing_secret": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
-        "connect_timeout": templated({"type": "number", "exclusiveMinimum": 0,
-                                      "maximum": 60}),
+        "connect_timeout": templated({"type": "number", "exclusiveMinimum": 0, "maximum": 60}),
         "timeout": templated({"type": "number", "exclusiveMinimum": 0, "maximum": 300}),
-        "max_response_bytes": templated({"type": "integer", "minimum": 0,
-                                         "maximum": 1024 * 1024}),
+        "max_response_bytes": templated({"type": "integer", "minimum": 0, "maximum": 1024 * 1024}),
     },
     required=["url"],
 )
@@ -99,8 +109,11 @@ def check_config(config: dict[str, Any], path: str) -> list[tuple[str, str]]:
     headers = config.get("headers")
     if not isinstance(headers, dict):
         return []
-    return [(f"{path}.headers.{name}", f"header '{name}' is set by the step itself")
-            for name in headers if str(name).lower() in RESERVED_HEADERS]
+    return [
+        (f"{path}.headers.{name}", f"header '{name}' is set by the step itself")
+        for name in headers
+        if str(name).lower() in RESERVED_HEADERS
+    ]
 
 
 def _number(config: dict[str, Any], key: str, default: float, high: float) -> float:
@@ -110,8 +123,11 @@ def _number(config: dict[str, Any], key: str, default: float, high: float) -> fl
             value = float(value)
         except ValueError:
             raise StepFailed(f"{key} must be a number", code="INVALID_CONFIG") from None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            0 < value <= high or (key == "max_response_bytes" and value == 0)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (0 < value <= high or (key == "max_response_bytes" and value == 0))
+    ):
         raise StepFailed(f"{key} must be a number from 0 to {high:g}", code="INVALID_CONFIG")
     return float(value)
 
@@ -127,16 +143,19 @@ def prepare(ctx: StepContext) -> dict[str, Any]:
         raise StepFailed(f"method must be one of {', '.join(METHODS)}", code="INVALID_CONFIG")
     headers = config.get("headers") or {}
     if not isinstance(headers, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
         raise StepFailed("headers must be an object of strings", code="INVALID_CONFIG")
     body: bytes | None = None
     if "body" in config:
         try:
-            body = json.dumps(config["body"], ensure_ascii=False, separators=(",", ":"),
-                              allow_nan=False).encode()
+            body = json.dumps(
+                config["body"], ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
         except (TypeError, ValueError) as exc:
-            raise StepFailed(f"the body cannot be sent as JSON ({exc})",
-                             code="INVALID_BODY") from None
+            raise StepFailed(
+                f"the body cannot be sent as JSON ({exc})", code="INVALID_BODY"
+            ) from None
         headers = {"Content-Type": "application/json", **headers}
     step_timeout = float(ctx.timeout_seconds) if ctx.timeout_seconds else 300.0
     total = min(_number(config, "timeout", 30, 300), step_timeout)
@@ -147,8 +166,7 @@ def prepare(ctx: StepContext) -> dict[str, Any]:
         "body": body,
         "connect_timeout": min(_number(config, "connect_timeout", 5, 60), total),
         "total_timeout": total,
-        "max_response_bytes": int(_number(config, "max_response_bytes", 64 * 1024,
-                                          1024 * 1024)),
+        "max_response_bytes": int(_number(config, "max_response_bytes", 64 * 1024, 1024 * 1024)),
     }
 
 
@@ -163,9 +181,11 @@ def _signer(name: str) -> Webhook:
     except (binascii.Error, ValueError):
         raw = b""
     if not value.startswith("whsec_") or len(raw) < 16:
-        raise StepFailed(f"secret '{name}' is not a Standard Webhooks signing key "
-                         "('whsec_' followed by at least 16 bytes in base64)",
-                         code="INVALID_SIGNING_SECRET")
+        raise StepFailed(
+            f"secret '{name}' is not a Standard Webhooks signing key "
+            "('whsec_' followed by at least 16 bytes in base64)",
+            code="INVALID_SIGNING_SECRET",
+        )
     return Webhook(raw)
 
 
@@ -190,9 +210,13 @@ def describe_response(response: safehttp.SafeResponse) -> dict[str, Any]:
     text = response.body.decode("utf-8", errors="replace")
     kept: dict[str, Any] = {
         "status": response.status,
-        "headers": dict(list(
-            (k, v[:1000]) for k, v in response.headers.items()
-            if k not in DROPPED_RESPONSE_HEADERS)[:KEPT_HEADERS]),
+        "headers": dict(
+            list(
+                (k, v[:1000])
+                for k, v in response.headers.items()
+                if k not in DROPPED_RESPONSE_HEADERS
+            )[:KEPT_HEADERS]
+        ),
         "body": text[:KEPT_BODY_CHARS],
         "truncated": response.truncated or len(text) > KEPT_BODY_CHARS,
         "elapsed_ms": round(response.elapsed_ms),
@@ -223,7 +247,8 @@ def _mark_delivered(ctx: StepContext, summary: dict[str, Any], status: int) -> N
 
     mark = {**summary, "status": status, "at": timezone.now().isoformat()}
     ActionRun.objects.filter(pk=ctx.action_run.pk).update(
-        progress=mask_known({"delivered": mark}), updated_at=timezone.now())
+        progress=mask_known({"delivered": mark}), updated_at=timezone.now()
+    )
 
 
 @checks.register(checks.Tags.compatibility, deploy=False)
@@ -234,22 +259,36 @@ def check_allow_hosts(app_configs: Any = None, **kwargs: Any) -> list[checks.Che
         try:
             safehttp.parse_allow_entry(entry)
         except ValueError as exc:
-            errors.append(checks.Error(
-                str(exc), hint="Fix FLOWDESK_WEBHOOK_ALLOW_HOSTS (comma-separated).",
-                id="flowdesk.E001"))
+            errors.append(
+                checks.Error(
+                    str(exc),
+                    hint="Fix FLOWDESK_WEBHOOK_ALLOW_HOSTS (comma-separated).",
+                    id="flowdesk.E001",
+                )
+            )
     return errors
 
 
-@step_type("call_webhook", schema=SCHEMA, atomic=False, label="Call a webhook",
-           render_modes=RENDER_MODES, check=check_config, default_retry=DEFAULT_RETRY,
-           secret_fields=("url", "headers", "body"))
+@step_type(
+    "call_webhook",
+    schema=SCHEMA,
+    atomic=False,
+    label="Call a webhook",
+    render_modes=RENDER_MODES,
+    check=check_config,
+    default_retry=DEFAULT_RETRY,
+    secret_fields=("url", "headers", "body"),
+)
 def call_webhook(ctx: StepContext) -> StepResult:
     """Send the signed request; retryable failures go through the step's retry policy."""
     request = prepare(ctx)
     earlier = _delivered(ctx)
     if earlier is not None:
-        logger.info("step %s: webhook %s was already delivered; not calling again",
-                    ctx.step.get("key"), ctx.idempotency_key)
+        logger.info(
+            "step %s: webhook %s was already delivered; not calling again",
+            ctx.step.get("key"),
+            ctx.idempotency_key,
+        )
         return StepResult(output={**earlier, "already_delivered": True})
     headers = dict(request["headers"])
     webhook_id = ctx.idempotency_key
@@ -260,25 +299,40 @@ def call_webhook(ctx: StepContext) -> StepResult:
         signer = _signer(str(ctx.config["signing_secret"]))
         payload = (request["body"] or b"").decode()
         headers["webhook-signature"] = signer.sign(webhook_id, sent_at, payload)
-    summary = {"webhook_id": webhook_id, "method": request["method"],
-               "url": mask_known(safehttp.sent_url(request["url"])), "attempt": ctx.attempt}
+    summary = {
+        "webhook_id": webhook_id,
+        "method": request["method"],
+        "url": mask_known(safehttp.sent_url(request["url"])),
+        "attempt": ctx.attempt,
+    }
     try:
         response = safehttp.safe_request(
-            request["method"], request["url"], headers=headers, body=request["body"],
+            request["method"],
+            request["url"],
+            headers=headers,
+            body=request["body"],
             connect_timeout=request["connect_timeout"],
-            read_timeout=request["total_timeout"], total_timeout=request["total_timeout"],
+            read_timeout=request["total_timeout"],
+            total_timeout=request["total_timeout"],
             max_response_bytes=request["max_response_bytes"],
             allow_hosts=settings.FLOWDESK["WEBHOOK_ALLOW_HOSTS"],
         )
     except safehttp.UnsafeURLError as exc:
-        raise StepFailed(f"refused to call {summary['url']}: {mask_known(exc.message)}",
-                         code="UNSAFE_URL",
-                         output=mask_known({**summary, "refused": exc.data})) from None
+        raise StepFailed(
+            f"refused to call {summary['url']}: {mask_known(exc.message)}",
+            code="UNSAFE_URL",
+            output=mask_known({**summary, "refused": exc.data}),
+        ) from None
     except safehttp.DeliveryError as exc:
         code = {"timeout": "WEBHOOK_TIMEOUT", "network_error": "WEBHOOK_NETWORK_ERROR"}.get(
-            exc.code, "INVALID_REQUEST")
-        raise StepFailed(mask_known(exc.message), code=code, retryable=exc.retryable,
-                         output={**summary, "error": exc.reason}) from None
+            exc.code, "INVALID_REQUEST"
+        )
+        raise StepFailed(
+            mask_known(exc.message),
+            code=code,
+            retryable=exc.retryable,
+            output={**summary, "error": exc.reason},
+        ) from None
     except ValueError as exc:  # an allow-list entry of an unknown form
         raise StepFailed(str(exc), code="INVALID_ALLOW_LIST") from None
     summary["url"] = mask_known(response.url) or summary["url"]
@@ -290,20 +344,30 @@ def call_webhook(ctx: StepContext) -> StepResult:
         return StepResult(output=output)
     if status == 429:
         wait = _retry_after(response.headers.get("retry-after"))
-        raise StepFailed(f"{summary['url']} answered 429 Too Many Requests"
-                         + (f"; retry after {wait:g}s" if wait is not None else ""),
-                         code="WEBHOOK_RATE_LIMITED", retryable=True, output=output,
-                         retry_after=wait)
+        raise StepFailed(
+            f"{summary['url']} answered 429 Too Many Requests"
+            + (f"; retry after {wait:g}s" if wait is not None else ""),
+            code="WEBHOOK_RATE_LIMITED",
+            retryable=True,
+            output=output,
+            retry_after=wait,
+        )
     if status >= 500 or status == 408:
-        raise StepFailed(f"{summary['url']} answered {status}", code="WEBHOOK_SERVER_ERROR",
-                         retryable=True, output=output,
-                         retry_after=_retry_after(response.headers.get("retry-after")))
+        raise StepFailed(
+            f"{summary['url']} answered {status}",
+            code="WEBHOOK_SERVER_ERROR",
+            retryable=True,
+            output=output,
+            retry_after=_retry_after(response.headers.get("retry-after")),
+        )
     if 300 <= status < 400:
-        raise StepFailed(f"{summary['url']} answered {status} (a redirect, not followed; "
-                         "point the step at the final URL)", code="WEBHOOK_REDIRECT",
-                         output=output)
-    raise StepFailed(f"{summary['url']} answered {status}", code="WEBHOOK_REJECTED",
-                     output=output)
+        raise StepFailed(
+            f"{summary['url']} answered {status} (a redirect, not followed; "
+            "point the step at the final URL)",
+            code="WEBHOOK_REDIRECT",
+            output=output,
+        )
+    raise StepFailed(f"{summary['url']} answered {status}", code="WEBHOOK_REJECTED", output=output)
 
 
 @dry_run_for("call_webhook")
@@ -312,11 +376,16 @@ def call_webhook_dry_run(ctx: StepContext) -> dict[str, Any]:
     body = request["body"]
     return {
         "would": f"{request['method']} {request['url']}",
-        "headers": {**request["headers"], "webhook-id": ctx.idempotency_key,
-                    "webhook-timestamp": "(time of the attempt)",
-                    **({"webhook-signature": f"v1,(signed with secret "
-                        f"'{ctx.config['signing_secret']}')"}
-                       if ctx.config.get("signing_secret") else {})},
+        "headers": {
+            **request["headers"],
+            "webhook-id": ctx.idempotency_key,
+            "webhook-timestamp": "(time of the attempt)",
+            **(
+                {"webhook-signature": f"v1,(signed with secret '{ctx.config['signing_secret']}')"}
+                if ctx.config.get("signing_secret")
+                else {}
+            ),
+        },
         "body": json.loads(body) if body else None,
         "timeouts": {"connect": request["connect_timeout"], "total": request["total_timeout"]},
         "max_response_bytes": request["max_response_bytes"],

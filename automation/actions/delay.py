@@ -22,11 +22,23 @@ from automation.actions import (
 )
 
 UNITS = {
-    "s": 1, "sec": 1, "second": 1, "seconds": 1,
-    "m": 60, "min": 60, "minute": 60, "minutes": 60,
-    "h": 3600, "hour": 3600, "hours": 3600,
-    "d": 86400, "day": 86400, "days": 86400,
-    "w": 604800, "week": 604800, "weeks": 604800,
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "seconds": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hour": 3600,
+    "hours": 3600,
+    "d": 86400,
+    "day": 86400,
+    "days": 86400,
+    "w": 604800,
+    "week": 604800,
+    "weeks": 604800,
 }
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
 MAX_DELAY = dt.timedelta(days=366)
@@ -49,8 +61,10 @@ def parse_duration(value: Any) -> dt.timedelta:
     else:
         match = DURATION.match(str(value).lower())
         if not match or match.group(2) not in UNITS:
-            raise StepFailed(f"'for': cannot read {value!r} as a duration such as '2 days'",
-                             code="INVALID_DURATION")
+            raise StepFailed(
+                f"'for': cannot read {value!r} as a duration such as '2 days'",
+                code="INVALID_DURATION",
+            )
         seconds = float(match.group(1)) * UNITS[match.group(2)]
     if seconds < 0:
         raise StepFailed("'for': a duration cannot be negative", code="INVALID_DURATION")
@@ -65,15 +79,15 @@ def parse_until(value: Any) -> dt.datetime:
             return timezone.make_aware(dt.datetime.combine(day, dt.time.min))
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise StepFailed(f"'until': {value!r} is not an ISO date or datetime",
-                         code="INVALID_DATE") from None
+        raise StepFailed(
+            f"'until': {value!r} is not an ISO date or datetime", code="INVALID_DATE"
+        ) from None
     return moment if timezone.is_aware(moment) else timezone.make_aware(moment)
 
 
 def due_time(config: dict[str, Any]) -> dt.datetime:
     now = timezone.now()
-    wake = (now + parse_duration(config["for"]) if "for" in config
-            else parse_until(config["until"]))
+    wake = now + parse_duration(config["for"]) if "for" in config else parse_until(config["until"])
     if wake - now > MAX_DELAY:
         raise StepFailed("a delay cannot be longer than 366 days", code="INVALID_DURATION")
     return wake

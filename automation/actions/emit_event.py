@@ -20,12 +20,16 @@ SCHEMA = object_schema(
 @step_type("emit_event", schema=SCHEMA, label="Emit an event")
 def emit_event(ctx: StepContext) -> StepResult:
     """The event row commits with the step; it is dispatched after commit."""
-    event = event_emit(ctx.config["type"], ctx.config.get("payload") or {},
-                       source=EventSource.WORKFLOW)
+    event = event_emit(
+        ctx.config["type"], ctx.config.get("payload") or {}, source=EventSource.WORKFLOW
+    )
     return StepResult(output={"event_id": event.pk, "type": event.type})
 
 
 @dry_run_for("emit_event")
 def emit_event_dry_run(ctx: StepContext) -> dict[str, Any]:
-    return {"would": "emit an event", "type": ctx.config["type"],
-            "payload": ctx.config.get("payload") or {}}
+    return {
+        "would": "emit an event",
+        "type": ctx.config["type"],
+        "payload": ctx.config.get("payload") or {},
+    }

@@ -77,8 +77,9 @@ logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 2000
 MAX_IN_ITEMS = 1000
-SAFE_LOOKUPS = frozenset({"exact", "iexact", "gte", "lte", "gt", "lt", "in", "contains",
-                          "icontains", "isnull"})
+SAFE_LOOKUPS = frozenset(
+    {"exact", "iexact", "gte", "lte", "gt", "lt", "in", "contains", "icontains", "isnull"}
+)
 TEXT_LOOKUPS = frozenset({"iexact", "contains", "icontains"})
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -87,8 +88,12 @@ SCHEMA = object_schema(
         "export_type": {"enum": ["csv"]},
         "entity_type": {"type": "string", "minLength": 1},
         "filters": {"type": "object", "maxProperties": 30},
-        "fields": {"type": "array", "items": {"type": "string", "minLength": 1},
-                   "minItems": 1, "maxItems": 200},
+        "fields": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1},
+            "minItems": 1,
+            "maxItems": 200,
+        },
         "email_to": ADDRESS_LIST_SCHEMA,
         "run_as": {"type": "string", "minLength": 1, "maxLength": 150},
     },
@@ -105,11 +110,15 @@ def filter_key_problem(reg: ModelRegistration, key: str) -> str | None:
     field, _, lookup = str(key).partition("__")
     lookup = lookup or "exact"
     if field not in reg.exportable:
-        return (f"'{field}' is not an exportable field of {reg.name} "
-                f"(exportable: {', '.join(reg.exportable) or 'none'})")
+        return (
+            f"'{field}' is not an exportable field of {reg.name} "
+            f"(exportable: {', '.join(reg.exportable) or 'none'})"
+        )
     if lookup not in SAFE_LOOKUPS:
-        return (f"lookup '{lookup}' is not allowed (allowed: "
-                f"{', '.join(sorted(SAFE_LOOKUPS))}; one lookup on the field itself)")
+        return (
+            f"lookup '{lookup}' is not allowed (allowed: "
+            f"{', '.join(sorted(SAFE_LOOKUPS))}; one lookup on the field itself)"
+        )
     if reg.model._meta.get_field(field).get_lookup(lookup) is None:  # type: ignore[union-attr]
         return f"lookup '{lookup}' does not apply to the field '{field}'"
     return None
@@ -132,8 +141,12 @@ def check_config(config: dict[str, Any], path: str) -> list[tuple[str, str]]:
     if isinstance(fields, list):
         for index, field in enumerate(fields):
             if field not in reg.exportable:
-                issues.append((f"{path}.fields[{index}]",
-                               f"'{field}' is not an exportable field of {reg.name}"))
+                issues.append(
+                    (
+                        f"{path}.fields[{index}]",
+                        f"'{field}' is not an exportable field of {reg.name}",
+                    )
+                )
     if not reg.exportable:
         issues.append((f"{path}.entity_type", f"{reg.name} has no exportable fields"))
     return issues
@@ -145,8 +158,9 @@ def export_fields(reg: ModelRegistration, requested: Any) -> list[models.Field]:
         raise StepFailed(f"{reg.name} has no exportable fields", code="NOT_EXPORTABLE")
     for name in names:
         if name not in reg.exportable:
-            raise StepFailed(f"fields: '{name}' is not an exportable field of {reg.name}",
-                             code="INVALID_FIELD")
+            raise StepFailed(
+                f"fields: '{name}' is not an exportable field of {reg.name}", code="INVALID_FIELD"
+            )
     return [reg.model._meta.get_field(name) for name in names]  # type: ignore[misc]
 
 
@@ -157,8 +171,10 @@ def _clean_value(field: models.Field, lookup: str, value: Any, key: str) -> Any:
         return value
     if lookup == "in":
         if not isinstance(value, list) or len(value) > MAX_IN_ITEMS:
-            raise StepFailed(f"filters.{key}: expects a list of at most {MAX_IN_ITEMS} values",
-                             code="INVALID_FILTER")
+            raise StepFailed(
+                f"filters.{key}: expects a list of at most {MAX_IN_ITEMS} values",
+                code="INVALID_FILTER",
+            )
         return [_clean_value(field, "exact", item, key) for item in value]
     if value is not None and not isinstance(value, str | int | float | bool):
         raise StepFailed(f"filters.{key}: expects a single value", code="INVALID_FILTER")
@@ -168,8 +184,9 @@ def _clean_value(field: models.Field, lookup: str, value: Any, key: str) -> Any:
     try:
         cleaned = target.to_python(value)
     except ValidationError as exc:
-        raise StepFailed(f"filters.{key}: {'; '.join(exc.messages)}",
-                         code="INVALID_FILTER") from None
+        raise StepFailed(
+            f"filters.{key}: {'; '.join(exc.messages)}", code="INVALID_FILTER"
+        ) from None
     if isinstance(target, models.DateTimeField) and timezone.is_naive(cleaned):
         cleaned = timezone.make_aware(cleaned)
     return cleaned
@@ -199,14 +216,22 @@ def export_user(ctx: StepContext) -> tuple[Any, str]:
         actor = ctx.run.event.actor
     else:  # a dry run: the sample event's actor
         actor_id = (ctx.context.get("actor") or {}).get("id")
-        actor = get_user_model()._default_manager.filter(pk=actor_id).first() if isinstance(
-            actor_id, int) else None
+        actor = (
+            get_user_model()._default_manager.filter(pk=actor_id).first()
+            if isinstance(actor_id, int)
+            else None
+        )
     if actor is not None:
         return actor, "actor"
     run_as = ctx.config.get("run_as")
     if run_as:
-        user = get_user_model()._default_manager.filter(
-            **{get_user_model().USERNAME_FIELD: str(run_as)}, is_active=True).first()
+        user = (
+            get_user_model()
+            ._default_manager.filter(
+                **{get_user_model().USERNAME_FIELD: str(run_as)}, is_active=True
+            )
+            .first()
+        )
         if user is None:
             raise StepFailed(f"run_as: no active user '{run_as}'", code="UNKNOWN_USER")
         return user, "run_as"
@@ -240,8 +265,10 @@ def _describe(planned: dict[str, Any]) -> dict[str, Any]:
         "fields": [f.name for f in planned["fields"]],
         "visible_to": user.get_username() if user is not None else None,
         "visibility": (
-            "all rows (staff)" if user is not None and user.is_staff and user.is_active
-            else "rows the registration lets this user see" if user is not None
+            "all rows (staff)"
+            if user is not None and user.is_staff and user.is_active
+            else "rows the registration lets this user see"
+            if user is not None
             else "rows the registration allows without a user"
         ),
         "user_from": planned["basis"],
@@ -267,15 +294,23 @@ class _Progress:
     killed, a retry) continues after its last stored batch instead of from the first row.
     """
 
-    def __init__(self, ctx: StepContext, total: int, resumed: dict[str, Any] | None = None
-                 ) -> None:
+    def __init__(self, ctx: StepContext, total: int, resumed: dict[str, Any] | None = None) -> None:
         self.ctx = ctx
-        self.data: dict[str, Any] = {"phase": "writing", "rows_written": 0, "total": total,
-                                     "percent": 0 if total else 100, "parts": [],
-                                     "last_pk": None}
+        self.data: dict[str, Any] = {
+            "phase": "writing",
+            "rows_written": 0,
+            "total": total,
+            "percent": 0 if total else 100,
+            "parts": [],
+            "last_pk": None,
+        }
         if resumed:
-            self.data.update(rows_written=resumed["rows_written"], parts=resumed["parts"],
-                             last_pk=resumed["last_pk"], resumed_at=resumed["rows_written"])
+            self.data.update(
+                rows_written=resumed["rows_written"],
+                parts=resumed["parts"],
+                last_pk=resumed["last_pk"],
+                resumed_at=resumed["rows_written"],
+            )
 
     def save(self, **changes: Any) -> None:
         from automation.models import ActionRun, StepStatus
@@ -286,11 +321,13 @@ class _Progress:
         if self.ctx.action_run is None:
             return
         updated = ActionRun.objects.filter(
-            pk=self.ctx.action_run.pk, status=StepStatus.RUNNING,
+            pk=self.ctx.action_run.pk,
+            status=StepStatus.RUNNING,
         ).update(progress=dict(self.data), updated_at=timezone.now())
         if not updated:
-            raise StepFailed("the step was cancelled or taken over while exporting",
-                             code="EXPORT_ABANDONED")
+            raise StepFailed(
+                "the step was cancelled or taken over while exporting", code="EXPORT_ABANDONED"
+            )
 
 
 def resumable(ctx: StepContext, fields: list[models.Field]) -> dict[str, Any] | None:
@@ -298,9 +335,12 @@ def resumable(ctx: StepContext, fields: list[models.Field]) -> dict[str, Any] | 
     its batches for the same columns, every one of them still in storage."""
     previous = (ctx.action_run.progress if ctx.action_run is not None else None) or {}
     parts = previous.get("parts")
-    if (not parts or previous.get("phase") not in ("writing", "saving")
-            or previous.get("last_pk") is None
-            or previous.get("fields") != [f.name for f in fields]):
+    if (
+        not parts
+        or previous.get("phase") not in ("writing", "saving")
+        or previous.get("last_pk") is None
+        or previous.get("fields") != [f.name for f in fields]
+    ):
         return None
     if not all(default_storage.exists(name) for name in parts):
         return None
@@ -312,8 +352,13 @@ def _text_file() -> tuple[Any, io.TextIOWrapper]:
     return raw, io.TextIOWrapper(raw, encoding="utf-8", newline="")
 
 
-def write_parts(queryset: models.QuerySet, fields: list[models.Field], progress: _Progress,
-                part_prefix: str, masked: tuple[str, ...] = ()) -> Any:
+def write_parts(
+    queryset: models.QuerySet,
+    fields: list[models.Field],
+    progress: _Progress,
+    part_prefix: str,
+    masked: tuple[str, ...] = (),
+) -> Any:
     """Stream the rows after ``progress``'s ``last_pk``: each full batch is stored as a part
     and recorded in the progress; returns the last, partial batch (a binary temp file).
     The registration's ``masked`` fields are written as ``MASKED``."""
@@ -326,21 +371,28 @@ def write_parts(queryset: models.QuerySet, fields: list[models.Field], progress:
     writer = csv.writer(text)
     in_batch = 0
     for row in queryset.values_list(*[f.attname for f in fields], "pk").iterator(
-            chunk_size=BATCH_SIZE):
-        writer.writerow([MASKED if hide and value is not None else _cell(value)
-                         for hide, value in zip(hidden, row[:-1], strict=True)])
+        chunk_size=BATCH_SIZE
+    ):
+        writer.writerow(
+            [
+                MASKED if hide and value is not None else _cell(value)
+                for hide, value in zip(hidden, row[:-1], strict=True)
+            ]
+        )
         rows += 1
         in_batch += 1
         if in_batch == BATCH_SIZE:
             text.flush()
             raw.seek(0)
             index = len(progress.data["parts"])
-            name = default_storage.save(f"{part_prefix}-{index:05d}.part",
-                                        File(raw, name="part"))
+            name = default_storage.save(f"{part_prefix}-{index:05d}.part", File(raw, name="part"))
             text.detach()
             raw.close()
-            progress.save(rows_written=rows, last_pk=json_value(row[-1]),
-                          parts=[*progress.data["parts"], name])
+            progress.save(
+                rows_written=rows,
+                last_pk=json_value(row[-1]),
+                parts=[*progress.data["parts"], name],
+            )
             raw, text = _text_file()
             writer = csv.writer(text)
             in_batch = 0
@@ -372,8 +424,9 @@ def _export_record(ctx: StepContext, planned: dict[str, Any]) -> Any:
         "fields": [f.name for f in planned["fields"]],
         "requested_by": planned["user"],
     }
-    export, created = Export.objects.get_or_create(action_run_id=ctx.action_run.pk,
-                                                   defaults=defaults)
+    export, created = Export.objects.get_or_create(
+        action_run_id=ctx.action_run.pk, defaults=defaults
+    )
     if not created:
         for name, value in defaults.items():
             setattr(export, name, value)
@@ -387,14 +440,26 @@ def _link(export: Any) -> str:
 
 
 def _result(export: Any, planned: dict[str, Any], total: int, mail: Any) -> dict[str, Any]:
-    return {**_describe(planned), "export_id": export.pk, "file": export.file.name,
-            "url": _link(export), "rows": export.row_count, "total": total,
-            "email": mail}
+    return {
+        **_describe(planned),
+        "export_id": export.pk,
+        "file": export.file.name,
+        "url": _link(export),
+        "rows": export.row_count,
+        "total": total,
+        "email": mail,
+    }
 
 
-@step_type("enqueue_export", schema=SCHEMA, atomic=False, label="Export to CSV",
-           render_modes=RENDER_MODES, check=check_config,
-           default_retry={"max_attempts": 3, "backoff_seconds": 60, "max_backoff_seconds": 900})
+@step_type(
+    "enqueue_export",
+    schema=SCHEMA,
+    atomic=False,
+    label="Export to CSV",
+    render_modes=RENDER_MODES,
+    check=check_config,
+    default_retry={"max_attempts": 3, "backoff_seconds": 60, "max_backoff_seconds": 900},
+)
 def enqueue_export(ctx: StepContext) -> StepResult:
     """Write the CSV in batches with progress, store it, and mail the link."""
     planned = plan(ctx)
@@ -402,21 +467,32 @@ def enqueue_export(ctx: StepContext) -> StepResult:
     if export.finished_at and export.file and already_sent(ctx):
         # A redelivery after the link went out: the export is done, keep that one.
         mail = already_sent(ctx)
-        return StepResult(output={**_result(export, planned, export.row_count, mail),
-                                  "already_done": True})
+        return StepResult(
+            output={**_result(export, planned, export.row_count, mail), "already_done": True}
+        )
     reg = planned["registration"]
     total = planned["queryset"].count()
     resumed = resumable(ctx, planned["fields"])
     progress = _Progress(ctx, total, resumed)
     progress.save(fields=[f.name for f in planned["fields"]])
     stamp = timezone.now()
-    name = (f"exports/{reg.name}/{stamp:%Y/%m}/{reg.name}-{stamp:%Y%m%d-%H%M%S}-"
-            f"{secrets.token_urlsafe(16)}.csv")
-    part_prefix = (f"exports/parts/{ctx.action_run.pk if ctx.action_run else 0}-"
-                   f"{secrets.token_urlsafe(8)}")
-    with (write_parts(planned["queryset"], planned["fields"], progress, part_prefix,
-                      planned["registration"].masked) as tail,
-          tempfile.TemporaryFile("w+b") as raw):
+    name = (
+        f"exports/{reg.name}/{stamp:%Y/%m}/{reg.name}-{stamp:%Y%m%d-%H%M%S}-"
+        f"{secrets.token_urlsafe(16)}.csv"
+    )
+    part_prefix = (
+        f"exports/parts/{ctx.action_run.pk if ctx.action_run else 0}-{secrets.token_urlsafe(8)}"
+    )
+    with (
+        write_parts(
+            planned["queryset"],
+            planned["fields"],
+            progress,
+            part_prefix,
+            planned["registration"].masked,
+        ) as tail,
+        tempfile.TemporaryFile("w+b") as raw,
+    ):
         rows = progress.data["rows_written"]
         progress.save(phase="saving", rows_written=rows, total=max(total, rows))
         write_csv(planned["fields"], progress.data["parts"], tail, raw)
@@ -439,24 +515,37 @@ def enqueue_export(ctx: StepContext) -> StepResult:
     if planned["email_to"]:
         progress.save(phase="mailing")
         mail = send_message(
-            ctx, to=planned["email_to"],
+            ctx,
+            to=planned["email_to"],
             subject=f"Your {reg.name} export is ready ({rows} rows)",
-            text_body=(f"The {reg.name} export you asked for is ready: {rows} rows.\n\n"
-                       f"Download it here:\n{_link(export)}\n"),
+            text_body=(
+                f"The {reg.name} export you asked for is ready: {rows} rows.\n\n"
+                f"Download it here:\n{_link(export)}\n"
+            ),
         )
     from automation.models import ActionRun
 
     ActionRun.objects.filter(pk=ctx.action_run.pk).update(  # type: ignore[union-attr]
-        progress={**progress.data, "phase": "done",
-                  **({"email_sent": {"message_id": mail["message_id"], "at": mail["sent_at"]}}
-                     if mail else {})},
-        updated_at=timezone.now())
+        progress={
+            **progress.data,
+            "phase": "done",
+            **(
+                {"email_sent": {"message_id": mail["message_id"], "at": mail["sent_at"]}}
+                if mail
+                else {}
+            ),
+        },
+        updated_at=timezone.now(),
+    )
     return StepResult(output=_result(export, planned, total, mail))
 
 
 @dry_run_for("enqueue_export")
 def enqueue_export_dry_run(ctx: StepContext) -> dict[str, Any]:
     planned = plan(ctx)
-    return {"would": "export a CSV and mail its link", **_describe(planned),
-            "rows": planned["queryset"].count(),
-            "filters": ctx.config.get("filters") or {}}
+    return {
+        "would": "export a CSV and mail its link",
+        **_describe(planned),
+        "rows": planned["queryset"].count(),
+        "filters": ctx.config.get("filters") or {},
+    }

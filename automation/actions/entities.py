@@ -14,8 +14,9 @@ def registration(entity_type: str) -> ModelRegistration:
     found = registration_for_name(str(entity_type))
     if found is None:
         known = ", ".join(sorted(r.name for r in registrations()))
-        raise StepFailed(f"unknown entity_type '{entity_type}' (registered: {known})",
-                         code="UNKNOWN_ENTITY_TYPE")
+        raise StepFailed(
+            f"unknown entity_type '{entity_type}' (registered: {known})", code="UNKNOWN_ENTITY_TYPE"
+        )
     return found
 
 
@@ -26,8 +27,9 @@ def entity(entity_type: str, entity_id: Any, *, lock: bool = False) -> models.Mo
     try:
         return queryset.get(pk=entity_id)
     except (reg.model.DoesNotExist, ValueError, TypeError):
-        raise StepFailed(f"{entity_type} {entity_id!r} does not exist",
-                         code="ENTITY_NOT_FOUND") from None
+        raise StepFailed(
+            f"{entity_type} {entity_id!r} does not exist", code="ENTITY_NOT_FOUND"
+        ) from None
 
 
 def entity_types_schema() -> dict[str, Any]:

@@ -30,14 +30,18 @@ from automation.actions import StepContext, StepFailed
 logger = logging.getLogger(__name__)
 
 MAX_RECIPIENTS = 100
-_NAMED_ADDRESS = re.compile(r'([^<>@,;]*)<([^<>\s]+)>')
+_NAMED_ADDRESS = re.compile(r"([^<>@,;]*)<([^<>\s]+)>")
 SMTP_TIMEOUT_SECONDS = 30.0
 
 ADDRESS_LIST_SCHEMA: dict[str, Any] = {
     "anyOf": [
         {"type": "string", "minLength": 1, "maxLength": 5000},
-        {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 500},
-         "minItems": 1, "maxItems": MAX_RECIPIENTS},
+        {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 500},
+            "minItems": 1,
+            "maxItems": MAX_RECIPIENTS,
+        },
     ],
 }
 
@@ -53,8 +57,9 @@ def parse_addresses(value: Any, field: str, *, required: bool = True) -> list[st
     elif isinstance(value, list):
         items = value
     else:
-        raise StepFailed(f"{field}: expected an address or a list of addresses",
-                         code="INVALID_ADDRESS")
+        raise StepFailed(
+            f"{field}: expected an address or a list of addresses", code="INVALID_ADDRESS"
+        )
     addresses = []
     for item in items:
         if not isinstance(item, str):
@@ -71,19 +76,22 @@ def parse_addresses(value: Any, field: str, *, required: bool = True) -> list[st
 def check_address(text: str, field: str) -> str:
     """One address, normalised; '' for an empty item of a list ("a@x.org, ")."""
     if any(char in text for char in "\r\n\0"):
-        raise StepFailed(f"{field}: line breaks are not allowed in addresses",
-                         code="HEADER_INJECTION")
+        raise StepFailed(
+            f"{field}: line breaks are not allowed in addresses", code="HEADER_INJECTION"
+        )
     text = text.strip()
     if not text:
         return ""
     named = _NAMED_ADDRESS.fullmatch(text)
-    name, address = (named.group(1).strip().strip('"').strip(), named.group(2).strip()
-                     ) if named else ("", text)
+    name, address = (
+        (named.group(1).strip().strip('"').strip(), named.group(2).strip()) if named else ("", text)
+    )
     try:
         validate_email(address)
     except ValidationError:
-        raise StepFailed(f"{field}: {text!r} is not a valid email address",
-                         code="INVALID_ADDRESS") from None
+        raise StepFailed(
+            f"{field}: {text!r} is not a valid email address", code="INVALID_ADDRESS"
+        ) from None
     return formataddr((name, address)) if name else address
 
 
@@ -116,8 +124,9 @@ def _mark_sent(ctx: StepContext, mark: dict[str, Any]) -> None:
         ActionRun.objects.filter(pk=ctx.action_run.pk).values_list("progress", flat=True).first()
     )
     progress = {**(progress if isinstance(progress, dict) else {}), "email_sent": mark}
-    ActionRun.objects.filter(pk=ctx.action_run.pk).update(progress=progress,
-                                                         updated_at=timezone.now())
+    ActionRun.objects.filter(pk=ctx.action_run.pk).update(
+        progress=progress, updated_at=timezone.now()
+    )
     ctx.action_run.progress = progress
 
 
@@ -142,16 +151,27 @@ def send_message(
     if any(char in subject for char in "\r\n"):
         raise StepFailed("line breaks are not allowed in subjects", code="HEADER_INJECTION")
     mid = message_id(ctx)
-    summary = {"message_id": mid, "to": to, "cc": cc or [], "bcc_count": len(bcc or []),
-               "subject": subject}
+    summary = {
+        "message_id": mid,
+        "to": to,
+        "cc": cc or [],
+        "bcc_count": len(bcc or []),
+        "subject": subject,
+    }
     earlier = already_sent(ctx)
     if earlier is not None:
-        logger.info("step %s: message %s was already sent; not sending again",
-                    ctx.step.get("key"), mid)
+        logger.info(
+            "step %s: message %s was already sent; not sending again", ctx.step.get("key"), mid
+        )
         return {**summary, "sent_at": earlier.get("at"), "already_sent": True}
     message = EmailMultiAlternatives(
-        subject=subject, body=text_body, from_email=settings.DEFAULT_FROM_EMAIL, to=to,
-        cc=cc or None, bcc=bcc or None, headers={"Message-ID": mid},
+        subject=subject,
+        body=text_body,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=to,
+        cc=cc or None,
+        bcc=bcc or None,
+        headers={"Message-ID": mid},
         connection=_connection(),
     )
     if html_body:
@@ -160,16 +180,22 @@ def send_message(
         message.send()
     except smtplib.SMTPRecipientsRefused as exc:
         refused = ", ".join(sorted(str(address) for address in exc.recipients))
-        raise StepFailed(f"the mail server refused the recipients: {refused}",
-                         code="EMAIL_REFUSED") from None
+        raise StepFailed(
+            f"the mail server refused the recipients: {refused}", code="EMAIL_REFUSED"
+        ) from None
     except smtplib.SMTPResponseException as exc:
         permanent = 500 <= exc.smtp_code < 600
-        raise StepFailed(f"the mail server answered {exc.smtp_code}",
-                         code="EMAIL_REFUSED" if permanent else "EMAIL_UNAVAILABLE",
-                         retryable=not permanent) from None
+        raise StepFailed(
+            f"the mail server answered {exc.smtp_code}",
+            code="EMAIL_REFUSED" if permanent else "EMAIL_UNAVAILABLE",
+            retryable=not permanent,
+        ) from None
     except (smtplib.SMTPException, OSError) as exc:
-        raise StepFailed(f"could not send the email ({type(exc).__name__})",
-                         code="EMAIL_UNAVAILABLE", retryable=True) from None
+        raise StepFailed(
+            f"could not send the email ({type(exc).__name__})",
+            code="EMAIL_UNAVAILABLE",
+            retryable=True,
+        ) from None
     at = timezone.now().isoformat()
     _mark_sent(ctx, {"message_id": mid, "at": at})
     return {**summary, "sent_at": at}

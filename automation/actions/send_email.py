@@ -43,8 +43,13 @@ SCHEMA = object_schema(
     },
     required=["to"],
 )
-RENDER_MODES = {"to": "header", "cc": "header", "bcc": "header", "subject": "header",
-                "html_body": "html"}
+RENDER_MODES = {
+    "to": "header",
+    "cc": "header",
+    "bcc": "header",
+    "subject": "header",
+    "html_body": "html",
+}
 
 
 def check_config(config: dict[str, Any], path: str) -> list[tuple[str, str]]:
@@ -78,8 +83,12 @@ def compose(ctx: StepContext) -> dict[str, Any]:
             message["subject"] = str(config["subject"])
     else:
         html_body = str(config.get("html_body") or "")
-        message.update(subject=str(config["subject"]), text_body=str(config["body"]),
-                       html_body=html_body, template=None)
+        message.update(
+            subject=str(config["subject"]),
+            text_body=str(config["body"]),
+            html_body=html_body,
+            template=None,
+        )
     if not message["subject"].strip():
         raise StepFailed("the subject is empty", code="INVALID_CONFIG")
     return message
@@ -100,22 +109,36 @@ def _render_template(ctx: StepContext, name: str) -> dict[str, Any]:
         try:
             rendered[field] = render_string(getattr(template, field), context, mode=mode).value
         except TemplateError as exc:
-            raise StepFailed(f"email template '{name}', {field}: {exc.message}",
-                             code=f"TEMPLATE_{exc.code.upper()}") from None
+            raise StepFailed(
+                f"email template '{name}', {field}: {exc.message}",
+                code=f"TEMPLATE_{exc.code.upper()}",
+            ) from None
     if not rendered["text_body"].strip() and rendered["html_body"]:
         rendered["text_body"] = strip_tags(rendered["html_body"])
     return rendered
 
 
-@step_type("send_email", schema=SCHEMA, atomic=False, label="Send an email",
-           render_modes=RENDER_MODES, check=check_config,
-           default_retry={"max_attempts": 3, "backoff_seconds": 30, "max_backoff_seconds": 600})
+@step_type(
+    "send_email",
+    schema=SCHEMA,
+    atomic=False,
+    label="Send an email",
+    render_modes=RENDER_MODES,
+    check=check_config,
+    default_retry={"max_attempts": 3, "backoff_seconds": 30, "max_backoff_seconds": 600},
+)
 def send_email(ctx: StepContext) -> StepResult:
     """Send the email through Django's email backend, once per step."""
     message = compose(ctx)
-    sent = send_message(ctx, to=message["to"], cc=message["cc"], bcc=message["bcc"],
-                        subject=message["subject"], text_body=message["text_body"],
-                        html_body=message["html_body"])
+    sent = send_message(
+        ctx,
+        to=message["to"],
+        cc=message["cc"],
+        bcc=message["bcc"],
+        subject=message["subject"],
+        text_body=message["text_body"],
+        html_body=message["html_body"],
+    )
     return StepResult(output={**sent, "template": message["template"]})
 
 

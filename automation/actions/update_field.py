@@ -61,8 +61,9 @@ def _coerce(field: models.Field, value: Any, instance: models.Model) -> Any:
         try:
             return related._default_manager.get(pk=value)
         except (related.DoesNotExist, ValueError, TypeError):
-            raise StepFailed(f"{field.name}: {value!r} does not exist",
-                             code="INVALID_VALUE") from None
+            raise StepFailed(
+                f"{field.name}: {value!r} does not exist", code="INVALID_VALUE"
+            ) from None
     try:
         return field.clean(value, instance)
     except ValidationError as exc:
@@ -88,6 +89,10 @@ def update_field(ctx: StepContext) -> StepResult:
 @dry_run_for("update_field")
 def update_field_dry_run(ctx: StepContext) -> dict[str, Any]:
     field = _writable_field(ctx.config["entity_type"], ctx.config["field"])
-    return {"would": "update a field", "entity_type": ctx.config["entity_type"],
-            "entity_id": ctx.config["entity_id"], "field": field.name,
-            "value": ctx.config["value"]}
+    return {
+        "would": "update a field",
+        "entity_type": ctx.config["entity_type"],
+        "entity_id": ctx.config["entity_id"],
+        "field": field.name,
+        "value": ctx.config["value"],
+    }

@@ -31,8 +31,10 @@ def check_config(config: dict[str, Any], path: str) -> list[tuple[str, str]]:
     condition = config.get("condition")
     if not isinstance(condition, dict):
         return []
-    return [(issue.path, issue.message)
-            for issue in validate_condition(condition, path=f"{path}.condition")]
+    return [
+        (issue.path, issue.message)
+        for issue in validate_condition(condition, path=f"{path}.condition")
+    ]
 
 
 def _check(ctx: StepContext) -> tuple[bool, dict[str, Any]]:
@@ -46,8 +48,9 @@ def validate(ctx: StepContext) -> StepResult:
     """Pass when the condition holds; otherwise fail with the configured message."""
     ok, trace = _check(ctx)
     if not ok:
-        raise StepFailed(str(ctx.config["message"]), code="VALIDATION_FAILED",
-                         output={"trace": trace})
+        raise StepFailed(
+            str(ctx.config["message"]), code="VALIDATION_FAILED", output={"trace": trace}
+        )
     return StepResult(output={"valid": True, "values": ctx.config.get("values") or {}})
 
 

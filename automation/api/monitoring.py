@@ -36,20 +36,25 @@ class MonitoringViewSet(viewsets.ViewSet):
     def active_runs(self, request: Request) -> Response:
         return Response({"results": monitoring.active_runs(limit=200)})
 
-    @extend_schema(parameters=[HOURS],
-                   responses=OpenApiResponse(description="Per-workflow metrics."))
+    @extend_schema(
+        parameters=[HOURS], responses=OpenApiResponse(description="Per-workflow metrics.")
+    )
     @action(detail=False, methods=["get"])
     def metrics(self, request: Request) -> Response:
         hours = _hours(request)
-        return Response({
-            "hours": hours, "workflows": monitoring.workflow_metrics(hours=hours),
-            "throughput": monitoring.throughput(hours=hours),
-            "outbox_lag_seconds": monitoring.outbox_lag_seconds(),
-            "outbox_failing": monitoring.outbox_failing(),
-        })
+        return Response(
+            {
+                "hours": hours,
+                "workflows": monitoring.workflow_metrics(hours=hours),
+                "throughput": monitoring.throughput(hours=hours),
+                "outbox_lag_seconds": monitoring.outbox_lag_seconds(),
+                "outbox_failing": monitoring.outbox_failing(),
+            }
+        )
 
-    @extend_schema(parameters=[HOURS],
-                   responses=OpenApiResponse(description="Slowest/failing steps, queues."))
+    @extend_schema(
+        parameters=[HOURS], responses=OpenApiResponse(description="Slowest/failing steps, queues.")
+    )
     @action(detail=False, methods=["get"])
     def bottlenecks(self, request: Request) -> Response:
         return Response(monitoring.bottlenecks(hours=_hours(request)))
@@ -57,5 +62,9 @@ class MonitoringViewSet(viewsets.ViewSet):
     @extend_schema(responses=OpenApiResponse(description="Links to the monitoring endpoints."))
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         base = request.build_absolute_uri()
-        return Response({name: f"{base}{name}/" for name in
-                         ("active-runs", "metrics", "bottlenecks", "sla-compliance")})
+        return Response(
+            {
+                name: f"{base}{name}/"
+                for name in ("active-runs", "metrics", "bottlenecks", "sla-compliance")
+            }
+        )

@@ -30,8 +30,12 @@ from config.errors import Conflict, NotFound, ValidationFailed
 from config.permissions import StaffModelPermissions
 
 NOTE_PARAMETERS = [
-    OpenApiParameter("entity_type", str, required=True,
-                     description="A registered model's name (lead, deal, task...)."),
+    OpenApiParameter(
+        "entity_type",
+        str,
+        required=True,
+        description="A registered model's name (lead, deal, task...).",
+    ),
     OpenApiParameter("entity_id", str, required=True, description="The object's id."),
     OpenApiParameter("visibility", str, enum=NoteVisibility.values),
 ]
@@ -53,8 +57,7 @@ class NoteViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             issues.append(("entity_type", "required: the name of a registered model"))
         elif registration_for_name(entity_type) is None:
             known = ", ".join(sorted(r.name for r in registrations()))
-            issues.append(("entity_type", f"unknown entity type {entity_type!r} (known: "
-                                          f"{known})"))
+            issues.append(("entity_type", f"unknown entity type {entity_type!r} (known: {known})"))
         if not entity_id:
             issues.append(("entity_id", "required: the object's id"))
         elif len(entity_id) > 64 or "\x00" in entity_id:
@@ -79,16 +82,18 @@ class NoteViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             return Note.objects.none()
         _, target = self._target()
         queryset = Note.objects.filter(
-            content_type=ContentType.objects.get_for_model(type(target)),
-            object_id=str(target.pk)).select_related("author", "action_run")
+            content_type=ContentType.objects.get_for_model(type(target)), object_id=str(target.pk)
+        ).select_related("author", "action_run")
         visibility = self.request.query_params.get("visibility")
         if visibility:
             queryset = queryset.filter(visibility=visibility)
         return queryset.order_by("-created_at", "-id")
 
     def get_serializer_context(self) -> dict[str, Any]:
-        return {**super().get_serializer_context(),
-                "entity_type": self.request.query_params.get("entity_type", "")}
+        return {
+            **super().get_serializer_context(),
+            "entity_type": self.request.query_params.get("entity_type", ""),
+        }
 
     @extend_schema(parameters=NOTE_PARAMETERS)
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -105,7 +110,8 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     def get_queryset(self) -> QuerySet[Export]:
         queryset = Export.objects.select_related("action_run", "requested_by").order_by(
-            "-created_at", "-id")
+            "-created_at", "-id"
+        )
         user = self.request.user
         if not user.is_authenticated:
             return queryset.none()
@@ -115,28 +121,47 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     def get_object(self) -> Export:
         lookup = str(self.kwargs["pk"])
-        found = (self.get_queryset().filter(pk=int(lookup)).first()
-                 if lookup.isascii() and lookup.isdigit() and len(lookup) <= 18 else None)
+        found = (
+            self.get_queryset().filter(pk=int(lookup)).first()
+            if lookup.isascii() and lookup.isdigit() and len(lookup) <= 18
+            else None
+        )
         if found is None:
             raise NotFound(f"Export {lookup} not found.")
         return found
 
-    @extend_schema(responses={(200, "text/csv"): OpenApiResponse(description="The CSV."),
-                              409: OpenApiResponse(description="Not written yet.")})
+    @extend_schema(
+        responses={
+            (200, "text/csv"): OpenApiResponse(description="The CSV."),
+            409: OpenApiResponse(description="Not written yet."),
+        }
+    )
     @action(detail=True, methods=["get"], url_path="download", url_name="api-download")
     def download(self, request: Request, pk: str | None = None) -> FileResponse:
         """The CSV, once written; before that 409 EXPORT_NOT_READY with its ``status``."""
         export = self.get_object()
         if not (export.finished_at and export.file):
-            raise Conflict("The export is not written yet; see its status.",
-                           code="EXPORT_NOT_READY", data={"status": export_status(export)})
-        return FileResponse(export.file.open("rb"), as_attachment=True,
-                            filename=f"{export.entity_type}-export-{export.pk}.csv",
-                            content_type="text/csv")
+            raise Conflict(
+                "The export is not written yet; see its status.",
+                code="EXPORT_NOT_READY",
+                data={"status": export_status(export)},
+            )
+        return FileResponse(
+            export.file.open("rb"),
+            as_attachment=True,
+            filename=f"{export.entity_type}-export-{export.pk}.csv",
+            content_type="text/csv",
+        )
 
 
-class SecretViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                    mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+class SecretViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
     """Stored secrets, by name (``/secrets/CRM_API_KEY/``): names and descriptions are
     listed to staff with ``view_secret``; creating, replacing and deleting need
     ``add_secret``, ``change_secret``, ``delete_secret``. A value is written, encrypted,
@@ -152,8 +177,9 @@ class SecretViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
 
     def get_object(self) -> Secret:
         name = self.kwargs["name"]
-        found = (self.get_queryset().filter(name=name).first()
-                 if SECRET_NAME.fullmatch(name) else None)
+        found = (
+            self.get_queryset().filter(name=name).first() if SECRET_NAME.fullmatch(name) else None
+        )
         if found is None:
             raise NotFound(f"No stored secret {self.kwargs['name']!r}.")
         self.check_object_permissions(self.request, found)
@@ -163,9 +189,9 @@ class SecretViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
         data = serializer.validated_data
         if Secret.objects.filter(name=data["name"]).exists():
             raise ValidationFailed.from_issues(
-                [("name", "a secret with this name exists; change it with PUT or PATCH")])
-        secret_set(name=data["name"], value=data["value"],
-                   description=data.get("description", ""))
+                [("name", "a secret with this name exists; change it with PUT or PATCH")]
+            )
+        secret_set(name=data["name"], value=data["value"], description=data.get("description", ""))
         serializer.instance = Secret.objects.get(name=data["name"])
 
     def perform_update(self, serializer: SecretSerializer) -> None:
@@ -173,10 +199,10 @@ class SecretViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
         data = serializer.validated_data
         if data.get("name", secret.name) != secret.name:
             raise ValidationFailed.from_issues(
-                [("name", "a secret cannot be renamed (templates name it); create another")])
+                [("name", "a secret cannot be renamed (templates name it); create another")]
+            )
         if "value" in data:
-            secret_set(name=secret.name, value=data["value"],
-                       description=data.get("description"))
+            secret_set(name=secret.name, value=data["value"], description=data.get("description"))
         elif "description" in data:
             secret_describe(name=secret.name, description=data["description"])
         elif not serializer.partial:

@@ -16,14 +16,29 @@ class EventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Event
-        fields = ["id", "type", "source", "payload", "actor", "entity_type", "entity_id",
-                  "idempotency_key", "causation_depth", "caused_by_run", "occurred_at",
-                  "dispatched_at", "dispatch_attempts", "dispatch_after", "dispatch_error"]
+        fields = [
+            "id",
+            "type",
+            "source",
+            "payload",
+            "actor",
+            "entity_type",
+            "entity_id",
+            "idempotency_key",
+            "causation_depth",
+            "caused_by_run",
+            "occurred_at",
+            "dispatched_at",
+            "dispatch_attempts",
+            "dispatch_after",
+            "dispatch_error",
+        ]
 
 
 class EventCreateSerializer(serializers.Serializer):
     type = serializers.RegexField(
-        r"^[a-z0-9_]+(\.[a-z0-9_]+)+$", max_length=150,
+        r"^[a-z0-9_]+(\.[a-z0-9_]+)+$",
+        max_length=150,
         error_messages={"invalid": "must look like 'deal.won': lowercase words joined by dots"},
     )
     payload = serializers.JSONField(required=False, default=dict)
@@ -45,9 +60,24 @@ class ActionRunSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ActionRun
-        fields = ["id", "step_key", "type", "position", "status", "attempts", "input", "output",
-                  "progress", "error", "error_code", "wake_at", "waiting_on", "started_at",
-                  "finished_at", "duration_ms"]
+        fields = [
+            "id",
+            "step_key",
+            "type",
+            "position",
+            "status",
+            "attempts",
+            "input",
+            "output",
+            "progress",
+            "error",
+            "error_code",
+            "wake_at",
+            "waiting_on",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+        ]
 
 
 class RunListSerializer(serializers.ModelSerializer):
@@ -58,9 +88,23 @@ class RunListSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Run
-        fields = ["id", "workflow", "version", "event", "event_type", "trigger_index", "status",
-                  "error", "error_code", "causation_depth", "rerun_of", "created_at",
-                  "started_at", "finished_at", "duration_ms"]
+        fields = [
+            "id",
+            "workflow",
+            "version",
+            "event",
+            "event_type",
+            "trigger_index",
+            "status",
+            "error",
+            "error_code",
+            "causation_depth",
+            "rerun_of",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+        ]
 
 
 class RunDetailSerializer(RunListSerializer):
@@ -82,8 +126,16 @@ class NoteSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Note
-        fields = ["id", "entity_type", "entity_id", "note", "visibility", "author", "run",
-                  "created_at"]
+        fields = [
+            "id",
+            "entity_type",
+            "entity_id",
+            "note",
+            "visibility",
+            "author",
+            "run",
+            "created_at",
+        ]
         read_only_fields = fields
 
     def get_entity_type(self, note: Note) -> str:
@@ -111,20 +163,36 @@ def export_status(export: Export) -> str:
 
 class ExportSerializer(serializers.ModelSerializer):
     status = serializers.SerializerMethodField(
-        help_text="pending, running, completed, failed or cancelled.")
+        help_text="pending, running, completed, failed or cancelled."
+    )
     progress = serializers.SerializerMethodField(
-        help_text="{phase, rows_written, total, percent} while it runs.")
+        help_text="{phase, rows_written, total, percent} while it runs."
+    )
     error = serializers.SerializerMethodField()
     run = serializers.SerializerMethodField()
     requested_by = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField(
-        help_text="Where to fetch the CSV once it is written (this API, same permission).")
+        help_text="Where to fetch the CSV once it is written (this API, same permission)."
+    )
 
     class Meta:
         model = Export
-        fields = ["id", "entity_type", "export_type", "fields", "filters", "status",
-                  "progress", "row_count", "error", "run", "requested_by", "created_at",
-                  "finished_at", "download_url"]
+        fields = [
+            "id",
+            "entity_type",
+            "export_type",
+            "fields",
+            "filters",
+            "status",
+            "progress",
+            "row_count",
+            "error",
+            "run",
+            "requested_by",
+            "created_at",
+            "finished_at",
+            "download_url",
+        ]
         read_only_fields = fields
 
     def get_status(self, export: Export) -> str:
@@ -159,18 +227,24 @@ class SecretSerializer(serializers.ModelSerializer):
     """A stored secret: its name and description, never its value. ``value`` is write-only
     (required to create; on update, given to replace the value)."""
 
-    value = serializers.CharField(write_only=True, required=False, trim_whitespace=False,
-                                  max_length=10000, style={"input_type": "password"})
+    value = serializers.CharField(
+        write_only=True,
+        required=False,
+        trim_whitespace=False,
+        max_length=10000,
+        style={"input_type": "password"},
+    )
     name = serializers.RegexField(
-        SECRET_NAME, max_length=100,
-        error_messages={"invalid": "use letters, digits and '_', not starting with a digit"})
+        SECRET_NAME,
+        max_length=100,
+        error_messages={"invalid": "use letters, digits and '_', not starting with a digit"},
+    )
     description = serializers.CharField(required=False, allow_blank=True, max_length=500)
     has_value = serializers.SerializerMethodField()
 
     class Meta:
         model = Secret
-        fields = ["id", "name", "description", "value", "has_value", "created_at",
-                  "updated_at"]
+        fields = ["id", "name", "description", "value", "has_value", "created_at", "updated_at"]
         read_only_fields = ["id", "has_value", "created_at", "updated_at"]
 
     def get_has_value(self, secret: Secret) -> bool:

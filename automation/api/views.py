@@ -36,8 +36,9 @@ from config.permissions import StaffModelPermissions
 from workflows.models import Workflow
 
 
-def graph_payload(steps: list[dict[str, Any]], statuses: dict[str, str] | None, title: str
-                  ) -> dict[str, Any]:
+def graph_payload(
+    steps: list[dict[str, Any]], statuses: dict[str, str] | None, title: str
+) -> dict[str, Any]:
     nodes, edges = graphs.layout(steps, statuses)
     return {
         "nodes": [{"key": n.key, "type": n.type, "status": n.status} for n in nodes],
@@ -49,8 +50,9 @@ def graph_payload(steps: list[dict[str, Any]], statuses: dict[str, str] | None, 
 def _entity_type(value: str) -> str:
     if registration_for_name(value) is None:
         known = ", ".join(sorted(r.name for r in registrations()))
-        raise forms.ValidationError(f"unknown entity type {value!r} (known: {known})",
-                                    code="UNKNOWN_ENTITY_TYPE")
+        raise forms.ValidationError(
+            f"unknown entity type {value!r} (known: {known})", code="UNKNOWN_ENTITY_TYPE"
+        )
     return value
 
 
@@ -69,24 +71,31 @@ def stored_idempotency_key(user: Any, key: str | None) -> str | None:
 class EventFilter(django_filters.FilterSet):
     type = django_filters.CharFilter()
     type_prefix = django_filters.CharFilter(field_name="type", lookup_expr="startswith")
-    occurred_after = DateTimeFilter(field_name="occurred_at",
-                                                      lookup_expr="gte")
-    occurred_before = DateTimeFilter(field_name="occurred_at",
-                                                       lookup_expr="lt")
-    dispatched = django_filters.BooleanFilter(field_name="dispatched_at", lookup_expr="isnull",
-                                              exclude=True)
-    entity_type = ReferenceFilter(field_name="entity_type", resolve=_entity_type,
-                                  help_text="A registered model's name.")
-    caused_by_run = ReferenceFilter(field_name="caused_by_run", resolve=id_or_slug(
-        Run.objects.all(), slug_field=None, noun="run"), help_text="A run id.")
+    occurred_after = DateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = DateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    dispatched = django_filters.BooleanFilter(
+        field_name="dispatched_at", lookup_expr="isnull", exclude=True
+    )
+    entity_type = ReferenceFilter(
+        field_name="entity_type", resolve=_entity_type, help_text="A registered model's name."
+    )
+    caused_by_run = ReferenceFilter(
+        field_name="caused_by_run",
+        resolve=id_or_slug(Run.objects.all(), slug_field=None, noun="run"),
+        help_text="A run id.",
+    )
 
     class Meta:
         model = Event
         fields = ["type", "source", "entity_type", "entity_id"]
 
 
-class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                   viewsets.GenericViewSet):
+class EventViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
     """Events: ``POST`` raises a custom event (202 with its id); ``GET`` reads the log.
 
     ``POST`` honours an ``Idempotency-Key`` header (1 to 200 characters, else 400
@@ -117,13 +126,20 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
         key = request.headers.get("Idempotency-Key")
         if key is not None:
             problem = text_problem(key) or (
-                None if 1 <= len(key) <= MAX_IDEMPOTENCY_KEY else
-                f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+                None
+                if 1 <= len(key) <= MAX_IDEMPOTENCY_KEY
+                else f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
+            )
             if problem:
                 raise ValidationFailed.from_issues([("headers.Idempotency-Key", problem)])
         with transaction.atomic():
-            event = event_emit(event_type, payload, actor=request.user, source=EventSource.API,
-                               idempotency_key=stored_idempotency_key(request.user, key))
+            event = event_emit(
+                event_type,
+                payload,
+                actor=request.user,
+                source=EventSource.API,
+                idempotency_key=stored_idempotency_key(request.user, key),
+            )
         if key and event.request_hash != request_fingerprint(event_type, payload):
             raise IdempotencyKeyReused(data={"event_id": event.pk})
         body = {"id": event.pk, "type": event.type, "status": "accepted"}
@@ -132,10 +148,15 @@ class EventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
 
 class RunFilter(django_filters.FilterSet):
     workflow = ReferenceFilter(
-        field_name="workflow", resolve=id_or_slug(Workflow.objects.all(), noun="workflow"),
-        help_text="A workflow id or slug (as in its detail URL).")
-    event = ReferenceFilter(field_name="event", resolve=id_or_slug(
-        Event.objects.all(), slug_field=None, noun="event"), help_text="An event id.")
+        field_name="workflow",
+        resolve=id_or_slug(Workflow.objects.all(), noun="workflow"),
+        help_text="A workflow id or slug (as in its detail URL).",
+    )
+    event = ReferenceFilter(
+        field_name="event",
+        resolve=id_or_slug(Event.objects.all(), slug_field=None, noun="event"),
+        help_text="An event id.",
+    )
     event_type = django_filters.CharFilter(field_name="event__type")
     created_after = DateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = DateTimeFilter(field_name="created_at", lookup_expr="lt")
@@ -200,15 +221,19 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         """Start the same event again as a new run on the workflow's current version."""
         return self._operate(services.run_rerun)
 
-    @extend_schema(responses=OpenApiResponse(
-        description="Nodes (with each step's state), edges and an SVG picture."))
+    @extend_schema(
+        responses=OpenApiResponse(
+            description="Nodes (with each step's state), edges and an SVG picture."
+        )
+    )
     @action(detail=True, methods=["get"])
     def graph(self, request: Request, pk: str | None = None) -> Response:
         """The run's step graph with each step's state, as data and as an SVG picture."""
         run = self.get_object()
         statuses = graphs.run_statuses(run)
-        return Response(graph_payload(run.version.definition.get("steps") or [], statuses,
-                                      f"run #{run.pk}"))
+        return Response(
+            graph_payload(run.version.definition.get("steps") or [], statuses, f"run #{run.pk}")
+        )
 
     @extend_schema(responses=ActionRunSerializer(many=True))
     @action(detail=True, methods=["get"])
@@ -216,19 +241,33 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         """The run's timeline: when it started, each step's attempts and outcome, the end."""
         run = self.get_object()
         entries: list[dict[str, Any]] = [
-            {"at": run.created_at, "what": "run.created", "event": run.event.type}]
+            {"at": run.created_at, "what": "run.created", "event": run.event.type}
+        ]
         if run.started_at:
             entries.append({"at": run.started_at, "what": "run.started"})
         for ar in run.action_runs.order_by("position"):
             if ar.started_at:
-                entries.append({"at": ar.started_at, "what": "step.started", "step": ar.step_key,
-                                "attempts": ar.attempts})
+                entries.append(
+                    {
+                        "at": ar.started_at,
+                        "what": "step.started",
+                        "step": ar.step_key,
+                        "attempts": ar.attempts,
+                    }
+                )
             if ar.finished_at or ar.status in ("waiting", "failed"):
-                entries.append({"at": ar.finished_at or ar.updated_at, "what": f"step.{ar.status}",
-                                "step": ar.step_key, "error": ar.error or None,
-                                "error_code": ar.error_code or None})
+                entries.append(
+                    {
+                        "at": ar.finished_at or ar.updated_at,
+                        "what": f"step.{ar.status}",
+                        "step": ar.step_key,
+                        "error": ar.error or None,
+                        "error_code": ar.error_code or None,
+                    }
+                )
         if run.finished_at:
-            entries.append({"at": run.finished_at, "what": f"run.{run.status}",
-                            "error": run.error or None})
+            entries.append(
+                {"at": run.finished_at, "what": f"run.{run.status}", "error": run.error or None}
+            )
         entries.sort(key=lambda e: e["at"])
         return Response({"run": run.pk, "status": run.status, "history": entries})

@@ -7,137 +7,329 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('contenttypes', '0002_remove_content_type_name'),
-        ('workflows', '0001_initial'),
+        ("contenttypes", "0002_remove_content_type_name"),
+        ("workflows", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Event',
+            name="Event",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('type', models.CharField(db_index=True, max_length=150)),
-                ('payload', models.JSONField(help_text='The context snapshot conditions and templates read.')),
-                ('source', models.CharField(choices=[('model', 'Model change'), ('emit', 'Host code'), ('api', 'API'), ('task', 'Task lifecycle'), ('schedule', 'Schedule'), ('manual', 'Manual execution'), ('workflow', 'Workflow step')], max_length=16)),
-                ('entity_type', models.CharField(blank=True, max_length=64)),
-                ('entity_id', models.CharField(blank=True, max_length=64)),
-                ('idempotency_key', models.CharField(blank=True, max_length=200, null=True, unique=True)),
-                ('request_hash', models.CharField(blank=True, max_length=64)),
-                ('causation_depth', models.PositiveSmallIntegerField(default=0)),
-                ('occurred_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('dispatched_at', models.DateTimeField(blank=True, null=True)),
-                ('dispatch_attempts', models.PositiveSmallIntegerField(default=0)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("type", models.CharField(db_index=True, max_length=150)),
+                (
+                    "payload",
+                    models.JSONField(
+                        help_text="The context snapshot conditions and templates read."
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("model", "Model change"),
+                            ("emit", "Host code"),
+                            ("api", "API"),
+                            ("task", "Task lifecycle"),
+                            ("schedule", "Schedule"),
+                            ("manual", "Manual execution"),
+                            ("workflow", "Workflow step"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("entity_type", models.CharField(blank=True, max_length=64)),
+                ("entity_id", models.CharField(blank=True, max_length=64)),
+                (
+                    "idempotency_key",
+                    models.CharField(blank=True, max_length=200, null=True, unique=True),
+                ),
+                ("request_hash", models.CharField(blank=True, max_length=64)),
+                ("causation_depth", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "occurred_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                ("dispatched_at", models.DateTimeField(blank=True, null=True)),
+                ("dispatch_attempts", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-occurred_at', '-id'],
+                "ordering": ["-occurred_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Run',
+            name="Run",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('trigger_index', models.IntegerField(blank=True, null=True)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('waiting', 'Waiting'), ('suspended', 'Suspended'), ('completed', 'Completed'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='pending', max_length=16)),
-                ('context', models.JSONField(default=dict)),
-                ('causation_depth', models.PositiveSmallIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('error_code', models.CharField(blank=True, max_length=64)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('event', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='automation.event')),
-                ('rerun_of', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='reruns', to='automation.run')),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='workflows.workflowversion')),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='runs', to='workflows.workflow')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("trigger_index", models.IntegerField(blank=True, null=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("waiting", "Waiting"),
+                            ("suspended", "Suspended"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("context", models.JSONField(default=dict)),
+                ("causation_depth", models.PositiveSmallIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("error_code", models.CharField(blank=True, max_length=64)),
+                (
+                    "created_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "event",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="automation.event",
+                    ),
+                ),
+                (
+                    "rerun_of",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="reruns",
+                        to="automation.run",
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="workflows.workflowversion",
+                    ),
+                ),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="runs",
+                        to="workflows.workflow",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddField(
-            model_name='event',
-            name='caused_by_run',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='automation.run'),
+            model_name="event",
+            name="caused_by_run",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="automation.run",
+            ),
         ),
         migrations.CreateModel(
-            name='ActionRun',
+            name="ActionRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('step_key', models.CharField(max_length=64)),
-                ('type', models.CharField(max_length=64)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('waiting', 'Waiting'), ('completed', 'Completed'), ('failed', 'Failed'), ('skipped', 'Skipped'), ('cancelled', 'Cancelled')], default='pending', max_length=16)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('input', models.JSONField(blank=True, null=True)),
-                ('output', models.JSONField(blank=True, null=True)),
-                ('progress', models.JSONField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('error_code', models.CharField(blank=True, max_length=64)),
-                ('wake_at', models.DateTimeField(blank=True, help_text='When a delayed or backed-off step is due.', null=True)),
-                ('waiting_on', models.CharField(blank=True, help_text='e.g. task:42', max_length=64)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='action_runs', to='automation.run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("step_key", models.CharField(max_length=64)),
+                ("type", models.CharField(max_length=64)),
+                ("position", models.PositiveIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("waiting", "Waiting"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("input", models.JSONField(blank=True, null=True)),
+                ("output", models.JSONField(blank=True, null=True)),
+                ("progress", models.JSONField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("error_code", models.CharField(blank=True, max_length=64)),
+                (
+                    "wake_at",
+                    models.DateTimeField(
+                        blank=True, help_text="When a delayed or backed-off step is due.", null=True
+                    ),
+                ),
+                (
+                    "waiting_on",
+                    models.CharField(blank=True, help_text="e.g. task:42", max_length=64),
+                ),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="action_runs",
+                        to="automation.run",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run', 'position', 'id'],
+                "ordering": ["run", "position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Note',
+            name="Note",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('object_id', models.CharField(max_length=64)),
-                ('note', models.TextField()),
-                ('visibility', models.CharField(choices=[('internal', 'Internal'), ('public', 'Public')], default='internal', max_length=16)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('action_run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='notes', to='automation.actionrun')),
-                ('author', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('content_type', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='contenttypes.contenttype')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("object_id", models.CharField(max_length=64)),
+                ("note", models.TextField()),
+                (
+                    "visibility",
+                    models.CharField(
+                        choices=[("internal", "Internal"), ("public", "Public")],
+                        default="internal",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "action_run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="notes",
+                        to="automation.actionrun",
+                    ),
+                ),
+                (
+                    "author",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "content_type",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to="contenttypes.contenttype"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['content_type', 'object_id'], name='note_target')],
+                "ordering": ["-created_at", "-id"],
+                "indexes": [models.Index(fields=["content_type", "object_id"], name="note_target")],
             },
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(condition=models.Q(('status__in', ['pending', 'running'])), fields=['updated_at'], name='run_open_updated'),
+            model_name="run",
+            index=models.Index(
+                condition=models.Q(("status__in", ["pending", "running"])),
+                fields=["updated_at"],
+                name="run_open_updated",
+            ),
         ),
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['workflow', 'status'], name='run_workflow_status'),
+            model_name="run",
+            index=models.Index(fields=["workflow", "status"], name="run_workflow_status"),
         ),
         migrations.AddConstraint(
-            model_name='run',
-            constraint=models.UniqueConstraint(condition=models.Q(('rerun_of__isnull', True)), fields=('workflow', 'event'), name='run_once_per_event'),
+            model_name="run",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("rerun_of__isnull", True)),
+                fields=("workflow", "event"),
+                name="run_once_per_event",
+            ),
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(condition=models.Q(('dispatched_at__isnull', True)), fields=['occurred_at'], name='event_undispatched'),
+            model_name="event",
+            index=models.Index(
+                condition=models.Q(("dispatched_at__isnull", True)),
+                fields=["occurred_at"],
+                name="event_undispatched",
+            ),
         ),
         migrations.AddIndex(
-            model_name='event',
-            index=models.Index(fields=['entity_type', 'entity_id'], name='event_entity'),
+            model_name="event",
+            index=models.Index(fields=["entity_type", "entity_id"], name="event_entity"),
         ),
         migrations.AddIndex(
-            model_name='actionrun',
-            index=models.Index(condition=models.Q(('status__in', ['pending', 'waiting']), ('wake_at__isnull', False)), fields=['wake_at'], name='action_run_due'),
+            model_name="actionrun",
+            index=models.Index(
+                condition=models.Q(
+                    ("status__in", ["pending", "waiting"]), ("wake_at__isnull", False)
+                ),
+                fields=["wake_at"],
+                name="action_run_due",
+            ),
         ),
         migrations.AddIndex(
-            model_name='actionrun',
-            index=models.Index(condition=models.Q(('status', 'running')), fields=['updated_at'], name='action_run_running'),
+            model_name="actionrun",
+            index=models.Index(
+                condition=models.Q(("status", "running")),
+                fields=["updated_at"],
+                name="action_run_running",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='actionrun',
-            constraint=models.UniqueConstraint(fields=('run', 'step_key'), name='action_run_unique_step'),
+            model_name="actionrun",
+            constraint=models.UniqueConstraint(
+                fields=("run", "step_key"), name="action_run_unique_step"
+            ),
         ),
     ]

@@ -8,60 +8,118 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('automation', '0001_initial'),
+        ("automation", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='EmailTemplate',
+            name="EmailTemplate",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=100, unique=True)),
-                ('subject', models.CharField(max_length=500)),
-                ('text_body', models.TextField(help_text='Plain-text body.')),
-                ('html_body', models.TextField(blank=True, help_text='Optional HTML body; values are escaped.')),
-                ('description', models.TextField(blank=True, help_text='The variables the template expects, and what it is for.')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=100, unique=True)),
+                ("subject", models.CharField(max_length=500)),
+                ("text_body", models.TextField(help_text="Plain-text body.")),
+                (
+                    "html_body",
+                    models.TextField(
+                        blank=True, help_text="Optional HTML body; values are escaped."
+                    ),
+                ),
+                (
+                    "description",
+                    models.TextField(
+                        blank=True,
+                        help_text="The variables the template expects, and what it is for.",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Secret',
+            name="Secret",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='Referenced in templates as {{secrets.NAME}}.', max_length=100, unique=True, validators=[django.core.validators.RegexValidator('^[A-Za-z_][A-Za-z0-9_]*$', "Use letters, digits and '_', not starting with a digit.", code='invalid_secret_name')])),
-                ('value_encrypted', models.TextField(editable=False)),
-                ('description', models.CharField(blank=True, max_length=500)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="Referenced in templates as {{secrets.NAME}}.",
+                        max_length=100,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[A-Za-z_][A-Za-z0-9_]*$",
+                                "Use letters, digits and '_', not starting with a digit.",
+                                code="invalid_secret_name",
+                            )
+                        ],
+                    ),
+                ),
+                ("value_encrypted", models.TextField(editable=False)),
+                ("description", models.CharField(blank=True, max_length=500)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Export',
+            name="Export",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('entity_type', models.CharField(max_length=64)),
-                ('export_type', models.CharField(default='csv', max_length=16)),
-                ('filters', models.JSONField(blank=True, default=dict)),
-                ('fields', models.JSONField(blank=True, default=list)),
-                ('file', models.FileField(blank=True, max_length=300, upload_to='exports/')),
-                ('row_count', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('action_run', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='export', to='automation.actionrun')),
-                ('requested_by', models.ForeignKey(blank=True, help_text='Whose visibility the rows were chosen with.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("entity_type", models.CharField(max_length=64)),
+                ("export_type", models.CharField(default="csv", max_length=16)),
+                ("filters", models.JSONField(blank=True, default=dict)),
+                ("fields", models.JSONField(blank=True, default=list)),
+                ("file", models.FileField(blank=True, max_length=300, upload_to="exports/")),
+                ("row_count", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "action_run",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="export",
+                        to="automation.actionrun",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Whose visibility the rows were chosen with.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
     ]

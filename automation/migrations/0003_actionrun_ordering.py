@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('automation', '0002_secrets_emailtemplates_exports'),
+        ("automation", "0002_secrets_emailtemplates_exports"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='actionrun',
-            options={'ordering': ['run_id', 'position', 'id']},
+            name="actionrun",
+            options={"ordering": ["run_id", "position", "id"]},
         ),
     ]

@@ -4,14 +4,18 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('automation', '0004_event_outbox'),
+        ("automation", "0004_event_outbox"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='run',
-            options={'ordering': ['-created_at', '-id'], 'permissions': [('view_monitoring', 'Can view the monitoring page and the monitoring API')]},
+            name="run",
+            options={
+                "ordering": ["-created_at", "-id"],
+                "permissions": [
+                    ("view_monitoring", "Can view the monitoring page and the monitoring API")
+                ],
+            },
         ),
     ]

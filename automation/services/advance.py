@@ -93,8 +93,7 @@ class HandOff(AfterCommit):
     hands_off: ClassVar[bool] = True
 
 
-def run_advance(*, run_id: int, inline_external: bool = True,
-                finished: str | None = None) -> None:
+def run_advance(*, run_id: int, inline_external: bool = True, finished: str | None = None) -> None:
     """Advance a run until it waits, finishes, or the inline budget is spent.
 
     Each round is one transaction under the run's lock that executes the ready atomic steps
@@ -113,8 +112,11 @@ def run_advance(*, run_id: int, inline_external: bool = True,
     for _ in range(INLINE_STEP_BUDGET):
         with transaction.atomic():
             run = Run.objects.select_for_update(of=("self",)).filter(pk=run_id).first()
-            work = (advance_locked(run, inline_external=inline_external, finished=finished)
-                    if run is not None else None)
+            work = (
+                advance_locked(run, inline_external=inline_external, finished=finished)
+                if run is not None
+                else None
+            )
         if work is None:
             return
         if work.hands_off:
@@ -124,9 +126,14 @@ def run_advance(*, run_id: int, inline_external: bool = True,
     publish(advance_run, run_id)
 
 
-def advance_locked(run: Run, *, fresh: bool = False, inline_external: bool = True,
-                   new_rows: list[ActionRun] | None = None,
-                   finished: str | None = None) -> AfterCommit | None:
+def advance_locked(
+    run: Run,
+    *,
+    fresh: bool = False,
+    inline_external: bool = True,
+    new_rows: list[ActionRun] | None = None,
+    finished: str | None = None,
+) -> AfterCommit | None:
     """Under the run's lock (held by the caller's transaction): settle blocked steps, run
     ready atomic steps one after another, finish the run when nothing is left.
 
@@ -180,8 +187,11 @@ def advance_locked(run: Run, *, fresh: bool = False, inline_external: bool = Tru
         blocked = graph.blocked_steps(deps, statuses, allow)
         if blocked:
             ActionRun.objects.filter(run=run, step_key__in=blocked).update(
-                status=StepStatus.CANCELLED, error="An earlier step failed.",
-                error_code="UPSTREAM_FAILED", finished_at=now, updated_at=now,
+                status=StepStatus.CANCELLED,
+                error="An earlier step failed.",
+                error_code="UPSTREAM_FAILED",
+                finished_at=now,
+                updated_at=now,
             )
             for key in blocked:
                 statuses[key] = action_runs[key].status = StepStatus.CANCELLED
@@ -192,7 +202,8 @@ def advance_locked(run: Run, *, fresh: bool = False, inline_external: bool = Tru
             return None
 
         ready = [
-            action_runs[key] for key in graph.ready_steps(deps, statuses, allow)
+            action_runs[key]
+            for key in graph.ready_steps(deps, statuses, allow)
             if (action_runs[key].wake_at is None or action_runs[key].wake_at <= now)
             and key not in handed_off
         ]
@@ -235,8 +246,11 @@ def advance_locked(run: Run, *, fresh: bool = False, inline_external: bool = Tru
             return RunBranch(action_run_id=first.pk, step_key=first.step_key)
         if not fresh:
             # A worker executing this step as a parallel branch holds its row: leave it.
-            locked = (ActionRun.objects.select_for_update(skip_locked=True)
-                      .filter(pk=first.pk, status=StepStatus.PENDING).first())
+            locked = (
+                ActionRun.objects.select_for_update(skip_locked=True)
+                .filter(pk=first.pk, status=StepStatus.PENDING)
+                .first()
+            )
             if locked is None:
                 flush()
                 return None
@@ -278,6 +292,7 @@ def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: 
         if first is not None:
             run.error = f"Step '{first.step_key}' failed: {first.error}"
             run.error_code = first.error_code or "STEP_FAILED"
-    run.save(update_fields=["status", "started_at", "finished_at", "updated_at", "error",
-                            "error_code"])
+    run.save(
+        update_fields=["status", "started_at", "finished_at", "updated_at", "error", "error_code"]
+    )
     run_changed(run.pk, run.status)  # live run pages, after the commit

@@ -14,8 +14,20 @@ from automation.models import Run, RunStatus
 ACTIVE_RUN = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
 INLINE_STEP_BUDGET = 50
 # What the step helpers change on an ActionRun (saved with update_fields).
-STEP_FIELDS = ["status", "attempts", "input", "output", "progress", "error", "error_code",
-               "wake_at", "waiting_on", "started_at", "finished_at", "updated_at"]
+STEP_FIELDS = [
+    "status",
+    "attempts",
+    "input",
+    "output",
+    "progress",
+    "error",
+    "error_code",
+    "wake_at",
+    "waiting_on",
+    "started_at",
+    "finished_at",
+    "updated_at",
+]
 
 
 def engine_setting(name: str) -> Any:

@@ -34,13 +34,28 @@ class CreatedRun:
     action_runs: list[ActionRun] | None
 
 
-def run_create(*, event: Event, context: dict[str, Any], workflow_id: int, version_id: int,
-               trigger_index: int | None, rerun_of: Run | None = None) -> Run:
+def run_create(
+    *,
+    event: Event,
+    context: dict[str, Any],
+    workflow_id: int,
+    version_id: int,
+    trigger_index: int | None,
+    rerun_of: Run | None = None,
+) -> Run:
     """A run of one workflow version for one event, with a pending ActionRun per step."""
-    return runs_create([RunSpec(
-        event=event, context=context, workflow_id=workflow_id, version_id=version_id,
-        trigger_index=trigger_index, rerun_of=rerun_of,
-    )])[0].run
+    return runs_create(
+        [
+            RunSpec(
+                event=event,
+                context=context,
+                workflow_id=workflow_id,
+                version_id=version_id,
+                trigger_index=trigger_index,
+                rerun_of=rerun_of,
+            )
+        ]
+    )[0].run
 
 
 def runs_create(specs: list[RunSpec]) -> list[CreatedRun]:
@@ -54,10 +69,15 @@ def runs_create(specs: list[RunSpec]) -> list[CreatedRun]:
     for spec in specs:
         event = spec.event
         run = Run(
-            workflow_id=spec.workflow_id, version_id=spec.version_id, event=event,
-            trigger_index=spec.trigger_index, context=spec.context,
-            causation_depth=event.causation_depth, rerun_of=spec.rerun_of,
-            created_at=now, updated_at=now,
+            workflow_id=spec.workflow_id,
+            version_id=spec.version_id,
+            event=event,
+            trigger_index=spec.trigger_index,
+            context=spec.context,
+            causation_depth=event.causation_depth,
+            rerun_of=spec.rerun_of,
+            created_at=now,
+            updated_at=now,
         )
         if event.causation_depth > limit:
             run.status = RunStatus.FAILED
@@ -83,8 +103,9 @@ def runs_create(specs: list[RunSpec]) -> list[CreatedRun]:
             continue
         steps = version_definition(run.version_id).get("steps") or []
         new_rows = [
-            ActionRun(run=run, step_key=step["key"], type=step["type"], position=position,
-                      updated_at=now)
+            ActionRun(
+                run=run, step_key=step["key"], type=step["type"], position=position, updated_at=now
+            )
             for position, step in enumerate(steps)
         ]
         per_run.append(new_rows)
@@ -92,5 +113,7 @@ def runs_create(specs: list[RunSpec]) -> list[CreatedRun]:
     ActionRun.objects.bulk_create(rows)
     if any(row.pk is None for row in rows):  # a database without RETURNING: read them
         per_run = [None] * len(runs)
-    return [CreatedRun(run=run, action_runs=new_rows)
-            for run, new_rows in zip(runs, per_run, strict=True)]
+    return [
+        CreatedRun(run=run, action_runs=new_rows)
+        for run, new_rows in zip(runs, per_run, strict=True)
+    ]

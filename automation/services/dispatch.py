@@ -38,8 +38,9 @@ class Dispatched:
     after_commit: list[tuple[int, AfterCommit]]
 
 
-def event_dispatch(*, event_id: int, advance: bool = True,
-                   inline_external: bool = True) -> list[int]:
+def event_dispatch(
+    *, event_id: int, advance: bool = True, inline_external: bool = True
+) -> list[int]:
     """Match an event against the triggers, create its runs and advance them (once, whoever
     calls); returns the ids of the runs it created.
 
@@ -49,9 +50,7 @@ def event_dispatch(*, event_id: int, advance: bool = True,
     ``advance=False`` the runs are only created.
     """
     with transaction.atomic():
-        event = (
-            Event.objects.select_for_update(skip_locked=True).filter(pk=event_id).first()
-        )
+        event = Event.objects.select_for_update(skip_locked=True).filter(pk=event_id).first()
         if event is None or event.dispatched_at is not None:
             return []
         done = _dispatch_locked([event], advance=advance, inline_external=inline_external)
@@ -101,8 +100,9 @@ def _dispatch_batch(size: int) -> tuple[int, int]:
     except DatabaseError:
         if not event_ids:
             raise
-        logger.warning("dispatching %s events together failed; one by one now",
-                       len(event_ids), exc_info=True)
+        logger.warning(
+            "dispatching %s events together failed; one by one now", len(event_ids), exc_info=True
+        )
         return len(event_ids), _dispatch_each(event_ids)
     _continue_after_commit(done, inline_external=False)
     return len(event_ids), len(event_ids)
@@ -125,8 +125,7 @@ def _dispatch_each(event_ids: list[int]) -> int:
 def event_dispatch_put_off(event_id: int, exc: BaseException) -> None:
     """Record a failed dispatch on the event and leave it alone for a while (exponential
     backoff with jitter, 5 s doubling up to an hour); drains and sweeps try it again after."""
-    attempts = Event.objects.filter(pk=event_id).values_list(
-        "dispatch_attempts", flat=True).first()
+    attempts = Event.objects.filter(pk=event_id).values_list("dispatch_attempts", flat=True).first()
     if attempts is None:
         return
     delay = backoff_delay({"backoff_seconds": 5, "max_backoff_seconds": 3600}, attempts + 1)
@@ -137,8 +136,7 @@ def event_dispatch_put_off(event_id: int, exc: BaseException) -> None:
     )
 
 
-def _dispatch_locked(events: list[Event], *, advance: bool,
-                     inline_external: bool) -> Dispatched:
+def _dispatch_locked(events: list[Event], *, advance: bool, inline_external: bool) -> Dispatched:
     """Under the events' row locks: create the runs of every event in a few statements,
     mark the events dispatched, then advance each new run (its atomic steps execute here).
     """
@@ -150,27 +148,39 @@ def _dispatch_locked(events: list[Event], *, advance: bool,
         # a retry after a failed dispatch, or a replay, meets what is published now (the fix,
         # the workflow added since).
         written = event.pk if not event.dispatch_attempts else None
-        for candidate in trigger_index.match(event.type, context, refresh=False,
-                                             event_id=written):
+        for candidate in trigger_index.match(event.type, context, refresh=False, event_id=written):
             planned.append((event, context, candidate))
     replayed = [event.pk for event in events if event.dispatch_attempts]
-    started = set(
-        Run.objects.filter(event_id__in=replayed, rerun_of__isnull=True)
-        .values_list("event_id", "workflow_id")
-    ) if planned and replayed else set()
+    started = (
+        set(
+            Run.objects.filter(event_id__in=replayed, rerun_of__isnull=True).values_list(
+                "event_id", "workflow_id"
+            )
+        )
+        if planned and replayed
+        else set()
+    )
     existing = versions_existing({candidate.version_id for _, _, candidate in planned})
-    created = runs_create([
-        RunSpec(event=event, context=context, workflow_id=candidate.workflow_id,
-                version_id=candidate.version_id, trigger_index=candidate.trigger_index)
-        for event, context, candidate in planned
-        # Not twice for a replayed event; not on a version deleted since it was indexed.
-        if (event.pk, candidate.workflow_id) not in started
-        and candidate.version_id in existing
-    ])
+    created = runs_create(
+        [
+            RunSpec(
+                event=event,
+                context=context,
+                workflow_id=candidate.workflow_id,
+                version_id=candidate.version_id,
+                trigger_index=candidate.trigger_index,
+            )
+            for event, context, candidate in planned
+            # Not twice for a replayed event; not on a version deleted since it was indexed.
+            if (event.pk, candidate.workflow_id) not in started and candidate.version_id in existing
+        ]
+    )
     now = timezone.now()
     Event.objects.filter(pk__in=[event.pk for event in events]).update(
-        dispatched_at=now, dispatch_attempts=F("dispatch_attempts") + 1,
-        dispatch_after=None, dispatch_error="",
+        dispatched_at=now,
+        dispatch_attempts=F("dispatch_attempts") + 1,
+        dispatch_after=None,
+        dispatch_error="",
     )
     done = Dispatched(run_ids=[new.run.pk for new in created], after_commit=[])
     # A batch's runs start here until its time budget is spent; the rest go to other
@@ -184,8 +194,9 @@ def _dispatch_locked(events: list[Event], *, advance: bool,
         if not inline_external and time.monotonic() > deadline:
             done.after_commit.append((run.pk, HandOff()))
             continue
-        work = advance_locked(run, fresh=True, inline_external=inline_external,
-                              new_rows=new.action_runs)
+        work = advance_locked(
+            run, fresh=True, inline_external=inline_external, new_rows=new.action_runs
+        )
         if work is not None:
             done.after_commit.append((run.pk, work))
     return done

@@ -53,13 +53,15 @@ class PreparedStep:
         return self.ctx.action_run
 
 
-def step_context(run: Run, action_runs: dict[str, ActionRun], exclude: str | None = None
-                 ) -> dict[str, Any]:
+def step_context(
+    run: Run, action_runs: dict[str, ActionRun], exclude: str | None = None
+) -> dict[str, Any]:
     """The run's context plus ``steps.<key>`` for every finished step."""
     finished = (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED)
     steps = {
         key: {**(ar.output or {}), "status": ar.status}
-        for key, ar in action_runs.items() if ar.status in finished and key != exclude
+        for key, ar in action_runs.items()
+        if ar.status in finished and key != exclude
     }
     return {**run.context, "steps": steps}
 
@@ -71,15 +73,21 @@ def _step_definition(steps: list[dict[str, Any]], key: str) -> dict[str, Any]:
     raise RunStateError(f"step '{key}' is not in this run's version")
 
 
-def step_render(step_type: StepType, config: dict[str, Any], context: dict[str, Any]
-                ) -> tuple[dict[str, Any], set[str]]:
+def step_render(
+    step_type: StepType, config: dict[str, Any], context: dict[str, Any]
+) -> tuple[dict[str, Any], set[str]]:
     """Render a step's config; only the step type's ``secret_fields`` may read secrets
     (the policy validation enforces on save holds at run time too)."""
     return step_config_render(step_type, config, context)
 
 
-def step_prepare(run: Run, action_run: ActionRun, steps: list[dict[str, Any]],
-                 action_runs: dict[str, ActionRun], now: Any) -> PreparedStep | None:
+def step_prepare(
+    run: Run,
+    action_run: ActionRun,
+    steps: list[dict[str, Any]],
+    action_runs: dict[str, ActionRun],
+    now: Any,
+) -> PreparedStep | None:
     """Check, evaluate the step's condition, render its config and count the attempt.
 
     Returns None when the step was settled here (skipped, or failed before its handler).
@@ -89,21 +97,29 @@ def step_prepare(run: Run, action_run: ActionRun, steps: list[dict[str, Any]],
     step_type = get_step_type(action_run.type)
     action_run.run = run
     if step_type is None:
-        step_failed(action_run, step, StepFailed(
-            f"unknown step type '{action_run.type}'", code="UNKNOWN_STEP_TYPE"), now)
+        step_failed(
+            action_run,
+            step,
+            StepFailed(f"unknown step type '{action_run.type}'", code="UNKNOWN_STEP_TYPE"),
+            now,
+        )
         return None
     context = step_context(run, action_runs, exclude=action_run.step_key)
     if step.get("conditions"):
         condition = compile_cached((run.version_id, action_run.step_key), step["conditions"])
         if not condition(context):
-            step_finish(action_run, StepStatus.SKIPPED, now,
-                        output={"skipped": "condition was false"})
+            step_finish(
+                action_run, StepStatus.SKIPPED, now, output={"skipped": "condition was false"}
+            )
             return None
     try:
         config, secret_values = step_render(step_type, step.get("config") or {}, context)
     except (TemplateRenderError, StepFailed) as exc:
-        failure = exc if isinstance(exc, StepFailed) else StepFailed(
-            str(exc), code=f"TEMPLATE_{exc.code.upper()}")
+        failure = (
+            exc
+            if isinstance(exc, StepFailed)
+            else StepFailed(str(exc), code=f"TEMPLATE_{exc.code.upper()}")
+        )
         step_failed(action_run, step, failure, now)
         return None
     action_run.attempts += 1
@@ -112,8 +128,13 @@ def step_prepare(run: Run, action_run: ActionRun, steps: list[dict[str, Any]],
     action_run.error = ""
     action_run.error_code = ""
     ctx = StepContext(
-        config=config, context=context, step=step, run=run, action_run=action_run,
-        attempt=action_run.attempts, timeout_seconds=step.get("timeout_seconds"),
+        config=config,
+        context=context,
+        step=step,
+        run=run,
+        action_run=action_run,
+        attempt=action_run.attempts,
+        timeout_seconds=step.get("timeout_seconds"),
     )
     return PreparedStep(step_type=step_type, ctx=ctx, step=step, secret_values=secret_values)
 
@@ -122,9 +143,17 @@ def mark_running(action_run: ActionRun, now: Any) -> None:
     """Commit an external step's attempt before its handler is called."""
     action_run.status = StepStatus.RUNNING
     action_run.updated_at = now
-    action_run.save(update_fields=[
-        "status", "attempts", "started_at", "input", "error", "error_code", "updated_at",
-    ])
+    action_run.save(
+        update_fields=[
+            "status",
+            "attempts",
+            "started_at",
+            "input",
+            "error",
+            "error_code",
+            "updated_at",
+        ]
+    )
     run_changed(action_run.run_id, action_run.status, step=action_run.step_key)  # live pages
 
 
@@ -135,7 +164,9 @@ def step_execute(*, action_run_id: int) -> None:
     with transaction.atomic():
         action_run = (
             ActionRun.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("run").filter(pk=action_run_id).first()
+            .select_related("run")
+            .filter(pk=action_run_id)
+            .first()
         )
         if action_run is None or action_run.status != StepStatus.PENDING:
             return
@@ -161,8 +192,11 @@ def step_call(prepared: PreparedStep) -> None:
     ctx, step, secret_values = prepared.ctx, prepared.step, prepared.secret_values
     action_run = prepared.action_run
     try:
-        with (transaction.atomic(), caused_by(prepared.run.pk, prepared.run.causation_depth),
-              statement_timeout(ctx.timeout_seconds)):
+        with (
+            transaction.atomic(),
+            caused_by(prepared.run.pk, prepared.run.causation_depth),
+            statement_timeout(ctx.timeout_seconds),
+        ):
             result = prepared.step_type.handler(ctx)
     except StepFailed as exc:
         step_failed(action_run, step, exc, timezone.now(), secret_values)
@@ -170,15 +204,31 @@ def step_call(prepared: PreparedStep) -> None:
     except DatabaseError as exc:
         if not is_query_cancelled(exc):
             raise  # infrastructure: the task retries the whole step
-        step_failed(action_run, step, StepFailed(
-            f"the step took longer than its timeout of {ctx.timeout_seconds}s",
-            code="TIMEOUT", retryable=True), timezone.now(), secret_values)
+        step_failed(
+            action_run,
+            step,
+            StepFailed(
+                f"the step took longer than its timeout of {ctx.timeout_seconds}s",
+                code="TIMEOUT",
+                retryable=True,
+            ),
+            timezone.now(),
+            secret_values,
+        )
         return
     except Exception as exc:
         log_step_error(action_run, exc, secret_values)
-        step_failed(action_run, step, StepFailed(
-            f"{type(exc).__name__}: {exc}", code="STEP_ERROR", retryable=True,
-        ), timezone.now(), secret_values)
+        step_failed(
+            action_run,
+            step,
+            StepFailed(
+                f"{type(exc).__name__}: {exc}",
+                code="STEP_ERROR",
+                retryable=True,
+            ),
+            timezone.now(),
+            secret_values,
+        )
         return
     step_succeeded(action_run, result, secret_values)
 
@@ -186,8 +236,12 @@ def step_call(prepared: PreparedStep) -> None:
 def log_step_error(action_run: ActionRun, exc: BaseException, secret_values: set[str]) -> None:
     """Log an unexpected step error with its traceback, secrets masked."""
     text = "".join(traceback.format_exception(exc))
-    logger.error("step %s of run %s raised:\n%s", action_run.step_key, action_run.run_id,
-                 redact(text, secret_values))
+    logger.error(
+        "step %s of run %s raised:\n%s",
+        action_run.step_key,
+        action_run.run_id,
+        redact(text, secret_values),
+    )
 
 
 @contextlib.contextmanager
@@ -198,8 +252,9 @@ def statement_timeout(seconds: float | None) -> Iterator[None]:
         yield
         return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('statement_timeout', %s, true)",
-                       [str(int(seconds * 1000))])
+        cursor.execute(
+            "SELECT set_config('statement_timeout', %s, true)", [str(int(seconds * 1000))]
+        )
     # On an error the step's savepoint is rolled back, and the setting with it.
     yield
     with connection.cursor() as cursor:
@@ -223,8 +278,7 @@ def step_call_external(prepared: PreparedStep) -> None:
         failure = exc
     except Exception as exc:
         log_step_error(prepared.action_run, exc, secret_values)
-        failure = StepFailed(f"{type(exc).__name__}: {exc}", code="STEP_ERROR",
-                             retryable=True)
+        failure = StepFailed(f"{type(exc).__name__}: {exc}", code="STEP_ERROR", retryable=True)
     with transaction.atomic():
         action_run = ActionRun.objects.select_for_update().get(pk=prepared.action_run.pk)
         if action_run.status != StepStatus.RUNNING:
@@ -254,14 +308,14 @@ def step_succeeded(action_run: ActionRun, result: StepResult, secret_values: set
             seconds = (result.wait_until - now).total_seconds()
             if seconds <= engine_setting("WAKE_MESSAGE_MAX_SECONDS"):
                 pk = action_run.pk
-                transaction.on_commit(
-                    lambda: publish(wake_step, pk, countdown=max(seconds, 0)))
+                transaction.on_commit(lambda: publish(wake_step, pk, countdown=max(seconds, 0)))
         return
     step_finish(action_run, StepStatus.COMPLETED, now, output=output)
 
 
-def step_finish(action_run: ActionRun, status: str, now: Any,
-                output: dict[str, Any] | None = None) -> None:
+def step_finish(
+    action_run: ActionRun, status: str, now: Any, output: dict[str, Any] | None = None
+) -> None:
     action_run.status = status
     action_run.output = output
     action_run.finished_at = now

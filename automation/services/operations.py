@@ -28,8 +28,7 @@ def _locked_run(run_id: int) -> Run:
 def run_suspend(*, run_id: int) -> Run:
     run = _locked_run(run_id)
     if run.status not in ACTIVE_RUN:
-        raise RunStateError(f"A {run.status} run cannot be suspended.",
-                            data={"status": run.status})
+        raise RunStateError(f"A {run.status} run cannot be suspended.", data={"status": run.status})
     run.status = RunStatus.SUSPENDED
     run.updated_at = timezone.now()
     run.save(update_fields=["status", "updated_at"])
@@ -40,8 +39,10 @@ def run_suspend(*, run_id: int) -> Run:
 def run_resume(*, run_id: int) -> Run:
     run = _locked_run(run_id)
     if run.status != RunStatus.SUSPENDED:
-        raise RunStateError(f"Only a suspended run can be resumed; this one is {run.status}.",
-                            data={"status": run.status})
+        raise RunStateError(
+            f"Only a suspended run can be resumed; this one is {run.status}.",
+            data={"status": run.status},
+        )
     run.status = RunStatus.RUNNING
     run.updated_at = timezone.now()
     run.save(update_fields=["status", "updated_at"])
@@ -53,15 +54,23 @@ def run_resume(*, run_id: int) -> Run:
 def run_cancel(*, run_id: int) -> Run:
     run = _locked_run(run_id)
     if run.status not in (*ACTIVE_RUN, RunStatus.SUSPENDED):
-        raise RunStateError(f"A {run.status} run cannot be cancelled.",
-                            data={"status": run.status})
+        raise RunStateError(f"A {run.status} run cannot be cancelled.", data={"status": run.status})
     now = timezone.now()
-    waiting = list(run.action_runs.filter(status=StepStatus.WAITING).exclude(waiting_on="")
-                   .values_list("pk", flat=True))
+    waiting = list(
+        run.action_runs.filter(status=StepStatus.WAITING)
+        .exclude(waiting_on="")
+        .values_list("pk", flat=True)
+    )
     run.action_runs.filter(
         status__in=[StepStatus.PENDING, StepStatus.WAITING, StepStatus.RUNNING],
-    ).update(status=StepStatus.CANCELLED, finished_at=now, updated_at=now, wake_at=None,
-             error="The run was cancelled.", error_code="CANCELLED")
+    ).update(
+        status=StepStatus.CANCELLED,
+        finished_at=now,
+        updated_at=now,
+        wake_at=None,
+        error="The run was cancelled.",
+        error_code="CANCELLED",
+    )
     run.status = RunStatus.CANCELLED
     run.finished_at = now
     run.updated_at = now
@@ -76,16 +85,27 @@ def run_retry(*, run_id: int) -> Run:
     """Retry a failed run from its failed step(s); completed steps are not repeated."""
     run = _locked_run(run_id)
     if run.status != RunStatus.FAILED:
-        raise RunStateError(f"Only a failed run can be retried; this one is {run.status}.",
-                            data={"status": run.status})
+        raise RunStateError(
+            f"Only a failed run can be retried; this one is {run.status}.",
+            data={"status": run.status},
+        )
     if run.error_code == "DEPTH_LIMIT":
-        raise RunStateError("A run stopped by the causation depth limit cannot be retried.",
-                            data={"status": run.status})
+        raise RunStateError(
+            "A run stopped by the causation depth limit cannot be retried.",
+            data={"status": run.status},
+        )
     now = timezone.now()
     run.action_runs.filter(
         Q(status=StepStatus.FAILED) | Q(status=StepStatus.CANCELLED, error_code="UPSTREAM_FAILED"),
-    ).update(status=StepStatus.PENDING, error="", error_code="", finished_at=None,
-             wake_at=None, attempts=0, updated_at=now)
+    ).update(
+        status=StepStatus.PENDING,
+        error="",
+        error_code="",
+        finished_at=None,
+        wake_at=None,
+        attempts=0,
+        updated_at=now,
+    )
     run.status = RunStatus.RUNNING
     run.error = ""
     run.error_code = ""
@@ -103,9 +123,14 @@ def run_rerun(*, run_id: int) -> Run:
     version_id = original.workflow.published_version_id
     if version_id is None:
         raise RunStateError("The workflow has no published version.")
-    run = run_create(event=original.event, context=original.context,
-                     workflow_id=original.workflow_id, version_id=version_id,
-                     trigger_index=original.trigger_index, rerun_of=original)
+    run = run_create(
+        event=original.event,
+        context=original.context,
+        workflow_id=original.workflow_id,
+        version_id=version_id,
+        trigger_index=original.trigger_index,
+        rerun_of=original,
+    )
     enqueue_advance(run.pk)
     return run
 
@@ -118,10 +143,20 @@ def workflow_execute(*, workflow_id: int, payload: dict[str, Any], actor: Any = 
         workflow = Workflow.objects.get(pk=workflow_id)
         if workflow.published_version_id is None:
             raise RunStateError("The workflow has no published version to run.")
-        event = event_emit(f"workflow.{workflow.slug}.executed", payload, actor=actor,
-                           source=EventSource.MANUAL, dispatch=False)
-        run = run_create(event=event, context=event_context(event), workflow_id=workflow.pk,
-                         version_id=workflow.published_version_id, trigger_index=None)
+        event = event_emit(
+            f"workflow.{workflow.slug}.executed",
+            payload,
+            actor=actor,
+            source=EventSource.MANUAL,
+            dispatch=False,
+        )
+        run = run_create(
+            event=event,
+            context=event_context(event),
+            workflow_id=workflow.pk,
+            version_id=workflow.published_version_id,
+            trigger_index=None,
+        )
         Event.objects.filter(pk=event.pk).update(dispatched_at=timezone.now())
         enqueue_advance(run.pk)
     return run

@@ -26,13 +26,20 @@ def retry_policy(step: dict[str, Any], step_type: StepType | None) -> dict[str, 
 def backoff_delay(policy: dict[str, Any], attempt: int) -> float:
     """Exponential backoff with "equal" jitter: a delay drawn between half and all of
     ``min(cap, base * 2**(attempt-1))``, so retries spread out but never come early."""
-    ceiling = min(float(policy["max_backoff_seconds"]),
-                  float(policy["backoff_seconds"]) * (2 ** max(attempt - 1, 0)))
+    ceiling = min(
+        float(policy["max_backoff_seconds"]),
+        float(policy["backoff_seconds"]) * (2 ** max(attempt - 1, 0)),
+    )
     return random.uniform(ceiling / 2, ceiling)
 
 
-def step_failed(action_run: ActionRun, step: dict[str, Any], exc: StepFailed, now: Any,
-                secret_values: set[str] | None = None) -> None:
+def step_failed(
+    action_run: ActionRun,
+    step: dict[str, Any],
+    exc: StepFailed,
+    now: Any,
+    secret_values: set[str] | None = None,
+) -> None:
     """Record a failed attempt: retried after a backoff while the policy allows, else the
     step fails (``DEAD_LETTER`` once a retryable failure has used up its attempts)."""
     from automation.tasks import execute_step, publish

@@ -22,14 +22,18 @@ def outbox_redispatch(*, older_than: timedelta | None = None, limit: int | None 
     """Dispatch events whose dispatch was lost (broker down, worker killed)."""
     from automation.tasks import dispatch_event, publish
 
-    grace = older_than if older_than is not None else timedelta(
-        seconds=engine_setting("OUTBOX_GRACE_SECONDS"))
+    grace = (
+        older_than
+        if older_than is not None
+        else timedelta(seconds=engine_setting("OUTBOX_GRACE_SECONDS"))
+    )
     limit = limit or engine_setting("SWEEP_BATCH_SIZE")
     now = timezone.now()
     ids = list(
         Event.objects.filter(dispatched_at__isnull=True, occurred_at__lte=now - grace)
         .filter(Q(dispatch_after__isnull=True) | Q(dispatch_after__lte=now))
-        .order_by("occurred_at").values_list("pk", flat=True)[:limit]
+        .order_by("occurred_at")
+        .values_list("pk", flat=True)[:limit]
     )
     for event_id in ids:
         publish(dispatch_event, event_id)
@@ -43,9 +47,13 @@ def runs_wake_due(*, limit: int | None = None) -> int:
     with transaction.atomic():
         due = list(
             ActionRun.objects.select_for_update(skip_locked=True)
-            .filter(wake_at__isnull=False, wake_at__lte=timezone.now(),
-                    status__in=[StepStatus.PENDING, StepStatus.WAITING])
-            .order_by("pk").values_list("pk", flat=True)[:limit]
+            .filter(
+                wake_at__isnull=False,
+                wake_at__lte=timezone.now(),
+                status__in=[StepStatus.PENDING, StepStatus.WAITING],
+            )
+            .order_by("pk")
+            .values_list("pk", flat=True)[:limit]
         )
     for action_run_id in due:
         try:
@@ -66,10 +74,13 @@ def runs_stranded(*, older_than: timedelta, limit: int) -> list[int]:
     waits = ActionRun.objects.filter(run=OuterRef("pk")).filter(
         Q(status=StepStatus.WAITING)
         | Q(status=StepStatus.PENDING, wake_at__isnull=False)
-        | Q(updated_at__gt=timezone.now() - older_than))
+        | Q(updated_at__gt=timezone.now() - older_than)
+    )
     return list(
-        Run.objects.filter(status=RunStatus.WAITING).filter(~Exists(waits))
-        .order_by("pk").values_list("pk", flat=True)[:limit]
+        Run.objects.filter(status=RunStatus.WAITING)
+        .filter(~Exists(waits))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
     )
 
 
@@ -78,8 +89,11 @@ def runs_resume_stale(*, older_than: timedelta | None = None, limit: int | None 
     runs left waiting on nothing (:func:`runs_stranded`, after the outbox grace)."""
     from automation.tasks import advance_run, publish
 
-    age = older_than if older_than is not None else timedelta(
-        seconds=engine_setting("STALE_RUN_SECONDS"))
+    age = (
+        older_than
+        if older_than is not None
+        else timedelta(seconds=engine_setting("STALE_RUN_SECONDS"))
+    )
     limit = limit or engine_setting("SWEEP_BATCH_SIZE")
     cutoff = timezone.now() - age
     with transaction.atomic():
@@ -95,9 +109,11 @@ def runs_resume_stale(*, older_than: timedelta | None = None, limit: int | None 
             action_run.save(update_fields=["status", "error", "updated_at"])
     run_ids = {ar.run_id for ar in lost_steps}
     run_ids.update(
-        Run.objects.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING],
-                           updated_at__lte=cutoff)
-        .order_by("pk").values_list("pk", flat=True)[:limit]
+        Run.objects.filter(
+            status__in=[RunStatus.PENDING, RunStatus.RUNNING], updated_at__lte=cutoff
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
     )
     grace = min(age, timedelta(seconds=engine_setting("OUTBOX_GRACE_SECONDS")))
     run_ids.update(runs_stranded(older_than=grace, limit=limit))

@@ -26,8 +26,7 @@ def step_wake(*, action_run_id: int, advance_after_commit: bool = False) -> int 
 
     with transaction.atomic():
         action_run = (
-            ActionRun.objects.select_for_update(skip_locked=True)
-            .filter(pk=action_run_id).first()
+            ActionRun.objects.select_for_update(skip_locked=True).filter(pk=action_run_id).first()
         )
         if action_run is None:
             return None
@@ -45,8 +44,9 @@ def step_wake(*, action_run_id: int, advance_after_commit: bool = False) -> int 
         return run_id
 
 
-def step_resume(*, action_run_id: int, output: dict[str, Any], failed: bool = False,
-                error: str = "") -> None:
+def step_resume(
+    *, action_run_id: int, output: dict[str, Any], failed: bool = False, error: str = ""
+) -> None:
     """Finish a step that waited on something outside the run (a human task).
 
     Call inside the transaction that ended the wait; the run advances after commit.
@@ -64,7 +64,14 @@ def step_resume(*, action_run_id: int, output: dict[str, Any], failed: bool = Fa
     enqueue_advance(action_run.run_id)
 
 
-def on_waiting_step_ended(sender: Any, *, action_run_id: int, output: dict[str, Any],
-                          failed: bool = False, error: str = "", **kwargs: Any) -> None:
+def on_waiting_step_ended(
+    sender: Any,
+    *,
+    action_run_id: int,
+    output: dict[str, Any],
+    failed: bool = False,
+    error: str = "",
+    **kwargs: Any,
+) -> None:
     """Receiver of ``automation.signals.waiting_step_ended`` (connected in ``ready()``)."""
     step_resume(action_run_id=action_run_id, output=output, failed=failed, error=error)

@@ -124,8 +124,12 @@ def when(value: datetime | None) -> SafeString | str:
     """A moment as relative text in a ``<time>`` element with the exact time as its title."""
     if not isinstance(value, datetime):
         return UNKNOWN
-    return format_html('<time datetime="{}" title="{}">{}</time>', value.isoformat(),
-                       exact_text(value), relative_text(value))
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        value.isoformat(),
+        exact_text(value),
+        relative_text(value),
+    )
 
 
 @register.filter

@@ -32,11 +32,14 @@ class LifecycleSerializer(serializers.Serializer):
     slug = serializers.SlugField()
     name = serializers.CharField()
     description = serializers.CharField(allow_blank=True)
-    states = serializers.JSONField(help_text="[{key, label, is_initial, is_final, "
-                                             "is_enabled, is_cancellation, description}]")
-    transitions = serializers.JSONField(help_text="[{action, label, from_states, to_state, "
-                                                  "guard, allowed, required_input, "
-                                                  "unassign, is_enabled, description}]")
+    states = serializers.JSONField(
+        help_text="[{key, label, is_initial, is_final, is_enabled, is_cancellation, description}]"
+    )
+    transitions = serializers.JSONField(
+        help_text="[{action, label, from_states, to_state, "
+        "guard, allowed, required_input, "
+        "unassign, is_enabled, description}]"
+    )
 
     def to_representation(self, instance: Lifecycle) -> dict[str, Any]:
         return lifecycle_document(instance)
@@ -71,8 +74,7 @@ class LifecycleViewSet(viewsets.ModelViewSet):
         lookup = self.kwargs["pk"]
         queryset = self.get_queryset()
         by_id = lookup.isascii() and lookup.isdigit() and len(lookup) <= 18
-        found = (queryset.filter(pk=int(lookup)) if by_id
-                 else queryset.filter(slug=lookup)).first()
+        found = (queryset.filter(pk=int(lookup)) if by_id else queryset.filter(slug=lookup)).first()
         if found is None:
             from config.errors import NotFound
 
@@ -95,8 +97,7 @@ class LifecycleViewSet(viewsets.ModelViewSet):
     @extend_schema(request=LifecycleDocumentSerializer, responses=LifecycleSerializer)
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         lifecycle = self.get_object()
-        base = lifecycle_document(lifecycle) if kwargs.get("partial") else {
-            "slug": lifecycle.slug}
+        base = lifecycle_document(lifecycle) if kwargs.get("partial") else {"slug": lifecycle.slug}
         lifecycle = lifecycle_save(document=self._document(request, base), lifecycle=lifecycle)
         return Response(lifecycle_document(Lifecycle.objects.get(pk=lifecycle.pk)))
 
@@ -104,8 +105,10 @@ class LifecycleViewSet(viewsets.ModelViewSet):
         lifecycle_delete(lifecycle=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=LifecycleDocumentSerializer,
-                   responses={200: OpenApiResponse(description="The document is valid.")})
+    @extend_schema(
+        request=LifecycleDocumentSerializer,
+        responses={200: OpenApiResponse(description="The document is valid.")},
+    )
     @action(detail=False, methods=["post"])
     def validate(self, request: Request) -> Response:
         """Validate a lifecycle document without saving it."""
@@ -116,15 +119,21 @@ class LifecycleViewSet(viewsets.ModelViewSet):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("days", int, description=f"Window ending now (default "
-                                                      f"{DEFAULT_DAYS}); or give since."),
+            OpenApiParameter(
+                "days",
+                int,
+                description=f"Window ending now (default {DEFAULT_DAYS}); or give since.",
+            ),
             OpenApiParameter("since", str, description="Start of the window (ISO 8601)."),
             OpenApiParameter("until", str, description="End of the window (default: now)."),
         ],
-        responses=OpenApiResponse(description="{lifecycle, since, until, tasks, "
-                                              "transitions_fired, states: [{key, label, "
-                                              "tasks, stays, median_seconds, ...}], "
-                                              "actions: [{action, label, fired, ...}]}"))
+        responses=OpenApiResponse(
+            description="{lifecycle, since, until, tasks, "
+            "transitions_fired, states: [{key, label, "
+            "tasks, stays, median_seconds, ...}], "
+            "actions: [{action, label, fired, ...}]}"
+        ),
+    )
     @action(detail=True, methods=["get"], permission_classes=[StaffModelPermissions])
     def stats(self, request: Request, pk: str | None = None) -> Response:
         """Tasks per state now; transitions fired per action in the window; the median

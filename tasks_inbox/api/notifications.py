@@ -25,8 +25,9 @@ from tasks_inbox.selectors import notification_unread_count, notifications_for
 UNREAD = OpenApiParameter("unread", bool, description="Only the unread ones (true/false).")
 
 
-class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                          viewsets.GenericViewSet):
+class NotificationViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     """The caller's notifications, newest first; nobody sees another's (404)."""
 
     serializer_class = NotificationSerializer
@@ -51,8 +52,11 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
 
     def get_object(self) -> Notification:
         lookup = str(self.kwargs["pk"])
-        found = (self.get_queryset().filter(pk=int(lookup)).first()
-                 if lookup.isascii() and lookup.isdigit() and len(lookup) <= 18 else None)
+        found = (
+            self.get_queryset().filter(pk=int(lookup)).first()
+            if lookup.isascii() and lookup.isdigit() and len(lookup) <= 18
+            else None
+        )
         if found is None:
             raise NotFound(f"Notification {lookup} not found.")
         return found
@@ -80,5 +84,4 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
     def read_all(self, request: Request) -> Response:
         """Mark every unread notification of the caller read."""
         marked = services.notification_mark_read(user=request.user)
-        return Response({"marked": marked,
-                         "unread": notification_unread_count(user=request.user)})
+        return Response({"marked": marked, "unread": notification_unread_count(user=request.user)})

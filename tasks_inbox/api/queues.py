@@ -35,7 +35,8 @@ class QueueViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         if user.is_authenticated:
             context["member_ids"] = set(user.groups.values_list("pk", flat=True))
             context["managed_ids"] = set(
-                Queue.objects.filter(managers=user).values_list("group_id", flat=True))
+                Queue.objects.filter(managers=user).values_list("group_id", flat=True)
+            )
         return context
 
     def get_object(self) -> Group:
@@ -45,8 +46,15 @@ class QueueViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             raise NotFound(f"Queue {self.kwargs['pk']} not found.")
         return found
 
-    @extend_schema(parameters=[OpenApiParameter("id", str, OpenApiParameter.PATH,
-                                                description="A queue id or name. "
-                                                + REFERENCE_RULE)])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "id",
+                str,
+                OpenApiParameter.PATH,
+                description="A queue id or name. " + REFERENCE_RULE,
+            )
+        ]
+    )
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return Response(self.get_serializer(self.get_object()).data)

@@ -77,10 +77,31 @@ class TaskSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Task
-        fields = ["id", "title", "task_type", "priority", "state", "is_open", "outcome",
-                  "assignee", "queue", "lifecycle", "due_at", "sla_due_at", "sla_config",
-                  "sla_started_at", "sla_paused_at", "sla_warning_at", "is_overdue",
-                  "related", "parent", "origin_run", "created_at", "updated_at", "closed_at"]
+        fields = [
+            "id",
+            "title",
+            "task_type",
+            "priority",
+            "state",
+            "is_open",
+            "outcome",
+            "assignee",
+            "queue",
+            "lifecycle",
+            "due_at",
+            "sla_due_at",
+            "sla_config",
+            "sla_started_at",
+            "sla_paused_at",
+            "sla_warning_at",
+            "is_overdue",
+            "related",
+            "parent",
+            "origin_run",
+            "created_at",
+            "updated_at",
+            "closed_at",
+        ]
         read_only_fields = fields
 
     def get_priority(self, task: Task) -> str:
@@ -130,7 +151,8 @@ class TaskActionsSerializer(serializers.Serializer):
     current_state = CurrentStateSerializer()
     actions = AvailableActionSerializer(many=True)
     unavailable_actions = UnavailableActionSerializer(
-        many=True, help_text="Actions out of the current state that are disabled.")
+        many=True, help_text="Actions out of the current state that are disabled."
+    )
     can_claim = serializers.BooleanField()
 
 
@@ -151,9 +173,10 @@ def task_available_actions(task: Task, user: Any) -> list[dict[str, Any]]:
 
 def task_unavailable_actions(task: Task) -> list[dict[str, Any]]:
     """The disabled actions out of the task's state: listed, never offered."""
-    return [{"action": t.action, "label": t.label, "description": t.description,
-             "reason": "disabled"}
-            for t in lifecycle_spec(task.lifecycle).disabled_leaving(task.state)]
+    return [
+        {"action": t.action, "label": t.label, "description": t.description, "reason": "disabled"}
+        for t in lifecycle_spec(task.lifecycle).disabled_leaving(task.state)
+    ]
 
 
 def task_actions(task: Task, user: Any) -> dict[str, Any]:
@@ -181,9 +204,19 @@ class TaskDetailSerializer(TaskSerializer):
     unavailable_actions = serializers.SerializerMethodField()
 
     class Meta(TaskSerializer.Meta):
-        fields = [*TaskSerializer.Meta.fields, "description", "form", "result", "created_by",
-                  "completed_by", "origin_step", "wait", "current_state", "available_actions",
-                  "unavailable_actions"]
+        fields = [
+            *TaskSerializer.Meta.fields,
+            "description",
+            "form",
+            "result",
+            "created_by",
+            "completed_by",
+            "origin_step",
+            "wait",
+            "current_state",
+            "available_actions",
+            "unavailable_actions",
+        ]
         read_only_fields = fields
 
     @extend_schema_field(CurrentStateSerializer())
@@ -237,8 +270,7 @@ class VisibleTaskField(serializers.PrimaryKeyRelatedField):
 class TaskCreateSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=300)
     description = serializers.CharField(required=False, allow_blank=True, default="")
-    task_type = serializers.CharField(required=False, allow_blank=True, max_length=64,
-                                      default="")
+    task_type = serializers.CharField(required=False, allow_blank=True, max_length=64, default="")
     assignee = UserReferenceField(required=False, allow_null=True)
     queue = QueueReferenceField(required=False, allow_null=True)
     routing = serializers.ChoiceField(choices=["least_busy", "claim"], required=False)
@@ -246,8 +278,9 @@ class TaskCreateSerializer(serializers.Serializer):
     due_at = serializers.DateTimeField(required=False, allow_null=True)
     lifecycle = serializers.SlugField(required=False, help_text="Default: 'task'.")
     form = serializers.JSONField(required=False)
-    parent = VisibleTaskField(required=False, allow_null=True,
-                              help_text="A task id among the tasks the caller may see.")
+    parent = VisibleTaskField(
+        required=False, allow_null=True, help_text="A task id among the tasks the caller may see."
+    )
 
 
 class TransitionSerializer(serializers.Serializer):
@@ -257,16 +290,14 @@ class TransitionSerializer(serializers.Serializer):
 
 
 class CompleteSerializer(serializers.Serializer):
-    data = serializers.JSONField(required=False, default=dict,
-                                 help_text="The form's field values.")
+    data = serializers.JSONField(required=False, default=dict, help_text="The form's field values.")
     outcome = serializers.CharField(required=False, max_length=64, allow_blank=True)
 
 
 class ReassignSerializer(serializers.Serializer):
     assignee = UserReferenceField(required=False, allow_null=True)
     queue = QueueReferenceField(required=False, allow_null=True)
-    reason = serializers.CharField(required=False, allow_blank=True, default="",
-                                   max_length=1000)
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs.get("assignee") and not attrs.get("queue"):
@@ -275,10 +306,10 @@ class ReassignSerializer(serializers.Serializer):
 
 
 class EscalateSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="",
-                                   max_length=1000)
-    priority = serializers.ChoiceField(choices=list(PRIORITY_BY_NAME), required=False,
-                                       help_text="Default: one level up.")
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)
+    priority = serializers.ChoiceField(
+        choices=list(PRIORITY_BY_NAME), required=False, help_text="Default: one level up."
+    )
     assignee = UserReferenceField(required=False, allow_null=True)
     queue = QueueReferenceField(required=False, allow_null=True)
 

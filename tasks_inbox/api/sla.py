@@ -38,27 +38,36 @@ class SLAConfigSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     description = serializers.CharField(required=False, allow_blank=True)
     is_active = serializers.BooleanField(required=False, default=True)
-    queue = serializers.CharField(required=False, allow_null=True,
-                                  help_text="A queue (group) id or name. " + REFERENCE_RULE)
+    queue = serializers.CharField(
+        required=False, allow_null=True, help_text="A queue (group) id or name. " + REFERENCE_RULE
+    )
     task_type = serializers.CharField(required=False, allow_blank=True, max_length=64)
-    priority = serializers.ChoiceField(choices=["low", "medium", "high", "urgent"],
-                                       required=False, allow_null=True)
-    target = serializers.CharField(help_text='A duration: "1:30:00", "PT90M", "90m", "4h", '
-                                             '"2d" or seconds.')
-    warning_after = serializers.CharField(required=False, allow_null=True,
-                                          help_text="A duration less than the target.")
+    priority = serializers.ChoiceField(
+        choices=["low", "medium", "high", "urgent"], required=False, allow_null=True
+    )
+    target = serializers.CharField(
+        help_text='A duration: "1:30:00", "PT90M", "90m", "4h", "2d" or seconds.'
+    )
+    warning_after = serializers.CharField(
+        required=False, allow_null=True, help_text="A duration less than the target."
+    )
     escalation_ladder = serializers.JSONField(
-        required=False, help_text='[{"after": "2h" | "after_percent": 150, "actions": '
-                                  '[{"type": "remind" | "raise_priority" | "reassign" | '
-                                  '"notify_manager", ...}]}], each level at or after the '
-                                  "target, in order.")
-    start_state = serializers.CharField(required=False, allow_blank=True,
-                                        help_text="Empty: the clock starts on creation.")
+        required=False,
+        help_text='[{"after": "2h" | "after_percent": 150, "actions": '
+        '[{"type": "remind" | "raise_priority" | "reassign" | '
+        '"notify_manager", ...}]}], each level at or after the '
+        "target, in order.",
+    )
+    start_state = serializers.CharField(
+        required=False, allow_blank=True, help_text="Empty: the clock starts on creation."
+    )
     pause_while_blocked = serializers.BooleanField(required=False, default=True)
     working_hours = serializers.JSONField(
-        required=False, allow_null=True,
+        required=False,
+        allow_null=True,
         help_text='{"days": [0, 1, 2, 3, 4], "start": "09:00", "end": "17:00", '
-                  '"time_zone": "Europe/Paris"}')
+        '"time_zone": "Europe/Paris"}',
+    )
     specificity = serializers.CharField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 
@@ -80,9 +89,13 @@ def resolve_references(document: dict[str, Any]) -> dict[str, Any]:
     for index, level in enumerate(ladder):
         actions = level.get("actions") if isinstance(level, dict) else None
         if isinstance(actions, list):
-            level = {**level, "actions": [
-                _resolve_action(action, f"escalation_ladder[{index}].actions[{position}]")
-                for position, action in enumerate(actions)]}
+            level = {
+                **level,
+                "actions": [
+                    _resolve_action(action, f"escalation_ladder[{index}].actions[{position}]")
+                    for position, action in enumerate(actions)
+                ],
+            }
         resolved.append(level)
     document["escalation_ladder"] = resolved
     return document
@@ -100,10 +113,13 @@ def _resolve_action(action: Any, path: str) -> Any:
 
 
 class SLAConfigViewSet(viewsets.ModelViewSet):
-    __doc__ = ("SLA configs. A write is validated whole; errors name each JSON path "
-               "(``escalation_ladder[1].after: must come after the previous level``). "
-               + SLA_SPECIFICITY_RULE + " Editing a config recomputes its open tasks from "
-               "their start with the new durations; what has fired stays fired.")
+    __doc__ = (
+        "SLA configs. A write is validated whole; errors name each JSON path "
+        "(``escalation_ladder[1].after: must come after the previous level``). "
+        + SLA_SPECIFICITY_RULE
+        + " Editing a config recomputes its open tasks from "
+        "their start with the new durations; what has fired stays fired."
+    )
 
     queryset = SLAConfig.objects.select_related("queue").order_by("name")
     serializer_class = SLAConfigSerializer
@@ -204,17 +220,23 @@ class SLAComplianceViewSet(viewsets.ViewSet):
     def get_queryset(self) -> QuerySet[SLAConfig]:  # for the schema generator
         return SLAConfig.objects.none()
 
-    @extend_schema(parameters=PERIOD,
-                   responses=OpenApiResponse(description="{since, until, configs, daily}"))
+    @extend_schema(
+        parameters=PERIOD, responses=OpenApiResponse(description="{since, until, configs, daily}")
+    )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         if not may_see_compliance(request.user):
             raise PermissionDenied("SLA compliance is for staff and queue managers.")
         since, until, config_id = compliance_period(request.query_params)
         user = None if request.user.is_staff else request.user
-        return Response({
-            "since": since, "until": until,
-            "configs": sla_compliance_report(since=since, until=until, user=user,
-                                             config_id=config_id),
-            "daily": sla_compliance_daily(since=since, until=until, user=user,
-                                          config_id=config_id),
-        })
+        return Response(
+            {
+                "since": since,
+                "until": until,
+                "configs": sla_compliance_report(
+                    since=since, until=until, user=user, config_id=config_id
+                ),
+                "daily": sla_compliance_daily(
+                    since=since, until=until, user=user, config_id=config_id
+                ),
+            }
+        )

@@ -16,5 +16,4 @@ def register(router: BaseRouter) -> None:
     router.register("notifications", NotificationViewSet, basename="notification")
     router.register("lifecycles", LifecycleViewSet, basename="lifecycle")
     router.register("sla-configs", SLAConfigViewSet, basename="sla-config")
-    router.register("monitoring/sla-compliance", SLAComplianceViewSet,
-                    basename="sla-compliance")
+    router.register("monitoring/sla-compliance", SLAComplianceViewSet, basename="sla-compliance")

@@ -51,8 +51,12 @@ HANDOVER_RESPONSE = PolymorphicProxySerializer(
 )
 
 
-class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                  viewsets.GenericViewSet):
+class TaskViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
     """Tasks the caller may see (assigned to them, unassigned in their queues, every task of
     the queues they manage; staff see all). Filters: ``state``, ``priority``, ``task_type``,
     ``queue`` (id or name), ``assignee`` (``me``, ``none``, id, username or email),
@@ -68,9 +72,12 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
 
     # The input of each write, so the browsable API and the schema show its own form.
     action_serializers: dict[str, type] = {
-        "create": TaskCreateSerializer, "transition": TransitionSerializer,
-        "claim": ClaimSerializer, "complete": CompleteSerializer,
-        "reassign": ReassignSerializer, "escalate": EscalateSerializer,
+        "create": TaskCreateSerializer,
+        "transition": TransitionSerializer,
+        "claim": ClaimSerializer,
+        "complete": CompleteSerializer,
+        "reassign": ReassignSerializer,
+        "escalate": EscalateSerializer,
         "retrieve": TaskDetailSerializer,
     }
 
@@ -104,19 +111,31 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
             assignee, queue = data.get("assignee"), data.get("queue")
             own_queue = queue is not None and member_queue_ids(user).filter(pk=queue.pk).exists()
             if (assignee is not None and assignee.pk != user.pk) or (
-                    queue is not None and not own_queue):
+                queue is not None and not own_queue
+            ):
                 raise PermissionDenied("You may create tasks for yourself or in your queues.")
             if assignee is None and queue is None:
                 data["assignee"] = user
         task = services.task_create(
-            title=data["title"], description=data["description"], task_type=data["task_type"],
-            assignee=data.get("assignee"), queue=data.get("queue"), routing=data.get("routing"),
-            priority=data["priority"], due_at=data.get("due_at"), lifecycle=data.get("lifecycle"),
-            form=data.get("form") or None, parent=data.get("parent"), created_by=user,
+            title=data["title"],
+            description=data["description"],
+            task_type=data["task_type"],
+            assignee=data.get("assignee"),
+            queue=data.get("queue"),
+            routing=data.get("routing"),
+            priority=data["priority"],
+            due_at=data.get("due_at"),
+            lifecycle=data.get("lifecycle"),
+            form=data.get("form") or None,
+            parent=data.get("parent"),
+            created_by=user,
         )
-        return Response(TaskDetailSerializer(task_get(user=user, task_id=task.pk),
-                                             context={"request": request}).data,
-                        status=status.HTTP_201_CREATED)
+        return Response(
+            TaskDetailSerializer(
+                task_get(user=user, task_id=task.pk), context={"request": request}
+            ).data,
+            status=status.HTTP_201_CREATED,
+        )
 
     @extend_schema(responses=TaskActionsSerializer)
     @action(detail=True, methods=["get"], url_path="available-actions")
@@ -136,13 +155,19 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         serializer = TransitionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        task = services.task_transition(task_id=pk, action=data["action"], actor=request.user,
-                                        input=data.get("input"),
-                                        outcome=data.get("outcome") or None)
+        task = services.task_transition(
+            task_id=pk,
+            action=data["action"],
+            actor=request.user,
+            input=data.get("input"),
+            outcome=data.get("outcome") or None,
+        )
         return self._detail(task.pk)
 
-    @extend_schema(request=ClaimSerializer, responses={200: TaskDetailSerializer,
-                                            409: OpenApiResponse(description="Already claimed.")})
+    @extend_schema(
+        request=ClaimSerializer,
+        responses={200: TaskDetailSerializer, 409: OpenApiResponse(description="Already claimed.")},
+    )
     @action(detail=True, methods=["post"])
     def claim(self, request: Request, pk: str | None = None) -> Response:
         """Take an unassigned task of one of your queues; 409 CONFLICT if someone was first."""
@@ -157,9 +182,12 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         self.get_object()  # out of sight: 404 before anything else
         serializer = CompleteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        task = services.task_complete(task_id=pk, actor=request.user,
-                                      data=serializer.validated_data.get("data"),
-                                      outcome=serializer.validated_data.get("outcome") or None)
+        task = services.task_complete(
+            task_id=pk,
+            actor=request.user,
+            data=serializer.validated_data.get("data"),
+            outcome=serializer.validated_data.get("outcome") or None,
+        )
         return self._detail(task.pk)
 
     @extend_schema(request=ReassignSerializer, responses=HANDOVER_RESPONSE)
@@ -171,9 +199,13 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         serializer = ReassignSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        task = services.task_reassign(task_id=pk, actor=request.user,
-                                      assignee=data.get("assignee"), queue=data.get("queue"),
-                                      reason=data.get("reason", ""))
+        task = services.task_reassign(
+            task_id=pk,
+            actor=request.user,
+            assignee=data.get("assignee"),
+            queue=data.get("queue"),
+            reason=data.get("reason", ""),
+        )
         return self._after_handover(task.pk, "reassigned")
 
     @extend_schema(request=EscalateSerializer, responses=HANDOVER_RESPONSE)
@@ -185,10 +217,14 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         serializer = EscalateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        task = services.task_escalate(task_id=pk, actor=request.user,
-                                      reason=data.get("reason", ""),
-                                      priority=data.get("priority"),
-                                      assignee=data.get("assignee"), queue=data.get("queue"))
+        task = services.task_escalate(
+            task_id=pk,
+            actor=request.user,
+            reason=data.get("reason", ""),
+            priority=data.get("priority"),
+            assignee=data.get("assignee"),
+            queue=data.get("queue"),
+        )
         return self._after_handover(task.pk, "escalated")
 
     @extend_schema(responses=HistorySerializer(many=True))

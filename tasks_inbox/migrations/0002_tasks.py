@@ -7,104 +7,257 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('automation', '0001_initial'),
-        ('contenttypes', '0002_remove_content_type_name'),
-        ('tasks_inbox', '0001_initial'),
-        ('workflows', '0003_seed_lifecycles'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("automation", "0001_initial"),
+        ("contenttypes", "0002_remove_content_type_name"),
+        ("tasks_inbox", "0001_initial"),
+        ("workflows", "0003_seed_lifecycles"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Queue',
+            name="Queue",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('routing', models.CharField(choices=[('least_busy', 'Least busy active member gets it'), ('claim', 'Members claim it')], default='least_busy', help_text='How a task sent to the queue without an assignee finds one.', max_length=16)),
-                ('description', models.TextField(blank=True)),
-                ('group', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='queue_settings', to='auth.group')),
-                ('managers', models.ManyToManyField(blank=True, related_name='managed_queues', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "routing",
+                    models.CharField(
+                        choices=[
+                            ("least_busy", "Least busy active member gets it"),
+                            ("claim", "Members claim it"),
+                        ],
+                        default="least_busy",
+                        help_text="How a task sent to the queue without an assignee finds one.",
+                        max_length=16,
+                    ),
+                ),
+                ("description", models.TextField(blank=True)),
+                (
+                    "group",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="queue_settings",
+                        to="auth.group",
+                    ),
+                ),
+                (
+                    "managers",
+                    models.ManyToManyField(
+                        blank=True, related_name="managed_queues", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'ordering': ['group__name'],
+                "ordering": ["group__name"],
             },
         ),
         migrations.CreateModel(
-            name='Task',
+            name="Task",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=300)),
-                ('description', models.TextField(blank=True)),
-                ('task_type', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('assigned_at', models.DateTimeField(blank=True, null=True)),
-                ('priority', models.PositiveSmallIntegerField(choices=[(10, 'low'), (20, 'medium'), (30, 'high'), (40, 'urgent')], default=20)),
-                ('due_at', models.DateTimeField(blank=True, null=True)),
-                ('state', models.CharField(db_index=True, max_length=64)),
-                ('is_open', models.BooleanField(default=True, help_text='The state is not a final one.')),
-                ('outcome', models.CharField(blank=True, max_length=64)),
-                ('form', models.JSONField(blank=True, default=dict, help_text='{"fields": [...]}')),
-                ('result', models.JSONField(blank=True, help_text='The submitted form data.', null=True)),
-                ('wait', models.BooleanField(default=False, help_text='The origin run waits for this task to end.')),
-                ('object_id', models.CharField(blank=True, max_length=64)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('closed_at', models.DateTimeField(blank=True, null=True)),
-                ('sla_due_at', models.DateTimeField(blank=True, null=True)),
-                ('assignee', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='assigned_tasks', to=settings.AUTH_USER_MODEL)),
-                ('completed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('content_type', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='contenttypes.contenttype')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('lifecycle', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='tasks', to='workflows.lifecycle')),
-                ('origin_action_run', models.OneToOneField(blank=True, help_text='The create_task step that made it (at most one task).', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='task', to='automation.actionrun')),
-                ('origin_run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='tasks', to='automation.run')),
-                ('parent', models.ForeignKey(blank=True, help_text='The plan this task belongs to.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='children', to='tasks_inbox.task')),
-                ('queue', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='tasks', to='auth.group')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("title", models.CharField(max_length=300)),
+                ("description", models.TextField(blank=True)),
+                ("task_type", models.CharField(blank=True, db_index=True, max_length=64)),
+                ("assigned_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "priority",
+                    models.PositiveSmallIntegerField(
+                        choices=[(10, "low"), (20, "medium"), (30, "high"), (40, "urgent")],
+                        default=20,
+                    ),
+                ),
+                ("due_at", models.DateTimeField(blank=True, null=True)),
+                ("state", models.CharField(db_index=True, max_length=64)),
+                (
+                    "is_open",
+                    models.BooleanField(default=True, help_text="The state is not a final one."),
+                ),
+                ("outcome", models.CharField(blank=True, max_length=64)),
+                ("form", models.JSONField(blank=True, default=dict, help_text='{"fields": [...]}')),
+                (
+                    "result",
+                    models.JSONField(blank=True, help_text="The submitted form data.", null=True),
+                ),
+                (
+                    "wait",
+                    models.BooleanField(
+                        default=False, help_text="The origin run waits for this task to end."
+                    ),
+                ),
+                ("object_id", models.CharField(blank=True, max_length=64)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("closed_at", models.DateTimeField(blank=True, null=True)),
+                ("sla_due_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "assignee",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="assigned_tasks",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "completed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "content_type",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="contenttypes.contenttype",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "lifecycle",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="tasks",
+                        to="workflows.lifecycle",
+                    ),
+                ),
+                (
+                    "origin_action_run",
+                    models.OneToOneField(
+                        blank=True,
+                        help_text="The create_task step that made it (at most one task).",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="task",
+                        to="automation.actionrun",
+                    ),
+                ),
+                (
+                    "origin_run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="tasks",
+                        to="automation.run",
+                    ),
+                ),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The plan this task belongs to.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="children",
+                        to="tasks_inbox.task",
+                    ),
+                ),
+                (
+                    "queue",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="tasks",
+                        to="auth.group",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-priority', 'due_at', 'id'],
+                "ordering": ["-priority", "due_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='TaskHistory',
+            name="TaskHistory",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(max_length=64)),
-                ('from_state', models.CharField(blank=True, max_length=64)),
-                ('to_state', models.CharField(blank=True, max_length=64)),
-                ('input', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('task', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='history', to='tasks_inbox.task')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("action", models.CharField(max_length=64)),
+                ("from_state", models.CharField(blank=True, max_length=64)),
+                ("to_state", models.CharField(blank=True, max_length=64)),
+                ("input", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "task",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="history",
+                        to="tasks_inbox.task",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'task history',
-                'ordering': ['created_at', 'id'],
+                "verbose_name_plural": "task history",
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['assignee', 'is_open'], name='task_assignee_open'),
+            model_name="task",
+            index=models.Index(fields=["assignee", "is_open"], name="task_assignee_open"),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['queue', 'is_open'], name='task_queue_open'),
+            model_name="task",
+            index=models.Index(fields=["queue", "is_open"], name="task_queue_open"),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['-priority', 'due_at', 'id'], name='task_inbox_order'),
+            model_name="task",
+            index=models.Index(fields=["-priority", "due_at", "id"], name="task_inbox_order"),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(condition=models.Q(('is_open', True)), fields=['due_at'], name='task_open_due'),
+            model_name="task",
+            index=models.Index(
+                condition=models.Q(("is_open", True)), fields=["due_at"], name="task_open_due"
+            ),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['content_type', 'object_id'], name='task_related'),
+            model_name="task",
+            index=models.Index(fields=["content_type", "object_id"], name="task_related"),
         ),
         migrations.AddIndex(
-            model_name='taskhistory',
-            index=models.Index(fields=['task', 'created_at'], name='task_history_task'),
+            model_name="taskhistory",
+            index=models.Index(fields=["task", "created_at"], name="task_history_task"),
         ),
     ]

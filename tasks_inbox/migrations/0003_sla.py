@@ -8,144 +8,291 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('automation', '0002_secrets_emailtemplates_exports'),
-        ('contenttypes', '0002_remove_content_type_name'),
-        ('tasks_inbox', '0002_tasks'),
-        ('workflows', '0003_seed_lifecycles'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("automation", "0002_secrets_emailtemplates_exports"),
+        ("contenttypes", "0002_remove_content_type_name"),
+        ("tasks_inbox", "0002_tasks"),
+        ("workflows", "0003_seed_lifecycles"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SLAEventRecord',
+            name="SLAEventRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('warning', 'Warning'), ('breach', 'Breach'), ('escalation', 'Escalation')], max_length=16)),
-                ('level', models.PositiveSmallIntegerField(default=0, help_text='The escalation level (0 for the warning and the breach).')),
-                ('due_at', models.DateTimeField(help_text='When the threshold was reached.')),
-                ('fired_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('details', models.JSONField(blank=True, default=dict)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("warning", "Warning"),
+                            ("breach", "Breach"),
+                            ("escalation", "Escalation"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "level",
+                    models.PositiveSmallIntegerField(
+                        default=0,
+                        help_text="The escalation level (0 for the warning and the breach).",
+                    ),
+                ),
+                ("due_at", models.DateTimeField(help_text="When the threshold was reached.")),
+                ("fired_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("details", models.JSONField(blank=True, default=dict)),
             ],
             options={
-                'verbose_name': 'SLA event',
-                'ordering': ['task', 'fired_at', 'id'],
+                "verbose_name": "SLA event",
+                "ordering": ["task", "fired_at", "id"],
             },
         ),
         migrations.AddField(
-            model_name='task',
-            name='sla_breached_at',
+            model_name="task",
+            name="sla_breached_at",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name='task',
-            name='sla_elapsed_seconds',
-            field=models.PositiveIntegerField(default=0, editable=False, help_text='Clock seconds counted before the current stretch (the total once stopped).'),
+            model_name="task",
+            name="sla_elapsed_seconds",
+            field=models.PositiveIntegerField(
+                default=0,
+                editable=False,
+                help_text="Clock seconds counted before the current stretch (the total once stopped).",
+            ),
         ),
         migrations.AddField(
-            model_name='task',
-            name='sla_escalation_level',
+            model_name="task",
+            name="sla_escalation_level",
             field=models.PositiveSmallIntegerField(default=0, editable=False),
         ),
         migrations.AddField(
-            model_name='task',
-            name='sla_met',
-            field=models.BooleanField(blank=True, editable=False, help_text='Completed within the target (empty: open, cancelled or no SLA).', null=True),
+            model_name="task",
+            name="sla_met",
+            field=models.BooleanField(
+                blank=True,
+                editable=False,
+                help_text="Completed within the target (empty: open, cancelled or no SLA).",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='task',
-            name='sla_next_check_at',
-            field=models.DateTimeField(blank=True, editable=False, help_text='When the SLA sweep looks at the task next: the earliest threshold not yet fired; empty while nothing is pending.', null=True),
+            model_name="task",
+            name="sla_next_check_at",
+            field=models.DateTimeField(
+                blank=True,
+                editable=False,
+                help_text="When the SLA sweep looks at the task next: the earliest threshold not yet fired; empty while nothing is pending.",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='task',
-            name='sla_paused_at',
+            model_name="task",
+            name="sla_paused_at",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name='task',
-            name='sla_resumed_at',
-            field=models.DateTimeField(blank=True, editable=False, help_text="Start of the clock's current running stretch; empty while it is paused, stopped or not started.", null=True),
+            model_name="task",
+            name="sla_resumed_at",
+            field=models.DateTimeField(
+                blank=True,
+                editable=False,
+                help_text="Start of the clock's current running stretch; empty while it is paused, stopped or not started.",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='task',
-            name='sla_started_at',
+            model_name="task",
+            name="sla_started_at",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name='task',
-            name='sla_stopped_at',
+            model_name="task",
+            name="sla_stopped_at",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name='task',
-            name='sla_warned_at',
+            model_name="task",
+            name="sla_warned_at",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name='task',
-            name='sla_warning_at',
+            model_name="task",
+            name="sla_warning_at",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.CreateModel(
-            name='SLAConfig',
+            name="SLAConfig",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('is_active', models.BooleanField(default=True, help_text="Inactive: new tasks do not get this SLA, and its open tasks' clocks keep counting but fire nothing until it is active again.")),
-                ('task_type', models.CharField(blank=True, help_text='The task type this SLA covers (empty: any).', max_length=64)),
-                ('priority', models.PositiveSmallIntegerField(blank=True, choices=[(10, 'low'), (20, 'medium'), (30, 'high'), (40, 'urgent')], help_text='Only tasks of this priority (empty: any).', null=True)),
-                ('target', models.DurationField(help_text='Clock time to finish the task (the breach).')),
-                ('warning_after', models.DurationField(blank=True, help_text='Clock time of the warning; less than the target.', null=True)),
-                ('escalation_ladder', models.JSONField(blank=True, default=list, help_text='Ordered levels, each at or after the target: [{"after": "1:30:00" or "after_percent": 150, "actions": [{"type": "remind"}, {"type": "raise_priority", "to": "urgent"}, {"type": "reassign", "queue": "Intake"} or {"type": "reassign", "user": "maria"}, {"type": "notify_manager"}]}].')),
-                ('start_state', models.CharField(blank=True, help_text='The clock starts when the task first enters this state (empty: when the task is created).', max_length=64)),
-                ('pause_while_blocked', models.BooleanField(default=True, help_text='The clock stops counting while the task is blocked.')),
-                ('working_hours', models.JSONField(blank=True, help_text='Count business time only: {"days": [0, 1, 2, 3, 4] (0 = Monday), "start": "09:00", "end": "17:00", "time_zone": "Europe/Paris"}. Empty: around the clock.', null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('queue', models.ForeignKey(blank=True, help_text='The service area (a queue) this SLA covers. When several active SLAs match a task, the most specific wins: queue + task type + priority, then queue + task type, then task type + priority, then task type, then queue + priority, then queue. An SLA must name a queue or a task type; two active SLAs may not have the same target. The SLA is chosen when the task is created and kept for its life (an escalation that raises the priority or moves the task does not switch SLAs).', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='sla_configs', to='auth.group')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "is_active",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Inactive: new tasks do not get this SLA, and its open tasks' clocks keep counting but fire nothing until it is active again.",
+                    ),
+                ),
+                (
+                    "task_type",
+                    models.CharField(
+                        blank=True,
+                        help_text="The task type this SLA covers (empty: any).",
+                        max_length=64,
+                    ),
+                ),
+                (
+                    "priority",
+                    models.PositiveSmallIntegerField(
+                        blank=True,
+                        choices=[(10, "low"), (20, "medium"), (30, "high"), (40, "urgent")],
+                        help_text="Only tasks of this priority (empty: any).",
+                        null=True,
+                    ),
+                ),
+                (
+                    "target",
+                    models.DurationField(help_text="Clock time to finish the task (the breach)."),
+                ),
+                (
+                    "warning_after",
+                    models.DurationField(
+                        blank=True,
+                        help_text="Clock time of the warning; less than the target.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "escalation_ladder",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text='Ordered levels, each at or after the target: [{"after": "1:30:00" or "after_percent": 150, "actions": [{"type": "remind"}, {"type": "raise_priority", "to": "urgent"}, {"type": "reassign", "queue": "Intake"} or {"type": "reassign", "user": "maria"}, {"type": "notify_manager"}]}].',
+                    ),
+                ),
+                (
+                    "start_state",
+                    models.CharField(
+                        blank=True,
+                        help_text="The clock starts when the task first enters this state (empty: when the task is created).",
+                        max_length=64,
+                    ),
+                ),
+                (
+                    "pause_while_blocked",
+                    models.BooleanField(
+                        default=True,
+                        help_text="The clock stops counting while the task is blocked.",
+                    ),
+                ),
+                (
+                    "working_hours",
+                    models.JSONField(
+                        blank=True,
+                        help_text='Count business time only: {"days": [0, 1, 2, 3, 4] (0 = Monday), "start": "09:00", "end": "17:00", "time_zone": "Europe/Paris"}. Empty: around the clock.',
+                        null=True,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "queue",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The service area (a queue) this SLA covers. When several active SLAs match a task, the most specific wins: queue + task type + priority, then queue + task type, then task type + priority, then task type, then queue + priority, then queue. An SLA must name a queue or a task type; two active SLAs may not have the same target. The SLA is chosen when the task is created and kept for its life (an escalation that raises the priority or moves the task does not switch SLAs).",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="sla_configs",
+                        to="auth.group",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'SLA',
-                'ordering': ['name'],
+                "verbose_name": "SLA",
+                "ordering": ["name"],
             },
         ),
         migrations.AddField(
-            model_name='task',
-            name='sla_config',
-            field=models.ForeignKey(blank=True, editable=False, help_text='The SLA chosen when the task was created (the most specific match).', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='tasks', to='tasks_inbox.slaconfig'),
+            model_name="task",
+            name="sla_config",
+            field=models.ForeignKey(
+                blank=True,
+                editable=False,
+                help_text="The SLA chosen when the task was created (the most specific match).",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="tasks",
+                to="tasks_inbox.slaconfig",
+            ),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(condition=models.Q(('is_open', True), ('sla_next_check_at__isnull', False)), fields=['sla_next_check_at', 'id'], name='task_sla_next_check'),
+            model_name="task",
+            index=models.Index(
+                condition=models.Q(("is_open", True), ("sla_next_check_at__isnull", False)),
+                fields=["sla_next_check_at", "id"],
+                name="task_sla_next_check",
+            ),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(condition=models.Q(('sla_met__isnull', False)), fields=['sla_config', 'sla_stopped_at'], name='task_sla_judged'),
+            model_name="task",
+            index=models.Index(
+                condition=models.Q(("sla_met__isnull", False)),
+                fields=["sla_config", "sla_stopped_at"],
+                name="task_sla_judged",
+            ),
         ),
         migrations.AddField(
-            model_name='slaeventrecord',
-            name='config',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='events', to='tasks_inbox.slaconfig'),
+            model_name="slaeventrecord",
+            name="config",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="events",
+                to="tasks_inbox.slaconfig",
+            ),
         ),
         migrations.AddField(
-            model_name='slaeventrecord',
-            name='task',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='sla_events', to='tasks_inbox.task'),
+            model_name="slaeventrecord",
+            name="task",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="sla_events",
+                to="tasks_inbox.task",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='slaconfig',
-            constraint=models.UniqueConstraint(django.db.models.functions.comparison.Coalesce('queue', models.Value(0)), models.F('task_type'), django.db.models.functions.comparison.Coalesce('priority', models.Value(0)), condition=models.Q(('is_active', True)), name='sla_config_target_once', violation_error_message='Another active SLA has the same queue, task type and priority.'),
+            model_name="slaconfig",
+            constraint=models.UniqueConstraint(
+                django.db.models.functions.comparison.Coalesce("queue", models.Value(0)),
+                models.F("task_type"),
+                django.db.models.functions.comparison.Coalesce("priority", models.Value(0)),
+                condition=models.Q(("is_active", True)),
+                name="sla_config_target_once",
+                violation_error_message="Another active SLA has the same queue, task type and priority.",
+            ),
         ),
         migrations.AddIndex(
-            model_name='slaeventrecord',
-            index=models.Index(fields=['kind', 'fired_at'], name='sla_event_kind_fired'),
+            model_name="slaeventrecord",
+            index=models.Index(fields=["kind", "fired_at"], name="sla_event_kind_fired"),
         ),
         migrations.AddConstraint(
-            model_name='slaeventrecord',
-            constraint=models.UniqueConstraint(fields=('task', 'kind', 'level'), name='sla_event_once'),
+            model_name="slaeventrecord",
+            constraint=models.UniqueConstraint(
+                fields=("task", "kind", "level"), name="sla_event_once"
+            ),
         ),
     ]

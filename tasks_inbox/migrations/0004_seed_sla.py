@@ -6,28 +6,44 @@ from datetime import timedelta
 from django.db import migrations
 
 DEFAULTS = [
-    {"name": "Intake", "task_type": "intake", "target": timedelta(hours=1),
-     "warning_after": timedelta(minutes=45),
-     "description": "Intake tasks are picked up and done within an hour.",
-     "escalation_ladder": [
-         {"after_percent": 100, "actions": [{"type": "notify_manager"}]},
-         {"after_percent": 150, "actions": [{"type": "raise_priority"},
-                                            {"type": "notify_manager"}]},
-     ]},
-    {"name": "Assessment", "task_type": "assessment", "target": timedelta(hours=4),
-     "warning_after": timedelta(hours=3),
-     "description": "Assessments are done within four hours.",
-     "escalation_ladder": [
-         {"after_percent": 125, "actions": [{"type": "remind"}, {"type": "notify_manager"}]},
-         {"after_percent": 200, "actions": [{"type": "raise_priority", "to": "urgent"},
-                                            {"type": "notify_manager"}]},
-     ]},
-    {"name": "Review", "task_type": "review", "target": timedelta(hours=2),
-     "warning_after": timedelta(minutes=90),
-     "description": "Reviews are done within two hours.",
-     "escalation_ladder": [
-         {"after_percent": 150, "actions": [{"type": "remind"}, {"type": "notify_manager"}]},
-     ]},
+    {
+        "name": "Intake",
+        "task_type": "intake",
+        "target": timedelta(hours=1),
+        "warning_after": timedelta(minutes=45),
+        "description": "Intake tasks are picked up and done within an hour.",
+        "escalation_ladder": [
+            {"after_percent": 100, "actions": [{"type": "notify_manager"}]},
+            {
+                "after_percent": 150,
+                "actions": [{"type": "raise_priority"}, {"type": "notify_manager"}],
+            },
+        ],
+    },
+    {
+        "name": "Assessment",
+        "task_type": "assessment",
+        "target": timedelta(hours=4),
+        "warning_after": timedelta(hours=3),
+        "description": "Assessments are done within four hours.",
+        "escalation_ladder": [
+            {"after_percent": 125, "actions": [{"type": "remind"}, {"type": "notify_manager"}]},
+            {
+                "after_percent": 200,
+                "actions": [{"type": "raise_priority", "to": "urgent"}, {"type": "notify_manager"}],
+            },
+        ],
+    },
+    {
+        "name": "Review",
+        "task_type": "review",
+        "target": timedelta(hours=2),
+        "warning_after": timedelta(minutes=90),
+        "description": "Reviews are done within two hours.",
+        "escalation_ladder": [
+            {"after_percent": 150, "actions": [{"type": "remind"}, {"type": "notify_manager"}]},
+        ],
+    },
 ]
 
 
@@ -36,8 +52,9 @@ def seed(apps, schema_editor):
     for values in DEFAULTS:
         if SLAConfig.objects.filter(name=values["name"]).exists():
             continue
-        if SLAConfig.objects.filter(is_active=True, queue__isnull=True, priority__isnull=True,
-                                    task_type=values["task_type"]).exists():
+        if SLAConfig.objects.filter(
+            is_active=True, queue__isnull=True, priority__isnull=True, task_type=values["task_type"]
+        ).exists():
             continue
         SLAConfig.objects.create(**values)
 
@@ -51,7 +68,6 @@ def unseed(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [("tasks_inbox", "0003_sla")]
 
     operations = [migrations.RunPython(seed, unseed)]

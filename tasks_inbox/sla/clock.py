@@ -30,9 +30,18 @@ from tasks_inbox.models import SLAEventKind, Task
 from tasks_inbox.sla.calendar import clock_add, clock_seconds
 from tasks_inbox.sla.rules import PAUSE_STATES, SLASpec, Threshold, sla_config_for, sla_spec
 
-CLOCK_FIELDS = ["sla_config", "sla_started_at", "sla_resumed_at", "sla_paused_at",
-                "sla_elapsed_seconds", "sla_warning_at", "sla_due_at", "sla_next_check_at",
-                "sla_stopped_at", "sla_met"]
+CLOCK_FIELDS = [
+    "sla_config",
+    "sla_started_at",
+    "sla_resumed_at",
+    "sla_paused_at",
+    "sla_elapsed_seconds",
+    "sla_warning_at",
+    "sla_due_at",
+    "sla_next_check_at",
+    "sla_stopped_at",
+    "sla_met",
+]
 
 
 def task_spec(task: Task) -> SLASpec | None:
@@ -64,22 +73,28 @@ def threshold_fired(task: Task, threshold: Threshold) -> bool:
     return threshold.level <= task.sla_escalation_level
 
 
-def pending_thresholds(task: Task, spec: SLASpec | None
-                       ) -> list[tuple[Threshold, datetime]]:
+def pending_thresholds(task: Task, spec: SLASpec | None) -> list[tuple[Threshold, datetime]]:
     """The thresholds not fired yet, with when the clock reaches them, in order.
 
     A task without a config but with a fixed ``sla_due_at`` (given when it was created) has
     one threshold: the breach at that time.
     """
     if spec is None:
-        if (task.sla_started_at is not None and task.sla_stopped_at is None
-                and task.sla_due_at is not None and task.sla_breached_at is None):
+        if (
+            task.sla_started_at is not None
+            and task.sla_stopped_at is None
+            and task.sla_due_at is not None
+            and task.sla_breached_at is None
+        ):
             return [(Threshold(SLAEventKind.BREACH, 0, 0.0), task.sla_due_at)]
         return []
     if task.sla_resumed_at is None:
         return []
-    return [(threshold, threshold_at(task, spec, threshold.seconds))
-            for threshold in spec.thresholds if not threshold_fired(task, threshold)]
+    return [
+        (threshold, threshold_at(task, spec, threshold.seconds))
+        for threshold in spec.thresholds
+        if not threshold_fired(task, threshold)
+    ]
 
 
 def clock_schedule(task: Task, spec: SLASpec | None) -> list[str]:
@@ -87,8 +102,9 @@ def clock_schedule(task: Task, spec: SLASpec | None) -> list[str]:
     if spec is not None:
         running = task.sla_resumed_at is not None
         warning = next((t for t in spec.thresholds if t.kind == SLAEventKind.WARNING), None)
-        task.sla_warning_at = (threshold_at(task, spec, warning.seconds)
-                               if running and warning is not None else None)
+        task.sla_warning_at = (
+            threshold_at(task, spec, warning.seconds) if running and warning is not None else None
+        )
         task.sla_due_at = threshold_at(task, spec, spec.target_seconds) if running else None
     pending = pending_thresholds(task, spec)
     active = spec is None or spec.is_active
@@ -101,16 +117,20 @@ def clock_start(task: Task, spec: SLASpec, now: datetime) -> list[str]:
     task.sla_resumed_at = now
     task.sla_paused_at = None
     task.sla_elapsed_seconds = 0
-    return ["sla_started_at", "sla_resumed_at", "sla_paused_at", "sla_elapsed_seconds",
-            *clock_schedule(task, spec)]
+    return [
+        "sla_started_at",
+        "sla_resumed_at",
+        "sla_paused_at",
+        "sla_elapsed_seconds",
+        *clock_schedule(task, spec),
+    ]
 
 
 def clock_pause(task: Task, spec: SLASpec, now: datetime) -> list[str]:
     task.sla_elapsed_seconds = int(clock_elapsed(task, spec, now))
     task.sla_resumed_at = None
     task.sla_paused_at = now
-    return ["sla_elapsed_seconds", "sla_resumed_at", "sla_paused_at",
-            *clock_schedule(task, spec)]
+    return ["sla_elapsed_seconds", "sla_resumed_at", "sla_paused_at", *clock_schedule(task, spec)]
 
 
 def clock_resume(task: Task, spec: SLASpec, now: datetime) -> list[str]:
@@ -119,8 +139,7 @@ def clock_resume(task: Task, spec: SLASpec, now: datetime) -> list[str]:
     return ["sla_resumed_at", "sla_paused_at", *clock_schedule(task, spec)]
 
 
-def clock_stop(task: Task, spec: SLASpec | None, now: datetime, *, completed: bool
-               ) -> list[str]:
+def clock_stop(task: Task, spec: SLASpec | None, now: datetime, *, completed: bool) -> list[str]:
     """The task ended: bank the last stretch and judge a completion against the target."""
     if task.sla_started_at is None or task.sla_stopped_at is not None:
         if task.sla_config_id and task.sla_started_at is None:
@@ -138,8 +157,14 @@ def clock_stop(task: Task, spec: SLASpec | None, now: datetime, *, completed: bo
         task.sla_met = task.sla_elapsed_seconds <= spec.target_seconds
     else:
         task.sla_met = task.sla_due_at is None or now <= task.sla_due_at
-    return ["sla_elapsed_seconds", "sla_resumed_at", "sla_paused_at", "sla_stopped_at",
-            "sla_next_check_at", "sla_met"]
+    return [
+        "sla_elapsed_seconds",
+        "sla_resumed_at",
+        "sla_paused_at",
+        "sla_stopped_at",
+        "sla_next_check_at",
+        "sla_met",
+    ]
 
 
 # --- the hooks of the task services ------------------------------------------------------
@@ -149,8 +174,9 @@ def clock_on_create(task: Task, *, now: datetime, due_at: datetime | None = None
     """Give a new (not yet saved) task its SLA: the most specific active config, its clock
     started when the task starts in the config's start state; without a config, a fixed
     ``due_at`` given by the caller is the breach time."""
-    config = sla_config_for(queue_id=task.queue_id, task_type=task.task_type,
-                            priority=task.priority)
+    config = sla_config_for(
+        queue_id=task.queue_id, task_type=task.task_type, priority=task.priority
+    )
     if config is None:
         if due_at is not None:
             task.sla_started_at = now
@@ -163,8 +189,9 @@ def clock_on_create(task: Task, *, now: datetime, due_at: datetime | None = None
         clock_start(task, spec, now)
 
 
-def clock_on_transition(task: Task, *, to_state: str, final: bool, completed: bool,
-                        now: datetime) -> list[str]:
+def clock_on_transition(
+    task: Task, *, to_state: str, final: bool, completed: bool, now: datetime
+) -> list[str]:
     """Start, pause, resume or stop the clock for a task that just moved to ``to_state``."""
     if not task.sla_config_id and task.sla_started_at is None:
         return []
@@ -188,8 +215,11 @@ def clock_on_config_change(task: Task, spec: SLASpec, now: datetime) -> list[str
     now in the past fire at the next sweep. Pausing follows the new setting at once."""
     if task.sla_stopped_at is not None or task.sla_started_at is None:
         return []
-    if task.sla_resumed_at is not None and spec.pause_while_blocked and (
-            task.state in PAUSE_STATES):
+    if (
+        task.sla_resumed_at is not None
+        and spec.pause_while_blocked
+        and (task.state in PAUSE_STATES)
+    ):
         return clock_pause(task, spec, now)
     if task.sla_paused_at is not None and not spec.pause_while_blocked:
         return clock_resume(task, spec, now)

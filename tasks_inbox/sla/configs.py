@@ -45,9 +45,13 @@ def sla_config_reschedule(*, config: SLAConfig) -> int:
     last_pk, seen = 0, 0
     while True:
         tasks = list(
-            Task.objects.select_for_update().filter(
-                sla_config=config, is_open=True, pk__gt=last_pk,
-            ).order_by("pk")[:RESCHEDULE_BATCH]
+            Task.objects.select_for_update()
+            .filter(
+                sla_config=config,
+                is_open=True,
+                pk__gt=last_pk,
+            )
+            .order_by("pk")[:RESCHEDULE_BATCH]
         )
         if not tasks:
             return seen
@@ -63,6 +67,8 @@ def sla_config_reschedule(*, config: SLAConfig) -> int:
 def sla_config_delete(*, config: SLAConfig) -> None:
     """Delete a config no task uses (otherwise ``SLAConfigInUse``: deactivate it)."""
     if Task.objects.filter(sla_config=config).exists():
-        raise SLAConfigInUse(f"{Task.objects.filter(sla_config=config).count()} task(s) use "
-                             f"the SLA '{config.name}'; deactivate it instead.")
+        raise SLAConfigInUse(
+            f"{Task.objects.filter(sla_config=config).count()} task(s) use "
+            f"the SLA '{config.name}'; deactivate it instead."
+        )
     config.delete()

@@ -29,17 +29,32 @@ from tasks_inbox.sla.calendar import WorkingHours
 Issue = tuple[str, str]
 
 ACTION_TYPES = ("remind", "raise_priority", "reassign", "notify_manager")
-ACTION_KEYS = {"remind": {"message"}, "notify_manager": {"message"},
-               "raise_priority": {"to"}, "reassign": {"queue", "user"}}
+ACTION_KEYS = {
+    "remind": {"message"},
+    "notify_manager": {"message"},
+    "raise_priority": {"to"},
+    "reassign": {"queue", "user"},
+}
 MAX_DURATION = timedelta(days=366)
 MAX_LEVELS = 10
 PAUSE_STATES = frozenset({"blocked"})
 SHORT_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 SHORT_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 HH_MM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
-DOCUMENT_KEYS = {"name", "description", "is_active", "queue", "task_type", "priority",
-                 "target", "warning_after", "escalation_ladder", "start_state",
-                 "pause_while_blocked", "working_hours"}
+DOCUMENT_KEYS = {
+    "name",
+    "description",
+    "is_active",
+    "queue",
+    "task_type",
+    "priority",
+    "target",
+    "warning_after",
+    "escalation_ladder",
+    "start_state",
+    "pause_while_blocked",
+    "working_hours",
+}
 
 
 class SLAConfigInvalid(ValidationFailed):
@@ -76,8 +91,9 @@ def duration_value(value: Any) -> timedelta | None:
 def _duration_issues(value: Any, path: str) -> tuple[timedelta | None, list[Issue]]:
     parsed = duration_value(value)
     if parsed is None:
-        return None, [(path, "must be a duration such as \"1:30:00\", \"PT90M\", \"90m\" or "
-                             "a number of seconds")]
+        return None, [
+            (path, 'must be a duration such as "1:30:00", "PT90M", "90m" or a number of seconds')
+        ]
     if parsed <= timedelta(0):
         return None, [(path, "must be positive")]
     if parsed > MAX_DURATION:
@@ -108,8 +124,11 @@ def _priority(value: Any) -> int | None:
 
 
 def _unknown_keys(value: dict[str, Any], allowed: set[str], path: str) -> list[Issue]:
-    return [(f"{path}.{key}" if path else str(key), f"unknown key '{key}'")
-            for key in value if key not in allowed]
+    return [
+        (f"{path}.{key}" if path else str(key), f"unknown key '{key}'")
+        for key in value
+        if key not in allowed
+    ]
 
 
 # --- validation -------------------------------------------------------------------------
@@ -120,8 +139,7 @@ def _action_issues(action: Any, path: str) -> tuple[dict[str, Any], list[Issue]]
         return {}, [(path, "must be an object with a 'type'")]
     kind = action.get("type")
     if kind not in ACTION_TYPES:
-        return {}, [(f"{path}.type", f"unknown action {kind!r} (known: "
-                                     f"{', '.join(ACTION_TYPES)})")]
+        return {}, [(f"{path}.type", f"unknown action {kind!r} (known: {', '.join(ACTION_TYPES)})")]
     issues = _unknown_keys(action, ACTION_KEYS[kind] | {"type"}, path)
     clean: dict[str, Any] = {"type": kind}
     if kind in ("remind", "notify_manager") and "message" in action:
@@ -133,8 +151,12 @@ def _action_issues(action: Any, path: str) -> tuple[dict[str, Any], list[Issue]]
     if kind == "raise_priority" and action.get("to") is not None:
         value = _priority(action["to"])
         if value is None:
-            issues.append((f"{path}.to", f"unknown priority {action['to']!r} (known: "
-                                         f"{', '.join(PRIORITY_BY_NAME)})"))
+            issues.append(
+                (
+                    f"{path}.to",
+                    f"unknown priority {action['to']!r} (known: {', '.join(PRIORITY_BY_NAME)})",
+                )
+            )
         else:
             clean["to"] = priority_name(value)
     if kind == "reassign":
@@ -148,8 +170,13 @@ def _action_issues(action: Any, path: str) -> tuple[dict[str, Any], list[Issue]]
             else:
                 clean["queue"] = group.name
         else:
-            found = get_user_model()._default_manager.filter(
-                **{get_user_model().USERNAME_FIELD: str(user)}, is_active=True).first()
+            found = (
+                get_user_model()
+                ._default_manager.filter(
+                    **{get_user_model().USERNAME_FIELD: str(user)}, is_active=True
+                )
+                .first()
+            )
             if found is None:
                 issues.append((f"{path}.user", f"no active user {user!r}"))
             else:
@@ -157,8 +184,9 @@ def _action_issues(action: Any, path: str) -> tuple[dict[str, Any], list[Issue]]
     return clean, issues
 
 
-def _ladder_issues(ladder: Any, target: timedelta | None
-                   ) -> tuple[list[dict[str, Any]], list[Issue]]:
+def _ladder_issues(
+    ladder: Any, target: timedelta | None
+) -> tuple[list[dict[str, Any]], list[Issue]]:
     path = "escalation_ladder"
     if ladder in (None, ""):
         return [], []
@@ -172,15 +200,20 @@ def _ladder_issues(ladder: Any, target: timedelta | None
     for index, level in enumerate(ladder):
         where = f"{path}[{index}]"
         if not isinstance(level, dict):
-            issues.append((where, "must be an object with 'after' or 'after_percent' and "
-                                  "'actions'"))
+            issues.append(
+                (where, "must be an object with 'after' or 'after_percent' and 'actions'")
+            )
             continue
         issues += _unknown_keys(level, {"after", "after_percent", "actions"}, where)
         clean: dict[str, Any] = {}
         seconds: float | None = None
         if ("after" in level) == ("after_percent" in level):
-            issues.append((where, "give exactly one of 'after' (a duration) or "
-                                  "'after_percent' (of the target)"))
+            issues.append(
+                (
+                    where,
+                    "give exactly one of 'after' (a duration) or 'after_percent' (of the target)",
+                )
+            )
         elif "after" in level:
             after, found = _duration_issues(level["after"], f"{where}.after")
             issues += found
@@ -189,18 +222,30 @@ def _ladder_issues(ladder: Any, target: timedelta | None
                 seconds = after.total_seconds()
         else:
             percent = level["after_percent"]
-            if isinstance(percent, bool) or not isinstance(percent, int | float) or not (
-                    100 <= percent <= 10000):
-                issues.append((f"{where}.after_percent",
-                               "must be a number from 100 to 10000 (percent of the target)"))
+            if (
+                isinstance(percent, bool)
+                or not isinstance(percent, int | float)
+                or not (100 <= percent <= 10000)
+            ):
+                issues.append(
+                    (
+                        f"{where}.after_percent",
+                        "must be a number from 100 to 10000 (percent of the target)",
+                    )
+                )
             else:
                 clean["after_percent"] = percent
                 if target is not None:
                     seconds = target.total_seconds() * percent / 100
         if seconds is not None and target is not None:
             if seconds < target.total_seconds():
-                issues.append((where, "an escalation level cannot come before the target "
-                                      f"({duration_string(target)})"))
+                issues.append(
+                    (
+                        where,
+                        "an escalation level cannot come before the target "
+                        f"({duration_string(target)})",
+                    )
+                )
             elif previous is not None and seconds <= previous:
                 issues.append((where, "must come after the previous level"))
             previous = seconds if previous is None else max(previous, seconds)
@@ -225,11 +270,18 @@ def _working_hours_issues(value: Any) -> tuple[dict[str, Any] | None, list[Issue
         return None, [(path, "must be an object with days, start, end and time_zone")]
     issues = _unknown_keys(value, {"days", "start", "end", "time_zone"}, path)
     days = value.get("days")
-    if (not isinstance(days, list) or not days or len(set(map(str, days))) != len(days)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 6
-                       for d in days)):
-        issues.append((f"{path}.days", "must be a non-empty list of distinct weekdays, "
-                                       "0 (Monday) to 6 (Sunday)"))
+    if (
+        not isinstance(days, list)
+        or not days
+        or len(set(map(str, days))) != len(days)
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 6 for d in days)
+    ):
+        issues.append(
+            (
+                f"{path}.days",
+                "must be a non-empty list of distinct weekdays, 0 (Monday) to 6 (Sunday)",
+            )
+        )
     times: dict[str, str] = {}
     for key in ("start", "end"):
         text = value.get(key)
@@ -238,16 +290,20 @@ def _working_hours_issues(value: Any) -> tuple[dict[str, Any] | None, list[Issue
         else:
             times[key] = text
     if len(times) == 2 and times["start"] >= times["end"]:
-        issues.append((f"{path}.end", "must be after the start (a window cannot cross "
-                                      "midnight)"))
+        issues.append((f"{path}.end", "must be after the start (a window cannot cross midnight)"))
     zone = value.get("time_zone")
     if not isinstance(zone, str) or zone not in available_timezones():
-        issues.append((f"{path}.time_zone", f"unknown time zone {zone!r} (an IANA name such "
-                                            "as Europe/Paris)"))
+        issues.append(
+            (f"{path}.time_zone", f"unknown time zone {zone!r} (an IANA name such as Europe/Paris)")
+        )
     if issues:
         return None, issues
-    return {"days": sorted(days), "start": times["start"], "end": times["end"],
-            "time_zone": zone}, []
+    return {
+        "days": sorted(days),
+        "start": times["start"],
+        "end": times["end"],
+        "time_zone": zone,
+    }, []
 
 
 def _start_state_issues(value: Any, pause: bool) -> tuple[str, list[Issue]]:
@@ -272,17 +328,24 @@ def _nul_issues(value: Any, path: str) -> list[Issue]:
     if isinstance(value, str):
         return [(path, "must not contain NUL characters")] if "\x00" in value else []
     if isinstance(value, dict):
-        return [issue for key, item in value.items()
-                for issue in _nul_issues(key, path) + _nul_issues(
-                    item, f"{path}.{key}" if path else str(key))]
+        return [
+            issue
+            for key, item in value.items()
+            for issue in _nul_issues(key, path)
+            + _nul_issues(item, f"{path}.{key}" if path else str(key))
+        ]
     if isinstance(value, list):
-        return [issue for index, item in enumerate(value)
-                for issue in _nul_issues(item, f"{path}[{index}]")]
+        return [
+            issue
+            for index, item in enumerate(value)
+            for issue in _nul_issues(item, f"{path}[{index}]")
+        ]
     return []
 
 
-def sla_config_clean(document: Any, *, instance: SLAConfig | None = None
-                     ) -> tuple[dict[str, Any], list[Issue]]:
+def sla_config_clean(
+    document: Any, *, instance: SLAConfig | None = None
+) -> tuple[dict[str, Any], list[Issue]]:
     """The model field values of ``document`` and every problem with it (JSON paths)."""
     if not isinstance(document, dict):
         return {}, [("", "an SLA config must be a JSON object")]
@@ -329,13 +392,20 @@ def sla_config_clean(document: Any, *, instance: SLAConfig | None = None
     if priority not in (None, ""):
         values["priority"] = _priority(priority)
         if values["priority"] is None:
-            issues.append(("priority", f"unknown priority {priority!r} (known: "
-                                       f"{', '.join(PRIORITY_BY_NAME)})"))
+            issues.append(
+                (
+                    "priority",
+                    f"unknown priority {priority!r} (known: {', '.join(PRIORITY_BY_NAME)})",
+                )
+            )
     if queue in (None, "") and not values["task_type"]:
         issues.append(("queue", "an SLA must name a queue, a task type, or both"))
 
-    target, found = (None, [("target", "this field is required")]) if document.get(
-        "target") in (None, "") else _duration_issues(document["target"], "target")
+    target, found = (
+        (None, [("target", "this field is required")])
+        if document.get("target") in (None, "")
+        else _duration_issues(document["target"], "target")
+    )
     issues += found
     values["target"] = target
     values["warning_after"] = None
@@ -343,30 +413,38 @@ def sla_config_clean(document: Any, *, instance: SLAConfig | None = None
         warning, found = _duration_issues(document["warning_after"], "warning_after")
         issues += found
         if warning is not None and target is not None and warning >= target:
-            issues.append(("warning_after", "must be less than the target "
-                                            f"({duration_string(target)})"))
+            issues.append(
+                ("warning_after", f"must be less than the target ({duration_string(target)})")
+            )
         values["warning_after"] = warning
-    values["escalation_ladder"], found = _ladder_issues(document.get("escalation_ladder"),
-                                                        target)
+    values["escalation_ladder"], found = _ladder_issues(document.get("escalation_ladder"), target)
     issues += found
     values["working_hours"], found = _working_hours_issues(document.get("working_hours"))
     issues += found
-    values["start_state"], found = _start_state_issues(document.get("start_state"),
-                                                       values["pause_while_blocked"])
+    values["start_state"], found = _start_state_issues(
+        document.get("start_state"), values["pause_while_blocked"]
+    )
     issues += found
 
-    if values["is_active"] and not any(path in ("queue", "task_type", "priority")
-                                       for path, _ in issues):
+    if values["is_active"] and not any(
+        path in ("queue", "task_type", "priority") for path, _ in issues
+    ):
         same = SLAConfig.objects.filter(
-            is_active=True, queue=values["queue"], task_type=values["task_type"],
-            priority=values["priority"])
+            is_active=True,
+            queue=values["queue"],
+            task_type=values["task_type"],
+            priority=values["priority"],
+        )
         if instance is not None and instance.pk:
             same = same.exclude(pk=instance.pk)
         other = same.first()
         if other is not None:
-            issues.append(("task_type" if values["task_type"] else "queue",
-                           f"the active SLA '{other.name}' has the same queue, task type and "
-                           "priority"))
+            issues.append(
+                (
+                    "task_type" if values["task_type"] else "queue",
+                    f"the active SLA '{other.name}' has the same queue, task type and priority",
+                )
+            )
     return values, issues
 
 
@@ -382,7 +460,8 @@ def sla_config_document(config: SLAConfig) -> dict[str, Any]:
         "priority": priority_name(config.priority) if config.priority is not None else None,
         "target": duration_string(config.target),
         "warning_after": duration_string(config.warning_after)
-        if config.warning_after is not None else None,
+        if config.warning_after is not None
+        else None,
         "escalation_ladder": config.escalation_ladder or [],
         "start_state": config.start_state,
         "pause_while_blocked": config.pause_while_blocked,
@@ -424,9 +503,12 @@ def working_hours(value: dict[str, Any] | None) -> WorkingHours | None:
         zone = ZoneInfo(value["time_zone"])
     except (ZoneInfoNotFoundError, KeyError, ValueError):
         zone = ZoneInfo("UTC")
-    return WorkingHours(days=frozenset(int(d) for d in value["days"]),
-                        start=time.fromisoformat(value["start"]),
-                        end=time.fromisoformat(value["end"]), zone=zone)
+    return WorkingHours(
+        days=frozenset(int(d) for d in value["days"]),
+        start=time.fromisoformat(value["start"]),
+        end=time.fromisoformat(value["end"]),
+        zone=zone,
+    )
 
 
 def sla_spec(config: SLAConfig) -> SLASpec:
@@ -442,11 +524,16 @@ def sla_spec(config: SLAConfig) -> SLASpec:
         else:
             after = duration_value(level.get("after"))
             seconds = after.total_seconds() if after is not None else target
-        thresholds.append(Threshold(SLAEventKind.ESCALATION, number, seconds,
-                                    tuple(level.get("actions") or ())))
+        thresholds.append(
+            Threshold(SLAEventKind.ESCALATION, number, seconds, tuple(level.get("actions") or ()))
+        )
     return SLASpec(
-        config_id=config.pk, name=config.name, is_active=config.is_active,
-        target_seconds=target, thresholds=tuple(thresholds), start_state=config.start_state,
+        config_id=config.pk,
+        name=config.name,
+        is_active=config.is_active,
+        target_seconds=target,
+        thresholds=tuple(thresholds),
+        start_state=config.start_state,
         pause_while_blocked=config.pause_while_blocked,
         hours=working_hours(config.working_hours),
     )
@@ -469,16 +556,14 @@ SPECIFICITY_NAMES = {
 def sla_specificity(config: SLAConfig) -> int:
     """Higher is more specific: a task type outweighs a queue, which outweighs a priority
     (the rule in ``tasks_inbox.models.SLA_SPECIFICITY_RULE``)."""
-    return (4 * bool(config.task_type) + 2 * bool(config.queue_id)
-            + (config.priority is not None))
+    return 4 * bool(config.task_type) + 2 * bool(config.queue_id) + (config.priority is not None)
 
 
 def sla_config_for(*, queue_id: int | None, task_type: str, priority: int) -> SLAConfig | None:
     """The active config that governs a task with these attributes, or None."""
     candidates = list(
         SLAConfig.objects.filter(is_active=True)
-        .filter(Q(queue_id=queue_id) | Q(queue__isnull=True) if queue_id else
-                Q(queue__isnull=True))
+        .filter(Q(queue_id=queue_id) | Q(queue__isnull=True) if queue_id else Q(queue__isnull=True))
         .filter(Q(task_type=task_type) | Q(task_type="") if task_type else Q(task_type=""))
         .filter(Q(priority=priority) | Q(priority__isnull=True))
         .exclude(queue__isnull=True, task_type="")

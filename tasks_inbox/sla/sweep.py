@@ -67,15 +67,20 @@ def batch_size_setting() -> int:
 def due_tasks(now: datetime) -> Any:
     """The due set: open tasks with a threshold due by ``now`` (served by the partial index
     ``task_sla_next_check``, whose condition these filters imply)."""
-    return Task.objects.filter(is_open=True, sla_next_check_at__isnull=False,
-                               sla_next_check_at__lte=now)
+    return Task.objects.filter(
+        is_open=True, sla_next_check_at__isnull=False, sla_next_check_at__lte=now
+    )
 
 
 def claim_query(now: datetime, limit: int) -> Any:
     """The claim's SELECT: up to ``limit`` due task ids in the partial index's order, rows
     locked by others skipped (to run inside a transaction)."""
-    return (due_tasks(now).select_for_update(skip_locked=True)
-            .order_by("sla_next_check_at", "pk").values_list("pk", flat=True)[:limit])
+    return (
+        due_tasks(now)
+        .select_for_update(skip_locked=True)
+        .order_by("sla_next_check_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
 
 
 def sla_claim(*, limit: int, now: datetime | None = None) -> list[int]:
@@ -100,43 +105,49 @@ def sla_sweep(*, batch_size: int | None = None) -> SweepResult:
             result.fired += sla_task_check(task_id=task_id, managers=managers)
         except Exception:  # one broken task must not stop the sweep
             result.failed += 1
-            logger.exception("SLA check of task %s failed; skipped until its lease ends",
-                             task_id)
+            logger.exception("SLA check of task %s failed; skipped until its lease ends", task_id)
     return result
 
 
 # --- one task ---------------------------------------------------------------------------
 
 
-def sla_task_check(*, task_id: int, now: datetime | None = None,
-                   managers: dict[int, list[dict[str, Any]]] | None = None) -> int:
+def sla_task_check(
+    *,
+    task_id: int,
+    now: datetime | None = None,
+    managers: dict[int, list[dict[str, Any]]] | None = None,
+) -> int:
     """Fire what is due on one task (under its row lock); returns how many thresholds fired
     here. Safe to call any number of times, from any number of processes. ``managers``
     caches the queues' managers across the tasks of one batch."""
     with transaction.atomic():
-        if not list(Task.objects.select_for_update().filter(pk=task_id)
-                    .values_list("pk", flat=True)):
+        if not list(
+            Task.objects.select_for_update().filter(pk=task_id).values_list("pk", flat=True)
+        ):
             return 0
         now = now or timezone.now()
-        task = Task.objects.select_related(
-            "lifecycle", "assignee", "queue", "sla_config").get(pk=task_id)
+        task = Task.objects.select_related("lifecycle", "assignee", "queue", "sla_config").get(
+            pk=task_id
+        )
         spec = sla_spec(task.sla_config) if task.sla_config_id else None
         fired = 0
         if task.is_open and (spec is None or spec.is_active):
             for threshold, due_at in pending_thresholds(task, spec):
                 if due_at is None or due_at > now:
                     break
-                if _fire(task, spec, threshold, due_at, now,
-                         {} if managers is None else managers):
+                if _fire(task, spec, threshold, due_at, now, {} if managers is None else managers):
                     fired += 1
         fields = clock_schedule(task, spec)
-        task.save(update_fields=[*fields, "sla_warned_at", "sla_breached_at",
-                                 "sla_escalation_level"])
+        task.save(
+            update_fields=[*fields, "sla_warned_at", "sla_breached_at", "sla_escalation_level"]
+        )
         return fired
 
 
-def _record(task: Task, threshold: Threshold, due_at: datetime, now: datetime,
-            details: dict[str, Any]) -> bool:
+def _record(
+    task: Task, threshold: Threshold, due_at: datetime, now: datetime, details: dict[str, Any]
+) -> bool:
     """Insert the threshold's record unless it exists; True when this insert won."""
     meta = SLAEventRecord._meta
     quote = connection.ops.quote_name
@@ -149,9 +160,15 @@ def _record(task: Task, threshold: Threshold, due_at: datetime, now: datetime,
         f"ON CONFLICT ({quote('task_id')}, {quote('kind')}, {quote('level')}) DO NOTHING "
         f"RETURNING {quote('id')}"
     )
-    params = [task.pk, threshold.kind, threshold.level, task.sla_config_id,
-              meta.get_field("due_at").get_db_prep_save(due_at, connection),
-              meta.get_field("fired_at").get_db_prep_save(now, connection), details_value]
+    params = [
+        task.pk,
+        threshold.kind,
+        threshold.level,
+        task.sla_config_id,
+        meta.get_field("due_at").get_db_prep_save(due_at, connection),
+        meta.get_field("fired_at").get_db_prep_save(now, connection),
+        details_value,
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone() is not None
@@ -166,48 +183,73 @@ def _mark(task: Task, threshold: Threshold, now: datetime) -> None:
         task.sla_escalation_level = max(task.sla_escalation_level, threshold.level)
 
 
-def queue_managers(queue_id: int | None, cache: dict[int, list[dict[str, Any]]]
-                   ) -> list[dict[str, Any]]:
+def queue_managers(
+    queue_id: int | None, cache: dict[int, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
     if not queue_id:
         return []
     if queue_id not in cache:
-        cache[queue_id] = [actor_context(user) for user in get_user_model().objects.filter(
-            managed_queues__group=queue_id).order_by("pk")]
+        cache[queue_id] = [
+            actor_context(user)
+            for user in get_user_model()
+            .objects.filter(managed_queues__group=queue_id)
+            .order_by("pk")
+        ]
     return cache[queue_id]
 
 
-def sla_context(task: Task, spec: SLASpec | None, threshold: Threshold, due_at: datetime,
-                now: datetime, managers: list[dict[str, Any]]) -> dict[str, Any]:
+def sla_context(
+    task: Task,
+    spec: SLASpec | None,
+    threshold: Threshold,
+    due_at: datetime,
+    now: datetime,
+    managers: list[dict[str, Any]],
+) -> dict[str, Any]:
     """The ``sla`` part of the events' context (with the managers of the task's queue, so
     that a workflow can tell them: ``{{sla.manager.username}}``)."""
-    return json_value({
-        "config_id": task.sla_config_id,
-        "config": spec.name if spec else None,
-        "kind": threshold.kind,
-        "level": threshold.level,
-        "reached_at": due_at,
-        "target_seconds": spec.target_seconds if spec else None,
-        "threshold_seconds": threshold.seconds if spec else None,
-        "elapsed_seconds": int(clock_elapsed(task, spec, now)),
-        "started_at": task.sla_started_at,
-        "warning_at": task.sla_warning_at,
-        "due_at": task.sla_due_at,
-        "priority": priority_name(task.priority),
-        "managers": managers,
-        "manager": managers[0] if managers else None,
-    })
+    return json_value(
+        {
+            "config_id": task.sla_config_id,
+            "config": spec.name if spec else None,
+            "kind": threshold.kind,
+            "level": threshold.level,
+            "reached_at": due_at,
+            "target_seconds": spec.target_seconds if spec else None,
+            "threshold_seconds": threshold.seconds if spec else None,
+            "elapsed_seconds": int(clock_elapsed(task, spec, now)),
+            "started_at": task.sla_started_at,
+            "warning_at": task.sla_warning_at,
+            "due_at": task.sla_due_at,
+            "priority": priority_name(task.priority),
+            "managers": managers,
+            "manager": managers[0] if managers else None,
+        }
+    )
 
 
-def _fire(task: Task, spec: SLASpec | None, threshold: Threshold, due_at: datetime,
-          now: datetime, managers: dict[int, list[dict[str, Any]]]) -> bool:
+def _fire(
+    task: Task,
+    spec: SLASpec | None,
+    threshold: Threshold,
+    due_at: datetime,
+    now: datetime,
+    managers: dict[int, list[dict[str, Any]]],
+) -> bool:
     from tasks_inbox.services import task_sla_fire
 
-    context = sla_context(task, spec, threshold, due_at, now,
-                          queue_managers(task.queue_id, managers))
+    context = sla_context(
+        task, spec, threshold, due_at, now, queue_managers(task.queue_id, managers)
+    )
     won = _record(task, threshold, due_at, now, context)
     _mark(task, threshold, now)
     if not won:
         return False
-    task_sla_fire(task=task, kind=threshold.kind, level=threshold.level,
-                  actions=list(threshold.actions), sla=context)
+    task_sla_fire(
+        task=task,
+        kind=threshold.kind,
+        level=threshold.level,
+        actions=list(threshold.actions),
+        sla=context,
+    )
     return True

@@ -98,8 +98,9 @@ def resolve_user(value: Any) -> AbstractBaseUser | None:
         else:
             found = users.filter(username=text).first()
     if found is None:
-        raise StepFailed(f"no active user {value!r} to assign the task to",
-                         code="ASSIGNEE_NOT_FOUND")
+        raise StepFailed(
+            f"no active user {value!r} to assign the task to", code="ASSIGNEE_NOT_FOUND"
+        )
     return found
 
 
@@ -129,8 +130,9 @@ def parse_due(value: Any) -> datetime | None:
             return timezone.make_aware(end)
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise StepFailed(f"due_date {value!r} is not an ISO date or datetime",
-                         code="INVALID_DUE_DATE") from None
+        raise StepFailed(
+            f"due_date {value!r} is not an ISO date or datetime", code="INVALID_DUE_DATE"
+        ) from None
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment)
     return moment
@@ -148,8 +150,7 @@ def _parent(value: Any) -> Task | None:
     try:
         return Task.objects.get(pk=int(value))
     except (Task.DoesNotExist, ValueError, TypeError):
-        raise StepFailed(f"parent task {value!r} does not exist",
-                         code="PARENT_NOT_FOUND") from None
+        raise StepFailed(f"parent task {value!r} does not exist", code="PARENT_NOT_FOUND") from None
 
 
 def _output(task: Task) -> dict[str, Any]:
@@ -166,8 +167,7 @@ def _existing(ctx: StepContext) -> Task | None:
     """The task this step already made (a repeated execution), if any."""
     if ctx.action_run is None or ctx.action_run.pk is None:
         return None
-    task = (Task.objects.select_related("lifecycle")
-            .filter(origin_action_run=ctx.action_run).first())
+    task = Task.objects.select_related("lifecycle").filter(origin_action_run=ctx.action_run).first()
     if task is None or task.is_open:
         return task
     state = lifecycle_spec(task.lifecycle).states.get(task.state)
@@ -191,27 +191,42 @@ def create_task(ctx: StepContext) -> StepResult:
         assignee = resolve_user(config.get("assignee"))
         queue = resolve_queue(config.get("queue"))
         if assignee is None and queue is None:
-            raise StepFailed("the task has no assignee and no queue (the assignee rendered "
-                             "empty)", code="ASSIGNEE_NOT_FOUND")
+            raise StepFailed(
+                "the task has no assignee and no queue (the assignee rendered empty)",
+                code="ASSIGNEE_NOT_FOUND",
+            )
         try:
             task = task_create(
-                title=str(config["title"]), description=str(config.get("description") or ""),
-                task_type=str(config.get("task_type") or ""), assignee=assignee, queue=queue,
-                routing=config.get("routing") or None, priority=config.get("priority") or "medium",
-                due_at=parse_due(config.get("due_date")), lifecycle=config.get("lifecycle"),
-                form=config.get("form") or None, related=related,
-                parent=_parent(config.get("parent")), origin_action_run=ctx.action_run,
+                title=str(config["title"]),
+                description=str(config.get("description") or ""),
+                task_type=str(config.get("task_type") or ""),
+                assignee=assignee,
+                queue=queue,
+                routing=config.get("routing") or None,
+                priority=config.get("priority") or "medium",
+                due_at=parse_due(config.get("due_date")),
+                lifecycle=config.get("lifecycle"),
+                form=config.get("form") or None,
+                related=related,
+                parent=_parent(config.get("parent")),
+                origin_action_run=ctx.action_run,
                 wait=wait,
             )
         except DomainError as exc:
-            raise StepFailed(exc.message, code=exc.code,
-                             output={"fields": exc.fields} if exc.fields else None) from None
+            raise StepFailed(
+                exc.message, code=exc.code, output={"fields": exc.fields} if exc.fields else None
+            ) from None
     output = _output(task)
     if wait and task.is_open:
         return StepResult(output=output, wait_for=f"task:{task.pk}")
     if wait:  # it ended before this execution looked (a repeated execution)
-        output.update({"outcome": task.outcome, "result": task.result,
-                       "completed_by": actor_context(task.completed_by)})
+        output.update(
+            {
+                "outcome": task.outcome,
+                "result": task.result,
+                "completed_by": actor_context(task.completed_by),
+            }
+        )
     return StepResult(output=output)
 
 

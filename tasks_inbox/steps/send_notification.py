@@ -59,8 +59,9 @@ def find_user(recipient: Any) -> Any:
     if "@" in text:
         matches = list(users.filter(email__iexact=text).order_by("pk")[:2])
         if len(matches) > 1:
-            raise StepFailed(f"more than one user has the email address {text!r}",
-                             code="AMBIGUOUS_RECIPIENT")
+            raise StepFailed(
+                f"more than one user has the email address {text!r}", code="AMBIGUOUS_RECIPIENT"
+            )
         if matches:
             return matches[0]
     return users.filter(**{get_user_model().USERNAME_FIELD: text}).first()
@@ -75,8 +76,9 @@ def check_link(link: Any) -> str:
     local = text.startswith("/") and not text.startswith("//") and "\\" not in text
     web = parts.scheme in ("http", "https") and bool(parts.netloc)
     if not (local or web) or any(char in text for char in "\r\n\0 "):
-        raise StepFailed("link must be a path on this site (/...) or an http(s) URL",
-                         code="INVALID_LINK")
+        raise StepFailed(
+            "link must be a path on this site (/...) or an http(s) URL", code="INVALID_LINK"
+        )
     if len(text) > LINK_MAX:
         raise StepFailed(f"link is longer than {LINK_MAX} characters", code="INVALID_LINK")
     return text
@@ -95,13 +97,18 @@ def plan(ctx: StepContext) -> dict[str, Any]:
     if recipient in (None, ""):
         raise StepFailed("recipient is empty", code="UNKNOWN_RECIPIENT")
     user = find_user(recipient)
-    planned: dict[str, Any] = {"notification_type": kind, "message": message,
-                               "link": check_link(config.get("link")),
-                               "user_id": user.pk if user else None}
+    planned: dict[str, Any] = {
+        "notification_type": kind,
+        "message": message,
+        "link": check_link(config.get("link")),
+        "user_id": user.pk if user else None,
+    }
     if kind == "in_app":
         if user is None:
-            raise StepFailed(f"no active user {recipient!r} (give a user id, username or "
-                             "email)", code="UNKNOWN_RECIPIENT")
+            raise StepFailed(
+                f"no active user {recipient!r} (give a user id, username or email)",
+                code="UNKNOWN_RECIPIENT",
+            )
         return planned
     address = getattr(user, "email", "") if user is not None else str(recipient)
     if not address:
@@ -111,9 +118,14 @@ def plan(ctx: StepContext) -> dict[str, Any]:
     return planned
 
 
-@step_type("send_notification", schema=SCHEMA, atomic=False, label="Send a notification",
-           render_modes=RENDER_MODES,
-           default_retry={"max_attempts": 3, "backoff_seconds": 30, "max_backoff_seconds": 600})
+@step_type(
+    "send_notification",
+    schema=SCHEMA,
+    atomic=False,
+    label="Send a notification",
+    render_modes=RENDER_MODES,
+    default_retry={"max_attempts": 3, "backoff_seconds": 30, "max_backoff_seconds": 600},
+)
 def send_notification(ctx: StepContext) -> StepResult:
     """Store an in-app notification, or email it; once per step either way."""
     planned = plan(ctx)
@@ -135,11 +147,17 @@ def _notify_in_app(ctx: StepContext, planned: dict[str, Any]) -> dict[str, Any]:
         created = notification is None
         if notification is None:
             notification = Notification.objects.create(
-                recipient_id=planned["user_id"], message=planned["message"],
-                link=planned["link"], action_run_id=ctx.action_run.pk,
+                recipient_id=planned["user_id"],
+                message=planned["message"],
+                link=planned["link"],
+                action_run_id=ctx.action_run.pk,
             )
-    return {"notification_type": "in_app", "notification_id": notification.pk,
-            "recipient_id": notification.recipient_id, "created": created}
+    return {
+        "notification_type": "in_app",
+        "notification_id": notification.pk,
+        "recipient_id": notification.recipient_id,
+        "created": created,
+    }
 
 
 @dry_run_for("send_notification")

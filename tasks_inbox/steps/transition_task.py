@@ -55,18 +55,28 @@ def transition_task(ctx: StepContext) -> StepResult:
     task_id = _task_id(config["task"])
     try:
         before = _state(task_id)
-        task = task_transition(task_id=task_id, action=str(config["action"]), actor=None,
-                               input=config.get("input") or {},
-                               outcome=config.get("outcome") or None)
+        task = task_transition(
+            task_id=task_id,
+            action=str(config["action"]),
+            actor=None,
+            input=config.get("input") or {},
+            outcome=config.get("outcome") or None,
+        )
     except DomainError as exc:
         output = {"task_id": task_id, **exc.data}
         if exc.fields:
             output["fields"] = exc.fields
         code = "TASK_NOT_FOUND" if exc.code == "NOT_FOUND" else exc.code
         raise StepFailed(exc.message, code=code, output=output) from None
-    return StepResult(output={"task_id": task.pk, "action": str(config["action"]),
-                              "from_state": before, "state": task.state,
-                              "outcome": task.outcome})
+    return StepResult(
+        output={
+            "task_id": task.pk,
+            "action": str(config["action"]),
+            "from_state": before,
+            "state": task.state,
+            "outcome": task.outcome,
+        }
+    )
 
 
 def _state(task_id: int) -> str:
@@ -85,6 +95,8 @@ def transition_task_dry_run(ctx: StepContext) -> dict[str, Any]:
         return {"would": f"fail: '{transition.action}' is disabled (ACTION_DISABLED)"}
     if transition is None or task.state not in transition.from_states:
         allowed = [t.action for t in spec.leaving(task.state)]
-        return {"would": f"fail: '{ctx.config['action']}' is not allowed from "
-                         f"'{task.state}'", "allowed_actions": allowed}
+        return {
+            "would": f"fail: '{ctx.config['action']}' is not allowed from '{task.state}'",
+            "allowed_actions": allowed,
+        }
     return {"would": f"move task {task_id} from '{task.state}' to '{transition.to_state}'"}

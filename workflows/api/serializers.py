@@ -27,8 +27,19 @@ class ActionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Action
-        fields = ["id", "workflow", "key", "position", "type", "config", "conditions", "after",
-                  "allow_failure", "retry", "timeout_seconds"]
+        fields = [
+            "id",
+            "workflow",
+            "key",
+            "position",
+            "type",
+            "config",
+            "conditions",
+            "after",
+            "allow_failure",
+            "retry",
+            "timeout_seconds",
+        ]
         read_only_fields = ["position"]
         validators: list = []  # uniqueness is checked with the whole definition
 
@@ -57,8 +68,20 @@ class WorkflowSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Workflow
-        fields = ["id", "slug", "name", "description", "is_active", "version", "has_draft",
-                  "draft_updated_at", "triggers", "steps", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "slug",
+            "name",
+            "description",
+            "is_active",
+            "version",
+            "has_draft",
+            "draft_updated_at",
+            "triggers",
+            "steps",
+            "created_at",
+            "updated_at",
+        ]
 
     def get_name(self, workflow: Workflow) -> str:
         return self._definition(workflow)["name"]
@@ -102,7 +125,8 @@ class SimulateSerializer(serializers.Serializer):
     event_type = serializers.CharField(required=False, help_text="Default: the first trigger's.")
     payload = serializers.JSONField(required=False, default=dict)
     entity_id = serializers.CharField(
-        required=False, help_text="Take the context from this stored object of the event's model.",
+        required=False,
+        help_text="Take the context from this stored object of the event's model.",
     )
 
 

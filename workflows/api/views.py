@@ -47,16 +47,27 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     filterset_fields = ["is_active", "slug"]
     search_fields = ["name", "slug", "description"]
     ordering_fields = ["name", "created_at", "updated_at"]
-    change_actions = ("simulate", "execute", "validate_existing", "restore_version", "publish",
-                      "discard_draft")
+    change_actions = (
+        "simulate",
+        "execute",
+        "validate_existing",
+        "restore_version",
+        "publish",
+        "discard_draft",
+    )
 
     # The input of each write, so the browsable API and the schema show its own form.
     action_serializers: dict[str, type] = {
-        "create": WorkflowDocumentSerializer, "update": WorkflowDocumentSerializer,
-        "partial_update": WorkflowDocumentSerializer, "validate": WorkflowDocumentSerializer,
-        "simulate": SimulateSerializer, "execute": ExecuteSerializer,
-        "validate_existing": NoInputSerializer, "restore_version": NoInputSerializer,
-        "publish": NoInputSerializer, "discard_draft": NoInputSerializer,
+        "create": WorkflowDocumentSerializer,
+        "update": WorkflowDocumentSerializer,
+        "partial_update": WorkflowDocumentSerializer,
+        "validate": WorkflowDocumentSerializer,
+        "simulate": SimulateSerializer,
+        "execute": ExecuteSerializer,
+        "validate_existing": NoInputSerializer,
+        "restore_version": NoInputSerializer,
+        "publish": NoInputSerializer,
+        "discard_draft": NoInputSerializer,
     }
 
     def get_serializer_class(self) -> type:
@@ -65,8 +76,9 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     def _read(self, workflow: Workflow) -> dict[str, Any]:
         return WorkflowSerializer(workflow, context=self.get_serializer_context()).data
 
-    def _document(self, request: Request, partial: bool, workflow: Workflow | None
-                  ) -> dict[str, Any]:
+    def _document(
+        self, request: Request, partial: bool, workflow: Workflow | None
+    ) -> dict[str, Any]:
         serializer = WorkflowDocumentSerializer(data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         base = working_definition(workflow) if workflow is not None else {}
@@ -97,8 +109,10 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         services.workflow_delete(workflow=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=WorkflowDocumentSerializer,
-                   responses={200: OpenApiResponse(description="The document is valid.")})
+    @extend_schema(
+        request=WorkflowDocumentSerializer,
+        responses={200: OpenApiResponse(description="The document is valid.")},
+    )
     @action(detail=False, methods=["post"], url_path="validate")
     def validate(self, request: Request) -> Response:
         """Validate a workflow document without saving it."""
@@ -107,9 +121,11 @@ class WorkflowViewSet(viewsets.ModelViewSet):
             raise ValidationFailed.from_issues(issues)
         return Response({"valid": True})
 
-    @extend_schema(request=NoInputSerializer,
-                   responses={200: OpenApiResponse(description="Valid.")},
-                   operation_id="v1_workflows_validate_existing")
+    @extend_schema(
+        request=NoInputSerializer,
+        responses={200: OpenApiResponse(description="Valid.")},
+        operation_id="v1_workflows_validate_existing",
+    )
     @action(detail=True, methods=["post"], url_path="validate")
     def validate_existing(self, request: Request, pk: str | None = None) -> Response:
         """Validate the stored workflow's draft, or its current version when it has no draft
@@ -137,25 +153,41 @@ class WorkflowViewSet(viewsets.ModelViewSet):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("from", str, description="A version number or 'draft'. "
-                             "Default: the current version."),
+            OpenApiParameter(
+                "from",
+                str,
+                description="A version number or 'draft'. Default: the current version.",
+            ),
             OpenApiParameter("to", str, description="A version number or 'draft' (default)."),
         ],
-        responses={200: OpenApiResponse(description="Workflow fields, triggers and steps "
-                                                    "added, removed and changed.")})
+        responses={
+            200: OpenApiResponse(
+                description="Workflow fields, triggers and steps added, removed and changed."
+            )
+        },
+    )
     @action(detail=True, methods=["get"])
     def diff(self, request: Request, pk: str | None = None) -> Response:
         """What changes from one version (or the draft) to another: by default, what
         publishing the draft would change."""
         workflow = self.get_object()
-        return Response(workflow_diff(workflow, request.query_params.get("from"),
-                                      request.query_params.get("to") or DRAFT))
+        return Response(
+            workflow_diff(
+                workflow, request.query_params.get("from"), request.query_params.get("to") or DRAFT
+            )
+        )
 
-    @extend_schema(request=SimulateSerializer,
-                   parameters=[OpenApiParameter(
-                       "version", str, description="A version number or 'draft'. "
-                       "Default: the current version.")],
-                   responses={200: OpenApiResponse(description="The simulation trace.")})
+    @extend_schema(
+        request=SimulateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "version",
+                str,
+                description="A version number or 'draft'. Default: the current version.",
+            )
+        ],
+        responses={200: OpenApiResponse(description="The simulation trace.")},
+    )
     @action(detail=True, methods=["post"])
     def simulate(self, request: Request, pk: str | None = None) -> Response:
         """Dry-run the workflow against a sample event: trigger matches, the condition trace,
@@ -164,15 +196,19 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         workflow = self.get_object()
         serializer = SimulateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        definition = _definition_or_error(workflow, request.query_params.get("version"),
-                                          "version")
+        definition = _definition_or_error(workflow, request.query_params.get("version"), "version")
         event_type = serializer.validated_data.get("event_type") or next(
-            (t["event_type"] for t in definition["triggers"]), "manual")
+            (t["event_type"] for t in definition["triggers"]), "manual"
+        )
         payload = serializer.validated_data.get("payload") or {}
         if not isinstance(payload, dict):
             raise ValidationFailed.from_issues([("payload", "must be an object")])
-        result = simulate(definition, event_type=event_type, payload=payload,
-                          entity_id=serializer.validated_data.get("entity_id"))
+        result = simulate(
+            definition,
+            event_type=event_type,
+            payload=payload,
+            entity_id=serializer.validated_data.get("entity_id"),
+        )
         return Response(result)
 
     @extend_schema(request=ExecuteSerializer, responses={202: RunListSerializer})
@@ -184,8 +220,9 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         payload = serializer.validated_data.get("payload") or {}
         if not isinstance(payload, dict):
             raise ValidationFailed.from_issues([("payload", "must be an object")])
-        run = workflow_execute(workflow_id=self.get_object().pk, payload=payload,
-                               actor=request.user)
+        run = workflow_execute(
+            workflow_id=self.get_object().pk, payload=payload, actor=request.user
+        )
         return Response(RunListSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses=VersionSerializer(many=True))
@@ -197,8 +234,9 @@ class WorkflowViewSet(viewsets.ModelViewSet):
 
     @extend_schema(request=NoInputSerializer, responses=WorkflowSerializer)
     @action(detail=True, methods=["post"], url_path=r"versions/(?P<number>\d+)/restore")
-    def restore_version(self, request: Request, pk: str | None = None,
-                        number: str | None = None) -> Response:
+    def restore_version(
+        self, request: Request, pk: str | None = None, number: str | None = None
+    ) -> Response:
         """Make an older version current again (published as a new version)."""
         workflow = self.get_object()
         version = workflow.versions.filter(number=number).first()
@@ -214,30 +252,33 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     def graph(self, request: Request, pk: str | None = None) -> Response:
         """The workflow's step graph, as data and as an SVG picture."""
         workflow = self.get_object()
-        return Response(graph_payload(working_definition(workflow)["steps"], None,
-                                      workflow.name))
+        return Response(graph_payload(working_definition(workflow)["steps"], None, workflow.name))
 
     @extend_schema(responses=RunListSerializer(many=True))
     @action(detail=True, methods=["get"])
     def runs(self, request: Request, pk: str | None = None) -> Response:
-        runs = Run.objects.filter(workflow=self.get_object()).select_related(
-            "workflow", "version", "event").order_by("-created_at", "-id")
+        runs = (
+            Run.objects.filter(workflow=self.get_object())
+            .select_related("workflow", "version", "event")
+            .order_by("-created_at", "-id")
+        )
         page = self.paginate_queryset(runs)
         return self.get_paginated_response(RunListSerializer(page, many=True).data)
 
 
-def _definition_or_error(workflow: Workflow, which: str | None, parameter: str
-                         ) -> dict[str, Any]:
+def _definition_or_error(workflow: Workflow, which: str | None, parameter: str) -> dict[str, Any]:
     definition = definition_at(workflow, which)
     if definition is None:
-        message = (f"Version {which} of this workflow does not exist." if which
-                   else "The workflow has no published version; pass 'draft'.")
+        message = (
+            f"Version {which} of this workflow does not exist."
+            if which
+            else "The workflow has no published version; pass 'draft'."
+        )
         raise UnknownVersion.from_issues([(parameter, message)], message)
     return definition
 
 
-def workflow_diff(workflow: Workflow, which_from: str | None, which_to: str
-                  ) -> dict[str, Any]:
+def workflow_diff(workflow: Workflow, which_from: str | None, which_to: str) -> dict[str, Any]:
     """The diff between two of the workflow's documents (version numbers or ``draft``; a
     missing ``from`` is the current version, or nothing for a never-published workflow)."""
     if which_from is None:
@@ -259,8 +300,10 @@ def workflow_diff(workflow: Workflow, which_from: str | None, which_to: str
 
 def _workflow_filter() -> ReferenceFilter:
     return ReferenceFilter(
-        field_name="workflow", resolve=id_or_slug(Workflow.objects.all(), noun="workflow"),
-        help_text="A workflow id or slug (as in its detail URL).")
+        field_name="workflow",
+        resolve=id_or_slug(Workflow.objects.all(), noun="workflow"),
+        help_text="A workflow id or slug (as in its detail URL).",
+    )
 
 
 class TriggerFilter(django_filters.FilterSet):
@@ -279,8 +322,14 @@ class ActionFilter(django_filters.FilterSet):
         fields = ["workflow", "type"]
 
 
-class _PartViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
-                   mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+class _PartViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
     permission_classes = [StaffModelPermissions]
 
     def _data(self, serializer: Any) -> dict[str, Any]:
@@ -299,8 +348,10 @@ class TriggerViewSet(_PartViewSet):
 
     def perform_create(self, serializer: TriggerSerializer) -> None:
         serializer.instance = services.trigger_save(
-            workflow=serializer.validated_data["workflow"], data=self._data(serializer),
-            user=self.request.user)
+            workflow=serializer.validated_data["workflow"],
+            data=self._data(serializer),
+            user=self.request.user,
+        )
 
     def perform_update(self, serializer: TriggerSerializer) -> None:
         trigger = serializer.instance
@@ -308,7 +359,8 @@ class TriggerViewSet(_PartViewSet):
         data.pop("id", None)
         data.pop("workflow", None)
         serializer.instance = services.trigger_save(
-            workflow=trigger.workflow, data=data, trigger=trigger, user=self.request.user)
+            workflow=trigger.workflow, data=data, trigger=trigger, user=self.request.user
+        )
 
     def perform_destroy(self, instance: Trigger) -> None:
         services.trigger_delete(trigger=instance, user=self.request.user)
@@ -323,8 +375,10 @@ class ActionViewSet(_PartViewSet):
 
     def perform_create(self, serializer: ActionSerializer) -> None:
         serializer.instance = services.action_save(
-            workflow=serializer.validated_data["workflow"], data=self._data(serializer),
-            user=self.request.user)
+            workflow=serializer.validated_data["workflow"],
+            data=self._data(serializer),
+            user=self.request.user,
+        )
 
     def perform_update(self, serializer: ActionSerializer) -> None:
         step = serializer.instance
@@ -332,7 +386,8 @@ class ActionViewSet(_PartViewSet):
         for key in ("id", "workflow", "position"):
             data.pop(key, None)
         serializer.instance = services.action_save(
-            workflow=step.workflow, data=data, action=step, user=self.request.user)
+            workflow=step.workflow, data=data, action=step, user=self.request.user
+        )
 
     def perform_destroy(self, instance: Action) -> None:
         services.action_delete(action=instance, user=self.request.user)

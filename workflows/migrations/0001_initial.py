@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,77 +14,175 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Workflow',
+            name="Workflow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=100, unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('is_active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slug", models.SlugField(max_length=100, unique=True)),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True)),
+                ("is_active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Trigger',
+            name="Trigger",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_type', models.CharField(db_index=True, help_text="An event type such as 'lead.created', or a pattern such as 'deal.*'.", max_length=150)),
-                ('conditions', models.JSONField(blank=True, help_text='Condition DSL, e.g. {"field": "budget", "operator": "gte", "value": 50000}.', null=True)),
-                ('priority', models.IntegerField(default=0, help_text='Higher runs first.')),
-                ('is_active', models.BooleanField(default=True)),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='triggers', to='workflows.workflow')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "event_type",
+                    models.CharField(
+                        db_index=True,
+                        help_text="An event type such as 'lead.created', or a pattern such as 'deal.*'.",
+                        max_length=150,
+                    ),
+                ),
+                (
+                    "conditions",
+                    models.JSONField(
+                        blank=True,
+                        help_text='Condition DSL, e.g. {"field": "budget", "operator": "gte", "value": 50000}.',
+                        null=True,
+                    ),
+                ),
+                ("priority", models.IntegerField(default=0, help_text="Higher runs first.")),
+                ("is_active", models.BooleanField(default=True)),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="triggers",
+                        to="workflows.workflow",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-priority', 'id'],
+                "ordering": ["-priority", "id"],
             },
         ),
         migrations.CreateModel(
-            name='WorkflowVersion',
+            name="WorkflowVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('definition', models.JSONField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='workflows.workflow')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                ("definition", models.JSONField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="versions",
+                        to="workflows.workflow",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['workflow', '-number'],
+                "ordering": ["workflow", "-number"],
             },
         ),
         migrations.AddField(
-            model_name='workflow',
-            name='published_version',
-            field=models.ForeignKey(blank=True, help_text='The version new runs start on.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='workflows.workflowversion'),
+            model_name="workflow",
+            name="published_version",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The version new runs start on.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="workflows.workflowversion",
+            ),
         ),
         migrations.CreateModel(
-            name='Action',
+            name="Action",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.SlugField(max_length=64)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('type', models.CharField(max_length=64)),
-                ('config', models.JSONField(blank=True, default=dict)),
-                ('conditions', models.JSONField(blank=True, null=True)),
-                ('after', models.JSONField(blank=True, help_text='Keys of the steps this one waits for; empty means the previous step.', null=True)),
-                ('allow_failure', models.BooleanField(default=False)),
-                ('retry', models.JSONField(blank=True, help_text='e.g. {"max_attempts": 5, "backoff_seconds": 2, "max_backoff_seconds": 300}', null=True)),
-                ('timeout_seconds', models.PositiveIntegerField(blank=True, null=True)),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='workflows.workflow')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.SlugField(max_length=64)),
+                ("position", models.PositiveIntegerField(default=0)),
+                ("type", models.CharField(max_length=64)),
+                ("config", models.JSONField(blank=True, default=dict)),
+                ("conditions", models.JSONField(blank=True, null=True)),
+                (
+                    "after",
+                    models.JSONField(
+                        blank=True,
+                        help_text="Keys of the steps this one waits for; empty means the previous step.",
+                        null=True,
+                    ),
+                ),
+                ("allow_failure", models.BooleanField(default=False)),
+                (
+                    "retry",
+                    models.JSONField(
+                        blank=True,
+                        help_text='e.g. {"max_attempts": 5, "backoff_seconds": 2, "max_backoff_seconds": 300}',
+                        null=True,
+                    ),
+                ),
+                ("timeout_seconds", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="steps",
+                        to="workflows.workflow",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'step',
-                'ordering': ['workflow', 'position', 'id'],
-                'constraints': [models.UniqueConstraint(fields=('workflow', 'key'), name='action_unique_key')],
+                "verbose_name": "step",
+                "ordering": ["workflow", "position", "id"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("workflow", "key"), name="action_unique_key")
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='workflowversion',
-            constraint=models.UniqueConstraint(fields=('workflow', 'number'), name='version_unique_number'),
+            model_name="workflowversion",
+            constraint=models.UniqueConstraint(
+                fields=("workflow", "number"), name="version_unique_number"
+            ),
         ),
     ]

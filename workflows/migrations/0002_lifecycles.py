@@ -5,62 +5,148 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('workflows', '0001_initial'),
+        ("workflows", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Lifecycle',
+            name="Lifecycle",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=100, unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slug", models.SlugField(max_length=100, unique=True)),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='LifecycleState',
+            name="LifecycleState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(max_length=64)),
-                ('label', models.CharField(blank=True, max_length=100)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('is_initial', models.BooleanField(default=False, help_text='Tasks start here (exactly one).')),
-                ('is_final', models.BooleanField(default=False, help_text='The task is over in this state.')),
-                ('is_enabled', models.BooleanField(default=True, help_text='A disabled state cannot be entered.')),
-                ('is_cancellation', models.BooleanField(default=False, help_text='A final state meaning the work was abandoned: a run waiting on the task fails instead of resuming.')),
-                ('lifecycle', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='states', to='workflows.lifecycle')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("key", models.CharField(max_length=64)),
+                ("label", models.CharField(blank=True, max_length=100)),
+                ("position", models.PositiveIntegerField(default=0)),
+                (
+                    "is_initial",
+                    models.BooleanField(default=False, help_text="Tasks start here (exactly one)."),
+                ),
+                (
+                    "is_final",
+                    models.BooleanField(default=False, help_text="The task is over in this state."),
+                ),
+                (
+                    "is_enabled",
+                    models.BooleanField(
+                        default=True, help_text="A disabled state cannot be entered."
+                    ),
+                ),
+                (
+                    "is_cancellation",
+                    models.BooleanField(
+                        default=False,
+                        help_text="A final state meaning the work was abandoned: a run waiting on the task fails instead of resuming.",
+                    ),
+                ),
+                (
+                    "lifecycle",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="states",
+                        to="workflows.lifecycle",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['lifecycle', 'position', 'id'],
-                'constraints': [models.UniqueConstraint(fields=('lifecycle', 'key'), name='lifecycle_state_unique')],
+                "ordering": ["lifecycle", "position", "id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("lifecycle", "key"), name="lifecycle_state_unique"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='LifecycleTransition',
+            name="LifecycleTransition",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(max_length=64)),
-                ('label', models.CharField(blank=True, max_length=100)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('from_states', models.JSONField(default=list, help_text='Keys of the states it leaves.')),
-                ('to_state', models.CharField(help_text='Key of the state it enters.', max_length=64)),
-                ('guard', models.JSONField(blank=True, help_text='Condition DSL over "task" and "actor", e.g. {"field": "actor.is_staff", "operator": "eq", "value": true}.', null=True)),
-                ('allowed', models.JSONField(blank=True, default=list, help_text='Who may fire it: assignee, queue_member, manager, creator, staff, anyone.')),
-                ('required_input', models.JSONField(blank=True, default=list, help_text='Input fields that must be given, e.g. ["reason"].')),
-                ('unassign', models.BooleanField(default=False, help_text='Clear the assignee of a queued task (e.g. release).')),
-                ('lifecycle', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='transitions', to='workflows.lifecycle')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("action", models.CharField(max_length=64)),
+                ("label", models.CharField(blank=True, max_length=100)),
+                ("position", models.PositiveIntegerField(default=0)),
+                (
+                    "from_states",
+                    models.JSONField(default=list, help_text="Keys of the states it leaves."),
+                ),
+                (
+                    "to_state",
+                    models.CharField(help_text="Key of the state it enters.", max_length=64),
+                ),
+                (
+                    "guard",
+                    models.JSONField(
+                        blank=True,
+                        help_text='Condition DSL over "task" and "actor", e.g. {"field": "actor.is_staff", "operator": "eq", "value": true}.',
+                        null=True,
+                    ),
+                ),
+                (
+                    "allowed",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="Who may fire it: assignee, queue_member, manager, creator, staff, anyone.",
+                    ),
+                ),
+                (
+                    "required_input",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text='Input fields that must be given, e.g. ["reason"].',
+                    ),
+                ),
+                (
+                    "unassign",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Clear the assignee of a queued task (e.g. release).",
+                    ),
+                ),
+                (
+                    "lifecycle",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="transitions",
+                        to="workflows.lifecycle",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['lifecycle', 'position', 'id'],
-                'constraints': [models.UniqueConstraint(fields=('lifecycle', 'action'), name='lifecycle_transition_unique')],
+                "ordering": ["lifecycle", "position", "id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("lifecycle", "action"), name="lifecycle_transition_unique"
+                    )
+                ],
             },
         ),
     ]

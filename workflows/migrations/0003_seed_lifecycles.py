@@ -11,7 +11,7 @@ TASK = {
     "slug": "task",
     "name": "Task",
     "description": "The default lifecycle of a task: new, in progress, blocked, completed, "
-                   "cancelled.",
+    "cancelled.",
     "states": [
         {"key": "new", "label": "New", "is_initial": True},
         {"key": "in_progress", "label": "In progress"},
@@ -21,16 +21,38 @@ TASK = {
     ],
     "transitions": [
         {"action": "start", "label": "Start", "from_states": ["new"], "to_state": "in_progress"},
-        {"action": "complete", "label": "Complete", "from_states": ["in_progress"],
-         "to_state": "completed"},
-        {"action": "block", "label": "Block", "from_states": ["new", "in_progress"],
-         "to_state": "blocked", "required_input": ["reason"]},
-        {"action": "resume", "label": "Resume", "from_states": ["blocked"],
-         "to_state": "in_progress"},
-        {"action": "release", "label": "Release", "from_states": ["in_progress"],
-         "to_state": "new", "unassign": True},
-        {"action": "cancel", "label": "Cancel", "from_states": ["new", "in_progress", "blocked"],
-         "to_state": "cancelled"},
+        {
+            "action": "complete",
+            "label": "Complete",
+            "from_states": ["in_progress"],
+            "to_state": "completed",
+        },
+        {
+            "action": "block",
+            "label": "Block",
+            "from_states": ["new", "in_progress"],
+            "to_state": "blocked",
+            "required_input": ["reason"],
+        },
+        {
+            "action": "resume",
+            "label": "Resume",
+            "from_states": ["blocked"],
+            "to_state": "in_progress",
+        },
+        {
+            "action": "release",
+            "label": "Release",
+            "from_states": ["in_progress"],
+            "to_state": "new",
+            "unassign": True,
+        },
+        {
+            "action": "cancel",
+            "label": "Cancel",
+            "from_states": ["new", "in_progress", "blocked"],
+            "to_state": "cancelled",
+        },
     ],
 }
 
@@ -44,10 +66,13 @@ PLAN = {
         {"key": "archived", "label": "Archived", "is_final": True},
     ],
     "transitions": [
-        {"action": "activate", "label": "Activate", "from_states": ["draft"],
-         "to_state": "active"},
-        {"action": "archive", "label": "Archive", "from_states": ["draft", "active"],
-         "to_state": "archived"},
+        {"action": "activate", "label": "Activate", "from_states": ["draft"], "to_state": "active"},
+        {
+            "action": "archive",
+            "label": "Archive",
+            "from_states": ["draft", "active"],
+            "to_state": "archived",
+        },
     ],
 }
 
@@ -76,9 +101,8 @@ def unseed(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('workflows', '0002_lifecycles'),
+        ("workflows", "0002_lifecycles"),
     ]
 
     operations = [

@@ -4,25 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('workflows', '0003_seed_lifecycles'),
+        ("workflows", "0003_seed_lifecycles"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='lifecyclestate',
-            name='description',
-            field=models.TextField(blank=True, help_text='What being in this state means.'),
+            model_name="lifecyclestate",
+            name="description",
+            field=models.TextField(blank=True, help_text="What being in this state means."),
         ),
         migrations.AddField(
-            model_name='lifecycletransition',
-            name='description',
-            field=models.TextField(blank=True, help_text='What the action does (the title of its button).'),
+            model_name="lifecycletransition",
+            name="description",
+            field=models.TextField(
+                blank=True, help_text="What the action does (the title of its button)."
+            ),
         ),
         migrations.AddField(
-            model_name='lifecycletransition',
-            name='is_enabled',
-            field=models.BooleanField(default=True, help_text='A disabled action is not offered and is refused (ACTION_DISABLED).'),
+            model_name="lifecycletransition",
+            name="is_enabled",
+            field=models.BooleanField(
+                default=True,
+                help_text="A disabled action is not offered and is refused (ACTION_DISABLED).",
+            ),
         ),
     ]

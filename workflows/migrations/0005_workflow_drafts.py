@@ -6,26 +6,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('workflows', '0004_lifecycle_descriptions_and_disabled_actions'),
+        ("workflows", "0004_lifecycle_descriptions_and_disabled_actions"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='workflow',
-            name='draft',
-            field=models.JSONField(blank=True, help_text="The unpublished document being edited (the API's and export's format).", null=True),
+            model_name="workflow",
+            name="draft",
+            field=models.JSONField(
+                blank=True,
+                help_text="The unpublished document being edited (the API's and export's format).",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='workflow',
-            name='draft_updated_at',
+            model_name="workflow",
+            name="draft_updated_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='workflow',
-            name='draft_updated_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="workflow",
+            name="draft_updated_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
     ]

@@ -12,21 +12,28 @@ def retire_old_versions(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('workflows', '0005_workflow_drafts'),
+        ("workflows", "0005_workflow_drafts"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='workflowversion',
-            name='live_after_event',
-            field=models.BigIntegerField(blank=True, help_text='Events with a greater id meet this version (None: every event).', null=True),
+            model_name="workflowversion",
+            name="live_after_event",
+            field=models.BigIntegerField(
+                blank=True,
+                help_text="Events with a greater id meet this version (None: every event).",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='workflowversion',
-            name='retired_after_event',
-            field=models.BigIntegerField(blank=True, help_text='Events with a greater id meet a later version (None: still current).', null=True),
+            model_name="workflowversion",
+            name="retired_after_event",
+            field=models.BigIntegerField(
+                blank=True,
+                help_text="Events with a greater id meet a later version (None: still current).",
+                null=True,
+            ),
         ),
         migrations.RunPython(retire_old_versions, migrations.RunPython.noop),
     ]

@@ -25,16 +25,30 @@ class Command(BaseCommand):
         parser.add_argument("--type", help="Event type, or a prefix ending with '*'.")
         parser.add_argument("--since", help="ISO datetime: events that occurred at or after.")
         parser.add_argument("--until", help="ISO datetime: events that occurred before.")
-        parser.add_argument("--inline", action="store_true",
-                            help="Match and run here instead of handing the events to workers.")
+        parser.add_argument(
+            "--inline",
+            action="store_true",
+            help="Match and run here instead of handing the events to workers.",
+        )
         parser.add_argument("--dry-run", action="store_true", help="Only count the events.")
 
-    def handle(self, *args: Any, type: str | None, since: str | None, until: str | None,
-               inline: bool, dry_run: bool, **options: Any) -> None:
+    def handle(
+        self,
+        *args: Any,
+        type: str | None,
+        since: str | None,
+        until: str | None,
+        inline: bool,
+        dry_run: bool,
+        **options: Any,
+    ) -> None:
         events = Event.objects.order_by("occurred_at", "pk")
         if type:
-            events = (events.filter(type__startswith=type[:-1]) if type.endswith("*")
-                      else events.filter(type=type))
+            events = (
+                events.filter(type__startswith=type[:-1])
+                if type.endswith("*")
+                else events.filter(type=type)
+            )
         for name, value, lookup in (("since", since, "gte"), ("until", until, "lt")):
             if value:
                 moment = parse_datetime(value)

@@ -14,17 +14,22 @@ from tasks_inbox.lifecycles import LifecycleInvalid
 
 
 class Command(BaseCommand):
-    help = ("Import lifecycles from a JSON file: one document or a list, each in this "
-            "project's lifecycle shape or the plain state-machine shape ({name, states: "
-            "[{id, name, is_initial, is_final, enabled, description}], actions: [{id, name, "
-            "enabled, from_states, to_state, description}]}). Every document is validated "
-            "whole; if any is invalid nothing is imported. A lifecycle whose slug exists is "
-            "replaced.")
+    help = (
+        "Import lifecycles from a JSON file: one document or a list, each in this "
+        "project's lifecycle shape or the plain state-machine shape ({name, states: "
+        "[{id, name, is_initial, is_final, enabled, description}], actions: [{id, name, "
+        "enabled, from_states, to_state, description}]}). Every document is validated "
+        "whole; if any is invalid nothing is imported. A lifecycle whose slug exists is "
+        "replaced."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("path", help="A JSON file, or - for stdin.")
-        parser.add_argument("--dry-run", action="store_true",
-                            help="Validate (and try the saves) without keeping anything.")
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Validate (and try the saves) without keeping anything.",
+        )
 
     def handle(self, *args: Any, path: str, dry_run: bool, **options: Any) -> None:
         try:
@@ -39,18 +44,26 @@ class Command(BaseCommand):
         try:
             with transaction.atomic():
                 imported = lifecycles_import(data=data)
-                report = [f"{item.lifecycle.slug}: {'created' if item.created else 'replaced'} "
-                          f"({item.lifecycle.states.count()} states, "
-                          f"{item.lifecycle.transitions.count()} actions)"
-                          for item in imported]
+                report = [
+                    f"{item.lifecycle.slug}: {'created' if item.created else 'replaced'} "
+                    f"({item.lifecycle.states.count()} states, "
+                    f"{item.lifecycle.transitions.count()} actions)"
+                    for item in imported
+                ]
                 if dry_run:
                     transaction.set_rollback(True)
         except LifecycleInvalid as exc:
-            lines = [f"{where}: {message}" if where else message
-                     for where, messages in exc.fields.items() for message in messages]
+            lines = [
+                f"{where}: {message}" if where else message
+                for where, messages in exc.fields.items()
+                for message in messages
+            ]
             raise CommandError("nothing imported:\n" + "\n".join(lines)) from None
         for line in report:
             self.stdout.write(line)
         if dry_run:
-            self.stdout.write(self.style.SUCCESS(
-                f"{len(imported)} lifecycle(s) are valid; nothing was saved (--dry-run)"))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"{len(imported)} lifecycle(s) are valid; nothing was saved (--dry-run)"
+                )
+            )

@@ -21,11 +21,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("slugs", nargs="*", help="Only these workflows (default: all).")
         parser.add_argument("--output", "-o", help="Write to this file instead of stdout.")
-        parser.add_argument("--include-drafts", action="store_true",
-                            help="Also write the unpublished drafts, under their own key.")
+        parser.add_argument(
+            "--include-drafts",
+            action="store_true",
+            help="Also write the unpublished drafts, under their own key.",
+        )
 
-    def handle(self, *args: Any, slugs: list[str], output: str | None, include_drafts: bool,
-               **options: Any) -> None:
+    def handle(
+        self, *args: Any, slugs: list[str], output: str | None, include_drafts: bool, **options: Any
+    ) -> None:
         workflows = Workflow.objects.select_related("published_version").order_by("slug")
         if slugs:
             workflows = workflows.filter(slug__in=slugs)
@@ -35,8 +39,10 @@ class Command(BaseCommand):
         documents = [w.published_version.definition for w in workflows if w.published_version]
         data: Any = documents
         if include_drafts:
-            data = {"workflows": documents,
-                    "drafts": [w.draft for w in workflows if w.draft is not None]}
+            data = {
+                "workflows": documents,
+                "drafts": [w.draft for w in workflows if w.draft is not None],
+            }
         text = json.dumps(data, indent=2, sort_keys=False) + "\n"
         if output:
             with open(output, "w", encoding="utf-8") as handle:

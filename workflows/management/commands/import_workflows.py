@@ -20,18 +20,22 @@ from workflows.services import draft_save, workflow_publish
 
 
 class Command(BaseCommand):
-    help = ("Import workflows from a JSON file (a document or a list of documents). Each is "
-            "validated whole; if any is invalid nothing is imported. Each is saved as its "
-            "workflow's draft; with --publish, changed workflows get a new version.")
+    help = (
+        "Import workflows from a JSON file (a document or a list of documents). Each is "
+        "validated whole; if any is invalid nothing is imported. Each is saved as its "
+        "workflow's draft; with --publish, changed workflows get a new version."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("path", help="A JSON file, or - for stdin.")
         parser.add_argument("--dry-run", action="store_true", help="Validate only.")
-        parser.add_argument("--publish", action="store_true",
-                            help="Publish the imported workflows (not the 'drafts' entries).")
+        parser.add_argument(
+            "--publish",
+            action="store_true",
+            help="Publish the imported workflows (not the 'drafts' entries).",
+        )
 
-    def handle(self, *args: Any, path: str, dry_run: bool, publish: bool, **options: Any
-               ) -> None:
+    def handle(self, *args: Any, path: str, dry_run: bool, publish: bool, **options: Any) -> None:
         try:
             raw = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
             data = json.loads(raw)
@@ -57,8 +61,9 @@ class Command(BaseCommand):
                     continue
                 version = workflow.published_version
                 state = "draft" if workflow.has_draft else "no draft"
-                self.stdout.write(f"{workflow.slug}: version "
-                                  f"{version.number if version else '-'}, {state}")
+                self.stdout.write(
+                    f"{workflow.slug}: version {version.number if version else '-'}, {state}"
+                )
             if errors or dry_run:
                 transaction.set_rollback(True)
         if errors:

@@ -22,5 +22,8 @@ class Command(BaseCommand):
         if not quiet:
             for line in summary:
                 self.stdout.write(line)
-            self.stdout.write(self.style.SUCCESS(
-                f"Demo login: {demo.DEMO_USERNAME} / {demo.DEMO_PASSWORD} (staff)"))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Demo login: {demo.DEMO_USERNAME} / {demo.DEMO_PASSWORD} (staff)"
+                )
+            )
