@@ -15,7 +15,16 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 
 from automation import graphs, services
-from automation.models import ActionRun, EmailTemplate, Event, Export, Note, Run, Secret
+from automation.models import (
+    ActionRun,
+    EmailTemplate,
+    Event,
+    Export,
+    Note,
+    Run,
+    RunOperation,
+    Secret,
+)
 from automation.registry import registration_for_model
 from config.admin_inlines import ReadOnlyInline
 from config.errors import DomainError
@@ -33,6 +42,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class RunOperationInline(ReadOnlyInline):
+    model = RunOperation
+    fk_name = "run"
+    verbose_name_plural = "operations (by hand)"
+    fields = ("at", "kind", "actor", "from_status", "to_status", "new_run")
+    ordering = ["at", "id"]
 
 
 class ActionRunInline(ReadOnlyInline):
@@ -146,7 +163,7 @@ class RunAdmin(ReadOnlyAdmin):
         "updated_at",
     )
     list_select_related = ("workflow", "version")
-    inlines = [ActionRunInline]
+    inlines = [ActionRunInline, RunOperationInline]
     actions = ["suspend", "resume", "cancel", "retry"]
 
     @admin.display(description="took")
@@ -168,7 +185,7 @@ class RunAdmin(ReadOnlyAdmin):
         done = 0
         for run in queryset:
             try:
-                operation(run_id=run.pk)
+                operation(run_id=run.pk, actor=request.user)
                 done += 1
             except DomainError as exc:
                 self.message_user(request, f"{run}: {exc.message}", messages.WARNING)

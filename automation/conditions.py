@@ -63,6 +63,8 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from automation.paths import MISSING, PathInvalid, lookup, parse_path
+
 __all__ = [
     "MAX_DEPTH",
     "OPERATORS",
@@ -97,9 +99,6 @@ _ALIASES = {
     "nin": "not_in", "not in": "not_in", "notin": "not_in", "has": "contains",
     "starts_with": "startswith", "ends_with": "endswith", "exist": "exists",
 }  # fmt: skip
-_MAX_FIELD_LENGTH = 255
-_SEGMENT = re.compile(r"[^\s.\[\]]+")
-_INDEX = re.compile(r"[0-9]+")
 _NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DATETIME_PREFIX = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]")
@@ -275,7 +274,7 @@ def _validate_leaf(node: Mapping[str, Any], path: str, issues: list[ConditionIss
             )
         elif not field:
             _issue(issues, f"{path}.field", "field must be a non-empty string", _Code.INVALID_FIELD)
-        elif _split_path(field) is None:
+        elif _keys(field) is None:
             _issue(
                 issues,
                 f"{path}.field",
@@ -367,30 +366,16 @@ def _nested_too_deep(value: Any, remaining: int) -> bool:
 # --------------------------------------------------------------------------- paths
 
 
-def _split_path(path: str) -> tuple[tuple[str, int | None], ...] | None:
-    """Split a dot path into (key, list index or None) pairs; None when malformed."""
-    if len(path) > _MAX_FIELD_LENGTH:
+def _keys(path: str) -> tuple[str, ...] | None:
+    try:
+        return parse_path(path)
+    except PathInvalid:
         return None
-    segments = path.split(".")
-    if not all(_SEGMENT.fullmatch(segment) for segment in segments):
-        return None
-    return tuple(
-        (segment, int(segment) if _INDEX.fullmatch(segment) else None) for segment in segments
-    )
 
 
-def _walk(context: Any, segments: tuple[tuple[str, int | None], ...]) -> Any:
-    current = context
-    for key, index in segments:
-        if isinstance(current, Mapping):
-            current = current.get(key)
-        elif index is not None and isinstance(current, list | tuple):
-            current = current[index] if index < len(current) else None
-        else:
-            return None
-        if current is None:
-            return None
-    return current
+def _walk(context: Any, keys: tuple[str, ...]) -> Any:
+    value = lookup(context, keys)
+    return None if value is MISSING else value
 
 
 def resolve_path(context: Any, path: str) -> Any:
@@ -399,7 +384,7 @@ def resolve_path(context: Any, path: str) -> Any:
     Mappings are looked up by key, lists by an all-digit segment; anything that cannot be
     followed (a missing key, an index out of range, a malformed path) gives None.
     """
-    segments = _split_path(path) if isinstance(path, str) else None
+    segments = _keys(path) if isinstance(path, str) else None
     if segments is None:
         return None
     try:
@@ -590,7 +575,7 @@ def _changed_entry(context: Any, keys: tuple[str, ...]) -> tuple[bool, Any]:
 def _compile_leaf(node: Mapping[str, Any], path: str) -> tuple[_Predicate, _Tracer]:
     field: str = node["field"]
     operator: str = node["operator"]
-    segments = _split_path(field) or ()
+    segments = _keys(field) or ()
     value = node.get("value", True if operator == "exists" else None)
 
     if operator == "changed":

@@ -31,13 +31,15 @@ The functions taking ``deps`` expect the output of :func:`dependencies` on steps
 from __future__ import annotations
 
 import difflib
+import graphlib
 import heapq
 import re
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from automation.statuses import StepStatus
 
 __all__ = [
     "KEY_PATTERN",
@@ -59,18 +61,6 @@ KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 (matched with ``fullmatch``)."""
 
 Deps = Mapping[str, Sequence[str]]
-
-
-class StepStatus(StrEnum):
-    """Status of one step of a run (an ActionRun). Plain strings compare equal."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    WAITING = "waiting"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
 
 
 class RunOutcome(StrEnum):
@@ -282,84 +272,28 @@ def _validate_after(
 
 
 def _cycle_issues(keys: list[str | None], edges: list[list[int]], path: str) -> list[GraphIssue]:
-    """One ``cycle`` issue per strongly connected component of two or more steps."""
-    dependents: list[list[int]] = [[] for _ in keys]
-    for index, waits_for in enumerate(edges):
-        for dependency in waits_for:
-            dependents[dependency].append(index)
+    """One ``cycle`` issue per strongly connected component of two or more steps, naming a
+    shortest cycle through its first step, in execution order."""
+    import networkx as nx  # authoring-time only: workers that never validate skip the import
+
+    runs_before = nx.DiGraph()  # an edge runs from a step to each step that waits for it
+    runs_before.add_nodes_from(range(len(keys)))
+    runs_before.add_edges_from(
+        (dependency, index) for index, waits_for in enumerate(edges) for dependency in waits_for
+    )
     issues: list[GraphIssue] = []
-    for component in sorted(_strongly_connected(edges), key=min):
+    for component in sorted(nx.strongly_connected_components(runs_before), key=min):
         if len(component) < 2:
             continue
         start = min(component)
-        cycle = _shortest_cycle(start, component, dependents)
+        inside = runs_before.subgraph(component)
+        cycle = min(
+            ([start, *nx.shortest_path(inside, successor, start)] for successor in inside[start]),
+            key=len,
+        )
         names = " -> ".join(str(keys[index]) for index in cycle)
         issues.append(GraphIssue(f"{path}[{start}].after", f"cycle: {names}", GraphIssueCode.CYCLE))
     return issues
-
-
-def _strongly_connected(edges: list[list[int]]) -> list[set[int]]:
-    """Tarjan's algorithm, iterative (deep graphs must not hit the recursion limit)."""
-    counter = 0
-    order: dict[int, int] = {}
-    low: dict[int, int] = {}
-    stack: list[int] = []
-    on_stack: set[int] = set()
-    components: list[set[int]] = []
-    for root in range(len(edges)):
-        if root in order:
-            continue
-        work: list[tuple[int, int]] = [(root, 0)]
-        while work:
-            node, child = work.pop()
-            if child == 0:
-                order[node] = low[node] = counter
-                counter += 1
-                stack.append(node)
-                on_stack.add(node)
-            if child < len(edges[node]):
-                work.append((node, child + 1))
-                successor = edges[node][child]
-                if successor not in order:
-                    work.append((successor, 0))
-                elif successor in on_stack:
-                    low[node] = min(low[node], order[successor])
-                continue
-            if low[node] == order[node]:
-                component: set[int] = set()
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.add(member)
-                    if member == node:
-                        break
-                components.append(component)
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-    return components
-
-
-def _shortest_cycle(start: int, component: set[int], dependents: list[list[int]]) -> list[int]:
-    """Breadth-first, in execution order, from ``start`` back to it inside ``component``."""
-    came_from: dict[int, int] = {}
-    queue = deque([start])
-    while queue:
-        node = queue.popleft()
-        for successor in dependents[node]:
-            if successor not in component:
-                continue
-            if successor == start:
-                cycle = [start]
-                while node != start:
-                    cycle.append(node)
-                    node = came_from[node]
-                cycle.append(start)
-                return [cycle[0], *reversed(cycle[1:-1]), start]
-            if successor not in came_from:
-                came_from[successor] = node
-                queue.append(successor)
-    raise AssertionError("a strongly connected component always has a cycle")
 
 
 def topological_order(deps: Deps) -> list[str]:
@@ -369,30 +303,25 @@ def topological_order(deps: Deps) -> list[str]:
     does, so a list that is already in a valid order comes back unchanged. Raises
     :class:`GraphError` for an unknown dependency or a cycle.
     """
-    keys = list(deps)
-    index_of = {key: index for index, key in enumerate(keys)}
-    remaining: list[int] = []
-    dependents: list[list[int]] = [[] for _ in keys]
-    for index, key in enumerate(keys):
-        waits_for = set(deps[key])
+    index_of = {key: index for index, key in enumerate(deps)}
+    for key, waits_for in deps.items():
         for dependency in waits_for:
             if dependency not in index_of:
                 raise GraphError(f"step {key!r} waits for unknown step {dependency!r}")
-            dependents[index_of[dependency]].append(index)
-        remaining.append(len(waits_for))
-    ready = [index for index, count in enumerate(remaining) if count == 0]
-    heapq.heapify(ready)
+    sorter = graphlib.TopologicalSorter({key: set(waits_for) for key, waits_for in deps.items()})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        stuck = sorted(set(exc.args[1]), key=index_of.__getitem__)
+        raise GraphError(f"the steps contain a cycle among: {', '.join(stuck)}") from None
+    ready: list[tuple[int, str]] = []
     order: list[str] = []
-    while ready:
-        index = heapq.heappop(ready)
-        order.append(keys[index])
-        for dependent in dependents[index]:
-            remaining[dependent] -= 1
-            if remaining[dependent] == 0:
-                heapq.heappush(ready, dependent)
-    if len(order) < len(keys):
-        stuck = [key for key, count in zip(keys, remaining, strict=True) if count > 0]
-        raise GraphError(f"the steps contain a cycle among: {', '.join(stuck)}")
+    while sorter.is_active():
+        for key in sorter.get_ready():
+            heapq.heappush(ready, (index_of[key], key))
+        _, key = heapq.heappop(ready)
+        order.append(key)
+        sorter.done(key)
     return order
 
 

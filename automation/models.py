@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from automation.statuses import RunStatus, StepStatus  # the models' choices, importable from here
+
 
 class EventSource(models.TextChoices):
     MODEL = "model", "Model change"
@@ -73,19 +75,6 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} #{self.pk}"
-
-
-class RunStatus(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    WAITING = "waiting"
-    SUSPENDED = "suspended"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-RUN_OPEN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.SUSPENDED)
 
 
 class Run(models.Model):
@@ -156,16 +145,6 @@ class Run(models.Model):
     @property
     def definition(self) -> dict:
         return self.version.definition
-
-
-class StepStatus(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    WAITING = "waiting"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
 
 
 class ActionRun(models.Model):
@@ -382,3 +361,45 @@ class Export(models.Model):
 
     def __str__(self) -> str:
         return f"{self.entity_type} export #{self.pk}"
+
+
+class RunOperationKind(models.TextChoices):
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    RETRY = "retry"
+    RERUN = "rerun"
+
+
+class RunOperation(models.Model):
+    """Who did what to a run by hand, when, and the status it moved from and to: written in
+    the transaction of the operation (``automation.services.operations``)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="operations")
+    kind = models.CharField(max_length=16, choices=RunOperationKind.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty for the system (a command or a sweep).",
+    )
+    from_status = models.CharField(max_length=16, choices=RunStatus.choices)
+    to_status = models.CharField(max_length=16, choices=RunStatus.choices)
+    new_run = models.ForeignKey(
+        Run,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The run a rerun started.",
+    )
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["run", "at"], name="runoperation_run_at")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of run #{self.run_id}"

@@ -29,7 +29,8 @@ from django.db.models import (
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from automation.models import RUN_OPEN_STATUSES, ActionRun, Event, Run, RunStatus, StepStatus
+from automation.models import ActionRun, Event, Run, RunStatus, StepStatus
+from automation.statuses import RUN_OPEN_STATUSES
 
 SQLITE_SAMPLE = 5000
 

@@ -35,6 +35,8 @@ from typing import Any, Final, Literal
 from urllib.parse import quote, quote_plus, urlencode
 from uuid import UUID
 
+from automation.paths import MISSING, PathInvalid, lookup, parse_path
+
 __all__ = [
     "BUILTIN_ROOTS",
     "DEFAULT_LIMITS",
@@ -85,7 +87,6 @@ _FILTER_ARGS: Final[dict[str, str]] = {
     "sum": "none",
 }
 FILTERS: Final = frozenset(_FILTER_ARGS)
-MAX_PATH_DEPTH: Final = 32
 MAX_VALUE_DEPTH: Final = 64
 MAX_DAY_OFFSET: Final = 100_000
 DEFAULT_MASK: Final = "********"
@@ -102,13 +103,6 @@ _DATE_LETTERS = frozenset("aAbBcdefGHIjmMpSuUVwWxXyYzZ%")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _STRING_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
 _SAFE_SCALARS = (str, int, float, Decimal, date, time, UUID)
-
-
-class _Missing:
-    """Marker for a path that does not resolve."""
-
-
-_MISSING: Final = _Missing()
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,21 +300,10 @@ def _parse_head(head: str, filters: tuple[_Filter, ...]) -> _Expr:
             return _Expr("today", offset=sign * int(digits), filters=filters)
         if rest[0] == ".":
             raise _ParseIssue(f"'{date_word}' is a date token and has no fields", "bad_path")
-    segments = head.split(".")
-    if len(segments) > MAX_PATH_DEPTH:
-        raise _ParseIssue(
-            f"path is deeper than {MAX_PATH_DEPTH} segments: '{head}'", "path_too_deep"
-        )
-    for index, segment in enumerate(segments):
-        if segment.startswith("_"):
-            raise _ParseIssue(f"keys starting with '_' are not allowed: '{segment}'", "private_key")
-        if _IDENT.fullmatch(segment) or (index and _INDEX.fullmatch(segment)):
-            continue
-        raise _ParseIssue(
-            f"invalid path '{head}': use names and list indexes separated by dots,"
-            " e.g. lead.owner.email or items.0.name",
-            "bad_path",
-        )
+    try:
+        segments = parse_path(head)
+    except PathInvalid as exc:
+        raise _ParseIssue(exc.message, exc.code) from None
     if segments[0] == "secrets":
         if len(segments) != 2 or not _IDENT.fullmatch(segments[1]):
             raise _ParseIssue(
@@ -441,18 +424,6 @@ def _checked_template(text: str, limits: Limits) -> _Template:
 # --- values --------------------------------------------------------------------------
 
 
-def _child(value: Any, segment: str) -> Any:
-    """Look one path segment up in plain data only; base-class methods, no overrides."""
-    if isinstance(value, dict):
-        return dict.get(value, segment, _MISSING)
-    if isinstance(value, list | tuple) and segment.isdigit():
-        base = list if isinstance(value, list) else tuple
-        index = int(segment)
-        if index < base.__len__(value):
-            return base.__getitem__(value, index)
-    return _MISSING
-
-
 def _unsupported(value: Any) -> TemplateRenderError:
     return TemplateRenderError(
         f"cannot render a value of type '{type(value).__name__}'", code="unsupported_value"
@@ -471,14 +442,13 @@ def _copy_data(value: Any, *, for_json: bool = False, depth: int = 0) -> Any:
         )
     if isinstance(value, dict):
         copied = {}
-        for key, item in dict.items(value):
+        for key, item in value.items():
             if key is not None and not isinstance(key, bool | int | float | str):
                 raise _unsupported(key)
             copied[key] = _copy_data(item, for_json=for_json, depth=depth + 1)
         return copied
     if isinstance(value, list | tuple):
-        items = list.__iter__(value) if isinstance(value, list) else tuple.__iter__(value)
-        return [_copy_data(item, for_json=for_json, depth=depth + 1) for item in items]
+        return [_copy_data(item, for_json=for_json, depth=depth + 1) for item in value]
     raise _unsupported(value)
 
 
@@ -496,8 +466,8 @@ def _data_size(value: Any, limit: int) -> int:
                 raise TemplateRenderError(
                     f"value is nested deeper than {MAX_VALUE_DEPTH} levels", code="value_too_deep"
                 )
-            size += 2 + dict.__len__(item)
-            for key, child in dict.items(item):
+            size += 2 + len(item)
+            for key, child in item.items():
                 size += (len(key) if isinstance(key, str) else 8) + 3
                 pending.append((child, depth + 1))
         elif isinstance(item, list | tuple):
@@ -505,9 +475,8 @@ def _data_size(value: Any, limit: int) -> int:
                 raise TemplateRenderError(
                     f"value is nested deeper than {MAX_VALUE_DEPTH} levels", code="value_too_deep"
                 )
-            base = list if isinstance(item, list) else tuple
-            size += 2 + base.__len__(item)
-            pending.extend((child, depth + 1) for child in base.__iter__(item))
+            size += 2 + len(item)
+            pending.extend((child, depth + 1) for child in item)
         elif item is None or isinstance(item, (bool, float, *_SAFE_SCALARS)):
             size += len(_to_text(item)) if not isinstance(item, float) else 24
         if size > limit:
@@ -536,30 +505,22 @@ def _to_json(value: Any) -> str:
 
 def _to_text(value: Any) -> str:
     """Stringify a value: None -> "", bools -> true/false, containers -> compact JSON."""
-    if value is None or value is _MISSING:
+    if value is None or value is MISSING:
         return ""
     if isinstance(value, str):
-        return str.__str__(value)
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         try:
-            return int.__repr__(value)
+            return str(value)
         except ValueError as exc:
             message = "number too large to render"
             raise TemplateRenderError(message, code="unsupported_value") from exc
-    if isinstance(value, float):
-        return float.__repr__(value)
-    if isinstance(value, Decimal):
-        return Decimal.__str__(value)
-    if isinstance(value, datetime):
-        return datetime.isoformat(value)
-    if isinstance(value, date):
-        return date.isoformat(value)
-    if isinstance(value, time):
-        return time.isoformat(value)
-    if isinstance(value, UUID):
-        return UUID.__str__(value)
+    if isinstance(value, float | Decimal | UUID):
+        return str(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
     if isinstance(value, dict | list | tuple):
         return _to_json(value)
     raise _unsupported(value)
@@ -630,9 +591,8 @@ def _filter_float(value: Any, _arg: Any) -> float:
 def _filter_length(value: Any, _arg: Any) -> int:
     if value is None:
         return 0
-    for base in (str, list, tuple, dict):
-        if isinstance(value, base):
-            return base.__len__(value)
+    if isinstance(value, str | list | tuple | dict):
+        return len(value)
     raise _filter_failed("length", "a string, list or object")
 
 
@@ -642,15 +602,14 @@ def _filter_join(value: Any, separator: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list | tuple):
-        items = list.__iter__(value) if isinstance(value, list) else tuple.__iter__(value)
-        return (", " if separator is None else separator).join(_to_text(item) for item in items)
+        return (", " if separator is None else separator).join(_to_text(item) for item in value)
     raise _filter_failed("join", "a list")
 
 
 def _filter_urlencode(value: Any, _arg: Any) -> str:
     try:
         if isinstance(value, dict):
-            pairs = [(_to_text(key), _to_text(item)) for key, item in dict.items(value)]
+            pairs = [(_to_text(key), _to_text(item)) for key, item in value.items()]
             return urlencode(pairs, quote_via=quote)
         return quote(_to_text(value), safe="")
     except UnicodeEncodeError:
@@ -688,9 +647,7 @@ def _filter_sum(value: Any, _arg: Any) -> int | float:
     if isinstance(value, dict):
         items = list(dict.values(value))
     elif isinstance(value, list | tuple):
-        items = (
-            list(list.__iter__(value)) if isinstance(value, list) else list(tuple.__iter__(value))
-        )
+        items = list(value)
     else:
         raise _filter_failed("sum", "a list of numbers or an object whose values are numbers")
     if len(items) > 100_000:
@@ -846,12 +803,9 @@ class _Renderer:
 
     def evaluate(self, expr: _Expr) -> Any:
         if expr.kind == "path":
-            value = self.context
-            for segment in expr.path:
-                value = _child(value, segment)
-                if value is _MISSING:
-                    value = None
-                    break
+            value = lookup(self.context, expr.path)
+            if value is MISSING:
+                value = None
         elif expr.kind == "secret":
             value = self._secret(expr.path[1])
         elif expr.kind == "today":

@@ -502,21 +502,6 @@ def test_objects_in_the_context_are_not_introspected() -> None:
     assert Spy.touched is False
 
 
-def test_dict_subclass_hooks_are_bypassed() -> None:
-    class Tricky(dict):
-        def __getitem__(self, key: object) -> object:
-            raise AssertionError("hook called")
-
-        def get(self, *args: object) -> object:
-            raise AssertionError("hook called")
-
-        def __missing__(self, key: object) -> object:
-            raise AssertionError("hook called")
-
-    context = {"lead": Tricky(email="ada@example.com")}
-    assert render_value("{{ lead.email }}/{{ lead.nope }}", context).value == "ada@example.com/"
-
-
 # --- limits --------------------------------------------------------------------------
 
 
@@ -608,8 +593,8 @@ def test_deep_values_are_refused_not_recursed() -> None:
         ("{{ | upper }}", "empty_expression", "expression has filters but no value before '|'"),
         ("{{ lead..email }}", "bad_path", "invalid path 'lead..email'"),
         ("{{ lead.email. }}", "bad_path", "invalid path 'lead.email.'"),
-        ("{{ 0.name }}", "bad_path", "invalid path '0.name'"),
-        ("{{ lead-email }}", "bad_path", "invalid path 'lead-email'"),
+        ("{{ lead.e$mail }}", "bad_path", "invalid path 'lead.e$mail'"),
+        ("{{ lead[0] }}", "bad_path", "invalid path 'lead[0]'"),
         ("{{ today.year }}", "bad_path", "'today' is a date token and has no fields"),
         ("{{ lead._secret }}", "private_key", "keys starting with '_' are not allowed: '_secret'"),
         (

@@ -7,7 +7,6 @@ flush or a restart; short delays also get a broker message to resume on time.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from django.utils import timezone
@@ -20,27 +19,8 @@ from automation.actions import (
     step_type,
     templated,
 )
+from config.durations import DurationInvalid, parse_duration
 
-UNITS = {
-    "s": 1,
-    "sec": 1,
-    "second": 1,
-    "seconds": 1,
-    "m": 60,
-    "min": 60,
-    "minute": 60,
-    "minutes": 60,
-    "h": 3600,
-    "hour": 3600,
-    "hours": 3600,
-    "d": 86400,
-    "day": 86400,
-    "days": 86400,
-    "w": 604800,
-    "week": 604800,
-    "weeks": 604800,
-}
-DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
 MAX_DELAY = dt.timedelta(days=366)
 
 SCHEMA = {
@@ -54,21 +34,15 @@ SCHEMA = {
 }
 
 
-def parse_duration(value: Any) -> dt.timedelta:
-    """``"2 days"``, ``"30 minutes"``, ``"1h"``, ``90`` (seconds)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = DURATION.match(str(value).lower())
-        if not match or match.group(2) not in UNITS:
-            raise StepFailed(
-                f"'for': cannot read {value!r} as a duration such as '2 days'",
-                code="INVALID_DURATION",
-            )
-        seconds = float(match.group(1)) * UNITS[match.group(2)]
-    if seconds < 0:
+def duration_of(value: Any) -> dt.timedelta:
+    """The ``for`` of a delay, in the one duration grammar (``config.durations``)."""
+    try:
+        duration = parse_duration(value)
+    except DurationInvalid as exc:
+        raise StepFailed(f"'for': {exc}", code="INVALID_DURATION") from None
+    if duration < dt.timedelta(0):
         raise StepFailed("'for': a duration cannot be negative", code="INVALID_DURATION")
-    return dt.timedelta(seconds=seconds)
+    return duration
 
 
 def parse_until(value: Any) -> dt.datetime:
@@ -87,7 +61,7 @@ def parse_until(value: Any) -> dt.datetime:
 
 def due_time(config: dict[str, Any]) -> dt.datetime:
     now = timezone.now()
-    wake = now + parse_duration(config["for"]) if "for" in config else parse_until(config["until"])
+    wake = now + duration_of(config["for"]) if "for" in config else parse_until(config["until"])
     if wake - now > MAX_DELAY:
         raise StepFailed("a delay cannot be longer than 366 days", code="INVALID_DURATION")
     return wake

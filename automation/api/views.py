@@ -189,7 +189,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return RunDetailSerializer if self.action == "retrieve" else RunListSerializer
 
     def _operate(self, operation: Any) -> Response:
-        run = operation(run_id=self.get_object().pk)
+        run = operation(run_id=self.get_object().pk, actor=self.request.user)
         run = self.get_queryset().prefetch_related("action_runs").get(pk=run.pk)
         return Response(RunDetailSerializer(run).data)
 
@@ -265,6 +265,17 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                         "error_code": ar.error_code or None,
                     }
                 )
+        for operation in run.operations.select_related("actor", "new_run"):
+            entries.append(
+                {
+                    "at": operation.at,
+                    "what": f"run.{operation.kind}",
+                    "actor": operation.actor.get_username() if operation.actor else None,
+                    "from_status": operation.from_status,
+                    "to_status": operation.to_status,
+                    "new_run": operation.new_run_id,
+                }
+            )
         if run.finished_at:
             entries.append(
                 {"at": run.finished_at, "what": f"run.{run.status}", "error": run.error or None}

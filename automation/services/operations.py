@@ -1,5 +1,7 @@
 """Operations on runs: suspend, resume, cancel, retry, rerun, and running a workflow by
-hand. Each locks the run and checks its status first (``RunStateError`` otherwise)."""
+hand. Each locks the run and checks its status first (``RunStateError`` otherwise), and
+records who did it (``RunOperation``: the actor, the status before and after) in the same
+transaction."""
 
 from __future__ import annotations
 
@@ -11,10 +13,32 @@ from django.utils import timezone
 
 from automation.errors import RunStateError
 from automation.events import event_context, event_emit
-from automation.models import Event, EventSource, Run, RunStatus, StepStatus
+from automation.models import (
+    Event,
+    EventSource,
+    Run,
+    RunOperation,
+    RunOperationKind,
+    RunStatus,
+    StepStatus,
+)
 from automation.services.common import ACTIVE_RUN, enqueue_advance
 from automation.services.creation import run_create
 from automation.signals import run_cancelled
+
+
+def _record(
+    run: Run, kind: RunOperationKind, actor: Any, from_status: str, new_run: Run | None = None
+) -> None:
+    """The operation in the run's history, in the operation's transaction."""
+    RunOperation.objects.create(
+        run=run,
+        kind=kind,
+        actor=actor if getattr(actor, "is_authenticated", False) else None,
+        from_status=from_status,
+        to_status=run.status,
+        new_run=new_run,
+    )
 
 
 def _locked_run(run_id: int) -> Run:
@@ -25,18 +49,20 @@ def _locked_run(run_id: int) -> Run:
 
 
 @transaction.atomic
-def run_suspend(*, run_id: int) -> Run:
+def run_suspend(*, run_id: int, actor: Any = None) -> Run:
     run = _locked_run(run_id)
     if run.status not in ACTIVE_RUN:
         raise RunStateError(f"A {run.status} run cannot be suspended.", data={"status": run.status})
+    from_status = run.status
     run.status = RunStatus.SUSPENDED
     run.updated_at = timezone.now()
     run.save(update_fields=["status", "updated_at"])
+    _record(run, RunOperationKind.SUSPEND, actor, from_status)
     return run
 
 
 @transaction.atomic
-def run_resume(*, run_id: int) -> Run:
+def run_resume(*, run_id: int, actor: Any = None) -> Run:
     run = _locked_run(run_id)
     if run.status != RunStatus.SUSPENDED:
         raise RunStateError(
@@ -46,12 +72,13 @@ def run_resume(*, run_id: int) -> Run:
     run.status = RunStatus.RUNNING
     run.updated_at = timezone.now()
     run.save(update_fields=["status", "updated_at"])
+    _record(run, RunOperationKind.RESUME, actor, RunStatus.SUSPENDED)
     enqueue_advance(run.pk)
     return run
 
 
 @transaction.atomic
-def run_cancel(*, run_id: int) -> Run:
+def run_cancel(*, run_id: int, actor: Any = None) -> Run:
     run = _locked_run(run_id)
     if run.status not in (*ACTIVE_RUN, RunStatus.SUSPENDED):
         raise RunStateError(f"A {run.status} run cannot be cancelled.", data={"status": run.status})
@@ -71,17 +98,19 @@ def run_cancel(*, run_id: int) -> Run:
         error="The run was cancelled.",
         error_code="CANCELLED",
     )
+    from_status = run.status
     run.status = RunStatus.CANCELLED
     run.finished_at = now
     run.updated_at = now
     run.save(update_fields=["status", "finished_at", "updated_at"])
+    _record(run, RunOperationKind.CANCEL, actor, from_status)
     if waiting:  # what they waited on ends too (the open tasks are cancelled)
         run_cancelled.send(sender=Run, run_id=run.pk, waiting_action_run_ids=waiting)
     return run
 
 
 @transaction.atomic
-def run_retry(*, run_id: int) -> Run:
+def run_retry(*, run_id: int, actor: Any = None) -> Run:
     """Retry a failed run from its failed step(s); completed steps are not repeated."""
     run = _locked_run(run_id)
     if run.status != RunStatus.FAILED:
@@ -112,12 +141,13 @@ def run_retry(*, run_id: int) -> Run:
     run.finished_at = None
     run.updated_at = now
     run.save(update_fields=["status", "error", "error_code", "finished_at", "updated_at"])
+    _record(run, RunOperationKind.RETRY, actor, RunStatus.FAILED)
     enqueue_advance(run.pk)
     return run
 
 
 @transaction.atomic
-def run_rerun(*, run_id: int) -> Run:
+def run_rerun(*, run_id: int, actor: Any = None) -> Run:
     """Start the run's event again on the workflow's current version, as a new run."""
     original = Run.objects.select_related("workflow", "event").get(pk=run_id)
     version_id = original.workflow.published_version_id
@@ -131,6 +161,7 @@ def run_rerun(*, run_id: int) -> Run:
         trigger_index=original.trigger_index,
         rerun_of=original,
     )
+    _record(original, RunOperationKind.RERUN, actor, original.status, new_run=run)
     enqueue_advance(run.pk)
     return run
 

@@ -19,9 +19,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import Q
-from django.utils.dateparse import parse_duration
 from django.utils.duration import duration_string
 
+from config.durations import EXAMPLES as DURATION_EXAMPLES
+from config.durations import DurationInvalid, parse_duration
 from config.errors import Conflict, ValidationFailed
 from tasks_inbox.models import PRIORITY_BY_NAME, Priority, SLAConfig, SLAEventKind, priority_name
 from tasks_inbox.sla.calendar import WorkingHours
@@ -38,8 +39,6 @@ ACTION_KEYS = {
 MAX_DURATION = timedelta(days=366)
 MAX_LEVELS = 10
 PAUSE_STATES = frozenset({"blocked"})
-SHORT_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-SHORT_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 HH_MM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 DOCUMENT_KEYS = {
     "name",
@@ -70,30 +69,17 @@ class SLAConfigInUse(Conflict):
 
 
 def duration_value(value: Any) -> timedelta | None:
-    """A duration from a timedelta, seconds, ``"1:30:00"``, ``"P1DT2H"`` or ``"90m"``."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
-        return None
+    """A duration in the one grammar (``config.durations``), or None."""
     try:
-        if isinstance(value, int | float):
-            return timedelta(seconds=value)
-        if isinstance(value, str):
-            short = SHORT_DURATION.match(value)
-            if short:
-                return timedelta(seconds=float(short.group(1)) * SHORT_UNITS[short.group(2)])
-            return parse_duration(value.strip())
-    except (OverflowError, ValueError):
+        return parse_duration(value)
+    except DurationInvalid:
         return None
-    return None
 
 
 def _duration_issues(value: Any, path: str) -> tuple[timedelta | None, list[Issue]]:
     parsed = duration_value(value)
     if parsed is None:
-        return None, [
-            (path, 'must be a duration such as "1:30:00", "PT90M", "90m" or a number of seconds')
-        ]
+        return None, [(path, f"must be a duration such as {DURATION_EXAMPLES}")]
     if parsed <= timedelta(0):
         return None, [(path, "must be positive")]
     if parsed > MAX_DURATION:
