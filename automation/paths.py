@@ -21,8 +21,8 @@ _INDEX = re.compile(r"[0-9]{1,9}")
 
 
 class PathInvalid(ValueError):
-    """A path outside the grammar; ``code`` is one of ``bad_path``, ``private_key``,
-    ``path_too_deep``."""
+    """A path outside the grammar; ``code`` is one of ``BAD_PATH``, ``PRIVATE_KEY``,
+    ``PATH_TOO_DEEP``."""
 
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
@@ -43,18 +43,18 @@ MISSING: Final = _Missing()
 def parse_path(text: str) -> tuple[str, ...]:
     """The keys of ``text``; :class:`PathInvalid` when it is not a path."""
     if len(text) > MAX_LENGTH:
-        raise PathInvalid(f"path is longer than {MAX_LENGTH} characters", "bad_path")
+        raise PathInvalid(f"path is longer than {MAX_LENGTH} characters", "BAD_PATH")
     keys = tuple(text.split("."))
     if len(keys) > MAX_DEPTH:
-        raise PathInvalid(f"path is deeper than {MAX_DEPTH} segments: '{text}'", "path_too_deep")
+        raise PathInvalid(f"path is deeper than {MAX_DEPTH} segments: '{text}'", "PATH_TOO_DEEP")
     for key in keys:
         if key.startswith("_"):
-            raise PathInvalid(f"keys starting with '_' are not allowed: '{key}'", "private_key")
+            raise PathInvalid(f"keys starting with '_' are not allowed: '{key}'", "PRIVATE_KEY")
         if not _KEY.fullmatch(key):
             raise PathInvalid(
                 f"invalid path '{text}': use names and list indexes separated by dots,"
                 " e.g. lead.owner.email or items.0.name",
-                "bad_path",
+                "BAD_PATH",
             )
     return keys
 
