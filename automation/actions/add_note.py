@@ -14,7 +14,7 @@ from automation.actions import (
     step_type,
     templated,
 )
-from automation.actions.entities import entity, registration
+from automation.actions.entities import entity
 from automation.models import Note, NoteVisibility
 
 SCHEMA = object_schema(
@@ -45,7 +45,7 @@ def add_note(ctx: StepContext) -> StepResult:
 
 @dry_run_for("add_note")
 def add_note_dry_run(ctx: StepContext) -> dict[str, Any]:
-    registration(ctx.config["entity_type"])
+    entity(ctx.config["entity_type"], ctx.config["entity_id"])  # read only: it must exist
     return {
         "would": "add a note",
         "entity_type": ctx.config["entity_type"],
