@@ -35,6 +35,7 @@ import graphlib
 import heapq
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -46,10 +47,13 @@ __all__ = [
     "GraphError",
     "GraphIssue",
     "GraphIssueCode",
+    "Plan",
     "RunOutcome",
     "StepStatus",
+    "blocked_reasons",
     "blocked_steps",
     "dependencies",
+    "plan",
     "ready_steps",
     "run_outcome",
     "topological_order",
@@ -409,3 +413,46 @@ def run_outcome(
     if any(status == StepStatus.CANCELLED for status in current.values()):
         return RunOutcome.CANCELLED.value
     return RunOutcome.COMPLETED.value
+
+
+def blocked_reasons(
+    deps: Deps, statuses: Mapping[str, str], allow_failure: Mapping[str, bool]
+) -> dict[str, str]:
+    """The steps :func:`blocked_steps` returns, each with why, naming the first step it
+    waits for that stops it: ``"upstream 'bad' failed"``, ``"upstream 'x' was
+    cancelled"`` (a blocked step counts as cancelled: it is cancelled in the same go)."""
+    blocked = blocked_steps(deps, statuses, allow_failure)
+    cancelled = set(blocked)
+    reasons: dict[str, str] = {}
+    for key in blocked:
+        for dependency in deps[key]:
+            if _hard_failed(dependency, statuses, allow_failure):
+                reasons[key] = f"upstream '{dependency}' failed"
+                break
+            if dependency in cancelled or _status_of(statuses, dependency) == StepStatus.CANCELLED:
+                reasons[key] = f"upstream '{dependency}' was cancelled"
+                break
+    return reasons
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One planning decision over a run's step statuses (see :func:`plan`)."""
+
+    cancel: dict[str, str]  # pending steps that can never run -> why
+    outcome: str | None  # how the run ended, or None while it goes on
+    ready: list[str]  # the steps to start now, in definition order
+
+
+def plan(deps: Deps, statuses: Mapping[str, str], allow_failure: Mapping[str, bool]) -> Plan:
+    """What a run does next: the blocked steps to cancel (with why), then, with those
+    cancelled, whether the run is over and which steps are ready.
+
+    The engine (``automation.services.advance``) and the dry run
+    (``workflows.simulation``) both decide with this, so they cannot drift apart.
+    """
+    cancel = blocked_reasons(deps, statuses, allow_failure)
+    current = {**statuses, **dict.fromkeys(cancel, StepStatus.CANCELLED)}
+    outcome = run_outcome(deps, current, allow_failure)
+    ready = [] if outcome is not None else ready_steps(deps, current, allow_failure)
+    return Plan(cancel=cancel, outcome=outcome, ready=ready)

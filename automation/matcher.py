@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +107,26 @@ def candidates_from_definition(
     return found
 
 
+def rank(candidate: Candidate) -> tuple[int, int, int]:
+    """The order triggers are tried in: highest priority first, then workflow, position."""
+    return (-candidate.priority, candidate.workflow_id, candidate.trigger_index)
+
+
+def first_matches(
+    ranked: Iterable[Candidate], context: dict[str, Any], *, event_id: int | None = None
+) -> list[Candidate]:
+    """The first trigger of each workflow, in ``ranked`` order (see :func:`rank`), that was
+    live for event ``event_id`` and whose condition holds. The index matches with this, and
+    so does the dry run (``workflows.simulation``) over one definition's candidates."""
+    chosen: dict[int, Candidate] = {}
+    for candidate in ranked:
+        if candidate.workflow_id in chosen or not candidate.live_for(event_id):
+            continue
+        if candidate.condition is None or candidate.condition(context):
+            chosen[candidate.workflow_id] = candidate
+    return list(chosen.values())
+
+
 class TriggerIndex:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -170,7 +191,7 @@ class TriggerIndex:
             self.refresh()
         found = list(self._exact.get(event_type, ()))
         found.extend(c for c in self._patterns if c.matches_type(event_type))
-        found.sort(key=lambda c: (-c.priority, c.workflow_id, c.trigger_index))
+        found.sort(key=rank)
         return found
 
     def refresh(self) -> None:
@@ -197,13 +218,9 @@ class TriggerIndex:
         """The first matching trigger of each workflow, highest priority first, among the
         versions that were current when event ``event_id`` was written (None: now). A
         caller matching a batch of events refreshes once and passes ``refresh=False``."""
-        chosen: dict[int, Candidate] = {}
-        for candidate in self.candidates(event_type, refresh=refresh):
-            if candidate.workflow_id in chosen or not candidate.live_for(event_id):
-                continue
-            if candidate.condition is None or candidate.condition(context):
-                chosen[candidate.workflow_id] = candidate
-        return list(chosen.values())
+        return first_matches(
+            self.candidates(event_type, refresh=refresh), context, event_id=event_id
+        )
 
     def reset(self) -> None:
         self._generation = object()

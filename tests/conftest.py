@@ -280,7 +280,7 @@ class WorkerProcess:
         self.concurrency = concurrency
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30) -> WorkerProcess:
+    def start(self, timeout: float = 90) -> WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115  (owned by the subprocess)
         self.proc = subprocess.Popen(
             [

@@ -111,7 +111,10 @@ def _request_schema(schema: dict[str, Any], path: str) -> dict[str, Any] | None:
         ("/api/v1/tasks/{id}/reassign/", {"assignee", "queue", "reason"}),
         ("/api/v1/tasks/{id}/escalate/", {"reason", "priority", "assignee", "queue"}),
         ("/api/v1/workflows/{id}/execute/", {"payload"}),
-        ("/api/v1/workflows/{id}/simulate/", {"event_type", "payload", "entity_id"}),
+        (
+            "/api/v1/workflows/{id}/simulate/",
+            {"event_type", "payload", "entity_id", "event_id", "sample"},
+        ),
         ("/api/v1/notifications/{id}/read/", set()),
     ],
 )

@@ -159,7 +159,7 @@ def test_simulate_shows_matches_trace_and_rendered_configs_and_changes_nothing(
         {
             "event_type": "lead.created",
             "payload": {
-                "id": 7,
+                "id": lead.pk,
                 "company_name": "Acme",
                 "annual_revenue": "2000000.00",
                 "budget": 60000,
@@ -177,7 +177,7 @@ def test_simulate_shows_matches_trace_and_rendered_configs_and_changes_nothing(
     steps = {s["key"]: s for s in result["steps"]}
     assert steps["qualify"]["rendered_config"] == {
         "entity_type": "lead",
-        "entity_id": 7,
+        "entity_id": lead.pk,
         "field": "status",
         "value": "qualified",
     }

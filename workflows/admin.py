@@ -30,7 +30,7 @@ from workflows import services
 from workflows.definition import validate_definition, validate_step, validate_trigger
 from workflows.models import Action, Trigger, Workflow, WorkflowVersion
 from workflows.selectors import DRAFT, definition_at, definition_diff, workflow_definition
-from workflows.simulation import simulate
+from workflows.simulation import MANUAL, event_sample, simulate
 
 
 def issue_text(issue: Issue) -> str:
@@ -374,21 +374,36 @@ class WorkflowAdmin(admin.ModelAdmin):
             raise PermissionDenied
         # Runs start on the current version, so that is what is simulated unless the page
         # asks for the draft (?version=draft) or another version.
-        definition = definition_at(
-            workflow, request.GET.get("version") or None
-        ) or workflow_definition(workflow)
-        default_type = next((t["event_type"] for t in definition["triggers"]), "manual")
+        which = request.GET.get("version") or None
+        found = definition_at(workflow, which)
+        definition = found or workflow_definition(workflow)
+        default_type = next((t["event_type"] for t in definition["triggers"]), MANUAL)
         form = SimulateForm(
             request.POST or None, initial={"event_type": default_type, "payload": "{}"}
         )
         result = None
         if request.method == "POST" and form.is_valid():
-            result = simulate(
-                definition,
-                event_type=form.cleaned_data["event_type"],
-                payload=form.cleaned_data["payload"],
-                entity_id=form.cleaned_data.get("entity_id") or None,
-            )
+            data = form.cleaned_data
+            try:
+                result = simulate(
+                    definition,
+                    event_type=data["event_type"] or None,
+                    payload=data["payload"],
+                    entity_id=data.get("entity_id") or None,
+                    event_id=data.get("event_id"),
+                    sample=bool(data.get("sample")),
+                )
+            except DomainError as exc:
+                for field, errors in (exc.fields or {"__all__": [exc.message]}).items():
+                    for error in errors:
+                        form.add_error(field if field in form.fields else None, error)
+        event_type = (form.data.get("event_type") if form.is_bound else None) or default_type
+        if found is None:
+            label = "the document being edited"
+        elif which:
+            label = "the draft" if which == DRAFT else f"version {which}"
+        else:
+            label = "the current version"
         context = {
             **self.admin_site.each_context(request),
             "title": f"Simulate {workflow}",
@@ -397,6 +412,13 @@ class WorkflowAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
             "result": json.dumps(result, indent=2, default=str) if result else None,
             "summary": result,
+            "version_label": label,
+            "event_type": event_type,
+            "sample": json.dumps(
+                (event_sample(event_type) or {}) if event_type != MANUAL else {},
+                indent=2,
+                default=str,
+            ),
         }
         return TemplateResponse(request, "admin/workflows/simulate.html", context)
 
@@ -414,10 +436,23 @@ class WorkflowAdmin(admin.ModelAdmin):
 
 
 class SimulateForm(forms.Form):
-    event_type = forms.CharField()
+    event_type = forms.CharField(
+        required=False,
+        help_text="Default: the stored event's type, else the first trigger's; "
+        "'manual' plans a run by hand (execute/).",
+    )
     payload = forms.JSONField(required=False, help_text="The event's data, as JSON.")
     entity_id = forms.CharField(
-        required=False, help_text="Or take the context from this stored object."
+        required=False,
+        help_text="Or take the context from this stored object (the payload's keys "
+        "override its fields).",
+    )
+    event_id = forms.IntegerField(
+        required=False, min_value=1, help_text="Or take the context from this stored event."
+    )
+    sample = forms.BooleanField(
+        required=False,
+        help_text="Or use a sample of the event type (the default when nothing else is given).",
     )
 
     def clean_payload(self) -> dict[str, Any]:

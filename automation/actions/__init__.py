@@ -131,6 +131,9 @@ class StepType:
     # Top-level config keys that send their value outward (a webhook's url, headers and
     # body): the only places ``{{secrets.NAME}}`` may be used (see automation.secrets).
     secret_fields: tuple[str, ...] = ()
+    # The handler has no effect beyond its result (it reads, computes, passes or fails):
+    # a dry run calls it for real instead of only describing it.
+    pure: bool = False
 
     def simulate(self, ctx: StepContext) -> dict[str, Any]:
         """What the step would do, without doing it."""
@@ -152,8 +155,10 @@ def step_type(
     default_retry: dict[str, Any] | None = None,
     check: ConfigCheck | None = None,
     secret_fields: tuple[str, ...] | list[str] = (),
+    pure: bool = False,
 ) -> Callable[[Handler], Handler]:
-    """Register a step type; the decorated function is its handler."""
+    """Register a step type; the decorated function is its handler. ``pure``: the
+    handler has no side effect, so a dry run may call it (``validate`` is)."""
 
     def decorator(handler: Handler) -> Handler:
         _registry[name] = StepType(
@@ -167,6 +172,7 @@ def step_type(
             default_retry=default_retry or {},
             check=check,
             secret_fields=tuple(secret_fields),
+            pure=pure,
         )
         return handler
 

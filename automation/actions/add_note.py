@@ -14,7 +14,7 @@ from automation.actions import (
     step_type,
     templated,
 )
-from automation.actions.entities import entity, entity_type_issues, registration
+from automation.actions.entities import entity, entity_type_issues
 from automation.models import Note, NoteVisibility
 from config.issues import Issue
 
@@ -51,7 +51,7 @@ def add_note(ctx: StepContext) -> StepResult:
 
 @dry_run_for("add_note")
 def add_note_dry_run(ctx: StepContext) -> dict[str, Any]:
-    registration(ctx.config["entity_type"])
+    entity(ctx.config["entity_type"], ctx.config["entity_id"])  # read only: it must exist
     return {
         "would": "add a note",
         "entity_type": ctx.config["entity_type"],

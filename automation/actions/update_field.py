@@ -156,6 +156,9 @@ def update_field(ctx: StepContext) -> StepResult:
 @dry_run_for("update_field")
 def update_field_dry_run(ctx: StepContext) -> dict[str, Any]:
     field = _writable_field(ctx.config["entity_type"], ctx.config["field"])
+    # Read only: the object must exist and the value be one the field takes.
+    instance = entity(ctx.config["entity_type"], ctx.config["entity_id"])
+    _coerce(field, ctx.config["value"], instance)
     return {
         "would": "update a field",
         "entity_type": ctx.config["entity_type"],

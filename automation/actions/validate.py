@@ -41,7 +41,7 @@ def _check(ctx: StepContext) -> tuple[bool, dict[str, Any]]:
     return condition(context), condition.trace(context)
 
 
-@step_type("validate", schema=SCHEMA, label="Validate", check=check_config)
+@step_type("validate", schema=SCHEMA, label="Validate", check=check_config, pure=True)
 def validate(ctx: StepContext) -> StepResult:
     """Pass when the condition holds; otherwise fail with the configured message."""
     ok, trace = _check(ctx)

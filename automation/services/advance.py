@@ -184,26 +184,20 @@ def advance_locked(
         statuses = {key: ar.status for key, ar in action_runs.items()}
         now = timezone.now()
 
-        blocked = graph.blocked_steps(deps, statuses, allow)
-        if blocked:
-            ActionRun.objects.filter(run=run, step_key__in=blocked).update(
-                status=StepStatus.CANCELLED,
-                error="An earlier step failed.",
-                error_code="UPSTREAM_FAILED",
-                finished_at=now,
-                updated_at=now,
-            )
-            for key in blocked:
+        # The planning decision the dry run makes too (workflows.simulation).
+        plan = graph.plan(deps, statuses, allow)
+        if plan.cancel:
+            _cancel_blocked(run, plan.cancel, now)
+            for key in plan.cancel:
                 statuses[key] = action_runs[key].status = StepStatus.CANCELLED
 
-        outcome = graph.run_outcome(deps, statuses, allow)
-        if outcome is not None:
-            _run_finish(run, outcome, action_runs, now)
+        if plan.outcome is not None:
+            _run_finish(run, plan.outcome, action_runs, now)
             return None
 
         ready = [
             action_runs[key]
-            for key in graph.ready_steps(deps, statuses, allow)
+            for key in plan.ready
             if (action_runs[key].wake_at is None or action_runs[key].wake_at <= now)
             and key not in handed_off
         ]
@@ -270,6 +264,21 @@ def advance_locked(
         return CallStep(prepared=prepared)
     flush()
     return CommitAndAdvance()
+
+
+def _cancel_blocked(run: Run, reasons: dict[str, str], now: Any) -> None:
+    """Cancel the steps that can never run, each saying which upstream step stopped it."""
+    by_reason: dict[str, list[str]] = {}
+    for key, reason in reasons.items():
+        by_reason.setdefault(reason, []).append(key)
+    for reason, keys in by_reason.items():
+        ActionRun.objects.filter(run=run, step_key__in=keys).update(
+            status=StepStatus.CANCELLED,
+            error=f"{reason[0].upper()}{reason[1:]}.",
+            error_code="UPSTREAM_FAILED",
+            finished_at=now,
+            updated_at=now,
+        )
 
 
 def _is_atomic(type_name: str) -> bool:

@@ -7,20 +7,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import traceback
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from automation.actions import StepContext, StepFailed, StepResult, StepType, get_step_type
-from automation.conditions import compile_cached
+from automation.conditions import CompiledCondition, compile_cached
 from automation.errors import RunStateError
 from automation.events import caused_by
 from automation.live import run_changed
 from automation.models import ActionRun, Run, StepStatus
-from automation.secrets import step_config_render
+from automation.secrets import resolve_secret, step_config_render
 from automation.services.common import (
     ACTIVE_RUN,
     STEP_FIELDS,
@@ -53,17 +53,33 @@ class PreparedStep:
         return self.ctx.action_run
 
 
+FINISHED = (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED)
+# What a step skipped by its condition records as its output.
+SKIPPED_OUTPUT = {"skipped": "condition was false"}
+
+
+def context_with_steps(
+    context: dict[str, Any],
+    steps: dict[str, tuple[str, dict[str, Any] | None]],
+    exclude: str | None = None,
+) -> dict[str, Any]:
+    """``context`` plus ``steps.<key>`` (output and status) for every finished step of
+    ``steps`` (key -> (status, output)); the run and the dry run build it alike."""
+    finished = {
+        key: {**(output or {}), "status": status}
+        for key, (status, output) in steps.items()
+        if status in FINISHED and key != exclude
+    }
+    return {**context, "steps": finished}
+
+
 def step_context(
     run: Run, action_runs: dict[str, ActionRun], exclude: str | None = None
 ) -> dict[str, Any]:
     """The run's context plus ``steps.<key>`` for every finished step."""
-    finished = (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED)
-    steps = {
-        key: {**(ar.output or {}), "status": ar.status}
-        for key, ar in action_runs.items()
-        if ar.status in finished and key != exclude
-    }
-    return {**run.context, "steps": steps}
+    return context_with_steps(
+        run.context, {key: (ar.status, ar.output) for key, ar in action_runs.items()}, exclude
+    )
 
 
 def _step_definition(steps: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -74,11 +90,53 @@ def _step_definition(steps: list[dict[str, Any]], key: str) -> dict[str, Any]:
 
 
 def step_render(
-    step_type: StepType, config: dict[str, Any], context: dict[str, Any]
+    step_type: StepType,
+    config: dict[str, Any],
+    context: dict[str, Any],
+    lookup: Callable[[str], str] = resolve_secret,
 ) -> tuple[dict[str, Any], set[str]]:
     """Render a step's config; only the step type's ``secret_fields`` may read secrets
     (the policy validation enforces on save holds at run time too)."""
-    return step_config_render(step_type, config, context)
+    return step_config_render(step_type, config, context, lookup)
+
+
+@dataclass(frozen=True)
+class StepDecision:
+    """What a step's checks decide before its handler: ``skip`` it (its condition is
+    false), fail it with ``failure`` (an unknown type, a config that does not render), or
+    call it with the rendered ``config``."""
+
+    skip: bool = False
+    failure: StepFailed | None = None
+    config: dict[str, Any] | None = None
+    secret_values: set[str] = field(default_factory=set)
+
+
+def step_decide(
+    step: dict[str, Any],
+    step_type: StepType | None,
+    condition: CompiledCondition | None,
+    context: dict[str, Any],
+    lookup: Callable[[str], str] = resolve_secret,
+) -> StepDecision:
+    """Decide a ready step: the engine (``step_prepare``) and the dry run
+    (``workflows.simulation``, with a ``lookup`` that masks secrets) both call this."""
+    if step_type is None:
+        return StepDecision(
+            failure=StepFailed(f"unknown step type '{step['type']}'", code="UNKNOWN_STEP_TYPE")
+        )
+    if condition is not None and not condition(context):
+        return StepDecision(skip=True)
+    try:
+        config, secret_values = step_render(step_type, step.get("config") or {}, context, lookup)
+    except (TemplateRenderError, StepFailed) as exc:
+        failure = (
+            exc
+            if isinstance(exc, StepFailed)
+            else StepFailed(str(exc), code=f"TEMPLATE_{exc.code.upper()}")
+        )
+        return StepDecision(failure=failure)
+    return StepDecision(config=config, secret_values=secret_values)
 
 
 def step_prepare(
@@ -96,32 +154,21 @@ def step_prepare(
     step = _step_definition(steps, action_run.step_key)
     step_type = get_step_type(action_run.type)
     action_run.run = run
-    if step_type is None:
-        step_failed(
-            action_run,
-            step,
-            StepFailed(f"unknown step type '{action_run.type}'", code="UNKNOWN_STEP_TYPE"),
-            now,
-        )
-        return None
     context = step_context(run, action_runs, exclude=action_run.step_key)
-    if step.get("conditions"):
-        condition = compile_cached((run.version_id, action_run.step_key), step["conditions"])
-        if not condition(context):
-            step_finish(
-                action_run, StepStatus.SKIPPED, now, output={"skipped": "condition was false"}
-            )
-            return None
-    try:
-        config, secret_values = step_render(step_type, step.get("config") or {}, context)
-    except (TemplateRenderError, StepFailed) as exc:
-        failure = (
-            exc
-            if isinstance(exc, StepFailed)
-            else StepFailed(str(exc), code=f"TEMPLATE_{exc.code.upper()}")
-        )
-        step_failed(action_run, step, failure, now)
+    condition = (
+        compile_cached((run.version_id, action_run.step_key), step["conditions"])
+        if step.get("conditions") and step_type is not None
+        else None
+    )
+    decision = step_decide(step, step_type, condition, context)
+    if decision.skip:
+        step_finish(action_run, StepStatus.SKIPPED, now, output=dict(SKIPPED_OUTPUT))
         return None
+    if decision.failure is not None:
+        step_failed(action_run, step, decision.failure, now)
+        return None
+    assert step_type is not None and decision.config is not None
+    config, secret_values = decision.config, decision.secret_values
     action_run.attempts += 1
     action_run.started_at = action_run.started_at or now
     action_run.input = redact(config, secret_values)

@@ -122,11 +122,30 @@ class WorkflowDocumentSerializer(serializers.Serializer):
 
 
 class SimulateSerializer(serializers.Serializer):
-    event_type = serializers.CharField(required=False, help_text="Default: the first trigger's.")
-    payload = serializers.JSONField(required=False, default=dict)
+    event_type = serializers.CharField(
+        required=False, help_text="Default: the stored event's type, else the first trigger's."
+    )
+    payload = serializers.JSONField(
+        required=False,
+        default=dict,
+        help_text="The event's data. For a model event (lead.created) the object's fields; "
+        "for a domain event what emit() would pass.",
+    )
     entity_id = serializers.CharField(
         required=False,
-        help_text="Take the context from this stored object of the event's model.",
+        help_text="Take the context from this stored object of the event's model "
+        "(payload keys override its fields).",
+    )
+    event_id = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="Take the context from this stored event, as its run would start from.",
+    )
+    sample = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Use a sample of the event type (also the default when no payload, "
+        "entity_id or event_id is given).",
     )
 
 

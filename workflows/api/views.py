@@ -196,24 +196,30 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     )
     @action(detail=True, methods=["post"])
     def simulate(self, request: Request, pk: str | None = None) -> Response:
-        """Dry-run the workflow against a sample event: trigger matches, the condition trace,
-        each step's rendered config. Nothing is written and nothing is sent. It reads the
-        current version unless ``?version=`` names another one or ``draft``."""
+        """Dry-run the workflow with an event, through the engine's own matching, planning,
+        rendering and step checks: which trigger matches (or, plainly, that none does),
+        each step's predicted status with its reason, rendered config (secrets masked) and
+        its type's dry-run description. Nothing is written and nothing is sent. It reads
+        the current version unless ``?version=`` names another one or ``draft``."""
         workflow = self.get_object()
         serializer = SimulateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        definition = _definition_or_error(workflow, request.query_params.get("version"), "version")
-        event_type = serializer.validated_data.get("event_type") or next(
-            (t["event_type"] for t in definition["triggers"]), "manual"
-        )
-        payload = serializer.validated_data.get("payload") or {}
+        which = request.query_params.get("version")
+        definition = _definition_or_error(workflow, which, "version")
+        data = serializer.validated_data
+        payload = data.get("payload") or {}
         if not isinstance(payload, dict):
             raise ValidationFailed.from_issues([("payload", "must be an object")])
         result = simulate(
             definition,
-            event_type=event_type,
+            event_type=data.get("event_type") or None,
             payload=payload,
-            entity_id=serializer.validated_data.get("entity_id"),
+            entity_id=data.get("entity_id"),
+            event_id=data.get("event_id"),
+            sample=data.get("sample", False),
+        )
+        result["version"] = which or (
+            workflow.published_version.number if workflow.published_version else None
         )
         return Response(result)
 
