@@ -174,6 +174,7 @@ class StateInline(ReadOnlyInline):
         "is_final",
         "is_enabled",
         "is_cancellation",
+        "pauses_sla",
         "description",
     )
 
@@ -190,6 +191,8 @@ class TransitionInline(ReadOnlyInline):
         "allowed",
         "required_input",
         "unassign",
+        "on_claim",
+        "on_complete",
         "description",
     )
 

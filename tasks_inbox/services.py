@@ -31,7 +31,7 @@ from automation.signals import waiting_step_ended
 from config.errors import NotFound, PermissionDenied, ValidationFailed
 from tasks_inbox.errors import ActionDisabled, AlreadyClaimed, FormInvalid, InvalidTransition
 from tasks_inbox.form_schema import form_clean, form_issues
-from tasks_inbox.lifecycles import LifecycleSpec, lifecycle_get, lifecycle_spec
+from tasks_inbox.lifecycles import CLAIM_OPERATION, LifecycleSpec, lifecycle_get, lifecycle_spec
 from tasks_inbox.live import notification_created, task_changed
 from tasks_inbox.models import (
     PRIORITY_BY_NAME,
@@ -352,6 +352,7 @@ def _transition(
     fields += clock_on_transition(
         task,
         to_state=target.key,
+        pauses=target.pauses_sla,
         final=target.is_final,
         completed=target.is_final and not target.is_cancellation,
         now=now,
@@ -411,18 +412,15 @@ def _resume_origin(task: Task, *, cancelled: bool, data: dict[str, Any]) -> None
 def task_complete(
     *, task_id: Any, actor: Actor, data: dict[str, Any] | None = None, outcome: str | None = None
 ) -> Task:
-    """Submit the task's form and fire its completing transition (``complete`` if the
-    lifecycle has one from here, else the first one into a final, non-cancelling state)."""
+    """Submit the task's form and fire its completing transition (the lifecycle's
+    ``on_complete`` one from here, else the first one into a final, non-cancelling state)."""
     task = _task_for_update(task_id, actor)
     spec = lifecycle_spec(task.lifecycle)
-    candidates = [t for t in spec.leaving(task.state) if spec.is_completing(t)]
-    chosen = next(
-        (t for t in candidates if t.action == "complete"), candidates[0] if candidates else None
-    )
+    chosen = spec.completion(task.state)
     if chosen is None:
-        switched_off = [t for t in spec.disabled_leaving(task.state) if spec.is_completing(t)]
-        if switched_off:
-            raise _disabled(task, actor, spec, switched_off[0].action)
+        switched_off = spec.disabled_completion(task.state)
+        if switched_off is not None:
+            raise _disabled(task, actor, spec, switched_off.action)
         raise _invalid(
             task, actor, spec, f"The task cannot be completed from the state '{task.state}'."
         )
@@ -432,8 +430,8 @@ def task_complete(
 @transaction.atomic
 def task_claim(*, task_id: Any, actor: AbstractBaseUser) -> Task:
     """Take an unassigned task of one's queue. Of concurrent claims exactly one wins (the
-    row lock orders them); the others get 409 CONFLICT. Fires ``start`` when the
-    lifecycle has it from the current state.
+    row lock orders them); the others get 409 CONFLICT. Fires the lifecycle's
+    ``on_claim`` transition when one leaves the current state.
 
     A member of the task's queue who claims it after someone else did gets 409 too (not
     the 404 of a task out of sight): they saw it in their queue a moment ago.
@@ -457,13 +455,13 @@ def task_claim(*, task_id: Any, actor: AbstractBaseUser) -> Task:
     task.assigned_at = now
     task.updated_at = now
     task.save(update_fields=["assignee", "assigned_at", "updated_at"])
-    start = spec.transitions.get("start")
-    if start is not None and start in spec.leaving(task.state):
-        _transition(task, "start", actor, {}, history_action="claim")
+    fired = spec.claim_transition(task.state)
+    if fired is not None:
+        _transition(task, fired.action, actor, {}, history_action=CLAIM_OPERATION)
     else:
         TaskHistory.objects.create(
             task=task,
-            action="claim",
+            action=CLAIM_OPERATION,
             from_state=task.state,
             to_state=task.state,
             actor=actor,

@@ -37,7 +37,6 @@ ACTION_KEYS = {
 }
 MAX_DURATION = timedelta(days=366)
 MAX_LEVELS = 10
-PAUSE_STATES = frozenset({"blocked"})
 SHORT_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 SHORT_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 HH_MM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -318,7 +317,7 @@ def _start_state_issues(value: Any, pause: bool) -> tuple[str, list[Issue]]:
         return "", [("start_state", f"no lifecycle has a state '{value}'")]
     if not states.filter(is_final=False).exists():
         return "", [("start_state", f"'{value}' is a final state: the clock would never run")]
-    if pause and value in PAUSE_STATES:
+    if pause and not states.filter(is_final=False, pauses_sla=False).exists():
         return "", [("start_state", f"the clock pauses in '{value}'; it cannot start there")]
     return value, []
 
