@@ -46,6 +46,7 @@ from tasks_inbox.models import (
 from tasks_inbox.selectors import (
     guard_context,
     may_fire,
+    member_queue_ids,
     task_available_transitions,
     task_context,
     task_roles,
@@ -200,6 +201,26 @@ def task_create(
     if assignee is not None:
         _notify(assignee, f"New task for you: {task.title}", task)
     return task
+
+
+def task_create_by_hand(
+    *,
+    actor: AbstractBaseUser,
+    assignee: AbstractBaseUser | None = None,
+    queue: Group | None = None,
+    **fields: Any,
+) -> Task:
+    """A task a person creates (API): staff may assign anyone; others may create tasks for
+    themselves or in their own queues, and one given neither is their own."""
+    if not actor.is_staff:
+        own_queue = queue is not None and member_queue_ids(actor).filter(pk=queue.pk).exists()
+        if (assignee is not None and assignee.pk != actor.pk) or (
+            queue is not None and not own_queue
+        ):
+            raise PermissionDenied("You may create tasks for yourself or in your queues.")
+        if assignee is None and queue is None:
+            assignee = actor
+    return task_create(assignee=assignee, queue=queue, created_by=actor, **fields)
 
 
 # --- the transition service -------------------------------------------------------------
