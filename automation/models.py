@@ -85,7 +85,11 @@ class RunStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-RUN_OPEN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.SUSPENDED)
+# The run statuses, grouped once: in flight (a worker has it or will pick it up), active
+# (it can still advance), open (not finished: active or suspended).
+RUN_IN_FLIGHT_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
+RUN_ACTIVE_STATUSES = (*RUN_IN_FLIGHT_STATUSES, RunStatus.WAITING)
+RUN_OPEN_STATUSES = (*RUN_ACTIVE_STATUSES, RunStatus.SUSPENDED)
 
 
 class Run(models.Model):
@@ -139,7 +143,7 @@ class Run(models.Model):
             models.Index(
                 fields=["updated_at"],
                 name="run_open_updated",
-                condition=Q(status__in=["pending", "running"]),
+                condition=Q(status__in=list(RUN_IN_FLIGHT_STATUSES)),
             ),
             models.Index(fields=["workflow", "status"], name="run_workflow_status"),
         ]

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import re
-import statistics
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +21,7 @@ from django.db.models import Count, F, Q, QuerySet, Window
 from django.db.models.functions import Lead
 from django.utils import timezone
 
+from config.aggregates import percentile, percentile_cont_sql
 from config.errors import ValidationFailed
 from config.params import datetime_params
 from tasks_inbox.lifecycles import CLAIM_OPERATION, lifecycle_spec
@@ -88,9 +88,9 @@ def _state_medians(
         sql, params = stays.query.sql_with_params()
         with connection.cursor() as cursor:
             medians = (
-                "SELECT stays.to_state, COUNT(*), percentile_cont(0.5) WITHIN GROUP "  # noqa: S608
-                "(ORDER BY EXTRACT(EPOCH FROM (stays.left_at - stays.created_at))) "
-                f"FROM ({sql}) stays GROUP BY stays.to_state"
+                "SELECT stays.to_state, COUNT(*), "  # noqa: S608
+                + percentile_cont_sql("EXTRACT(EPOCH FROM (stays.left_at - stays.created_at))", 0.5)
+                + f" FROM ({sql}) stays GROUP BY stays.to_state"
             )
             cursor.execute(medians, params)
             return {state: (count, float(median)) for state, count, median in cursor.fetchall()}
@@ -98,7 +98,7 @@ def _state_medians(
     for state, entered, left in stays.iterator():
         durations.setdefault(state, []).append((left - entered).total_seconds())
     return {
-        state: (len(values), float(statistics.median(values)))
+        state: (len(values), float(percentile(values, 0.5) or 0.0))
         for state, values in durations.items()
     }
 

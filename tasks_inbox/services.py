@@ -34,7 +34,6 @@ from tasks_inbox.form_schema import form_clean, form_issues
 from tasks_inbox.lifecycles import CLAIM_OPERATION, LifecycleSpec, lifecycle_get, lifecycle_spec
 from tasks_inbox.live import notification_created, task_changed
 from tasks_inbox.models import (
-    PRIORITY_BY_NAME,
     Notification,
     Priority,
     Queue,
@@ -42,6 +41,8 @@ from tasks_inbox.models import (
     Task,
     TaskHistory,
     priority_name,
+    priority_parse,
+    priority_unknown,
 )
 from tasks_inbox.selectors import (
     guard_context,
@@ -66,13 +67,10 @@ def _person(actor: Any) -> AbstractBaseUser | None:
 
 def priority_value(value: Any) -> int:
     """``"high"`` or ``30`` -> 30; anything else is a validation error."""
-    if isinstance(value, str) and value.lower() in PRIORITY_BY_NAME:
-        return PRIORITY_BY_NAME[value.lower()]
-    if isinstance(value, int) and not isinstance(value, bool) and value in Priority.values:
-        return value
-    raise ValidationFailed.from_issues(
-        [("priority", f"unknown priority {value!r} (known: {', '.join(PRIORITY_BY_NAME)})")]
-    )
+    parsed = priority_parse(value)
+    if parsed is None:
+        raise ValidationFailed.from_issues([("priority", priority_unknown(value))])
+    return parsed
 
 
 # --- routing ----------------------------------------------------------------------------

@@ -9,9 +9,9 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from automation.models import Run, RunStatus
+from automation.models import RUN_ACTIVE_STATUSES, Run
 
-ACTIVE_RUN = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+ACTIVE_RUN = RUN_ACTIVE_STATUSES
 INLINE_STEP_BUDGET = 50
 # What the step helpers change on an ActionRun (saved with update_fields).
 STEP_FIELDS = [

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from automation.errors import RunStateError
 from automation.events import event_context, event_emit
-from automation.models import Event, EventSource, Run, RunStatus, StepStatus
+from automation.models import RUN_OPEN_STATUSES, Event, EventSource, Run, RunStatus, StepStatus
 from automation.services.common import ACTIVE_RUN, enqueue_advance
 from automation.services.creation import run_create
 from automation.signals import run_cancelled
@@ -53,7 +53,7 @@ def run_resume(*, run_id: int) -> Run:
 @transaction.atomic
 def run_cancel(*, run_id: int) -> Run:
     run = _locked_run(run_id)
-    if run.status not in (*ACTIVE_RUN, RunStatus.SUSPENDED):
+    if run.status not in RUN_OPEN_STATUSES:
         raise RunStateError(f"A {run.status} run cannot be cancelled.", data={"status": run.status})
     now = timezone.now()
     waiting = list(

@@ -16,14 +16,20 @@ from datetime import time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import Q
 from django.utils.dateparse import parse_duration
 from django.utils.duration import duration_string
 
 from config.errors import Conflict, ValidationFailed
-from tasks_inbox.models import PRIORITY_BY_NAME, Priority, SLAConfig, SLAEventKind, priority_name
+from config.references import users_named
+from tasks_inbox.models import (
+    SLAConfig,
+    SLAEventKind,
+    priority_name,
+    priority_parse,
+    priority_unknown,
+)
 from tasks_inbox.sla.calendar import WorkingHours
 
 Issue = tuple[str, str]
@@ -114,14 +120,6 @@ def _group(value: Any) -> Group | None:
     return None
 
 
-def _priority(value: Any) -> int | None:
-    if isinstance(value, str) and value.lower() in PRIORITY_BY_NAME:
-        return PRIORITY_BY_NAME[value.lower()]
-    if isinstance(value, int) and not isinstance(value, bool) and value in Priority.values:
-        return value
-    return None
-
-
 def _unknown_keys(value: dict[str, Any], allowed: set[str], path: str) -> list[Issue]:
     return [
         (f"{path}.{key}" if path else str(key), f"unknown key '{key}'")
@@ -148,14 +146,9 @@ def _action_issues(action: Any, path: str) -> tuple[dict[str, Any], list[Issue]]
         else:
             clean["message"] = message
     if kind == "raise_priority" and action.get("to") is not None:
-        value = _priority(action["to"])
+        value = priority_parse(action["to"])
         if value is None:
-            issues.append(
-                (
-                    f"{path}.to",
-                    f"unknown priority {action['to']!r} (known: {', '.join(PRIORITY_BY_NAME)})",
-                )
-            )
+            issues.append((f"{path}.to", priority_unknown(action["to"])))
         else:
             clean["to"] = priority_name(value)
     if kind == "reassign":
@@ -169,17 +162,15 @@ def _action_issues(action: Any, path: str) -> tuple[dict[str, Any], list[Issue]]
             else:
                 clean["queue"] = group.name
         else:
-            found = (
-                get_user_model()
-                ._default_manager.filter(
-                    **{get_user_model().USERNAME_FIELD: str(user)}, is_active=True
-                )
-                .first()
-            )
-            if found is None:
+            found = users_named(user, active_only=True)
+            if not found:
                 issues.append((f"{path}.user", f"no active user {user!r}"))
+            elif len(found) > 1:
+                issues.append(
+                    (f"{path}.user", f"{user!r} names several users; give the id or the username")
+                )
             else:
-                clean["user"] = found.get_username()
+                clean["user"] = found[0].get_username()
     return clean, issues
 
 
@@ -389,14 +380,9 @@ def sla_config_clean(
     priority = document.get("priority")
     values["priority"] = None
     if priority not in (None, ""):
-        values["priority"] = _priority(priority)
+        values["priority"] = priority_parse(priority)
         if values["priority"] is None:
-            issues.append(
-                (
-                    "priority",
-                    f"unknown priority {priority!r} (known: {', '.join(PRIORITY_BY_NAME)})",
-                )
-            )
+            issues.append(("priority", priority_unknown(priority)))
     if queue in (None, "") and not values["task_type"]:
         issues.append(("queue", "an SLA must name a queue, a task type, or both"))
 
