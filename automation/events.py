@@ -26,8 +26,11 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from automation.errors import IdempotencyKeyReused
 from automation.models import Event, EventSource
 from automation.registry import json_value
+from config.errors import ValidationFailed
+from config.parsers import text_problem
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +125,52 @@ def event_emit(
         event.save(force_insert=True)
     if dispatch:
         ring_after_commit()
+    return event
+
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def stored_idempotency_key(user: Any, key: str | None) -> str | None:
+    """The key as stored: scoped to the caller, and a fixed-length digest so that a key of
+    any allowed length fits the column (``api:<user id>:<sha256 of the key>``)."""
+    if not key:
+        return None
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return f"api:{user.pk}:{digest}"
+
+
+def event_submit(
+    *,
+    event_type: str,
+    payload: dict[str, Any],
+    actor: AbstractBaseUser,
+    idempotency_key: str | None = None,
+) -> Event:
+    """An event raised by a caller of the API, with the ``Idempotency-Key`` they sent.
+
+    The key (1 to 200 characters, else ``VALIDATION_ERROR`` at ``headers.Idempotency-Key``)
+    is scoped to the caller: their same key returns the first event and starts nothing new;
+    the same key with another type or payload is ``IDEMPOTENCY_KEY_REUSED``.
+    """
+    if idempotency_key is not None:
+        problem = text_problem(idempotency_key) or (
+            None
+            if 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY
+            else f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
+        )
+        if problem:
+            raise ValidationFailed.from_issues([("headers.Idempotency-Key", problem)])
+    with transaction.atomic():
+        event = event_emit(
+            event_type,
+            payload,
+            actor=actor,
+            source=EventSource.API,
+            idempotency_key=stored_idempotency_key(actor, idempotency_key),
+        )
+    if idempotency_key and event.request_hash != request_fingerprint(event_type, payload):
+        raise IdempotencyKeyReused(data={"event_id": event.pk})
     return event
 
 

@@ -11,7 +11,10 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from automation.statuses import RunStatus, StepStatus  # the models' choices, importable from here
+from automation.statuses import RUN_ACTIVE_STATUSES as RUN_ACTIVE_STATUSES
+from automation.statuses import RUN_IN_FLIGHT_STATUSES as RUN_IN_FLIGHT_STATUSES
+from automation.statuses import RUN_OPEN_STATUSES as RUN_OPEN_STATUSES
+from automation.statuses import RunStatus, StepStatus  # the models' choices, importable here
 
 
 class EventSource(models.TextChoices):
@@ -128,7 +131,7 @@ class Run(models.Model):
             models.Index(
                 fields=["updated_at"],
                 name="run_open_updated",
-                condition=Q(status__in=["pending", "running"]),
+                condition=Q(status__in=list(RUN_IN_FLIGHT_STATUSES)),
             ),
             models.Index(fields=["workflow", "status"], name="run_workflow_status"),
         ]

@@ -10,20 +10,16 @@ those tables, which registers them with :func:`register_task_reports` from its
 from __future__ import annotations
 
 import datetime as dt
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.db.models import (
-    Aggregate,
     Avg,
     Count,
     DurationField,
     ExpressionWrapper,
     F,
-    FloatField,
     Q,
 )
 from django.db.models.functions import TruncHour
@@ -31,6 +27,7 @@ from django.utils import timezone
 
 from automation.models import ActionRun, Event, Run, RunStatus, StepStatus
 from automation.statuses import RUN_OPEN_STATUSES
+from config.aggregates import grouped_percentiles
 
 SQLITE_SAMPLE = 5000
 
@@ -51,19 +48,6 @@ _task_reports: TaskReports | None = None
 def register_task_reports(reports: TaskReports) -> None:
     global _task_reports
     _task_reports = reports
-
-
-class Percentile(Aggregate):
-    """``percentile_cont(p) WITHIN GROUP (ORDER BY seconds of interval)`` (PostgreSQL)."""
-
-    function = "percentile_cont"
-    template = (
-        "%(function)s(%(percentile)s) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (%(expressions)s)))"
-    )
-    output_field = FloatField()
-
-    def __init__(self, expression: Any, percentile: float, **extra: Any) -> None:
-        super().__init__(expression, percentile=float(percentile), **extra)
 
 
 def _seconds(start: str, end: str) -> ExpressionWrapper:
@@ -104,22 +88,11 @@ def active_runs(*, limit: int = 100) -> list[dict[str, Any]]:
 
 def _percentiles(queryset: Any, start: str, end: str, group: str) -> dict[Any, dict[str, float]]:
     """p50/p95 of ``end - start`` in seconds, grouped by ``group``."""
-    finished = queryset.filter(**{f"{start}__isnull": False, f"{end}__isnull": False})
-    if settings.DATABASE_IS_POSTGRES:
-        seconds = F(end) - F(start)
-        rows = finished.values(group).annotate(
-            p50=Percentile(ExpressionWrapper(seconds, output_field=DurationField()), 0.5),
-            p95=Percentile(ExpressionWrapper(seconds, output_field=DurationField()), 0.95),
-        )
-        return {
-            row[group]: {"p50": _as_seconds(row["p50"]), "p95": _as_seconds(row["p95"])}
-            for row in rows
-        }
-    samples: dict[Any, list[float]] = {}
-    for key, a, b in finished.values_list(group, start, end).order_by("-pk")[:SQLITE_SAMPLE]:
-        samples.setdefault(key, []).append((b - a).total_seconds())
+    rows = grouped_percentiles(
+        queryset, group=group, between=(start, end), fractions=(0.5, 0.95), sample=SQLITE_SAMPLE
+    )
     return {
-        key: {"p50": _quantile(v, 0.5), "p95": _quantile(v, 0.95)} for key, v in samples.items()
+        key: {"p50": _as_seconds(p50), "p95": _as_seconds(p95)} for key, (p50, p95) in rows.items()
     }
 
 
@@ -129,13 +102,6 @@ def _as_seconds(value: Any) -> float | None:
     if isinstance(value, dt.timedelta):
         return round(value.total_seconds(), 3)
     return round(float(value), 3)
-
-
-def _quantile(values: list[float], q: float) -> float:
-    if len(values) == 1:
-        return round(values[0], 3)
-    cuts = statistics.quantiles(sorted(values), n=100, method="inclusive")
-    return round(cuts[min(int(q * 100), 99) - 1], 3)
 
 
 def workflow_metrics(*, hours: int = 24) -> list[dict[str, Any]]:

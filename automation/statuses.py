@@ -31,7 +31,10 @@ class StepStatus(TextChoices):
     CANCELLED = "cancelled"
 
 
-RUN_ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+RUN_IN_FLIGHT_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
+"""A run a worker has or will pick up."""
+
+RUN_ACTIVE_STATUSES = (*RUN_IN_FLIGHT_STATUSES, RunStatus.WAITING)
 """A run the engine moves on: its steps may start."""
 
 RUN_OPEN_STATUSES = (*RUN_ACTIVE_STATUSES, RunStatus.SUSPENDED)

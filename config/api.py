@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.authtoken.models import Token
@@ -125,6 +125,18 @@ def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonRespon
 
 def api_server_error(request: HttpRequest) -> JsonResponse:
     return JsonResponse(error_body("INTERNAL_ERROR", "Internal server error."), status=500)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """A refused CSRF check: under ``/api/`` in the error shape (a POST to a URL no view
+    answers, so no view exempts it), elsewhere Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            error_body("PERMISSION_DENIED", "CSRF check failed; send an API token."), status=403
+        )
+    from django.views.csrf import csrf_failure as django_csrf_failure
+
+    return django_csrf_failure(request, reason=reason)
 
 
 class TokenView(ObtainAuthToken):

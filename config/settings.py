@@ -64,6 +64,7 @@ SECRET_KEY = _secret_key()
 DEBUG = env_bool("DEBUG")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+CSRF_FAILURE_VIEW = "config.api.csrf_failure"  # the error shape under /api/
 
 INSTALLED_APPS = [
     "daphne",  # first: its runserver serves HTTP and WebSockets (ASGI)

@@ -117,7 +117,9 @@ class LifecycleForm(forms.ModelForm):
         help_text='States and transitions: {"states": [...], "transitions": [...]}. '
         "Exactly one initial state; nothing leaves a final state. States and "
         'transitions take an optional "description"; a transition with '
-        '"is_enabled": false is not offered and is refused (ACTION_DISABLED).',
+        '"is_enabled": false is not offered and is refused (ACTION_DISABLED). A state '
+        'with "pauses_sla": true stops the SLA clock; a claim fires the transition with '
+        '"on_claim": true, completing the one with "on_complete": true.',
         widget=forms.Textarea(attrs={"rows": 30, "cols": 100, "class": "vLargeTextField"}),
     )
 
@@ -174,6 +176,7 @@ class StateInline(ReadOnlyInline):
         "is_final",
         "is_enabled",
         "is_cancellation",
+        "pauses_sla",
         "description",
     )
 
@@ -190,6 +193,8 @@ class TransitionInline(ReadOnlyInline):
         "allowed",
         "required_input",
         "unassign",
+        "on_claim",
+        "on_complete",
         "description",
     )
 

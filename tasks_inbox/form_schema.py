@@ -1,4 +1,4 @@
-"""Task forms: the schema a workflow declares, and cleaning the data a person submits.
+"""Task forms: the schema a workflow declares, and the Django form built from it.
 
 A form is ``{"fields": [field, ...]}``; a field::
 
@@ -8,6 +8,12 @@ A form is ``{"fields": [field, ...]}``; a field::
 Types: text, textarea, number, select, multiselect, boolean, date. ``min``/``max`` bound a
 number's value, a text's length, a multiselect's count, or a date (ISO ``YYYY-MM-DD``).
 Choices are plain values or ``{"value", "label"}`` objects. Pure Python, no database.
+
+``form_issues`` checks a declaration. ``task_form`` builds a Django form from it, one field
+class per type: each cleans a value (the JSON of the API, or the strings of a page's POST)
+and gives the page what it renders, so declaration, cleaning and rendering of a type are in
+one place. A field has one message when its value is wrong (``this field is required``,
+``must be at most 5``); the API and the pages show the same ones, at ``data.<name>``.
 """
 
 from __future__ import annotations
@@ -15,7 +21,11 @@ from __future__ import annotations
 import re
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.http import QueryDict
 
 from config.issues import Issue, IssueCode
 
@@ -202,99 +212,267 @@ def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip()) or value == []
 
 
-def form_clean(
-    form: dict[str, Any] | None, data: Any, path: str = "data"
-) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Check submitted ``data`` against the form: ``(cleaned, errors by JSON path)``.
+def _wrong(message: str, code: str = "invalid") -> ValidationError:
+    return ValidationError(message, code=code)
 
-    Every field appears in ``cleaned`` (``None``, ``[]`` or ``False`` when not given).
+
+# --- the fields -------------------------------------------------------------------------
+
+
+class SubmittedValue(forms.Widget):
+    """Reads a field's value as submitted: as it is from a JSON object, the string (or
+    strings, or checkbox) of a page's POST."""
+
+    many = False
+    checkbox = False
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
+        if not isinstance(data, QueryDict):
+            return data.get(name)
+        if self.many:
+            return data.getlist(name)
+        if self.checkbox:
+            return data.get(name) in ("on", "true", "1")
+        return data.get(name)
+
+
+class SpecField(forms.Field):
+    """A field of a task form, built from its declaration (``spec``).
+
+    ``clean`` returns the cleaned value or raises one ``ValidationError`` with a code;
+    ``render`` returns what the task page shows for a value and its errors.
     """
-    fields = (form or {}).get("fields") or []
-    errors: dict[str, list[str]] = {}
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        return {}, {path: ["must be an object of field values"]}
-    known = {spec["name"] for spec in fields}
-    for key in sorted(set(data) - known):
-        errors.setdefault(f"{path}.{key}", []).append("not a field of this form")
-    cleaned: dict[str, Any] = {}
-    for spec in fields:
+
+    kind: ClassVar[str] = "text"
+    has_bounds: ClassVar[bool] = False  # min/max shown on the page's input
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.is_required = bool(spec.get("required"))
+        self.low, self.high = spec.get("min"), spec.get("max")
         name = spec["name"]
-        value, problem = _clean_field(spec, data.get(name))
-        cleaned[name] = value
-        if problem:
-            errors.setdefault(f"{path}.{name}", []).append(problem)
-    return cleaned, errors
+        super().__init__(
+            required=False,
+            widget=SubmittedValue(),
+            label=spec.get("label") or name.replace("_", " ").capitalize(),
+            help_text=spec.get("help") or "",
+            initial=spec.get("default"),
+        )
+
+    def clean(self, value: Any) -> Any:
+        if _empty(value):
+            if self.is_required:
+                raise _wrong("this field is required", "required")
+            return None
+        return self.clean_given(value)
+
+    def clean_given(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def render(self, value: Any, errors: list[str]) -> dict[str, Any]:
+        if value is None:
+            value = self.initial
+        return {
+            **self.spec,
+            "label": self.label,
+            "min": self.low if self.has_bounds else None,
+            "max": self.high if self.has_bounds else None,
+            "help": self.help_text,
+            "value": "" if value is None else value,
+            "errors": errors,
+            "options": self.options(value),
+        }
+
+    def options(self, value: Any) -> list[dict[str, Any]]:
+        picked = {str(v) for v in value} if isinstance(value, list) else {str(value)}
+        return [
+            {
+                "value": choice_value(c),
+                "label": choice_label(c),
+                "selected": str(choice_value(c)) in picked,
+            }
+            for c in self.spec.get("choices") or []
+        ]
 
 
-def _clean_field(spec: dict[str, Any], value: Any) -> tuple[Any, str | None]:
-    kind = spec["type"]
-    required = bool(spec.get("required"))
-    low, high = spec.get("min"), spec.get("max")
-    if kind == "boolean":
+class TextField(SpecField):
+    kind = "text"
+
+    def clean_given(self, value: Any) -> str:
+        if isinstance(value, dict | list | bool):
+            raise _wrong("must be text")
+        text = str(value).strip()
+        if len(text) > MAX_TEXT:
+            raise _wrong(f"at most {MAX_TEXT} characters", "max_length")
+        if self.low is not None and len(text) < self.low:
+            raise _wrong(f"at least {self.low} characters", "min_length")
+        if self.high is not None and len(text) > self.high:
+            raise _wrong(f"at most {self.high} characters", "max_length")
+        return text
+
+
+class TextareaField(TextField):
+    kind = "textarea"
+
+
+class NumberField(SpecField):
+    kind = "number"
+    has_bounds = True
+
+    def clean_given(self, value: Any) -> int | float:
+        number = _number(value)
+        if number is None:
+            raise _wrong("must be a number")
+        if self.low is not None and number < self.low:
+            raise _wrong(f"must be at least {self.low}", "min_value")
+        if self.high is not None and number > self.high:
+            raise _wrong(f"must be at most {self.high}", "max_value")
+        return number
+
+
+class DateField(SpecField):
+    kind = "date"
+    has_bounds = True
+
+    def clean_given(self, value: Any) -> str:
+        moment = _parse_date(value) if isinstance(value, str) else None
+        if moment is None:
+            raise _wrong("must be a date (YYYY-MM-DD)")
+        if self.low is not None and moment < date.fromisoformat(self.low):
+            raise _wrong(f"must be on or after {self.low}", "min_value")
+        if self.high is not None and moment > date.fromisoformat(self.high):
+            raise _wrong(f"must be on or before {self.high}", "max_value")
+        return moment.isoformat()
+
+
+class SelectField(SpecField):
+    kind = "select"
+
+    def clean_given(self, value: Any) -> Any:
+        if not isinstance(value, dict | list | bool):
+            for choice in self.spec.get("choices") or []:
+                if str(choice_value(choice)) == str(value):
+                    return choice_value(choice)
+        raise _wrong(f"{value!r} is not one of the choices", "invalid_choice")
+
+
+class MultiselectField(SpecField):
+    kind = "multiselect"
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        self.widget.many = True
+
+    def clean(self, value: Any) -> list[Any]:
+        if value is None or value == "":
+            value = []
+        if not isinstance(value, list):
+            value = [value]
+        allowed = {str(choice_value(c)): choice_value(c) for c in self.spec.get("choices") or []}
+        picked: list[Any] = []
+        for item in value:
+            if isinstance(item, dict | list) or str(item) not in allowed:
+                raise _wrong(f"{item!r} is not one of the choices", "invalid_choice")
+            if allowed[str(item)] not in picked:
+                picked.append(allowed[str(item)])
+        if self.is_required and not picked:
+            raise _wrong("this field is required", "required")
+        if self.low is not None and picked and len(picked) < self.low:
+            raise _wrong(f"choose at least {self.low}", "min_length")
+        if self.high is not None and len(picked) > self.high:
+            raise _wrong(f"choose at most {self.high}", "max_length")
+        return picked
+
+
+class BooleanField(SpecField):
+    kind = "boolean"
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        self.widget.checkbox = True
+
+    def clean(self, value: Any) -> bool:
         if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
             value = value.strip().lower() in TRUE_WORDS
         if value is None:
             value = False
         if not isinstance(value, bool):
-            return None, "must be true or false"
-        if required and not value:
-            return value, "must be checked"
-        return value, None
-    if kind == "multiselect":
-        if value is None or value == "":
-            value = []
-        if not isinstance(value, list):
-            value = [value]
-        allowed = {str(choice_value(c)): choice_value(c) for c in spec.get("choices") or []}
-        picked = []
-        for item in value:
-            if isinstance(item, dict | list) or str(item) not in allowed:
-                return value, f"{item!r} is not one of the choices"
-            if allowed[str(item)] not in picked:
-                picked.append(allowed[str(item)])
-        if required and not picked:
-            return picked, "this field is required"
-        if low is not None and picked and len(picked) < low:
-            return picked, f"choose at least {low}"
-        if high is not None and len(picked) > high:
-            return picked, f"choose at most {high}"
-        return picked, None
-    if _empty(value):
-        return None, "this field is required" if required else None
-    if kind in ("text", "textarea"):
-        if isinstance(value, dict | list | bool):
-            return None, "must be text"
-        text = str(value).strip()
-        if len(text) > MAX_TEXT:
-            return None, f"at most {MAX_TEXT} characters"
-        if low is not None and len(text) < low:
-            return text, f"at least {low} characters"
-        if high is not None and len(text) > high:
-            return text, f"at most {high} characters"
-        return text, None
-    if kind == "number":
-        number = _number(value)
-        if number is None:
-            return None, "must be a number"
-        if low is not None and number < low:
-            return number, f"must be at least {low}"
-        if high is not None and number > high:
-            return number, f"must be at most {high}"
-        return number, None
-    if kind == "select":
-        for choice in spec.get("choices") or []:
-            option = choice_value(choice)
-            if not isinstance(value, dict | list | bool) and str(option) == str(value):
-                return option, None
-        return None, f"{value!r} is not one of the choices"
-    # date
-    moment = _parse_date(value) if isinstance(value, str) else None
-    if moment is None:
-        return None, "must be a date (YYYY-MM-DD)"
-    if low is not None and moment < date.fromisoformat(low):
-        return moment.isoformat(), f"must be on or after {low}"
-    if high is not None and moment > date.fromisoformat(high):
-        return moment.isoformat(), f"must be on or before {high}"
-    return moment.isoformat(), None
+            raise _wrong("must be true or false")
+        if self.is_required and not value:
+            raise _wrong("must be checked", "required")
+        return value
+
+
+FIELD_CLASSES: dict[str, type[SpecField]] = {
+    cls.kind: cls
+    for cls in (
+        TextField,
+        TextareaField,
+        NumberField,
+        SelectField,
+        MultiselectField,
+        BooleanField,
+        DateField,
+    )
+}
+assert set(FIELD_CLASSES) == set(FIELD_TYPES)
+
+
+# --- the form ---------------------------------------------------------------------------
+
+
+class TaskForm(forms.Form):
+    """The form of a task, its fields built from a valid declaration (``form_issues``)."""
+
+    def __init__(self, declaration: dict[str, Any] | None, data: Any = None) -> None:
+        super().__init__(data=data)
+        specs = declaration.get("fields") if isinstance(declaration, dict) else None
+        for spec in specs or []:
+            self.fields[spec["name"]] = FIELD_CLASSES[spec["type"]](spec)
+
+    def submitted(self) -> dict[str, Any]:
+        """The values as submitted, by field name (a page's POST read as its widgets do)."""
+        return {
+            name: field.widget.value_from_datadict(self.data, self.files, name)
+            for name, field in self.fields.items()
+        }
+
+    def errors_at(self, path: str) -> dict[str, list[str]]:
+        """The field errors by JSON path (``data.<name>``), in field order."""
+        return {f"{path}.{name}": list(messages) for name, messages in self.errors.items()}
+
+    def rendered(
+        self, values: dict[str, Any], errors: dict[str, list[str]], path: str = "data"
+    ) -> list[dict[str, Any]]:
+        """What the task page shows for each field: ``values`` (the submitted ones, or the
+        result) and ``errors`` by JSON path."""
+        return [
+            field.render(values.get(name), errors.get(f"{path}.{name}", []))
+            for name, field in self.fields.items()
+        ]
+
+
+def task_form(declaration: dict[str, Any] | None, data: Any = None) -> TaskForm:
+    return TaskForm(declaration, data=data)
+
+
+def form_clean(
+    form: dict[str, Any] | None, data: Any, path: str = "data"
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Check submitted ``data`` against the form: ``(cleaned, errors by JSON path)``.
+
+    Every field appears in ``cleaned`` (``None``, ``[]`` or ``False`` when not given); the
+    errors name the keys that are not fields first, then each wrong field in form order.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        return {}, {path: ["must be an object of field values"]}
+    bound = task_form(form, data=data)
+    errors = {
+        f"{path}.{key}": ["not a field of this form"]
+        for key in sorted(set(data) - set(bound.fields))
+    }
+    if not bound.is_valid():
+        errors.update(bound.errors_at(path))
+    return bound.cleaned_data, errors

@@ -10,11 +10,13 @@ The plain shape, as dedicated state-machine services write it::
                   "description": "Send it for approval"}, ...]}
 
 It may also carry a ``slug`` and a ``description`` (without a slug, one is made from the
-name), and this project's extras: ``is_cancellation`` on a state; ``allowed``, ``guard``,
-``required_input`` and ``unassign`` on an action. It is translated into a lifecycle document
-and validated by ``lifecycle_issues``, so the rules and the messages are the same; each
-problem is reported at its path in the file as written (``actions[1].id: duplicate action
-'submit'``, ``[2].states: exactly one state must be initial (found 2: a, b)`` in a list).
+name), and this project's extras: ``is_cancellation`` and ``pauses_sla`` on a state;
+``allowed``, ``guard``, ``required_input``, ``unassign``, ``on_claim`` and ``on_complete``
+on an action (what they mean: ``tasks_inbox.lifecycles``). It is translated into a
+lifecycle document and validated by ``lifecycle_issues``, so the rules and the messages
+are the same; each problem is reported at its path in the file as written
+(``actions[1].id: duplicate action 'submit'``, ``[2].states: exactly one state must be
+initial (found 2: a, b)`` in a list).
 
 A file holds one document or a list of them, in either shape. ``lifecycles_import`` saves
 them all in one transaction, or none: a lifecycle whose slug exists is replaced (its tasks'
@@ -46,6 +48,7 @@ PLAIN_STATE_KEYS = {
     "enabled": "is_enabled",
     "description": "description",
     "is_cancellation": "is_cancellation",
+    "pauses_sla": "pauses_sla",
 }
 PLAIN_ACTION_KEYS = {
     "id": "action",
@@ -58,6 +61,8 @@ PLAIN_ACTION_KEYS = {
     "guard": "guard",
     "required_input": "required_input",
     "unassign": "unassign",
+    "on_claim": "on_claim",
+    "on_complete": "on_complete",
 }
 _STATE_BACK = {ours: plain for plain, ours in PLAIN_STATE_KEYS.items()}
 _ACTION_BACK = {ours: plain for plain, ours in PLAIN_ACTION_KEYS.items()}

@@ -2,7 +2,7 @@
 
 - **tasks per state**: the lifecycle's tasks in each state now (every state listed);
 - **transitions fired per action** in the window ``[since, until)``: the history rows of
-  each action (a claim that fired ``start`` counts as ``start``; disabled actions are
+  each action (a claim that fired the ``on_claim`` transition counts as it; disabled actions are
   listed too, with what they fired before they were switched off);
 - **median time in each state**: a stay in a state runs from the history row that entered
   it to the next row of the same task that changed its state; the stays that ended in the
@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import re
-import statistics
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,9 +21,10 @@ from django.db.models import Count, F, Q, QuerySet, Window
 from django.db.models.functions import Lead
 from django.utils import timezone
 
+from config.aggregates import percentile, percentile_cont_sql
 from config.errors import ValidationFailed
 from config.params import datetime_params
-from tasks_inbox.lifecycles import lifecycle_spec
+from tasks_inbox.lifecycles import CLAIM_OPERATION, lifecycle_spec
 from tasks_inbox.models import Task, TaskHistory
 from workflows.models import Lifecycle
 
@@ -88,9 +88,9 @@ def _state_medians(
         sql, params = stays.query.sql_with_params()
         with connection.cursor() as cursor:
             medians = (
-                "SELECT stays.to_state, COUNT(*), percentile_cont(0.5) WITHIN GROUP "  # noqa: S608
-                "(ORDER BY EXTRACT(EPOCH FROM (stays.left_at - stays.created_at))) "
-                f"FROM ({sql}) stays GROUP BY stays.to_state"
+                "SELECT stays.to_state, COUNT(*), "  # noqa: S608
+                + percentile_cont_sql("EXTRACT(EPOCH FROM (stays.left_at - stays.created_at))", 0.5)
+                + f" FROM ({sql}) stays GROUP BY stays.to_state"
             )
             cursor.execute(medians, params)
             return {state: (count, float(median)) for state, count, median in cursor.fetchall()}
@@ -98,7 +98,7 @@ def _state_medians(
     for state, entered, left in stays.iterator():
         durations.setdefault(state, []).append((left - entered).total_seconds())
     return {
-        state: (len(values), float(statistics.median(values)))
+        state: (len(values), float(percentile(values, 0.5) or 0.0))
         for state, values in durations.items()
     }
 
@@ -124,11 +124,15 @@ def lifecycle_stats(*, lifecycle: Lifecycle, since: datetime, until: datetime) -
         .annotate(n=Count("id"))
         .order_by()
     )
-    if "start" in spec.transitions:  # a claim that moved the task fired 'start'
-        fired["start"] = (
-            fired.get("start", 0)
-            + fired_rows.filter(action="claim").filter(~Q(from_state=F("to_state"))).count()
-        )
+    moved_by_claim = fired_rows.filter(action=CLAIM_OPERATION).filter(~Q(from_state=F("to_state")))
+    for transition in spec.transitions.values():  # a claim that moved the task fired it
+        if transition.on_claim:
+            fired[transition.action] = (
+                fired.get(transition.action, 0)
+                + moved_by_claim.filter(
+                    from_state__in=transition.from_states, to_state=transition.to_state
+                ).count()
+            )
     medians = _state_medians(lifecycle, since, until)
     states = []
     for state in spec.states.values():

@@ -4,16 +4,24 @@ A lifecycle is edited as one JSON document (API, admin), the same shape the rows
 
     {"slug": "approval", "name": "Approval", "description": "",
      "states": [{"key": "draft", "label": "Draft", "is_initial": true, "is_final": false,
-                 "is_enabled": true, "is_cancellation": false,
+                 "is_enabled": true, "is_cancellation": false, "pauses_sla": false,
                  "description": "Being written"}, ...],
      "transitions": [{"action": "submit", "label": "Submit", "from_states": ["draft"],
                       "to_state": "submitted", "guard": null,
                       "allowed": ["assignee", "creator"], "required_input": [],
                       "unassign": false, "is_enabled": true,
+                      "on_claim": false, "on_complete": false,
                       "description": "Send it for approval"}, ...]}
 
 A disabled state cannot be entered; a disabled transition (action) is not offered and is
 refused with ``ACTION_DISABLED``.
+
+What a state or a transition means to the engine is declared here too, never read from its
+key: a state with ``pauses_sla`` stops the SLA clock while a task is in it (when the SLA
+config pauses); a claim fires the ``on_claim`` transition that leaves the task's state (if
+any); completing fires the ``on_complete`` one that leaves it, else the first transition into
+a final, non-cancelling state; ``is_final`` and ``is_cancellation`` say which states end a
+task and which of those abandon it. ``claim`` itself is an operation, not an action name.
 
 ``lifecycle_issues`` reports every problem as a ``config.issues.Issue``, e.g.
 ``Issue("transitions[2].to_state", "UNKNOWN_STATE", "unknown state 'aproved'")``.
@@ -49,6 +57,7 @@ STATE_KEYS = {
     "is_final",
     "is_enabled",
     "is_cancellation",
+    "pauses_sla",
     "description",
 }
 TRANSITION_KEYS = {
@@ -61,8 +70,12 @@ TRANSITION_KEYS = {
     "required_input",
     "unassign",
     "is_enabled",
+    "on_claim",
+    "on_complete",
     "description",
 }
+# The operation a claim is (its history rows carry it); no transition may take its name.
+CLAIM_OPERATION = "claim"
 MAX_DESCRIPTION = 2000
 MAX_STATES = 50
 MAX_TRANSITIONS = 200
@@ -81,7 +94,7 @@ BUILTIN_DOCUMENTS: dict[str, dict[str, Any]] = {
         "states": [
             {"key": "new", "label": "New", "is_initial": True},
             {"key": "in_progress", "label": "In progress"},
-            {"key": "blocked", "label": "Blocked"},
+            {"key": "blocked", "label": "Blocked", "pauses_sla": True},
             {"key": "completed", "label": "Completed", "is_final": True},
             {"key": "cancelled", "label": "Cancelled", "is_final": True, "is_cancellation": True},
         ],
@@ -91,12 +104,14 @@ BUILTIN_DOCUMENTS: dict[str, dict[str, Any]] = {
                 "label": "Start",
                 "from_states": ["new"],
                 "to_state": "in_progress",
+                "on_claim": True,
             },
             {
                 "action": "complete",
                 "label": "Complete",
                 "from_states": ["in_progress"],
                 "to_state": "completed",
+                "on_complete": True,
             },
             {
                 "action": "block",
@@ -263,7 +278,7 @@ def lifecycle_issues(document: Any) -> list[Issue]:
         keys.add(key)
         if state.get("label") is not None and not isinstance(state["label"], str):
             issues.append(Issue(f"{path}.label", IssueCode.INVALID_VALUE, "must be a string"))
-        for flag in ("is_initial", "is_final", "is_enabled", "is_cancellation"):
+        for flag in ("is_initial", "is_final", "is_enabled", "is_cancellation", "pauses_sla"):
             issues += _bool_issue(state.get(flag), f"{path}.{flag}")
         issues += _description_issue(state.get("description"), f"{path}.description")
         if state.get("is_initial") is True:
@@ -317,6 +332,46 @@ def lifecycle_issues(document: Any) -> list[Issue]:
     actions: set[str] = set()
     for index, transition in enumerate(transitions):
         issues += _transition_issues(transition, f"transitions[{index}]", keys, final, actions)
+    cancelling = {
+        s.get("key") for s in states if isinstance(s, dict) and s.get("is_cancellation") is True
+    }
+    issues += _meaning_issues(transitions, final - cancelling)
+    return issues
+
+
+def _meaning_issues(transitions: list[Any], completing: set[str]) -> list[Issue]:
+    """``on_complete`` enters a final, non-cancelling state; from each state at most one
+    transition is fired by a claim and at most one by completing."""
+    issues: list[Issue] = []
+    for flag, what in (("on_claim", "a claim"), ("on_complete", "completing")):
+        fired_from: dict[str, str] = {}
+        for index, transition in enumerate(transitions):
+            if not isinstance(transition, dict) or transition.get(flag) is not True:
+                continue
+            path = f"transitions[{index}].{flag}"
+            action = transition.get("action")
+            if flag == "on_complete" and transition.get("to_state") not in completing:
+                issues.append(
+                    Issue(
+                        path,
+                        IssueCode.INVALID_VALUE,
+                        "only a transition into a final, non-cancelling state",
+                    )
+                )
+            sources = transition.get("from_states")
+            for source in sources if isinstance(sources, list) else []:
+                if not isinstance(source, str):
+                    continue
+                if source in fired_from:
+                    issues.append(
+                        Issue(
+                            path,
+                            IssueCode.DUPLICATE,
+                            f"{what} from '{source}' already fires '{fired_from[source]}'",
+                        )
+                    )
+                else:
+                    fired_from[source] = str(action)
     return issues
 
 
@@ -338,12 +393,13 @@ def _transition_issues(
                 "must be lowercase letters, digits and '_', starting with a letter (max 64)",
             )
         )
-    elif action in {"claim"}:
+    elif action == CLAIM_OPERATION:
         issues.append(
             Issue(
                 f"{path}.action",
                 IssueCode.INVALID_VALUE,
-                "'claim' is an operation of its own, not a transition (it fires 'start')",
+                "'claim' is an operation of its own, not a transition "
+                "(it fires the transition marked on_claim)",
             )
         )
     elif action in actions:
@@ -436,6 +492,8 @@ def _transition_issues(
                     )
     issues += _bool_issue(transition.get("unassign"), f"{path}.unassign")
     issues += _bool_issue(transition.get("is_enabled"), f"{path}.is_enabled")
+    issues += _bool_issue(transition.get("on_claim"), f"{path}.on_claim")
+    issues += _bool_issue(transition.get("on_complete"), f"{path}.on_complete")
     issues += _description_issue(transition.get("description"), f"{path}.description")
     return issues
 
@@ -454,6 +512,7 @@ def lifecycle_normalise(document: dict[str, Any]) -> dict[str, Any]:
                 "is_final": bool(s.get("is_final", False)),
                 "is_enabled": bool(s.get("is_enabled", True)),
                 "is_cancellation": bool(s.get("is_cancellation", False)),
+                "pauses_sla": bool(s.get("pauses_sla", False)),
                 "description": s.get("description") or "",
             }
             for s in document["states"]
@@ -471,6 +530,8 @@ def lifecycle_normalise(document: dict[str, Any]) -> dict[str, Any]:
                 "required_input": list(t.get("required_input") or []),
                 "unassign": bool(t.get("unassign", False)),
                 "is_enabled": bool(t.get("is_enabled", True)),
+                "on_claim": bool(t.get("on_claim", False)),
+                "on_complete": bool(t.get("on_complete", False)),
                 "description": t.get("description") or "",
             }
             for t in document.get("transitions") or []
@@ -493,6 +554,7 @@ def lifecycle_document(lifecycle: Lifecycle) -> dict[str, Any]:
                 "is_final": s.is_final,
                 "is_enabled": s.is_enabled,
                 "is_cancellation": s.is_cancellation,
+                "pauses_sla": s.pauses_sla,
                 "description": s.description,
             }
             for s in lifecycle.states.all()
@@ -508,6 +570,8 @@ def lifecycle_document(lifecycle: Lifecycle) -> dict[str, Any]:
                 "required_input": list(t.required_input),
                 "unassign": t.unassign,
                 "is_enabled": t.is_enabled,
+                "on_claim": t.on_claim,
+                "on_complete": t.on_complete,
                 "description": t.description,
             }
             for t in lifecycle.transitions.all()
@@ -618,6 +682,7 @@ class StateSpec:
     is_enabled: bool
     is_cancellation: bool
     description: str = ""
+    pauses_sla: bool = False
 
 
 @dataclass(frozen=True)
@@ -632,6 +697,8 @@ class TransitionSpec:
     guard: CompiledCondition | None = None
     is_enabled: bool = True
     description: str = ""
+    on_claim: bool = False
+    on_complete: bool = False
 
 
 @dataclass(frozen=True)
@@ -662,6 +729,25 @@ class LifecycleSpec:
         target = self.states[transition.to_state]
         return target.is_final and not target.is_cancellation
 
+    def pauses_sla(self, state: str) -> bool:
+        """The SLA clock stops while a task is in ``state``."""
+        found = self.states.get(state)
+        return found is not None and found.pauses_sla
+
+    def claim_transition(self, state: str) -> TransitionSpec | None:
+        """The transition a claim fires from ``state`` (None: a claim only assigns)."""
+        return next((t for t in self.leaving(state) if t.on_claim), None)
+
+    def completion(self, state: str) -> TransitionSpec | None:
+        """The transition completing fires from ``state``: the ``on_complete`` one, else the
+        first into a final, non-cancelling state (None: it cannot be completed here)."""
+        candidates = [t for t in self.leaving(state) if self.is_completing(t)]
+        return next((t for t in candidates if t.on_complete), candidates[0] if candidates else None)
+
+    def disabled_completion(self, state: str) -> TransitionSpec | None:
+        """A completing transition out of ``state`` that is switched off."""
+        return next((t for t in self.disabled_leaving(state) if self.is_completing(t)), None)
+
 
 _specs: dict[tuple[int, str], LifecycleSpec] = {}
 _specs_lock = threading.Lock()
@@ -682,6 +768,7 @@ def lifecycle_spec(lifecycle: Lifecycle) -> LifecycleSpec:
             s.is_enabled,
             s.is_cancellation,
             s.description,
+            s.pauses_sla,
         )
         for s in LifecycleState.objects.filter(lifecycle=lifecycle).order_by("position", "id")
     }
@@ -699,6 +786,8 @@ def lifecycle_spec(lifecycle: Lifecycle) -> LifecycleSpec:
             guard=guard,
             is_enabled=t.is_enabled,
             description=t.description,
+            on_claim=t.on_claim,
+            on_complete=t.on_complete,
         )
     spec = LifecycleSpec(
         id=lifecycle.pk, slug=lifecycle.slug, states=states, transitions=transitions

@@ -8,6 +8,8 @@ goes through ``tasks_inbox.services`` and leaves a ``TaskHistory`` row.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.fields import GenericForeignKey
@@ -33,6 +35,20 @@ PRIORITY_BY_NAME: dict[str, int] = {label: value for value, label in Priority.ch
 
 def priority_name(value: int) -> str:
     return dict(Priority.choices).get(value, str(value))
+
+
+def priority_parse(value: Any) -> int | None:
+    """The one reading of a priority: ``"high"`` (any case) or ``30`` -> 30; None for
+    anything else (say it with ``priority_unknown``)."""
+    if isinstance(value, str) and value.lower() in PRIORITY_BY_NAME:
+        return PRIORITY_BY_NAME[value.lower()]
+    if isinstance(value, int) and not isinstance(value, bool) and value in Priority.values:
+        return value
+    return None
+
+
+def priority_unknown(value: Any) -> str:
+    return f"unknown priority {value!r} (known: {', '.join(PRIORITY_BY_NAME)})"
 
 
 class RoutingMode(models.TextChoices):

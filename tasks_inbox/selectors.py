@@ -14,10 +14,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.db.models import (
-    Aggregate,
     Avg,
     Count,
-    FloatField,
     IntegerField,
     OuterRef,
     Q,
@@ -28,7 +26,9 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config.aggregates import grouped_percentiles
 from config.errors import NotFound
+from config.references import reference_text, users_named, whole_number
 from tasks_inbox.errors import AmbiguousQueue, AmbiguousUser, UnknownQueue, UnknownUser
 from tasks_inbox.lifecycles import LifecycleSpec, TransitionSpec, lifecycle_spec
 from tasks_inbox.models import Notification, Queue, Task, TaskHistory, priority_name
@@ -108,35 +108,13 @@ REFERENCE_RULE = (
 )
 
 
-def _reference_text(value: Any) -> str | None:
-    """The reference as text, or None when it cannot name anything (not an id or a name)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and 0 < len(value.strip()) <= 254 and "\x00" not in value:
-        return value.strip()
-    return None
-
-
-def _whole_number(text: str) -> int | None:
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
-
-
 def user_lookup(value: Any, *, field: str = "assignee") -> AbstractBaseUser:
     """The one user ``value`` names (see ``REFERENCE_RULE``); ``field`` is the parameter
     named in the error."""
-    model = get_user_model()
-    text = _reference_text(value)
+    text = reference_text(value)
     if text is None:
         raise UnknownUser("give a user id, username or email", field=field)
-    match = Q(**{model.USERNAME_FIELD: text})
-    if "@" in text:
-        match |= Q(**{f"{model.get_email_field_name()}__iexact": text})
-    number = _whole_number(text)
-    if number is not None:
-        match |= Q(pk=number)
-    found = list(model._default_manager.filter(match).order_by("pk")[:2])
+    found = users_named(text)
     if not found:
         raise UnknownUser(f"no user {text!r}", field=field, value=text)
     if len(found) > 1:
@@ -148,11 +126,11 @@ def user_lookup(value: Any, *, field: str = "assignee") -> AbstractBaseUser:
 
 def queue_lookup(value: Any, *, field: str = "queue") -> Group:
     """The one queue (group) ``value`` names (see ``REFERENCE_RULE``)."""
-    text = _reference_text(value)
+    text = reference_text(value)
     if text is None:
         raise UnknownQueue("give a queue id or name", field=field)
     match = Q(name=text)
-    number = _whole_number(text)
+    number = whole_number(text)
     if number is not None:
         match |= Q(pk=number)
     found = list(Group.objects.filter(match).order_by("pk")[:2])
@@ -440,45 +418,20 @@ def notifications_for(
 # --- SLA compliance and operations figures ----------------------------------------------
 
 
-class _PercentileCont(Aggregate):
-    """``percentile_cont(p) WITHIN GROUP (ORDER BY expression)`` (PostgreSQL)."""
-
-    function = "percentile_cont"
-    template = "%(function)s(%(percentile)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
-
-    def __init__(self, expression: Any, percentile: float, **extra: Any) -> None:
-        super().__init__(expression, percentile=float(percentile), **extra)
-
-
 SLA_PERCENTILE_SAMPLE = 20000
 
 
 def _sla_p95(judged: QuerySet[Task]) -> dict[int, float | None]:
     """p95 of the clock time of judged tasks, per config."""
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        rows = (
-            judged.values("sla_config_id")
-            .annotate(p95=_PercentileCont("sla_elapsed_seconds", 0.95))
-            .order_by()
-        )
-        return {row["sla_config_id"]: row["p95"] for row in rows}
-    samples: dict[int, list[int]] = {}
-    recent = judged.values_list("sla_config_id", "sla_elapsed_seconds").order_by("-sla_stopped_at")[
-        :SLA_PERCENTILE_SAMPLE
-    ]
-    for config_id, seconds in recent:
-        samples.setdefault(config_id, []).append(seconds)
-    result: dict[int, float | None] = {}
-    for config_id, values in samples.items():
-        values.sort()
-        position = 0.95 * (len(values) - 1)
-        low = int(position)
-        high = min(low + 1, len(values) - 1)
-        result[config_id] = values[low] + (values[high] - values[low]) * (position - low)
-    return result
+    rows = grouped_percentiles(
+        judged,
+        group="sla_config_id",
+        field="sla_elapsed_seconds",
+        fractions=(0.95,),
+        sample=SLA_PERCENTILE_SAMPLE,
+        recent_first="-sla_stopped_at",
+    )
+    return {config_id: p95 for config_id, (p95,) in rows.items()}
 
 
 def _sla_scope(user: User) -> QuerySet[Task]:

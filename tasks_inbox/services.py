@@ -31,10 +31,9 @@ from automation.signals import waiting_step_ended
 from config.errors import NotFound, PermissionDenied, ValidationFailed
 from tasks_inbox.errors import ActionDisabled, AlreadyClaimed, FormInvalid, InvalidTransition
 from tasks_inbox.form_schema import form_clean, form_issues
-from tasks_inbox.lifecycles import LifecycleSpec, lifecycle_get, lifecycle_spec
+from tasks_inbox.lifecycles import CLAIM_OPERATION, LifecycleSpec, lifecycle_get, lifecycle_spec
 from tasks_inbox.live import notification_created, task_changed
 from tasks_inbox.models import (
-    PRIORITY_BY_NAME,
     Notification,
     Priority,
     Queue,
@@ -42,10 +41,13 @@ from tasks_inbox.models import (
     Task,
     TaskHistory,
     priority_name,
+    priority_parse,
+    priority_unknown,
 )
 from tasks_inbox.selectors import (
     guard_context,
     may_fire,
+    member_queue_ids,
     task_available_transitions,
     task_context,
     task_roles,
@@ -65,13 +67,10 @@ def _person(actor: Any) -> AbstractBaseUser | None:
 
 def priority_value(value: Any) -> int:
     """``"high"`` or ``30`` -> 30; anything else is a validation error."""
-    if isinstance(value, str) and value.lower() in PRIORITY_BY_NAME:
-        return PRIORITY_BY_NAME[value.lower()]
-    if isinstance(value, int) and not isinstance(value, bool) and value in Priority.values:
-        return value
-    raise ValidationFailed.from_issues(
-        [("priority", f"unknown priority {value!r} (known: {', '.join(PRIORITY_BY_NAME)})")]
-    )
+    parsed = priority_parse(value)
+    if parsed is None:
+        raise ValidationFailed.from_issues([("priority", priority_unknown(value))])
+    return parsed
 
 
 # --- routing ----------------------------------------------------------------------------
@@ -200,6 +199,26 @@ def task_create(
     if assignee is not None:
         _notify(assignee, f"New task for you: {task.title}", task)
     return task
+
+
+def task_create_by_hand(
+    *,
+    actor: AbstractBaseUser,
+    assignee: AbstractBaseUser | None = None,
+    queue: Group | None = None,
+    **fields: Any,
+) -> Task:
+    """A task a person creates (API): staff may assign anyone; others may create tasks for
+    themselves or in their own queues, and one given neither is their own."""
+    if not actor.is_staff:
+        own_queue = queue is not None and member_queue_ids(actor).filter(pk=queue.pk).exists()
+        if (assignee is not None and assignee.pk != actor.pk) or (
+            queue is not None and not own_queue
+        ):
+            raise PermissionDenied("You may create tasks for yourself or in your queues.")
+        if assignee is None and queue is None:
+            assignee = actor
+    return task_create(assignee=assignee, queue=queue, created_by=actor, **fields)
 
 
 # --- the transition service -------------------------------------------------------------
@@ -352,6 +371,7 @@ def _transition(
     fields += clock_on_transition(
         task,
         to_state=target.key,
+        pauses=target.pauses_sla,
         final=target.is_final,
         completed=target.is_final and not target.is_cancellation,
         now=now,
@@ -411,18 +431,15 @@ def _resume_origin(task: Task, *, cancelled: bool, data: dict[str, Any]) -> None
 def task_complete(
     *, task_id: Any, actor: Actor, data: dict[str, Any] | None = None, outcome: str | None = None
 ) -> Task:
-    """Submit the task's form and fire its completing transition (``complete`` if the
-    lifecycle has one from here, else the first one into a final, non-cancelling state)."""
+    """Submit the task's form and fire its completing transition (the lifecycle's
+    ``on_complete`` one from here, else the first one into a final, non-cancelling state)."""
     task = _task_for_update(task_id, actor)
     spec = lifecycle_spec(task.lifecycle)
-    candidates = [t for t in spec.leaving(task.state) if spec.is_completing(t)]
-    chosen = next(
-        (t for t in candidates if t.action == "complete"), candidates[0] if candidates else None
-    )
+    chosen = spec.completion(task.state)
     if chosen is None:
-        switched_off = [t for t in spec.disabled_leaving(task.state) if spec.is_completing(t)]
-        if switched_off:
-            raise _disabled(task, actor, spec, switched_off[0].action)
+        switched_off = spec.disabled_completion(task.state)
+        if switched_off is not None:
+            raise _disabled(task, actor, spec, switched_off.action)
         raise _invalid(
             task, actor, spec, f"The task cannot be completed from the state '{task.state}'."
         )
@@ -432,8 +449,8 @@ def task_complete(
 @transaction.atomic
 def task_claim(*, task_id: Any, actor: AbstractBaseUser) -> Task:
     """Take an unassigned task of one's queue. Of concurrent claims exactly one wins (the
-    row lock orders them); the others get 409 CONFLICT. Fires ``start`` when the
-    lifecycle has it from the current state.
+    row lock orders them); the others get 409 CONFLICT. Fires the lifecycle's
+    ``on_claim`` transition when one leaves the current state.
 
     A member of the task's queue who claims it after someone else did gets 409 too (not
     the 404 of a task out of sight): they saw it in their queue a moment ago.
@@ -457,13 +474,13 @@ def task_claim(*, task_id: Any, actor: AbstractBaseUser) -> Task:
     task.assigned_at = now
     task.updated_at = now
     task.save(update_fields=["assignee", "assigned_at", "updated_at"])
-    start = spec.transitions.get("start")
-    if start is not None and start in spec.leaving(task.state):
-        _transition(task, "start", actor, {}, history_action="claim")
+    fired = spec.claim_transition(task.state)
+    if fired is not None:
+        _transition(task, fired.action, actor, {}, history_action=CLAIM_OPERATION)
     else:
         TaskHistory.objects.create(
             task=task,
-            action="claim",
+            action=CLAIM_OPERATION,
             from_state=task.state,
             to_state=task.state,
             actor=actor,

@@ -26,7 +26,7 @@ from automation.models import Note
 from config.errors import DomainError, NotFound
 from tasks_inbox import services
 from tasks_inbox.filters import TaskFilter
-from tasks_inbox.form_schema import choice_label, choice_value
+from tasks_inbox.form_schema import task_form
 from tasks_inbox.lifecycles import lifecycle_spec
 from tasks_inbox.models import PRIORITY_BY_NAME, Task
 from tasks_inbox.selectors import (
@@ -122,39 +122,6 @@ def team(request: HttpRequest) -> HttpResponse:
 # --- the task page ----------------------------------------------------------------------
 
 
-def _form_fields(
-    task: Task, values: dict[str, Any] | None, errors: dict[str, list[str]]
-) -> list[dict[str, Any]]:
-    values = values if values is not None else (task.result or {})
-    fields = []
-    for spec in task.form_fields:
-        name = spec["name"]
-        value = values.get(name)
-        if value is None and "default" in spec:
-            value = spec["default"]
-        picked = {str(v) for v in value} if isinstance(value, list) else {str(value)}
-        fields.append(
-            {
-                **spec,
-                "label": spec.get("label") or name.replace("_", " ").capitalize(),
-                "min": spec.get("min") if spec["type"] in ("number", "date") else None,
-                "max": spec.get("max") if spec["type"] in ("number", "date") else None,
-                "help": spec.get("help") or "",
-                "value": "" if value is None else value,
-                "errors": errors.get(f"data.{name}", []),
-                "options": [
-                    {
-                        "value": choice_value(c),
-                        "label": choice_label(c),
-                        "selected": str(choice_value(c)) in picked,
-                    }
-                    for c in spec.get("choices") or []
-                ],
-            }
-        )
-    return fields
-
-
 def _panel_context(
     request: HttpRequest,
     task: Task,
@@ -189,7 +156,9 @@ def _panel_context(
         "can_claim": task.is_open
         and task.assignee_id is None
         and bool(roles & {"queue_member", "manager", "staff"}),
-        "fields": _form_fields(task, values, errors or {}),
+        "fields": task_form(task.form).rendered(
+            values if values is not None else (task.result or {}), errors or {}
+        ),
         "form_errors": [
             m for path, msgs in (errors or {}).items() if not path.startswith("data.") for m in msgs
         ],
@@ -318,25 +287,12 @@ def task_transition(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _posted_form_data(request: HttpRequest, task: Task) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for spec in task.form_fields:
-        name = spec["name"]
-        if spec["type"] == "multiselect":
-            data[name] = request.POST.getlist(name)
-        elif spec["type"] == "boolean":
-            data[name] = request.POST.get(name) in ("on", "true", "1")
-        else:
-            data[name] = request.POST.get(name)
-    return data
-
-
 @login_required
 @require_POST
 def task_complete(request: HttpRequest, pk: int) -> HttpResponse:
     """Submit the task's form; errors come back next to their fields."""
     task = _visible_task(request, pk)
-    data = _posted_form_data(request, task)
+    data = task_form(task.form, data=request.POST).submitted()
     try:
         services.task_complete(task_id=pk, actor=request.user, data=data)
     except NotFound:

@@ -412,7 +412,7 @@ def chromium() -> Path:
 def asgi_server(transactional_db: Any, settings: Any) -> Iterator[Any]:
     """daphne as the Procfile runs it, on the test database and Redis (their shared channel
     layer carries the live updates)."""
-    from tests.servers import AsgiServer, free_port
+    from tests.servers import AsgiServer
 
     if not settings.CELERY_BROKER_URL.startswith("redis://"):
         pytest.skip("needs Redis: the test process and the server share its channel layer")
@@ -420,3 +420,35 @@ def asgi_server(transactional_db: Any, settings: Any) -> Iterator[Any]:
     server.start()
     yield server
     server.stop()
+
+
+# --- shared helpers -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A spare loopback port (for a server the test starts)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def as_user(user: Any) -> APIClient:
+    """An API client authenticated as ``user`` (no token)."""
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def notes_on(obj: Any) -> list[str]:
+    """The texts of the notes on ``obj``, sorted."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from automation.models import Note
+
+    return sorted(
+        Note.objects.filter(
+            content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk)
+        ).values_list("note", flat=True)
+    )

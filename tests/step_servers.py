@@ -22,12 +22,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
+from tests.conftest import free_port
 
 # --- SMTP -----------------------------------------------------------------------------
 

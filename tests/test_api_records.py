@@ -18,14 +18,9 @@ from automation.secrets import resolve_secret
 from crm.models import Lead
 from tasks_inbox import services
 from tasks_inbox.models import Notification
+from tests.conftest import as_user
 
 pytestmark = pytest.mark.django_db
-
-
-def as_user(user: Any) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def error_code(response: Any, status: int) -> str:

@@ -14,14 +14,9 @@ from rest_framework.test import APIClient
 
 from tasks_inbox import services
 from tasks_inbox.models import Queue, SLAConfig, Task
+from tests.conftest import as_user
 
 pytestmark = pytest.mark.django_db
-
-
-def as_user(user: Any) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def refused(response: Any, field: str, reason: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from tests.conftest import as_user
 from tests.test_api_errors import assert_error
 
 pytestmark = pytest.mark.django_db
@@ -237,16 +238,13 @@ def test_monitoring_needs_the_monitoring_permission(make_user: Any, client: Clie
     assert client.get("/monitoring/").status_code == 200
 
 
-def test_the_demo_seed_grants_monitoring(db: Any) -> None:
+def test_the_demo_seed_grants_monitoring(make_user: Any) -> None:
     from django.contrib.auth import get_user_model
 
     from workflows.demo import seed_users
 
     seed_users()
-    manager = get_user_model().objects.create_user("mgr", is_staff=True)
-    from django.contrib.auth.models import Group
-
-    manager.groups.add(Group.objects.get(name="Managers"))
+    manager = make_user("mgr", staff=True, groups=("Managers",))
     assert manager.has_perm("automation.view_monitoring")
     assert get_user_model().objects.get(username="demo").has_perm("automation.view_monitoring")
 
@@ -275,12 +273,6 @@ def test_simulate_with_a_non_id_entity_is_a_validation_error(api: APIClient) -> 
 
 
 # --- related objects within what the caller sees; pages render only that ---------------
-
-
-def as_user(user: Any) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from automation.events import emit
-from automation.models import Note, Run
+from automation.models import Run
 from crm.demo import DEAL_NEGOTIATION, QUALIFY_HIGH_VALUE_LEADS
 from crm.models import Deal
-from tests.conftest import create_published, publish
+from tests.conftest import create_published, notes_on, publish
 from workflows.models import Action, Trigger, Workflow
 from workflows.services import draft_save, workflow_save, workflow_set_active
 
@@ -41,10 +41,6 @@ SLOW = {
         },
     ],
 }
-
-
-def notes_on(deal: Deal) -> list[str]:
-    return sorted(Note.objects.filter(object_id=str(deal.pk)).values_list("note", flat=True))
 
 
 def test_a_draft_changes_nothing_until_publish_then_new_events_run_the_new_version(

@@ -22,36 +22,20 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from automation import services
 from automation.events import emit
-from automation.models import ActionRun, Event, Note, Run
+from automation.models import ActionRun, Event, Run
 from crm.models import Deal
 from tasks_inbox.models import Task
 from tasks_inbox.services import task_transition
-from tests.conftest import ARTIFACTS, ROOT, wait_for, worker_env
+from tests.conftest import ARTIFACTS, ROOT, free_port, notes_on, wait_for, worker_env
 from workflows.services import workflow_save
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def notes_on(deal: Deal) -> list[str]:
-    return sorted(
-        Note.objects.filter(
-            content_type=ContentType.objects.get_for_model(Deal),
-            object_id=str(deal.pk),
-        ).values_list("note", flat=True)
-    )
 
 
 class PrivateRedis:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ARTIFACTS, ROOT
+from tests.conftest import ARTIFACTS, ROOT, free_port
 
 # Setting up the stack (migrate, seed, three processes) counts towards the first test.
 pytestmark = [pytest.mark.worker, pytest.mark.timeout(600)]
@@ -67,12 +66,6 @@ def embedded_env(var_dir: Path, port: int) -> dict[str, str]:
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def procfile() -> dict[str, list[str]]:

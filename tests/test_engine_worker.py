@@ -7,25 +7,15 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 
 from automation import services
 from automation.events import emit
-from automation.models import ActionRun, Event, Note, Run
+from automation.models import ActionRun, Event, Run
 from crm.demo import QUALIFY_HIGH_VALUE_LEADS
 from crm.models import Deal, Lead
-from tests.conftest import wait_for
+from tests.conftest import notes_on, wait_for
 from workflows.services import workflow_save
-
-
-def notes_on(obj: Any) -> list[str]:
-    return sorted(
-        Note.objects.filter(
-            content_type=ContentType.objects.get_for_model(obj),
-            object_id=str(obj.pk),
-        ).values_list("note", flat=True)
-    )
 
 
 def test_lead_created_is_qualified_by_the_worker(celery_worker: Any) -> None:

@@ -344,8 +344,11 @@ def test_a_guard_reads_the_task(api: APIClient, make_user: Any) -> None:
         f"/api/v1/tasks/{task['id']}/transition/", {"action": "approve"}, format="json"
     )
     assert refused.status_code == 400
-    assert refused.json()["error"]["code"] == "INVALID_TRANSITION"
-    assert "condition" in refused.json()["error"]["message"]
+    error = refused.json()["error"]
+    assert error["code"] == "INVALID_TRANSITION"
+    # from the right state, and still refused: its guard said no
+    assert error["current_state"] == "submitted"
+    assert error["allowed_actions"] == ["reject"]
 
 
 def test_disabled_state_cannot_be_entered(api: APIClient, make_user: Any) -> None:

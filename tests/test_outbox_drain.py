@@ -13,7 +13,6 @@ import pytest
 import redis
 import time_machine
 from django.conf import settings
-from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -23,7 +22,7 @@ from automation import services
 from automation.events import emit
 from automation.models import Event, Note, Run
 from crm.models import Deal
-from tests.conftest import purge_broker, wait_for
+from tests.conftest import notes_on, purge_broker, wait_for
 from workflows.services import workflow_save
 
 
@@ -41,15 +40,6 @@ def note_workflow(slug: str, event_type: str, note: str = "noted") -> None:
                 }
             ],
         }
-    )
-
-
-def notes_on(deal: Deal) -> list[str]:
-    return sorted(
-        Note.objects.filter(
-            content_type=ContentType.objects.get_for_model(Deal),
-            object_id=str(deal.pk),
-        ).values_list("note", flat=True)
     )
 
 

@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from automation.models import Event
 from tasks_inbox import services
 from tasks_inbox.models import Queue, Task
+from tests.conftest import as_user
 
 pytestmark = pytest.mark.django_db
 
@@ -27,12 +28,6 @@ FORM = {
         {"name": "follow_up_on", "type": "date", "min": "2020-01-01"},
     ]
 }
-
-
-def as_user(user: Any) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 @pytest.fixture

@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 import redis
-from django.contrib.contenttypes.models import ContentType
 
 from automation.events import emit
-from automation.models import Note, Run
+from automation.models import Run
 from config.celery import app
 from crm.models import Deal
-from tests.conftest import ARTIFACTS, wait_for
+from tests.conftest import ARTIFACTS, notes_on, wait_for
 from workflows.services import workflow_save
 
 pytestmark = pytest.mark.skipif(
@@ -86,15 +85,6 @@ def private_redis() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
-
-
-def notes_on(deal: Deal) -> list[str]:
-    return sorted(
-        Note.objects.filter(
-            content_type=ContentType.objects.get_for_model(Deal),
-            object_id=str(deal.pk),
-        ).values_list("note", flat=True)
-    )
 
 
 def test_worker_holding_work_survives_a_redis_restart(

@@ -198,6 +198,10 @@ class LifecycleState(models.Model):
         "fails instead of resuming.",
     )
     description = models.TextField(blank=True, help_text="What being in this state means.")
+    pauses_sla = models.BooleanField(
+        default=False,
+        help_text="The SLA clock stops while the task is here (when its SLA config pauses).",
+    )
 
     class Meta:
         ordering = ["lifecycle", "position", "id"]
@@ -247,6 +251,15 @@ class LifecycleTransition(models.Model):
     description = models.TextField(
         blank=True,
         help_text="What the action does (the title of its button).",
+    )
+    on_claim = models.BooleanField(
+        default=False,
+        help_text="Claiming the task fires this transition (when it leaves the task's state).",
+    )
+    on_complete = models.BooleanField(
+        default=False,
+        help_text="Completing the task fires this transition (when it leaves the task's "
+        "state); else the first one into a final, non-cancelling state.",
     )
 
     class Meta:

@@ -38,12 +38,20 @@ def _user(user: AbstractBaseUser | None) -> AbstractBaseUser | None:
     return user if getattr(user, "pk", None) else None
 
 
-def _check_slug(workflow: Workflow | None, slug: str) -> None:
+def _check_slug(workflow: Workflow | None, slug: Any) -> None:
     others = Workflow.objects.filter(slug=slug)
     if workflow is not None and workflow.pk:
         others = others.exclude(pk=workflow.pk)
     if others.exists():
         raise DefinitionInvalid.from_issues([("slug", "a workflow with this slug exists")])
+
+
+@transaction.atomic
+def workflow_create(*, document: dict[str, Any], user: AbstractBaseUser | None = None) -> Workflow:
+    """A new workflow, unpublished, with ``document`` as its draft; its slug must be free
+    (``draft_save`` without a workflow would take over the one with that slug)."""
+    _check_slug(None, document.get("slug"))
+    return draft_save(document=document, user=user)
 
 
 @transaction.atomic

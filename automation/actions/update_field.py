@@ -25,6 +25,7 @@ from automation.actions import (
 from automation.actions.entities import entity, entity_type_issues, is_templated, registration
 from automation.registry import json_value
 from config.issues import Issue
+from config.references import users_named
 
 SCHEMA = object_schema(
     {
@@ -54,12 +55,15 @@ def _coerce(field: models.Field, value: Any, instance: models.Model) -> Any:
             return None
         related = field.related_model
         if related is get_user_model() and isinstance(value, str) and not value.isdigit():
-            user = related._default_manager.filter(email__iexact=value).first() or (
-                related._default_manager.filter(username=value).first()
-            )
-            if user is None:
+            users = users_named(value)
+            if not users:
                 raise StepFailed(f"no user '{value}'", code="INVALID_VALUE")
-            return user
+            if len(users) > 1:
+                raise StepFailed(
+                    f"'{value}' names several users; give the id or the username",
+                    code="INVALID_VALUE",
+                )
+            return users[0]
         try:
             return related._default_manager.get(pk=value)
         except (related.DoesNotExist, ValueError, TypeError):

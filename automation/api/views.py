@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import django_filters
 from django import forms
-from django.db import transaction
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -25,13 +23,11 @@ from automation.api.serializers import (
     RunListSerializer,
     RunOperationSerializer,
 )
-from automation.errors import IdempotencyKeyReused
-from automation.events import event_emit, request_fingerprint
-from automation.models import Event, EventSource, Run, RunStatus
+from automation.events import event_submit
+from automation.models import Event, Run, RunStatus
 from automation.registry import registration_for_name, registrations
-from config.errors import ValidationFailed
+from automation.selectors import run_timeline
 from config.filters import DateTimeFilter, ReferenceFilter, id_or_slug
-from config.parsers import text_problem
 from config.permissions import StaffModelPermissions
 from workflows.models import Workflow
 
@@ -54,18 +50,6 @@ def _entity_type(value: str) -> str:
             f"unknown entity type {value!r} (known: {known})", code="UNKNOWN_ENTITY_TYPE"
         )
     return value
-
-
-MAX_IDEMPOTENCY_KEY = 200
-
-
-def stored_idempotency_key(user: Any, key: str | None) -> str | None:
-    """The key as stored: scoped to the caller, and a fixed-length digest so that a key of
-    any allowed length fits the column (``api:<user id>:<sha256 of the key>``)."""
-    if not key:
-        return None
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-    return f"api:{user.pk}:{digest}"
 
 
 class EventFilter(django_filters.FilterSet):
@@ -121,27 +105,12 @@ class EventViewSet(
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = EventCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        event_type = serializer.validated_data["type"]
-        payload = serializer.validated_data.get("payload") or {}
-        key = request.headers.get("Idempotency-Key")
-        if key is not None:
-            problem = text_problem(key) or (
-                None
-                if 1 <= len(key) <= MAX_IDEMPOTENCY_KEY
-                else f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
-            )
-            if problem:
-                raise ValidationFailed.from_issues([("headers.Idempotency-Key", problem)])
-        with transaction.atomic():
-            event = event_emit(
-                event_type,
-                payload,
-                actor=request.user,
-                source=EventSource.API,
-                idempotency_key=stored_idempotency_key(request.user, key),
-            )
-        if key and event.request_hash != request_fingerprint(event_type, payload):
-            raise IdempotencyKeyReused(data={"event_id": event.pk})
+        event = event_submit(
+            event_type=serializer.validated_data["type"],
+            payload=serializer.validated_data.get("payload") or {},
+            actor=request.user,
+            idempotency_key=request.headers.get("Idempotency-Key"),
+        )
         body = {"id": event.pk, "type": event.type, "status": "accepted"}
         return Response(body, status=status.HTTP_202_ACCEPTED)
 
@@ -240,45 +209,5 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     def history(self, request: Request, pk: str | None = None) -> Response:
         """The run's timeline: when it started, each step's attempts and outcome, the end."""
         run = self.get_object()
-        entries: list[dict[str, Any]] = [
-            {"at": run.created_at, "what": "run.created", "event": run.event.type}
-        ]
-        if run.started_at:
-            entries.append({"at": run.started_at, "what": "run.started"})
-        for ar in run.action_runs.order_by("position"):
-            if ar.started_at:
-                entries.append(
-                    {
-                        "at": ar.started_at,
-                        "what": "step.started",
-                        "step": ar.step_key,
-                        "attempts": ar.attempts,
-                    }
-                )
-            if ar.finished_at or ar.status in ("waiting", "failed"):
-                entries.append(
-                    {
-                        "at": ar.finished_at or ar.updated_at,
-                        "what": f"step.{ar.status}",
-                        "step": ar.step_key,
-                        "error": ar.error or None,
-                        "error_code": ar.error_code or None,
-                    }
-                )
-        for operation in run.operations.select_related("actor", "new_run"):
-            entries.append(
-                {
-                    "at": operation.at,
-                    "what": f"run.{operation.kind}",
-                    "actor": operation.actor.get_username() if operation.actor else None,
-                    "from_status": operation.from_status,
-                    "to_status": operation.to_status,
-                    "new_run": operation.new_run_id,
-                }
-            )
-        if run.finished_at:
-            entries.append(
-                {"at": run.finished_at, "what": f"run.{run.status}", "error": run.error or None}
-            )
-        entries.sort(key=lambda e: e["at"])
+        entries = run_timeline(run)
         return Response({"run": run.pk, "status": run.status, "history": entries})

@@ -25,6 +25,7 @@ from automation.models import (
 from automation.services.common import ACTIVE_RUN, enqueue_advance
 from automation.services.creation import run_create
 from automation.signals import run_cancelled
+from automation.statuses import RUN_OPEN_STATUSES
 
 
 def _record(
@@ -80,7 +81,7 @@ def run_resume(*, run_id: int, actor: Any = None) -> Run:
 @transaction.atomic
 def run_cancel(*, run_id: int, actor: Any = None) -> Run:
     run = _locked_run(run_id)
-    if run.status not in (*ACTIVE_RUN, RunStatus.SUSPENDED):
+    if run.status not in RUN_OPEN_STATUSES:
         raise RunStateError(f"A {run.status} run cannot be cancelled.", data={"status": run.status})
     now = timezone.now()
     waiting = list(

@@ -11,7 +11,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from automation.models import ActionRun, Event, Run, RunStatus, StepStatus
+from automation.models import RUN_IN_FLIGHT_STATUSES, ActionRun, Event, Run, RunStatus, StepStatus
 from automation.services.common import engine_setting
 from automation.services.waits import step_wake
 
@@ -109,9 +109,7 @@ def runs_resume_stale(*, older_than: timedelta | None = None, limit: int | None 
             action_run.save(update_fields=["status", "error", "updated_at"])
     run_ids = {ar.run_id for ar in lost_steps}
     run_ids.update(
-        Run.objects.filter(
-            status__in=[RunStatus.PENDING, RunStatus.RUNNING], updated_at__lte=cutoff
-        )
+        Run.objects.filter(status__in=RUN_IN_FLIGHT_STATUSES, updated_at__lte=cutoff)
         .order_by("pk")
         .values_list("pk", flat=True)[:limit]
     )

@@ -33,12 +33,13 @@ class LifecycleSerializer(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField(allow_blank=True)
     states = serializers.JSONField(
-        help_text="[{key, label, is_initial, is_final, is_enabled, is_cancellation, description}]"
+        help_text="[{key, label, is_initial, is_final, is_enabled, is_cancellation, pauses_sla, "
+        "description}]"
     )
     transitions = serializers.JSONField(
         help_text="[{action, label, from_states, to_state, "
         "guard, allowed, required_input, "
-        "unassign, is_enabled, description}]"
+        "unassign, is_enabled, on_claim, on_complete, description}]"
     )
 
     def to_representation(self, instance: Lifecycle) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.errors import PermissionDenied
 from config.filters import FilterBackend
 from tasks_inbox import services
 from tasks_inbox.api.serializers import (
@@ -36,7 +35,6 @@ from tasks_inbox.filters import TaskFilter
 from tasks_inbox.models import Task
 from tasks_inbox.selectors import (
     LIST_RELATED,
-    member_queue_ids,
     task_get,
     task_history,
     task_stats,
@@ -107,16 +105,8 @@ class TaskViewSet(
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         user = request.user
-        if not user.is_staff:
-            assignee, queue = data.get("assignee"), data.get("queue")
-            own_queue = queue is not None and member_queue_ids(user).filter(pk=queue.pk).exists()
-            if (assignee is not None and assignee.pk != user.pk) or (
-                queue is not None and not own_queue
-            ):
-                raise PermissionDenied("You may create tasks for yourself or in your queues.")
-            if assignee is None and queue is None:
-                data["assignee"] = user
-        task = services.task_create(
+        task = services.task_create_by_hand(
+            actor=user,
             title=data["title"],
             description=data["description"],
             task_type=data["task_type"],
@@ -128,7 +118,6 @@ class TaskViewSet(
             lifecycle=data.get("lifecycle"),
             form=data.get("form") or None,
             parent=data.get("parent"),
-            created_by=user,
         )
         return Response(
             TaskDetailSerializer(

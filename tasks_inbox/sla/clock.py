@@ -8,9 +8,10 @@ threshold of ``s`` seconds is reached is ``clock_add(sla_resumed_at, s -
 sla_elapsed_seconds)``.
 
 - Start: at creation, or when the task first enters the config's ``start_state``.
-- Pause: entering ``blocked`` when the config pauses while blocked (the stretch is banked,
-  ``sla_due_at`` and ``sla_warning_at`` are cleared: a stopped clock has no due time);
-  resume when it leaves ``blocked``: the due times move by the time spent blocked.
+- Pause: entering a state its lifecycle marks ``pauses_sla`` (the default lifecycle's
+  ``blocked``) when the config pauses while blocked (the stretch is banked, ``sla_due_at``
+  and ``sla_warning_at`` are cleared: a stopped clock has no due time); resume when it
+  enters a state that does not pause: the due times move by the time spent paused.
 - Stop: when the task reaches a final state. A completion is judged (``sla_met``: clock
   time within the target); a cancellation is not.
 
@@ -26,9 +27,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from tasks_inbox.lifecycles import lifecycle_spec
 from tasks_inbox.models import SLAEventKind, Task
 from tasks_inbox.sla.calendar import clock_add, clock_seconds
-from tasks_inbox.sla.rules import PAUSE_STATES, SLASpec, Threshold, sla_config_for, sla_spec
+from tasks_inbox.sla.rules import SLASpec, Threshold, sla_config_for, sla_spec
 
 CLOCK_FIELDS = [
     "sla_config",
@@ -190,9 +192,10 @@ def clock_on_create(task: Task, *, now: datetime, due_at: datetime | None = None
 
 
 def clock_on_transition(
-    task: Task, *, to_state: str, final: bool, completed: bool, now: datetime
+    task: Task, *, to_state: str, pauses: bool, final: bool, completed: bool, now: datetime
 ) -> list[str]:
-    """Start, pause, resume or stop the clock for a task that just moved to ``to_state``."""
+    """Start, pause, resume or stop the clock for a task that just moved to ``to_state``
+    (``pauses``: its lifecycle marks that state ``pauses_sla``)."""
     if not task.sla_config_id and task.sla_started_at is None:
         return []
     spec = task_spec(task)
@@ -202,9 +205,9 @@ def clock_on_transition(
         return []
     if task.sla_started_at is None:
         return clock_start(task, spec, now) if to_state == spec.start_state else []
-    if task.sla_resumed_at is not None and spec.pause_while_blocked and to_state in PAUSE_STATES:
+    if task.sla_resumed_at is not None and spec.pause_while_blocked and pauses:
         return clock_pause(task, spec, now)
-    if task.sla_paused_at is not None and to_state not in PAUSE_STATES:
+    if task.sla_paused_at is not None and not pauses:
         return clock_resume(task, spec, now)
     return []
 
@@ -218,7 +221,7 @@ def clock_on_config_change(task: Task, spec: SLASpec, now: datetime) -> list[str
     if (
         task.sla_resumed_at is not None
         and spec.pause_while_blocked
-        and (task.state in PAUSE_STATES)
+        and lifecycle_spec(task.lifecycle).pauses_sla(task.state)
     ):
         return clock_pause(task, spec, now)
     if task.sla_paused_at is not None and not spec.pause_while_blocked:

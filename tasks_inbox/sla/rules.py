@@ -16,7 +16,6 @@ from datetime import time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import Q
 from django.utils.duration import duration_string
@@ -25,8 +24,15 @@ from config.durations import EXAMPLES as DURATION_EXAMPLES
 from config.durations import DurationInvalid, parse_duration
 from config.errors import Conflict, ValidationFailed
 from config.issues import Issue, IssueCode
+from config.references import users_named
 from tasks_inbox.issue_codes import TaskIssueCode
-from tasks_inbox.models import PRIORITY_BY_NAME, Priority, SLAConfig, SLAEventKind, priority_name
+from tasks_inbox.models import (
+    SLAConfig,
+    SLAEventKind,
+    priority_name,
+    priority_parse,
+    priority_unknown,
+)
 from tasks_inbox.sla.calendar import WorkingHours
 
 ACTION_TYPES = ("remind", "raise_priority", "reassign", "notify_manager")
@@ -38,7 +44,6 @@ ACTION_KEYS = {
 }
 MAX_DURATION = timedelta(days=366)
 MAX_LEVELS = 10
-PAUSE_STATES = frozenset({"blocked"})
 HH_MM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 DOCUMENT_KEYS = {
     "name",
@@ -109,14 +114,6 @@ def _group(value: Any) -> Group | None:
     return None
 
 
-def _priority(value: Any) -> int | None:
-    if isinstance(value, str) and value.lower() in PRIORITY_BY_NAME:
-        return PRIORITY_BY_NAME[value.lower()]
-    if isinstance(value, int) and not isinstance(value, bool) and value in Priority.values:
-        return value
-    return None
-
-
 def _unknown_keys(value: dict[str, Any], allowed: set[str], path: str) -> list[Issue]:
     return [
         Issue(f"{path}.{key}" if path else str(key), IssueCode.UNKNOWN_KEY, f"unknown key '{key}'")
@@ -155,14 +152,10 @@ def _action_issues(action: Any, path: str) -> tuple[dict[str, Any], list[Issue]]
         else:
             clean["message"] = message
     if kind == "raise_priority" and action.get("to") is not None:
-        value = _priority(action["to"])
+        value = priority_parse(action["to"])
         if value is None:
             issues.append(
-                Issue(
-                    f"{path}.to",
-                    IssueCode.INVALID_VALUE,
-                    f"unknown priority {action['to']!r} (known: {', '.join(PRIORITY_BY_NAME)})",
-                )
+                Issue(f"{path}.to", IssueCode.INVALID_VALUE, priority_unknown(action["to"]))
             )
         else:
             clean["to"] = priority_name(value)
@@ -185,19 +178,21 @@ def _action_issues(action: Any, path: str) -> tuple[dict[str, Any], list[Issue]]
             else:
                 clean["queue"] = group.name
         else:
-            found = (
-                get_user_model()
-                ._default_manager.filter(
-                    **{get_user_model().USERNAME_FIELD: str(user)}, is_active=True
-                )
-                .first()
-            )
-            if found is None:
+            found = users_named(user, active_only=True)
+            if not found:
                 issues.append(
                     Issue(f"{path}.user", TaskIssueCode.UNKNOWN_USER, f"no active user {user!r}")
                 )
+            elif len(found) > 1:
+                issues.append(
+                    Issue(
+                        f"{path}.user",
+                        TaskIssueCode.UNKNOWN_USER,
+                        f"{user!r} names several users; give the id or the username",
+                    )
+                )
             else:
-                clean["user"] = found.get_username()
+                clean["user"] = found[0].get_username()
     return clean, issues
 
 
@@ -381,7 +376,7 @@ def _start_state_issues(value: Any, pause: bool) -> tuple[str, list[Issue]]:
                 f"'{value}' is a final state: the clock would never run",
             )
         ]
-    if pause and value in PAUSE_STATES:
+    if pause and not states.filter(is_final=False, pauses_sla=False).exists():
         return "", [
             Issue(
                 "start_state",
@@ -473,15 +468,9 @@ def sla_config_clean(
     priority = document.get("priority")
     values["priority"] = None
     if priority not in (None, ""):
-        values["priority"] = _priority(priority)
+        values["priority"] = priority_parse(priority)
         if values["priority"] is None:
-            issues.append(
-                Issue(
-                    "priority",
-                    IssueCode.INVALID_VALUE,
-                    f"unknown priority {priority!r} (known: {', '.join(PRIORITY_BY_NAME)})",
-                )
-            )
+            issues.append(Issue("priority", IssueCode.INVALID_VALUE, priority_unknown(priority)))
     if queue in (None, "") and not values["task_type"]:
         issues.append(
             Issue("queue", IssueCode.REQUIRED, "an SLA must name a queue, a task type, or both")

@@ -24,7 +24,6 @@ from __future__ import annotations
 from datetime import date, datetime, time
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
 from django.utils import timezone
 
@@ -42,13 +41,14 @@ from automation.actions.entities import entity, entity_type_issues, is_templated
 from automation.events import actor_context
 from config.errors import DomainError
 from config.issues import Issue, IssueCode
+from config.references import users_named
 from tasks_inbox.form_schema import form_issues
 from tasks_inbox.lifecycles import BUILTIN_DOCUMENTS, lifecycle_spec
-from tasks_inbox.models import Task
+from tasks_inbox.models import PRIORITY_BY_NAME, Task
 from tasks_inbox.services import task_create
 from workflows.models import Lifecycle
 
-PRIORITIES = ["low", "medium", "high", "urgent"]
+PRIORITIES = list(PRIORITY_BY_NAME)
 
 SCHEMA = object_schema(
     {
@@ -123,25 +123,21 @@ def _reference_issues(config: dict[str, Any], path: str) -> list[Issue]:
 
 
 def resolve_user(value: Any) -> AbstractBaseUser | None:
-    """A user from an id, an email (contains '@') or a username; None when empty."""
+    """The active user an id, username or email names (``config.references``); None
+    when empty."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    users = get_user_model().objects.filter(is_active=True)
-    if isinstance(value, int) and not isinstance(value, bool):
-        found = users.filter(pk=value).first()
-    else:
-        text = str(value).strip()
-        if "@" in text:
-            found = users.filter(email__iexact=text).order_by("pk").first()
-        elif text.isdigit():
-            found = users.filter(pk=int(text)).first()
-        else:
-            found = users.filter(username=text).first()
-    if found is None:
+    found = users_named(value, active_only=True)
+    if not found:
         raise StepFailed(
             f"no active user {value!r} to assign the task to", code="ASSIGNEE_NOT_FOUND"
         )
-    return found
+    if len(found) > 1:
+        raise StepFailed(
+            f"{value!r} names several users; give the id or the username",
+            code="AMBIGUOUS_ASSIGNEE",
+        )
+    return found[0]
 
 
 def resolve_queue(value: Any) -> Group | None:

@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from automation.actions import (
@@ -33,6 +32,7 @@ from automation.actions import (
 )
 from automation.actions.mailing import check_address, send_message
 from automation.models import ActionRun
+from config.references import users_named
 from tasks_inbox.models import Notification
 
 MESSAGE_MAX = 1000
@@ -51,20 +51,15 @@ RENDER_MODES = {"recipient": "header", "subject": "header", "link": "header"}
 
 
 def find_user(recipient: Any) -> Any:
-    """The active user a recipient names (id, username or email), or None if none does."""
-    users = get_user_model()._default_manager.filter(is_active=True)
-    text = str(recipient).strip()
-    if isinstance(recipient, int) or text.isdigit():
-        return users.filter(pk=int(text)).first()
-    if "@" in text:
-        matches = list(users.filter(email__iexact=text).order_by("pk")[:2])
-        if len(matches) > 1:
-            raise StepFailed(
-                f"more than one user has the email address {text!r}", code="AMBIGUOUS_RECIPIENT"
-            )
-        if matches:
-            return matches[0]
-    return users.filter(**{get_user_model().USERNAME_FIELD: text}).first()
+    """The active user a recipient names (id, username or email: ``config.references``),
+    or None if none does."""
+    found = users_named(recipient, active_only=True)
+    if len(found) > 1:
+        raise StepFailed(
+            f"{recipient!r} names several users; give the id or the username",
+            code="AMBIGUOUS_RECIPIENT",
+        )
+    return found[0] if found else None
 
 
 def check_link(link: Any) -> str:

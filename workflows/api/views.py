@@ -104,9 +104,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     @extend_schema(request=WorkflowDocumentSerializer, responses={201: WorkflowSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         document = self._document(request, partial=False, workflow=None)
-        if Workflow.objects.filter(slug=document.get("slug")).exists():
-            raise ValidationFailed.from_issues([("slug", "a workflow with this slug exists")])
-        workflow = services.draft_save(document=document, user=request.user)
+        workflow = services.workflow_create(document=document, user=request.user)
         return Response(self._read(workflow), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=WorkflowDocumentSerializer, responses=WorkflowSerializer)

@@ -18,7 +18,8 @@ class Command(BaseCommand):
         "Import lifecycles from a JSON file: one document or a list, each in this "
         "project's lifecycle shape or the plain state-machine shape ({name, states: "
         "[{id, name, is_initial, is_final, enabled, description}], actions: [{id, name, "
-        "enabled, from_states, to_state, description}]}). Every document is validated "
+        "enabled, from_states, to_state, description}]}; a state may say pauses_sla, an "
+        "action on_claim or on_complete). Every document is validated "
         "whole; if any is invalid nothing is imported. A lifecycle whose slug exists is "
         "replaced."
     )
