@@ -29,7 +29,6 @@ from workflows.api.serializers import (
     WorkflowDocumentSerializer,
     WorkflowSerializer,
 )
-from workflows.definition import validate_definition
 from workflows.errors import UnknownVersion
 from workflows.models import Action, Trigger, Workflow
 from workflows.selectors import DRAFT, definition_at, definition_diff, working_definition
@@ -116,7 +115,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     @action(detail=False, methods=["post"], url_path="validate")
     def validate(self, request: Request) -> Response:
         """Validate a workflow document without saving it."""
-        issues = validate_definition(request.data)
+        issues = services.definition_issues(request.data)
         if issues:
             raise ValidationFailed.from_issues(issues)
         return Response({"valid": True})
@@ -130,7 +129,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     def validate_existing(self, request: Request, pk: str | None = None) -> Response:
         """Validate the stored workflow's draft, or its current version when it has no draft
         (after changes in its step types or models)."""
-        issues = validate_definition(working_definition(self.get_object()))
+        issues = services.definition_issues(working_definition(self.get_object()))
         if issues:
             raise ValidationFailed.from_issues(issues)
         return Response({"valid": True})
