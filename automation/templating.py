@@ -22,6 +22,7 @@ There is no escape for a literal ``{{``, and an expression ends at the first ``}
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
@@ -1096,19 +1097,48 @@ def secret_forms(value: str) -> set[str]:
     return {form for form in forms if form}
 
 
+# A base64 form shorter than this is not masked (it would match ordinary words).
+MIN_BASE64_FORM = 6
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+def secret_base64_forms(value: str) -> set[str]:
+    """The base64 spellings of a secret's value (standard and URL-safe alphabets, with
+    and without padding), wherever it sits in the encoded text: alone, or as one half of
+    a ``user:secret`` pair as an ``Authorization: Basic`` header carries it.
+
+    Inside a longer encoded text the value's bytes start at one of three offsets modulo 3;
+    for each, the form is the run of base64 characters that depend on the value's bytes
+    only (the characters at either edge also carry bits of the neighbours, and are left
+    alone), and, for a value that ends the text, that run through the end and padding.
+    These forms are matched case-sensitively (base64 is)."""
+    data = value.encode("utf-8")
+    forms: set[str] = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + data).decode("ascii")
+        start = -(-offset * 8 // 6)  # the first character with no filler bit
+        end = (offset + len(data)) * 8 // 6  # past the last character with no later bit
+        for form in (encoded[start:end], encoded[start:], encoded[start:].rstrip("=")):
+            forms |= {form, form.translate(_URLSAFE)}
+    return {form for form in forms if len(form.rstrip("=")) >= MIN_BASE64_FORM}
+
+
 @lru_cache(maxsize=256)
 def _secret_pattern(values: frozenset[str]) -> re.Pattern[str] | None:
-    needles = sorted(
-        {form for value in values for form in secret_forms(value)}, key=len, reverse=True
-    )
+    needles = {re.escape(form): len(form) for value in values for form in secret_forms(value)}
+    for value in values:
+        for form in secret_base64_forms(value):
+            needles.setdefault(f"(?-i:{re.escape(form)})", len(form))
     if not needles:
         return None
-    return re.compile("|".join(map(re.escape, needles)), re.IGNORECASE)
+    ordered = sorted(needles, key=lambda needle: needles[needle], reverse=True)
+    return re.compile("|".join(ordered), re.IGNORECASE)
 
 
 def secret_pattern(secret_values: Iterable[str]) -> re.Pattern[str] | None:
-    """One case-insensitive pattern matching every form (:func:`secret_forms`) of every
-    non-empty value, longest first; None when there is nothing to mask."""
+    """One pattern matching every form (:func:`secret_forms`, in any case, and
+    :func:`secret_base64_forms`, as they are) of every non-empty value, longest first;
+    None when there is nothing to mask."""
     return _secret_pattern(frozenset(s for s in secret_values if isinstance(s, str) and s))
 
 

@@ -118,7 +118,7 @@ def test_diff_and_discard_through_the_api(api: APIClient) -> None:
     assert diff["workflow"] == {"name": {"from": "Auto-qualify high-value leads", "to": "Renamed"}}
     assert diff["triggers"]["added"] == [] and diff["triggers"]["removed"] == []
     assert diff["triggers"]["changed"] == [
-        {"index": 0, "changes": {"priority": {"from": 10, "to": 7}}}
+        {"index": 0, "key": "on_lead_created", "changes": {"priority": {"from": 10, "to": 7}}}
     ]
     assert [s["key"] for s in diff["steps"]["added"]] == ["pause"]
     assert diff["steps"]["added"][0]["step"]["after"] == ["note"]

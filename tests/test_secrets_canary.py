@@ -12,15 +12,19 @@ JSON-, repr-, backslash- or HTML-escaped, in the ActionRun rows (progress includ
 run's API answers (detail, list, history, graph, events), its admin pages, the log
 output of the configured console handler and of caplog, or /metrics. Secrets in a note,
 an event payload, a task, a notification, a field update or a condition are refused at
-validation with ``secret_not_allowed`` and the JSON path.
+validation with ``secret_not_allowed`` and the JSON path. Secrets that come back only
+base64-encoded (URL userinfo sent as ``Authorization: Basic``, echoed) are found by
+decoding every base64 run of every sink: none.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import json
 import logging
+import re
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -32,7 +36,7 @@ from django.test import Client
 from automation.actions import get_step_type
 from automation.models import ActionRun, Event, Run, StepStatus
 from automation.secrets import SecretMaskFilter, secret_set, step_config_render
-from automation.templating import TemplateRenderError
+from automation.templating import TemplateRenderError, redact
 from tests.step_servers import Answer, WebhookReceiver, execute, webhook_receiver
 from workflows.services import workflow_save
 
@@ -218,6 +222,23 @@ def test_planted_secrets_appear_in_no_sink_in_any_form(
     assert steps["whole_url"].input["headers"]["Authorization"] == f"Bearer {MASK}"
     assert MASK in steps["rejected"].error and MASK in steps["refused"].error
 
+    places = sinks(run, api, admin_user, console_log, caplog, settings)
+    assert "webhook PUT" in places["console log"]  # the client's log lines were captured
+
+    found = {place: hits(text, values) for place, text in places.items()}
+    assert {place: found_here for place, found_here in found.items() if found_here} == {}
+
+
+def sinks(
+    run: Any,
+    api: Any,
+    admin_user: Any,
+    console_log: io.StringIO,
+    caplog: pytest.LogCaptureFixture,
+    settings: Any,
+) -> dict[str, str]:
+    """The text of every place a run's values could end up: its rows, its API answers, its
+    admin pages, /metrics and the log output."""
     places: dict[str, str] = {
         "action runs": json.dumps(list(ActionRun.objects.filter(run=run).values()), default=str),
         "run row": json.dumps(list(Run.objects.filter(pk=run.pk).values()), default=str),
@@ -252,9 +273,111 @@ def test_planted_secrets_appear_in_no_sink_in_any_form(
     places["/metrics"] = metrics.content.decode()
     places["console log"] = console_log.getvalue()
     places["caplog"] = caplog.text
-    assert "webhook PUT" in places["console log"]  # the client's log lines were captured
+    return places
 
-    found = {place: hits(text, values) for place, text in places.items()}
+
+BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}")
+
+
+def base64_hits(text: str, values: dict[str, str]) -> list[str]:
+    """Values found by decoding every run of base64 characters in ``text`` (standard or
+    URL-safe, from each of the four character offsets, so at any byte alignment)."""
+    found = []
+    for match in BASE64_RUN.finditer(text):
+        run = match.group().translate(str.maketrans("-_", "+/"))
+        for start in range(4):
+            chunk = run[start:]
+            chunk = chunk[: len(chunk) - len(chunk) % 4]
+            try:
+                decoded = base64.b64decode(chunk, validate=True)
+            except ValueError:
+                continue
+            found += [
+                f"{name} in base64 {match.group()!r}"
+                for name, value in values.items()
+                if value.encode() in decoded
+            ]
+    return found
+
+
+@pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
+def test_a_base64_secret_is_masked_at_every_alignment_with_or_without_padding(
+    encode: Any,
+) -> None:
+    value = "s3cr3t-V4lue/with+odd?bytes"
+    for before in ("", "a", "ab", "user:"):
+        for after in ("", ":", ":pw", "xyz"):
+            encoded = encode(f"{before}{value}{after}".encode()).decode()
+            for text in (encoded, encoded.rstrip("="), f"Authorization: Basic {encoded}"):
+                masked = redact(text, [value])
+                assert MASK in masked and base64_hits(masked, {"v": value}) == [], text
+    # Unrelated base64 and ordinary words are left alone.
+    other = base64.b64encode(b"nothing secret here at all").decode()
+    assert redact(f"Basic {other} S3CR3T", [value]) == f"Basic {other} S3CR3T"
+
+
+def test_secrets_sent_base64_encoded_are_masked_where_they_come_back(
+    receiver: WebhookReceiver,
+    drain: Any,
+    admin_user: Any,
+    api: Any,
+    console_log: io.StringIO,
+    caplog: pytest.LogCaptureFixture,
+    settings: Any,
+) -> None:
+    """Userinfo in a webhook URL goes out as ``Authorization: Basic base64(user:password)``;
+    a receiver that echoes the header back (in its body and in a header) hands the
+    secrets back only base64-encoded: as the password with a plain user, and as both
+    halves of the pair."""
+    caplog.set_level(logging.DEBUG)
+    values = plant(receiver)
+    address = receiver.url.removeprefix("http://")
+    workflow = workflow_save(
+        document={
+            "slug": "canary-basic",
+            "name": "canary-basic",
+            "triggers": [],
+            "steps": [
+                {
+                    "key": "password",
+                    "type": "call_webhook",
+                    "config": {"url": f"http://canary:{{{{secrets.MIXED}}}}@{address}/basic"},
+                },
+                {
+                    "key": "both",
+                    "type": "call_webhook",
+                    "config": {
+                        "url": "http://{{secrets.MIXED}}:{{secrets.QUOTED|urlencode}}"
+                        f"@{address}/both",
+                        "method": "PUT",
+                    },
+                },
+            ],
+        }
+    )
+    receiver.script = [Answer(echo_header="Authorization"), Answer(echo_header="Authorization")]
+    run = execute(workflow, {})
+    drain()
+
+    first, second = receiver.wait(2)
+    assert (
+        first.headers["authorization"]
+        == "Basic " + base64.b64encode(f"canary:{values['MIXED']}".encode()).decode()
+    )
+    assert (
+        second.headers["authorization"]
+        == "Basic " + base64.b64encode(f"{values['MIXED']}:{values['QUOTED']}".encode()).decode()
+    )
+    steps = {ar.step_key: ar for ar in ActionRun.objects.filter(run=run)}
+    assert {ar.status for ar in steps.values()} == {StepStatus.COMPLETED}
+    echoed = steps["password"].output["response"]
+    assert echoed["json"]["echo"].startswith("Basic ") and MASK in echoed["json"]["echo"]
+    assert MASK in echoed["headers"]["x-echo"]
+
+    places = sinks(run, api, admin_user, console_log, caplog, settings)
+    found = {
+        place: hits(text, values) + base64_hits(text, values) for place, text in places.items()
+    }
     assert {place: found_here for place, found_here in found.items() if found_here} == {}
 
 

@@ -34,7 +34,7 @@ from workflows.errors import DefinitionCode
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 EVENT_TYPE = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
-TRIGGER_KEYS = {"event_type", "conditions", "priority", "is_active"}
+TRIGGER_KEYS = {"key", "event_type", "conditions", "priority", "is_active"}
 STEP_KEYS = {
     "key",
     "type",
@@ -60,6 +60,7 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
         "is_active": bool(document.get("is_active", True)),
         "triggers": [
             {
+                "key": t.get("key") or None,
                 "event_type": t.get("event_type"),
                 "conditions": t.get("conditions") or None,
                 "priority": int(t.get("priority") or 0),

@@ -68,7 +68,18 @@ class Workflow(models.Model):
 
 
 class Trigger(models.Model):
+    """One trigger of a workflow. ``key`` is its identity within the workflow, kept in the
+    document, so a trigger keeps its row (and its id in the API) across edits, reorders and
+    republishing; ``position`` is its place in the document."""
+
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="triggers")
+    key = models.SlugField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="The trigger's identity in the document (given when it is saved).",
+    )
+    position = models.PositiveIntegerField(default=0)
     event_type = models.CharField(
         max_length=150,
         db_index=True,
@@ -84,6 +95,13 @@ class Trigger(models.Model):
 
     class Meta:
         ordering = ["-priority", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "key"],
+                condition=~models.Q(key=""),
+                name="trigger_key_unique_in_workflow",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.workflow} on {self.event_type}"

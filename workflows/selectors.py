@@ -19,12 +19,16 @@ def workflow_definition(workflow: Workflow) -> dict[str, Any]:
             "is_active": workflow.is_active,
             "triggers": [
                 {
+                    "key": t.key or None,
                     "event_type": t.event_type,
                     "conditions": t.conditions,
                     "priority": t.priority,
                     "is_active": t.is_active,
                 }
-                for t in workflow.triggers.order_by("id")
+                # Rows just added in the admin have no key yet: they come last.
+                for t in sorted(
+                    workflow.triggers.all(), key=lambda t: (not t.key, t.position, t.pk)
+                )
             ],
             "steps": [
                 {
@@ -89,7 +93,7 @@ def _changes(before: dict[str, Any], after: dict[str, Any], names: list[str]) ->
 
 
 WORKFLOW_FIELDS = ["slug", "name", "description", "is_active"]
-TRIGGER_FIELDS = ["event_type", "conditions", "priority", "is_active"]
+TRIGGER_FIELDS = ["event_type", "conditions", "priority", "is_active", "position"]
 STEP_FIELDS = [
     "type",
     "config",
@@ -105,24 +109,36 @@ STEP_FIELDS = [
 def definition_diff(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
     """What changes from document ``before`` (None: nothing yet) to ``after``.
 
-    Workflow fields as ``{field: {"from", "to"}}``; triggers matched by position (as the
-    rows are) and steps by key, each list split into ``added``, ``removed`` and ``changed``
-    with per-field changes (``config`` per key). ``has_changes`` says whether anything
-    differs.
+    Workflow fields as ``{field: {"from", "to"}}``; triggers and steps matched by key
+    (triggers of a document without keys by position), each list split into ``added``,
+    ``removed`` and ``changed`` with per-field changes (``config`` per key, ``position``
+    when it moved). ``has_changes`` says whether anything differs.
     """
     before = before or {"triggers": [], "steps": []}
     workflow = _changes(before, after, WORKFLOW_FIELDS) if before.get("slug") else {}
-    old_triggers, new_triggers = before.get("triggers") or [], after.get("triggers") or []
+
+    def trigger_ids(items: list[dict[str, Any]]) -> dict[Any, tuple[int, dict[str, Any]]]:
+        # By key; a document without keys (written before triggers had them) by position.
+        return {t.get("key") or f"#{i}": (i, t) for i, t in enumerate(items)}
+
+    old_triggers = trigger_ids(before.get("triggers") or [])
+    new_triggers = trigger_ids(after.get("triggers") or [])
     triggers: dict[str, list[dict[str, Any]]] = {"added": [], "removed": [], "changed": []}
-    for index in range(max(len(old_triggers), len(new_triggers))):
-        if index >= len(old_triggers):
-            triggers["added"].append({"index": index, "trigger": new_triggers[index]})
-        elif index >= len(new_triggers):
-            triggers["removed"].append({"index": index, "trigger": old_triggers[index]})
-        else:
-            changes = _changes(old_triggers[index], new_triggers[index], TRIGGER_FIELDS)
-            if changes:
-                triggers["changed"].append({"index": index, "changes": changes})
+    for key, (index, trigger) in new_triggers.items():
+        if key not in old_triggers:
+            triggers["added"].append({"index": index, "key": key, "trigger": trigger})
+            continue
+        old_index, old = old_triggers[key]
+        changes = _changes(
+            {**old, "position": old_index}, {**trigger, "position": index}, TRIGGER_FIELDS
+        )
+        if changes:
+            triggers["changed"].append({"index": index, "key": key, "changes": changes})
+    triggers["removed"] = [
+        {"index": index, "key": key, "trigger": trigger}
+        for key, (index, trigger) in old_triggers.items()
+        if key not in new_triggers
+    ]
 
     def keyed(steps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         return {step["key"]: {**step, "position": position} for position, step in enumerate(steps)}

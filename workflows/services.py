@@ -7,10 +7,19 @@ runs start on. Runs already under way keep the version they started with. A new 
 starts as a draft with no published version: nothing runs it until it is published.
 ``workflow_save`` (save and publish at once) is for host code, seeds and imports with
 ``--publish``.
+
+Steps are identified by their ``key``, triggers by theirs: a trigger the document gives
+without a key takes the key of the trigger it equals in the document being replaced, or
+else of one on the same event type (so a client that sends triggers back without their
+keys keeps them), or else a new one, never the key of a trigger that existed. Rows follow
+the keys, so a trigger keeps its id (the API's ``triggers/{id}/``) across edits, reorders
+and republishing.
 """
 
 from __future__ import annotations
 
+import copy
+import re
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -18,20 +27,108 @@ from django.db import transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 
+from automation.graph import KEY_PATTERN
 from automation.matcher import definitions_changed, event_high_water
-from config.issues import error_issues
+from config.issues import Issue, IssueCode, error_issues
 from workflows.definition import normalise, validate_definition
 from workflows.errors import DefinitionInvalid, DraftOnly, WorkflowInUse
 from workflows.models import Action, Trigger, Workflow, WorkflowVersion
 from workflows.selectors import latest_version, workflow_definition, working_definition
 
 
-def definition_check(document: Any) -> dict[str, Any]:
-    """Validate a document; raise ``DefinitionInvalid`` naming every JSON path at fault."""
-    issues = validate_definition(document)
-    if error_issues(issues):  # warnings never block
+def trigger_key_issues(document: Any) -> list[Issue]:
+    """A trigger's ``key``, when given, is a step-style key, unique among the triggers."""
+    triggers = document.get("triggers") if isinstance(document, dict) else None
+    if not isinstance(triggers, list):
+        return []
+    issues: list[Issue] = []
+    seen: set[str] = set()
+    for index, trigger in enumerate(triggers):
+        key = trigger.get("key") if isinstance(trigger, dict) else None
+        if key is None:
+            continue
+        path = f"triggers[{index}].key"
+        if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
+            issues.append(
+                Issue(
+                    path,
+                    IssueCode.INVALID_VALUE,
+                    "must be a lowercase letter, then lowercase letters, digits or '_' (max 64)",
+                )
+            )
+        elif key in seen:
+            issues.append(Issue(path, IssueCode.DUPLICATE, f"duplicate key '{key}'"))
+        else:
+            seen.add(key)
+    return issues
+
+
+def definition_issues(document: Any) -> list[Issue]:
+    """Every problem of a document (errors and warnings), each at its JSON path."""
+    return validate_definition(document) + trigger_key_issues(document)
+
+
+def definition_check(
+    document: Any, previous: dict[str, Any] | None = None, *, keyed: bool = True
+) -> dict[str, Any]:
+    """Validate a document; raise ``DefinitionInvalid`` naming every JSON path at fault
+    (warnings never block). The result is normalised, with every trigger keyed against
+    ``previous`` (the document it replaces) unless ``keyed`` is false."""
+    issues = definition_issues(document)
+    if error_issues(issues):
         raise DefinitionInvalid.from_issues(issues)
-    return normalise(document)
+    definition = normalise(document)
+    return triggers_keyed(definition, previous) if keyed else definition
+
+
+def new_trigger_key(event_type: str, taken: set[str]) -> str:
+    """A key for a new trigger, from its event type (``deal.won``: ``on_deal_won``), not in
+    ``taken`` (which it joins)."""
+    words = re.sub(r"[^a-z0-9]+", "_", str(event_type or "").lower()).strip("_") or "any"
+    base = f"on_{words}"[:56]
+    key, n = base, 1
+    while key in taken:
+        n += 1
+        key = f"{base}_{n}"
+    taken.add(key)
+    return key
+
+
+def _trigger_content(trigger: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in trigger.items() if name != "key"}
+
+
+def triggers_keyed(definition: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """``definition`` (normalised) with a key on every trigger.
+
+    A trigger without a key takes the key of a trigger of ``previous`` that no other
+    trigger claims: first one equal to it, then one on the same event type (an edited
+    trigger sent back without its key); else a new key that no trigger of either document
+    has had, so a removed trigger's identity never passes to another.
+    """
+    triggers = definition["triggers"]
+    if all(t["key"] for t in triggers):
+        return definition
+    before = (previous or {}).get("triggers") or []
+    given = {t["key"] for t in triggers if t["key"]}
+    taken = given | {t.get("key") for t in before if t.get("key")}
+    unclaimed = [t for t in before if t.get("key") and t["key"] not in given]
+    keys: list[str | None] = [t["key"] for t in triggers]
+    for alike in (
+        lambda a, b: _trigger_content(a) == _trigger_content(b),
+        lambda a, b: a["event_type"] == b.get("event_type"),
+    ):
+        for index, trigger in enumerate(triggers):
+            if keys[index] is None:
+                same = next((t for t in unclaimed if alike(trigger, t)), None)
+                if same is not None:
+                    unclaimed.remove(same)
+                    keys[index] = same["key"]
+    keyed = [
+        {**t, "key": key or new_trigger_key(t["event_type"], taken)}
+        for t, key in zip(triggers, keys, strict=True)
+    ]
+    return {**definition, "triggers": keyed}
 
 
 def _user(user: AbstractBaseUser | None) -> AbstractBaseUser | None:
@@ -65,9 +162,10 @@ def draft_save(
     ``workflow`` is None and no workflow has its slug). The published version, and with it
     everything the matcher and the runs read, stays as it is. A draft equal to the current
     version is no draft: it is dropped."""
-    definition = definition_check(document)
+    definition = definition_check(document, keyed=False)
     if workflow is None:
         workflow = Workflow.objects.filter(slug=definition["slug"]).first()
+    definition = triggers_keyed(definition, working_definition(workflow) if workflow else None)
     if workflow is None:
         workflow = Workflow.objects.create(
             slug=definition["slug"],
@@ -113,18 +211,19 @@ def workflow_save(
 def _sync_rows(workflow: Workflow, definition: dict[str, Any]) -> None:
     """Make the authoring rows equal the document, keeping the ids of rows that stay.
 
-    Steps are matched by key, triggers by position (the document lists them by id).
+    Steps and triggers are matched by key (a trigger row without one, just added in the
+    admin, is replaced by the document's keyed trigger).
     """
-    triggers = list(workflow.triggers.order_by("id"))
-    for index, data in enumerate(definition["triggers"]):
-        if index < len(triggers):
-            row = triggers[index]
-            for name, value in data.items():
-                setattr(row, name, value)
-            row.save()
-        else:
-            Trigger.objects.create(workflow=workflow, **data)
-    Trigger.objects.filter(pk__in=[t.pk for t in triggers[len(definition["triggers"]) :]]).delete()
+    triggers = {row.key: row for row in workflow.triggers.exclude(key="")}
+    keys = [data["key"] for data in definition["triggers"]]
+    workflow.triggers.exclude(key__in=keys).delete()
+    workflow.triggers.filter(key="").delete()
+    for position, data in enumerate(definition["triggers"]):
+        row = triggers.get(data["key"]) or Trigger(workflow=workflow)
+        row.position = position
+        for name, value in data.items():
+            setattr(row, name, value)
+        row.save()
 
     steps = {row.key: row for row in workflow.steps.all()}
     keys = [data["key"] for data in definition["steps"]]
@@ -142,7 +241,7 @@ def _publish_document(
 ) -> WorkflowVersion:
     """Make ``document`` the current version (a new one unless it equals the latest). The
     caller holds the workflow's row lock and keeps or clears the draft."""
-    definition = definition_check(document)
+    definition = definition_check(document, working_definition(workflow))
     _check_slug(workflow, definition["slug"])
     latest = latest_version(workflow)
     current = workflow.published_version
@@ -255,7 +354,7 @@ def _edit_part(
     value: dict[str, Any] | None,
     user: AbstractBaseUser | None,
 ) -> Workflow:
-    document = working_definition(workflow)
+    document = copy.deepcopy(working_definition(workflow))
     items = document[part]
     if index is None:
         items.append(value)
@@ -274,20 +373,25 @@ def trigger_save(
     trigger: Trigger | None = None,
     user: AbstractBaseUser | None = None,
 ) -> Trigger:
-    """Add or change one trigger; the whole workflow is re-validated and
-    saved as its draft."""
-    ordered = list(workflow.triggers.order_by("id").values_list("pk", flat=True))
-    index = ordered.index(trigger.pk) if trigger is not None else None
-    _edit_part(workflow, "triggers", index, data, user)
-    position = index if index is not None else len(ordered)
-    return workflow.triggers.order_by("id")[position]
+    """Add or change one trigger (it keeps its key: its row and id stay); the whole
+    workflow is re-validated and saved as its draft."""
+    keys = [t["key"] for t in working_definition(workflow)["triggers"]]
+    if trigger is None:
+        index = None
+        data = {**data, "key": None}
+    else:
+        index = keys.index(trigger.key)
+        data = {**data, "key": trigger.key}
+    workflow = _edit_part(workflow, "triggers", index, data, user)
+    saved = working_definition(workflow)["triggers"][len(keys) if index is None else index]
+    return workflow.triggers.get(key=saved["key"])
 
 
 @transaction.atomic
 def trigger_delete(*, trigger: Trigger, user: AbstractBaseUser | None = None) -> None:
     workflow = trigger.workflow
-    ordered = list(workflow.triggers.order_by("id").values_list("pk", flat=True))
-    _edit_part(workflow, "triggers", ordered.index(trigger.pk), None, user)
+    keys = [t["key"] for t in working_definition(workflow)["triggers"]]
+    _edit_part(workflow, "triggers", keys.index(trigger.key), None, user)
 
 
 @transaction.atomic

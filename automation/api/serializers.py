@@ -8,11 +8,13 @@ from typing import Any
 from django.urls import reverse
 from rest_framework import serializers
 
-from automation.models import ActionRun, Event, Export, Note, Run, Secret, StepStatus
+from automation.models import ActionRun, Event, Export, Note, Run, RunStatus, Secret, StepStatus
 
 
 class EventSerializer(serializers.ModelSerializer):
-    actor = serializers.StringRelatedField()
+    actor = serializers.SerializerMethodField(
+        help_text="The username of who raised it (null: the system, a schedule, a step)."
+    )
 
     class Meta:
         model = Event
@@ -33,6 +35,9 @@ class EventSerializer(serializers.ModelSerializer):
             "dispatch_after",
             "dispatch_error",
         ]
+
+    def get_actor(self, event: Event) -> str | None:
+        return event.actor.get_username() if event.actor_id else None
 
 
 class EventCreateSerializer(serializers.Serializer):
@@ -56,7 +61,9 @@ class EventAcceptedSerializer(serializers.Serializer):
 
 
 class ActionRunSerializer(serializers.ModelSerializer):
-    duration_ms = serializers.IntegerField(read_only=True)
+    duration_ms = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="null until the step has finished."
+    )
 
     class Meta:
         model = ActionRun
@@ -84,7 +91,12 @@ class RunListSerializer(serializers.ModelSerializer):
     workflow = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     version = serializers.IntegerField(source="version.number", read_only=True)
     event_type = serializers.CharField(source="event.type", read_only=True)
-    duration_ms = serializers.IntegerField(read_only=True)
+    duration_ms = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="null until the run has finished."
+    )
+    trigger_key = serializers.SerializerMethodField(
+        help_text="The key of the trigger that started the run (null: started by hand)."
+    )
 
     class Meta:
         model = Run
@@ -95,6 +107,7 @@ class RunListSerializer(serializers.ModelSerializer):
             "event",
             "event_type",
             "trigger_index",
+            "trigger_key",
             "status",
             "error",
             "error_code",
@@ -106,12 +119,38 @@ class RunListSerializer(serializers.ModelSerializer):
             "duration_ms",
         ]
 
+    def get_trigger_key(self, run: Run) -> str | None:
+        triggers = run.version.definition.get("triggers") or []
+        index = run.trigger_index
+        if index is None or not 0 <= index < len(triggers):
+            return None
+        return triggers[index].get("key")
+
 
 class RunDetailSerializer(RunListSerializer):
     action_runs = ActionRunSerializer(many=True, read_only=True)
 
     class Meta(RunListSerializer.Meta):
         fields = [*RunListSerializer.Meta.fields, "context", "action_runs"]
+
+
+class RunHistoryEntrySerializer(serializers.Serializer):
+    """One moment of a run: ``what`` is run.created, run.started, step.started,
+    step.<status> or run.<status>; the other keys come with the kinds that have them."""
+
+    at = serializers.DateTimeField()
+    what = serializers.CharField()
+    event = serializers.CharField(required=False, help_text="run.created: the event type.")
+    step = serializers.CharField(required=False, help_text="step.*: the step's key.")
+    attempts = serializers.IntegerField(required=False, help_text="step.started.")
+    error = serializers.CharField(required=False, allow_null=True)
+    error_code = serializers.CharField(required=False, allow_null=True)
+
+
+class RunHistorySerializer(serializers.Serializer):
+    run = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    history = RunHistoryEntrySerializer(many=True)
 
 
 class RunOperationSerializer(serializers.Serializer):

@@ -15,11 +15,11 @@ from rest_framework.response import Response
 
 from automation import graphs, services
 from automation.api.serializers import (
-    ActionRunSerializer,
     EventAcceptedSerializer,
     EventCreateSerializer,
     EventSerializer,
     RunDetailSerializer,
+    RunHistorySerializer,
     RunListSerializer,
     RunOperationSerializer,
 )
@@ -204,7 +204,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             graph_payload(run.version.definition.get("steps") or [], statuses, f"run #{run.pk}")
         )
 
-    @extend_schema(responses=ActionRunSerializer(many=True))
+    @extend_schema(responses=RunHistorySerializer)
     @action(detail=True, methods=["get"])
     def history(self, request: Request, pk: str | None = None) -> Response:
         """The run's timeline: when it started, each step's attempts and outcome, the end."""

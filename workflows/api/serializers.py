@@ -11,11 +11,15 @@ from workflows.selectors import working_definition
 
 
 class TriggerSerializer(serializers.ModelSerializer):
+    """A trigger; its ``key`` (its identity in the document) is given when it is created
+    and stays, and with it the trigger's id."""
+
     workflow = serializers.SlugRelatedField(slug_field="slug", queryset=Workflow.objects.all())
+    key = serializers.CharField(read_only=True)
 
     class Meta:
         model = Trigger
-        fields = ["id", "workflow", "event_type", "conditions", "priority", "is_active"]
+        fields = ["id", "workflow", "key", "event_type", "conditions", "priority", "is_active"]
 
 
 class ActionSerializer(serializers.ModelSerializer):
@@ -45,11 +49,14 @@ class ActionSerializer(serializers.ModelSerializer):
 
 
 class VersionSerializer(serializers.ModelSerializer):
-    created_by = serializers.StringRelatedField()
+    created_by = serializers.SerializerMethodField(help_text="A username (null: no one).")
 
     class Meta:
         model = WorkflowVersion
         fields = ["id", "number", "definition", "created_by", "created_at"]
+
+    def get_created_by(self, version: WorkflowVersion) -> str | None:
+        return version.created_by.get_username() if version.created_by_id else None
 
 
 class WorkflowSerializer(serializers.ModelSerializer):

@@ -30,7 +30,6 @@ from workflows.api.serializers import (
     WorkflowDocumentSerializer,
     WorkflowSerializer,
 )
-from workflows.definition import validate_definition
 from workflows.errors import UnknownVersion
 from workflows.models import Action, Trigger, Workflow
 from workflows.selectors import DRAFT, definition_at, definition_diff, working_definition
@@ -126,7 +125,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     @action(detail=False, methods=["post"], url_path="validate")
     def validate(self, request: Request) -> Response:
         """Validate a workflow document without saving it."""
-        return validation_response(validate_definition(request.data))
+        return validation_response(services.definition_issues(request.data))
 
     @extend_schema(
         request=NoInputSerializer,
@@ -137,7 +136,9 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     def validate_existing(self, request: Request, pk: str | None = None) -> Response:
         """Validate the stored workflow's draft, or its current version when it has no draft
         (after changes in its step types or models)."""
-        return validation_response(validate_definition(working_definition(self.get_object())))
+        return validation_response(
+            services.definition_issues(working_definition(self.get_object()))
+        )
 
     @extend_schema(request=NoInputSerializer, responses=WorkflowSerializer)
     @action(detail=True, methods=["post"])
