@@ -14,7 +14,7 @@ from automation.events import event_context, event_emit
 from automation.models import Event, EventSource, Run, RunStatus, StepStatus
 from automation.services.common import ACTIVE_RUN, enqueue_advance
 from automation.services.creation import run_create
-from automation.signals import run_cancelled
+from automation.signals import run_cancelled, run_cancelling
 
 
 def _locked_run(run_id: int) -> Run:
@@ -61,6 +61,8 @@ def run_cancel(*, run_id: int) -> Run:
         .exclude(waiting_on="")
         .values_list("pk", flat=True)
     )
+    if waiting:  # lock what they wait on before the steps (see run_cancelling)
+        run_cancelling.send(sender=Run, run_id=run.pk, waiting_action_run_ids=waiting)
     run.action_runs.filter(
         status__in=[StepStatus.PENDING, StepStatus.WAITING, StepStatus.RUNNING],
     ).update(
