@@ -80,7 +80,7 @@ def runs_stranded(*, older_than: timedelta, limit: int) -> list[int]:
         | Q(updated_at__gt=timezone.now() - older_than)
     )
     return list(
-        Run.objects.filter(status=RunStatus.WAITING)
+        Run.objects.filter(status=RunStatus.WAITING, updated_at__lte=timezone.now() - older_than)
         .filter(~Exists(waits))
         .order_by("pk")
         .values_list("pk", flat=True)[:limit]
