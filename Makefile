@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WEB_PORT ?= 8000
 export WEB_PORT
 
-.PHONY: run test install lint migrate seed bench clean
+.PHONY: run test install lint migrate seed bench soak clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -51,6 +51,10 @@ lint: install
 
 bench: migrate
 	$(BIN)/python -m bench.engine
+
+# The chaos soak (bench/soak.py): its own Redis, workers killed; drops and creates flowdesk_soak.
+soak: install
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -208,12 +208,14 @@ def outbox_ring() -> None:
 
     from automation.tasks import dispatch_pending, publish
 
+    rung = True
     try:
         if not cache.add(DOORBELL_KEY, 1, timeout=settings.FLOWDESK["DISPATCH_DOORBELL_SECONDS"]):
             return
     except Exception:  # the cache is down: publish without the doorbell
+        rung = False
         logger.warning("outbox doorbell unavailable; publishing anyway", exc_info=True)
-    if not publish(dispatch_pending):  # broker down: the outbox sweep picks the events up
+    if not publish(dispatch_pending) and rung:  # broker down: the outbox sweep picks them up
         outbox_doorbell_reset()
 
 

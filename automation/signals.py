@@ -15,6 +15,13 @@ their errors propagate (``send``, not ``send_robust``): the wait ends with the t
 or not at all.
 
 
+``run_cancelling``: a run is about to be cancelled (``automation.services.run_cancel``),
+under the run's lock and before its steps are touched, with ``run_id`` and
+``waiting_action_run_ids``. The owner of what those steps wait on locks it now (``tasks_inbox``
+locks the open tasks): ending a wait from the other side (completing a task) locks the task
+and then the step, so a cancel that locked the step first and the task second could
+deadlock with it. Lock order for both: the run, the task, the step.
+
 ``run_cancelled``: a run was cancelled (``automation.services.run_cancel``), in the
 transaction that cancels it, with ``run_id`` and ``waiting_action_run_ids``, the steps that
 were waiting on something outside the run (their ``waiting_on``, e.g. ``task:12``) and are
@@ -27,4 +34,5 @@ from __future__ import annotations
 from django.dispatch import Signal
 
 waiting_step_ended = Signal()
+run_cancelling = Signal()
 run_cancelled = Signal()

@@ -335,6 +335,33 @@ elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600")),
     }
 
+# A Redis that accepts connections but never answers (hung, or a half-open socket after a
+# failover) must not hold a request, an emit() or a drain: every client of it (the broker's
+# publishes, the cache, the channel layer) gives up after FLOWDESK_REDIS_SOCKET_TIMEOUT
+# seconds, without retrying on the timeout, and what could not be published is left to the
+# sweeps. Longer than the worker's 1 s BRPOP poll.
+REDIS_SOCKET_TIMEOUT = float(os.environ.get("FLOWDESK_REDIS_SOCKET_TIMEOUT", "2"))
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS |= {
+        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+        "retry_on_timeout": False,
+    }
+    CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_SOCKET_TIMEOUT
+if CACHES["default"]["BACKEND"].endswith("RedisCache"):
+    CACHES["default"]["OPTIONS"] = {
+        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+    }
+if CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):
+    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
+        {
+            "address": _channels_redis_url,
+            "socket_timeout": REDIS_SOCKET_TIMEOUT,
+            "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+        }
+    ]
+
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

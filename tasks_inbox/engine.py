@@ -3,7 +3,8 @@ the model registry, the step registry (``tasks_inbox.steps``), the Prometheus fa
 (``automation.metrics.register_metrics``) and the monitoring page's task reports
 (``automation.monitoring.register_task_reports``). The engine never imports this app; a
 task that ends tells it through ``automation.signals.waiting_step_ended``, and a run that is
-cancelled cancels the open tasks it waited on (``automation.signals.run_cancelled``).
+cancelled cancels the open tasks it waited on (``automation.signals.run_cancelled``), having
+locked them first (``run_cancelling``).
 
 Tasks are registered as ``task`` so that exports (``enqueue_export``) and notes
 (``add_note``) can reach them, with the inbox's visibility rule as the registration's
@@ -158,6 +159,22 @@ def export_visibility(user: Any) -> Q:
     return visibility_filter(user)
 
 
+def on_run_cancelling(
+    sender: Any, *, run_id: int, waiting_action_run_ids: list[int], **kwargs: Any
+) -> None:
+    """Receiver of ``automation.signals.run_cancelling``: lock the open tasks the run waits
+    on (in id order) before the engine locks its steps, the order a task's completion takes
+    them (the task, then the step it ends), so a cancel and a completion never deadlock."""
+    from tasks_inbox.models import Task
+
+    list(
+        Task.objects.select_for_update()
+        .filter(origin_action_run_id__in=waiting_action_run_ids, is_open=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
 def on_run_cancelled(
     sender: Any, *, run_id: int, waiting_action_run_ids: list[int], **kwargs: Any
 ) -> None:
@@ -201,7 +218,7 @@ def register() -> None:
     from automation.monitoring import TaskReports, register_task_reports
     from automation.receivers import disconnect_model
     from automation.registry import register_model
-    from automation.signals import run_cancelled
+    from automation.signals import run_cancelled, run_cancelling
     from tasks_inbox import selectors, steps
     from tasks_inbox.models import Task
 
@@ -210,6 +227,7 @@ def register() -> None:
     declare_task_events()
     steps.register()
     register_metrics("tasks", selectors.task_metrics)
+    run_cancelling.connect(on_run_cancelling, dispatch_uid="tasks_inbox.run_cancelling")
     run_cancelled.connect(on_run_cancelled, dispatch_uid="tasks_inbox.run_cancelled")
     register_task_reports(
         TaskReports(

@@ -24,7 +24,7 @@ from automation.models import (
 )
 from automation.services.common import ACTIVE_RUN, enqueue_advance
 from automation.services.creation import run_create
-from automation.signals import run_cancelled
+from automation.signals import run_cancelled, run_cancelling
 from automation.statuses import RUN_OPEN_STATUSES
 
 
@@ -89,6 +89,8 @@ def run_cancel(*, run_id: int, actor: Any = None) -> Run:
         .exclude(waiting_on="")
         .values_list("pk", flat=True)
     )
+    if waiting:  # lock what they wait on before the steps (see run_cancelling)
+        run_cancelling.send(sender=Run, run_id=run.pk, waiting_action_run_ids=waiting)
     run.action_runs.filter(
         status__in=[StepStatus.PENDING, StepStatus.WAITING, StepStatus.RUNNING],
     ).update(

@@ -35,6 +35,9 @@ def outbox_redispatch(*, older_than: timedelta | None = None, limit: int | None 
         .order_by("occurred_at")
         .values_list("pk", flat=True)[:limit]
     )
+    # Out of the next sweeps' sight for the grace period: with a backlog, each sweep would
+    # otherwise publish the same events again, faster than the workers take them.
+    Event.objects.filter(pk__in=ids, dispatched_at__isnull=True).update(dispatch_after=now + grace)
     for event_id in ids:
         publish(dispatch_event, event_id)
     return len(ids)
@@ -77,7 +80,7 @@ def runs_stranded(*, older_than: timedelta, limit: int) -> list[int]:
         | Q(updated_at__gt=timezone.now() - older_than)
     )
     return list(
-        Run.objects.filter(status=RunStatus.WAITING)
+        Run.objects.filter(status=RunStatus.WAITING, updated_at__lte=timezone.now() - older_than)
         .filter(~Exists(waits))
         .order_by("pk")
         .values_list("pk", flat=True)[:limit]
@@ -115,6 +118,9 @@ def runs_resume_stale(*, older_than: timedelta | None = None, limit: int | None 
     )
     grace = min(age, timedelta(seconds=engine_setting("OUTBOX_GRACE_SECONDS")))
     run_ids.update(runs_stranded(older_than=grace, limit=limit))
+    # Resumed: not stale again before ``age`` has passed (each sweep would otherwise publish
+    # the same runs again while the workers are behind).
+    Run.objects.filter(pk__in=run_ids).update(updated_at=timezone.now())
     for run_id in sorted(run_ids):
         publish(advance_run, run_id)
     return len(run_ids)
