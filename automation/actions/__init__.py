@@ -102,6 +102,9 @@ class StepType:
     # Top-level config keys that send their value outward (a webhook's url, headers and
     # body): the only places ``{{secrets.NAME}}`` may be used (see automation.secrets).
     secret_fields: tuple[str, ...] = ()
+    # Whether a run parks on this step: "never", "always" (a delay), or "optional" when the
+    # config's ``wait`` flag decides (a task the run waits on).
+    waits: str = "never"
 
     def simulate(self, ctx: StepContext) -> dict[str, Any]:
         """What the step would do, without doing it."""
@@ -109,6 +112,8 @@ class StepType:
             return self.dry_run(ctx)
         return {"would": f"run {self.name}", "config": ctx.config}
 
+
+WAITS = ("never", "always", "optional")
 
 _registry: dict[str, StepType] = {}
 
@@ -123,8 +128,11 @@ def step_type(
     default_retry: dict[str, Any] | None = None,
     check: ConfigCheck | None = None,
     secret_fields: tuple[str, ...] | list[str] = (),
+    waits: str = "never",
 ) -> Callable[[Handler], Handler]:
     """Register a step type; the decorated function is its handler."""
+    if waits not in WAITS:
+        raise ValueError(f"waits must be one of {', '.join(WAITS)}, not {waits!r}")
 
     def decorator(handler: Handler) -> Handler:
         _registry[name] = StepType(
@@ -138,6 +146,7 @@ def step_type(
             default_retry=default_retry or {},
             check=check,
             secret_fields=tuple(secret_fields),
+            waits=waits,
         )
         return handler
 

@@ -93,7 +93,7 @@ def due_time(config: dict[str, Any]) -> dt.datetime:
     return wake
 
 
-@step_type("delay", schema=SCHEMA, label="Wait")
+@step_type("delay", schema=SCHEMA, label="Wait", waits="always")
 def delay(ctx: StepContext) -> StepResult:
     """Park the run until the due time; a time already past continues at once."""
     wake = due_time(ctx.config)
