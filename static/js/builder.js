@@ -280,6 +280,39 @@ function conditionEditor(parts, fields, label) {
   }
   box.append(h("p", { class: "condition-title" }, label, traceBadge(pathString(parts))));
   box.append(conditionNode(parts, fields, true));
+  if (!("and" in node) && !("or" in node) && !("not" in node)) {
+    // A single comparison: offer to combine it with another one.
+    box.append(
+      h(
+        "div",
+        { class: "cond-tools" },
+        h(
+          "button",
+          {
+            type: "button",
+            id: `${controlId(parts)}-add-leaf`,
+            onclick: () => {
+              setAt(parts, { and: [clone(node), newLeaf()] });
+              changed();
+              focusLater(controlId([...parts, "and", 1, "field"]));
+            },
+          },
+          "+ Condition",
+        ),
+        h(
+          "button",
+          {
+            type: "button",
+            onclick: () => {
+              setAt(parts, { not: clone(node) });
+              changed();
+            },
+          },
+          "Negate",
+        ),
+      ),
+    );
+  }
   return box;
 }
 
@@ -487,6 +520,11 @@ function conditionLeaf(parts, fields) {
   return row;
 }
 
+// An option's value attribute: a string as it is, anything else as JSON (true, 3).
+function optionValue(value) {
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
 function parseTyped(text, kind) {
   if (kind === "number") {
     const number = Number(text);
@@ -581,13 +619,14 @@ function valueControl(node, id, path, field, kind) {
           id,
           "data-path": path,
           onchange: (e) => {
-            const picked = options[Number(e.target.value)];
+            const picked = options.find((c) => optionValue(c) === e.target.value);
             node.value = picked === undefined ? "" : picked;
             changed();
+            focusLater(id);
           },
         },
         h("option", { value: "", selected: node.value === "" || node.value === undefined }, "— choose —"),
-        options.map((c, i) => h("option", { value: String(i), selected: c === node.value }, String(c))),
+        options.map((c) => h("option", { value: optionValue(c), selected: c === node.value }, String(c))),
       ),
     );
     return wrap;
@@ -1114,9 +1153,14 @@ function configField(index, key, prop, required) {
     }
     return h(
       "select",
-      { id, "data-path": path, required, onchange: (e) => onSelect(e.target.value === "" ? undefined : list[Number(e.target.value)].value) },
+      {
+        id,
+        "data-path": path,
+        required,
+        onchange: (e) => onSelect(e.target.value === "" ? undefined : list.find((o) => optionValue(o.value) === e.target.value).value),
+      },
       h("option", { value: "", selected: current === undefined || current === "" }, "— choose —"),
-      list.map((o, i) => h("option", { value: String(i), selected: o.value === current }, o.label)),
+      list.map((o) => h("option", { value: optionValue(o.value), selected: o.value === current }, o.label)),
     );
   };
   const entity = LOOKUPS.entity_types.find((e) => e.name === config.entity_type);
@@ -1792,8 +1836,8 @@ async function tryIt() {
       data.steps.map((s) =>
         h(
           "li",
-          { class: `trace-${s.status_if_run}`, "data-step": s.key },
-          `${s.key}: ${statusLabel(s.status_if_run)}`,
+          { class: `trace-${state.traceSteps[s.key]}`, "data-step": s.key },
+          `${s.key}: ${data.would_start ? statusLabel(s.status_if_run) : "not started"}`,
           s.reason ? ` (${s.reason})` : "",
           s.error ? h("span", { class: "error" }, ` ${s.error_code ? `${s.error_code}: ` : ""}${s.error}`) : null,
         ),
