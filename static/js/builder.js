@@ -87,7 +87,7 @@ function pathString(parts) {
 }
 
 function controlId(parts) {
-  return `f-${pathString(parts).replace(/[^A-Za-z0-9]+/g, "-")}`;
+  return `f-${pathString(parts).replace(/[^A-Za-z0-9]+/g, "-").replace(/-$/, "")}`;
 }
 
 function getAt(parts) {
@@ -631,7 +631,9 @@ function valueControl(node, id, path, field, kind) {
     );
     return wrap;
   }
-  const effective = kind === "any" ? typeof node.value : kind;
+  // A field of unknown type: a bool stays a bool; typed text that reads as a number is a
+  // number (as it would be written in the JSON), anything else a string.
+  const effective = kind === "any" && typeof node.value === "boolean" ? "boolean" : kind;
   if (effective === "boolean") {
     wrap.append(
       h(
@@ -661,7 +663,9 @@ function valueControl(node, id, path, field, kind) {
       "data-path": path,
       value: node.value === undefined || node.value === null ? "" : String(node.value),
       oninput: (e) => {
-        node.value = parseTyped(e.target.value, effective === "number" ? "number" : "string");
+        const text = e.target.value;
+        const literal = effective === "any" && /^-?\d+(\.\d+)?$/.test(text.trim());
+        node.value = parseTyped(text, effective === "number" || literal ? "number" : "string");
         markDirty();
         scheduleValidation();
       },
@@ -1528,7 +1532,8 @@ function parentPath(path) {
 function controlFor(path) {
   let p = path;
   while (p) {
-    const el = root.querySelector(`[data-path="${CSS.escape(p)}"]`);
+    const at = `[data-path="${CSS.escape(p)}"]`;
+    const el = root.querySelector(`input${at}, select${at}, textarea${at}`) || root.querySelector(at);
     if (el) return el;
     p = parentPath(p);
   }
