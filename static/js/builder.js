@@ -1138,7 +1138,8 @@ function configField(index, key, prop, required) {
   const schema = schemaOf(prop);
   const t = types(schema);
   const value = config[key];
-  const label = `${key.replace(/_/g, " ")}${required ? " (required)" : ""}`;
+  const words = key.replace(/_/g, " ");
+  const label = `${words.charAt(0).toUpperCase()}${words.slice(1)}${required ? " (required)" : ""}`;
   const set = (v) => {
     if (v === undefined || v === "") delete config[key];
     else config[key] = v;
