@@ -431,15 +431,21 @@ function removeConditionNode(parts) {
     const list = getAt(parentParts);
     list.splice(last, 1);
     const groupParts = parentParts.slice(0, -1);
-    const isRootGroup = groupParts[groupParts.length - 1] === "conditions";
-    if (!list.length && isRootGroup) setAt(groupParts, null);
+    const isRootGroup = ["conditions", "condition"].includes(groupParts[groupParts.length - 1]);
+    if (!list.length && isRootGroup) setAt(groupParts, emptyCondition(groupParts));
   } else if (last === "not") {
     removeConditionNode(parentParts);
     return;
   } else {
-    setAt(parts, null);
+    setAt(parts, emptyCondition(parts));
   }
   changed();
+}
+
+// No condition: null for a trigger's or a step's ``conditions``; a step config's
+// ``condition`` key (the validate step) is dropped instead.
+function emptyCondition(parts) {
+  return parts[parts.length - 2] === "config" ? undefined : null;
 }
 
 function conditionLeaf(parts, fields) {
@@ -1192,6 +1198,12 @@ function configField(index, key, prop, required) {
     }
     return templatedText(field, labelEl, { id, path, index, key, value, kind: target && target.type === "number" ? "number" : "string", datalist: target && target.type === "user" ? userOptions() : null });
   }
+  if (key === "condition" && step.type === "validate" && (value === undefined || (value && typeof value === "object"))) {
+    const fields = contextFields(triggerTypes());
+    for (const k of upstreamOf(index)) fields.set(`steps.${k}`, { path: `steps.${k}`, type: "any" });
+    field.append(conditionEditor(parts, fields, label));
+    return field;
+  }
   if (key === "lifecycle") {
     field.append(labelEl, selectOf(state.lifecycles.map((l) => ({ value: l.slug, label: `${l.name} (${l.slug})` })), value));
     return field;
@@ -1942,6 +1954,9 @@ async function start() {
   });
   document.getElementById("try-sample").addEventListener("click", generateSample);
   document.getElementById("try-run").addEventListener("click", tryIt);
+  window.addEventListener("beforeunload", (e) => {
+    if (JSON.stringify(state.doc) !== state.saved) e.preventDefault();
+  });
   window.flowdeskBuilder = { document: () => clone(state.doc), saved: () => state.saved };
 }
 
