@@ -63,6 +63,8 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from config.issues import Issue
+
 __all__ = [
     "MAX_DEPTH",
     "OPERATORS",
@@ -111,25 +113,17 @@ _Tracer = Callable[[Any], dict[str, Any]]
 class ConditionIssueCode(StrEnum):
     """Stable machine-readable codes of validation issues (callers branch on these)."""
 
-    INVALID_NODE = "invalid_node"
-    UNKNOWN_KEY = "unknown_key"
-    MISSING_KEY = "missing_key"
-    INVALID_FIELD = "invalid_field"
-    UNKNOWN_OPERATOR = "unknown_operator"
-    INVALID_VALUE = "invalid_value"
-    TOO_DEEP = "too_deep"
+    INVALID_NODE = "INVALID_NODE"
+    UNKNOWN_KEY = "UNKNOWN_KEY"
+    MISSING_KEY = "MISSING_KEY"
+    INVALID_FIELD = "INVALID_FIELD"
+    UNKNOWN_OPERATOR = "UNKNOWN_OPERATOR"
+    INVALID_VALUE = "INVALID_VALUE"
+    TOO_DEEP = "TOO_DEEP"
 
 
-@dataclass(frozen=True, slots=True)
-class ConditionIssue:
-    """One problem in a condition: the JSON path it is at, a message and a stable code."""
-
-    path: str
-    message: str
-    code: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+# One problem in a condition: the JSON path it is at, a stable code and a message.
+ConditionIssue = Issue
 
 
 _Code = ConditionIssueCode
@@ -152,8 +146,8 @@ def validate_condition(node: Any, path: str = ROOT_PATH) -> list[ConditionIssue]
     """Return every issue of a condition tree (an empty list when it is valid).
 
     Each issue names the JSON path of the offending node or key, e.g.
-    ``ConditionIssue("conditions.and[1].operator", "unknown operator 'equals' (did you
-    mean 'eq'?)", "unknown_operator")``. ``None`` and ``{}`` are valid (no condition).
+    ``Issue("conditions.and[1].operator", "UNKNOWN_OPERATOR", "unknown operator 'equals'
+    (did you mean 'eq'?)")``. ``None`` and ``{}`` are valid (no condition).
     """
     if node is None or (isinstance(node, Mapping) and not node):
         return []

@@ -35,9 +35,10 @@ import heapq
 import re
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from config.issues import Issue
 
 __all__ = [
     "KEY_PATTERN",
@@ -84,29 +85,21 @@ class RunOutcome(StrEnum):
 class GraphIssueCode(StrEnum):
     """Stable machine-readable codes of graph validation issues."""
 
-    INVALID_STEPS = "invalid_steps"
-    INVALID_STEP = "invalid_step"
-    MISSING_KEY = "missing_key"
-    EMPTY_KEY = "empty_key"
-    INVALID_KEY = "invalid_key"
-    DUPLICATE_KEY = "duplicate_key"
-    INVALID_AFTER = "invalid_after"
-    DUPLICATE_DEPENDENCY = "duplicate_dependency"
-    UNKNOWN_STEP = "unknown_step"
-    SELF_REFERENCE = "self_reference"
-    CYCLE = "cycle"
+    INVALID_STEPS = "INVALID_STEPS"
+    INVALID_STEP = "INVALID_STEP"
+    MISSING_KEY = "MISSING_KEY"
+    EMPTY_KEY = "EMPTY_KEY"
+    INVALID_KEY = "INVALID_KEY"
+    DUPLICATE_KEY = "DUPLICATE_KEY"
+    INVALID_AFTER = "INVALID_AFTER"
+    DUPLICATE_DEPENDENCY = "DUPLICATE_DEPENDENCY"
+    UNKNOWN_STEP = "UNKNOWN_STEP"
+    SELF_REFERENCE = "SELF_REFERENCE"
+    CYCLE = "CYCLE"
 
 
-@dataclass(frozen=True, slots=True)
-class GraphIssue:
-    """One problem in a step graph: the JSON path it is at, a message and a stable code."""
-
-    path: str
-    message: str
-    code: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+# One problem in a step graph: the JSON path it is at, a stable code and a message.
+GraphIssue = Issue
 
 
 class GraphError(ValueError):
@@ -169,7 +162,7 @@ def validate_graph(steps: Any, path: str = "steps") -> list[GraphIssue]:
     is a rule of the definition, not of the graph.
     """
     if not isinstance(steps, list):
-        return [GraphIssue(path, "steps must be a list", GraphIssueCode.INVALID_STEPS)]
+        return [GraphIssue(path, GraphIssueCode.INVALID_STEPS, "steps must be a list")]
     issues: list[GraphIssue] = []
     keys = _validate_keys(steps, path, issues)
     index_of = {key: index for index, key in enumerate(keys) if key is not None}
@@ -190,29 +183,29 @@ def _validate_keys(steps: list[Any], path: str, issues: list[GraphIssue]) -> lis
         keys.append(None)
         if not isinstance(step, Mapping):
             issues.append(
-                GraphIssue(step_path, "step must be an object", GraphIssueCode.INVALID_STEP)
+                GraphIssue(step_path, GraphIssueCode.INVALID_STEP, "step must be an object")
             )
             continue
         key_path = f"{step_path}.key"
         key = step.get("key")
         if key is None:
-            issues.append(GraphIssue(key_path, "key is required", GraphIssueCode.MISSING_KEY))
+            issues.append(GraphIssue(key_path, GraphIssueCode.MISSING_KEY, "key is required"))
         elif not isinstance(key, str):
-            issues.append(GraphIssue(key_path, "key must be a string", GraphIssueCode.INVALID_KEY))
+            issues.append(GraphIssue(key_path, GraphIssueCode.INVALID_KEY, "key must be a string"))
         elif not key.strip():
-            issues.append(GraphIssue(key_path, "key must not be empty", GraphIssueCode.EMPTY_KEY))
+            issues.append(GraphIssue(key_path, GraphIssueCode.EMPTY_KEY, "key must not be empty"))
         elif not KEY_PATTERN.fullmatch(key):
             issues.append(
                 GraphIssue(
                     key_path,
+                    GraphIssueCode.INVALID_KEY,
                     f"invalid key {key!r}: use a lowercase letter, then up to 63 lowercase "
                     "letters, digits or underscores",
-                    GraphIssueCode.INVALID_KEY,
                 )
             )
         elif key in seen:
             issues.append(
-                GraphIssue(key_path, f"duplicate key {key!r}", GraphIssueCode.DUPLICATE_KEY)
+                GraphIssue(key_path, GraphIssueCode.DUPLICATE_KEY, f"duplicate key {key!r}")
             )
         else:
             seen.add(key)
@@ -238,8 +231,8 @@ def _validate_after(
         issues.append(
             GraphIssue(
                 after_path,
-                'after must be a list of step keys, e.g. ["review"]',
                 GraphIssueCode.INVALID_AFTER,
+                'after must be a list of step keys, e.g. ["review"]',
             )
         )
         return []
@@ -250,29 +243,29 @@ def _validate_after(
         item_path = f"{after_path}[{position}]"
         if not isinstance(name, str):
             issues.append(
-                GraphIssue(item_path, "must be a step key (a string)", GraphIssueCode.INVALID_AFTER)
+                GraphIssue(item_path, GraphIssueCode.INVALID_AFTER, "must be a step key (a string)")
             )
         elif name == own_key:
             issues.append(
                 GraphIssue(
                     item_path,
-                    f"step {name!r} cannot wait for itself",
                     GraphIssueCode.SELF_REFERENCE,
+                    f"step {name!r} cannot wait for itself",
                 )
             )
         elif name in listed:
             issues.append(
                 GraphIssue(
                     item_path,
-                    f"step {name!r} is listed more than once",
                     GraphIssueCode.DUPLICATE_DEPENDENCY,
+                    f"step {name!r} is listed more than once",
                 )
             )
         elif name not in index_of:
             close = difflib.get_close_matches(name, list(index_of), n=1, cutoff=0.7)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             issues.append(
-                GraphIssue(item_path, f"unknown step {name!r}{hint}", GraphIssueCode.UNKNOWN_STEP)
+                GraphIssue(item_path, GraphIssueCode.UNKNOWN_STEP, f"unknown step {name!r}{hint}")
             )
         else:
             result.append(index_of[name])
@@ -294,7 +287,7 @@ def _cycle_issues(keys: list[str | None], edges: list[list[int]], path: str) -> 
         start = min(component)
         cycle = _shortest_cycle(start, component, dependents)
         names = " -> ".join(str(keys[index]) for index in cycle)
-        issues.append(GraphIssue(f"{path}[{start}].after", f"cycle: {names}", GraphIssueCode.CYCLE))
+        issues.append(GraphIssue(f"{path}[{start}].after", GraphIssueCode.CYCLE, f"cycle: {names}"))
     return issues
 
 

@@ -20,6 +20,8 @@ from automation.registry import (
 )
 
 ORIGINAL_ATTR = "_flowdesk_original"
+# Models whose signals raise events now (the event catalogue lists their model events).
+_connected: set[type[models.Model]] = set()
 
 
 def remember_original(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
@@ -108,6 +110,7 @@ def connect_model(model: type[models.Model]) -> None:
     post_init.connect(remember_original, sender=model, dispatch_uid=f"{uid}:init")
     post_save.connect(on_save, sender=model, dispatch_uid=f"{uid}:save")
     post_delete.connect(on_delete, sender=model, dispatch_uid=f"{uid}:delete")
+    _connected.add(model)
 
 
 def disconnect_model(model: type[models.Model]) -> None:
@@ -115,3 +118,9 @@ def disconnect_model(model: type[models.Model]) -> None:
     post_init.disconnect(sender=model, dispatch_uid=f"{uid}:init")
     post_save.disconnect(sender=model, dispatch_uid=f"{uid}:save")
     post_delete.disconnect(sender=model, dispatch_uid=f"{uid}:delete")
+    _connected.discard(model)
+
+
+def connected_models() -> frozenset[type[models.Model]]:
+    """The models whose saves and deletes raise events."""
+    return frozenset(_connected)

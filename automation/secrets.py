@@ -43,7 +43,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from automation.actions import StepFailed
+from automation.actions import StepConfigCode, StepFailed
 from automation.templating import (
     DEFAULT_MASK,
     TemplateSyntaxError,
@@ -52,6 +52,7 @@ from automation.templating import (
     secret_pattern,
     template_roots,
 )
+from config.issues import Issue
 
 if TYPE_CHECKING:
     from automation.actions import StepType
@@ -240,11 +241,9 @@ def _secret_strings(value: Any, path: str) -> list[str]:
     return sorted(found)
 
 
-def secret_policy_issues(
-    step_type: StepType, config: dict[str, Any], path: str
-) -> list[tuple[str, str]]:
-    """``(json_path, message)`` for every ``{{secrets.*}}`` outside the step type's
-    ``secret_fields``; each message starts with the stable code ``secret_not_allowed``."""
+def secret_policy_issues(step_type: StepType, config: dict[str, Any], path: str) -> list[Issue]:
+    """An issue (code ``SECRET_NOT_ALLOWED``) for every ``{{secrets.*}}`` outside the step
+    type's ``secret_fields``; each message starts with ``secret_not_allowed``."""
     allowed = set(step_type.secret_fields)
     where_allowed = ", ".join(sorted(allowed)) if allowed else "nowhere in this step"
     issues = []
@@ -253,8 +252,9 @@ def secret_policy_issues(
             continue
         for where in _secret_strings(value, f"{path}.{key}"):
             issues.append(
-                (
+                Issue(
                     where,
+                    StepConfigCode.SECRET_NOT_ALLOWED,
                     f"{POLICY_CODE}: a {step_type.name} step may not "
                     f"use secrets here (allowed: {where_allowed})",
                 )

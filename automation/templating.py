@@ -27,13 +27,17 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from functools import lru_cache
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import quote, quote_plus, urlencode
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from config.issues import Issue
 
 __all__ = [
     "BUILTIN_ROOTS",
@@ -44,8 +48,8 @@ __all__ = [
     "Limits",
     "Mode",
     "RenderResult",
+    "TemplateCode",
     "TemplateError",
-    "TemplateIssue",
     "TemplateRenderError",
     "TemplateSyntaxError",
     "redact",
@@ -54,6 +58,7 @@ __all__ = [
     "secret_forms",
     "secret_pattern",
     "system_clock",
+    "template_paths",
     "template_roots",
     "validate_template",
     "validate_value",
@@ -143,18 +148,50 @@ def system_clock() -> Clock:
     return Clock(today=timezone.localdate(now), now=now)
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateIssue:
-    """One problem found in a template: a human ``message`` and a stable ``code``."""
+class TemplateCode(StrEnum):
+    """Stable codes of template issues and errors (callers branch on these)."""
 
-    message: str
-    code: str
+    BAD_DATE_OFFSET = "BAD_DATE_OFFSET"
+    BAD_EXPRESSION = "BAD_EXPRESSION"
+    BAD_FILTER_ARGUMENT = "BAD_FILTER_ARGUMENT"
+    BAD_PATH = "BAD_PATH"
+    BAD_SECRET_REFERENCE = "BAD_SECRET_REFERENCE"  # noqa: S105 (a code, not a secret)
+    DATE_OUT_OF_RANGE = "DATE_OUT_OF_RANGE"
+    EMPTY_EXPRESSION = "EMPTY_EXPRESSION"
+    FILTER_ERROR = "FILTER_ERROR"
+    HEADER_INJECTION = "HEADER_INJECTION"
+    INVALID_SECRET = "INVALID_SECRET"  # noqa: S105 (a code, not a secret)
+    INVALID_TEMPLATE = "INVALID_TEMPLATE"
+    OUTPUT_TOO_LARGE = "OUTPUT_TOO_LARGE"
+    PATH_TOO_DEEP = "PATH_TOO_DEEP"
+    PRIVATE_KEY = "PRIVATE_KEY"
+    RENDER_FAILED = "RENDER_FAILED"
+    SECRETS_UNAVAILABLE = "SECRETS_UNAVAILABLE"
+    TEMPLATE_ERROR = "TEMPLATE_ERROR"
+    TEMPLATE_TOO_LONG = "TEMPLATE_TOO_LONG"
+    TOO_MANY_EXPRESSIONS = "TOO_MANY_EXPRESSIONS"
+    UNCLOSED_EXPRESSION = "UNCLOSED_EXPRESSION"
+    UNKNOWN_FILTER = "UNKNOWN_FILTER"
+    UNKNOWN_SECRET = "UNKNOWN_SECRET"  # noqa: S105 (a code, not a secret)
+    UNKNOWN_VARIABLE = "UNKNOWN_VARIABLE"
+    UNSUPPORTED_VALUE = "UNSUPPORTED_VALUE"
+    VALUE_TOO_DEEP = "VALUE_TOO_DEEP"
+    VALUE_TOO_LARGE = "VALUE_TOO_LARGE"
+
+
+def _template_issue(message: str, code: str) -> Issue:
+    """One problem found in a template (``validate_value`` gives it the string's JSON
+    path). The one issue type lives in ``config.issues``, imported when first needed so
+    that this module imports without Django."""
+    from config.issues import Issue
+
+    return Issue("", code, message)
 
 
 class TemplateError(ValueError):
     """Base of template errors: a human ``message``, a stable ``code`` and ``params``."""
 
-    default_code = "template_error"
+    default_code = TemplateCode.TEMPLATE_ERROR
 
     def __init__(
         self, message: str, *, code: str | None = None, params: Mapping[str, Any] | None = None
@@ -168,7 +205,7 @@ class TemplateError(ValueError):
 class TemplateSyntaxError(TemplateError):
     """The template text does not follow the grammar; ``issues`` lists every problem."""
 
-    default_code = "invalid_template"
+    default_code = TemplateCode.INVALID_TEMPLATE
 
     def __init__(
         self,
@@ -176,18 +213,16 @@ class TemplateSyntaxError(TemplateError):
         *,
         code: str | None = None,
         params: Mapping[str, Any] | None = None,
-        issues: Iterable[TemplateIssue] = (),
+        issues: Iterable[Issue] = (),
     ) -> None:
         super().__init__(message, code=code, params=params)
-        self.issues: tuple[TemplateIssue, ...] = tuple(issues) or (
-            TemplateIssue(message, self.code),
-        )
+        self.issues: tuple[Issue, ...] = tuple(issues) or (_template_issue(message, self.code),)
 
 
 class TemplateRenderError(TemplateError):
     """Rendering failed against this context (unknown secret, injection, limits...)."""
 
-    default_code = "render_failed"
+    default_code = TemplateCode.RENDER_FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,21 +258,21 @@ class _Expr:
 class _Template:
     parts: tuple[str | _Expr, ...]
     expressions: tuple[_Expr, ...]
-    issues: tuple[TemplateIssue, ...]
+    issues: tuple[Issue, ...]
     single: _Expr | None
 
 
 class _ParseIssue(Exception):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
-        self.issue = TemplateIssue(message, code)
+        self.issue = _template_issue(message, code)
 
 
 @lru_cache(maxsize=4096)
 def _parse(text: str) -> _Template:
     """Split ``text`` into literals and expressions, collecting every syntax issue."""
     parts: list[str | _Expr] = []
-    issues: list[TemplateIssue] = []
+    issues: list[Issue] = []
     pos = end = 0
     while True:
         start = text.find("{{", pos)
@@ -252,7 +287,9 @@ def _parse(text: str) -> _Template:
         nested = text.find("{{", start + 2, end) if end != -1 else -1
         if end == -1 or nested != -1:
             issues.append(
-                TemplateIssue(f"unclosed '{{{{' at position {start}", "unclosed_expression")
+                _template_issue(
+                    f"unclosed '{{{{' at position {start}", TemplateCode.UNCLOSED_EXPRESSION
+                )
             )
             if end == -1:
                 break
@@ -274,11 +311,13 @@ def _parse(text: str) -> _Template:
 def _parse_expression(body: str) -> _Expr:
     source = body.strip()
     if not source:
-        raise _ParseIssue("empty expression '{{ }}'", "empty_expression")
+        raise _ParseIssue("empty expression '{{ }}'", TemplateCode.EMPTY_EXPRESSION)
     head, bar, rest = source.partition("|")
     head = head.strip()
     if not head:
-        raise _ParseIssue("expression has filters but no value before '|'", "empty_expression")
+        raise _ParseIssue(
+            "expression has filters but no value before '|'", TemplateCode.EMPTY_EXPRESSION
+        )
     filters = _parse_filters(rest) if bar else ()
     return _parse_head(head, filters)
 
@@ -291,41 +330,48 @@ def _parse_head(head: str, filters: tuple[_Filter, ...]) -> _Expr:
             return _Expr(date_word, filters=filters)
         if rest[0] in "+-":
             if date_word == "now":
-                raise _ParseIssue("'now' takes no offset; use today+N", "bad_date_offset")
+                raise _ParseIssue(
+                    "'now' takes no offset; use today+N", TemplateCode.BAD_DATE_OFFSET
+                )
             digits = rest[1:].strip()
             if not digits.isascii() or not digits.isdigit():
                 raise _ParseIssue(
-                    f"date offset must be a whole number of days: '{head}'", "bad_date_offset"
+                    f"date offset must be a whole number of days: '{head}'",
+                    TemplateCode.BAD_DATE_OFFSET,
                 )
             if len(digits) > 6 or int(digits) > MAX_DAY_OFFSET:
                 raise _ParseIssue(
                     f"date offset is larger than {MAX_DAY_OFFSET} days: '{head}'",
-                    "bad_date_offset",
+                    TemplateCode.BAD_DATE_OFFSET,
                 )
             sign = -1 if rest[0] == "-" else 1
             return _Expr("today", offset=sign * int(digits), filters=filters)
         if rest[0] == ".":
-            raise _ParseIssue(f"'{date_word}' is a date token and has no fields", "bad_path")
+            raise _ParseIssue(
+                f"'{date_word}' is a date token and has no fields", TemplateCode.BAD_PATH
+            )
     segments = head.split(".")
     if len(segments) > MAX_PATH_DEPTH:
         raise _ParseIssue(
-            f"path is deeper than {MAX_PATH_DEPTH} segments: '{head}'", "path_too_deep"
+            f"path is deeper than {MAX_PATH_DEPTH} segments: '{head}'", TemplateCode.PATH_TOO_DEEP
         )
     for index, segment in enumerate(segments):
         if segment.startswith("_"):
-            raise _ParseIssue(f"keys starting with '_' are not allowed: '{segment}'", "private_key")
+            raise _ParseIssue(
+                f"keys starting with '_' are not allowed: '{segment}'", TemplateCode.PRIVATE_KEY
+            )
         if _IDENT.fullmatch(segment) or (index and _INDEX.fullmatch(segment)):
             continue
         raise _ParseIssue(
             f"invalid path '{head}': use names and list indexes separated by dots,"
             " e.g. lead.owner.email or items.0.name",
-            "bad_path",
+            TemplateCode.BAD_PATH,
         )
     if segments[0] == "secrets":
         if len(segments) != 2 or not _IDENT.fullmatch(segments[1]):
             raise _ParseIssue(
                 f"secrets are referenced by name as secrets.NAME, not '{head}'",
-                "bad_secret_reference",
+                TemplateCode.BAD_SECRET_REFERENCE,
             )
         return _Expr("secret", path=tuple(segments), filters=filters)
     return _Expr("path", path=tuple(segments), filters=filters)
@@ -338,11 +384,13 @@ def _parse_filters(text: str) -> tuple[_Filter, ...]:
         pos = _skip_space(text, pos)
         match = _IDENT.match(text, pos)
         if not match:
-            raise _ParseIssue("expected a filter name after '|'", "bad_expression")
+            raise _ParseIssue("expected a filter name after '|'", TemplateCode.BAD_EXPRESSION)
         name, pos = match.group(), _skip_space(text, match.end())
         if name not in _FILTER_ARGS:
             known = ", ".join(sorted(FILTERS))
-            raise _ParseIssue(f"unknown filter '{name}' (known: {known})", "unknown_filter")
+            raise _ParseIssue(
+                f"unknown filter '{name}' (known: {known})", TemplateCode.UNKNOWN_FILTER
+            )
         arg: str | int | None = None
         has_arg = pos < len(text) and text[pos] == ":"
         if has_arg:
@@ -353,7 +401,9 @@ def _parse_filters(text: str) -> tuple[_Filter, ...]:
         if pos >= len(text):
             return tuple(filters)
         if text[pos] != "|":
-            raise _ParseIssue(f"unexpected '{text[pos:]}' after filter '{name}'", "bad_expression")
+            raise _ParseIssue(
+                f"unexpected '{text[pos:]}' after filter '{name}'", TemplateCode.BAD_EXPRESSION
+            )
         pos += 1
 
 
@@ -377,22 +427,26 @@ def _parse_argument(text: str, pos: int, name: str) -> tuple[str | int, int]:
                     raise _ParseIssue(
                         f"filter '{name}': unsupported escape in string argument"
                         ' (use \\" \\\\ \\n or \\t)',
-                        "bad_filter_argument",
+                        TemplateCode.BAD_FILTER_ARGUMENT,
                     )
                 chars.append(escaped)
                 pos += 2
                 continue
             chars.append(char)
             pos += 1
-        raise _ParseIssue(f"filter '{name}': unterminated string argument", "bad_filter_argument")
+        raise _ParseIssue(
+            f"filter '{name}': unterminated string argument", TemplateCode.BAD_FILTER_ARGUMENT
+        )
     match = _INTEGER_ARG.match(text, pos)
     if not match:
         raise _ParseIssue(
             f"filter '{name}': argument must be a double-quoted string or an integer",
-            "bad_filter_argument",
+            TemplateCode.BAD_FILTER_ARGUMENT,
         )
     if len(match.group()) > 10:
-        raise _ParseIssue(f"filter '{name}': integer argument too large", "bad_filter_argument")
+        raise _ParseIssue(
+            f"filter '{name}': integer argument too large", TemplateCode.BAD_FILTER_ARGUMENT
+        )
     return int(match.group()), match.end()
 
 
@@ -416,7 +470,7 @@ def _check_filter(name: str, arg: str | int | None, has_arg: bool) -> None:
                 problem = f"filter 'date' does not support '{directive.group()}'"
                 break
     if problem:
-        raise _ParseIssue(problem, "bad_filter_argument")
+        raise _ParseIssue(problem, TemplateCode.BAD_FILTER_ARGUMENT)
 
 
 def _checked_template(text: str, limits: Limits) -> _Template:
@@ -424,7 +478,7 @@ def _checked_template(text: str, limits: Limits) -> _Template:
     if len(text) > limits.max_template_length:
         raise TemplateSyntaxError(
             f"template is longer than {limits.max_template_length} characters",
-            code="template_too_long",
+            code=TemplateCode.TEMPLATE_TOO_LONG,
         )
     template = _parse(text)
     if template.issues:
@@ -433,7 +487,7 @@ def _checked_template(text: str, limits: Limits) -> _Template:
     if len(template.expressions) > limits.max_expressions:
         raise TemplateSyntaxError(
             f"template has more than {limits.max_expressions} expressions",
-            code="too_many_expressions",
+            code=TemplateCode.TOO_MANY_EXPRESSIONS,
         )
     return template
 
@@ -455,7 +509,8 @@ def _child(value: Any, segment: str) -> Any:
 
 def _unsupported(value: Any) -> TemplateRenderError:
     return TemplateRenderError(
-        f"cannot render a value of type '{type(value).__name__}'", code="unsupported_value"
+        f"cannot render a value of type '{type(value).__name__}'",
+        code=TemplateCode.UNSUPPORTED_VALUE,
     )
 
 
@@ -467,7 +522,8 @@ def _copy_data(value: Any, *, for_json: bool = False, depth: int = 0) -> Any:
         return _to_text(value) if for_json else value
     if depth >= MAX_VALUE_DEPTH:
         raise TemplateRenderError(
-            f"value is nested deeper than {MAX_VALUE_DEPTH} levels", code="value_too_deep"
+            f"value is nested deeper than {MAX_VALUE_DEPTH} levels",
+            code=TemplateCode.VALUE_TOO_DEEP,
         )
     if isinstance(value, dict):
         copied = {}
@@ -494,7 +550,8 @@ def _data_size(value: Any, limit: int) -> int:
         elif isinstance(item, dict):
             if depth >= MAX_VALUE_DEPTH:
                 raise TemplateRenderError(
-                    f"value is nested deeper than {MAX_VALUE_DEPTH} levels", code="value_too_deep"
+                    f"value is nested deeper than {MAX_VALUE_DEPTH} levels",
+                    code=TemplateCode.VALUE_TOO_DEEP,
                 )
             size += 2 + dict.__len__(item)
             for key, child in dict.items(item):
@@ -503,7 +560,8 @@ def _data_size(value: Any, limit: int) -> int:
         elif isinstance(item, list | tuple):
             if depth >= MAX_VALUE_DEPTH:
                 raise TemplateRenderError(
-                    f"value is nested deeper than {MAX_VALUE_DEPTH} levels", code="value_too_deep"
+                    f"value is nested deeper than {MAX_VALUE_DEPTH} levels",
+                    code=TemplateCode.VALUE_TOO_DEEP,
                 )
             base = list if isinstance(item, list) else tuple
             size += 2 + base.__len__(item)
@@ -513,7 +571,7 @@ def _data_size(value: Any, limit: int) -> int:
         if size > limit:
             raise TemplateRenderError(
                 f"the value is larger than {limit} characters (as JSON)",
-                code="value_too_large",
+                code=TemplateCode.VALUE_TOO_LARGE,
                 params={"limit": limit},
             )
     return size
@@ -531,7 +589,7 @@ def _to_json(value: Any) -> str:
         if isinstance(exc, TemplateError):
             raise
         message = "value cannot be written as JSON"
-        raise TemplateRenderError(message, code="unsupported_value") from exc
+        raise TemplateRenderError(message, code=TemplateCode.UNSUPPORTED_VALUE) from exc
 
 
 def _to_text(value: Any) -> str:
@@ -547,7 +605,7 @@ def _to_text(value: Any) -> str:
             return int.__repr__(value)
         except ValueError as exc:
             message = "number too large to render"
-            raise TemplateRenderError(message, code="unsupported_value") from exc
+            raise TemplateRenderError(message, code=TemplateCode.UNSUPPORTED_VALUE) from exc
     if isinstance(value, float):
         return float.__repr__(value)
     if isinstance(value, Decimal):
@@ -570,7 +628,9 @@ def _to_text(value: Any) -> str:
 
 def _filter_failed(name: str, expected: str) -> TemplateRenderError:
     return TemplateRenderError(
-        f"filter '{name}' expects {expected}", code="filter_error", params={"filter": name}
+        f"filter '{name}' expects {expected}",
+        code=TemplateCode.FILTER_ERROR,
+        params={"filter": name},
     )
 
 
@@ -765,7 +825,8 @@ class _Renderer:
                 return self.text(value, mode, typed=True)
             if depth >= MAX_VALUE_DEPTH:
                 raise TemplateRenderError(
-                    f"value is nested deeper than {MAX_VALUE_DEPTH} levels", code="value_too_deep"
+                    f"value is nested deeper than {MAX_VALUE_DEPTH} levels",
+                    code=TemplateCode.VALUE_TOO_DEEP,
                 )
             if isinstance(value, dict):
                 rendered = {}
@@ -824,7 +885,7 @@ class _Renderer:
         if mode == "header" and ("\r" in text or "\n" in text):
             raise TemplateRenderError(
                 "line breaks are not allowed in headers, subjects and addresses",
-                code="header_injection",
+                code=TemplateCode.HEADER_INJECTION,
             )
         return text
 
@@ -835,13 +896,13 @@ class _Renderer:
             raise TemplateRenderError(
                 f"the rendered values are larger than {self.limits.max_render_size} "
                 "characters in all",
-                code="value_too_large",
+                code=TemplateCode.VALUE_TOO_LARGE,
             )
 
     def _too_large(self) -> TemplateRenderError:
         return TemplateRenderError(
             f"rendered text is longer than {self.limits.max_output_length} characters",
-            code="output_too_large",
+            code=TemplateCode.OUTPUT_TOO_LARGE,
         )
 
     def evaluate(self, expr: _Expr) -> Any:
@@ -859,7 +920,7 @@ class _Renderer:
                 value = (self._clock().today + timedelta(days=expr.offset)).isoformat()
             except OverflowError:
                 message = "date is out of range"
-                raise TemplateRenderError(message, code="date_out_of_range") from None
+                raise TemplateRenderError(message, code=TemplateCode.DATE_OUT_OF_RANGE) from None
         else:
             value = self._clock().now.isoformat()
         for item in expr.filters:
@@ -878,7 +939,7 @@ class _Renderer:
         if self.secrets is None:
             raise TemplateRenderError(
                 f"secret '{name}' cannot be used here: no secrets are available",
-                code="secrets_unavailable",
+                code=TemplateCode.SECRETS_UNAVAILABLE,
                 params=params,
             )
         try:
@@ -887,11 +948,11 @@ class _Renderer:
             value = None
         if value is None:
             raise TemplateRenderError(
-                f"unknown secret '{name}'", code="unknown_secret", params=params
+                f"unknown secret '{name}'", code=TemplateCode.UNKNOWN_SECRET, params=params
             )
         if not isinstance(value, str):
             raise TemplateRenderError(
-                f"secret '{name}' is not a string", code="invalid_secret", params=params
+                f"secret '{name}' is not a string", code=TemplateCode.INVALID_SECRET, params=params
             )
         self._secret_values[name] = value
         if value:
@@ -951,7 +1012,7 @@ def render_string(
 
 def validate_template(
     text: str, *, allowed_roots: Iterable[str] | None = None, limits: Limits | None = None
-) -> list[TemplateIssue]:
+) -> list[Issue]:
     """Return every problem in ``text``; with ``allowed_roots``, also unknown variables.
 
     Roots are not implied: union :data:`BUILTIN_ROOTS` in when they are allowed.
@@ -959,9 +1020,9 @@ def validate_template(
     limits = limits or DEFAULT_LIMITS
     if len(text) > limits.max_template_length:
         return [
-            TemplateIssue(
+            _template_issue(
                 f"template is longer than {limits.max_template_length} characters",
-                "template_too_long",
+                TemplateCode.TEMPLATE_TOO_LONG,
             )
         ]
     if "{{" not in text:
@@ -970,9 +1031,9 @@ def validate_template(
     issues = list(template.issues)
     if len(template.expressions) > limits.max_expressions:
         issues.append(
-            TemplateIssue(
+            _template_issue(
                 f"template has more than {limits.max_expressions} expressions",
-                "too_many_expressions",
+                TemplateCode.TOO_MANY_EXPRESSIONS,
             )
         )
     if allowed_roots is not None:
@@ -981,7 +1042,11 @@ def validate_template(
         for expr in template.expressions:
             if expr.root not in allowed and expr.root not in reported:
                 reported.add(expr.root)
-                issues.append(TemplateIssue(f"unknown variable '{expr.root}'", "unknown_variable"))
+                issues.append(
+                    _template_issue(
+                        f"unknown variable '{expr.root}'", TemplateCode.UNKNOWN_VARIABLE
+                    )
+                )
     return issues
 
 
@@ -991,20 +1056,22 @@ def validate_value(
     path: str = "config",
     allowed_roots: Iterable[str] | None = None,
     limits: Limits | None = None,
-) -> list[tuple[str, TemplateIssue]]:
+) -> list[Issue]:
     """Validate every string in a JSON structure; each issue comes with its JSON path."""
     allowed = None if allowed_roots is None else frozenset(allowed_roots)
-    found: list[tuple[str, TemplateIssue]] = []
+    found: list[Issue] = []
     pending: list[tuple[Any, str, int]] = [(value, path, 0)]
     while pending:
         item, item_path, depth = pending.pop()
         if isinstance(item, str):
             issues = validate_template(item, allowed_roots=allowed, limits=limits)
-            found.extend((item_path, issue) for issue in issues)
+            found.extend(replace(issue, path=item_path) for issue in issues)
         elif isinstance(item, dict | list | tuple):
             if depth >= MAX_VALUE_DEPTH:
                 message = f"value is nested deeper than {MAX_VALUE_DEPTH} levels"
-                found.append((item_path, TemplateIssue(message, "value_too_deep")))
+                found.append(
+                    replace(_template_issue(message, TemplateCode.VALUE_TOO_DEEP), path=item_path)
+                )
                 continue
             children = item.items() if isinstance(item, dict) else enumerate(item)
             pending.extend(
@@ -1012,6 +1079,19 @@ def validate_value(
                 for key, child in reversed(list(children))
             )
     return found
+
+
+def template_paths(text: str) -> list[tuple[str, ...]]:
+    """The paths of the ``{{ path }}`` expressions of ``text``, as segments
+    (``("lead", "owner", "email")``); none when ``text`` is not a valid template (its
+    issues are :func:`validate_template`'s to report). Date tokens and secrets are not
+    paths."""
+    if "{{" not in text:
+        return []
+    template = _parse(text)
+    if template.issues:
+        return []
+    return [expr.path for expr in template.expressions if expr.kind == "path"]
 
 
 def template_roots(text: str) -> set[str]:

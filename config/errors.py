@@ -6,7 +6,10 @@ pages all render it from the same attributes. Callers branch on ``code``, never 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+from config.issues import Issue, IssueCode, error_issues, warning_issues
 
 
 class DomainError(Exception):
@@ -40,20 +43,50 @@ class DomainError(Exception):
 
 
 class ValidationFailed(DomainError):
+    """The input broke rules; ``fields`` maps JSON paths to messages, ``issues`` holds
+    the same problems with their stable codes, and ``warnings`` what only informs."""
+
     code = "VALIDATION_ERROR"
     status = 400
     default_message = "The input is not valid."
 
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        issues: list[Issue] | None = None,
+        warnings: list[Issue] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.issues = list(issues or [])
+        self.warnings = list(warnings or [])
+
     @classmethod
     def from_issues(
-        cls, issues: list[tuple[str, str]], message: str | None = None
+        cls, issues: Iterable[Issue | tuple[str, str]], message: str | None = None
     ) -> ValidationFailed:
-        """Build from ``(json_path, message)`` pairs."""
+        """Build from :class:`~config.issues.Issue` values (a bare ``(json_path, message)``
+        pair counts as an error with the code ``INVALID``). Warnings are carried along and
+        never counted as errors."""
+        found = [
+            item if isinstance(item, Issue) else Issue(item[0], IssueCode.INVALID, item[1])
+            for item in issues
+        ]
+        errors = error_issues(found)
         fields: dict[str, list[str]] = {}
-        for path, text in issues:
-            fields.setdefault(path, []).append(text)
-        first = f"{issues[0][0]}: {issues[0][1]}" if issues else None
-        return cls(message or first, fields=fields)
+        for issue in errors:
+            fields.setdefault(issue.path, []).append(issue.message)
+        first = f"{errors[0].path}: {errors[0].message}" if errors else None
+        return cls(message or first, fields=fields, issues=errors, warnings=warning_issues(found))
+
+    def as_dict(self) -> dict[str, Any]:
+        body = super().as_dict()
+        if self.issues:
+            body["issues"] = [issue.as_dict() for issue in self.issues]
+        if self.warnings:
+            body["warnings"] = [issue.as_dict() for issue in self.warnings]
+        return body
 
 
 class NotFound(DomainError):

@@ -16,9 +16,34 @@ def owned_by(user: Any) -> Q:
     return Q(owner=user) if user is not None else Q(pk__in=[])
 
 
+# The domain events the sample domain emits (``automation.events.emit``), with their
+# payloads. Callers may add keys of their own, so the payloads stay open.
+DEAL_OUTCOME_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "deal_id": {"type": "integer", "title": "Deal id"},
+        "amount": {"type": ["number", "null"], "title": "Amount"},
+        "reason": {"type": ["string", "null"], "title": "Reason"},
+    },
+    "additionalProperties": True,
+}
+
+
 def register() -> None:
+    from automation.catalogue import declare_event
     from automation.registry import register_model
     from crm.models import Deal, Lead
+
+    declare_event(
+        "deal.won",
+        schema=DEAL_OUTCOME_SCHEMA,
+        description="A deal was closed as won (emitted by the sales code, or posted to the API).",
+    )
+    declare_event(
+        "deal.lost",
+        schema=DEAL_OUTCOME_SCHEMA,
+        description="A deal was closed as lost.",
+    )
 
     register_model(
         Lead,

@@ -140,8 +140,8 @@ class LifecycleForm(forms.ModelForm):
         data = super().clean()
         document = self._full_document(data)
         if document is not None:
-            for where, message in lifecycle_issues(document):
-                self.add_error(None, f"{where}: {message}")
+            for issue in lifecycle_issues(document):
+                self.add_error(None, str(issue))
         return data
 
     def _full_document(self, data: dict[str, Any]) -> dict[str, Any] | None:
@@ -392,7 +392,8 @@ class SLAConfigForm(forms.ModelForm):
         if self.errors:
             return data
         _, issues = sla_config_clean(self.document(), instance=self.instance)
-        for path, message in issues:
+        for issue in issues:
+            path, message = issue.path, issue.message
             field = path.split(".")[0].split("[")[0]
             if field in self.fields and field == path:
                 self.add_error(field, message)

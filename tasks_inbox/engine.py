@@ -48,6 +48,107 @@ EXPORTABLE = [
 ]
 
 
+_USER = {"type": ["object", "null"], "format": "user"}
+_TEXT = {"type": "string"}
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+_ID_OR_NULL = {"type": ["integer", "null"]}
+_MOMENT = {"type": ["string", "null"], "format": "date-time"}
+_OPEN_OBJECT = {"type": ["object", "null"], "additionalProperties": True}
+# The task as its events carry it (``tasks_inbox.selectors.task_context``): under ``task``
+# and, for short paths, at the top level too.
+TASK_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "title": _TEXT,
+        "description": _TEXT,
+        "task_type": _TEXT,
+        "priority": {"type": "string", "enum": ["low", "medium", "high", "urgent"]},
+        "state": _TEXT,
+        "is_open": {"type": "boolean"},
+        "outcome": _TEXT,
+        "lifecycle": _TEXT,
+        "assignee_id": _ID_OR_NULL,
+        "assignee": {
+            **_USER,
+            "properties": {
+                "id": {"type": "integer"},
+                "username": _TEXT,
+                "email": _TEXT,
+                "is_staff": {"type": "boolean"},
+            },
+        },
+        "queue_id": _ID_OR_NULL,
+        "queue": {
+            "type": ["object", "null"],
+            "properties": {"id": {"type": "integer"}, "name": _TEXT},
+        },
+        "created_by": _USER,
+        "completed_by": _USER,
+        "due_at": _MOMENT,
+        "sla_due_at": _MOMENT,
+        "created_at": _MOMENT,
+        "closed_at": _MOMENT,
+        "result": _OPEN_OBJECT,
+        "related": {
+            "type": ["object", "null"],
+            "properties": {"entity_type": _TEXT, "entity_id": _TEXT_OR_NULL},
+        },
+        "parent_id": _ID_OR_NULL,
+        "origin_run_id": _ID_OR_NULL,
+    },
+}
+_TRANSITION = {
+    "transition": {
+        "type": "object",
+        "properties": {
+            "action": _TEXT,
+            "from_state": _TEXT,
+            "to_state": _TEXT,
+            "input": _OPEN_OBJECT,
+        },
+    },
+    "action": _TEXT,
+    "from_state": _TEXT,
+    "to_state": _TEXT,
+}
+# Event type -> (kind, what the event adds to the task, description).
+TASK_EVENTS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "task.created": ("task", {}, "A task was created (by a person, the API or a workflow)."),
+    "task.assigned": (
+        "task",
+        {"assignment": _OPEN_OBJECT},
+        "A task was claimed or reassigned (assignment.kind says which).",
+    ),
+    "task.transitioned": ("task", _TRANSITION, "A task took a lifecycle transition."),
+    "task.completed": ("task", _TRANSITION, "A task reached a final state."),
+    "task.cancelled": ("task", _TRANSITION, "A task reached a cancelling final state."),
+    "task.escalated": (
+        "task",
+        {"escalation": _OPEN_OBJECT, "sla": _OPEN_OBJECT},
+        "A task was escalated, by a person or by an SLA level.",
+    ),
+    "task.sla_warning": ("sla", {"sla": _OPEN_OBJECT}, "A task's SLA is about to be breached."),
+    "task.sla_breached": ("sla", {"sla": _OPEN_OBJECT}, "A task's SLA target passed."),
+}
+
+
+def declare_task_events() -> None:
+    """Tell the engine's event catalogue which events tasks raise, and their contexts."""
+    from automation.catalogue import declare_event
+
+    for event_type, (kind, extra, description) in TASK_EVENTS.items():
+        schema = {
+            "type": "object",
+            "properties": {
+                "task": TASK_SCHEMA,
+                "entity_type": {"type": "string", "enum": ["task"]},
+                **extra,
+            },
+        }
+        declare_event(event_type, schema=schema, kind=kind, description=description)
+
+
 def export_visibility(user: Any) -> Q:
     """``visible_rows`` hook: staff are handled by the registry; no user sees nothing."""
     from tasks_inbox.selectors import visibility_filter
@@ -106,6 +207,7 @@ def register() -> None:
 
     register_model(Task, name="task", exportable=EXPORTABLE, visibility=export_visibility)
     disconnect_model(Task)
+    declare_task_events()
     steps.register()
     register_metrics("tasks", selectors.task_metrics)
     run_cancelled.connect(on_run_cancelled, dispatch_uid="tasks_inbox.run_cancelled")

@@ -17,7 +17,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-Issue = tuple[str, str]
+from config.issues import Issue, IssueCode
 
 FIELD_TYPES = ("text", "textarea", "number", "select", "multiselect", "boolean", "date")
 FIELD_KEYS = {"name", "type", "label", "required", "choices", "min", "max", "help", "default"}
@@ -47,15 +47,19 @@ def form_issues(form: Any, path: str = "form") -> list[Issue]:
     if form is None or form == {}:
         return []
     if not isinstance(form, dict):
-        return [(path, 'must be an object {"fields": [...]}')]
+        return [Issue(path, IssueCode.INVALID_VALUE, 'must be an object {"fields": [...]}')]
     issues: list[Issue] = [
-        (f"{path}.{k}", f"unknown key '{k}'") for k in sorted(set(form) - {"fields"})
+        Issue(f"{path}.{k}", IssueCode.UNKNOWN_KEY, f"unknown key '{k}'")
+        for k in sorted(set(form) - {"fields"})
     ]
     fields = form.get("fields")
     if not isinstance(fields, list):
-        return [*issues, (f"{path}.fields", "must be a list of fields")]
+        return [
+            *issues,
+            Issue(f"{path}.fields", IssueCode.INVALID_VALUE, "must be a list of fields"),
+        ]
     if len(fields) > MAX_FIELDS:
-        issues.append((f"{path}.fields", f"at most {MAX_FIELDS} fields"))
+        issues.append(Issue(f"{path}.fields", IssueCode.TOO_LONG, f"at most {MAX_FIELDS} fields"))
     names: set[str] = set()
     for index, spec in enumerate(fields):
         issues += _field_issues(spec, f"{path}.fields[{index}]", names)
@@ -64,46 +68,75 @@ def form_issues(form: Any, path: str = "form") -> list[Issue]:
 
 def _field_issues(spec: Any, path: str, names: set[str]) -> list[Issue]:
     if not isinstance(spec, dict):
-        return [(path, "a field must be an object")]
+        return [Issue(path, IssueCode.INVALID_VALUE, "a field must be an object")]
     issues: list[Issue] = [
-        (f"{path}.{k}", f"unknown key '{k}'") for k in sorted(set(spec) - FIELD_KEYS)
+        Issue(f"{path}.{k}", IssueCode.UNKNOWN_KEY, f"unknown key '{k}'")
+        for k in sorted(set(spec) - FIELD_KEYS)
     ]
     name = spec.get("name")
     if not isinstance(name, str) or not NAME.match(name):
-        issues.append((f"{path}.name", "must be lowercase letters, digits and '_' (max 64)"))
+        issues.append(
+            Issue(
+                f"{path}.name",
+                IssueCode.INVALID_VALUE,
+                "must be lowercase letters, digits and '_' (max 64)",
+            )
+        )
     elif name in names:
-        issues.append((f"{path}.name", f"duplicate field '{name}'"))
+        issues.append(Issue(f"{path}.name", IssueCode.DUPLICATE, f"duplicate field '{name}'"))
     else:
         names.add(name)
     kind = spec.get("type")
     if kind not in FIELD_TYPES:
         issues.append(
-            (f"{path}.type", f"unknown field type {kind!r} (known: {', '.join(FIELD_TYPES)})")
+            Issue(
+                f"{path}.type",
+                IssueCode.INVALID_VALUE,
+                f"unknown field type {kind!r} (known: {', '.join(FIELD_TYPES)})",
+            )
         )
         return issues
     for key in ("label", "help"):
         if spec.get(key) is not None and not isinstance(spec[key], str):
-            issues.append((f"{path}.{key}", "must be a string"))
+            issues.append(Issue(f"{path}.{key}", IssueCode.INVALID_VALUE, "must be a string"))
     if spec.get("required") is not None and not isinstance(spec["required"], bool):
-        issues.append((f"{path}.required", "must be true or false"))
+        issues.append(Issue(f"{path}.required", IssueCode.INVALID_VALUE, "must be true or false"))
     choices = spec.get("choices")
     if kind in ("select", "multiselect"):
         if not isinstance(choices, list) or not choices:
-            issues.append((f"{path}.choices", f"a {kind} field needs a non-empty list of choices"))
+            issues.append(
+                Issue(
+                    f"{path}.choices",
+                    IssueCode.REQUIRED,
+                    f"a {kind} field needs a non-empty list of choices",
+                )
+            )
         else:
             seen: set[str] = set()
             for i, choice in enumerate(choices):
                 value = choice_value(choice)
                 if isinstance(value, bool) or not isinstance(value, str | int | float):
                     issues.append(
-                        (f"{path}.choices[{i}]", 'must be a string, a number or {"value", "label"}')
+                        Issue(
+                            f"{path}.choices[{i}]",
+                            IssueCode.INVALID_VALUE,
+                            'must be a string, a number or {"value", "label"}',
+                        )
                     )
                 elif str(value) in seen:
-                    issues.append((f"{path}.choices[{i}]", f"duplicate choice {value!r}"))
+                    issues.append(
+                        Issue(
+                            f"{path}.choices[{i}]",
+                            IssueCode.DUPLICATE,
+                            f"duplicate choice {value!r}",
+                        )
+                    )
                 else:
                     seen.add(str(value))
     elif choices is not None:
-        issues.append((f"{path}.choices", f"a {kind} field has no choices"))
+        issues.append(
+            Issue(f"{path}.choices", IssueCode.INVALID_VALUE, f"a {kind} field has no choices")
+        )
     issues += _bounds_issues(spec, kind, path)
     return issues
 
@@ -114,22 +147,33 @@ def _bounds_issues(spec: dict[str, Any], kind: str, path: str) -> list[Issue]:
     if not bounds:
         return issues
     if kind == "boolean" or kind == "select":
-        return [(f"{path}.{key}", f"a {kind} field has no {key}") for key in bounds]
+        return [
+            Issue(f"{path}.{key}", IssueCode.INVALID_VALUE, f"a {kind} field has no {key}")
+            for key in bounds
+        ]
     for key, value in bounds.items():
         if kind == "date":
             if not isinstance(value, str) or _parse_date(value) is None:
-                issues.append((f"{path}.{key}", "must be an ISO date (YYYY-MM-DD)"))
+                issues.append(
+                    Issue(
+                        f"{path}.{key}", IssueCode.INVALID_VALUE, "must be an ISO date (YYYY-MM-DD)"
+                    )
+                )
         elif kind == "number":
             if not _is_number(value):
-                issues.append((f"{path}.{key}", "must be a number"))
+                issues.append(Issue(f"{path}.{key}", IssueCode.INVALID_VALUE, "must be a number"))
         elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            issues.append((f"{path}.{key}", "must be a non-negative integer"))
+            issues.append(
+                Issue(f"{path}.{key}", IssueCode.INVALID_VALUE, "must be a non-negative integer")
+            )
     if not issues and "min" in bounds and "max" in bounds:
         low, high = bounds["min"], bounds["max"]
         if kind == "date":
             low, high = _parse_date(low), _parse_date(high)
         if low > high:
-            issues.append((f"{path}.min", "must not be greater than max"))
+            issues.append(
+                Issue(f"{path}.min", IssueCode.INVALID_VALUE, "must not be greater than max")
+            )
     return issues
 
 

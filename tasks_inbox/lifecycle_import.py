@@ -24,13 +24,14 @@ states must remain), the others are created.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import transaction
 from django.utils.text import slugify
 
-from tasks_inbox.lifecycles import Issue, LifecycleInvalid, lifecycle_issues, lifecycle_save
+from config.issues import Issue, IssueCode
+from tasks_inbox.lifecycles import LifecycleInvalid, lifecycle_issues, lifecycle_save
 from workflows.models import Lifecycle
 
 MAX_DOCUMENTS = 100
@@ -86,14 +87,20 @@ def is_plain_document(document: Any) -> bool:
 def _renamed(item: Any, keys: dict[str, str], path: str) -> tuple[Any, list[Issue]]:
     if not isinstance(item, dict):
         return item, []
-    issues = [(f"{path}.{k}", f"unknown key '{k}'") for k in sorted(set(item) - set(keys))]
+    issues = [
+        Issue(f"{path}.{k}", IssueCode.UNKNOWN_KEY, f"unknown key '{k}'")
+        for k in sorted(set(item) - set(keys))
+    ]
     return {keys[k]: v for k, v in item.items() if k in keys}, issues
 
 
 def plain_document(plain: dict[str, Any]) -> tuple[dict[str, Any], list[Issue]]:
     """The lifecycle document of a plain one, and the plain shape's own problems (unknown
     keys); everything else is left to ``lifecycle_issues``."""
-    issues: list[Issue] = [(k, f"unknown key '{k}'") for k in sorted(set(plain) - PLAIN_TOP_KEYS)]
+    issues: list[Issue] = [
+        Issue(k, IssueCode.UNKNOWN_KEY, f"unknown key '{k}'")
+        for k in sorted(set(plain) - PLAIN_TOP_KEYS)
+    ]
     document: dict[str, Any] = {
         "slug": plain["slug"] if "slug" in plain else _slug_from(plain.get("name")),
         "name": plain.get("name"),
@@ -141,13 +148,15 @@ def import_document(document: Any) -> tuple[dict[str, Any] | None, list[Issue]]:
         issues = lifecycle_issues(document)
         return (document if not issues else None), issues
     translated, issues = plain_document(document)
-    for path, message in lifecycle_issues(translated):
-        if path == "slug" and "slug" not in document:  # the slug was made from the name
+    for issue in lifecycle_issues(translated):
+        if issue.path == "slug" and "slug" not in document:  # the slug was made from the name
             name = document.get("name")
             if isinstance(name, str) and name.strip():  # else the name's own issue says it
-                issues.append(("name", "gives no usable slug: add a 'slug'"))
+                issues.append(
+                    Issue("name", IssueCode.REQUIRED, "gives no usable slug: add a 'slug'")
+                )
             continue
-        issues.append((plain_path(path), message))
+        issues.append(replace(issue, path=plain_path(issue.path)))
     return (translated if not issues else None), issues
 
 
@@ -165,10 +174,12 @@ def lifecycles_import(*, data: Any) -> list[LifecycleImported]:
     many = isinstance(data, list)
     documents = data if many else [data]
     if many and not documents:
-        raise LifecycleInvalid.from_issues([("", "the file holds no lifecycle")])
+        raise LifecycleInvalid.from_issues(
+            [Issue("", IssueCode.INVALID_VALUE, "the file holds no lifecycle")]
+        )
     if len(documents) > MAX_DOCUMENTS:
         raise LifecycleInvalid.from_issues(
-            [("", f"at most {MAX_DOCUMENTS} lifecycles in one import")]
+            [Issue("", IssueCode.TOO_LONG, f"at most {MAX_DOCUMENTS} lifecycles in one import")]
         )
     issues: list[Issue] = []
     valid: list[tuple[str, dict[str, Any]]] = []
@@ -176,14 +187,18 @@ def lifecycles_import(*, data: Any) -> list[LifecycleImported]:
     for index, document in enumerate(documents):
         prefix = f"[{index}]" if many else ""
         translated, found = import_document(document)
-        issues += [(_at(prefix, path), message) for path, message in found]
+        issues += [replace(issue, path=_at(prefix, issue.path)) for issue in found]
         if translated is None:
             continue
         slug = translated["slug"]
         if slug in seen:
             where = "slug" if "slug" in document else "name"
             issues.append(
-                (_at(prefix, where), f"the lifecycle '{slug}' is also at {seen[slug] or 'the top'}")
+                Issue(
+                    _at(prefix, where),
+                    IssueCode.INVALID_VALUE,
+                    f"the lifecycle '{slug}' is also at {seen[slug] or 'the top'}",
+                )
             )
             continue
         seen[slug] = prefix
@@ -197,11 +212,7 @@ def lifecycles_import(*, data: Any) -> list[LifecycleImported]:
             with transaction.atomic():
                 lifecycle = lifecycle_save(document=document, lifecycle=existing)
         except LifecycleInvalid as exc:  # e.g. a state that tasks are in would go
-            issues += [
-                (_at(prefix, path), message)
-                for path, messages in exc.fields.items()
-                for message in messages
-            ]
+            issues += [replace(issue, path=_at(prefix, issue.path)) for issue in exc.issues]
             continue
         imported.append(LifecycleImported(lifecycle=lifecycle, created=existing is None))
     if issues:

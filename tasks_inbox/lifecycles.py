@@ -15,9 +15,10 @@ A lifecycle is edited as one JSON document (API, admin), the same shape the rows
 A disabled state cannot be entered; a disabled transition (action) is not offered and is
 refused with ``ACTION_DISABLED``.
 
-``lifecycle_issues`` reports every problem as ``(json_path, message)``, e.g.
-``("transitions[2].to_state", "unknown state 'aproved'")``. ``lifecycle_spec`` compiles a
-stored lifecycle (guards included) once per change and caches it in the process.
+``lifecycle_issues`` reports every problem as a ``config.issues.Issue``, e.g.
+``Issue("transitions[2].to_state", "UNKNOWN_STATE", "unknown state 'aproved'")``.
+``lifecycle_spec`` compiles a stored lifecycle (guards included) once per change and
+caches it in the process.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from django.db import IntegrityError, transaction
 
 from automation.conditions import CompiledCondition, compile_condition, validate_condition
 from config.errors import Conflict, ValidationFailed
+from config.issues import Issue, IssueCode
+from tasks_inbox.issue_codes import TaskIssueCode
 from workflows.models import Lifecycle, LifecycleState, LifecycleTransition
-
-Issue = tuple[str, str]
 
 # Who may fire a transition (``allowed``). A workflow step (no actor) may fire any.
 ROLES = ("assignee", "queue_member", "manager", "creator", "staff", "anyone")
@@ -166,24 +167,34 @@ class LifecycleInUse(Conflict):
 
 def _bool_issue(value: Any, path: str) -> list[Issue]:
     if value is not None and not isinstance(value, bool):
-        return [(path, "must be true or false")]
+        return [Issue(path, IssueCode.INVALID_VALUE, "must be true or false")]
     return []
 
 
 def _description_issue(value: Any, path: str) -> list[Issue]:
     if value is not None and (not isinstance(value, str) or len(value) > MAX_DESCRIPTION):
-        return [(path, f"must be a string of at most {MAX_DESCRIPTION} characters")]
+        return [
+            Issue(
+                path,
+                IssueCode.INVALID_VALUE,
+                f"must be a string of at most {MAX_DESCRIPTION} characters",
+            )
+        ]
     return []
 
 
 def _key_list_issues(value: Any, path: str, what: str) -> list[Issue]:
     if not isinstance(value, list):
-        return [(path, f"must be a list of {what}")]
+        return [Issue(path, IssueCode.INVALID_VALUE, f"must be a list of {what}")]
     issues: list[Issue] = []
     for index, item in enumerate(value):
         if not isinstance(item, str) or not KEY.match(item):
             issues.append(
-                (f"{path}[{index}]", f"must be a {what[:-1]} key (lowercase letters, digits, '_')")
+                Issue(
+                    f"{path}[{index}]",
+                    IssueCode.INVALID_VALUE,
+                    f"must be a {what[:-1]} key (lowercase letters, digits, '_')",
+                )
             )
     return issues
 
@@ -191,82 +202,118 @@ def _key_list_issues(value: Any, path: str, what: str) -> list[Issue]:
 def lifecycle_issues(document: Any) -> list[Issue]:
     """Every problem of a lifecycle document, each with the JSON path it is at."""
     if not isinstance(document, dict):
-        return [("", "a lifecycle must be a JSON object")]
+        return [Issue("", IssueCode.INVALID_VALUE, "a lifecycle must be a JSON object")]
     issues: list[Issue] = [
-        (key, f"unknown key '{key}'") for key in sorted(set(document) - TOP_KEYS)
+        Issue(key, IssueCode.UNKNOWN_KEY, f"unknown key '{key}'")
+        for key in sorted(set(document) - TOP_KEYS)
     ]
     slug = document.get("slug")
     if not isinstance(slug, str) or not SLUG.match(slug):
-        issues.append(("slug", "must be lowercase letters, digits, '-' or '_' (max 100)"))
+        issues.append(
+            Issue(
+                "slug",
+                IssueCode.INVALID_VALUE,
+                "must be lowercase letters, digits, '-' or '_' (max 100)",
+            )
+        )
     name = document.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        issues.append(("name", "must be a non-empty string of at most 200 characters"))
+        issues.append(
+            Issue(
+                "name",
+                IssueCode.INVALID_VALUE,
+                "must be a non-empty string of at most 200 characters",
+            )
+        )
     if document.get("description") is not None and not isinstance(document["description"], str):
-        issues.append(("description", "must be a string"))
+        issues.append(Issue("description", IssueCode.INVALID_VALUE, "must be a string"))
 
     states = document.get("states")
     if not isinstance(states, list) or not states:
-        issues.append(("states", "must be a non-empty list of states"))
+        issues.append(
+            Issue("states", IssueCode.INVALID_VALUE, "must be a non-empty list of states")
+        )
         states = []
     elif len(states) > MAX_STATES:
-        issues.append(("states", f"at most {MAX_STATES} states"))
+        issues.append(Issue("states", IssueCode.TOO_LONG, f"at most {MAX_STATES} states"))
     final: set[str] = set()
     keys: set[str] = set()
     initial: list[str] = []
     for index, state in enumerate(states):
         path = f"states[{index}]"
         if not isinstance(state, dict):
-            issues.append((path, "a state must be an object"))
+            issues.append(Issue(path, IssueCode.INVALID_VALUE, "a state must be an object"))
             continue
-        issues += [(f"{path}.{k}", f"unknown key '{k}'") for k in sorted(set(state) - STATE_KEYS)]
+        issues += [
+            Issue(f"{path}.{k}", IssueCode.UNKNOWN_KEY, f"unknown key '{k}'")
+            for k in sorted(set(state) - STATE_KEYS)
+        ]
         key = state.get("key")
         if not isinstance(key, str) or not KEY.match(key):
             issues.append(
-                (
+                Issue(
                     f"{path}.key",
+                    IssueCode.INVALID_VALUE,
                     "must be lowercase letters, digits and '_', starting with a letter (max 64)",
                 )
             )
             continue
         if key in keys:
-            issues.append((f"{path}.key", f"duplicate state key '{key}'"))
+            issues.append(Issue(f"{path}.key", IssueCode.DUPLICATE, f"duplicate state key '{key}'"))
         keys.add(key)
         if state.get("label") is not None and not isinstance(state["label"], str):
-            issues.append((f"{path}.label", "must be a string"))
+            issues.append(Issue(f"{path}.label", IssueCode.INVALID_VALUE, "must be a string"))
         for flag in ("is_initial", "is_final", "is_enabled", "is_cancellation"):
             issues += _bool_issue(state.get(flag), f"{path}.{flag}")
         issues += _description_issue(state.get("description"), f"{path}.description")
         if state.get("is_initial") is True:
             initial.append(key)
             if state.get("is_final") is True:
-                issues.append((f"{path}.is_final", f"the initial state '{key}' cannot be final"))
+                issues.append(
+                    Issue(
+                        f"{path}.is_final",
+                        IssueCode.INVALID_VALUE,
+                        f"the initial state '{key}' cannot be final",
+                    )
+                )
             if state.get("is_enabled") is False:
                 issues.append(
-                    (f"{path}.is_enabled", f"the initial state '{key}' cannot be disabled")
+                    Issue(
+                        f"{path}.is_enabled",
+                        IssueCode.INVALID_VALUE,
+                        f"the initial state '{key}' cannot be disabled",
+                    )
                 )
         if state.get("is_final") is True:
             final.add(key)
         if state.get("is_cancellation") is True and state.get("is_final") is not True:
             issues.append(
-                (
+                Issue(
                     f"{path}.is_cancellation",
+                    IssueCode.INVALID_VALUE,
                     f"only a final state can be a cancellation ('{key}' is not final)",
                 )
             )
     if states and len(initial) != 1:
         found = f"found {len(initial)}" + (f": {', '.join(initial)}" if initial else "")
-        issues.append(("states", f"exactly one state must be initial ({found})"))
+        issues.append(
+            Issue("states", IssueCode.INVALID_VALUE, f"exactly one state must be initial ({found})")
+        )
     if states and not final:
-        issues.append(("states", "at least one state must be final"))
+        issues.append(Issue("states", IssueCode.INVALID_VALUE, "at least one state must be final"))
 
     transitions = document.get("transitions")
     if transitions is None:
         transitions = []
     if not isinstance(transitions, list):
-        issues.append(("transitions", "must be a list of transitions"))
+        issues.append(
+            Issue("transitions", IssueCode.INVALID_VALUE, "must be a list of transitions")
+        )
         transitions = []
     elif len(transitions) > MAX_TRANSITIONS:
-        issues.append(("transitions", f"at most {MAX_TRANSITIONS} transitions"))
+        issues.append(
+            Issue("transitions", IssueCode.TOO_LONG, f"at most {MAX_TRANSITIONS} transitions")
+        )
     actions: set[str] = set()
     for index, transition in enumerate(transitions):
         issues += _transition_issues(transition, f"transitions[{index}]", keys, final, actions)
@@ -277,81 +324,113 @@ def _transition_issues(
     transition: Any, path: str, keys: set[str], final: set[str], actions: set[str]
 ) -> list[Issue]:
     if not isinstance(transition, dict):
-        return [(path, "a transition must be an object")]
+        return [Issue(path, IssueCode.INVALID_VALUE, "a transition must be an object")]
     issues: list[Issue] = [
-        (f"{path}.{k}", f"unknown key '{k}'") for k in sorted(set(transition) - TRANSITION_KEYS)
+        Issue(f"{path}.{k}", IssueCode.UNKNOWN_KEY, f"unknown key '{k}'")
+        for k in sorted(set(transition) - TRANSITION_KEYS)
     ]
     action = transition.get("action")
     if not isinstance(action, str) or not KEY.match(action):
         issues.append(
-            (
+            Issue(
                 f"{path}.action",
+                IssueCode.INVALID_VALUE,
                 "must be lowercase letters, digits and '_', starting with a letter (max 64)",
             )
         )
     elif action in {"claim"}:
         issues.append(
-            (
+            Issue(
                 f"{path}.action",
+                IssueCode.INVALID_VALUE,
                 "'claim' is an operation of its own, not a transition (it fires 'start')",
             )
         )
     elif action in actions:
-        issues.append((f"{path}.action", f"duplicate action '{action}'"))
+        issues.append(Issue(f"{path}.action", IssueCode.DUPLICATE, f"duplicate action '{action}'"))
     else:
         actions.add(action)
     if transition.get("label") is not None and not isinstance(transition["label"], str):
-        issues.append((f"{path}.label", "must be a string"))
+        issues.append(Issue(f"{path}.label", IssueCode.INVALID_VALUE, "must be a string"))
     sources = transition.get("from_states")
     issues += _key_list_issues(sources, f"{path}.from_states", "states")
     if isinstance(sources, list):
         if not sources:
-            issues.append((f"{path}.from_states", "must name at least one state"))
+            issues.append(
+                Issue(f"{path}.from_states", IssueCode.REQUIRED, "must name at least one state")
+            )
         for i, source in enumerate(sources):
             if isinstance(source, str) and KEY.match(source):
                 if source not in keys:
-                    issues.append((f"{path}.from_states[{i}]", f"unknown state '{source}'"))
+                    issues.append(
+                        Issue(
+                            f"{path}.from_states[{i}]",
+                            TaskIssueCode.UNKNOWN_STATE,
+                            f"unknown state '{source}'",
+                        )
+                    )
                 elif source in final:
                     issues.append(
-                        (
+                        Issue(
                             f"{path}.from_states[{i}]",
+                            IssueCode.INVALID_VALUE,
                             f"no transition may leave the final state '{source}'",
                         )
                     )
     target = transition.get("to_state")
     if not isinstance(target, str) or not target:
-        issues.append((f"{path}.to_state", "must be a state key"))
+        issues.append(Issue(f"{path}.to_state", IssueCode.INVALID_VALUE, "must be a state key"))
     elif target not in keys:
-        issues.append((f"{path}.to_state", f"unknown state '{target}'"))
+        issues.append(
+            Issue(f"{path}.to_state", TaskIssueCode.UNKNOWN_STATE, f"unknown state '{target}'")
+        )
     guard = transition.get("guard")
     if guard is not None:
         if not isinstance(guard, dict):
-            issues.append((f"{path}.guard", "must be a condition object or null"))
+            issues.append(
+                Issue(
+                    f"{path}.guard", IssueCode.INVALID_VALUE, "must be a condition object or null"
+                )
+            )
         else:
-            issues += [(i.path, i.message) for i in validate_condition(guard, path=f"{path}.guard")]
+            issues += validate_condition(guard, path=f"{path}.guard")
     allowed = transition.get("allowed")
     if allowed is not None:
         if not isinstance(allowed, list):
-            issues.append((f"{path}.allowed", f"must be a list of: {', '.join(ROLES)}"))
+            issues.append(
+                Issue(
+                    f"{path}.allowed",
+                    IssueCode.INVALID_VALUE,
+                    f"must be a list of: {', '.join(ROLES)}",
+                )
+            )
         else:
             for i, role in enumerate(allowed):
                 if role not in ROLES:
                     issues.append(
-                        (
+                        Issue(
                             f"{path}.allowed[{i}]",
+                            IssueCode.INVALID_VALUE,
                             f"unknown role {role!r} (known: {', '.join(ROLES)})",
                         )
                     )
     required = transition.get("required_input")
     if required is not None:
         if not isinstance(required, list):
-            issues.append((f"{path}.required_input", "must be a list of input field names"))
+            issues.append(
+                Issue(
+                    f"{path}.required_input",
+                    IssueCode.INVALID_VALUE,
+                    "must be a list of input field names",
+                )
+            )
         else:
             for i, name in enumerate(required):
                 if not isinstance(name, str) or not KEY.match(name):
                     issues.append(
-                        (
+                        Issue(
                             f"{path}.required_input[{i}]",
+                            IssueCode.INVALID_VALUE,
                             "must be a field name (lowercase letters, digits, '_')",
                         )
                     )
@@ -453,7 +532,9 @@ def lifecycle_save(*, document: dict[str, Any], lifecycle: Lifecycle | None = No
     if lifecycle is not None:
         clash = clash.exclude(pk=lifecycle.pk)
     if clash.exists():
-        raise LifecycleInvalid.from_issues([("slug", f"a lifecycle '{data['slug']}' exists")])
+        raise LifecycleInvalid.from_issues(
+            [Issue("slug", IssueCode.DUPLICATE, f"a lifecycle '{data['slug']}' exists")]
+        )
     if lifecycle is None:
         lifecycle = Lifecycle()
     else:
@@ -469,7 +550,11 @@ def lifecycle_save(*, document: dict[str, Any], lifecycle: Lifecycle | None = No
         if stranded_states:
             raise LifecycleInvalid.from_issues(
                 [
-                    ("states", f"state '{key}' cannot be removed: tasks are in it")
+                    Issue(
+                        "states",
+                        IssueCode.INVALID_VALUE,
+                        f"state '{key}' cannot be removed: tasks are in it",
+                    )
                     for key in stranded_states
                 ]
             )
@@ -516,7 +601,9 @@ def lifecycle_get(slug: str | None = None) -> Lifecycle:
                 return lifecycle_save(document=BUILTIN_DOCUMENTS[slug])
         except (LifecycleInvalid, IntegrityError):  # created meanwhile by another process
             return Lifecycle.objects.get(slug=slug)
-    raise LifecycleInvalid.from_issues([("lifecycle", f"unknown lifecycle '{slug}'")])
+    raise LifecycleInvalid.from_issues(
+        [Issue("lifecycle", IssueCode.INVALID_VALUE, f"unknown lifecycle '{slug}'")]
+    )
 
 
 # --- the compiled form ------------------------------------------------------------------

@@ -442,20 +442,20 @@ def test_spec_example_message() -> None:
     assert issue.path == "conditions.and[1].operator"
     assert issue.message.startswith("unknown operator 'equals'")
     assert issue.message == "unknown operator 'equals' (did you mean 'eq'?)"
-    assert issue.code == "unknown_operator"
+    assert issue.code == "UNKNOWN_OPERATOR"
     assert str(issue).startswith("conditions.and[1].operator: unknown operator 'equals'")
 
 
 @pytest.mark.parametrize(
     ("node", "expected"),
     [
-        ([], [("conditions", "condition must be an object, not array", "invalid_node")]),
-        ("x", [("conditions", "condition must be an object, not string", "invalid_node")]),
+        ([], [("conditions", "condition must be an object, not array", "INVALID_NODE")]),
+        ("x", [("conditions", "condition must be an object, not string", "INVALID_NODE")]),
         (
             {"and": [None]},
-            [("conditions.and[0]", "condition must be an object, not null", "invalid_node")],
+            [("conditions.and[0]", "condition must be an object, not null", "INVALID_NODE")],
         ),
-        ({"and": [{}]}, [("conditions.and[0]", "empty condition object", "invalid_node")]),
+        ({"and": [{}]}, [("conditions.and[0]", "empty condition object", "INVALID_NODE")]),
         (
             {"field": "a", "and": []},
             [
@@ -463,7 +463,7 @@ def test_spec_example_message() -> None:
                     "conditions",
                     "node has both 'field' and 'and'; a node is either a leaf ('field', "
                     "'operator', 'value') or one of 'and', 'or', 'not'",
-                    "invalid_node",
+                    "INVALID_NODE",
                 )
             ],
         ),
@@ -474,68 +474,68 @@ def test_spec_example_message() -> None:
                     "conditions",
                     "node has both 'and' and 'or'; a node is either a leaf ('field', "
                     "'operator', 'value') or one of 'and', 'or', 'not'",
-                    "invalid_node",
+                    "INVALID_NODE",
                 )
             ],
         ),
         (
             {"field": "a", "operator": "eq", "value": 1, "label": "x"},
-            [("conditions.label", "unknown key 'label'", "unknown_key")],
+            [("conditions.label", "unknown key 'label'", "UNKNOWN_KEY")],
         ),
         (
             {"and": [TRUE], "nto": FALSE},
-            [("conditions.nto", "unknown key 'nto' (did you mean 'not'?)", "unknown_key")],
+            [("conditions.nto", "unknown key 'nto' (did you mean 'not'?)", "UNKNOWN_KEY")],
         ),
         (
             {"feild": "a", "operator": "eq", "value": 1},
             [
                 ("conditions.feild", "unknown key 'feild' (did you mean 'field'?)",
-                 "unknown_key"),
-                ("conditions.field", "key 'field' is required", "missing_key"),
+                 "UNKNOWN_KEY"),
+                ("conditions.field", "key 'field' is required", "MISSING_KEY"),
             ],
         ),
         (
             {"and": {"field": "a"}},
             [("conditions.and", "'and' needs a list of conditions, not object",
-              "invalid_node")],
+              "INVALID_NODE")],
         ),
         (
             {"or": "a"},
-            [("conditions.or", "'or' needs a list of conditions, not string", "invalid_node")],
+            [("conditions.or", "'or' needs a list of conditions, not string", "INVALID_NODE")],
         ),
         (
             {"or": []},
             [("conditions.or", "'or' needs at least one condition (an empty 'or' is never "
-              "true)", "invalid_node")],
+              "true)", "INVALID_NODE")],
         ),
         (
             {"not": [TRUE]},
-            [("conditions.not", "'not' needs a condition object, not array", "invalid_node")],
+            [("conditions.not", "'not' needs a condition object, not array", "INVALID_NODE")],
         ),
-        ({"not": {}}, [("conditions.not", "empty condition object", "invalid_node")]),
+        ({"not": {}}, [("conditions.not", "empty condition object", "INVALID_NODE")]),
         (
             {"operator": "eq", "value": 1},
-            [("conditions.field", "key 'field' is required", "missing_key")],
+            [("conditions.field", "key 'field' is required", "MISSING_KEY")],
         ),
         (
             {"field": "a", "value": 1},
-            [("conditions.operator", "key 'operator' is required", "missing_key")],
+            [("conditions.operator", "key 'operator' is required", "MISSING_KEY")],
         ),
         (
             leaf("", "eq", 1),
-            [("conditions.field", "field must be a non-empty string", "invalid_field")],
+            [("conditions.field", "field must be a non-empty string", "INVALID_FIELD")],
         ),
         (
             leaf(3, "eq", 1),  # type: ignore[arg-type]
             [("conditions.field", "field must be a non-empty string, not number",
-              "invalid_field")],
+              "INVALID_FIELD")],
         ),
         *[
             (
                 leaf(path, "eq", 1),
                 [("conditions.field", f"malformed field path {path!r}: use names separated "
                   "by single dots, without spaces or brackets (e.g. 'items.0.name')",
-                  "invalid_field")],
+                  "INVALID_FIELD")],
             )
             for path in ("lead..name", ".lead", "lead.", "items[0].name", "lead name",
                          "a" * 256)
@@ -543,55 +543,55 @@ def test_spec_example_message() -> None:
         (
             leaf("a", 1, 1),  # type: ignore[arg-type]
             [("conditions.operator", "operator must be a string, not number",
-              "unknown_operator")],
+              "UNKNOWN_OPERATOR")],
         ),
         (
             leaf("a", "equals", 1),
             [("conditions.operator", "unknown operator 'equals' (did you mean 'eq'?)",
-              "unknown_operator")],
+              "UNKNOWN_OPERATOR")],
         ),
         (
             leaf("a", "EQ", 1),
             [("conditions.operator", "unknown operator 'EQ' (did you mean 'eq'?)",
-              "unknown_operator")],
+              "UNKNOWN_OPERATOR")],
         ),
         (
             leaf("a", ">=", 1),
             [("conditions.operator", "unknown operator '>=' (did you mean 'gte'?)",
-              "unknown_operator")],
+              "UNKNOWN_OPERATOR")],
         ),
         (
             leaf("a", "containz", 1),
             [("conditions.operator", "unknown operator 'containz' (did you mean "
-              "'contains'?)", "unknown_operator")],
+              "'contains'?)", "UNKNOWN_OPERATOR")],
         ),
         (
             leaf("a", "frobnicate", 1),
-            [("conditions.operator", "unknown operator 'frobnicate'", "unknown_operator")],
+            [("conditions.operator", "unknown operator 'frobnicate'", "UNKNOWN_OPERATOR")],
         ),
         *[
             (
                 leaf("a", operator),
-                [("conditions.value", f"operator {operator!r} needs a value", "missing_key")],
+                [("conditions.value", f"operator {operator!r} needs a value", "MISSING_KEY")],
             )
             for operator in ("eq", "ne", "gt", "gte", "lt", "lte", "contains", "startswith",
                              "endswith")
         ],
         (leaf("a", "in"), [("conditions.value", "operator 'in' needs a list value",
-                            "missing_key")]),
+                            "MISSING_KEY")]),
         (
             leaf("a", "in", "x"),
-            [("conditions.value", "operator 'in' needs a list value", "invalid_value")],
+            [("conditions.value", "operator 'in' needs a list value", "INVALID_VALUE")],
         ),
         (
             leaf("a", "not_in", {"a": 1}),
-            [("conditions.value", "operator 'not_in' needs a list value", "invalid_value")],
+            [("conditions.value", "operator 'not_in' needs a list value", "INVALID_VALUE")],
         ),
         *[
             (
                 leaf("a", operator, value),
                 [("conditions.value", f"operator {operator!r} needs a number, string or "
-                  f"date value, not {kind}", "invalid_value")],
+                  f"date value, not {kind}", "INVALID_VALUE")],
             )
             for operator, value, kind in (
                 ("gt", {"a": 1}, "object"),
@@ -603,38 +603,38 @@ def test_spec_example_message() -> None:
         (
             leaf("a", "startswith", 1),
             [("conditions.value", "operator 'startswith' needs a string value, not number",
-              "invalid_value")],
+              "INVALID_VALUE")],
         ),
         (
             leaf("a", "endswith", None),
             [("conditions.value", "operator 'endswith' needs a string value, not null",
-              "invalid_value")],
+              "INVALID_VALUE")],
         ),
         (
             leaf("a", "changed", True),
-            [("conditions.value", "operator 'changed' takes no value", "invalid_value")],
+            [("conditions.value", "operator 'changed' takes no value", "INVALID_VALUE")],
         ),
         (
             leaf("a", "exists", "yes"),
             [("conditions.value", "operator 'exists' needs a boolean value, not string",
-              "invalid_value")],
+              "INVALID_VALUE")],
         ),
         (
             {"and": [TRUE, {"or": [FALSE, {"not": leaf("a", "in", 3)}]}]},
             [("conditions.and[1].or[1].not.value", "operator 'in' needs a list value",
-              "invalid_value")],
+              "INVALID_VALUE")],
         ),
         (
             {"and": [leaf("a", "equals", 1), {"or": []}, leaf("b", "gt", {})]},
             [
                 ("conditions.and[0].operator",
-                 "unknown operator 'equals' (did you mean 'eq'?)", "unknown_operator"),
+                 "unknown operator 'equals' (did you mean 'eq'?)", "UNKNOWN_OPERATOR"),
                 ("conditions.and[1].or",
                  "'or' needs at least one condition (an empty 'or' is never true)",
-                 "invalid_node"),
+                 "INVALID_NODE"),
                 ("conditions.and[2].value",
                  "operator 'gt' needs a number, string or date value, not object",
-                 "invalid_value"),
+                 "INVALID_VALUE"),
             ],
         ),
     ],
@@ -682,9 +682,9 @@ def test_nesting_depth_limit() -> None:
     too_deep = nested_not(MAX_DEPTH + 1)
     assert issues_of(too_deep) == [
         ("conditions" + ".not" * (MAX_DEPTH + 1),
-         f"conditions nested deeper than {MAX_DEPTH} levels", "too_deep"),
+         f"conditions nested deeper than {MAX_DEPTH} levels", "TOO_DEEP"),
     ]  # fmt: skip
-    assert issues_of(nested_not(5000))[0][2] == "too_deep"
+    assert issues_of(nested_not(5000))[0][2] == "TOO_DEEP"
 
 
 def test_value_depth_limit() -> None:
@@ -692,9 +692,9 @@ def test_value_depth_limit() -> None:
     for _ in range(MAX_DEPTH + 1):
         value = [value]
     assert issues_of(leaf("a", "eq", value)) == [
-        ("conditions.value", f"value nested deeper than {MAX_DEPTH} levels", "too_deep")
+        ("conditions.value", f"value nested deeper than {MAX_DEPTH} levels", "TOO_DEEP")
     ]
-    assert issues_of(leaf("a", "in", value))[0][2] == "too_deep"
+    assert issues_of(leaf("a", "in", value))[0][2] == "TOO_DEEP"
     assert validate_condition(leaf("a", "eq", value[0])) == []
 
 
@@ -704,7 +704,7 @@ def test_validation_uses_given_root_path() -> None:
 
 
 def test_issue_is_frozen() -> None:
-    issue = ConditionIssue(path="conditions", message="m", code="invalid_node")
+    issue = ConditionIssue(path="conditions", message="m", code="INVALID_NODE")
     with pytest.raises(AttributeError):
         issue.code = "other"  # type: ignore[misc]
 

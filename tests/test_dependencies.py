@@ -24,6 +24,7 @@ AUTOMATION_PUBLIC = frozenset(
         "automation.actions",
         "automation.actions.entities",
         "automation.actions.mailing",
+        "automation.catalogue",
         "automation.conditions",
         "automation.events",
         "automation.live",

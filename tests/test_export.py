@@ -225,8 +225,9 @@ def test_refused_filters_name_the_key(
 def test_refused_filters_are_reported_on_save() -> None:
     from workflows.definition import validate_definition
 
-    issues = dict(
-        validate_definition(
+    issues = {
+        i.path: i.message
+        for i in validate_definition(
             {
                 "slug": "x",
                 "name": "x",
@@ -243,7 +244,7 @@ def test_refused_filters_are_reported_on_save() -> None:
                 ],
             }
         )
-    )
+    }
     assert issues["steps[0].config.filters.owner__email__icontains"].startswith(
         "lookup 'email__icontains' is not allowed"
     )

@@ -228,14 +228,14 @@ def test_cycle_of_length_one_is_a_self_reference() -> None:
     issues = validate_graph([step("a", after=["a"])])
 
     assert issues == [
-        GraphIssue("steps[0].after[0]", "step 'a' cannot wait for itself", "self_reference")
+        GraphIssue("steps[0].after[0]", "SELF_REFERENCE", "step 'a' cannot wait for itself")
     ]
 
 
 def test_cycle_of_length_two() -> None:
     steps = [step("a", after=["b"]), step("b")]
 
-    assert validate_graph(steps) == [GraphIssue("steps[0].after", "cycle: a -> b -> a", "cycle")]
+    assert validate_graph(steps) == [GraphIssue("steps[0].after", "CYCLE", "cycle: a -> b -> a")]
 
 
 def test_cycle_of_length_three_is_named_in_execution_order() -> None:
@@ -346,17 +346,17 @@ def test_validation_codes_are_stable() -> None:
     ]
 
     assert [issue.code for issue in validate_graph(steps)] == [
-        "invalid_step",
-        "missing_key",
-        "empty_key",
-        "invalid_key",
-        "duplicate_key",
-        "invalid_after",
-        "invalid_after",
-        "unknown_step",
-        "self_reference",
-        "duplicate_dependency",
-        "cycle",
+        "INVALID_STEP",
+        "MISSING_KEY",
+        "EMPTY_KEY",
+        "INVALID_KEY",
+        "DUPLICATE_KEY",
+        "INVALID_AFTER",
+        "INVALID_AFTER",
+        "UNKNOWN_STEP",
+        "SELF_REFERENCE",
+        "DUPLICATE_DEPENDENCY",
+        "CYCLE",
     ]
 
 
@@ -471,7 +471,7 @@ def test_cycle_issue_iff_graphlib_finds_a_cycle(edges: dict[str, list[str]]) -> 
     else:
         has_cycle = False
 
-    cycles = [issue for issue in validate_graph(steps) if issue.code == "cycle"]
+    cycles = [issue for issue in validate_graph(steps) if issue.code == "CYCLE"]
 
     assert bool(cycles) == has_cycle
     for issue in cycles:

@@ -109,7 +109,7 @@ def test_every_problem_is_named_with_its_path() -> None:
         "value": "high",
     }
     bad["transitions"][3]["allowed"] = ["boss"]
-    issues = dict(lifecycle_issues(bad))
+    issues = {i.path: i.message for i in lifecycle_issues(bad)}
     assert issues["states"].startswith(
         "exactly one state must be initial (found 2: draft, submitted)"
     )
@@ -124,11 +124,12 @@ def test_every_problem_is_named_with_its_path() -> None:
 
 
 def test_structural_problems() -> None:
-    assert dict(lifecycle_issues({"slug": "x", "name": "X", "states": []}))["states"] == (
-        "must be a non-empty list of states"
-    )
-    issues = dict(
-        lifecycle_issues(
+    assert {i.path: i.message for i in lifecycle_issues({"slug": "x", "name": "X", "states": []})}[
+        "states"
+    ] == ("must be a non-empty list of states")
+    issues = {
+        i.path: i.message
+        for i in lifecycle_issues(
             {
                 "slug": "Bad Slug",
                 "name": "",
@@ -140,7 +141,7 @@ def test_structural_problems() -> None:
                 "colour": "red",
             }
         )
-    )
+    }
     assert issues["slug"].startswith("must be lowercase")
     assert issues["name"].startswith("must be a non-empty string")
     assert issues["colour"] == "unknown key 'colour'"

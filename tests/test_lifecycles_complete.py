@@ -287,7 +287,7 @@ def test_descriptions_in_the_api_the_admin_and_validation(
     bad = deepcopy(REVIEW)
     bad["states"][1]["description"] = 7
     bad["transitions"][0]["is_enabled"] = "yes"
-    issues = dict(lifecycle_issues(bad))
+    issues = {i.path: i.message for i in lifecycle_issues(bad)}
     assert issues["states[1].description"].startswith("must be a string")
     assert issues["transitions[0].is_enabled"] == "must be true or false"
 

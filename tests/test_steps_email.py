@@ -227,7 +227,7 @@ def test_config_must_name_a_template_or_a_body() -> None:
             {"key": "c", "type": "send_email", "config": {"to": "a@example.com", "body": "b"}},
         ],
     }
-    issues = dict(validate_definition(document))
+    issues = {i.path: i.message for i in validate_definition(document)}
     assert issues["steps[0].config.body"].startswith("give 'template'")
     assert issues["steps[1].config.body"] == "give either 'template' or 'body', not both"
     assert issues["steps[2].config.subject"] == "required with an inline 'body'"

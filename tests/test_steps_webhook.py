@@ -210,8 +210,9 @@ def test_reserved_headers_cannot_be_set_by_config() -> None:
     )
     assert (
         "steps[0].config.headers.Webhook-Id",
+        "RESERVED_HEADER",
         "header 'Webhook-Id' is set by the step itself",
-    ) in issues
+    ) in [(i.path, i.code, i.message) for i in issues]
 
 
 # --- SSRF through the step ---------------------------------------------------------------

@@ -19,7 +19,6 @@ from automation.templating import (
     Limits,
     RenderResult,
     TemplateError,
-    TemplateIssue,
     TemplateRenderError,
     TemplateSyntaxError,
     redact,
@@ -30,6 +29,7 @@ from automation.templating import (
     validate_template,
     validate_value,
 )
+from config.issues import Issue
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -214,7 +214,7 @@ def test_date_out_of_range() -> None:
     clock = Clock(today=date(9999, 12, 30), now=CLOCK.now)
     with pytest.raises(TemplateRenderError) as info:
         render("{{ today+5 }}", clock=clock)
-    assert info.value.code == "date_out_of_range"
+    assert info.value.code == "DATE_OUT_OF_RANGE"
 
 
 # --- filters -------------------------------------------------------------------------
@@ -297,7 +297,7 @@ def test_filter_argument_may_contain_a_bar() -> None:
 def test_filter_failures_raise_filter_error(template: str) -> None:
     with pytest.raises(TemplateRenderError) as info:
         render(template)
-    assert info.value.code == "filter_error"
+    assert info.value.code == "FILTER_ERROR"
 
 
 # --- modes and escaping --------------------------------------------------------------
@@ -319,7 +319,7 @@ def test_header_mode_refuses_line_breaks() -> None:
     context = {"subject": "Hello\r\nBcc: victim@example.com", "name": "Ada"}
     with pytest.raises(TemplateRenderError) as info:
         render_value("Re: {{ subject }}", context, mode="header")
-    assert info.value.code == "header_injection"
+    assert info.value.code == "HEADER_INJECTION"
     with pytest.raises(TemplateRenderError):
         render_value("{{ subject }}", context, mode="header")
     with pytest.raises(TemplateRenderError):
@@ -344,7 +344,7 @@ def test_modes_per_top_level_key() -> None:
     assert render_value({"body": "{{ x }}"}, {"x": "a\nb"}, modes={"subject": "header"}).value
     with pytest.raises(TemplateRenderError) as info:
         render_value(bad, {"x": "a\nb"}, modes={"subject": "header"})
-    assert info.value.code == "header_injection"
+    assert info.value.code == "HEADER_INJECTION"
     assert info.value.params["path"] == "config.subject"
 
 
@@ -389,23 +389,23 @@ def test_transformed_secret_forms_are_recorded_too() -> None:
 def test_unknown_secret() -> None:
     with pytest.raises(TemplateRenderError) as info:
         render_value("{{ secrets.NOPE }}", {}, secrets=SECRETS.__getitem__)
-    assert info.value.code == "unknown_secret"
+    assert info.value.code == "UNKNOWN_SECRET"
     assert info.value.params["name"] == "NOPE"
     with pytest.raises(TemplateRenderError) as info:
         render_value("{{ secrets.NOPE }}", {}, secrets=SECRETS.get)
-    assert info.value.code == "unknown_secret"
+    assert info.value.code == "UNKNOWN_SECRET"
 
 
 def test_secret_without_a_lookup_raises() -> None:
     with pytest.raises(TemplateRenderError) as info:
         render_value("{{ secrets.CRM_API_KEY }}", CONTEXT)
-    assert info.value.code == "secrets_unavailable"
+    assert info.value.code == "SECRETS_UNAVAILABLE"
 
 
 def test_non_string_secret_is_refused() -> None:
     with pytest.raises(TemplateRenderError) as info:
         render_value("{{ secrets.X }}", {}, secrets=lambda name: 1)  # type: ignore[arg-type,return-value]
-    assert info.value.code == "invalid_secret"
+    assert info.value.code == "INVALID_SECRET"
 
 
 def test_redact_walks_structures_and_ignores_empty_secrets() -> None:
@@ -452,10 +452,10 @@ def test_redact_terminates_on_cycles_and_fails_closed() -> None:
     ],
 )
 def test_private_keys_are_refused(template: str) -> None:
-    assert "private_key" in codes(template)
+    assert "PRIVATE_KEY" in codes(template)
     with pytest.raises(TemplateSyntaxError) as info:
         render(template)
-    assert info.value.code == "private_key"
+    assert info.value.code == "PRIVATE_KEY"
 
 
 @pytest.mark.parametrize(
@@ -494,7 +494,7 @@ def test_objects_in_the_context_are_not_introspected() -> None:
     assert render_value("x{{ lead.email }}x", context).value == "xx"
     with pytest.raises(TemplateRenderError) as info:
         render_value("{{ lead }}", context)
-    assert info.value.code == "unsupported_value"
+    assert info.value.code == "UNSUPPORTED_VALUE"
     with pytest.raises(TemplateRenderError):
         render_value("x {{ lead }}", context)
     with pytest.raises(TemplateRenderError):
@@ -524,10 +524,10 @@ def test_output_too_large() -> None:
     context = {"big": "x" * 60_000}
     with pytest.raises(TemplateRenderError) as info:
         render_value("{{ big }}{{ big }}", context)
-    assert info.value.code == "output_too_large"
+    assert info.value.code == "OUTPUT_TOO_LARGE"
     with pytest.raises(TemplateRenderError) as info:
         render_value("{{ big }}", context, limits=Limits(max_output_length=10))
-    assert info.value.code == "output_too_large"
+    assert info.value.code == "OUTPUT_TOO_LARGE"
     assert render_value("{{ big }}", context).value == context["big"]
 
 
@@ -536,15 +536,15 @@ def test_typed_values_are_bounded() -> None:
     items = [{"name": "x" * 1000, "n": i} for i in range(900)]  # 0.92 MB as JSON
     with pytest.raises(TemplateRenderError) as alone:
         render_value("{{ items }}", {"items": items * 2})
-    assert alone.value.code == "value_too_large"
+    assert alone.value.code == "VALUE_TOO_LARGE"
     assert render_value("{{ items }}", {"items": items}).value == items
     config = {f"copy{i}": "{{ items }}" for i in range(22)}  # 0.92 MB in, 20 MB out
     with pytest.raises(TemplateRenderError) as copied:
         render_value(config, {"items": items})
-    assert copied.value.code == "value_too_large"
+    assert copied.value.code == "VALUE_TOO_LARGE"
     with pytest.raises(TemplateRenderError) as small:
         render_value("{{ items }}", {"items": items}, limits=Limits(max_value_size=100))
-    assert small.value.code == "value_too_large"
+    assert small.value.code == "VALUE_TOO_LARGE"
     assert render_value({"a": "{{ n }}", "b": "{{ items }}"}, {"n": 5, "items": [1, 2]}).value == {
         "a": 5,
         "b": [1, 2],
@@ -555,8 +555,8 @@ def test_template_too_long() -> None:
     text = "a" * 20_001
     with pytest.raises(TemplateSyntaxError) as info:
         render_value(text, {})
-    assert info.value.code == "template_too_long"
-    assert codes(text) == ["template_too_long"]
+    assert info.value.code == "TEMPLATE_TOO_LONG"
+    assert codes(text) == ["TEMPLATE_TOO_LONG"]
     assert render_value(text, {}, limits=Limits(max_template_length=30_000)).value == text
 
 
@@ -564,14 +564,14 @@ def test_too_many_expressions() -> None:
     text = "{{ a }}" * 201
     with pytest.raises(TemplateSyntaxError) as info:
         render_value(text, {"a": 1})
-    assert info.value.code == "too_many_expressions"
-    assert codes(text) == ["too_many_expressions"]
+    assert info.value.code == "TOO_MANY_EXPRESSIONS"
+    assert codes(text) == ["TOO_MANY_EXPRESSIONS"]
     assert render_value("{{ a }}" * 200, {"a": 1}).value == "1" * 200
 
 
 def test_deep_context_paths_are_capped() -> None:
     path = ".".join(["a"] * 33)
-    assert codes("{{ " + path + " }}") == ["path_too_deep"]
+    assert codes("{{ " + path + " }}") == ["PATH_TOO_DEEP"]
     deep: dict[str, object] = {}
     node = deep
     for _ in range(31):
@@ -590,10 +590,10 @@ def test_deep_values_are_refused_not_recursed() -> None:
         node = child
     with pytest.raises(TemplateRenderError) as info:
         render_value("{{ deep | json }}", {"deep": deep})
-    assert info.value.code == "value_too_deep"
+    assert info.value.code == "VALUE_TOO_DEEP"
     with pytest.raises(TemplateRenderError):
         render_value(deep, {})
-    assert validate_value(deep)[0][1].code == "value_too_deep"
+    assert validate_value(deep)[0].code == "VALUE_TOO_DEEP"
 
 
 # --- validation ----------------------------------------------------------------------
@@ -602,45 +602,45 @@ def test_deep_values_are_refused_not_recursed() -> None:
 @pytest.mark.parametrize(
     ("template", "code", "message"),
     [
-        ("Hello {{ lead.email", "unclosed_expression", "unclosed '{{' at position 6"),
-        ("{{ a {{ b }}", "unclosed_expression", "unclosed '{{' at position 0"),
-        ("{{ }}", "empty_expression", "empty expression '{{ }}'"),
-        ("{{ | upper }}", "empty_expression", "expression has filters but no value before '|'"),
-        ("{{ lead..email }}", "bad_path", "invalid path 'lead..email'"),
-        ("{{ lead.email. }}", "bad_path", "invalid path 'lead.email.'"),
-        ("{{ 0.name }}", "bad_path", "invalid path '0.name'"),
-        ("{{ lead-email }}", "bad_path", "invalid path 'lead-email'"),
-        ("{{ today.year }}", "bad_path", "'today' is a date token and has no fields"),
-        ("{{ lead._secret }}", "private_key", "keys starting with '_' are not allowed: '_secret'"),
+        ("Hello {{ lead.email", "UNCLOSED_EXPRESSION", "unclosed '{{' at position 6"),
+        ("{{ a {{ b }}", "UNCLOSED_EXPRESSION", "unclosed '{{' at position 0"),
+        ("{{ }}", "EMPTY_EXPRESSION", "empty expression '{{ }}'"),
+        ("{{ | upper }}", "EMPTY_EXPRESSION", "expression has filters but no value before '|'"),
+        ("{{ lead..email }}", "BAD_PATH", "invalid path 'lead..email'"),
+        ("{{ lead.email. }}", "BAD_PATH", "invalid path 'lead.email.'"),
+        ("{{ 0.name }}", "BAD_PATH", "invalid path '0.name'"),
+        ("{{ lead-email }}", "BAD_PATH", "invalid path 'lead-email'"),
+        ("{{ today.year }}", "BAD_PATH", "'today' is a date token and has no fields"),
+        ("{{ lead._secret }}", "PRIVATE_KEY", "keys starting with '_' are not allowed: '_secret'"),
         (
             "{{ a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g }}",
-            "path_too_deep",
+            "PATH_TOO_DEEP",
             "path is deeper than 32 segments",
         ),
-        ("{{ lead.email | shout }}", "unknown_filter", "unknown filter 'shout'"),
-        ("{{ lead.email | }}", "bad_expression", "expected a filter name after '|'"),
-        ("{{ lead.email | upper lower }}", "bad_expression", "unexpected 'lower'"),
-        ('{{ lead.email | upper:"x" }}', "bad_filter_argument", "filter 'upper' takes no"),
-        ("{{ lead.email | default }}", "bad_filter_argument", "filter 'default' needs an"),
-        ("{{ lead.email | date }}", "bad_filter_argument", "filter 'date' needs a double"),
-        ("{{ lead.email | date:5 }}", "bad_filter_argument", "filter 'date' needs a double"),
-        ('{{ lead.email | date:"%Y %Q" }}', "bad_filter_argument", "does not support '%Q'"),
-        ('{{ lead.email | date:"%10Y" }}', "bad_filter_argument", "does not support '%1'"),
-        ("{{ lead.email | join:3 }}", "bad_filter_argument", "filter 'join' needs a double"),
-        ("{{ lead.email | truncate }}", "bad_filter_argument", "non-negative integer"),
-        ("{{ lead.email | truncate:-1 }}", "bad_filter_argument", "non-negative integer"),
-        ('{{ lead.email | truncate:"5" }}', "bad_filter_argument", "non-negative integer"),
-        ("{{ lead.email | truncate:99999999999 }}", "bad_filter_argument", "too large"),
-        ('{{ lead.email | default:"x }}', "bad_filter_argument", "unterminated string"),
-        ('{{ lead.email | default:"\\q" }}', "bad_filter_argument", "unsupported escape"),
-        ("{{ lead.email | default:x }}", "bad_filter_argument", "double-quoted string or"),
-        ("{{ today+x }}", "bad_date_offset", "date offset must be a whole number of days"),
-        ("{{ today+1.5 }}", "bad_date_offset", "date offset must be a whole number of days"),
-        ("{{ today-9999999 }}", "bad_date_offset", "date offset is larger than"),
-        ("{{ now+1 }}", "bad_date_offset", "'now' takes no offset"),
-        ("{{ secrets }}", "bad_secret_reference", "secrets.NAME"),
-        ("{{ secrets.A.B }}", "bad_secret_reference", "secrets.NAME"),
-        ("{{ secrets.0 }}", "bad_secret_reference", "secrets.NAME"),
+        ("{{ lead.email | shout }}", "UNKNOWN_FILTER", "unknown filter 'shout'"),
+        ("{{ lead.email | }}", "BAD_EXPRESSION", "expected a filter name after '|'"),
+        ("{{ lead.email | upper lower }}", "BAD_EXPRESSION", "unexpected 'lower'"),
+        ('{{ lead.email | upper:"x" }}', "BAD_FILTER_ARGUMENT", "filter 'upper' takes no"),
+        ("{{ lead.email | default }}", "BAD_FILTER_ARGUMENT", "filter 'default' needs an"),
+        ("{{ lead.email | date }}", "BAD_FILTER_ARGUMENT", "filter 'date' needs a double"),
+        ("{{ lead.email | date:5 }}", "BAD_FILTER_ARGUMENT", "filter 'date' needs a double"),
+        ('{{ lead.email | date:"%Y %Q" }}', "BAD_FILTER_ARGUMENT", "does not support '%Q'"),
+        ('{{ lead.email | date:"%10Y" }}', "BAD_FILTER_ARGUMENT", "does not support '%1'"),
+        ("{{ lead.email | join:3 }}", "BAD_FILTER_ARGUMENT", "filter 'join' needs a double"),
+        ("{{ lead.email | truncate }}", "BAD_FILTER_ARGUMENT", "non-negative integer"),
+        ("{{ lead.email | truncate:-1 }}", "BAD_FILTER_ARGUMENT", "non-negative integer"),
+        ('{{ lead.email | truncate:"5" }}', "BAD_FILTER_ARGUMENT", "non-negative integer"),
+        ("{{ lead.email | truncate:99999999999 }}", "BAD_FILTER_ARGUMENT", "too large"),
+        ('{{ lead.email | default:"x }}', "BAD_FILTER_ARGUMENT", "unterminated string"),
+        ('{{ lead.email | default:"\\q" }}', "BAD_FILTER_ARGUMENT", "unsupported escape"),
+        ("{{ lead.email | default:x }}", "BAD_FILTER_ARGUMENT", "double-quoted string or"),
+        ("{{ today+x }}", "BAD_DATE_OFFSET", "date offset must be a whole number of days"),
+        ("{{ today+1.5 }}", "BAD_DATE_OFFSET", "date offset must be a whole number of days"),
+        ("{{ today-9999999 }}", "BAD_DATE_OFFSET", "date offset is larger than"),
+        ("{{ now+1 }}", "BAD_DATE_OFFSET", "'now' takes no offset"),
+        ("{{ secrets }}", "BAD_SECRET_REFERENCE", "secrets.NAME"),
+        ("{{ secrets.A.B }}", "BAD_SECRET_REFERENCE", "secrets.NAME"),
+        ("{{ secrets.0 }}", "BAD_SECRET_REFERENCE", "secrets.NAME"),
     ],
 )
 def test_validation_messages(template: str, code: str, message: str) -> None:
@@ -656,8 +656,8 @@ def test_validation_messages(template: str, code: str, message: str) -> None:
 def test_validation_reports_every_issue() -> None:
     issues = validate_template("{{ a | nope }} {{ _b }} {{ today+x }} {{ }} {{ c")
     assert [issue.code for issue in issues] == [
-        "unknown_filter", "private_key", "bad_date_offset", "empty_expression",
-        "unclosed_expression",
+        "UNKNOWN_FILTER", "PRIVATE_KEY", "BAD_DATE_OFFSET", "EMPTY_EXPRESSION",
+        "UNCLOSED_EXPRESSION",
     ]  # fmt: skip
 
 
@@ -677,13 +677,13 @@ def test_unknown_variables_with_allowed_roots() -> None:
     assert validate_template(text) == []
     issues = validate_template(text, allowed_roots={"lead"})
     assert issues == [
-        TemplateIssue("unknown variable 'foo'", "unknown_variable"),
-        TemplateIssue("unknown variable 'today'", "unknown_variable"),
-        TemplateIssue("unknown variable 'secrets'", "unknown_variable"),
-        TemplateIssue("unknown variable 'steps'", "unknown_variable"),
+        Issue("", "UNKNOWN_VARIABLE", "unknown variable 'foo'"),
+        Issue("", "UNKNOWN_VARIABLE", "unknown variable 'today'"),
+        Issue("", "UNKNOWN_VARIABLE", "unknown variable 'secrets'"),
+        Issue("", "UNKNOWN_VARIABLE", "unknown variable 'steps'"),
     ]
     assert validate_template(text, allowed_roots=BUILTIN_ROOTS | {"lead"}) == [
-        TemplateIssue("unknown variable 'foo'", "unknown_variable")
+        Issue("", "UNKNOWN_VARIABLE", "unknown variable 'foo'")
     ]
 
 
@@ -703,14 +703,14 @@ def test_validate_value_reports_json_paths() -> None:
         "{{ keys are not templates": True,
     }
     found = validate_value(config, allowed_roots=BUILTIN_ROOTS | {"lead"})
-    assert [(path, issue.code) for path, issue in found] == [
-        ("config.headers.Authorization", "unknown_variable"),
-        ("config.headers.X-Trace", "empty_expression"),
-        ("config.items[2]", "unclosed_expression"),
-        ("config.items[3]", "private_key"),
-        ('config["my key"]["a b"]', "unknown_filter"),
+    assert [(issue.path, issue.code) for issue in found] == [
+        ("config.headers.Authorization", "UNKNOWN_VARIABLE"),
+        ("config.headers.X-Trace", "EMPTY_EXPRESSION"),
+        ("config.items[2]", "UNCLOSED_EXPRESSION"),
+        ("config.items[3]", "PRIVATE_KEY"),
+        ('config["my key"]["a b"]', "UNKNOWN_FILTER"),
     ]
-    assert validate_value("{{ }}", path="step.title")[0][0] == "step.title"
+    assert validate_value("{{ }}", path="step.title")[0].path == "step.title"
     assert validate_value({"a": [1, None, True]}) == []
 
 
@@ -827,12 +827,12 @@ def test_sum_of_a_missing_path_is_zero() -> None:
 def test_sum_refuses_what_is_not_a_number(value: object) -> None:
     with pytest.raises(TemplateRenderError) as info:
         render_value("{{ weights | sum }}", {"weights": value})
-    assert info.value.code == "filter_error"
+    assert info.value.code == "FILTER_ERROR"
     assert info.value.params["filter"] == "sum"
 
 
 def test_sum_takes_no_argument() -> None:
-    assert [issue.code for issue in validate_template("{{ w | sum:2 }}")] == ["bad_filter_argument"]
+    assert [issue.code for issue in validate_template("{{ w | sum:2 }}")] == ["BAD_FILTER_ARGUMENT"]
 
 
 def test_sum_does_not_call_methods_of_subclasses() -> None:

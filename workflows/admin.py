@@ -13,7 +13,6 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -26,18 +25,42 @@ from automation import graphs
 from automation.conditions import validate_condition
 from automation.graph import validate_graph
 from config.errors import DomainError
+from config.issues import Issue, warning_issues
 from workflows import services
-from workflows.definition import validate_step, validate_trigger
+from workflows.definition import validate_definition, validate_step, validate_trigger
 from workflows.models import Action, Trigger, Workflow, WorkflowVersion
 from workflows.selectors import DRAFT, definition_at, definition_diff, workflow_definition
 from workflows.simulation import simulate
 
 
-def _add_issues(form: forms.Form, issues: list[tuple[str, str]], prefix: str) -> None:
-    for where, message in issues:
-        field = where.removeprefix(prefix).lstrip(".").split(".")[0].split("[")[0]
+def issue_text(issue: Issue) -> str:
+    """An issue as the admin shows it: the JSON path, the message and the stable code."""
+    return f"{issue.path}: {issue.message} [{issue.code}]"
+
+
+def _add_issues(form: forms.Form, issues: list[Issue], prefix: str) -> None:
+    for issue in issues:
+        field = issue.path.removeprefix(prefix).lstrip(".").split(".")[0].split("[")[0]
         target = field if field in form.fields else None
-        form.add_error(target, f"{where}: {message}")
+        if issue.is_error:
+            form.add_error(target, issue_text(issue))
+
+
+class DocumentRefused(Exception):
+    """The saved workflow document failed validation (its issues are in the messages)."""
+
+
+def _issue_messages(request: HttpRequest, exc: DomainError) -> None:
+    """Every problem of a refused save or publish, with its path and code."""
+    issues = getattr(exc, "issues", None)
+    if issues:
+        for issue in issues:
+            messages.error(request, issue_text(issue))
+        for warning in getattr(exc, "warnings", ()):
+            messages.warning(request, issue_text(warning))
+        return
+    for where, problems in exc.fields.items():
+        messages.error(request, f"{where}: {'; '.join(problems)}")
 
 
 TRIGGER_FIELDS = ["event_type", "conditions", "priority", "is_active"]
@@ -75,16 +98,11 @@ class ActionForm(forms.ModelForm):
         step = {k: data.get(k) for k in STEP_FIELDS if k in data}
         step["config"] = step.get("config") or {}
         keys = {data.get("key")}
-        _add_issues(self, validate_step(step, "step", None, keys | {None}), "step")
+        # The structure here; what needs the domain (event contexts, step types' own checks)
+        # is checked on the whole document when it is saved, with the same paths as the API.
+        _add_issues(self, validate_step(step, "step", None, keys | {None}, checks=False), "step")
         if data.get("conditions"):
-            _add_issues(
-                self,
-                [
-                    (i.path, i.message)
-                    for i in validate_condition(data["conditions"], "step.conditions")
-                ],
-                "step",
-            )
+            _add_issues(self, validate_condition(data["conditions"], "step.conditions"), "step")
         return data
 
 
@@ -98,7 +116,7 @@ class StepFormSet(BaseInlineFormSet):
         ]
         issues = validate_graph(steps)
         if issues:
-            raise forms.ValidationError([f"{i.path}: {i.message}" for i in issues])
+            raise forms.ValidationError([issue_text(i) for i in issues])
 
 
 class TriggerInline(admin.TabularInline):
@@ -207,11 +225,11 @@ class WorkflowAdmin(admin.ModelAdmin):
                 user=request.user,
             )
         except DomainError as exc:
-            transaction.set_rollback(True)
             messages.error(request, f"Not saved: {exc.message}")
-            for path, problems in exc.fields.items():
-                messages.error(request, f"{path}: {'; '.join(problems)}")
-            return
+            _issue_messages(request, exc)
+            raise DocumentRefused from exc
+        for warning in warning_issues(validate_definition(workflow_definition(workflow))):
+            messages.warning(request, issue_text(warning))
         if workflow.has_draft:
             messages.info(
                 request,
@@ -220,6 +238,18 @@ class WorkflowAdmin(admin.ModelAdmin):
             )
         else:
             messages.info(request, "Saved: the workflow equals its current version.")
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except DocumentRefused:  # the admin's transaction is rolled back: nothing was saved
+            return HttpResponseRedirect(request.get_full_path())
 
     def render_change_form(
         self,
@@ -288,8 +318,7 @@ class WorkflowAdmin(admin.ModelAdmin):
             version = services.workflow_publish(workflow=workflow, user=request.user)
         except DomainError as exc:
             messages.error(request, f"Not published: {exc.message}")
-            for where, problems in exc.fields.items():
-                messages.error(request, f"{where}: {'; '.join(problems)}")
+            _issue_messages(request, exc)
         else:
             messages.success(request, f"Published: version {version.number} is current.")
         return HttpResponseRedirect(reverse("admin:workflows_workflow_change", args=[pk]))

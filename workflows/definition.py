@@ -8,10 +8,11 @@ commands, the admin's raw view and the version snapshots::
      "steps": [{"key", "type", "config", "conditions", "after", "allow_failure",
                 "retry", "timeout_seconds"}]}
 
-Validation reports ``(json_path, message)`` pairs, e.g.
-``("triggers[0].conditions.and[1].operator", "unknown operator 'equals'")``.
-A ``{{secrets.NAME}}`` outside the fields a step type sends outward is refused with a
-message starting ``secret_not_allowed:`` (the policy is in ``automation.secrets``).
+Validation reports :class:`config.issues.Issue` values (JSON path, stable code, message,
+severity), e.g. ``Issue("triggers[0].conditions.and[1].operator", "UNKNOWN_OPERATOR",
+"unknown operator 'equals'")``. A ``{{secrets.NAME}}`` outside the fields a step type sends
+outward is refused with the code ``SECRET_NOT_ALLOWED`` and a message starting
+``secret_not_allowed:`` (the policy is in ``automation.secrets``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import jsonschema
 
 from automation import graph
 from automation.actions import get_step_type, step_types
+from automation.catalogue import EventEntry, event_catalogue
 from automation.conditions import validate_condition
-from automation.registry import registrations
 from automation.secrets import secret_policy_issues
-from automation.templating import BUILTIN_ROOTS, validate_value
-
-Issue = tuple[str, str]
+from automation.templating import validate_value
+from config.issues import Issue, IssueCode, schema_issues
+from workflows import domain
+from workflows.errors import DefinitionCode
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 EVENT_TYPE = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
@@ -81,149 +83,175 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def template_roots(document: dict[str, Any]) -> set[str] | None:
-    """Variables templates may start with, or None when they cannot be known.
-
-    When every trigger is a model event of a registered model, the roots are the model's
-    name and fields plus the built-ins; a custom event's payload is free-form, so then any
-    root is accepted.
-    """
-    by_name = {r.name: r for r in registrations()}
-    roots = set(BUILTIN_ROOTS) | {"entity_type"}
-    triggers = document.get("triggers") or []
-    if not triggers or not isinstance(triggers, list):
-        return None
-    for trigger in triggers:
-        if not isinstance(trigger, dict):
-            return None
-        event_type = str(trigger.get("event_type") or "")
-        name, _, action = event_type.partition(".")
-        registration = by_name.get(name)
-        model_actions = {"created", "updated", "deleted", "*"} | {
-            f"{field}_changed" for field in (registration.track if registration else ())
-        }
-        if registration is None or action not in model_actions:
-            return None
-        roots.add(name)
-        for field in registration.model._meta.concrete_fields:
-            roots.update({field.name, field.attname})
-        for field in registration.track:
-            roots.update({f"old_{field}", f"new_{field}"})
-    return roots
-
-
 def _type_issues(
     value: Any, path: str, expected: type | tuple[type, ...], label: str
 ) -> list[Issue]:
     if value is None:
         return []
     if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
-        return [(path, f"must be {label}")]
+        return [Issue(path, IssueCode.INVALID_TYPE, f"must be {label}")]
     return []
 
 
 def validate_definition(document: Any) -> list[Issue]:
     """Every problem of a workflow document, each with the JSON path it is at."""
     if not isinstance(document, dict):
-        return [("", "a workflow definition must be a JSON object")]
+        return [Issue("", IssueCode.INVALID_TYPE, "a workflow definition must be a JSON object")]
     issues: list[Issue] = []
     for key in sorted(set(document) - TOP_KEYS - {"id", "version"}):
-        issues.append((key, f"unknown key '{key}'"))
+        issues.append(Issue(key, IssueCode.UNKNOWN_KEY, f"unknown key '{key}'"))
     slug = document.get("slug")
     if not isinstance(slug, str) or not SLUG.match(slug):
-        issues.append(("slug", "must be lowercase letters, digits, '-' or '_' (max 100)"))
+        issues.append(
+            Issue(
+                "slug",
+                DefinitionCode.INVALID_SLUG,
+                "must be lowercase letters, digits, '-' or '_' (max 100)",
+            )
+        )
     name = document.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        issues.append(("name", "must be a non-empty string of at most 200 characters"))
+        issues.append(
+            Issue(
+                "name",
+                DefinitionCode.INVALID_NAME,
+                "must be a non-empty string of at most 200 characters",
+            )
+        )
     issues += _type_issues(document.get("description"), "description", str, "a string")
     issues += _type_issues(document.get("is_active"), "is_active", bool, "true or false")
 
     triggers = document.get("triggers", [])
     if not isinstance(triggers, list):
-        issues.append(("triggers", "must be a list"))
+        issues.append(Issue("triggers", IssueCode.INVALID_TYPE, "must be a list"))
         triggers = []
     elif len(triggers) > MAX_TRIGGERS:
-        issues.append(("triggers", f"at most {MAX_TRIGGERS} triggers"))
+        issues.append(
+            Issue("triggers", DefinitionCode.TOO_MANY_TRIGGERS, f"at most {MAX_TRIGGERS} triggers")
+        )
+    entries = event_catalogue()
     for index, trigger in enumerate(triggers):
-        issues += validate_trigger(trigger, f"triggers[{index}]")
+        issues += validate_trigger(trigger, f"triggers[{index}]", entries=entries)
 
     steps = document.get("steps", [])
     if not isinstance(steps, list):
-        issues.append(("steps", "must be a list"))
+        issues.append(Issue("steps", IssueCode.INVALID_TYPE, "must be a list"))
         return issues
     if len(steps) > MAX_STEPS:
-        issues.append(("steps", f"at most {MAX_STEPS} steps"))
-    graph_issues = graph.validate_graph(steps, path="steps")
-    issues += [(issue.path, issue.message) for issue in graph_issues]
-    roots = template_roots(document)
+        issues.append(Issue("steps", DefinitionCode.TOO_MANY_STEPS, f"at most {MAX_STEPS} steps"))
+    issues += graph.validate_graph(steps, path="steps")
     step_keys = {s.get("key") for s in steps if isinstance(s, dict)}
+    upstream = domain.upstream_steps(steps)
+    event_types = [
+        t["event_type"]
+        for t in triggers
+        if isinstance(t, dict) and isinstance(t.get("event_type"), str)
+    ]
+    shape = domain.shape_of(event_types, entries) if event_types else None
     for index, step in enumerate(steps):
-        issues += validate_step(step, f"steps[{index}]", roots, step_keys)
+        key = step.get("key") if isinstance(step, dict) else None
+        issues += validate_step(
+            step,
+            f"steps[{index}]",
+            None,
+            step_keys,
+            shape=shape,
+            upstream=upstream.get(key, frozenset()) if upstream is not None else None,
+        )
     return issues
 
 
-def validate_trigger(trigger: Any, path: str) -> list[Issue]:
+def validate_trigger(
+    trigger: Any, path: str, *, entries: list[EventEntry] | None = None
+) -> list[Issue]:
+    """A trigger's problems; with the catalogue's ``entries``, also what needs the domain
+    (an unknown event type, condition paths, operators and values its events refuse)."""
     if not isinstance(trigger, dict):
-        return [(path, "a trigger must be an object")]
+        return [Issue(path, IssueCode.INVALID_TYPE, "a trigger must be an object")]
     issues: list[Issue] = [
-        (f"{path}.{key}", f"unknown key '{key}'") for key in sorted(set(trigger) - TRIGGER_KEYS)
+        Issue(f"{path}.{key}", IssueCode.UNKNOWN_KEY, f"unknown key '{key}'")
+        for key in sorted(set(trigger) - TRIGGER_KEYS)
     ]
     event_type = trigger.get("event_type")
     if not isinstance(event_type, str) or not EVENT_TYPE.match(event_type):
         issues.append(
-            (
+            Issue(
                 f"{path}.event_type",
+                DefinitionCode.INVALID_EVENT_TYPE,
                 "must be an event type such as 'lead.created' or a pattern 'deal.*'",
             )
         )
     priority = trigger.get("priority", 0)
     if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
-        issues.append((f"{path}.priority", "must be an integer"))
+        issues.append(Issue(f"{path}.priority", IssueCode.INVALID_TYPE, "must be an integer"))
     issues += _type_issues(trigger.get("is_active"), f"{path}.is_active", bool, "true or false")
+    known = entries is not None and isinstance(event_type, str) and EVENT_TYPE.match(event_type)
+    if known:
+        issues += domain.event_type_issues(event_type, f"{path}.event_type", entries)
     conditions = trigger.get("conditions")
     if conditions:
-        issues += [
-            (i.path, i.message) for i in validate_condition(conditions, path=f"{path}.conditions")
-        ]
+        structure = validate_condition(conditions, path=f"{path}.conditions")
+        issues += structure
         issues += _secret_in_conditions(conditions, f"{path}.conditions")
+        if known and not structure:
+            shape = domain.shape_of([event_type], entries)
+            issues += domain.condition_issues(conditions, f"{path}.conditions", shape, set(), None)
     return issues
 
 
-def validate_step(step: Any, path: str, roots: set[str] | None, step_keys: set[Any]) -> list[Issue]:
+def validate_step(
+    step: Any,
+    path: str,
+    roots: set[str] | None,
+    step_keys: set[Any],
+    *,
+    shape: domain.EventShape | None = None,
+    upstream: frozenset[str] | None = None,
+    checks: bool = True,
+) -> list[Issue]:
+    """A step's problems. ``roots`` limits the variables templates may start with (None:
+    any); ``shape`` is what its workflow's events carry and ``upstream`` the steps that run
+    before it, for the checks that know the domain; ``checks=False`` leaves out the step
+    type's own checks (which may look things up) and keeps to the structure."""
     if not isinstance(step, dict):
         return []  # reported by the graph validation
     issues: list[Issue] = [
-        (f"{path}.{key}", f"unknown key '{key}'") for key in sorted(set(step) - STEP_KEYS)
+        Issue(f"{path}.{key}", IssueCode.UNKNOWN_KEY, f"unknown key '{key}'")
+        for key in sorted(set(step) - STEP_KEYS)
     ]
     type_name = step.get("type")
     step_type = get_step_type(type_name) if isinstance(type_name, str) else None
     if step_type is None:
         known = ", ".join(sorted(step_types()))
-        issues.append((f"{path}.type", f"unknown step type {type_name!r} (known: {known})"))
+        issues.append(
+            Issue(
+                f"{path}.type",
+                DefinitionCode.UNKNOWN_STEP_TYPE,
+                f"unknown step type {type_name!r} (known: {known})",
+            )
+        )
     config = step.get("config", {})
     if not isinstance(config, dict):
-        issues.append((f"{path}.config", "must be an object"))
+        issues.append(Issue(f"{path}.config", IssueCode.INVALID_TYPE, "must be an object"))
         config = {}
     elif step_type is not None:
         validator = jsonschema.Draft202012Validator(step_type.schema)
-        for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
-            where = _json_path(f"{path}.config", error.absolute_path)
-            if error.validator == "required":
-                where = f"{where}.{_missing_key(error)}"
-            issues.append((where, _schema_message(error)))
-        if step_type.check is not None:
+        issues += schema_issues(validator, config, f"{path}.config")
+        if checks and step_type.check is not None:
             issues += step_type.check(config, f"{path}.config")
         issues += secret_policy_issues(step_type, config, f"{path}.config")
-    step_roots = None if roots is None else roots
-    for where, issue in validate_value(config, path=f"{path}.config", allowed_roots=step_roots):
-        issues.append((where, issue.message))
-    issues += _step_reference_issues(config, f"{path}.config", step_keys)
+    issues += validate_value(config, path=f"{path}.config", allowed_roots=roots)
+    if checks:  # step references need the whole graph
+        issues += domain.template_issues(config, f"{path}.config", shape, step_keys, upstream)
     conditions = step.get("conditions")
     if conditions:
-        issues += [
-            (i.path, i.message) for i in validate_condition(conditions, path=f"{path}.conditions")
-        ]
+        structure = validate_condition(conditions, path=f"{path}.conditions")
+        issues += structure
         issues += _secret_in_conditions(conditions, f"{path}.conditions")
+        if checks and not structure:
+            issues += domain.condition_issues(
+                conditions, f"{path}.conditions", shape, step_keys, upstream
+            )
     issues += _type_issues(
         step.get("allow_failure"), f"{path}.allow_failure", bool, "true or false"
     )
@@ -234,7 +262,13 @@ def validate_step(step: Any, path: str, roots: set[str] | None, step_keys: set[A
     if timeout is not None and (
         not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 86400
     ):
-        issues.append((f"{path}.timeout_seconds", "must be an integer from 1 to 86400"))
+        issues.append(
+            Issue(
+                f"{path}.timeout_seconds",
+                IssueCode.OUT_OF_RANGE,
+                "must be an integer from 1 to 86400",
+            )
+        )
     return issues
 
 
@@ -244,17 +278,13 @@ def _secret_in_conditions(conditions: Any, path: str) -> list[Issue]:
     issues: list[Issue] = []
     for where, text in _strings(conditions, path):
         if re.search(r"(^|\{\{\s*)secrets(\.|\s*(\||\}\}))", text):
-            issues.append((where, "secret_not_allowed: conditions may not use secrets"))
-    return issues
-
-
-def _step_reference_issues(config: Any, path: str, step_keys: set[Any]) -> list[Issue]:
-    """``{{steps.<key>...}}`` must name a step of this workflow."""
-    issues: list[Issue] = []
-    for match_path, text in _strings(config, path):
-        for key in re.findall(r"\{\{\s*steps\.([A-Za-z_][A-Za-z0-9_]*)", text):
-            if key not in step_keys:
-                issues.append((match_path, f"unknown step '{key}' in template"))
+            issues.append(
+                Issue(
+                    where,
+                    DefinitionCode.SECRET_NOT_ALLOWED,
+                    "secret_not_allowed: conditions may not use secrets",
+                )
+            )
     return issues
 
 
@@ -270,8 +300,11 @@ def _strings(value: Any, path: str) -> list[tuple[str, str]]:
 
 def validate_retry(retry: Any, path: str) -> list[Issue]:
     if not isinstance(retry, dict):
-        return [(path, "must be an object")]
-    issues = [(f"{path}.{key}", f"unknown key '{key}'") for key in sorted(set(retry) - RETRY_KEYS)]
+        return [Issue(path, IssueCode.INVALID_TYPE, "must be an object")]
+    issues = [
+        Issue(f"{path}.{key}", IssueCode.UNKNOWN_KEY, f"unknown key '{key}'")
+        for key in sorted(set(retry) - RETRY_KEYS)
+    ]
     bounds = {
         "max_attempts": (1, 50),
         "backoff_seconds": (0, 3600),
@@ -283,26 +316,11 @@ def validate_retry(retry: Any, path: str) -> list[Issue]:
             continue
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not number or not low <= value <= high:
-            issues.append((f"{path}.{key}", f"must be a number from {low} to {high}"))
+            issues.append(
+                Issue(
+                    f"{path}.{key}",
+                    IssueCode.OUT_OF_RANGE,
+                    f"must be a number from {low} to {high}",
+                )
+            )
     return issues
-
-
-def _json_path(prefix: str, parts: Any) -> str:
-    path = prefix
-    for part in parts:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
-
-
-def _missing_key(error: jsonschema.ValidationError) -> str:
-    return error.message.split("'")[1] if "'" in error.message else "?"
-
-
-def _schema_message(error: jsonschema.ValidationError) -> str:
-    if error.validator == "required":
-        return "this key is required"
-    if error.validator == "additionalProperties":
-        return error.message.replace("Additional properties are not allowed", "unknown key")
-    if error.validator == "anyOf":
-        return f"invalid value {error.instance!r}"
-    return error.message

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from config.errors import Conflict, ValidationFailed
 
 
@@ -24,3 +26,24 @@ class DraftOnly(Conflict):
 
 class UnknownVersion(ValidationFailed):
     code = "UNKNOWN_VERSION"
+
+
+class DefinitionCode(StrEnum):
+    """Stable codes of workflow-document issues (beside the shared ``IssueCode`` ones and
+    those of conditions, templates, graphs and step configs)."""
+
+    INVALID_SLUG = "INVALID_SLUG"
+    INVALID_NAME = "INVALID_NAME"
+    DUPLICATE_SLUG = "DUPLICATE_SLUG"
+    TOO_MANY_TRIGGERS = "TOO_MANY_TRIGGERS"
+    TOO_MANY_STEPS = "TOO_MANY_STEPS"
+    INVALID_EVENT_TYPE = "INVALID_EVENT_TYPE"
+    UNKNOWN_EVENT_TYPE = "UNKNOWN_EVENT_TYPE"
+    UNKNOWN_STEP_TYPE = "UNKNOWN_STEP_TYPE"
+    SECRET_NOT_ALLOWED = "SECRET_NOT_ALLOWED"  # noqa: S105 (a code, not a secret)
+    UNKNOWN_STEP = "UNKNOWN_STEP"
+    STEP_NOT_UPSTREAM = "STEP_NOT_UPSTREAM"
+    UNKNOWN_PATH = "UNKNOWN_PATH"
+    OPERATOR_NOT_APPLICABLE = "OPERATOR_NOT_APPLICABLE"
+    VALUE_TYPE_MISMATCH = "VALUE_TYPE_MISMATCH"
+    UNKNOWN_VARIABLE = "UNKNOWN_VARIABLE"

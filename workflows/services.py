@@ -19,6 +19,7 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 
 from automation.matcher import definitions_changed, event_high_water
+from config.issues import error_issues
 from workflows.definition import normalise, validate_definition
 from workflows.errors import DefinitionInvalid, DraftOnly, WorkflowInUse
 from workflows.models import Action, Trigger, Workflow, WorkflowVersion
@@ -28,7 +29,7 @@ from workflows.selectors import latest_version, workflow_definition, working_def
 def definition_check(document: Any) -> dict[str, Any]:
     """Validate a document; raise ``DefinitionInvalid`` naming every JSON path at fault."""
     issues = validate_definition(document)
-    if issues:
+    if error_issues(issues):  # warnings never block
         raise DefinitionInvalid.from_issues(issues)
     return normalise(document)
 

@@ -23,9 +23,12 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+
+from config.issues import Issue
 
 if TYPE_CHECKING:
     from automation.models import ActionRun, Run
@@ -78,10 +81,36 @@ class StepFailed(Exception):
         self.retry_after = retry_after
 
 
+class StepConfigCode(StrEnum):
+    """Stable codes of the issues step types find in a config on save (their ``check``)."""
+
+    UNKNOWN_ENTITY_TYPE = "UNKNOWN_ENTITY_TYPE"
+    UNKNOWN_FIELD = "UNKNOWN_FIELD"
+    FIELD_NOT_WRITABLE = "FIELD_NOT_WRITABLE"
+    INVALID_FIELD_VALUE = "INVALID_FIELD_VALUE"
+    NOT_A_CHOICE = "NOT_A_CHOICE"
+    TOO_LONG = "TOO_LONG"
+    UNKNOWN_USER = "UNKNOWN_USER"
+    UNKNOWN_QUEUE = "UNKNOWN_QUEUE"
+    UNKNOWN_EMAIL_TEMPLATE = "UNKNOWN_EMAIL_TEMPLATE"
+    UNKNOWN_LIFECYCLE = "UNKNOWN_LIFECYCLE"
+    UNKNOWN_LIFECYCLE_ACTION = "UNKNOWN_LIFECYCLE_ACTION"
+    INVALID_DURATION = "INVALID_DURATION"
+    INVALID_DATE = "INVALID_DATE"
+    RESERVED_HEADER = "RESERVED_HEADER"
+    NOT_EXPORTABLE = "NOT_EXPORTABLE"
+    INVALID_FILTER = "INVALID_FILTER"
+    CONFLICTING_KEYS = "CONFLICTING_KEYS"
+    REQUIRED = "REQUIRED"
+    SECRET_NOT_ALLOWED = "SECRET_NOT_ALLOWED"  # noqa: S105 (a code, not a secret)
+    INVALID_ADDRESS = "INVALID_ADDRESS"
+
+
 Handler = Callable[[StepContext], StepResult]
 DryRun = Callable[[StepContext], dict[str, Any]]
 # Extra checks of an unrendered config beyond its schema: (config, json_path) -> issues.
-ConfigCheck = Callable[[dict[str, Any], str], list[tuple[str, str]]]
+# They know the domain: entity types, fields, users, queues, templates, durations.
+ConfigCheck = Callable[[dict[str, Any], str], list[Issue]]
 
 
 @dataclass

@@ -14,8 +14,9 @@ from automation.actions import (
     step_type,
     templated,
 )
-from automation.actions.entities import entity, registration
+from automation.actions.entities import entity, entity_type_issues, registration
 from automation.models import Note, NoteVisibility
+from config.issues import Issue
 
 SCHEMA = object_schema(
     {
@@ -28,7 +29,12 @@ SCHEMA = object_schema(
 )
 
 
-@step_type("add_note", schema=SCHEMA, label="Add a note")
+def check_config(config: dict[str, Any], path: str) -> list[Issue]:
+    """The entity type is a registered model."""
+    return entity_type_issues(config, path)[1]
+
+
+@step_type("add_note", schema=SCHEMA, label="Add a note", check=check_config)
 def add_note(ctx: StepContext) -> StepResult:
     """Attach a note to the object; written in the step's own transaction."""
     config = ctx.config

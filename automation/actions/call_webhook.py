@@ -47,6 +47,7 @@ from standardwebhooks import Webhook
 
 from automation import safehttp
 from automation.actions import (
+    StepConfigCode,
     StepContext,
     StepFailed,
     StepResult,
@@ -56,6 +57,7 @@ from automation.actions import (
     templated,
 )
 from automation.secrets import mask_known
+from config.issues import Issue
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +107,16 @@ SCHEMA = object_schema(
 RENDER_MODES = {"url": "header", "headers": "header", "method": "header"}
 
 
-def check_config(config: dict[str, Any], path: str) -> list[tuple[str, str]]:
+def check_config(config: dict[str, Any], path: str) -> list[Issue]:
     headers = config.get("headers")
     if not isinstance(headers, dict):
         return []
     return [
-        (f"{path}.headers.{name}", f"header '{name}' is set by the step itself")
+        Issue(
+            f"{path}.headers.{name}",
+            StepConfigCode.RESERVED_HEADER,
+            f"header '{name}' is set by the step itself",
+        )
         for name in headers
         if str(name).lower() in RESERVED_HEADERS
     ]

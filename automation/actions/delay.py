@@ -13,6 +13,7 @@ from typing import Any
 from django.utils import timezone
 
 from automation.actions import (
+    StepConfigCode,
     StepContext,
     StepFailed,
     StepResult,
@@ -20,6 +21,8 @@ from automation.actions import (
     step_type,
     templated,
 )
+from automation.actions.entities import is_templated
+from config.issues import Issue
 
 UNITS = {
     "s": 1,
@@ -93,7 +96,29 @@ def due_time(config: dict[str, Any]) -> dt.datetime:
     return wake
 
 
-@step_type("delay", schema=SCHEMA, label="Wait", waits="always")
+def check_config(config: dict[str, Any], path: str) -> list[Issue]:
+    """A duration or date known on save must parse, and stay within a year."""
+    for key, parse in (("for", parse_duration), ("until", parse_until)):
+        value = config.get(key)
+        if value is None or is_templated(value):
+            continue
+        try:
+            parsed = parse(value)
+        except StepFailed as exc:
+            code = StepConfigCode.INVALID_DURATION if key == "for" else StepConfigCode.INVALID_DATE
+            return [Issue(f"{path}.{key}", code, exc.message)]
+        if isinstance(parsed, dt.timedelta) and parsed > MAX_DELAY:
+            return [
+                Issue(
+                    f"{path}.for",
+                    StepConfigCode.INVALID_DURATION,
+                    "a delay cannot be longer than 366 days",
+                )
+            ]
+    return []
+
+
+@step_type("delay", schema=SCHEMA, label="Wait", check=check_config, waits="always")
 def delay(ctx: StepContext) -> StepResult:
     """Park the run until the due time; a time already past continues at once."""
     wake = due_time(ctx.config)

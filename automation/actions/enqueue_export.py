@@ -51,6 +51,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from automation.actions import (
+    StepConfigCode,
     StepContext,
     StepFailed,
     StepResult,
@@ -58,7 +59,7 @@ from automation.actions import (
     object_schema,
     step_type,
 )
-from automation.actions.entities import registration
+from automation.actions.entities import entity_type_issues, registration
 from automation.actions.mailing import (
     ADDRESS_LIST_SCHEMA,
     already_sent,
@@ -69,9 +70,9 @@ from automation.registry import (
     MASKED,
     ModelRegistration,
     json_value,
-    registration_for_name,
     visible_rows,
 )
+from config.issues import Issue
 
 logger = logging.getLogger(__name__)
 
@@ -124,31 +125,38 @@ def filter_key_problem(reg: ModelRegistration, key: str) -> str | None:
     return None
 
 
-def check_config(config: dict[str, Any], path: str) -> list[tuple[str, str]]:
+def check_config(config: dict[str, Any], path: str) -> list[Issue]:
     """Filters and fields checked against the registration when it is known on save."""
-    name = config.get("entity_type")
-    reg = registration_for_name(name) if isinstance(name, str) else None
+    reg, issues = entity_type_issues(config, path)
     if reg is None:
-        return []
-    issues = []
+        return issues
     filters = config.get("filters")
     if isinstance(filters, dict):
         for key in filters:
             problem = filter_key_problem(reg, key)
             if problem:
-                issues.append((f"{path}.filters.{key}", problem))
+                issues.append(
+                    Issue(f"{path}.filters.{key}", StepConfigCode.INVALID_FILTER, problem)
+                )
     fields = config.get("fields")
     if isinstance(fields, list):
         for index, field in enumerate(fields):
             if field not in reg.exportable:
                 issues.append(
-                    (
+                    Issue(
                         f"{path}.fields[{index}]",
+                        StepConfigCode.NOT_EXPORTABLE,
                         f"'{field}' is not an exportable field of {reg.name}",
                     )
                 )
     if not reg.exportable:
-        issues.append((f"{path}.entity_type", f"{reg.name} has no exportable fields"))
+        issues.append(
+            Issue(
+                f"{path}.entity_type",
+                StepConfigCode.NOT_EXPORTABLE,
+                f"{reg.name} has no exportable fields",
+            )
+        )
     return issues
 
 

@@ -6,8 +6,9 @@ from typing import Any
 
 from django.db import models
 
-from automation.actions import StepFailed
+from automation.actions import StepConfigCode, StepFailed
 from automation.registry import ModelRegistration, registration_for_name, registrations
+from config.issues import Issue
 
 
 def registration(entity_type: str) -> ModelRegistration:
@@ -34,3 +35,29 @@ def entity(entity_type: str, entity_id: Any, *, lock: bool = False) -> models.Mo
 
 def entity_types_schema() -> dict[str, Any]:
     return {"type": "string", "minLength": 1}
+
+
+def is_templated(value: Any) -> bool:
+    """A value only known at run time (a string holding a ``{{ template }}``)."""
+    return isinstance(value, str) and "{{" in value
+
+
+def entity_type_issues(
+    config: dict[str, Any], path: str
+) -> tuple[ModelRegistration | None, list[Issue]]:
+    """The registration ``config["entity_type"]`` names, or an ``UNKNOWN_ENTITY_TYPE`` issue
+    (nothing to say when the key is absent: the schema says whether it is required)."""
+    name = config.get("entity_type")
+    if not isinstance(name, str) or not name:
+        return None, []
+    found = registration_for_name(name)
+    if found is not None:
+        return found, []
+    known = ", ".join(sorted(r.name for r in registrations()))
+    return None, [
+        Issue(
+            f"{path}.entity_type",
+            StepConfigCode.UNKNOWN_ENTITY_TYPE,
+            f"unknown entity type {name!r} (registered: {known})",
+        )
+    ]

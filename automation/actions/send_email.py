@@ -19,6 +19,7 @@ from typing import Any
 from django.utils.html import strip_tags
 
 from automation.actions import (
+    StepConfigCode,
     StepContext,
     StepFailed,
     StepResult,
@@ -27,8 +28,10 @@ from automation.actions import (
     step_type,
     templated,
 )
+from automation.actions.entities import is_templated
 from automation.actions.mailing import ADDRESS_LIST_SCHEMA, parse_addresses, send_message
 from automation.templating import TemplateError, render_string
+from config.issues import Issue
 
 SCHEMA = object_schema(
     {
@@ -52,17 +55,46 @@ RENDER_MODES = {
 }
 
 
-def check_config(config: dict[str, Any], path: str) -> list[tuple[str, str]]:
+def check_config(config: dict[str, Any], path: str) -> list[Issue]:
     """Exactly one of ``template`` and ``body``; a subject unless a template gives one."""
     has_template, has_body = "template" in config, "body" in config
+    code = StepConfigCode
     if has_template and has_body:
-        return [(f"{path}.body", "give either 'template' or 'body', not both")]
+        return [
+            Issue(
+                f"{path}.body", code.CONFLICTING_KEYS, "give either 'template' or 'body', not both"
+            )
+        ]
     if not has_template and not has_body:
-        return [(f"{path}.body", "give 'template' (a named email template) or 'body'")]
+        return [
+            Issue(
+                f"{path}.body",
+                code.REQUIRED,
+                "give 'template' (a named email template) or 'body'",
+            )
+        ]
     if has_template and "html_body" in config:
-        return [(f"{path}.html_body", "'html_body' goes with 'body'; a template has its own")]
+        return [
+            Issue(
+                f"{path}.html_body",
+                code.CONFLICTING_KEYS,
+                "'html_body' goes with 'body'; a template has its own",
+            )
+        ]
     if has_body and "subject" not in config:
-        return [(f"{path}.subject", "required with an inline 'body'")]
+        return [Issue(f"{path}.subject", code.REQUIRED, "required with an inline 'body'")]
+    name = config.get("template")
+    if isinstance(name, str) and not is_templated(name):
+        from automation.models import EmailTemplate
+
+        if not EmailTemplate.objects.filter(name=name).exists():
+            return [
+                Issue(
+                    f"{path}.template",
+                    code.UNKNOWN_EMAIL_TEMPLATE,
+                    f"no email template named {name!r}",
+                )
+            ]
     return []
 
 
@@ -71,7 +103,7 @@ def compose(ctx: StepContext) -> dict[str, Any]:
     config = ctx.config
     issues = check_config(config, "config")
     if issues:
-        raise StepFailed(f"{issues[0][0]}: {issues[0][1]}", code="INVALID_CONFIG")
+        raise StepFailed(str(issues[0]), code="INVALID_CONFIG")
     message = {
         "to": parse_addresses(config.get("to"), "to"),
         "cc": parse_addresses(config.get("cc"), "cc", required=False),

@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from automation.actions import (
+    StepConfigCode,
     StepContext,
     StepFailed,
     StepResult,
@@ -21,8 +22,9 @@ from automation.actions import (
     step_type,
     templated,
 )
-from automation.actions.entities import entity, registration
+from automation.actions.entities import entity, entity_type_issues, is_templated, registration
 from automation.registry import json_value
+from config.issues import Issue
 
 SCHEMA = object_schema(
     {
@@ -70,7 +72,72 @@ def _coerce(field: models.Field, value: Any, instance: models.Model) -> Any:
         raise StepFailed(f"{field.name}: {'; '.join(exc.messages)}", code="INVALID_VALUE") from None
 
 
-@step_type("update_field", schema=SCHEMA, label="Update a field")
+# Django's validation error codes, as the step's config issues name them.
+_FIELD_ERROR_CODES = {
+    "invalid_choice": StepConfigCode.NOT_A_CHOICE,
+    "max_length": StepConfigCode.TOO_LONG,
+}
+
+
+def check_config(config: dict[str, Any], path: str) -> list[Issue]:
+    """The entity type is registered, the field exists and is writable, and a value known
+    on save is one the model field accepts (its type, choices, max length; a related
+    object or user that exists)."""
+    reg, issues = entity_type_issues(config, path)
+    name = config.get("field")
+    if reg is None or not isinstance(name, str):
+        return issues
+    concrete = {f.name: f for f in reg.model._meta.concrete_fields}
+    if name not in concrete:
+        known = ", ".join(sorted(reg.writable)) or "none"
+        return [
+            Issue(
+                f"{path}.field",
+                StepConfigCode.UNKNOWN_FIELD,
+                f"{reg.name} has no field {name!r} (writable: {known})",
+            )
+        ]
+    if name not in reg.writable:
+        return [
+            Issue(
+                f"{path}.field",
+                StepConfigCode.FIELD_NOT_WRITABLE,
+                f"field '{name}' of {reg.name} is not writable by workflows "
+                f"(writable: {', '.join(reg.writable) or 'none'})",
+            )
+        ]
+    if "value" not in config or is_templated(config["value"]):
+        return []
+    return _value_issues(concrete[name], config["value"], f"{path}.value")
+
+
+def _value_issues(field: models.Field, value: Any, path: str) -> list[Issue]:
+    if field.is_relation:
+        try:
+            _coerce(field, value, None)  # type: ignore[arg-type]
+        except StepFailed as exc:
+            code = (
+                StepConfigCode.UNKNOWN_USER
+                if field.related_model is get_user_model()
+                else StepConfigCode.INVALID_FIELD_VALUE
+            )
+            return [Issue(path, code, exc.message)]
+        return []
+    try:
+        field.clean(value, None)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        return [
+            Issue(
+                path,
+                _FIELD_ERROR_CODES.get(error.code or "", StepConfigCode.INVALID_FIELD_VALUE),
+                f"{field.name}: {'; '.join(error.messages)}",
+            )
+            for error in exc.error_list
+        ]
+    return []
+
+
+@step_type("update_field", schema=SCHEMA, label="Update a field", check=check_config)
 def update_field(ctx: StepContext) -> StepResult:
     """Set the field and save through the model (its events fire); no-op if unchanged."""
     config = ctx.config

@@ -14,6 +14,7 @@ from typing import Any
 
 from automation.actions import StepContext, StepFailed, StepResult, dry_run_for, step_type
 from automation.conditions import compile_condition, validate_condition
+from config.issues import Issue
 
 SCHEMA = {
     "type": "object",
@@ -27,14 +28,11 @@ SCHEMA = {
 }
 
 
-def check_config(config: dict[str, Any], path: str) -> list[tuple[str, str]]:
+def check_config(config: dict[str, Any], path: str) -> list[Issue]:
     condition = config.get("condition")
     if not isinstance(condition, dict):
         return []
-    return [
-        (issue.path, issue.message)
-        for issue in validate_condition(condition, path=f"{path}.condition")
-    ]
+    return validate_condition(condition, path=f"{path}.condition")
 
 
 def _check(ctx: StepContext) -> tuple[bool, dict[str, Any]]:

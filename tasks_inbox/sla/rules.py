@@ -23,10 +23,10 @@ from django.utils.dateparse import parse_duration
 from django.utils.duration import duration_string
 
 from config.errors import Conflict, ValidationFailed
+from config.issues import Issue, IssueCode
+from tasks_inbox.issue_codes import TaskIssueCode
 from tasks_inbox.models import PRIORITY_BY_NAME, Priority, SLAConfig, SLAEventKind, priority_name
 from tasks_inbox.sla.calendar import WorkingHours
-
-Issue = tuple[str, str]
 
 ACTION_TYPES = ("remind", "raise_priority", "reassign", "notify_manager")
 ACTION_KEYS = {
@@ -92,12 +92,18 @@ def _duration_issues(value: Any, path: str) -> tuple[timedelta | None, list[Issu
     parsed = duration_value(value)
     if parsed is None:
         return None, [
-            (path, 'must be a duration such as "1:30:00", "PT90M", "90m" or a number of seconds')
+            Issue(
+                path,
+                TaskIssueCode.INVALID_DURATION,
+                'must be a duration such as "1:30:00", "PT90M", "90m" or a number of seconds',
+            )
         ]
     if parsed <= timedelta(0):
-        return None, [(path, "must be positive")]
+        return None, [Issue(path, IssueCode.INVALID_VALUE, "must be positive")]
     if parsed > MAX_DURATION:
-        return None, [(path, f"must be at most {MAX_DURATION.days} days")]
+        return None, [
+            Issue(path, IssueCode.INVALID_VALUE, f"must be at most {MAX_DURATION.days} days")
+        ]
     return parsed, []
 
 
@@ -125,7 +131,7 @@ def _priority(value: Any) -> int | None:
 
 def _unknown_keys(value: dict[str, Any], allowed: set[str], path: str) -> list[Issue]:
     return [
-        (f"{path}.{key}" if path else str(key), f"unknown key '{key}'")
+        Issue(f"{path}.{key}" if path else str(key), IssueCode.UNKNOWN_KEY, f"unknown key '{key}'")
         for key in value
         if key not in allowed
     ]
@@ -136,24 +142,37 @@ def _unknown_keys(value: dict[str, Any], allowed: set[str], path: str) -> list[I
 
 def _action_issues(action: Any, path: str) -> tuple[dict[str, Any], list[Issue]]:
     if not isinstance(action, dict):
-        return {}, [(path, "must be an object with a 'type'")]
+        return {}, [Issue(path, IssueCode.INVALID_VALUE, "must be an object with a 'type'")]
     kind = action.get("type")
     if kind not in ACTION_TYPES:
-        return {}, [(f"{path}.type", f"unknown action {kind!r} (known: {', '.join(ACTION_TYPES)})")]
+        return {}, [
+            Issue(
+                f"{path}.type",
+                TaskIssueCode.UNKNOWN_ACTION,
+                f"unknown action {kind!r} (known: {', '.join(ACTION_TYPES)})",
+            )
+        ]
     issues = _unknown_keys(action, ACTION_KEYS[kind] | {"type"}, path)
     clean: dict[str, Any] = {"type": kind}
     if kind in ("remind", "notify_manager") and "message" in action:
         message = action["message"]
         if not isinstance(message, str) or len(message) > 500:
-            issues.append((f"{path}.message", "must be text of at most 500 characters"))
+            issues.append(
+                Issue(
+                    f"{path}.message",
+                    IssueCode.INVALID_VALUE,
+                    "must be text of at most 500 characters",
+                )
+            )
         else:
             clean["message"] = message
     if kind == "raise_priority" and action.get("to") is not None:
         value = _priority(action["to"])
         if value is None:
             issues.append(
-                (
+                Issue(
                     f"{path}.to",
+                    IssueCode.INVALID_VALUE,
                     f"unknown priority {action['to']!r} (known: {', '.join(PRIORITY_BY_NAME)})",
                 )
             )
@@ -162,11 +181,19 @@ def _action_issues(action: Any, path: str) -> tuple[dict[str, Any], list[Issue]]
     if kind == "reassign":
         queue, user = action.get("queue"), action.get("user")
         if (queue in (None, "")) == (user in (None, "")):
-            issues.append((path, "reassign needs either a 'queue' or a 'user'"))
+            issues.append(
+                Issue(path, IssueCode.REQUIRED, "reassign needs either a 'queue' or a 'user'")
+            )
         elif queue not in (None, ""):
             group = _group(queue)
             if group is None:
-                issues.append((f"{path}.queue", f"no queue (group) named {queue!r}"))
+                issues.append(
+                    Issue(
+                        f"{path}.queue",
+                        TaskIssueCode.UNKNOWN_QUEUE,
+                        f"no queue (group) named {queue!r}",
+                    )
+                )
             else:
                 clean["queue"] = group.name
         else:
@@ -178,7 +205,9 @@ def _action_issues(action: Any, path: str) -> tuple[dict[str, Any], list[Issue]]
                 .first()
             )
             if found is None:
-                issues.append((f"{path}.user", f"no active user {user!r}"))
+                issues.append(
+                    Issue(f"{path}.user", TaskIssueCode.UNKNOWN_USER, f"no active user {user!r}")
+                )
             else:
                 clean["user"] = found.get_username()
     return clean, issues
@@ -191,9 +220,9 @@ def _ladder_issues(
     if ladder in (None, ""):
         return [], []
     if not isinstance(ladder, list):
-        return [], [(path, "must be a list of levels")]
+        return [], [Issue(path, IssueCode.INVALID_VALUE, "must be a list of levels")]
     if len(ladder) > MAX_LEVELS:
-        return [], [(path, f"at most {MAX_LEVELS} levels")]
+        return [], [Issue(path, IssueCode.TOO_LONG, f"at most {MAX_LEVELS} levels")]
     issues: list[Issue] = []
     levels: list[dict[str, Any]] = []
     previous: float | None = None
@@ -201,7 +230,11 @@ def _ladder_issues(
         where = f"{path}[{index}]"
         if not isinstance(level, dict):
             issues.append(
-                (where, "must be an object with 'after' or 'after_percent' and 'actions'")
+                Issue(
+                    where,
+                    IssueCode.INVALID_VALUE,
+                    "must be an object with 'after' or 'after_percent' and 'actions'",
+                )
             )
             continue
         issues += _unknown_keys(level, {"after", "after_percent", "actions"}, where)
@@ -209,8 +242,9 @@ def _ladder_issues(
         seconds: float | None = None
         if ("after" in level) == ("after_percent" in level):
             issues.append(
-                (
+                Issue(
                     where,
+                    TaskIssueCode.INVALID_DURATION,
                     "give exactly one of 'after' (a duration) or 'after_percent' (of the target)",
                 )
             )
@@ -228,8 +262,9 @@ def _ladder_issues(
                 or not (100 <= percent <= 10000)
             ):
                 issues.append(
-                    (
+                    Issue(
                         f"{where}.after_percent",
+                        IssueCode.INVALID_VALUE,
                         "must be a number from 100 to 10000 (percent of the target)",
                     )
                 )
@@ -240,18 +275,27 @@ def _ladder_issues(
         if seconds is not None and target is not None:
             if seconds < target.total_seconds():
                 issues.append(
-                    (
+                    Issue(
                         where,
+                        IssueCode.INVALID_VALUE,
                         "an escalation level cannot come before the target "
                         f"({duration_string(target)})",
                     )
                 )
             elif previous is not None and seconds <= previous:
-                issues.append((where, "must come after the previous level"))
+                issues.append(
+                    Issue(where, IssueCode.INVALID_VALUE, "must come after the previous level")
+                )
             previous = seconds if previous is None else max(previous, seconds)
         actions = level.get("actions")
         if not isinstance(actions, list) or not actions:
-            issues.append((f"{where}.actions", "must be a non-empty list of actions"))
+            issues.append(
+                Issue(
+                    f"{where}.actions",
+                    IssueCode.INVALID_VALUE,
+                    "must be a non-empty list of actions",
+                )
+            )
             actions = []
         clean["actions"] = []
         for number, action in enumerate(actions):
@@ -267,7 +311,13 @@ def _working_hours_issues(value: Any) -> tuple[dict[str, Any] | None, list[Issue
     if value in (None, "", {}):
         return None, []
     if not isinstance(value, dict):
-        return None, [(path, "must be an object with days, start, end and time_zone")]
+        return None, [
+            Issue(
+                path,
+                IssueCode.INVALID_VALUE,
+                "must be an object with days, start, end and time_zone",
+            )
+        ]
     issues = _unknown_keys(value, {"days", "start", "end", "time_zone"}, path)
     days = value.get("days")
     if (
@@ -277,8 +327,9 @@ def _working_hours_issues(value: Any) -> tuple[dict[str, Any] | None, list[Issue
         or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 6 for d in days)
     ):
         issues.append(
-            (
+            Issue(
                 f"{path}.days",
+                IssueCode.INVALID_VALUE,
                 "must be a non-empty list of distinct weekdays, 0 (Monday) to 6 (Sunday)",
             )
         )
@@ -286,15 +337,31 @@ def _working_hours_issues(value: Any) -> tuple[dict[str, Any] | None, list[Issue
     for key in ("start", "end"):
         text = value.get(key)
         if not isinstance(text, str) or not HH_MM.match(text):
-            issues.append((f"{path}.{key}", "must be a time of day as HH:MM (24 hours)"))
+            issues.append(
+                Issue(
+                    f"{path}.{key}",
+                    IssueCode.INVALID_VALUE,
+                    "must be a time of day as HH:MM (24 hours)",
+                )
+            )
         else:
             times[key] = text
     if len(times) == 2 and times["start"] >= times["end"]:
-        issues.append((f"{path}.end", "must be after the start (a window cannot cross midnight)"))
+        issues.append(
+            Issue(
+                f"{path}.end",
+                IssueCode.INVALID_VALUE,
+                "must be after the start (a window cannot cross midnight)",
+            )
+        )
     zone = value.get("time_zone")
     if not isinstance(zone, str) or zone not in available_timezones():
         issues.append(
-            (f"{path}.time_zone", f"unknown time zone {zone!r} (an IANA name such as Europe/Paris)")
+            Issue(
+                f"{path}.time_zone",
+                IssueCode.INVALID_VALUE,
+                f"unknown time zone {zone!r} (an IANA name such as Europe/Paris)",
+            )
         )
     if issues:
         return None, issues
@@ -312,21 +379,39 @@ def _start_state_issues(value: Any, pause: bool) -> tuple[str, list[Issue]]:
     if value in (None, ""):
         return "", []
     if not isinstance(value, str):
-        return "", [("start_state", "must be a state key")]
+        return "", [Issue("start_state", IssueCode.INVALID_VALUE, "must be a state key")]
     states = LifecycleState.objects.filter(key=value)
     if not states.exists():
-        return "", [("start_state", f"no lifecycle has a state '{value}'")]
+        return "", [
+            Issue("start_state", IssueCode.INVALID_VALUE, f"no lifecycle has a state '{value}'")
+        ]
     if not states.filter(is_final=False).exists():
-        return "", [("start_state", f"'{value}' is a final state: the clock would never run")]
+        return "", [
+            Issue(
+                "start_state",
+                IssueCode.INVALID_VALUE,
+                f"'{value}' is a final state: the clock would never run",
+            )
+        ]
     if pause and value in PAUSE_STATES:
-        return "", [("start_state", f"the clock pauses in '{value}'; it cannot start there")]
+        return "", [
+            Issue(
+                "start_state",
+                IssueCode.INVALID_VALUE,
+                f"the clock pauses in '{value}'; it cannot start there",
+            )
+        ]
     return value, []
 
 
 def _nul_issues(value: Any, path: str) -> list[Issue]:
     """Text with NUL characters cannot be stored (nor looked up) in PostgreSQL."""
     if isinstance(value, str):
-        return [(path, "must not contain NUL characters")] if "\x00" in value else []
+        return (
+            [Issue(path, IssueCode.INVALID_VALUE, "must not contain NUL characters")]
+            if "\x00" in value
+            else []
+        )
     if isinstance(value, dict):
         return [
             issue
@@ -348,7 +433,7 @@ def sla_config_clean(
 ) -> tuple[dict[str, Any], list[Issue]]:
     """The model field values of ``document`` and every problem with it (JSON paths)."""
     if not isinstance(document, dict):
-        return {}, [("", "an SLA config must be a JSON object")]
+        return {}, [Issue("", IssueCode.INVALID_VALUE, "an SLA config must be a JSON object")]
     nul = _nul_issues(document, "")
     if nul:
         return {}, nul
@@ -357,22 +442,28 @@ def sla_config_clean(
 
     name = document.get("name")
     if not isinstance(name, str) or not name.strip() or len(name.strip()) > 100:
-        issues.append(("name", "must be non-empty text of at most 100 characters"))
+        issues.append(
+            Issue(
+                "name", IssueCode.INVALID_VALUE, "must be non-empty text of at most 100 characters"
+            )
+        )
     else:
         values["name"] = name.strip()
         clash = SLAConfig.objects.filter(name=values["name"])
         if instance is not None and instance.pk:
             clash = clash.exclude(pk=instance.pk)
         if clash.exists():
-            issues.append(("name", f"another SLA is named '{values['name']}'"))
+            issues.append(
+                Issue("name", IssueCode.DUPLICATE, f"another SLA is named '{values['name']}'")
+            )
     description = document.get("description") or ""
     if not isinstance(description, str):
-        issues.append(("description", "must be text"))
+        issues.append(Issue("description", IssueCode.INVALID_VALUE, "must be text"))
     values["description"] = description if isinstance(description, str) else ""
     for key, default in (("is_active", True), ("pause_while_blocked", True)):
         flag = document.get(key, default)
         if not isinstance(flag, bool):
-            issues.append((key, "must be true or false"))
+            issues.append(Issue(key, IssueCode.INVALID_VALUE, "must be true or false"))
         values[key] = bool(flag)
 
     queue = document.get("queue")
@@ -380,11 +471,15 @@ def sla_config_clean(
     if queue not in (None, ""):
         group = _group(queue)
         if group is None:
-            issues.append(("queue", f"no queue (group) {queue!r}"))
+            issues.append(
+                Issue("queue", TaskIssueCode.UNKNOWN_QUEUE, f"no queue (group) {queue!r}")
+            )
         values["queue"] = group
     task_type = document.get("task_type") or ""
     if not isinstance(task_type, str) or len(task_type) > 64:
-        issues.append(("task_type", "must be text of at most 64 characters"))
+        issues.append(
+            Issue("task_type", IssueCode.INVALID_VALUE, "must be text of at most 64 characters")
+        )
         task_type = ""
     values["task_type"] = task_type.strip()
     priority = document.get("priority")
@@ -393,16 +488,19 @@ def sla_config_clean(
         values["priority"] = _priority(priority)
         if values["priority"] is None:
             issues.append(
-                (
+                Issue(
                     "priority",
+                    IssueCode.INVALID_VALUE,
                     f"unknown priority {priority!r} (known: {', '.join(PRIORITY_BY_NAME)})",
                 )
             )
     if queue in (None, "") and not values["task_type"]:
-        issues.append(("queue", "an SLA must name a queue, a task type, or both"))
+        issues.append(
+            Issue("queue", IssueCode.REQUIRED, "an SLA must name a queue, a task type, or both")
+        )
 
     target, found = (
-        (None, [("target", "this field is required")])
+        (None, [Issue("target", IssueCode.REQUIRED, "this field is required")])
         if document.get("target") in (None, "")
         else _duration_issues(document["target"], "target")
     )
@@ -414,7 +512,11 @@ def sla_config_clean(
         issues += found
         if warning is not None and target is not None and warning >= target:
             issues.append(
-                ("warning_after", f"must be less than the target ({duration_string(target)})")
+                Issue(
+                    "warning_after",
+                    IssueCode.INVALID_VALUE,
+                    f"must be less than the target ({duration_string(target)})",
+                )
             )
         values["warning_after"] = warning
     values["escalation_ladder"], found = _ladder_issues(document.get("escalation_ladder"), target)
@@ -427,7 +529,7 @@ def sla_config_clean(
     issues += found
 
     if values["is_active"] and not any(
-        path in ("queue", "task_type", "priority") for path, _ in issues
+        issue.path in ("queue", "task_type", "priority") for issue in issues
     ):
         same = SLAConfig.objects.filter(
             is_active=True,
@@ -440,8 +542,9 @@ def sla_config_clean(
         other = same.first()
         if other is not None:
             issues.append(
-                (
+                Issue(
                     "task_type" if values["task_type"] else "queue",
+                    IssueCode.INVALID_VALUE,
                     f"the active SLA '{other.name}' has the same queue, task type and priority",
                 )
             )

@@ -29,6 +29,7 @@ from django.contrib.auth.models import AbstractBaseUser, Group
 from django.utils import timezone
 
 from automation.actions import (
+    StepConfigCode,
     StepContext,
     StepFailed,
     StepResult,
@@ -37,13 +38,15 @@ from automation.actions import (
     step_type,
     templated,
 )
-from automation.actions.entities import entity, registration
+from automation.actions.entities import entity, entity_type_issues, is_templated, registration
 from automation.events import actor_context
 from config.errors import DomainError
+from config.issues import Issue, IssueCode
 from tasks_inbox.form_schema import form_issues
-from tasks_inbox.lifecycles import lifecycle_spec
+from tasks_inbox.lifecycles import BUILTIN_DOCUMENTS, lifecycle_spec
 from tasks_inbox.models import Task
 from tasks_inbox.services import task_create
+from workflows.models import Lifecycle
 
 PRIORITIES = ["low", "medium", "high", "urgent"]
 
@@ -68,17 +71,54 @@ SCHEMA = object_schema(
 )
 
 
-def check_config(config: dict[str, Any], path: str) -> list[tuple[str, str]]:
+def check_config(config: dict[str, Any], path: str) -> list[Issue]:
     """Beyond the schema: someone must get the task, the form must be well-formed, and a
     related object needs both its type and id."""
-    issues: list[tuple[str, str]] = []
+    issues: list[Issue] = []
     if not config.get("assignee") and not config.get("queue"):
-        issues.append((f"{path}.assignee", "give an assignee or a queue"))
+        issues.append(Issue(f"{path}.assignee", IssueCode.REQUIRED, "give an assignee or a queue"))
     form = config.get("form")
     if isinstance(form, dict):
         issues += form_issues(form, path=f"{path}.form")
     if bool(config.get("entity_type")) != bool(config.get("entity_id")):
-        issues.append((f"{path}.entity_id", "entity_type and entity_id go together"))
+        issues.append(
+            Issue(f"{path}.entity_id", IssueCode.REQUIRED, "entity_type and entity_id go together")
+        )
+    return issues + _reference_issues(config, path)
+
+
+def _reference_issues(config: dict[str, Any], path: str) -> list[Issue]:
+    """What the config names and is known on save must exist: the assignee, the queue, the
+    lifecycle, the related object's type; a due date must parse."""
+    issues = entity_type_issues(config, path)[1]
+    checks: list[tuple[str, Any, str]] = [
+        ("assignee", resolve_user, StepConfigCode.UNKNOWN_USER),
+        ("queue", resolve_queue, StepConfigCode.UNKNOWN_QUEUE),
+        ("due_date", parse_due, StepConfigCode.INVALID_DATE),
+    ]
+    for key, resolve, code in checks:
+        value = config.get(key)
+        if value is None or is_templated(value):
+            continue
+        try:
+            resolve(value)
+        except StepFailed as exc:
+            issues.append(Issue(f"{path}.{key}", code, exc.message))
+    lifecycle = config.get("lifecycle")
+    known = (
+        not isinstance(lifecycle, str)
+        or is_templated(lifecycle)
+        or lifecycle in BUILTIN_DOCUMENTS
+        or Lifecycle.objects.filter(slug=lifecycle).exists()
+    )
+    if not known:
+        issues.append(
+            Issue(
+                f"{path}.lifecycle",
+                StepConfigCode.UNKNOWN_LIFECYCLE,
+                f"unknown lifecycle {lifecycle!r}",
+            )
+        )
     return issues
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from automation.actions import (
+    StepConfigCode,
     StepContext,
     StepFailed,
     StepResult,
@@ -25,10 +26,13 @@ from automation.actions import (
     step_type,
     templated,
 )
+from automation.actions.entities import is_templated
 from config.errors import DomainError
-from tasks_inbox.lifecycles import lifecycle_spec
+from config.issues import Issue
+from tasks_inbox.lifecycles import BUILTIN_DOCUMENTS, lifecycle_spec
 from tasks_inbox.models import Task
 from tasks_inbox.services import task_transition
+from workflows.models import LifecycleTransition
 
 SCHEMA = object_schema(
     {
@@ -41,6 +45,28 @@ SCHEMA = object_schema(
 )
 
 
+def check_config(config: dict[str, Any], path: str) -> list[Issue]:
+    """An action known on save must be a transition of some lifecycle (the task, and so
+    its lifecycle, is only known at run time)."""
+    action = config.get("action")
+    if not isinstance(action, str) or is_templated(action):
+        return []
+    builtin = {
+        transition.get("action")
+        for document in BUILTIN_DOCUMENTS.values()
+        for transition in document.get("transitions", [])
+    }
+    if action in builtin or LifecycleTransition.objects.filter(action=action).exists():
+        return []
+    return [
+        Issue(
+            f"{path}.action",
+            StepConfigCode.UNKNOWN_LIFECYCLE_ACTION,
+            f"no lifecycle has the action {action!r}",
+        )
+    ]
+
+
 def _task_id(value: Any) -> int:
     try:
         return int(value)
@@ -48,7 +74,7 @@ def _task_id(value: Any) -> int:
         raise StepFailed(f"task {value!r} is not a task id", code="TASK_NOT_FOUND") from None
 
 
-@step_type("transition_task", schema=SCHEMA, label="Transition a task")
+@step_type("transition_task", schema=SCHEMA, label="Transition a task", check=check_config)
 def transition_task(ctx: StepContext) -> StepResult:
     """Fire a lifecycle action on a task, as the system."""
     config = ctx.config

@@ -17,6 +17,7 @@ from automation.models import Run
 from automation.services import workflow_execute
 from config.errors import ValidationFailed
 from config.filters import ReferenceFilter, id_or_slug
+from config.issues import Issue, error_issues
 from config.permissions import StaffModelPermissions
 from workflows import services
 from workflows.api.serializers import (
@@ -34,6 +35,17 @@ from workflows.errors import UnknownVersion
 from workflows.models import Action, Trigger, Workflow
 from workflows.selectors import DRAFT, definition_at, definition_diff, working_definition
 from workflows.simulation import simulate
+
+
+def validation_response(issues: list[Issue]) -> Response:
+    """400 with every error (and the warnings) when there are errors; otherwise
+    ``{"valid": true}`` and the warnings, if any (warnings never block)."""
+    if error_issues(issues):
+        raise ValidationFailed.from_issues(issues)
+    body: dict[str, Any] = {"valid": True}
+    if issues:
+        body["warnings"] = [issue.as_dict() for issue in issues]
+    return Response(body)
 
 
 class WorkflowViewSet(viewsets.ModelViewSet):
@@ -116,10 +128,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     @action(detail=False, methods=["post"], url_path="validate")
     def validate(self, request: Request) -> Response:
         """Validate a workflow document without saving it."""
-        issues = validate_definition(request.data)
-        if issues:
-            raise ValidationFailed.from_issues(issues)
-        return Response({"valid": True})
+        return validation_response(validate_definition(request.data))
 
     @extend_schema(
         request=NoInputSerializer,
@@ -130,10 +139,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     def validate_existing(self, request: Request, pk: str | None = None) -> Response:
         """Validate the stored workflow's draft, or its current version when it has no draft
         (after changes in its step types or models)."""
-        issues = validate_definition(working_definition(self.get_object()))
-        if issues:
-            raise ValidationFailed.from_issues(issues)
-        return Response({"valid": True})
+        return validation_response(validate_definition(working_definition(self.get_object())))
 
     @extend_schema(request=NoInputSerializer, responses=WorkflowSerializer)
     @action(detail=True, methods=["post"])
