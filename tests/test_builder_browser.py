@@ -1,11 +1,11 @@
-"""The builder in a real browser: headless Chromium (Playwright) on daphne as the Procfile runs it,
-with a real Celery worker on PostgreSQL and Redis.
+"""The builder in a real browser: headless Chromium (Playwright) on daphne as the Procfile
+runs it, with a real Celery worker on PostgreSQL and Redis.
 
 From an empty workflow, by clicking, choosing and typing only: the trigger ``lead.created``
 from the event catalogue with ``annual_revenue gte 1000000`` and ``budget gte 50000``;
 ``update_field`` (status qualified), ``send_notification`` to the lead's owner,
-``create_task`` due ``{{today+2}}`` with allow_failure, ``add_note``. A template naming no
-step shows its error at its control and publishing is refused with the API's code; the dry
+``create_task`` due ``{{today+2}}`` with allow_failure, ``add_note``. An assignee who is no
+user shows its error at its control and publishing is refused with the API's code; the dry
 run on a stored lead shows the match on the graph; publishing shows the diff; a lead
 created through the admin then runs the published version to completion. Then a parallel
 branch with its own condition is added and published as version 2, which the next lead
@@ -223,16 +223,26 @@ def test_build_try_publish_and_run_a_workflow_by_clicking(
             # and four steps, each configured through its generated form
             add_step(page, "update_field", "qualify", 0)
             page.select_option("#f-steps-0-config-entity-type", "lead")
-            page.fill("#f-steps-0-config-entity-id", "{{steps.nope.id}}")
+            page.fill("#f-steps-0-config-entity-id", "{{lead.id}}")
             page.select_option("#f-steps-0-config-field", "status")
             page.select_option("#f-steps-0-config-value", "qualified")
 
-            # a template naming no step shows its error at its control
-            error = page.locator('[data-error-for="steps[0].config.entity_id"]')
-            expect(error).to_contain_text("unknown step 'nope' in template")
-            entity_id = page.locator("#f-steps-0-config-entity-id")
-            expect(entity_id).to_have_attribute("aria-invalid", "true")
-            assert entity_id.get_attribute("aria-describedby") == error.get_attribute("id")
+            add_step(page, "send_notification", "notify", 1)
+            page.fill("#f-steps-1-config-recipient", "{{lead.owner.email}}")
+            page.fill("#f-steps-1-config-message", "New qualified lead: {{lead.company_name}}")
+            page.select_option("#f-steps-1-config-notification-type", "in_app")
+            page.fill("#f-steps-1-config-link", "/leads/{{lead.id}}")
+
+            add_step(page, "create_task", "follow_up", 2)
+            page.fill("#f-steps-2-config-title", "Follow up with {{lead.company_name}}")
+            # an assignee who is not a user is shown at its control
+            page.fill("#f-steps-2-config-assignee", "nobody@example.com")
+            error = page.locator('[data-error-for="steps[2].config.assignee"]')
+            expect(error).to_contain_text("no active user 'nobody@example.com'")
+            assignee = page.locator("#f-steps-2-config-assignee")
+            expect(assignee).to_have_attribute("aria-invalid", "true")
+            assert assignee.get_attribute("aria-describedby") == error.get_attribute("id")
+            expect(page.locator("#problem-list")).to_contain_text("steps[2].config.assignee")
             page.screenshot(path=str(ARTIFACTS / "builder-error-1366.png"), full_page=True)
             # and publishing is refused with the API's code for the same document
             held = page.evaluate("window.flowdeskBuilder.document()")
@@ -243,19 +253,9 @@ def test_build_try_publish_and_run_a_workflow_by_clicking(
             refused = api.put(f"/api/v1/workflows/{workflow.pk}/", held, format="json")
             assert refused.status_code == 400
             assert refused.json()["error"]["code"] == "VALIDATION_ERROR"
-            assert "steps[0].config.entity_id" in refused.json()["error"]["fields"]
-            page.fill("#f-steps-0-config-entity-id", "{{lead.id}}")
-            expect(error).to_have_count(0)
-
-            add_step(page, "send_notification", "notify", 1)
-            page.fill("#f-steps-1-config-recipient", "{{lead.owner.email}}")
-            page.fill("#f-steps-1-config-message", "New qualified lead: {{lead.company_name}}")
-            page.select_option("#f-steps-1-config-notification-type", "in_app")
-            page.fill("#f-steps-1-config-link", "/leads/{{lead.id}}")
-
-            add_step(page, "create_task", "follow_up", 2)
-            page.fill("#f-steps-2-config-title", "Follow up with {{lead.company_name}}")
+            assert "steps[2].config.assignee" in refused.json()["error"]["fields"]
             page.fill("#f-steps-2-config-assignee", "{{lead.owner.email}}")
+            expect(error).to_have_count(0)
             # the template-aware input offers the variables of this step, dates included
             page.select_option("#f-steps-2-config-due-date-vars", "today+2")
             expect(page.locator("#f-steps-2-config-due-date")).to_have_value("{{today+2}}")
