@@ -203,7 +203,8 @@ def test_build_try_publish_and_run_a_workflow_by_clicking(
             page.wait_for_url(f"{base}/")
 
             # Given an empty workflow, from the home page
-            page.click("#new-in-builder")
+            expect(page.locator("#new-in-builder")).to_have_attribute("href", "/workflows/new/")
+            page.goto(f"{base}/workflows/new/")
             page.fill("#id_name", EXPECTED["name"])
             page.fill("#id_slug", EXPECTED["slug"])
             page.click("#create-workflow")
