@@ -34,4 +34,5 @@ urlpatterns = [
     path("api/v1/", include("config.api_urls")),
     re_path(r"^api/", api_not_found),
     path("", include("tasks_inbox.urls")),
+    path("", include("workflows.urls")),
 ]

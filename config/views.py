@@ -97,6 +97,7 @@ def dashboard(user: AbstractBaseUser) -> dict[str, Any]:
                 "active_runs": monitoring.active_runs(limit=DASHBOARD_ROWS),
                 "recent_failures": list(failures[:DASHBOARD_ROWS]),
                 "workflow_count": Workflow.objects.count(),
+                "recent_workflows": list(Workflow.objects.order_by("-updated_at")[:DASHBOARD_ROWS]),
             }
         )
     return context

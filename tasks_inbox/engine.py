@@ -148,6 +148,20 @@ def declare_task_events() -> None:
             },
         }
         declare_event(event_type, schema=schema, kind=kind, description=description)
+    # The demo's guided portfolio process and case management start from domain events.
+    declare_event(
+        "portfolio.requested",
+        schema={
+            "type": "object",
+            "properties": {"client": {"type": "string"}, "advisor": {"type": "string"}},
+        },
+        description="A client asked for a portfolio (raised by the host code).",
+    )
+    declare_event(
+        "case.opened",
+        schema={"type": "object", "properties": {"subject": {"type": "string"}}},
+        description="A case was opened (raised by the host code).",
+    )
 
 
 def export_visibility(user: Any) -> Q:

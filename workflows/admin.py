@@ -194,7 +194,8 @@ class WorkflowAdmin(admin.ModelAdmin):
     @admin.display(description="")
     def tools(self, obj: Workflow) -> str:
         return format_html(
-            '<a href="{}">simulate</a> · <a href="{}">raw JSON</a>',
+            '<a href="{}">builder</a> · <a href="{}">simulate</a> · <a href="{}">raw JSON</a>',
+            reverse("workflow-builder", args=[obj.pk]),
             reverse("admin:workflows_workflow_simulate", args=[obj.pk]),
             reverse("admin:workflows_workflow_raw", args=[obj.pk]),
         )

@@ -134,6 +134,9 @@ class StepType:
     # The handler has no effect beyond its result (it reads, computes, passes or fails):
     # a dry run calls it for real instead of only describing it.
     pure: bool = False
+    # Whether a run parks on this step: "never", "always" (a delay), or "optional" when the
+    # config's ``wait`` flag decides (a task the run waits on).
+    waits: str = "never"
 
     def simulate(self, ctx: StepContext) -> dict[str, Any]:
         """What the step would do, without doing it."""
@@ -141,6 +144,8 @@ class StepType:
             return self.dry_run(ctx)
         return {"would": f"run {self.name}", "config": ctx.config}
 
+
+WAITS = ("never", "always", "optional")
 
 _registry: dict[str, StepType] = {}
 
@@ -156,9 +161,13 @@ def step_type(
     check: ConfigCheck | None = None,
     secret_fields: tuple[str, ...] | list[str] = (),
     pure: bool = False,
+    waits: str = "never",
 ) -> Callable[[Handler], Handler]:
     """Register a step type; the decorated function is its handler. ``pure``: the
-    handler has no side effect, so a dry run may call it (``validate`` is)."""
+    handler has no side effect, so a dry run may call it (``validate`` is). ``waits``:
+    whether a run parks on it ("never", "always", "optional")."""
+    if waits not in WAITS:
+        raise ValueError(f"waits must be one of {', '.join(WAITS)}, not {waits!r}")
 
     def decorator(handler: Handler) -> Handler:
         _registry[name] = StepType(
@@ -173,6 +182,7 @@ def step_type(
             check=check,
             secret_fields=tuple(secret_fields),
             pure=pure,
+            waits=waits,
         )
         return handler
 

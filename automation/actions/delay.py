@@ -92,7 +92,7 @@ def check_config(config: dict[str, Any], path: str) -> list[Issue]:
     return []
 
 
-@step_type("delay", schema=SCHEMA, label="Wait", check=check_config)
+@step_type("delay", schema=SCHEMA, label="Wait", check=check_config, waits="always")
 def delay(ctx: StepContext) -> StepResult:
     """Park the run until the due time; a time already past continues at once."""
     wake = due_time(ctx.config)

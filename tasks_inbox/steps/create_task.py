@@ -214,7 +214,9 @@ def _existing(ctx: StepContext) -> Task | None:
     return task
 
 
-@step_type("create_task", schema=SCHEMA, label="Create a task", check=check_config)
+@step_type(
+    "create_task", schema=SCHEMA, label="Create a task", check=check_config, waits="optional"
+)
 def create_task(ctx: StepContext) -> StepResult:
     """Create a task in the inbox; with ``wait`` the run parks until the task ends."""
     config = ctx.config

@@ -2,6 +2,7 @@
 
 from rest_framework.routers import BaseRouter
 
+from workflows.api.step_types import StepTypeViewSet
 from workflows.api.views import ActionViewSet, TriggerViewSet, WorkflowViewSet
 
 
@@ -9,3 +10,4 @@ def register(router: BaseRouter) -> None:
     router.register("workflows", WorkflowViewSet, basename="workflow")
     router.register("triggers", TriggerViewSet, basename="trigger")
     router.register("actions", ActionViewSet, basename="action")
+    router.register("step-types", StepTypeViewSet, basename="step-type")
