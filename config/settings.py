@@ -429,6 +429,9 @@ FLOWDESK = {
     "WEBHOOK_ALLOW_HOSTS": env_list("FLOWDESK_WEBHOOK_ALLOW_HOSTS"),
     # Extra modules that register step types (host code's own ``@step_type``s).
     "ACTION_MODULES": env_list("FLOWDESK_ACTION_MODULES"),
+    # Domain events declared without code (free-form payloads), for clients that post
+    # them to /api/v1/events/; host code declares its own with automation.catalogue.
+    "EVENT_TYPES": env_list("FLOWDESK_EVENT_TYPES"),
     # Short waits also get a broker message so they resume on time; all waits are swept.
     "WAKE_MESSAGE_MAX_SECONDS": float(os.environ.get("FLOWDESK_WAKE_MESSAGE_MAX_SECONDS", "600")),
 }

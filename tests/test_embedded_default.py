@@ -37,6 +37,8 @@ ENGINE_ENV = {
     "FLOWDESK_SWEEP_WAKE_SECONDS": SWEEP_SECONDS,
     "FLOWDESK_SWEEP_SLA_SECONDS": SWEEP_SECONDS,
     "FLOWDESK_WAKE_MESSAGE_MAX_SECONDS": "0",
+    # The test's own domain events, declared without code as a client would.
+    "FLOWDESK_EVENT_TYPES": "embedded.delay",
 }
 BOUND = 60.0  # seconds any one wait of this test may take at most
 DEMO_LOGIN = ("demo", "demo-pass-2026")

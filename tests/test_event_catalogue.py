@@ -248,3 +248,24 @@ def test_the_endpoint_is_in_the_openapi_schema(api: APIClient) -> None:
         "nullable",
         "label",
     }
+
+
+def test_event_types_named_in_settings_are_declared_and_can_start_workflows(
+    api: APIClient, settings: Any
+) -> None:
+    from automation.apps import _declare_configured_events
+
+    settings.FLOWDESK = {**settings.FLOWDESK, "EVENT_TYPES": ["ops.pinged"]}
+    document = {"slug": "pinged", "name": "Pinged", "triggers": [{"event_type": "ops.pinged"}]}
+    refused = api.post("/api/v1/workflows/validate/", document, format="json")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["issues"][0]["path"] == "triggers[0].event_type"
+    _declare_configured_events()
+    try:
+        listed = api.get("/api/v1/event-types/", {"q": "ops.pinged"}).json()["results"]
+        assert [entry["type"] for entry in listed] == ["ops.pinged"]
+        assert listed[0]["kind"] == "domain"
+        valid = api.post("/api/v1/workflows/validate/", document, format="json")
+        assert valid.status_code == 200, valid.json()
+    finally:
+        undeclare_event("ops.pinged")
