@@ -87,9 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--steady-rates",
-        default="50,100,150,200,250,300,350,400,500,600,700,800",
-        help="the steady-traffic phase's rates (events/s, one event per transaction), "
-        "tried in order until one is not sustained",
+        default="50,0.1x,100,0.2x,0.3x,0.4x,0.5x,0.6x,0.7x,0.8x,1x",
+        help="the steady-traffic phase's rates (events/s, one event per transaction; '0.3x': "
+        "that share of C0 in this run), tried in increasing order until one is not sustained",
     )
     parser.add_argument(
         "--steady-seconds",
@@ -120,9 +120,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     check_owned_services(parser, args)
     try:
-        args.steady_rates = [float(rate) for rate in args.steady_rates.split(",") if rate]
+        args.steady_rates = [
+            (float(rate[:-1]), True) if rate.endswith("x") else (float(rate), False)
+            for rate in args.steady_rates.split(",")
+            if rate
+        ]
     except ValueError:
-        parser.error("--steady-rates: a comma-separated list of numbers")
+        parser.error(
+            "--steady-rates: a comma-separated list of numbers (events/s) or shares of C0 (0.3x)"
+        )
     if (
         args.n < 10
         or args.concurrency < 1
@@ -631,14 +637,15 @@ def run_batches(first_event_id: int) -> dict[str, float]:
 
 
 def phase_steady(
-    args: argparse.Namespace, worker: Worker, lead_id: int, seq_start: int
+    args: argparse.Namespace, worker: Worker, lead_id: int, seq_start: int, c0_rate: float
 ) -> dict[str, Any]:
-    """The steady-traffic phase: each rate of ``--steady-rates`` in turn, until one is not
-    sustained (p99 event-to-step-done >= 1 s, a growing backlog, or an emitter that cannot
-    keep the rate)."""
+    """The steady-traffic phase: each rate of ``--steady-rates`` (shares of C0 made events/s)
+    in increasing order, until one is not sustained (p99 event-to-step-done >= 1 s, a
+    growing backlog, or an emitter that cannot keep the rate)."""
     steps = []
     seq = seq_start
-    for rate in args.steady_rates:
+    rates = sorted({round(v * c0_rate if share else v, 1) for v, share in args.steady_rates})
+    for rate in rates:
         step = steady_step(args, worker, lead_id, rate, seq)
         seq += step["events"]
         steps.append(step)
@@ -816,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
     c0 = phase_c0(args, env, r, log_dir)
     r1, worker = phase_r1(args, env, r, lead_id, log_dir)
     try:
-        steady = phase_steady(args, worker, lead_id, seq_start=args.n)
+        steady = phase_steady(args, worker, lead_id, args.n, c0["tasks_per_second"])
     finally:
         worker.stop()
 
@@ -829,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings_module": args.settings,
             "c0_repeat": args.c0_repeat,
             "c0_n": args.c0_n,
-            "steady_rates": args.steady_rates,
+            "steady_rates": [f"{v}x" if share else v for v, share in args.steady_rates],
             "steady_seconds": args.steady_seconds,
             "quiet_wait": args.quiet_wait,
             "worker_command": " ".join(Worker("x", args.concurrency, env, log_dir).command[1:]),
