@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,15 +202,15 @@ class TriggerIndex:
         ]
 
     def _install(self, rows: list[tuple[Any, ...]], workflow_ids: set[int] | None) -> None:
-        """Replace the candidates of ``workflow_ids`` (None: all) by those of ``rows``."""
-        by_workflow = {} if workflow_ids is None else dict(self._by_workflow)
-        known = {} if workflow_ids is None else dict(self._known_versions)
-        for workflow_id in workflow_ids or ():
-            by_workflow.pop(workflow_id, None)
-            known.pop(workflow_id, None)
+        """Replace the candidates of ``workflow_ids`` (None: all) by those of ``rows``.
+
+        A partial reload touches only the lists those workflows' triggers are in (new lists
+        and dicts, so a thread matching meanwhile sees the old index or the new one)."""
+        loaded: dict[int, list[Candidate]] = {}
+        versions: dict[int, set[int]] = {}
         for workflow_id, version_id, definition, live_after, retired_after in rows:
-            known.setdefault(workflow_id, set()).add(version_id)
-            by_workflow.setdefault(workflow_id, []).extend(
+            versions.setdefault(workflow_id, set()).add(version_id)
+            loaded.setdefault(workflow_id, []).extend(
                 candidates_from_definition(
                     workflow_id,
                     version_id,
@@ -220,22 +219,64 @@ class TriggerIndex:
                     retired_after_event=retired_after,
                 )
             )
-        exact: dict[str, list[Candidate]] = defaultdict(list)
-        prefixes: dict[str, list[Candidate]] = defaultdict(list)
-        patterns: list[Candidate] = []
-        for candidates in by_workflow.values():
+        if workflow_ids is None:
+            by_workflow, known, known_flat = loaded, versions, set()
+            exact: dict[str, list[Candidate]] = {}
+            prefixes: dict[str, list[Candidate]] = {}
+            patterns: list[Candidate] = []
+            removed: list[Candidate] = []
+        else:
+            by_workflow, known = dict(self._by_workflow), dict(self._known_versions)
+            exact, prefixes = dict(self._exact), dict(self._prefixes)
+            patterns, known_flat = list(self._patterns), set(self._known_flat)
+            removed = []
+            for workflow_id in workflow_ids:
+                removed.extend(by_workflow.pop(workflow_id, ()))
+                known_flat -= known.pop(workflow_id, set())
+            by_workflow.update(loaded)
+            known.update(versions)
+        gone = set(workflow_ids or ())
+        fresh: set[tuple[int, str]] = set()  # lists made by this install: changed in place
+        for candidate in removed:
+            bucket, key = self._bucket(candidate, exact, prefixes)
+            if bucket is not None and key in bucket and (id(bucket), key) not in fresh:
+                bucket[key] = [c for c in bucket[key] if c.workflow_id not in gone]
+                fresh.add((id(bucket), key))
+        if gone:
+            patterns = [c for c in patterns if c.workflow_id not in gone]
+        for candidates in loaded.values():
             for candidate in candidates:
-                pattern = candidate.event_type
-                if not pattern.endswith("*"):
-                    exact[pattern].append(candidate)
-                elif pattern.endswith(".*"):
-                    prefixes[pattern[:-1]].append(candidate)
-                else:
+                bucket, key = self._bucket(candidate, exact, prefixes)
+                if bucket is None:
                     patterns.append(candidate)
-        self._exact, self._prefixes, self._patterns = dict(exact), dict(prefixes), patterns
-        self._by_workflow, self._known_versions = by_workflow, known
-        self._known_flat = set().union(*known.values()) if known else set()
+                    continue
+                if (id(bucket), key) not in fresh:
+                    bucket[key] = list(bucket.get(key, ()))
+                    fresh.add((id(bucket), key))
+                bucket[key].append(candidate)
+        for bucket in (exact, prefixes):
+            for key in [k for b, k in fresh if b == id(bucket) and not bucket.get(k, [None])]:
+                del bucket[key]
+        for ids in versions.values():
+            known_flat |= ids
+        self._exact, self._prefixes, self._patterns = exact, prefixes, patterns
+        self._by_workflow, self._known_versions, self._known_flat = by_workflow, known, known_flat
         self._by_type = {}
+
+    @staticmethod
+    def _bucket(
+        candidate: Candidate,
+        exact: dict[str, list[Candidate]],
+        prefixes: dict[str, list[Candidate]],
+    ) -> tuple[dict[str, list[Candidate]] | None, str]:
+        """Where a candidate is indexed: (exact, its type), (prefixes, ``deal.``), or
+        (None, "") for ``*`` and other patterns."""
+        pattern = candidate.event_type
+        if not pattern.endswith("*"):
+            return exact, pattern
+        if pattern.endswith(".*"):
+            return prefixes, pattern[:-1]
+        return None, ""
 
     def _load(self, workflow_ids: set[int] | None = None) -> None:
         self._install(self._rows(workflow_ids), workflow_ids)

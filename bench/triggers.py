@@ -60,7 +60,7 @@ def definition(i: int, per: int, prefix: str = "t") -> dict[str, Any]:
     triggers = []
     for j in range(per):
         trigger: dict[str, Any] = {"event_type": f"{prefix}{i}.e{j}"}
-        if (i * per + j) % 10 == 0:
+        if prefix == "p" or (i * per + j) % 10 == 0:
             trigger = {"event_type": f"{prefix}{i}.*"}
         if (i * per + j) % 5 == 1:
             trigger["conditions"] = {"and": [{"field": "amount", "operator": "gt", "value": j}]}
