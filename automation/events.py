@@ -92,41 +92,6 @@ def event_emit(
     pass a ready ``context`` instead. With an ``idempotency_key`` that was already used,
     the existing event is returned and nothing new is dispatched.
     """
-    event = event_build(
-        event_type,
-        payload,
-        actor=actor,
-        source=source,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        idempotency_key=idempotency_key,
-        context=context,
-    )
-    if idempotency_key:
-        try:
-            with transaction.atomic():
-                event.save(force_insert=True)
-        except IntegrityError:
-            return Event.objects.get(idempotency_key=idempotency_key)
-    else:
-        event.save(force_insert=True)
-    if dispatch:
-        ring_after_commit()
-    return event
-
-
-def event_build(
-    event_type: str,
-    payload: dict[str, Any] | None = None,
-    *,
-    actor: AbstractBaseUser | None = None,
-    source: str = EventSource.EMIT,
-    entity_type: str = "",
-    entity_id: str | int = "",
-    idempotency_key: str | None = None,
-    context: dict[str, Any] | None = None,
-) -> Event:
-    """The ``Event`` row ``event_emit`` writes (not saved): see ``event_emit``."""
     payload = json_value(payload or {})
     causation = current_causation()
     depth = causation.depth + 1 if causation else 0
@@ -147,17 +112,17 @@ def event_build(
     data = dict(context) if context is not None else {**payload, "payload": payload}
     data["actor"] = actor_context(actor)
     event.payload = data
+    if idempotency_key:
+        try:
+            with transaction.atomic():
+                event.save(force_insert=True)
+        except IntegrityError:
+            return Event.objects.get(idempotency_key=idempotency_key)
+    else:
+        event.save(force_insert=True)
+    if dispatch:
+        ring_after_commit()
     return event
-
-
-def events_emit(events: list[Event]) -> list[Event]:
-    """Store events built with ``event_build`` (no idempotency keys) in one INSERT, and
-    dispatch them once the transaction commits (one doorbell ring)."""
-    if not events:
-        return []
-    created = Event.objects.bulk_create(events)
-    ring_after_commit()
-    return created
 
 
 def event_context(event: Event) -> dict[str, Any]:

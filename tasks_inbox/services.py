@@ -581,14 +581,6 @@ def task_escalate(
     return task
 
 
-def sla_notice(task: Task, kind: str, sla: dict[str, Any]) -> str:
-    """The notification text of an SLA warning or breach."""
-    due = sla.get("due_at") or ""
-    if kind == "warning":
-        return f"SLA warning: {task.title} is due {due}"
-    return f"SLA breached: {task.title} was due {due}"
-
-
 def task_sla_fire(
     *, task: Task, kind: str, level: int, actions: list[dict[str, Any]], sla: dict[str, Any]
 ) -> Task:
@@ -606,7 +598,12 @@ def task_sla_fire(
     if kind in ("warning", "breach"):
         event_type = "task.sla_warning" if kind == "warning" else "task.sla_breached"
         _emit(task, event_type, None, {"sla": sla})
-        text = sla_notice(task, kind, sla)
+        due = sla.get("due_at") or ""
+        text = (
+            f"SLA warning: {task.title} is due {due}"
+            if kind == "warning"
+            else f"SLA breached: {task.title} was due {due}"
+        )
         for user in _assignee_or_managers(task):
             _notify(user, text, task)
         return task

@@ -12,17 +12,14 @@ One sweep (``sla_sweep``, run by the ``flowdesk.sweep.sla`` beat task every minu
    of open tasks: ordering by primary key instead lets the planner walk the primary key and
    filter, through every open task, once many are due. ``SKIP LOCKED`` never waits, so the
    claim cannot deadlock whatever its lock order; a task is then locked alone.
-2. **Check** the claimed tasks together (``sla_batch_check``), in one transaction of
-   set-based statements: lock and read the rows, and fire every threshold that is due, in
-   order. The thresholds are first recorded in ``SLAEventRecord`` with one ``INSERT ... ON
-   CONFLICT DO NOTHING RETURNING``: only the inserts that win emit their events
-   (``task.sla_warning``, ``task.sla_breached``; one INSERT for the batch) and send their
-   notifications (one INSERT), so a threshold fires once per task whatever the number of
-   sweeps. Then ``sla_next_check_at`` is set to the next pending threshold (one UPDATE). A
-   task with an escalation level due is checked on its own (``sla_task_check``, the same
-   steps a task at a time), in the same transaction, as its actions move the task. If the
-   batch fails, each task is checked in its own transaction: a task whose check fails is
-   logged and skipped (its lease expires and a later sweep tries again); the others go on.
+2. **Check** each claimed task in its own transaction (``sla_task_check``): lock the row,
+   read the clock, and fire every threshold that is due, in order. Each threshold is first
+   recorded in ``SLAEventRecord`` with ``INSERT ... ON CONFLICT DO NOTHING RETURNING``:
+   only the insert that wins emits the event (``task.sla_warning``, ``task.sla_breached``,
+   ``task.escalated``) and sends the notifications, so a threshold fires once per task
+   whatever the number of sweeps. Then ``sla_next_check_at`` is set to the next pending
+   threshold. A task whose check fails is logged and skipped (its lease expires and a later
+   sweep tries again); the others go on.
 3. A full batch means more may be due: the Celery task enqueues itself again.
 """
 
@@ -98,21 +95,11 @@ def sla_claim(*, limit: int, now: datetime | None = None) -> list[int]:
 
 
 def sla_sweep(*, batch_size: int | None = None) -> SweepResult:
-    """Claim one batch of due tasks and check them together (``sla_batch_check``); if
-    that fails, each in its own transaction, so one broken task costs only itself."""
+    """Claim one batch of due tasks and check each in its own transaction."""
     result = SweepResult(batch_size=batch_size or batch_size_setting())
     ids = sla_claim(limit=result.batch_size)
     result.claimed = len(ids)
     managers: dict[int, list[dict[str, Any]]] = {}  # per queue, for this batch
-    if not ids:
-        return result
-    try:
-        result.fired += sla_batch_check(task_ids=ids, managers=managers)
-        return result
-    except Exception:
-        logger.warning(
-            "SLA check of %s tasks together failed; one by one now", len(ids), exc_info=True
-        )
     for task_id in ids:
         try:
             result.fired += sla_task_check(task_id=task_id, managers=managers)
@@ -120,168 +107,6 @@ def sla_sweep(*, batch_size: int | None = None) -> SweepResult:
             result.failed += 1
             logger.exception("SLA check of task %s failed; skipped until its lease ends", task_id)
     return result
-
-
-# --- a batch of tasks -------------------------------------------------------------------
-
-SCHEDULE_FIELDS = [
-    "sla_warning_at",
-    "sla_due_at",
-    "sla_next_check_at",
-    "sla_warned_at",
-    "sla_breached_at",
-    "sla_escalation_level",
-]
-
-
-def sla_batch_check(
-    *,
-    task_ids: list[int],
-    now: datetime | None = None,
-    managers: dict[int, list[dict[str, Any]]] | None = None,
-) -> int:
-    """Fire what is due on these tasks in one transaction, with set-based statements:
-    the rows locked and read in one query, the thresholds' records inserted in one
-    ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (only the inserts that win fire, as in
-    ``sla_task_check``), their events in one INSERT, their notifications in one, the next
-    checks in one UPDATE. A task with an escalation level due goes through
-    ``sla_task_check`` (its actions move the task), in the same transaction. Returns how
-    many thresholds fired."""
-    from automation.events import event_build, events_emit
-    from automation.models import EventSource
-    from tasks_inbox.live import notification_created, task_changed
-    from tasks_inbox.models import Notification
-    from tasks_inbox.selectors import task_context
-    from tasks_inbox.services import sla_notice
-
-    managers = {} if managers is None else managers
-    with transaction.atomic():
-        tasks = list(
-            Task.objects.select_for_update(of=("self",))
-            .select_related(
-                "lifecycle", "assignee", "queue", "sla_config", "created_by", "completed_by"
-            )
-            .filter(pk__in=task_ids)
-            .order_by("pk")
-        )
-        now = now or timezone.now()
-        specs: dict[int, SLASpec] = {}
-        planned: list[tuple[Task, SLASpec | None]] = []
-        one_by_one: list[int] = []
-        due: list[tuple[Task, SLASpec | None, Threshold, datetime, dict[str, Any]]] = []
-        for task in tasks:
-            spec = None
-            if task.sla_config_id:
-                if task.sla_config_id not in specs:
-                    specs[task.sla_config_id] = sla_spec(task.sla_config)
-                spec = specs[task.sla_config_id]
-            reached = []
-            if task.is_open and (spec is None or spec.is_active):
-                for threshold, due_at in pending_thresholds(task, spec):
-                    if due_at is None or due_at > now:
-                        break
-                    reached.append((threshold, due_at))
-            if any(t.kind == SLAEventKind.ESCALATION for t, _ in reached):
-                one_by_one.append(task.pk)
-                continue
-            planned.append((task, spec))
-            for threshold, due_at in reached:
-                context = sla_context(
-                    task, spec, threshold, due_at, now, queue_managers(task.queue_id, managers)
-                )
-                due.append((task, spec, threshold, due_at, context))
-        won = _record_many(due, now)
-        events = []
-        notices: list[Notification] = []
-        recipients: dict[int, list[Any]] = {}
-        for task, _spec, threshold, _due_at, context in due:
-            _mark(task, threshold, now)
-            if (task.pk, threshold.kind, threshold.level) not in won:
-                continue
-            event_type = _event_type(threshold.kind)
-            events.append(
-                event_build(
-                    event_type,
-                    context={**task_context(task), **json_value({"sla": context})},
-                    source=EventSource.TASK,
-                    entity_type="task",
-                    entity_id=task.pk,
-                )
-            )
-            text = sla_notice(task, threshold.kind, context)[:1000]
-            for user in _assignee_or_managers(task, recipients):
-                notices.append(
-                    Notification(recipient=user, message=text, link=task.get_absolute_url())
-                )
-        events_emit(events)
-        Notification.objects.bulk_create(notices)
-        for task, _spec, threshold, _due_at, _context in due:
-            if (task.pk, threshold.kind, threshold.level) in won:
-                task_changed(task, _event_type(threshold.kind))
-        for notification in notices:
-            notification_created(notification)
-        for task, spec in planned:
-            clock_schedule(task, spec)
-        if planned:
-            Task.objects.bulk_update([task for task, _ in planned], SCHEDULE_FIELDS)
-        fired = len(won)
-        for task_id in one_by_one:
-            fired += sla_task_check(task_id=task_id, now=now, managers=managers)
-        return fired
-
-
-def _event_type(kind: str) -> str:
-    return "task.sla_warning" if kind == SLAEventKind.WARNING else "task.sla_breached"
-
-
-def _assignee_or_managers(task: Task, cache: dict[int, list[Any]]) -> list[Any]:
-    """Who hears of a warning or breach: the assignee, or else the queue's managers."""
-    if task.assignee_id:
-        return [task.assignee]
-    if not task.queue_id:
-        return []
-    if task.queue_id not in cache:
-        cache[task.queue_id] = list(
-            get_user_model().objects.filter(managed_queues__group=task.queue_id).order_by("pk")
-        )
-    return cache[task.queue_id]
-
-
-def _record_many(
-    due: list[tuple[Task, SLASpec | None, Threshold, datetime, dict[str, Any]]], now: datetime
-) -> set[tuple[int, str, int]]:
-    """Insert the thresholds' records that do not exist yet, in one statement; returns the
-    (task id, kind, level) of those this insert won."""
-    if not due:
-        return set()
-    meta = SLAEventRecord._meta
-    quote = connection.ops.quote_name
-    columns = ["task_id", "kind", "level", "config_id", "due_at", "fired_at", "details"]
-    details_field = meta.get_field("details")
-    due_field, fired_field = meta.get_field("due_at"), meta.get_field("fired_at")
-    fired_at = fired_field.get_db_prep_save(now, connection)
-    params: list[Any] = []
-    for task, _spec, threshold, due_at, context in due:
-        params += [
-            task.pk,
-            threshold.kind,
-            threshold.level,
-            task.sla_config_id,
-            due_field.get_db_prep_save(due_at, connection),
-            fired_at,
-            details_field.get_db_prep_save(context, connection),
-        ]
-    row = f"({', '.join(['%s'] * len(columns))})"
-    # Identifiers come from the model's meta, values go as parameters.
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(map(quote, columns))}) "  # noqa: S608
-        f"VALUES {', '.join([row] * len(due))} "
-        f"ON CONFLICT ({quote('task_id')}, {quote('kind')}, {quote('level')}) DO NOTHING "
-        f"RETURNING {quote('task_id')}, {quote('kind')}, {quote('level')}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {(int(task_id), kind, int(level)) for task_id, kind, level in cursor.fetchall()}
 
 
 # --- one task ---------------------------------------------------------------------------
