@@ -26,7 +26,10 @@ tells the page to also re-fetch its regions every ``EMBEDDED_POLL_SECONDS``
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,11 +128,35 @@ def publish_now(
         if layer is None or not groups:
             return 0
         message = {"type": MESSAGE_TYPE, "message": {"topic": topic, **payload}}
-        async_to_sync(_send)(layer, groups, message)
+        if isinstance(layer, InMemoryChannelLayer):
+            async_to_sync(_send)(layer, groups, message)  # the caller's loop, if any
+        else:
+            future = asyncio.run_coroutine_threadsafe(_send(layer, groups, message), _loop())
+            future.result(SEND_TIMEOUT_SECONDS)
         return len(groups)
     except Exception:
         logger.exception("live update %s could not be published", topic)
         return 0
+
+
+# Publishing to a shared (Redis) layer goes through one event loop per process, on a thread
+# of its own, so the layer's connections are kept from one message to the next (a new loop
+# per message, as ``async_to_sync`` makes outside an async context, means a new thread and
+# a new connection each time).
+SEND_TIMEOUT_SECONDS = 5.0
+_loop_lock = threading.Lock()
+_loop_owner: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    """This process's publishing loop (started on first use, and again after a fork)."""
+    global _loop_owner
+    with _loop_lock:
+        if _loop_owner is None or _loop_owner[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="flowdesk-live", daemon=True).start()
+            _loop_owner = (os.getpid(), loop)
+        return _loop_owner[1]
 
 
 async def _send(layer: Any, groups: list[str], message: dict[str, Any]) -> None:

@@ -269,7 +269,7 @@ def _publish_document(
     workflow.is_active = definition["is_active"]
     workflow.published_version = version
     workflow.save()
-    definitions_changed()
+    definitions_changed(workflow.pk)
     return version
 
 
@@ -340,11 +340,12 @@ def version_restore(*, version: WorkflowVersion, user: AbstractBaseUser | None =
 
 @transaction.atomic
 def workflow_delete(*, workflow: Workflow) -> None:
+    workflow_id = workflow.pk
     try:
         workflow.delete()
     except ProtectedError:
         raise WorkflowInUse() from None
-    definitions_changed()
+    definitions_changed(workflow_id)
 
 
 def _edit_part(

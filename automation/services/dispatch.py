@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -22,7 +22,7 @@ from automation.events import event_context, outbox_doorbell_reset, outbox_ring
 from automation.matcher import trigger_index
 from automation.models import Event, Run, RunStatus
 from automation.services.advance import AfterCommit, HandOff, advance_locked, run_advance
-from automation.services.common import engine_setting, enqueue_advance_now, versions_existing
+from automation.services.common import engine_setting, enqueue_advance_now
 from automation.services.creation import RunSpec, runs_create
 from automation.services.retry import backoff_delay
 
@@ -79,24 +79,53 @@ def outbox_drain(*, batch_size: int | None = None, max_batches: int = 20) -> int
     return total
 
 
+def _claim(size: int, now: Any) -> tuple[list[Event], bool]:
+    """Lock up to ``size`` due events (oldest first, ``SKIP LOCKED``); (events, marked).
+
+    On PostgreSQL one statement claims them and marks them dispatched (``UPDATE ...
+    RETURNING``; the events keep ``dispatch_attempts`` as it was before, for the matching),
+    so ``marked`` is true; elsewhere they are read with ``SELECT ... FOR UPDATE``."""
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Event._meta.db_table)
+        events = list(
+            Event.objects.raw(
+                f"UPDATE {table} SET dispatched_at = %s, "  # noqa: S608  (no user input)
+                "dispatch_attempts = dispatch_attempts + 1, dispatch_after = NULL, "
+                f"dispatch_error = '' WHERE id IN (SELECT id FROM {table} "
+                "WHERE dispatched_at IS NULL AND (dispatch_after IS NULL OR "
+                "dispatch_after <= %s) ORDER BY occurred_at, id LIMIT %s "
+                "FOR UPDATE SKIP LOCKED) RETURNING id, type, payload, source, "
+                "causation_depth, caused_by_run_id, occurred_at, "
+                "dispatch_attempts - 1 AS dispatch_attempts",
+                [now, now, size],
+            )
+        )
+        events.sort(key=lambda event: (event.occurred_at, event.pk))
+        return events, True
+    events = list(
+        Event.objects.select_for_update(skip_locked=True)
+        .filter(dispatched_at__isnull=True)
+        .filter(Q(dispatch_after__isnull=True) | Q(dispatch_after__lte=now))
+        .order_by("occurred_at", "pk")[:size]
+    )
+    return events, False
+
+
 def _dispatch_batch(size: int) -> tuple[int, int]:
     """Claim up to ``size`` due events and dispatch them; (claimed, dispatched)."""
     now = timezone.now()
     event_ids: list[int] = []
     try:
         with transaction.atomic():
-            events = list(
-                Event.objects.select_for_update(skip_locked=True)
-                .filter(dispatched_at__isnull=True)
-                .filter(Q(dispatch_after__isnull=True) | Q(dispatch_after__lte=now))
-                .order_by("occurred_at", "pk")[:size]
-            )
+            events, marked = _claim(size, now)
             event_ids = [event.pk for event in events]
             if len(events) == size:
                 outbox_ring()  # more may be waiting: another worker can take the next batch
             if not events:
                 return 0, 0
-            done = _dispatch_locked(events, advance=True, inline_external=False)
+            done = _dispatch_locked(
+                events, advance=True, inline_external=False, marked=marked, now=now
+            )
     except DatabaseError:
         if not event_ids:
             raise
@@ -136,9 +165,17 @@ def event_dispatch_put_off(event_id: int, exc: BaseException) -> None:
     )
 
 
-def _dispatch_locked(events: list[Event], *, advance: bool, inline_external: bool) -> Dispatched:
+def _dispatch_locked(
+    events: list[Event],
+    *,
+    advance: bool,
+    inline_external: bool,
+    marked: bool = False,
+    now: Any = None,
+) -> Dispatched:
     """Under the events' row locks: create the runs of every event in a few statements,
-    mark the events dispatched, then advance each new run (its atomic steps execute here).
+    mark the events dispatched (unless the claim did: ``marked``, at ``now``), then advance
+    each new run (its atomic steps execute here).
     """
     planned: list[tuple[Event, dict[str, Any], Any]] = []
     trigger_index.refresh()  # once for the batch
@@ -160,7 +197,9 @@ def _dispatch_locked(events: list[Event], *, advance: bool, inline_external: boo
         if planned and replayed
         else set()
     )
-    existing = versions_existing({candidate.version_id for _, _, candidate in planned})
+    existing = trigger_index.versions_existing(
+        {candidate.version_id for _, _, candidate in planned}
+    )
     created = runs_create(
         [
             RunSpec(
@@ -175,13 +214,14 @@ def _dispatch_locked(events: list[Event], *, advance: bool, inline_external: boo
             if (event.pk, candidate.workflow_id) not in started and candidate.version_id in existing
         ]
     )
-    now = timezone.now()
-    Event.objects.filter(pk__in=[event.pk for event in events]).update(
-        dispatched_at=now,
-        dispatch_attempts=F("dispatch_attempts") + 1,
-        dispatch_after=None,
-        dispatch_error="",
-    )
+    if not marked:
+        now = timezone.now()
+        Event.objects.filter(pk__in=[event.pk for event in events]).update(
+            dispatched_at=now,
+            dispatch_attempts=F("dispatch_attempts") + 1,
+            dispatch_after=None,
+            dispatch_error="",
+        )
     done = Dispatched(run_ids=[new.run.pk for new in created], after_commit=[])
     # A batch's runs start here until its time budget is spent; the rest go to other
     # workers, so one slow step does not hold the whole batch's commit back for long.
