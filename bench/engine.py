@@ -350,9 +350,19 @@ def phase_c0(
 
 def bench_setup() -> int:
     """A lead to note on and the one-step workflow; returns the lead's id."""
+    from automation.catalogue import declare_event
     from crm.models import Lead
     from workflows.services import workflow_save
 
+    # The benchmark's own domain event: a workflow may only listen to a declared one.
+    declare_event(
+        EVENT_TYPE,
+        schema={
+            "type": "object",
+            "properties": {"lead_id": {"type": "integer"}, "seq": {"type": "integer"}},
+        },
+        description="One benchmark event (bench.engine).",
+    )
     # bulk_create raises no model event: nothing but the benchmark's own events is queued.
     (lead,) = Lead.objects.bulk_create([Lead(company_name="Bench Co")])
     workflow_save(document=BENCH_WORKFLOW)

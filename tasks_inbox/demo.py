@@ -11,6 +11,36 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
+# The domain events the demo workflows start from, declared from the app's ready() so
+# that the workflows validate wherever the demo is seeded.
+DEMO_EVENTS: dict[str, dict[str, Any]] = {
+    "portfolio.requested": {
+        "description": "A client asked for a portfolio (the guided portfolio demo).",
+        "schema": {
+            "type": "object",
+            "properties": {
+                "client": {"type": "string", "title": "Client"},
+                "advisor": {"type": "string", "title": "Advisor (username or email)"},
+            },
+        },
+    },
+    "case.opened": {
+        "description": "A case was opened (the case-management demo).",
+        "schema": {
+            "type": "object",
+            "properties": {"subject": {"type": "string", "title": "Subject"}},
+        },
+    },
+}
+
+
+def declare_demo_events() -> None:
+    from automation.catalogue import declare_event
+
+    for event_type, spec in DEMO_EVENTS.items():
+        declare_event(event_type, schema=spec["schema"], description=spec["description"])
+
+
 WEIGHT_FIELDS = [
     {
         "name": name,

@@ -234,11 +234,13 @@ def register() -> None:
     from automation.registry import register_model
     from automation.signals import run_cancelled, run_cancelling
     from tasks_inbox import selectors, steps
+    from tasks_inbox.demo import declare_demo_events
     from tasks_inbox.models import Task
 
     register_model(Task, name="task", exportable=EXPORTABLE, visibility=export_visibility)
     disconnect_model(Task)
     declare_task_events()
+    declare_demo_events()
     steps.register()
     register_metrics("tasks", selectors.task_metrics)
     run_cancelling.connect(on_run_cancelling, dispatch_uid="tasks_inbox.run_cancelling")

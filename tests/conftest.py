@@ -117,6 +117,30 @@ def _test_step_types() -> None:
     import tests.steps  # noqa: F401
 
 
+# Domain events only the tests emit, declared as host code declares its own (free-form
+# payloads): a workflow may only listen to an event type the engine knows.
+TEST_EVENTS = (
+    "claim.filed",
+    "crm.check",
+    "nap.due",
+    "order.placed",
+    "ticket.resolved",
+    "x.dead",
+    "x.flaky",
+    "x.happened",
+    "x.slow",
+    "x.y",
+)
+
+
+@pytest.fixture(autouse=True)
+def _test_events() -> None:
+    from automation.catalogue import declare_event
+
+    for event_type in TEST_EVENTS:
+        declare_event(event_type, description="An event of the test suite.")
+
+
 @pytest.fixture
 def drain(db: Any) -> Iterator[Callable[..., int]]:
     """Drive the engine in this process, as workers would: drain the outbox (in batches,

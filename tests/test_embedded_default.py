@@ -295,7 +295,7 @@ def test_a_delay_is_woken_by_beats_sweep(stack: Stack, api: requests.Session) ->
         {
             "slug": "embedded-delay",
             "name": "Embedded delay",
-            "triggers": [{"event_type": "embedded.delay"}],
+            "triggers": [{"event_type": "deal.won"}],
             "steps": [
                 {"key": "wait", "type": "delay", "config": {"for": "2 seconds"}},
                 {"key": "after", "type": "delay", "config": {"for": 0}},
@@ -304,7 +304,7 @@ def test_a_delay_is_woken_by_beats_sweep(stack: Stack, api: requests.Session) ->
     )
     response = api.post(f"{stack.base_url}/api/v1/workflows/{created['id']}/publish/", timeout=10)
     assert response.status_code == 200, response.text
-    post(api, stack, "/api/v1/events/", {"type": "embedded.delay", "payload": {}})
+    post(api, stack, "/api/v1/events/", {"type": "deal.won", "payload": {}})
 
     def runs() -> list[dict[str, Any]]:
         return get(api, stack, "/api/v1/runs/", workflow="embedded-delay")["results"]
