@@ -98,6 +98,7 @@ class RunHealth:
     elapsed_seconds: float
     expected_seconds: float | None
     steps: list[StepTiming] = field(default_factory=list)
+    finished: bool = False
 
     @property
     def label(self) -> str:
@@ -247,6 +248,7 @@ def judge(
         elapsed_seconds=round(elapsed, 3),
         expected_seconds=total_expected,
         steps=timings,
+        finished=finished,
     )
 
 
