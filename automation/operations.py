@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from automation import monitoring
 from automation.models import RUN_OPEN_STATUSES, ActionRun, Run, RunStatus, StepStatus
+from config.templatetags.flowdesk import duration_text
 
 EXPECTED_WINDOW_DAYS = 30
 DELAY_FACTOR = 1.5
@@ -207,7 +208,9 @@ def judge(
         elif status == StepStatus.WAITING and step["waiting_on"] in late:
             reasons.append(f"step {key} waits on {step['waiting_on']}, which is overdue")
         if late_step:
-            delayed.append(f"step {key} has taken {actual:.0f} s, expected {wanted:.0f} s")
+            delayed.append(
+                f"step {key} has taken {duration_text(actual)}, expected {duration_text(wanted)}"
+            )
         timings.append(
             StepTiming(
                 key=key,
@@ -237,7 +240,10 @@ def judge(
         indicator = BLOCKED
     else:
         if not delayed and _is_late(elapsed, total_expected):
-            delayed.append(f"the run has taken {elapsed:.0f} s, expected {total_expected:.0f} s")
+            delayed.append(
+                f"the run has taken {duration_text(elapsed)}, "
+                f"expected {duration_text(total_expected)}"
+            )
         indicator = DELAYED if delayed else ON_TRACK
         reasons = delayed
     return RunHealth(
