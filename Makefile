@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WEB_PORT ?= 8000
 export WEB_PORT
 
-.PHONY: run test install lint typecheck migrate seed bench soak clean
+.PHONY: run test install lint typecheck migrate seed bench bench-sockets soak clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -58,6 +58,11 @@ bench: migrate
 # The chaos soak (bench/soak.py): its own Redis, workers killed; drops and creates flowdesk_soak.
 soak: install
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# 500 live-update sockets on daphne: fan-out latency and throughput against the bare
+# channel layer (owns the database flowdesk_bench_sockets and Redis db 12; bench/README.md).
+bench-sockets: install
+	nice -n 10 $(BIN)/python -m bench.sockets $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

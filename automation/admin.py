@@ -14,7 +14,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 
-from automation import graphs, services
+from automation import graphs, operations, services
 from automation.models import (
     ActionRun,
     EmailTemplate,
@@ -147,6 +147,7 @@ class RunAdmin(ReadOnlyAdmin):
     search_fields = ("=id", "workflow__slug", "error")
     readonly_fields = (
         "graph",
+        "timeline",
         "workflow",
         "version",
         "event",
@@ -180,6 +181,16 @@ class RunAdmin(ReadOnlyAdmin):
             obj.version.definition.get("steps") or [], graphs.run_statuses(obj), str(obj)
         )
         return mark_safe(f'<div class="graph">{svg}</div>')  # noqa: S308  (escaped in to_svg)
+
+    @admin.display(description="timeline")
+    def timeline(self, obj: Run) -> str:
+        """Progress, the on-track / delayed / blocked indicator, and each step's actual
+        time against its expected one (``automation.operations``)."""
+        health = operations.run_health(obj.pk)
+        if health is None:
+            return "-"
+        context = {"run_id": obj.pk, **operations.timeline(health)}
+        return render_to_string("automation/partials/run_timeline.html", context)
 
     def _operate(self, request: HttpRequest, queryset: Any, operation: Any, verb: str) -> None:
         done = 0

@@ -40,6 +40,10 @@ class TaskReports:
     overdue_queues: Callable[[int], list[dict[str, Any]]]
     # (hours) -> one row per SLA config over the last ``hours``.
     sla_compliance: Callable[[int], list[dict[str, Any]]]
+    # (["task:42", ...]) -> the references whose task is open and overdue or breached.
+    late_waits: Callable[[list[str]], set[str]] | None = None
+    # (hours) -> the task queue dashboard (by queue, by assignee, totals).
+    queue_dashboard: Callable[[int], dict[str, Any]] | None = None
 
 
 _task_reports: TaskReports | None = None
@@ -48,6 +52,11 @@ _task_reports: TaskReports | None = None
 def register_task_reports(reports: TaskReports) -> None:
     global _task_reports
     _task_reports = reports
+
+
+def task_reports() -> TaskReports | None:
+    """The reads of human work the owning app registered (None without one)."""
+    return _task_reports
 
 
 def _seconds(start: str, end: str) -> ExpressionWrapper:
@@ -196,6 +205,13 @@ def overdue_queues(*, limit: int = 10) -> list[dict[str, Any]]:
 def sla_compliance(*, hours: int = 24) -> list[dict[str, Any]]:
     """Per SLA config over the last ``hours``: how many tasks met their target."""
     return _task_reports.sla_compliance(hours) if _task_reports is not None else []
+
+
+def queue_dashboard(*, hours: int = 24) -> dict[str, Any] | None:
+    """Open tasks by queue and by assignee, completion times and overdue counts."""
+    if _task_reports is None or _task_reports.queue_dashboard is None:
+        return None
+    return _task_reports.queue_dashboard(hours)
 
 
 def outbox_lag_seconds() -> float:

@@ -12,7 +12,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from automation import monitoring
+from automation import monitoring, operations
 from automation.metrics import EngineCollector
 from automation.models import Export
 from config.charts import chart, chart_svg
@@ -49,11 +49,14 @@ def monitoring_page(request: HttpRequest) -> HttpResponse:
     failures.x_labels = [m["workflow"] for m in metrics]
     failures.add("failed", [round(m["failure_rate"] * 100, 2) for m in metrics])
 
+    active_runs = operations.active_runs_health(limit=50)
     context = {
         "hours": hours,
         "window_seconds": hours * 3600,
         "metrics": metrics,
-        "active_runs": monitoring.active_runs(limit=50),
+        "active_runs": active_runs,
+        "indicators": operations.indicator_counts(active_runs),
+        "queue_dashboard": monitoring.queue_dashboard(hours=hours),
         "bottlenecks": monitoring.bottlenecks(hours=hours),
         "outbox_lag": round(monitoring.outbox_lag_seconds(), 1),
         "outbox_failing": monitoring.outbox_failing(),

@@ -233,7 +233,7 @@ def register() -> None:
     from automation.receivers import disconnect_model
     from automation.registry import register_model
     from automation.signals import run_cancelled, run_cancelling
-    from tasks_inbox import selectors, steps
+    from tasks_inbox import dashboard, selectors, steps
     from tasks_inbox.demo import declare_demo_events
     from tasks_inbox.models import Task
 
@@ -249,5 +249,7 @@ def register() -> None:
         TaskReports(
             overdue_queues=lambda limit: selectors.queues_by_overdue(limit=limit),
             sla_compliance=lambda hours: selectors.sla_compliance(hours=hours),
+            late_waits=dashboard.late_waits,
+            queue_dashboard=lambda hours: dashboard.queue_dashboard(hours=hours),
         )
     )
