@@ -184,7 +184,9 @@ class TriggerIndex:
         self.loads = 0  # full loads, and workflow reloads (for the benchmark)
         self.workflow_reloads = 0
 
-    def _rows(self, workflow_ids: set[int] | None) -> list[tuple[Any, ...]]:
+    def _rows(
+        self, workflow_ids: set[int] | None, oldest_event: int | None = None
+    ) -> list[tuple[Any, ...]]:
         """(workflow id, version id, definition, live after, retired after) of the
         published versions of active workflows and the versions retired since the oldest
         event still to dispatch; of ``workflow_ids`` only, or of all."""
@@ -210,6 +212,8 @@ class TriggerIndex:
             .values_list("pk", flat=True)
             .first()
         )
+        if oldest_event is not None:  # a batch already marked dispatched by its claim
+            oldest = oldest_event if oldest is None else min(oldest, oldest_event)
         retired: Any = []
         if oldest is not None:
             retired = WorkflowVersion.objects.filter(retired_after_event__gte=oldest)
@@ -299,8 +303,8 @@ class TriggerIndex:
             return prefixes, pattern[:-1]
         return None, ""
 
-    def _load(self, workflow_ids: set[int] | None = None) -> None:
-        self._install(self._rows(workflow_ids), workflow_ids)
+    def _load(self, workflow_ids: set[int] | None = None, oldest_event: int | None = None) -> None:
+        self._install(self._rows(workflow_ids, oldest_event), workflow_ids)
         if workflow_ids is None:
             self.loads += 1
         else:
@@ -325,10 +329,12 @@ class TriggerIndex:
         self._by_type[event_type] = found
         return found
 
-    def refresh(self) -> None:
+    def refresh(self, oldest_event: int | None = None) -> None:
         """Bring the index up to the definitions generation (one cache read when nothing
         changed): the workflows logged as changed since this process's generation are
-        reloaded, or everything when the log does not reach back (or says so)."""
+        reloaded, or everything when the log does not reach back (or says so).
+        ``oldest_event``: the first event of a batch being dispatched (its claim marked it
+        dispatched already), so the versions retired since it are loaded too."""
         generation = current_generation()
         if generation == self._generation and not self._dirty:
             return
@@ -339,7 +345,7 @@ class TriggerIndex:
             if changed is not None:
                 changed |= self._dirty
             self._dirty = set()
-            self._load(changed)
+            self._load(changed, oldest_event)
             self._generation = generation
 
     def _changes_since(self, generation: tuple[Any, int]) -> set[int] | None:

@@ -122,6 +122,10 @@ def _test_step_types() -> None:
 TEST_EVENTS = (
     "claim.filed",
     "crm.check",
+    "deal.closed",
+    "deal.reopened",
+    "dry.check",
+    "dry.ghost",
     "nap.due",
     "order.placed",
     "ticket.resolved",

@@ -176,7 +176,6 @@ def test_deal_stage_changed_to_negotiation_adds_rendered_note(drain: Any) -> Non
             },
             True,
         ),
-        ({"field": "deal.owner.profile.missing", "operator": "gt", "value": 3}, False),
         (
             {"field": "changes.stage.old", "operator": "in", "value": ["proposal", "prospecting"]},
             True,
@@ -194,6 +193,19 @@ def test_or_not_and_nested_paths_decide(
     deal.save()
     drain()
     assert (notes_on(deal) == ["matched"]) is expected
+
+
+def test_a_path_missing_from_the_context_is_false(drain: Any) -> None:
+    """A path the event does not carry decides false at run time. (On a model event the
+    catalogue knows, saving refuses such a path; deal.won's payload is free-form.)"""
+    deal = Deal.objects.create(name="Free-form")
+    condition = {"field": "deal.owner.profile.missing", "operator": "gt", "value": 3}
+    note_workflow("missing", "deal.won", "matched", condition)
+    note_workflow("present", "deal.won", "present")
+    with transaction.atomic():
+        emit("deal.won", {"deal": {"id": deal.pk, "owner": {"profile": {}}}})
+    drain()
+    assert notes_on(deal) == ["present"]
 
 
 def test_pattern_triggers_and_priority_order(drain: Any) -> None:

@@ -161,7 +161,7 @@ def test_the_declarations_are_validated() -> None:
             },
         ],
     }
-    issues = dict(lifecycle_issues(document))
+    issues = {issue.path: issue.message for issue in lifecycle_issues(document)}
     assert issues["states[0].pauses_sla"] == "must be true or false"
     assert issues["transitions[6].on_claim"] == "a claim from 'open' already fires 'pick_up'"
     assert issues["transitions[7].on_complete"] == (

@@ -178,7 +178,7 @@ def _dispatch_locked(
     each new run (its atomic steps execute here).
     """
     planned: list[tuple[Event, dict[str, Any], Any]] = []
-    trigger_index.refresh()  # once for the batch
+    trigger_index.refresh(min((event.pk for event in events), default=None))  # once a batch
     for event in events:
         context = event_context(event)
         # A first dispatch meets the versions that were current when the event was written;
