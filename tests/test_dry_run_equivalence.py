@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from automation.catalogue import declare_event
 from automation.events import emit
 from automation.models import Run
 from crm.models import Lead
@@ -112,6 +113,7 @@ def test_the_dry_run_predicts_every_step_of_the_real_run(
     lead = Lead.objects.create(company_name="Property Co")
     # An event type of its own, so the workflows of earlier examples do not start too.
     event_type = f"prop.check{next(_serial)}"
+    declare_event(event_type, description="An event of the property test.")
     workflow = workflow_save(
         document={
             "slug": event_type.replace(".", "-"),

@@ -48,8 +48,8 @@ def entity_type_issues(
     """The registration ``config["entity_type"]`` names, or an ``UNKNOWN_ENTITY_TYPE`` issue
     (nothing to say when the key is absent: the schema says whether it is required)."""
     name = config.get("entity_type")
-    if not isinstance(name, str) or not name:
-        return None, []
+    if not isinstance(name, str) or not name or is_templated(name):
+        return None, []  # absent, or known only when the step runs
     found = registration_for_name(name)
     if found is not None:
         return found, []
