@@ -173,6 +173,7 @@ def test_a_run_is_blocked_when_suspended_retrying_or_failed(history: list[Run], 
 
 
 def test_a_run_waiting_on_an_overdue_task_is_blocked(db: Any, drain: Any) -> None:
+    Group.objects.create(name="Claims")
     workflow_save(
         document={
             "slug": "review",
@@ -187,7 +188,6 @@ def test_a_run_waiting_on_an_overdue_task_is_blocked(db: Any, drain: Any) -> Non
             ],
         }
     )
-    Group.objects.create(name="Claims")
     emit("deal.won", {"deal_id": Deal.objects.create(name="R").pk})
     drain()
     run = Run.objects.get(workflow__slug="review")

@@ -443,8 +443,9 @@ ELSEWHERE = [
     ids=[f"{case[0]}:{case[2].rsplit('.', 1)[-1]}" for case in ELSEWHERE],
 )
 def test_a_secret_routed_elsewhere_is_refused_at_validation(
-    api: Any, step_type: str, config: dict[str, Any], path: str
+    api: Any, make_user: Any, step_type: str, config: dict[str, Any], path: str
 ) -> None:
+    make_user("ann")  # the assignee and recipient exist: only the secret is refused
     document = {
         "slug": "route",
         "name": "route",
@@ -532,7 +533,7 @@ def test_rendering_gives_secrets_only_to_the_outward_fields() -> None:
             {},
             lookup=lambda name: "v4lue-of-k",
         )
-    assert refused.value.code == "secrets_unavailable"
+    assert refused.value.code == "SECRETS_UNAVAILABLE"
 
 
 def test_the_worker_handlers_get_the_filter_too() -> None:
