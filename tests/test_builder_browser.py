@@ -42,6 +42,7 @@ EXPECTED = {
     "name": "Auto-qualify high-value leads",
     "triggers": [
         {
+            "key": "on_lead_created",  # given by the first save, from the event type
             "event_type": "lead.created",
             "priority": 10,
             "conditions": {
