@@ -399,6 +399,7 @@ def run_soak(config: SoakConfig, database_url: str) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
+    from automation.catalogue import declare_event
     from crm.models import Deal
     from workflows.services import workflow_save
 
@@ -414,6 +415,8 @@ def run_soak(config: SoakConfig, database_url: str) -> dict[str, Any]:
         f"soak-{tag}", f"soak-{tag}@example.com", "soak-pass-2026"
     )
     token = Token.objects.create(user=user).key
+    for event_type in (f"soak.{tag}.order", f"soak.{tag}.chained"):
+        declare_event(event_type, description="An event of the chaos soak (free-form).")
     for document in workflow_documents(
         tag, f"http://127.0.0.1:{receiver.port}/hook", user.email, config.delay_seconds
     ):
