@@ -139,8 +139,9 @@ def test_inline_body_and_html_body(smtp: SMTPSink, drain: Any) -> None:
             {"address": "a@b@c"},
             "INVALID_ADDRESS",
         ),
-        # (a template named outright is checked on save; a templated name when it runs)
-        ({"to": "ann@example.com", "template": "{{tpl}}"}, {"tpl": "missing"}, "UNKNOWN_TEMPLATE"),
+        # A template named outright is refused on save; a templated name is checked once
+        # rendered, with the rest of the config, before anything is sent.
+        ({"to": "ann@example.com", "template": "{{tpl}}"}, {"tpl": "missing"}, "INVALID_CONFIG"),
     ],
 )
 def test_refused_inputs_send_nothing(
