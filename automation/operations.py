@@ -29,7 +29,6 @@ with ``automation.monitoring.register_task_reports`` (``late_waits``).
 from __future__ import annotations
 
 import datetime as dt
-import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +38,7 @@ from django.utils import timezone
 
 from automation import monitoring
 from automation.models import RUN_OPEN_STATUSES, ActionRun, Run, RunStatus, StepStatus
-from config.aggregates import PercentileCont, seconds_between
+from config.aggregates import PercentileCont, percentile, seconds_between
 from config.templatetags.flowdesk import duration_text
 
 EXPECTED_WINDOW_DAYS = 30
@@ -141,7 +140,7 @@ def expected_step_seconds(
         recent = steps.values_list("run__workflow_id", "step_key", "started_at", "finished_at")
         for workflow_id, key, start, end in recent.order_by("-pk")[:SQLITE_SAMPLE]:
             samples.setdefault((workflow_id, key), []).append((end - start).total_seconds())
-        found = {pair: statistics.median(values) for pair, values in samples.items()}
+        found = {pair: percentile(values, 0.5) or 0.0 for pair, values in samples.items()}
     return {pair: round(seconds, 3) for pair, seconds in found.items() if pair in pairs}
 
 
