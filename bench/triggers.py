@@ -163,6 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     full = best([timed(lambda: TriggerIndex().refresh()) for _ in range(3)])
     log(f"raw query {raw['cpu_ms_median']:.1f} ms CPU; full load {full['cpu_ms_median']:.1f} ms")
 
+    from automation.catalogue import declare_event
+
+    # Saving checks that every trigger names a known event type: declare the edited
+    # workflows' types (the index loaded above went straight into the database).
+    for n in range(args.edits):
+        declare_event(f"edited{n}.x", description="An edited trigger of the benchmark.")
+        for j in range(args.per_workflow):
+            declare_event(f"t{(n * 37) % args.workflows}.e{j}", description="A benchmark type.")
+
     other = TriggerIndex()  # another worker's index, loaded before the edits
     other.refresh()
     edits = []
