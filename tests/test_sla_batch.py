@@ -317,3 +317,44 @@ def test_a_threshold_recorded_earlier_is_marked_not_fired_again(team: dict[str, 
     assert events_per_task("task.sla_breached") == Counter({str(second.pk): 1})
     first.refresh_from_db()
     assert first.sla_breached_at is not None and first.sla_next_check_at is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_batch_live_updates_reach_whom_the_inbox_rules_name(
+    team: dict[str, Any], make_user: Any
+) -> None:
+    """The audiences worked out for a whole batch are those of ``tasks_inbox.live``'s rules
+    for each task, queue and notification (one ``queue`` update per queue of the batch)."""
+    from tasks_inbox.live import notification_audience, queue_audience, task_audience
+    from tasks_inbox.sla.fire import _live_messages
+
+    make_user("admin", staff=True)
+    start = timezone.now()
+    with time_machine.travel(start, tick=False) as clock:
+        tasks = mixed(team, 2)
+        clock.shift(timedelta(hours=2))
+        first_event = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        first_note = Notification.objects.order_by("-id").values_list("id", flat=True).first()
+        assert sla_sweep(batch_size=100).claimed == 8
+    events = Event.objects.filter(pk__gt=first_event, entity_type="task").order_by("id")
+    notified = list(
+        Notification.objects.filter(pk__gt=first_note or 0).values_list("pk", "recipient_id")
+    )
+    updates = [
+        (int(e.entity_id), e.payload["state"], e.payload["queue_id"], e.type) for e in events
+    ]
+    assert len(updates) == sum(len(group) for group in tasks.values()) + 2 * 3 + 2
+    messages = _live_messages(updates, notified)
+    seen_queues = []
+    for topic, payload, audience in messages:
+        if topic == "task":
+            assert audience == task_audience(payload["id"]), payload
+        elif topic == "queue":
+            seen_queues.append(payload["id"])
+            assert audience == queue_audience(payload["id"]), payload
+        else:
+            assert audience == notification_audience(payload["id"]), payload
+    assert sorted(seen_queues) == sorted(
+        Group.objects.filter(name__in=["Claims", "Escalations"]).values_list("pk", flat=True)
+    )
+    assert sum(topic == "notification" for topic, _, _ in messages) == len(notified) > 0

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -102,6 +103,27 @@ class _Writes:
     history: list[TaskHistory] = field(default_factory=list)
     routed: list[tuple[int, int | None, int | None]] = field(default_factory=list)
     skipped: int = 0
+
+
+# --- the connection ---------------------------------------------------------------------
+
+
+@contextmanager
+def server_binding() -> Iterator[None]:
+    """Run the batch's statements with server-side parameter binding (Django's own
+    ``server_side_binding`` cursor, for this block only): a batch's arrays and JSON texts
+    then travel as parameters, instead of being quoted into the SQL text one character at a
+    time, which costs more than the statements themselves."""
+    from django.db.backends.postgresql.base import ServerBindingCursor  # psycopg 3
+
+    connection.ensure_connection()
+    raw = connection.connection
+    previous = raw.cursor_factory
+    raw.cursor_factory = ServerBindingCursor
+    try:
+        yield
+    finally:
+        raw.cursor_factory = previous
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -456,7 +478,7 @@ def records_insert(records: Iterable[_Record], fired_at: datetime) -> set[Key]:
         f"INSERT INTO {table} ({columns}) "  # noqa: S608
         "SELECT v.task_id, v.kind, v.level, v.config_id, v.due_at, v.fired_at, "
         "v.details::jsonb FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::bigint[], "
-        "%s::timestamptz[], %s::timestamptz[], %s::text[]) "
+        "%s::timestamptz[], %s::timestamptz[], %b::text[]) "
         "AS v(task_id, kind, level, config_id, due_at, fired_at, details) "
         f"ON CONFLICT ({quote('task_id')}, {quote('kind')}, {quote('level')}) DO NOTHING "
         f"RETURNING {quote('task_id')}, {quote('kind')}, {quote('level')}"
@@ -473,6 +495,38 @@ def records_insert(records: Iterable[_Record], fired_at: datetime) -> set[Key]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {(row[0], row[1], row[2]) for row in cursor.fetchall()}
+
+
+def rows_insert(model: Any, objects: list[Any], *, returning: str | None = None) -> list[Any]:
+    """Insert model instances in one ``INSERT ... SELECT FROM unnest(...)`` (every concrete
+    column but the primary key, one array each; JSON columns as JSON texts sent in binary,
+    so they are not escaped); the ``returning`` column's values, in order."""
+    if not objects:
+        return []
+    quote = connection.ops.quote_name
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    arrays, selects, params = [], [], []
+    for n, f in enumerate(fields):
+        values = [f.get_db_prep_save(getattr(obj, f.attname), connection) for obj in objects]
+        if f.get_internal_type() == "JSONField":
+            arrays.append("%b::text[]")
+            selects.append(f"v.c{n}::jsonb")
+            params.append([json.dumps(getattr(obj, f.attname), cls=f.encoder) for obj in objects])
+        else:
+            arrays.append(f"%s::{f.db_type(connection)}[]")
+            selects.append(f"v.c{n}")
+            params.append(values)
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} "  # noqa: S608
+        f"({', '.join(quote(f.column) for f in fields)}) "
+        f"SELECT {', '.join(selects)} FROM unnest({', '.join(arrays)}) "
+        f"AS v({', '.join(f'c{n}' for n in range(len(fields)))})"
+    )
+    if returning:
+        sql += f" RETURNING {quote(returning)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()] if returning else []
 
 
 TASK_UPDATE = [
@@ -530,6 +584,11 @@ def _specs(tasks: list[Task], outcome: BatchOutcome, strict: bool) -> dict[int, 
 def fire_batch(task_ids: list[int], *, strict: bool = False) -> BatchOutcome:
     """Fire what is due on these tasks, set-based (in the caller's transaction, which must
     be atomic). ``strict``: a task's failure raises instead of leaving it out."""
+    with server_binding():
+        return _fire_batch(task_ids, strict=strict)
+
+
+def _fire_batch(task_ids: list[int], *, strict: bool) -> BatchOutcome:
     outcome = BatchOutcome()
     tasks = list(Task.objects.select_for_update().filter(pk__in=task_ids).order_by("pk"))
     if not tasks:
@@ -568,25 +627,23 @@ def fire_batch(task_ids: list[int], *, strict: bool = False) -> BatchOutcome:
     if won != expected:
         raise RecordsLost(f"{len(expected - won)} SLA record(s) of this batch were already written")
     tasks_update(done)
-    if batch.history:
-        TaskHistory.objects.bulk_create(batch.history)
-    notifications: list[Notification] = []
+    rows_insert(TaskHistory, batch.history)
+    rows_insert(Event, batch.events)
     if batch.events:
-        Event.objects.bulk_create(batch.events)
         ring_after_commit()
-    if batch.notifications:
-        notifications = Notification.objects.bulk_create(
-            [
-                Notification(recipient=user, message=text[:1000], link=task.get_absolute_url())
-                for user, text, task in batch.notifications
-            ]
-        )
+    notifications = [
+        Notification(recipient=user, message=text[:1000], link=task.get_absolute_url())
+        for user, text, task in batch.notifications
+    ]
+    notification_ids = rows_insert(Notification, notifications, returning="id")
     if batch.events or notifications:
         updates = [
             (int(e.entity_id), e.payload.get("state"), e.payload.get("queue_id"), e.type)
             for e in batch.events
         ]
-        notified = [(n.pk, n.recipient_id) for n in notifications]
+        notified = [
+            (pk, n.recipient_id) for pk, n in zip(notification_ids, notifications, strict=True)
+        ]
         transaction.on_commit(lambda: publish_batch(updates, notified))
     outcome.fired = len(won)
     outcome.skipped = batch.skipped
@@ -606,7 +663,9 @@ def publish_batch(
     (``tasks_visible_to`` for a task) in a few statements per batch and the users of its
     queues, then sent in one pass. Never raises."""
     try:
-        return publish_many_now(_live_messages(updates, notified))
+        with server_binding():
+            messages = _live_messages(updates, notified)
+        return publish_many_now(messages)
     except Exception:
         logger.exception("live updates of an SLA batch could not be published")
         return 0
