@@ -358,3 +358,23 @@ def test_the_batch_live_updates_reach_whom_the_inbox_rules_name(
         Group.objects.filter(name__in=["Claims", "Escalations"]).values_list("pk", flat=True)
     )
     assert sum(topic == "notification" for topic, _, _ in messages) == len(notified) > 0
+
+
+@pytest.mark.django_db
+def test_a_batch_publish_reaches_listened_groups_and_skips_the_others() -> None:
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from automation.live import Audience, publish_many_now
+
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("user.424242", channel)
+    try:
+        sent = publish_many_now([("task", {"id": 7}, Audience.users([424242, 424243]))])
+        message = async_to_sync(layer.receive)(channel)
+    finally:
+        async_to_sync(layer.group_discard)("user.424242", channel)
+    assert message["message"] == {"topic": "task", "id": 7}
+    # the group nobody listens on is skipped with Redis; the in-memory layer sends to both
+    assert sent == (1 if hasattr(layer, "_group_key") else 2)

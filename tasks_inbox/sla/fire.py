@@ -45,6 +45,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connection, transaction
 from django.db.models import Count, F, Max, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from automation.events import actor_context, current_causation, ring_after_commit
@@ -124,6 +125,12 @@ def server_binding() -> Iterator[None]:
         yield
     finally:
         raw.cursor_factory = previous
+
+
+def id_array(ids: Iterable[int]) -> RawSQL:
+    """``pk__in=id_array(ids)``: the ids as one array parameter (``IN (SELECT unnest(...))``)
+    rather than one placeholder each, which the driver would split and bind one by one."""
+    return RawSQL("SELECT unnest(%s::bigint[])", (sorted(ids),))
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -590,7 +597,7 @@ def fire_batch(task_ids: list[int], *, strict: bool = False) -> BatchOutcome:
 
 def _fire_batch(task_ids: list[int], *, strict: bool) -> BatchOutcome:
     outcome = BatchOutcome()
-    tasks = list(Task.objects.select_for_update().filter(pk__in=task_ids).order_by("pk"))
+    tasks = list(Task.objects.select_for_update().filter(pk__in=id_array(task_ids)).order_by("pk"))
     if not tasks:
         return outcome
     now = timezone.now()
@@ -601,7 +608,7 @@ def _fire_batch(task_ids: list[int], *, strict: bool) -> BatchOutcome:
     recorded: set[Key] = {
         (task_id, kind, level)
         for task_id, kind, level in SLAEventRecord.objects.filter(
-            task_id__in=[t.pk for t in tasks]
+            task_id__in=id_array(t.pk for t in tasks)
         ).values_list("task_id", "kind", "level")
     }
     done: list[Task] = []
@@ -679,7 +686,9 @@ def _live_messages(
     task_ids = sorted({task_id for task_id, _, _, _ in updates})
     rows = {
         row["pk"]: row
-        for row in Task.objects.filter(pk__in=task_ids).values("pk", "assignee_id", "queue_id")
+        for row in Task.objects.filter(pk__in=id_array(task_ids)).values(
+            "pk", "assignee_id", "queue_id"
+        )
     }
     queue_ids = {row["queue_id"] for row in rows.values() if row["queue_id"]}
     queue_ids |= {queue_id for _, _, queue_id, _ in updates if queue_id}
@@ -711,7 +720,9 @@ def _live_messages(
     candidates = set().union(*near.values()) - staff if near else set()
     active = user_model._default_manager.filter(pk__in=candidates, is_active=True)
     visible: dict[int, set[int]] = {
-        user.pk: set(tasks_visible_to(user).filter(pk__in=task_ids).values_list("pk", flat=True))
+        user.pk: set(
+            tasks_visible_to(user).filter(pk__in=id_array(task_ids)).values_list("pk", flat=True)
+        )
         for user in active
     }
     for user_id in staff:
