@@ -39,12 +39,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, F, Field, Max, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -68,6 +68,7 @@ from tasks_inbox.models import (
 from tasks_inbox.selectors import task_context, tasks_visible_to
 from tasks_inbox.sla.clock import clock_elapsed, clock_schedule, pending_thresholds
 from tasks_inbox.sla.rules import SLASpec, Threshold, sla_spec
+from workflows.models import Lifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -115,21 +116,32 @@ def server_binding() -> Iterator[None]:
     ``server_side_binding`` cursor, for this block only): a batch's arrays and JSON texts
     then travel as parameters, instead of being quoted into the SQL text one character at a
     time, which costs more than the statements themselves."""
-    from django.db.backends.postgresql.base import ServerBindingCursor  # psycopg 3
+    from django.db.backends.postgresql import base  # psycopg 3: ServerBindingCursor
 
+    if not _postgres():
+        yield
+        return
     connection.ensure_connection()
     raw = connection.connection
     previous = raw.cursor_factory
-    raw.cursor_factory = ServerBindingCursor
+    raw.cursor_factory = base.ServerBindingCursor  # type: ignore[attr-defined]
     try:
         yield
     finally:
         raw.cursor_factory = previous
 
 
-def id_array(ids: Iterable[int]) -> RawSQL:
+def _postgres() -> bool:
+    """PostgreSQL gets the array statements; elsewhere (the embedded SQLite default) the
+    same steps run through the ORM's bulk operations."""
+    return connection.vendor == "postgresql"
+
+
+def id_array(ids: Iterable[int]) -> RawSQL | list[int]:
     """``pk__in=id_array(ids)``: the ids as one array parameter (``IN (SELECT unnest(...))``)
     rather than one placeholder each, which the driver would split and bind one by one."""
+    if not _postgres():
+        return sorted(ids)
     return RawSQL("SELECT unnest(%s::bigint[])", (sorted(ids),))
 
 
@@ -141,7 +153,6 @@ class _Directory:
 
     def __init__(self, tasks: list[Task], specs: dict[int, SLASpec]) -> None:
         user_model = get_user_model()
-        lifecycle_model = Task._meta.get_field("lifecycle").related_model
         queue_names: set[str] = set()
         usernames: set[str] = set()
         for spec in specs.values():
@@ -153,7 +164,7 @@ class _Directory:
                         queue_names.add(str(action["queue"]))
                     elif action.get("user"):
                         usernames.add(str(action["user"]))
-        self.lifecycles = lifecycle_model._default_manager.in_bulk({t.lifecycle_id for t in tasks})
+        self.lifecycles = Lifecycle.objects.in_bulk({t.lifecycle_id for t in tasks})
         self.targets_by_name: dict[str, Group] = (
             {g.name: g for g in Group.objects.filter(name__in=queue_names)} if queue_names else {}
         )
@@ -368,8 +379,8 @@ def _escalate(
             if user is not None and action.get("user"):
                 done.append(f"reassigned to {user.get_username()}")
             else:
-                routed = task.assignee.get_username() if task.assignee_id else "unassigned"
-                done.append(f"moved to queue {queue.name} ({routed})")
+                routed = task.assignee.get_username() if task.assignee is not None else "unassigned"
+                done.append(f"moved to queue {queue.name if queue else ''} ({routed})")
         elif kind_of == "remind":
             remind.append(action.get("message") or "")
             done.append("reminded the assignee")
@@ -384,8 +395,8 @@ def _escalate(
         "skipped": skipped,
         "from_priority": priority_name(before),
         "priority": priority_name(task.priority),
-        "assignee": task.assignee.get_username() if task.assignee_id else None,
-        "queue": task.queue.name if task.queue_id else None,
+        "assignee": task.assignee.get_username() if task.assignee is not None else None,
+        "queue": task.queue.name if task.queue is not None else None,
     }
     if skipped:
         logger.warning(
@@ -467,7 +478,7 @@ def _decide(
 
 
 def _column(name: str) -> str:
-    return connection.ops.quote_name(Task._meta.get_field(name).column)
+    return connection.ops.quote_name(cast(Field, Task._meta.get_field(name)).column)
 
 
 def records_insert(records: Iterable[_Record], fired_at: datetime) -> set[Key]:
@@ -475,6 +486,8 @@ def records_insert(records: Iterable[_Record], fired_at: datetime) -> set[Key]:
     rows = list(records)
     if not rows:
         return set()
+    if not _postgres():
+        return _records_insert_values(rows, fired_at)
     quote = connection.ops.quote_name
     table = quote(SLAEventRecord._meta.db_table)
     columns = ", ".join(
@@ -490,7 +503,7 @@ def records_insert(records: Iterable[_Record], fired_at: datetime) -> set[Key]:
         f"ON CONFLICT ({quote('task_id')}, {quote('kind')}, {quote('level')}) DO NOTHING "
         f"RETURNING {quote('task_id')}, {quote('kind')}, {quote('level')}"
     )
-    params = [
+    params: list[Any] = [
         [r.key[0] for r in rows],
         [r.key[1] for r in rows],
         [r.key[2] for r in rows],
@@ -504,12 +517,47 @@ def records_insert(records: Iterable[_Record], fired_at: datetime) -> set[Key]:
         return {(row[0], row[1], row[2]) for row in cursor.fetchall()}
 
 
+def _records_insert_values(rows: list[_Record], fired_at: datetime) -> set[Key]:
+    """``records_insert`` without arrays: multi-row ``VALUES``, in chunks."""
+    quote = connection.ops.quote_name
+    meta = SLAEventRecord._meta
+    names = ["task_id", "kind", "level", "config_id", "due_at", "fired_at", "details"]
+    won: set[Key] = set()
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        params: list[Any] = []
+        for r in chunk:
+            params += [
+                r.key[0],
+                r.key[1],
+                r.key[2],
+                r.config_id,
+                meta.get_field("due_at").get_db_prep_save(r.due_at, connection),
+                meta.get_field("fired_at").get_db_prep_save(fired_at, connection),
+                json.dumps(r.details),
+            ]
+        values = ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * len(chunk))
+        sql = (
+            f"INSERT INTO {quote(meta.db_table)} ({', '.join(map(quote, names))}) "  # noqa: S608
+            f"VALUES {values} "
+            f"ON CONFLICT ({quote('task_id')}, {quote('kind')}, {quote('level')}) DO NOTHING "
+            f"RETURNING {quote('task_id')}, {quote('kind')}, {quote('level')}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            won |= {(row[0], row[1], int(row[2])) for row in cursor.fetchall()}
+    return won
+
+
 def rows_insert(model: Any, objects: list[Any], *, returning: str | None = None) -> list[Any]:
     """Insert model instances in one ``INSERT ... SELECT FROM unnest(...)`` (every concrete
     column but the primary key, one array each; JSON columns as JSON texts sent in binary,
     so they are not escaped); the ``returning`` column's values, in order."""
     if not objects:
         return []
+    if not _postgres():
+        created = model.objects.bulk_create(objects)
+        return [getattr(obj, returning) for obj in created] if returning else []
     quote = connection.ops.quote_name
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     arrays, selects, params = [], [], []
@@ -555,7 +603,13 @@ def tasks_update(tasks: list[Task]) -> None:
     """Write the batch's clocks, markers, priorities and assignments in one statement."""
     if not tasks:
         return
-    fields = [(Task._meta.get_field(name.removesuffix("_id")), kind) for name, kind in TASK_UPDATE]
+    if not _postgres():
+        Task.objects.bulk_update(tasks, [name.removesuffix("_id") for name, _ in TASK_UPDATE])
+        return
+    fields = [
+        (cast(Field, Task._meta.get_field(name.removesuffix("_id"))), kind)
+        for name, kind in TASK_UPDATE
+    ]
     assignments = ", ".join(f"{_column(f.name)} = v.c{n}" for n, (f, _) in enumerate(fields))
     arrays = ", ".join(f"%s::{kind}[]" for _, kind in fields)
     names = ", ".join(f"c{n}" for n in range(len(fields)))
@@ -616,7 +670,8 @@ def _fire_batch(task_ids: list[int], *, strict: bool) -> BatchOutcome:
     for task in tasks:
         try:
             directory.attach(task)
-            writes = _decide(task, specs.get(task.sla_config_id), recorded, directory, now)
+            spec = specs.get(task.sla_config_id) if task.sla_config_id else None
+            writes = _decide(task, spec, recorded, directory, now)
         except Exception:
             if strict:
                 raise
