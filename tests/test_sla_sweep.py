@@ -19,10 +19,9 @@ from automation.models import Event
 from tasks_inbox import services
 from tasks_inbox.models import Notification, Queue, SLAConfig, SLAEventRecord, Task
 from tasks_inbox.sla.configs import sla_config_save
-from tasks_inbox.sla.rules import Threshold
+from tasks_inbox.sla.fire import _Record, records_insert
 from tasks_inbox.sla.sweep import (
     LEASE,
-    _record,
     claim_query,
     due_tasks,
     sla_sweep,
@@ -152,10 +151,15 @@ def test_checks_racing_on_the_same_tasks_fire_once(make_user: Any) -> None:
 def test_the_record_insert_wins_once(make_user: Any) -> None:
     (task,) = setup_tasks(make_user, 1)
     now = timezone.now()
-    breach = Threshold("breach", 0, 3600)
+    breach, warning = (task.pk, "breach", 0), (task.pk, "warning", 0)
     with transaction.atomic():
-        assert _record(task, breach, now, now, {"first": True}) is True
-        assert _record(task, breach, now, now, {"second": True}) is False
+        first = [_Record(breach, task.sla_config_id, now, {"first": True})]
+        assert records_insert(first, now) == {breach}
+        again = [
+            _Record(breach, task.sla_config_id, now, {"second": True}),
+            _Record(warning, task.sla_config_id, now, {}),
+        ]
+        assert records_insert(again, now) == {warning}  # only the new one is returned
     assert SLAEventRecord.objects.get(task=task, kind="breach").details == {"first": True}
 
 

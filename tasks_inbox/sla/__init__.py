@@ -8,6 +8,8 @@
   creation and on every transition (start, pause while blocked, resume, stop).
 - ``configs``: saving and deleting configs, and recomputing open tasks when one is edited.
 - ``sweep``: the beat sweep that fires warnings, breaches and escalation levels once each.
+- ``fire``: what a claimed batch of the sweep does, with a fixed number of set-based
+  statements per batch (records, task updates, history, events, notifications, live updates).
 
 Configs edited mid-flight: saving a config recomputes, in the same transaction, every open
 task that uses it from the task's own clock (its start, the time already counted, the new

@@ -1,0 +1,808 @@
+"""Firing the due thresholds of a batch of tasks with set-based statements.
+
+``fire_batch`` checks a batch of claimed tasks in one transaction with a fixed number of
+statements, whatever the batch's size:
+
+- **read**: the tasks, locked ``FOR UPDATE`` in primary-key order (one statement); their
+  configs, lifecycles, queues and users (assignees, creators, the queues' managers, the
+  ladders' reassignment targets), and the thresholds already recorded (one each);
+- **decide** in Python, task by task and threshold by threshold, in the order they fire
+  (a level's actions change the task the next level sees: a level that moved the task
+  to another queue notifies that queue's managers);
+- **write**: the records with one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO
+  NOTHING RETURNING``; the clocks, markers, priorities and assignments with one ``UPDATE
+  ... FROM unnest(...)``; the escalations' history rows, the events and the notifications
+  with one ``bulk_create`` each.
+
+Exactly once. Every writer of a task's SLA records holds the task's row lock, so under the
+batch's locks the recorded thresholds read at the start cannot change: a threshold already
+recorded is only marked (it fired in an earlier transaction), the others are inserted, and
+the insert must win for every one of them, otherwise the batch raises and rolls back
+whole (nothing emitted, nothing notified) and the sweep checks its tasks one by one.
+
+Per task problems stay per task: a task whose config cannot be compiled or whose decision
+fails is logged, left out of the writes (its lease runs out and a later sweep tries again)
+and reported in ``BatchOutcome.failed``. A reassignment whose queue or user no longer exists
+is skipped, named in the ``task.escalated`` event's ``escalation.skipped`` and counted in
+``BatchOutcome.skipped``.
+
+Reassigning into a queue routes like a new task (``tasks_inbox.services.queue_route``):
+each target queue's settings row is locked once per batch and its members' open tasks are
+counted once; the batch's own assignments are then counted in memory, one after the other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import connection, transaction
+from django.db.models import Count, F, Field, Max, Q
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from automation.events import actor_context, current_causation, ring_after_commit
+from automation.live import Audience, publish_many_now
+from automation.models import Event, EventSource
+from automation.registry import json_value
+from tasks_inbox.models import (
+    Notification,
+    Priority,
+    Queue,
+    RoutingMode,
+    SLAConfig,
+    SLAEventKind,
+    SLAEventRecord,
+    Task,
+    TaskHistory,
+    priority_name,
+    priority_parse,
+)
+from tasks_inbox.selectors import task_context, tasks_visible_to
+from tasks_inbox.sla.clock import clock_elapsed, clock_schedule, pending_thresholds
+from tasks_inbox.sla.rules import SLASpec, Threshold, sla_spec
+from workflows.models import Lifecycle
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[int, str, int]  # (task id, kind, level): one record each
+
+
+class RecordsLost(RuntimeError):
+    """A threshold's record was written by someone else under the batch's row locks."""
+
+
+@dataclass
+class BatchOutcome:
+    fired: int = 0
+    failed: list[int] = field(default_factory=list)
+    skipped: int = 0
+    statements: int = 0
+
+
+@dataclass
+class _Record:
+    key: Key
+    config_id: int | None
+    due_at: datetime
+    details: dict[str, Any]
+
+
+@dataclass
+class _Writes:
+    """What one task adds to the batch's statements (kept apart until it is decided)."""
+
+    records: list[_Record] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    notifications: list[tuple[Any, str, Task]] = field(default_factory=list)
+    history: list[TaskHistory] = field(default_factory=list)
+    routed: list[tuple[int, int | None, int | None]] = field(default_factory=list)
+    skipped: int = 0
+
+
+# --- the connection ---------------------------------------------------------------------
+
+
+@contextmanager
+def server_binding() -> Iterator[None]:
+    """Run the batch's statements with server-side parameter binding (Django's own
+    ``server_side_binding`` cursor, for this block only): a batch's arrays and JSON texts
+    then travel as parameters, instead of being quoted into the SQL text one character at a
+    time, which costs more than the statements themselves."""
+    from django.db.backends.postgresql import base  # psycopg 3: ServerBindingCursor
+
+    if not _postgres():
+        yield
+        return
+    connection.ensure_connection()
+    raw = connection.connection
+    previous = raw.cursor_factory
+    raw.cursor_factory = base.ServerBindingCursor  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        raw.cursor_factory = previous
+
+
+def _postgres() -> bool:
+    """PostgreSQL gets the array statements; elsewhere (the embedded SQLite default) the
+    same steps run through the ORM's bulk operations."""
+    return connection.vendor == "postgresql"
+
+
+def id_array(ids: Iterable[int]) -> RawSQL | list[int]:
+    """``pk__in=id_array(ids)``: the ids as one array parameter (``IN (SELECT unnest(...))``)
+    rather than one placeholder each, which the driver would split and bind one by one."""
+    if not _postgres():
+        return sorted(ids)
+    return RawSQL("SELECT unnest(%s::bigint[])", (sorted(ids),))
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+class _Directory:
+    """The rows a batch reads besides its tasks, each kind in one statement."""
+
+    def __init__(self, tasks: list[Task], specs: dict[int, SLASpec]) -> None:
+        user_model = get_user_model()
+        queue_names: set[str] = set()
+        usernames: set[str] = set()
+        for spec in specs.values():
+            for threshold in spec.thresholds:
+                for action in threshold.actions:
+                    if action.get("type") != "reassign":
+                        continue
+                    if action.get("queue"):
+                        queue_names.add(str(action["queue"]))
+                    elif action.get("user"):
+                        usernames.add(str(action["user"]))
+        self.lifecycles = Lifecycle.objects.in_bulk({t.lifecycle_id for t in tasks})
+        self.targets_by_name: dict[str, Group] = (
+            {g.name: g for g in Group.objects.filter(name__in=queue_names)} if queue_names else {}
+        )
+        group_ids = {t.queue_id for t in tasks if t.queue_id}
+        self.groups: dict[int, Group] = dict(Group.objects.in_bulk(group_ids)) if group_ids else {}
+        self.groups.update({g.pk: g for g in self.targets_by_name.values()})
+        name_field = user_model.USERNAME_FIELD
+        self.targets_by_username: dict[str, Any] = (
+            {
+                user.get_username(): user
+                for user in user_model._default_manager.filter(
+                    is_active=True, **{f"{name_field}__in": usernames}
+                )
+            }
+            if usernames
+            else {}
+        )
+        user_ids = {
+            pk
+            for t in tasks
+            for pk in (t.assignee_id, t.created_by_id, t.completed_by_id)
+            if pk is not None
+        }
+        self.users: dict[int, Any] = (
+            dict(user_model._default_manager.in_bulk(user_ids)) if user_ids else {}
+        )
+        self.users.update({u.pk: u for u in self.targets_by_username.values()})
+        self.managers: dict[int, list[Any]] = {}
+        if self.groups:
+            for user in (
+                user_model._default_manager.filter(managed_queues__group__in=list(self.groups))
+                .annotate(managed_group=F("managed_queues__group"))
+                .order_by("pk")
+            ):
+                self.managers.setdefault(user.managed_group, []).append(user)
+        self._manager_contexts: dict[int, list[dict[str, Any]]] = {}
+        self._routers: dict[int, _Router] = {}
+
+    def attach(self, task: Task) -> None:
+        """Give the task its related rows from the directory (no query on access)."""
+        task.lifecycle = self.lifecycles[task.lifecycle_id]
+        task.queue = self.groups.get(task.queue_id) if task.queue_id else None
+        for name in ("assignee", "created_by", "completed_by"):
+            pk = getattr(task, f"{name}_id")
+            if pk is not None and pk in self.users:
+                setattr(task, name, self.users[pk])
+
+    def queue_managers(self, queue_id: int | None) -> list[Any]:
+        return self.managers.get(queue_id, []) if queue_id else []
+
+    def manager_contexts(self, queue_id: int | None) -> list[dict[str, Any]]:
+        if not queue_id:
+            return []
+        if queue_id not in self._manager_contexts:
+            self._manager_contexts[queue_id] = [
+                context
+                for context in map(actor_context, self.queue_managers(queue_id))
+                if context is not None
+            ]
+        return self._manager_contexts[queue_id]
+
+    def router(self, group: Group) -> _Router:
+        if group.pk not in self._routers:
+            self._routers[group.pk] = _Router(group)
+        return self._routers[group.pk]
+
+
+class _Router:
+    """``queue_route`` for every task a batch sends into one queue: the settings row locked
+    once, the members' load counted once, then kept up to date in memory."""
+
+    def __init__(self, group: Group) -> None:
+        settings_row = Queue.objects.get_or_create(group=group)[0]
+        settings_row = Queue.objects.select_for_update().get(pk=settings_row.pk)
+        self.claim = settings_row.routing == RoutingMode.CLAIM
+        self.members: dict[int, Any] = {}
+        self.load: dict[int, list[Any]] = {}
+        if self.claim:
+            return
+        for user in (
+            get_user_model()
+            ._default_manager.filter(groups=group, is_active=True)
+            .annotate(
+                open_tasks=Count("assigned_tasks", filter=Q(assigned_tasks__is_open=True)),
+                last_assigned=Max("assigned_tasks__assigned_at"),
+            )
+            .order_by("pk")
+        ):
+            self.members[user.pk] = user
+            self.load[user.pk] = [user.open_tasks, user.last_assigned]
+
+    def route(self, previous_assignee_id: int | None, now: datetime) -> Any:
+        """The least busy member (fewest open tasks, then assigned least recently, never
+        assigned first, then the lowest id), counting the batch's earlier moves."""
+        if self.claim or not self.members:
+            return None
+
+        def order(pk: int) -> tuple[int, int, datetime | None, int]:
+            count, last = self.load[pk]
+            return (count, last is not None, last, pk)
+
+        chosen = min(self.members, key=order)
+        if previous_assignee_id in self.load:
+            self.load[previous_assignee_id][0] -= 1  # the task leaves its old assignee
+        self.load[chosen][0] += 1
+        self.load[chosen][1] = now
+        return self.members[chosen]
+
+
+# --- deciding ---------------------------------------------------------------------------
+
+
+def sla_context(
+    task: Task,
+    spec: SLASpec | None,
+    threshold: Threshold,
+    due_at: datetime,
+    now: datetime,
+    managers: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The ``sla`` part of the events' context (with the managers of the task's queue, so
+    that a workflow can tell them: ``{{sla.manager.username}}``)."""
+    return json_value(
+        {
+            "config_id": task.sla_config_id,
+            "config": spec.name if spec else None,
+            "kind": threshold.kind,
+            "level": threshold.level,
+            "reached_at": due_at,
+            "target_seconds": spec.target_seconds if spec else None,
+            "threshold_seconds": threshold.seconds if spec else None,
+            "elapsed_seconds": int(clock_elapsed(task, spec, now)),
+            "started_at": task.sla_started_at,
+            "warning_at": task.sla_warning_at,
+            "due_at": task.sla_due_at,
+            "priority": priority_name(task.priority),
+            "managers": managers,
+            "manager": managers[0] if managers else None,
+        }
+    )
+
+
+def mark_fired(task: Task, threshold: Threshold, now: datetime) -> None:
+    if threshold.kind == SLAEventKind.WARNING:
+        task.sla_warned_at = task.sla_warned_at or now
+    elif threshold.kind == SLAEventKind.BREACH:
+        task.sla_breached_at = task.sla_breached_at or now
+    else:
+        task.sla_escalation_level = max(task.sla_escalation_level, threshold.level)
+
+
+def _event(task: Task, event_type: str, extra: dict[str, Any], now: datetime) -> Event:
+    """The event ``tasks_inbox.services`` would emit (``event_emit``), not yet saved."""
+    causation = current_causation()
+    payload = task_context(task)
+    payload.update(json_value(extra))
+    payload["actor"] = actor_context(None)
+    return Event(
+        type=event_type,
+        payload=payload,
+        source=EventSource.TASK,
+        actor=None,
+        entity_type="task",
+        entity_id=str(task.pk),
+        idempotency_key=None,
+        request_hash="",
+        causation_depth=causation.depth + 1 if causation else 0,
+        caused_by_run_id=causation.run_id if causation else None,
+        occurred_at=now,
+    )
+
+
+def _escalate(
+    task: Task,
+    threshold: Threshold,
+    sla: dict[str, Any],
+    directory: _Directory,
+    writes: _Writes,
+) -> None:
+    """A ladder level's actions, in order, on the task in memory (as ``task_sla_fire``)."""
+    now = timezone.now()
+    before = task.priority
+    done: list[str] = []
+    skipped: list[str] = []
+    remind: list[str] = []
+    notify: list[str] = []
+    for action in threshold.actions:
+        kind_of = action.get("type")
+        if kind_of == "raise_priority":
+            if action.get("to"):
+                wanted = priority_parse(action["to"])
+                task.priority = max(task.priority, wanted if wanted is not None else 0)
+            else:
+                task.priority = min(
+                    [v for v in Priority.values if v > task.priority], default=task.priority
+                )
+            done.append(f"priority {priority_name(task.priority)}")
+        elif kind_of == "reassign":
+            queue = directory.targets_by_name.get(action["queue"]) if action.get("queue") else None
+            user = directory.targets_by_username.get(action["user"]) if action.get("user") else None
+            if queue is None and user is None:
+                skipped.append(f"reassign to {action.get('queue') or action.get('user')}")
+                continue
+            previous = task.assignee_id
+            if queue is not None:
+                task.queue = queue
+                if user is None:
+                    user = directory.router(queue).route(previous, now)
+            task.assignee = user
+            task.assigned_at = now if user is not None else None
+            writes.routed.append((task.pk, previous, task.assignee_id))
+            if user is not None and action.get("user"):
+                done.append(f"reassigned to {user.get_username()}")
+            else:
+                routed = task.assignee.get_username() if task.assignee is not None else "unassigned"
+                done.append(f"moved to queue {queue.name if queue else ''} ({routed})")
+        elif kind_of == "remind":
+            remind.append(action.get("message") or "")
+            done.append("reminded the assignee")
+        elif kind_of == "notify_manager":
+            notify.append(action.get("message") or "")
+            done.append("notified the managers")
+    task.updated_at = now
+    details = {
+        "level": threshold.level,
+        "reason": f"SLA '{sla.get('config')}' level {threshold.level}",
+        "actions": done,
+        "skipped": skipped,
+        "from_priority": priority_name(before),
+        "priority": priority_name(task.priority),
+        "assignee": task.assignee.get_username() if task.assignee is not None else None,
+        "queue": task.queue.name if task.queue is not None else None,
+    }
+    if skipped:
+        logger.warning(
+            "SLA escalation of task %s (level %s) skipped: %s",
+            task.pk,
+            threshold.level,
+            "; ".join(skipped),
+        )
+        writes.skipped += len(skipped)
+    writes.history.append(
+        TaskHistory(
+            task=task,
+            action="escalate",
+            from_state=task.state,
+            to_state=task.state,
+            actor=None,
+            created_at=task.updated_at,
+            input=details,
+        )
+    )
+    writes.events.append(
+        _event(task, "task.escalated", {"escalation": details, "sla": sla}, timezone.now())
+    )
+    label = f"SLA escalation (level {threshold.level}): {task.title}"
+    if remind and task.assignee_id:
+        writes.notifications.append((task.assignee, remind[0] or f"Reminder — {label}", task))
+    if notify and task.queue_id:
+        for manager in directory.queue_managers(task.queue_id):
+            writes.notifications.append((manager, notify[0] or label, task))
+
+
+def _warn_or_breach(
+    task: Task, threshold: Threshold, sla: dict[str, Any], directory: _Directory, writes: _Writes
+) -> None:
+    kind = threshold.kind
+    event_type = "task.sla_warning" if kind == SLAEventKind.WARNING else "task.sla_breached"
+    writes.events.append(_event(task, event_type, {"sla": sla}, timezone.now()))
+    due = sla.get("due_at") or ""
+    text = (
+        f"SLA warning: {task.title} is due {due}"
+        if kind == SLAEventKind.WARNING
+        else f"SLA breached: {task.title} was due {due}"
+    )
+    recipients = [task.assignee] if task.assignee_id else directory.queue_managers(task.queue_id)
+    writes.notifications.extend((user, text, task) for user in recipients)
+
+
+def _decide(
+    task: Task,
+    spec: SLASpec | None,
+    recorded: set[Key],
+    directory: _Directory,
+    now: datetime,
+) -> _Writes:
+    """Everything the task's due thresholds do, in order, the task changed in memory."""
+    writes = _Writes()
+    if task.is_open and (spec is None or spec.is_active):
+        for threshold, due_at in pending_thresholds(task, spec):
+            if due_at is None or due_at > now:
+                break
+            key = (task.pk, threshold.kind, threshold.level)
+            if key in recorded:  # fired in an earlier transaction: only marked
+                mark_fired(task, threshold, now)
+                continue
+            sla = sla_context(
+                task, spec, threshold, due_at, now, directory.manager_contexts(task.queue_id)
+            )
+            writes.records.append(_Record(key, task.sla_config_id, due_at, sla))
+            mark_fired(task, threshold, now)
+            if threshold.kind == SLAEventKind.ESCALATION:
+                _escalate(task, threshold, sla, directory, writes)
+            else:
+                _warn_or_breach(task, threshold, sla, directory, writes)
+    clock_schedule(task, spec)
+    return writes
+
+
+# --- writing ----------------------------------------------------------------------------
+
+
+def _column(name: str) -> str:
+    return connection.ops.quote_name(cast(Field, Task._meta.get_field(name)).column)
+
+
+def records_insert(records: Iterable[_Record], fired_at: datetime) -> set[Key]:
+    """Insert the records in one statement, those that exist left alone; the keys inserted."""
+    rows = list(records)
+    if not rows:
+        return set()
+    if not _postgres():
+        return _records_insert_values(rows, fired_at)
+    quote = connection.ops.quote_name
+    table = quote(SLAEventRecord._meta.db_table)
+    columns = ", ".join(
+        map(quote, ["task_id", "kind", "level", "config_id", "due_at", "fired_at", "details"])
+    )
+    # Identifiers come from the model's meta, values go as array parameters.
+    sql = (
+        f"INSERT INTO {table} ({columns}) "  # noqa: S608
+        "SELECT v.task_id, v.kind, v.level, v.config_id, v.due_at, v.fired_at, "
+        "v.details::jsonb FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::bigint[], "
+        "%s::timestamptz[], %s::timestamptz[], %b::text[]) "
+        "AS v(task_id, kind, level, config_id, due_at, fired_at, details) "
+        f"ON CONFLICT ({quote('task_id')}, {quote('kind')}, {quote('level')}) DO NOTHING "
+        f"RETURNING {quote('task_id')}, {quote('kind')}, {quote('level')}"
+    )
+    params: list[Any] = [
+        [r.key[0] for r in rows],
+        [r.key[1] for r in rows],
+        [r.key[2] for r in rows],
+        [r.config_id for r in rows],
+        [r.due_at for r in rows],
+        [fired_at] * len(rows),
+        [json.dumps(r.details) for r in rows],
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {(row[0], row[1], row[2]) for row in cursor.fetchall()}
+
+
+def _records_insert_values(rows: list[_Record], fired_at: datetime) -> set[Key]:
+    """``records_insert`` without arrays: multi-row ``VALUES``, in chunks."""
+    quote = connection.ops.quote_name
+    meta = SLAEventRecord._meta
+    names = ["task_id", "kind", "level", "config_id", "due_at", "fired_at", "details"]
+    won: set[Key] = set()
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        params: list[Any] = []
+        for r in chunk:
+            params += [
+                r.key[0],
+                r.key[1],
+                r.key[2],
+                r.config_id,
+                meta.get_field("due_at").get_db_prep_save(r.due_at, connection),
+                meta.get_field("fired_at").get_db_prep_save(fired_at, connection),
+                json.dumps(r.details),
+            ]
+        values = ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * len(chunk))
+        sql = (
+            f"INSERT INTO {quote(meta.db_table)} ({', '.join(map(quote, names))}) "  # noqa: S608
+            f"VALUES {values} "
+            f"ON CONFLICT ({quote('task_id')}, {quote('kind')}, {quote('level')}) DO NOTHING "
+            f"RETURNING {quote('task_id')}, {quote('kind')}, {quote('level')}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            won |= {(row[0], row[1], int(row[2])) for row in cursor.fetchall()}
+    return won
+
+
+def rows_insert(model: Any, objects: list[Any], *, returning: str | None = None) -> list[Any]:
+    """Insert model instances in one ``INSERT ... SELECT FROM unnest(...)`` (every concrete
+    column but the primary key, one array each; JSON columns as JSON texts sent in binary,
+    so they are not escaped); the ``returning`` column's values, in order."""
+    if not objects:
+        return []
+    if not _postgres():
+        created = model.objects.bulk_create(objects)
+        return [getattr(obj, returning) for obj in created] if returning else []
+    quote = connection.ops.quote_name
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    arrays, selects, params = [], [], []
+    for n, f in enumerate(fields):
+        values = [f.get_db_prep_save(getattr(obj, f.attname), connection) for obj in objects]
+        if f.get_internal_type() == "JSONField":
+            arrays.append("%b::text[]")
+            selects.append(f"v.c{n}::jsonb")
+            params.append([json.dumps(getattr(obj, f.attname), cls=f.encoder) for obj in objects])
+        else:
+            arrays.append(f"%s::{f.db_type(connection)}[]")
+            selects.append(f"v.c{n}")
+            params.append(values)
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} "  # noqa: S608
+        f"({', '.join(quote(f.column) for f in fields)}) "
+        f"SELECT {', '.join(selects)} FROM unnest({', '.join(arrays)}) "
+        f"AS v({', '.join(f'c{n}' for n in range(len(fields)))})"
+    )
+    if returning:
+        sql += f" RETURNING {quote(returning)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [row[0] for row in cursor.fetchall()] if returning else []
+
+
+TASK_UPDATE = [
+    ("sla_warning_at", "timestamptz"),
+    ("sla_due_at", "timestamptz"),
+    ("sla_next_check_at", "timestamptz"),
+    ("sla_warned_at", "timestamptz"),
+    ("sla_breached_at", "timestamptz"),
+    ("sla_escalation_level", "int"),
+    ("priority", "int"),
+    ("assignee_id", "bigint"),
+    ("assigned_at", "timestamptz"),
+    ("queue_id", "bigint"),
+    ("updated_at", "timestamptz"),
+]
+
+
+def tasks_update(tasks: list[Task]) -> None:
+    """Write the batch's clocks, markers, priorities and assignments in one statement."""
+    if not tasks:
+        return
+    if not _postgres():
+        Task.objects.bulk_update(tasks, [name.removesuffix("_id") for name, _ in TASK_UPDATE])
+        return
+    fields = [
+        (cast(Field, Task._meta.get_field(name.removesuffix("_id"))), kind)
+        for name, kind in TASK_UPDATE
+    ]
+    assignments = ", ".join(f"{_column(f.name)} = v.c{n}" for n, (f, _) in enumerate(fields))
+    arrays = ", ".join(f"%s::{kind}[]" for _, kind in fields)
+    names = ", ".join(f"c{n}" for n in range(len(fields)))
+    sql = (
+        f"UPDATE {connection.ops.quote_name(Task._meta.db_table)} AS t "  # noqa: S608
+        f"SET {assignments} FROM unnest(%s::bigint[], {arrays}) AS v(id, {names}) "
+        f"WHERE t.{_column('id')} = v.id"
+    )
+    params: list[list[Any]] = [[t.pk for t in tasks]]
+    params += [[getattr(t, f.attname) for t in tasks] for f, _ in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _specs(tasks: list[Task], outcome: BatchOutcome, strict: bool) -> dict[int, SLASpec]:
+    configs = SLAConfig.objects.in_bulk({t.sla_config_id for t in tasks if t.sla_config_id})
+    specs: dict[int, SLASpec] = {}
+    for pk, config in configs.items():
+        try:
+            specs[pk] = sla_spec(config)
+        except Exception:
+            if strict:
+                raise
+            broken = [t.pk for t in tasks if t.sla_config_id == pk]
+            for task_id in broken:
+                logger.exception(
+                    "SLA check of task %s failed; skipped until its lease ends", task_id
+                )
+            outcome.failed.extend(broken)
+    return specs
+
+
+def fire_batch(task_ids: list[int], *, strict: bool = False) -> BatchOutcome:
+    """Fire what is due on these tasks, set-based (in the caller's transaction, which must
+    be atomic). ``strict``: a task's failure raises instead of leaving it out."""
+    with server_binding():
+        return _fire_batch(task_ids, strict=strict)
+
+
+def _fire_batch(task_ids: list[int], *, strict: bool) -> BatchOutcome:
+    outcome = BatchOutcome()
+    tasks = list(Task.objects.select_for_update().filter(pk__in=id_array(task_ids)).order_by("pk"))
+    if not tasks:
+        return outcome
+    now = timezone.now()
+    specs = _specs(tasks, outcome, strict)
+    failed = set(outcome.failed)
+    tasks = [t for t in tasks if t.pk not in failed]
+    directory = _Directory(tasks, specs)
+    recorded: set[Key] = {
+        (task_id, kind, level)
+        for task_id, kind, level in SLAEventRecord.objects.filter(
+            task_id__in=id_array(t.pk for t in tasks)
+        ).values_list("task_id", "kind", "level")
+    }
+    done: list[Task] = []
+    batch = _Writes()
+    for task in tasks:
+        try:
+            directory.attach(task)
+            spec = specs.get(task.sla_config_id) if task.sla_config_id else None
+            writes = _decide(task, spec, recorded, directory, now)
+        except Exception:
+            if strict:
+                raise
+            logger.exception("SLA check of task %s failed; skipped until its lease ends", task.pk)
+            outcome.failed.append(task.pk)
+            continue
+        done.append(task)
+        batch.records += writes.records
+        batch.events += writes.events
+        batch.notifications += writes.notifications
+        batch.history += writes.history
+        batch.skipped += writes.skipped
+    expected = {r.key for r in batch.records}
+    won = records_insert(batch.records, now)
+    if won != expected:
+        raise RecordsLost(f"{len(expected - won)} SLA record(s) of this batch were already written")
+    tasks_update(done)
+    rows_insert(TaskHistory, batch.history)
+    rows_insert(Event, batch.events)
+    if batch.events:
+        ring_after_commit()
+    notifications = [
+        Notification(recipient=user, message=text[:1000], link=task.get_absolute_url())
+        for user, text, task in batch.notifications
+    ]
+    notification_ids = rows_insert(Notification, notifications, returning="id")
+    if batch.events or notifications:
+        updates = [
+            (int(e.entity_id), e.payload.get("state"), e.payload.get("queue_id"), e.type)
+            for e in batch.events
+        ]
+        notified = [
+            (pk, n.recipient_id) for pk, n in zip(notification_ids, notifications, strict=True)
+        ]
+        transaction.on_commit(lambda: publish_batch(updates, notified))
+    outcome.fired = len(won)
+    outcome.skipped = batch.skipped
+    return outcome
+
+
+# --- live updates ---------------------------------------------------------------------
+
+
+def publish_batch(
+    updates: list[tuple[int, str | None, int | None, str]],
+    notified: list[tuple[int, int]],
+) -> int:
+    """After the batch's commit: the live updates ``tasks_inbox.live`` sends for each event
+    and notification (``task``: id, state, event; ``queue``: id, once per queue of the
+    batch; ``notification``: id), their audiences worked out together with the same rules
+    (``tasks_visible_to`` for a task) in a few statements per batch and the users of its
+    queues, then sent in one pass. Never raises."""
+    try:
+        with server_binding():
+            messages = _live_messages(updates, notified)
+        return publish_many_now(messages)
+    except Exception:
+        logger.exception("live updates of an SLA batch could not be published")
+        return 0
+
+
+def _live_messages(
+    updates: list[tuple[int, str | None, int | None, str]],
+    notified: list[tuple[int, int]],
+) -> list[tuple[str, dict[str, Any], Audience]]:
+    user_model = get_user_model()
+    task_ids = sorted({task_id for task_id, _, _, _ in updates})
+    rows = {
+        row["pk"]: row
+        for row in Task.objects.filter(pk__in=id_array(task_ids)).values(
+            "pk", "assignee_id", "queue_id"
+        )
+    }
+    queue_ids = {row["queue_id"] for row in rows.values() if row["queue_id"]}
+    queue_ids |= {queue_id for _, _, queue_id, _ in updates if queue_id}
+    staff = set(
+        user_model._default_manager.filter(is_active=True, is_staff=True).values_list(
+            "pk", flat=True
+        )
+    )
+    members: dict[int, set[int]] = {}
+    managers: dict[int, set[int]] = {}
+    if queue_ids:
+        membership = user_model.groups.through
+        for group_id, user_id in membership.objects.filter(
+            group_id__in=queue_ids, **{f"{membership_user_field()}__is_active": True}
+        ).values_list("group_id", membership_user_field() + "_id"):
+            members.setdefault(group_id, set()).add(user_id)
+        for group_id, user_id in Queue.objects.filter(
+            group_id__in=queue_ids, managers__is_active=True
+        ).values_list("group_id", "managers"):
+            managers.setdefault(group_id, set()).add(user_id)
+    near: dict[int, set[int]] = {}
+    for pk, row in rows.items():
+        people = set(staff)
+        if row["assignee_id"]:
+            people.add(row["assignee_id"])
+        if row["queue_id"]:
+            people |= members.get(row["queue_id"], set()) | managers.get(row["queue_id"], set())
+        near[pk] = people
+    candidates = set().union(*near.values()) - staff if near else set()
+    active = user_model._default_manager.filter(pk__in=candidates, is_active=True)
+    visible: dict[int, set[int]] = {
+        user.pk: set(
+            tasks_visible_to(user).filter(pk__in=id_array(task_ids)).values_list("pk", flat=True)
+        )
+        for user in active
+    }
+    for user_id in staff:
+        visible[user_id] = set(rows)
+    messages: list[tuple[str, dict[str, Any], Audience]] = []
+    for task_id, state, _, event_type in updates:
+        audience = Audience.users(
+            user_id for user_id in near.get(task_id, ()) if task_id in visible.get(user_id, ())
+        )
+        messages.append(("task", {"id": task_id, "state": state, "event": event_type}, audience))
+    for queue_id in sorted({queue_id for _, _, queue_id, _ in updates if queue_id}):
+        audience = Audience.users(
+            staff | members.get(queue_id, set()) | managers.get(queue_id, set())
+        )
+        messages.append(("queue", {"id": queue_id}, audience))
+    for notification_id, recipient_id in notified:
+        messages.append(("notification", {"id": notification_id}, Audience.users([recipient_id])))
+    return messages
+
+
+def membership_user_field() -> str:
+    """The user side of the user-group membership table (``user`` for Django's own)."""
+    through = get_user_model().groups.through
+    return next(
+        f.name
+        for f in through._meta.get_fields()
+        if getattr(f, "related_model", None) is get_user_model()
+    )
