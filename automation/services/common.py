@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Model
 
 from automation.models import ActionRun, Run
 from automation.statuses import RUN_ACTIVE_STATUSES
@@ -53,14 +54,45 @@ class DeferredWrites:
         steps, runs = list(self.steps.values()), list(self.runs.values())
         self.steps.clear()
         self.runs.clear()
-        if len(steps) == 1:
-            steps[0].save(update_fields=STEP_FIELDS)
-        elif steps:
-            ActionRun.objects.bulk_update(steps, STEP_FIELDS)
-        if len(runs) == 1:
-            runs[0].save(update_fields=RUN_FIELDS)
-        elif runs:
-            Run.objects.bulk_update(runs, RUN_FIELDS)
+        rows_update(steps, STEP_FIELDS)
+        rows_update(runs, RUN_FIELDS)
+
+
+def rows_update(rows: Sequence[Model], fields: list[str]) -> None:
+    """Write ``fields`` of ``rows`` (instances of one model) as they are in memory: on
+    PostgreSQL one ``UPDATE ... FROM (VALUES ...)`` for all of them (Django's
+    ``bulk_update`` builds a CASE per field and row, which costs more CPU than the rows'
+    own statements); one row is saved as usual."""
+    if not rows:
+        return
+    if len(rows) == 1:
+        rows[0].save(update_fields=fields)
+        return
+    model = type(rows[0])
+    if connection.vendor != "postgresql":
+        model._default_manager.bulk_update(rows, fields)
+        return
+    quote = connection.ops.quote_name
+    meta = model._meta
+    columns = [meta.pk, *(meta.get_field(name) for name in fields)]
+    row_sql = "({})".format(", ".join(f"%s::{column.db_type(connection)}" for column in columns))
+    params: list[Any] = []
+    for row in rows:
+        params.extend(
+            column.get_db_prep_save(getattr(row, column.attname), connection) for column in columns
+        )
+    table = quote(meta.db_table)
+    names = ", ".join(quote(column.column) for column in columns)
+    assignments = ", ".join(
+        f"{quote(column.column)} = v.{quote(column.column)}" for column in columns[1:]
+    )
+    pk = quote(meta.pk.column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {assignments} FROM (VALUES "  # noqa: S608  (no user input)
+            f"{', '.join([row_sql] * len(rows))}) AS v({names}) WHERE {table}.{pk} = v.{pk}",
+            params,
+        )
 
 
 _deferred: ContextVar[DeferredWrites | None] = ContextVar("deferred_writes", default=None)
