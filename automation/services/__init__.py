@@ -6,7 +6,11 @@ The rules that make a run safe to execute on many workers at once:
   executing), and every entry point re-checks state after taking it, so a redelivered or
   duplicated message does nothing.
 - An atomic step's database effects commit in the same transaction as its ActionRun; a
-  worker killed mid-step rolls both back and the step runs again, once.
+  worker killed mid-step rolls both back and the step runs again, once. A run's
+  consecutive atomic steps share one transaction (``run_advance``), with the step rows in
+  memory, written at its end with one statement; their handlers run without a savepoint
+  each, and one that raises has the whole transaction done again with savepoints, so its
+  failure is recorded as it always is.
 - A non-atomic step (email, webhook) commits its attempt first, then acts with the ActionRun
   id as its idempotency key, then records the result.
 - Waiting is a row with a due time (``wake_at``) or a reference (``waiting_on``), swept by

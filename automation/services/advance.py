@@ -4,6 +4,7 @@ commit (:class:`AfterCommit`)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -14,9 +15,18 @@ from automation import graph
 from automation.actions import get_step_type
 from automation.live import run_changed
 from automation.models import ActionRun, Run, RunStatus, StepStatus
-from automation.services.common import ACTIVE_RUN, INLINE_STEP_BUDGET, step_definitions
+from automation.services.common import (
+    ACTIVE_RUN,
+    CHAIN_SECONDS,
+    INLINE_STEP_BUDGET,
+    deferred_writes,
+    run_save,
+    step_definitions,
+    steps_flush,
+)
 from automation.services.execution import (
     PreparedStep,
+    StepRedo,
     mark_running,
     step_call,
     step_call_external,
@@ -109,14 +119,28 @@ def run_advance(*, run_id: int, inline_external: bool = True, finished: str | No
     """
     from automation.tasks import advance_run, publish
 
+    savepoints = False
     for _ in range(INLINE_STEP_BUDGET):
-        with transaction.atomic():
-            run = Run.objects.select_for_update(of=("self",)).filter(pk=run_id).first()
-            work = (
-                advance_locked(run, inline_external=inline_external, finished=finished)
-                if run is not None
-                else None
-            )
+        try:
+            with transaction.atomic():
+                run = Run.objects.select_for_update(of=("self",)).filter(pk=run_id).first()
+                if run is None:
+                    return
+                with deferred_writes():
+                    work = advance_locked(
+                        run,
+                        inline_external=inline_external,
+                        finished=finished,
+                        chain=True,
+                        savepoints=savepoints,
+                    )
+        except StepRedo:
+            # A step raised with no savepoint under it: everything this transaction did
+            # is rolled back; it is done again with a savepoint per step, which records
+            # the failure (and retry) of that step as it always does.
+            savepoints = True
+            continue
+        savepoints = False
         if work is None:
             return
         if work.hands_off:
@@ -133,6 +157,8 @@ def advance_locked(
     inline_external: bool = True,
     new_rows: list[ActionRun] | None = None,
     finished: str | None = None,
+    chain: bool = False,
+    savepoints: bool = True,
 ) -> AfterCommit | None:
     """Under the run's lock (held by the caller's transaction): settle blocked steps, run
     ready atomic steps one after another, finish the run when nothing is left.
@@ -151,6 +177,14 @@ def advance_locked(
     :class:`HandOff` says to hand the run to another worker after commit. ``finished``
     (see :func:`run_advance`): only the ready steps that depend on that step are started
     here; the others already have their worker.
+
+    ``chain``: consecutive atomic steps all execute in this transaction, with the step
+    rows in memory (for up to ``CHAIN_SECONDS``); the transaction ends at a step that talks
+    outward or waits, at parallel branches, or when the run is finished. Without it, one
+    step executes and :class:`CommitAndAdvance` says to commit it (a batch of runs does
+    that, so that its commit is not held back by its runs' chains). Without
+    ``savepoints``, handlers run with no savepoint of their own: one that raises raises
+    :class:`StepRedo` (see :func:`run_advance`).
     """
     from automation.tasks import execute_step, publish
 
@@ -173,10 +207,12 @@ def advance_locked(
             run_dirty = False
 
     action_runs: dict[str, ActionRun] = {}
-    for _ in range(INLINE_STEP_BUDGET):
-        if not executed:
+    started = time.monotonic()
+    for round_ in range(INLINE_STEP_BUDGET):
+        if not round_:
+            # Read once: from here on, the rows in memory are what this transaction
+            # decided (their writes may be deferred to its end: ``deferred_writes``).
             rows = new_rows if fresh and new_rows is not None else run.action_runs.all()
-            new_rows = None  # read once: the next round reads the rows afresh
             action_runs = {ar.step_key: ar for ar in rows}
         # After a step ran here, the rows in memory are current for everything this
         # transaction decided; a branch another worker finished meanwhile only looks less
@@ -187,6 +223,7 @@ def advance_locked(
         # The planning decision the dry run makes too (workflows.simulation).
         plan = graph.plan(deps, statuses, allow)
         if plan.cancel:
+            steps_flush()  # the rows this transaction changed, before the UPDATE
             _cancel_blocked(run, plan.cancel, now)
             for key in plan.cancel:
                 statuses[key] = action_runs[key].status = StepStatus.CANCELLED
@@ -218,11 +255,12 @@ def advance_locked(
         if not ready:
             flush()
             return None
-        if executed:
-            flush()
-            # Commit this step before starting the next one.
-            return CommitAndAdvance(step_key=executed_key)
         parallel = len(ready) > 1 or busy
+        if executed and (not chain or parallel or time.monotonic() - started > CHAIN_SECONDS):
+            flush()
+            # Commit the steps executed here before starting the next one (branches are
+            # handed out by the next advance).
+            return CommitAndAdvance(step_key=executed_key)
         for extra in ready[1:] if inline_external or not parallel else ready:
             handed_off.add(extra.step_key)
             transaction.on_commit(lambda pk=extra.pk: publish(execute_step, pk))
@@ -253,9 +291,11 @@ def advance_locked(
         if prepared is None:
             if ended is not None:
                 ended.add(first.step_key)
+            if executed:
+                executed_key = first.step_key  # what the steps ready next follow
             continue  # skipped or failed before its handler: plan again
         if prepared.step_type.atomic:
-            step_call(prepared)
+            step_call(prepared, savepoint=savepoints)
             executed = True
             executed_key = first.step_key
             continue
@@ -287,7 +327,7 @@ def _is_atomic(type_name: str) -> bool:
 
 
 def _save_run_state(run: Run) -> None:
-    run.save(update_fields=["status", "started_at", "updated_at"])
+    run_save(run)
     run_changed(run.pk, run.status)  # live run pages, after the commit
 
 
@@ -301,7 +341,5 @@ def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: 
         if first is not None:
             run.error = f"Step '{first.step_key}' failed: {first.error}"
             run.error_code = first.error_code or "STEP_FAILED"
-    run.save(
-        update_fields=["status", "started_at", "finished_at", "updated_at", "error", "error_code"]
-    )
+    run_save(run)
     run_changed(run.pk, run.status)  # live run pages, after the commit

@@ -22,7 +22,7 @@ from automation.events import event_context, outbox_doorbell_reset, outbox_ring
 from automation.matcher import trigger_index
 from automation.models import Event, Run, RunStatus
 from automation.services.advance import AfterCommit, HandOff, advance_locked, run_advance
-from automation.services.common import engine_setting, enqueue_advance_now
+from automation.services.common import deferred_writes, engine_setting, enqueue_advance_now
 from automation.services.creation import RunSpec, runs_create
 from automation.services.retry import backoff_delay
 
@@ -227,18 +227,21 @@ def _dispatch_locked(
     # workers, so one slow step does not hold the whole batch's commit back for long.
     deadline = time.monotonic() + engine_setting("DISPATCH_INLINE_SECONDS")
     # The new runs' rows were inserted by this transaction: nobody else can hold them.
-    for new in created if advance else ():
-        run = new.run
-        if run.status != RunStatus.PENDING:
-            continue
-        if not inline_external and time.monotonic() > deadline:
-            done.after_commit.append((run.pk, HandOff()))
-            continue
-        work = advance_locked(
-            run, fresh=True, inline_external=inline_external, new_rows=new.action_runs
-        )
-        if work is not None:
-            done.after_commit.append((run.pk, work))
+    # What their first steps change is written at the end, one UPDATE for all the step
+    # rows and one for all the runs.
+    with deferred_writes():
+        for new in created if advance else ():
+            run = new.run
+            if run.status != RunStatus.PENDING:
+                continue
+            if not inline_external and time.monotonic() > deadline:
+                done.after_commit.append((run.pk, HandOff()))
+                continue
+            work = advance_locked(
+                run, fresh=True, inline_external=inline_external, new_rows=new.action_runs
+            )
+            if work is not None:
+                done.after_commit.append((run.pk, work))
     return done
 
 

@@ -23,9 +23,9 @@ from automation.models import ActionRun, Run, StepStatus
 from automation.secrets import resolve_secret, step_config_render
 from automation.services.common import (
     ACTIVE_RUN,
-    STEP_FIELDS,
     engine_setting,
     step_definitions,
+    step_save,
 )
 from automation.services.retry import step_failed
 from automation.templating import TemplateRenderError, redact
@@ -234,10 +234,31 @@ def step_execute(*, action_run_id: int) -> None:
     step_call_external(prepared)
 
 
-def step_call(prepared: PreparedStep) -> None:
-    """Call an atomic step's handler in a savepoint of the current transaction."""
+class StepRedo(Exception):
+    """A step called without a savepoint raised: its transaction must be rolled back and
+    done again with a savepoint per step, which records the failure as usual."""
+
+
+def step_call(prepared: PreparedStep, *, savepoint: bool = True) -> None:
+    """Call an atomic step's handler in a savepoint of the current transaction.
+
+    Without ``savepoint`` the handler runs directly in the caller's transaction, and if it
+    raises anything, :class:`StepRedo` is raised instead of recording the failure: nothing
+    is recorded, and the caller rolls its whole transaction back (the steps it executed
+    before included) and does it again with savepoints."""
     ctx, step, secret_values = prepared.ctx, prepared.step, prepared.secret_values
     action_run = prepared.action_run
+    if not savepoint:
+        try:
+            with (
+                caused_by(prepared.run.pk, prepared.run.causation_depth),
+                statement_timeout(ctx.timeout_seconds),
+            ):
+                result = prepared.step_type.handler(ctx)
+        except Exception as exc:
+            raise StepRedo(action_run.step_key) from exc
+        step_succeeded(action_run, result, secret_values)
+        return
     try:
         with (
             transaction.atomic(),
@@ -350,7 +371,7 @@ def step_succeeded(action_run: ActionRun, result: StepResult, secret_values: set
         action_run.wake_at = result.wait_until
         action_run.waiting_on = result.wait_for or ""
         action_run.updated_at = now
-        action_run.save(update_fields=STEP_FIELDS)
+        step_save(action_run)
         if result.wait_until is not None:
             seconds = (result.wait_until - now).total_seconds()
             if seconds <= engine_setting("WAKE_MESSAGE_MAX_SECONDS"):
@@ -369,5 +390,5 @@ def step_finish(
     action_run.started_at = action_run.started_at or now
     action_run.wake_at = None
     action_run.updated_at = now
-    action_run.save(update_fields=STEP_FIELDS)
+    step_save(action_run)
     run_changed(action_run.run_id, status, step=action_run.step_key)  # live pages

@@ -11,7 +11,7 @@ from django.db import transaction
 
 from automation.actions import StepFailed, StepType, get_step_type
 from automation.models import ActionRun, StepStatus
-from automation.services.common import STEP_FIELDS, engine_setting
+from automation.services.common import engine_setting, step_save
 from automation.templating import redact
 
 
@@ -57,7 +57,7 @@ def step_failed(
             delay = max(delay, float(exc.retry_after))
         action_run.status = StepStatus.PENDING
         action_run.wake_at = now + timedelta(seconds=delay)
-        action_run.save(update_fields=STEP_FIELDS)
+        step_save(action_run)
         pk = action_run.pk
         if delay <= engine_setting("WAKE_MESSAGE_MAX_SECONDS"):
             transaction.on_commit(lambda: publish(execute_step, pk, countdown=delay))
@@ -68,4 +68,4 @@ def step_failed(
     action_run.status = StepStatus.FAILED
     action_run.finished_at = now
     action_run.wake_at = None
-    action_run.save(update_fields=STEP_FIELDS)
+    step_save(action_run)
