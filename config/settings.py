@@ -271,6 +271,9 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
+    # API clients (a token) get the JSON the schema documents; the browsable API is for the
+    # login session (config.negotiation).
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.negotiation.ApiContentNegotiation",
     "DEFAULT_PAGINATION_CLASS": "config.parsers.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": [

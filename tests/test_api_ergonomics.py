@@ -128,13 +128,15 @@ def test_action_endpoints_document_their_own_input(
     assert "trigger_index" not in fields and "status" not in fields
 
 
-def test_the_browsable_api_shows_the_operations_form(api: APIClient, workflow: Workflow) -> None:
+def test_the_browsable_api_shows_the_operations_form(admin_user: Any, workflow: Workflow) -> None:
     run = workflow_execute(workflow_id=workflow.pk, payload={})
-    page = api.get(f"/api/v1/runs/{run.pk}/suspend/", HTTP_ACCEPT="text/html")
+    browser = APIClient()
+    browser.force_login(admin_user)
+    page = browser.get(f"/api/v1/runs/{run.pk}/suspend/", HTTP_ACCEPT="text/html")
     assert page.status_code == 405
     html = page.content.decode()
     assert 'name="trigger_index"' not in html and 'name="causation_depth"' not in html
-    task_page = api.get("/api/v1/tasks/1/reassign/", HTTP_ACCEPT="text/html")
+    task_page = browser.get("/api/v1/tasks/1/reassign/", HTTP_ACCEPT="text/html")
     assert task_page.status_code == 405
     assert 'name="reason"' in task_page.content.decode()
 

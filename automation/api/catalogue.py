@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers, viewsets
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -52,7 +52,10 @@ class EventTypeSerializer(serializers.Serializer):
     related = RelatedObjectSerializer(many=True)
 
 
+@extend_schema_serializer(many=False)
 class EventTypeListSerializer(serializers.Serializer):
+    """The whole catalogue in one answer (an object, not a page)."""
+
     results = EventTypeSerializer(many=True)
 
 

@@ -10,6 +10,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
@@ -132,8 +133,8 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
 
     @extend_schema(
         responses={
-            (200, "text/csv"): OpenApiResponse(description="The CSV."),
-            409: OpenApiResponse(description="Not written yet."),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.BINARY, description="The CSV."),
+            409: OpenApiResponse(description="EXPORT_NOT_READY (with its status)."),
         }
     )
     @action(detail=True, methods=["get"], url_path="download", url_name="api-download")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, viewsets
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -54,6 +54,14 @@ class StepTypeSerializer(serializers.Serializer):
     default_retry = serializers.JSONField(help_text="Retry policy when the step gives none.")
 
 
+@extend_schema_serializer(many=False)
+class StepTypeListSerializer(serializers.Serializer):
+    """Every step type in one answer (an object, not a page)."""
+
+    count = serializers.IntegerField()
+    results = StepTypeSerializer(many=True)
+
+
 def step_type_data(step_type: StepType) -> dict[str, Any]:
     return {
         "name": step_type.name,
@@ -75,7 +83,7 @@ class StepTypeViewSet(viewsets.ViewSet):
     lookup_value_regex = r"[A-Za-z0-9_.\-]+"
     lookup_field = "name"
 
-    @extend_schema(responses=StepTypeSerializer(many=True))
+    @extend_schema(responses=StepTypeListSerializer)
     def list(self, request: Request) -> Response:
         results = [step_type_data(t) for _, t in sorted(step_types().items())]
         return Response({"count": len(results), "results": results})
