@@ -41,7 +41,7 @@ from automation.actions.entities import entity, entity_type_issues, is_templated
 from automation.events import actor_context
 from config.errors import DomainError
 from config.issues import Issue, IssueCode
-from config.references import users_named
+from config.references import group_named, users_named
 from tasks_inbox.form_schema import form_issues
 from tasks_inbox.lifecycles import BUILTIN_DOCUMENTS, lifecycle_spec
 from tasks_inbox.models import PRIORITY_BY_NAME, Task
@@ -140,15 +140,10 @@ def resolve_user(value: Any) -> AbstractBaseUser | None:
     return found[0]
 
 
-def resolve_queue(value: Any) -> Group | None:
+def resolve_queue(value: object) -> Group | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        found = Group.objects.filter(pk=value).first()
-    else:
-        found = Group.objects.filter(name=str(value).strip()).first()
-        if found is None and str(value).strip().isdigit():
-            found = Group.objects.filter(pk=int(str(value).strip())).first()
+    found = group_named(value)
     if found is None:
         raise StepFailed(f"no queue (group) {value!r}", code="QUEUE_NOT_FOUND")
     return found
