@@ -24,6 +24,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import set_rollback
 
 from config.errors import DomainError
+from config.requests import request_user
 
 CODES: dict[type[exceptions.APIException], str] = {
     exceptions.ParseError: "PARSE_ERROR",
@@ -157,5 +158,5 @@ class TokenView(ObtainAuthToken):
 
     @extend_schema(request=None, responses={204: OpenApiResponse(description="Revoked.")})
     def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        Token.objects.filter(user=request.user).delete()
+        Token.objects.filter(user=request_user(request)).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import Group, User
 from django.db.models import Q
 
 
@@ -30,7 +30,7 @@ def whole_number(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
-def users_named(value: Any, *, active_only: bool = False) -> list[AbstractBaseUser]:
+def users_named(value: Any, *, active_only: bool = False) -> list[User]:
     """The users ``value`` names, by id: none, one, or two (then it is ambiguous)."""
     text = reference_text(value)
     if text is None:

@@ -157,7 +157,9 @@ def validate_definition(document: Any) -> list[Issue]:
             None,
             step_keys,
             shape=shape,
-            upstream=upstream.get(key, frozenset()) if upstream is not None else None,
+            upstream=None
+            if upstream is None
+            else upstream.get(key if isinstance(key, str) else "", frozenset()),
         )
     return issues
 
@@ -186,16 +188,16 @@ def validate_trigger(
     if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
         issues.append(Issue(f"{path}.priority", IssueCode.INVALID_TYPE, "must be an integer"))
     issues += _type_issues(trigger.get("is_active"), f"{path}.is_active", bool, "true or false")
-    known = entries is not None and isinstance(event_type, str) and EVENT_TYPE.match(event_type)
-    if known:
-        issues += domain.event_type_issues(event_type, f"{path}.event_type", entries)
+    known = event_type if isinstance(event_type, str) and EVENT_TYPE.match(event_type) else None
+    if entries is not None and known is not None:
+        issues += domain.event_type_issues(known, f"{path}.event_type", entries)
     conditions = trigger.get("conditions")
     if conditions:
         structure = validate_condition(conditions, path=f"{path}.conditions")
         issues += structure
         issues += _secret_in_conditions(conditions, f"{path}.conditions")
-        if known and not structure:
-            shape = domain.shape_of([event_type], entries)
+        if entries is not None and known is not None and not structure:
+            shape = domain.shape_of([known], entries)
             issues += domain.condition_issues(conditions, f"{path}.conditions", shape, set(), None)
     return issues
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 
 from automation.actions import StepConfigCode, StepFailed
@@ -27,7 +28,7 @@ def entity(entity_type: str, entity_id: Any, *, lock: bool = False) -> models.Mo
     queryset = manager.select_for_update() if lock else manager.all()
     try:
         return queryset.get(pk=entity_id)
-    except (reg.model.DoesNotExist, ValueError, TypeError):
+    except (ObjectDoesNotExist, ValueError, TypeError):
         raise StepFailed(
             f"{entity_type} {entity_id!r} does not exist", code="ENTITY_NOT_FOUND"
         ) from None

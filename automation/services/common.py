@@ -4,9 +4,11 @@ step write saves, a version's definition (cached) and queueing a run's advance."
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal, overload
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from automation.models import Run
@@ -31,8 +33,29 @@ STEP_FIELDS = [
 ]
 
 
-def engine_setting(name: str) -> Any:
-    return settings.FLOWDESK[name]
+CountSetting = Literal[
+    "DISPATCH_BATCH_SIZE",
+    "MAX_CAUSATION_DEPTH",
+    "OUTBOX_GRACE_SECONDS",
+    "STALE_RUN_SECONDS",
+    "SWEEP_BATCH_SIZE",
+]
+SecondsSetting = Literal[
+    "DISPATCH_COALESCE_SECONDS", "DISPATCH_INLINE_SECONDS", "WAKE_MESSAGE_MAX_SECONDS"
+]
+
+
+@overload
+def engine_setting(name: CountSetting) -> int: ...
+@overload
+def engine_setting(name: SecondsSetting) -> float: ...
+def engine_setting(name: CountSetting | SecondsSetting) -> float:
+    """One of the engine's numeric settings (``settings.FLOWDESK``)."""
+    values: Mapping[str, object] = settings.FLOWDESK
+    value = values[name]
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ImproperlyConfigured(f"FLOWDESK[{name!r}] must be a number, not {value!r}")
+    return value
 
 
 @functools.lru_cache(maxsize=1024)

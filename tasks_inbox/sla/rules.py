@@ -287,7 +287,7 @@ def _working_hours_issues(value: Any) -> tuple[dict[str, Any] | None, list[Issue
             )
         ]
     issues = _unknown_keys(value, {"days", "start", "end", "time_zone"}, path)
-    days = value.get("days")
+    days = value.get("days", [])
     if (
         not isinstance(days, list)
         or not days
@@ -520,7 +520,7 @@ def sla_config_document(config: SLAConfig) -> dict[str, Any]:
         "name": config.name,
         "description": config.description,
         "is_active": config.is_active,
-        "queue": config.queue.name if config.queue_id else None,
+        "queue": config.queue.name if config.queue is not None else None,
         "task_type": config.task_type,
         "priority": priority_name(config.priority) if config.priority is not None else None,
         "target": duration_string(config.target),

@@ -130,7 +130,7 @@ def sla_task_check(
         task = Task.objects.select_related("lifecycle", "assignee", "queue", "sla_config").get(
             pk=task_id
         )
-        spec = sla_spec(task.sla_config) if task.sla_config_id else None
+        spec = sla_spec(task.sla_config) if task.sla_config is not None else None
         fired = 0
         if task.is_open and (spec is None or spec.is_active):
             for threshold, due_at in pending_thresholds(task, spec):
@@ -190,10 +190,11 @@ def queue_managers(
         return []
     if queue_id not in cache:
         cache[queue_id] = [
-            actor_context(user)
+            context
             for user in get_user_model()
             .objects.filter(managed_queues__group=queue_id)
             .order_by("pk")
+            if (context := actor_context(user)) is not None
         ]
     return cache[queue_id]
 

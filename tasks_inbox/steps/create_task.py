@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import date, datetime, time
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
 from automation.actions import (
@@ -122,7 +122,7 @@ def _reference_issues(config: dict[str, Any], path: str) -> list[Issue]:
     return issues
 
 
-def resolve_user(value: Any) -> AbstractBaseUser | None:
+def resolve_user(value: Any) -> User | None:
     """The active user an id, username or email names (``config.references``); None
     when empty."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -188,8 +188,8 @@ def _output(task: Task) -> dict[str, Any]:
     return {
         "task_id": task.pk,
         "state": task.state,
-        "assignee": task.assignee.get_username() if task.assignee_id else None,
-        "queue": task.queue.name if task.queue_id else None,
+        "assignee": task.assignee.get_username() if task.assignee is not None else None,
+        "queue": task.queue.name if task.queue is not None else None,
         "url": task.get_absolute_url(),
     }
 

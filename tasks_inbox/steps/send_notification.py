@@ -32,6 +32,7 @@ from automation.actions import (
 )
 from automation.actions.mailing import check_address, send_message
 from automation.models import ActionRun
+from automation.templating import Mode
 from config.references import users_named
 from tasks_inbox.models import Notification
 
@@ -47,7 +48,7 @@ SCHEMA = object_schema(
     },
     required=["recipient", "message"],
 )
-RENDER_MODES = {"recipient": "header", "subject": "header", "link": "header"}
+RENDER_MODES: dict[str, Mode] = {"recipient": "header", "subject": "header", "link": "header"}
 
 
 def find_user(recipient: Any) -> Any:
