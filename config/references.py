@@ -8,14 +8,12 @@ several says the reference is ambiguous, never picks one.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, User
 from django.db.models import Q
 
 
-def reference_text(value: Any) -> str | None:
+def reference_text(value: object) -> str | None:
     """The reference as text, or None when it cannot name anything (not an id or a name)."""
     if isinstance(value, bool) or value is None:
         return None
@@ -30,7 +28,7 @@ def whole_number(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
-def users_named(value: Any, *, active_only: bool = False) -> list[User]:
+def users_named(value: object, *, active_only: bool = False) -> list[User]:
     """The users ``value`` names, by id: none, one, or two (then it is ambiguous)."""
     text = reference_text(value)
     if text is None:

@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 from urllib.parse import quote, quote_plus
 
 from automation.templating.base import (
@@ -103,7 +103,15 @@ def secret_pattern(secret_values: Iterable[str]) -> re.Pattern[str] | None:
     return _secret_pattern(frozenset(s for s in secret_values if isinstance(s, str) and s))
 
 
-def redact(obj: Any, secret_values: Iterable[str], mask: str = DEFAULT_MASK) -> Any:
+@overload
+def redact(obj: str, secret_values: Iterable[str], mask: str = DEFAULT_MASK) -> str: ...
+@overload
+def redact(
+    obj: dict[str, Any], secret_values: Iterable[str], mask: str = DEFAULT_MASK
+) -> dict[str, Any]: ...
+@overload
+def redact(obj: object, secret_values: Iterable[str], mask: str = DEFAULT_MASK) -> object: ...
+def redact(obj: object, secret_values: Iterable[str], mask: str = DEFAULT_MASK) -> object:
     """Deep-copy JSON-like ``obj`` with every form of each secret replaced by ``mask``.
 
     Strings (dict keys included) are scrubbed of each value in every form it can take
@@ -113,7 +121,7 @@ def redact(obj: Any, secret_values: Iterable[str], mask: str = DEFAULT_MASK) -> 
     """
     pattern = secret_pattern(secret_values)
 
-    def scrub(item: Any, depth: int) -> Any:
+    def scrub(item: object, depth: int) -> object:
         if isinstance(item, str):
             return pattern.sub(lambda _match: mask, item) if pattern else item
         if isinstance(item, dict | list | tuple) and depth >= MAX_VALUE_DEPTH:

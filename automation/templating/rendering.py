@@ -47,7 +47,7 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"unknown template mode {mode!r}; expected one of {sorted(MODES)}")
 
 
-def _child_path(base: str, key: Any) -> str:
+def _child_path(base: str, key: object) -> str:
     if isinstance(key, int) and not isinstance(key, bool):
         return f"{base}[{key}]"
     text = key if isinstance(key, str) else str(key)
@@ -74,7 +74,9 @@ class _Renderer:
         self._secret_values: dict[str, str] = {}
         self._rendered_size = 0
 
-    def tree(self, value: Any, mode: str, modes: Mapping[str, str], path: str, depth: int) -> Any:
+    def tree(
+        self, value: object, mode: str, modes: Mapping[str, str], path: str, depth: int
+    ) -> object:
         try:
             if isinstance(value, str):
                 return self.text(value, mode, typed=True)
@@ -103,7 +105,7 @@ class _Renderer:
             exc.params.setdefault("path", path)
             raise
 
-    def text(self, text: str, mode: str, *, typed: bool) -> Any:
+    def text(self, text: str, mode: str, *, typed: bool) -> object:
         limits = self.limits
         if "{{" not in text:
             if len(text) > limits.max_template_length:
@@ -160,7 +162,7 @@ class _Renderer:
             code=TemplateCode.OUTPUT_TOO_LARGE,
         )
 
-    def evaluate(self, expr: _Expr) -> Any:
+    def evaluate(self, expr: _Expr) -> object:
         if expr.kind == "path":
             value = lookup(self.context, expr.path)
             if value is MISSING:
@@ -218,7 +220,7 @@ class _Renderer:
 
 
 def render_value(
-    value: Any,
+    value: object,
     context: Mapping[str, Any],
     *,
     secrets: SecretLookup | None = None,
@@ -303,7 +305,7 @@ def validate_template(
 
 
 def validate_value(
-    value: Any,
+    value: object,
     *,
     path: str = "config",
     allowed_roots: Iterable[str] | None = None,

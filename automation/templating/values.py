@@ -26,14 +26,14 @@ if TYPE_CHECKING:
     pass
 
 
-def _unsupported(value: Any) -> TemplateRenderError:
+def _unsupported(value: object) -> TemplateRenderError:
     return TemplateRenderError(
         f"cannot render a value of type '{type(value).__name__}'",
         code=TemplateCode.UNSUPPORTED_VALUE,
     )
 
 
-def _copy_data(value: Any, *, for_json: bool = False, depth: int = 0) -> Any:
+def _copy_data(value: object, *, for_json: bool = False, depth: int = 0) -> object:
     """Copy plain data; with ``for_json`` turn Decimal, dates and UUIDs into strings."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -56,7 +56,7 @@ def _copy_data(value: Any, *, for_json: bool = False, depth: int = 0) -> Any:
     raise _unsupported(value)
 
 
-def _data_size(value: Any, limit: int) -> int:
+def _data_size(value: object, limit: int) -> int:
     """The length of ``value``'s compact JSON form, about (strings counted unescaped);
     raises ``value_too_large`` as soon as it passes ``limit``, without copying anything."""
     size = 0
@@ -94,7 +94,7 @@ def _data_size(value: Any, limit: int) -> int:
     return size
 
 
-def _to_json(value: Any) -> str:
+def _to_json(value: object) -> str:
     try:
         return json.dumps(
             _copy_data(value, for_json=True),
@@ -109,7 +109,7 @@ def _to_json(value: Any) -> str:
         raise TemplateRenderError(message, code=TemplateCode.UNSUPPORTED_VALUE) from exc
 
 
-def _to_text(value: Any) -> str:
+def _to_text(value: object) -> str:
     """Stringify a value: None -> "", bools -> true/false, containers -> compact JSON."""
     if value is None or value is MISSING:
         return ""
@@ -143,11 +143,11 @@ def _filter_failed(name: str, expected: str) -> TemplateRenderError:
     )
 
 
-def _filter_default(value: Any, arg: Any) -> Any:
+def _filter_default(value: object, arg: object) -> object:
     return arg if value is None or (isinstance(value, str) and not value) else value
 
 
-def _filter_date(value: Any, fmt: Any) -> str:
+def _filter_date(value: object, fmt: object) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         return ""
     moment: date
@@ -165,12 +165,12 @@ def _filter_date(value: Any, fmt: Any) -> str:
     else:
         raise _filter_failed("date", "an ISO date or datetime")
     try:
-        return moment.strftime(fmt)
+        return moment.strftime(str(fmt))
     except (ValueError, OverflowError):
         raise _filter_failed("date", "a date it can format") from None
 
 
-def _filter_int(value: Any, _arg: Any) -> int:
+def _filter_int(value: object, _arg: object) -> int:
     if isinstance(value, int):
         return int(value)
     try:
@@ -183,11 +183,12 @@ def _filter_int(value: Any, _arg: Any) -> int:
     raise _filter_failed("int", "a number")
 
 
-def _filter_float(value: Any, _arg: Any) -> float:
+def _filter_float(value: object, _arg: object) -> float:
     number = None
     try:
-        numeric = isinstance(value, int | float | Decimal)
-        if numeric or (isinstance(value, str) and _FLOAT_TEXT.fullmatch(value)):
+        if isinstance(value, int | float | Decimal) or (
+            isinstance(value, str) and _FLOAT_TEXT.fullmatch(value)
+        ):
             number = float(value)
     except (ValueError, OverflowError):
         number = None
@@ -196,7 +197,7 @@ def _filter_float(value: Any, _arg: Any) -> float:
     return number
 
 
-def _filter_length(value: Any, _arg: Any) -> int:
+def _filter_length(value: object, _arg: object) -> int:
     if value is None:
         return 0
     if isinstance(value, str | list | tuple | dict):
@@ -204,17 +205,24 @@ def _filter_length(value: Any, _arg: Any) -> int:
     raise _filter_failed("length", "a string, list or object")
 
 
-def _filter_join(value: Any, separator: Any) -> str:
+def _filter_join(value: object, separator: object) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
         return value
     if isinstance(value, list | tuple):
-        return (", " if separator is None else separator).join(_to_text(item) for item in value)
+        return (", " if separator is None else str(separator)).join(
+            _to_text(item) for item in value
+        )
     raise _filter_failed("join", "a list")
 
 
-def _filter_urlencode(value: Any, _arg: Any) -> str:
+def _filter_truncate(value: object, count: object) -> str:
+    """The text's first ``count`` characters (the parser makes ``count`` an integer)."""
+    return _to_text(value)[: count if isinstance(count, int) else None]
+
+
+def _filter_urlencode(value: object, _arg: object) -> str:
     try:
         if isinstance(value, dict):
             pairs = [(_to_text(key), _to_text(item)) for key, item in value.items()]
@@ -224,7 +232,7 @@ def _filter_urlencode(value: Any, _arg: Any) -> str:
         raise _filter_failed("urlencode", "text that can be encoded as UTF-8") from None
 
 
-def _sum_term(item: Any) -> Decimal | None:
+def _sum_term(item: object) -> Decimal | None:
     if item is None:
         return None
     if isinstance(item, bool):
@@ -244,7 +252,7 @@ def _sum_term(item: Any) -> Decimal | None:
     raise _filter_failed("sum", "a list of numbers or an object whose values are numbers")
 
 
-def _filter_sum(value: Any, _arg: Any) -> int | float:
+def _filter_sum(value: object, _arg: object) -> int | float:
     """Sum a list of numbers, or an object's values; missing (null) items count as 0.
 
     Decimal arithmetic, so 33.3 + 33.3 + 33.4 is exactly 100; a whole result is an int.
@@ -270,7 +278,7 @@ def _filter_sum(value: Any, _arg: Any) -> int | float:
     return float(total)
 
 
-_FILTER_FUNCTIONS: Final[dict[str, Callable[[Any, Any], Any]]] = {
+_FILTER_FUNCTIONS: Final[dict[str, Callable[[object, object], object]]] = {
     "upper": lambda value, _arg: _to_text(value).upper(),
     "lower": lambda value, _arg: _to_text(value).lower(),
     "title": lambda value, _arg: _to_text(value).title(),
@@ -283,7 +291,7 @@ _FILTER_FUNCTIONS: Final[dict[str, Callable[[Any, Any], Any]]] = {
     "json": lambda value, _arg: _to_json(value),
     "length": _filter_length,
     "join": _filter_join,
-    "truncate": lambda value, count: _to_text(value)[:count],
+    "truncate": _filter_truncate,
     "urlencode": _filter_urlencode,
     "sum": _filter_sum,
 }
