@@ -241,7 +241,7 @@ def field_type(model_field: models.Field) -> str:
     return "string"
 
 
-def _is_user_model(model: Any) -> bool:
+def _is_user_model(model: object) -> bool:
     from django.contrib.auth import get_user_model
 
     return model is get_user_model()

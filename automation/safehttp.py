@@ -350,7 +350,7 @@ class _NoRedirectSession(HTTPSession):
     ``Response.next``, so there is nothing to resolve.
     """
 
-    def resolve_redirects(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+    def resolve_redirects(self, *args: object, **kwargs: object) -> Iterator[Any]:
         return iter(())
 
 

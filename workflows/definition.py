@@ -85,7 +85,7 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def _type_issues(
-    value: Any, path: str, expected: type | tuple[type, ...], label: str
+    value: object, path: str, expected: type | tuple[type, ...], label: str
 ) -> list[Issue]:
     if value is None:
         return []
@@ -94,7 +94,7 @@ def _type_issues(
     return []
 
 
-def validate_definition(document: Any) -> list[Issue]:
+def validate_definition(document: object) -> list[Issue]:
     """Every problem of a workflow document, each with the JSON path it is at."""
     if not isinstance(document, dict):
         return [Issue("", IssueCode.INVALID_TYPE, "a workflow definition must be a JSON object")]
@@ -165,7 +165,7 @@ def validate_definition(document: Any) -> list[Issue]:
 
 
 def validate_trigger(
-    trigger: Any, path: str, *, entries: list[EventEntry] | None = None
+    trigger: object, path: str, *, entries: list[EventEntry] | None = None
 ) -> list[Issue]:
     """A trigger's problems; with the catalogue's ``entries``, also what needs the domain
     (an unknown event type, condition paths, operators and values its events refuse)."""
@@ -203,7 +203,7 @@ def validate_trigger(
 
 
 def validate_step(
-    step: Any,
+    step: object,
     path: str,
     roots: set[str] | None,
     step_keys: set[Any],
@@ -275,7 +275,7 @@ def validate_step(
     return issues
 
 
-def _secret_in_conditions(conditions: Any, path: str) -> list[Issue]:
+def _secret_in_conditions(conditions: object, path: str) -> list[Issue]:
     """Conditions read the run's context, never secrets: a path or value naming
     ``secrets`` (a template, or the path ``secrets.NAME``) is refused."""
     issues: list[Issue] = []
@@ -291,7 +291,7 @@ def _secret_in_conditions(conditions: Any, path: str) -> list[Issue]:
     return issues
 
 
-def _strings(value: Any, path: str) -> list[tuple[str, str]]:
+def _strings(value: object, path: str) -> list[tuple[str, str]]:
     if isinstance(value, str):
         return [(path, value)]
     if isinstance(value, dict):
@@ -301,7 +301,7 @@ def _strings(value: Any, path: str) -> list[tuple[str, str]]:
     return []
 
 
-def validate_retry(retry: Any, path: str) -> list[Issue]:
+def validate_retry(retry: object, path: str) -> list[Issue]:
     if not isinstance(retry, dict):
         return [Issue(path, IssueCode.INVALID_TYPE, "must be an object")]
     issues = [

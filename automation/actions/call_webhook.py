@@ -259,7 +259,7 @@ def _mark_delivered(ctx: StepContext, summary: dict[str, Any], status: int) -> N
 
 
 @checks.register(checks.Tags.compatibility, deploy=False)
-def check_allow_hosts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def check_allow_hosts(app_configs: object = None, **kwargs: object) -> list[checks.CheckMessage]:
     """``FLOWDESK_WEBHOOK_ALLOW_HOSTS`` entries are hosts or ``host:port``, nothing else."""
     errors: list[checks.CheckMessage] = []
     for entry in settings.FLOWDESK.get("WEBHOOK_ALLOW_HOSTS") or ():

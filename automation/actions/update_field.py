@@ -54,7 +54,7 @@ def _writable_field(entity_type: str, name: str) -> models.Field:
     return field
 
 
-def _coerce(field: models.Field, value: Any, instance: models.Model) -> Any:
+def _coerce(field: models.Field, value: object, instance: models.Model) -> Any:
     if field.is_relation:
         if value in (None, ""):
             return None
@@ -122,7 +122,7 @@ def check_config(config: dict[str, Any], path: str) -> list[Issue]:
     return _value_issues(concrete[name], config["value"], f"{path}.value")
 
 
-def _value_issues(field: models.Field, value: Any, path: str) -> list[Issue]:
+def _value_issues(field: models.Field, value: object, path: str) -> list[Issue]:
     if field.is_relation:
         try:
             _coerce(field, value, None)  # type: ignore[arg-type]

@@ -51,7 +51,7 @@ SCHEMA = object_schema(
 RENDER_MODES: dict[str, Mode] = {"recipient": "header", "subject": "header", "link": "header"}
 
 
-def find_user(recipient: Any) -> Any:
+def find_user(recipient: object) -> Any:
     """The active user a recipient names (id, username or email: ``config.references``),
     or None if none does."""
     found = users_named(recipient, active_only=True)
@@ -63,7 +63,7 @@ def find_user(recipient: Any) -> Any:
     return found[0] if found else None
 
 
-def check_link(link: Any) -> str:
+def check_link(link: object) -> str:
     """A site path (``/leads/7``) or an absolute http(s) URL; '' when there is none."""
     text = str(link or "").strip()
     if not text:
