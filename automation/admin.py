@@ -295,7 +295,8 @@ class SecretForm(forms.ModelForm):
         fields = ("name", "description")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if not self.instance.pk and not data.get("value"):
             self.add_error(
                 "value", forms.ValidationError("A new secret needs a value.", code="required")

@@ -241,7 +241,7 @@ def field_type(model_field: models.Field) -> str:
     return "string"
 
 
-def _is_user_model(model: Any) -> bool:
+def _is_user_model(model: object) -> bool:
     from django.contrib.auth import get_user_model
 
     return model is get_user_model()
@@ -307,6 +307,8 @@ def model_fields(registration: ModelRegistration) -> tuple[list[ContextField], l
             fields.append(ContextField(path, "string", f"{label} (masked: {MASKED})"))
             continue
         target = model_field.related_model
+        if not isinstance(target, type):  # resolved once the apps are loaded: a model
+            continue
         if _is_user_model(target):
             fields.append(ContextField(path, "user", label, nullable=bool(model_field.null)))
             with_email = model_field.name in registration.user_fields_with_email

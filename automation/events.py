@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -80,7 +80,7 @@ def event_emit(
     event_type: str,
     payload: dict[str, Any] | None = None,
     *,
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
     source: str = EventSource.EMIT,
     entity_type: str = "",
     entity_id: str | int = "",
@@ -144,7 +144,7 @@ def event_submit(
     *,
     event_type: str,
     payload: dict[str, Any],
-    actor: AbstractBaseUser,
+    actor: User,
     idempotency_key: str | None = None,
 ) -> Event:
     """An event raised by a caller of the API, with the ``Idempotency-Key`` they sent.
@@ -242,7 +242,7 @@ def emit(
     event_type: str,
     payload: dict[str, Any] | None = None,
     *,
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
     idempotency_key: str | None = None,
 ) -> Event:
     """Raise a domain event from host code: ``emit("deal.won", {"deal_id": 7}, actor=user)``."""

@@ -132,7 +132,7 @@ def dependencies(steps: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
     return deps
 
 
-def validate_graph(steps: Any, path: str = "steps") -> list[GraphIssue]:
+def validate_graph(steps: object, path: str = "steps") -> list[GraphIssue]:
     """Return every structural issue of a step list (an empty list when it is valid).
 
     Checks, each issue naming its JSON path:

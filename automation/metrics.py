@@ -10,6 +10,7 @@ their ``AppConfig.ready()``); the engine knows nothing of their tables.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from typing import Any
 
 from django.db.models import Count, F
@@ -81,7 +82,7 @@ class EngineCollector(Collector):
             yield from source()
 
     def _durations(self) -> HistogramMetricFamily:
-        since = timezone.now() - timezone.timedelta(hours=HISTOGRAM_WINDOW_HOURS)
+        since = timezone.now() - timedelta(hours=HISTOGRAM_WINDOW_HOURS)
         histogram = HistogramMetricFamily(
             "flowdesk_step_duration_seconds",
             f"Durations of steps finished in the last {HISTOGRAM_WINDOW_HOURS}h, by type.",

@@ -95,7 +95,9 @@ def active_runs(*, limit: int = 100) -> list[dict[str, Any]]:
     ]
 
 
-def _percentiles(queryset: Any, start: str, end: str, group: str) -> dict[Any, dict[str, float]]:
+def _percentiles(
+    queryset: Any, start: str, end: str, group: str
+) -> dict[Any, dict[str, float | None]]:
     """p50/p95 of ``end - start`` in seconds, grouped by ``group``."""
     rows = grouped_percentiles(
         queryset, group=group, between=(start, end), fractions=(0.5, 0.95), sample=SQLITE_SAMPLE

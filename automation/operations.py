@@ -139,7 +139,8 @@ def expected_step_seconds(
         samples: dict[tuple[int, str], list[float]] = {}
         recent = steps.values_list("run__workflow_id", "step_key", "started_at", "finished_at")
         for workflow_id, key, start, end in recent.order_by("-pk")[:SQLITE_SAMPLE]:
-            samples.setdefault((workflow_id, key), []).append((end - start).total_seconds())
+            if start is not None and end is not None:
+                samples.setdefault((workflow_id, key), []).append((end - start).total_seconds())
         found = {pair: percentile(values, 0.5) or 0.0 for pair, values in samples.items()}
     return {pair: round(seconds, 3) for pair, seconds in found.items() if pair in pairs}
 
@@ -186,8 +187,8 @@ def judge(
         if started is not None:
             stop = done_at or (now if status in OPEN_STEP_STATUSES and not finished else None)
             actual = max(((stop or started) - started).total_seconds(), 0.0)
-            offset: float | None = max((started - origin).total_seconds(), 0.0)
-            expected_offset = offset
+            expected_offset = max((started - origin).total_seconds(), 0.0)
+            offset: float | None = expected_offset
         else:
             actual, offset, expected_offset = None, None, cursor
         if status in (StepStatus.SKIPPED, StepStatus.CANCELLED) and started is None:

@@ -59,14 +59,14 @@ def parse_path(text: str) -> tuple[str, ...]:
     return keys
 
 
-def is_path(text: Any) -> bool:
+def is_path(text: object) -> bool:
     try:
         return isinstance(text, str) and bool(parse_path(text))
     except PathInvalid:
         return False
 
 
-def lookup(context: Any, keys: tuple[str, ...]) -> Any:
+def lookup(context: object, keys: tuple[str, ...]) -> Any:
     """The value at ``keys`` in plain data (mappings by key, lists and tuples by an index
     key), or :data:`MISSING`."""
     value = context

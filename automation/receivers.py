@@ -24,7 +24,7 @@ ORIGINAL_ATTR = "_flowdesk_original"
 _connected: set[type[models.Model]] = set()
 
 
-def remember_original(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+def remember_original(sender: type[models.Model], instance: models.Model, **kwargs: object) -> None:
     registration = registration_for_model(sender)
     # Instances loaded from the database still say "adding" here; a pk tells them apart.
     if registration is None or instance.pk is None:
@@ -46,7 +46,7 @@ def on_save(
     instance: models.Model,
     created: bool,
     raw: bool = False,
-    **kwargs: Any,
+    **kwargs: object,
 ) -> None:
     from automation.events import event_emit
 
@@ -90,7 +90,7 @@ def on_save(
     setattr(instance, ORIGINAL_ATTR, tracked_values(instance, registration))
 
 
-def on_delete(sender: type[models.Model], instance: models.Model, **kwargs: Any) -> None:
+def on_delete(sender: type[models.Model], instance: models.Model, **kwargs: object) -> None:
     from automation.events import event_emit
 
     registration = registration_for_model(sender)

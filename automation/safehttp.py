@@ -63,7 +63,7 @@ import socket
 import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import SplitResult, urlsplit
 
 import requests
@@ -72,6 +72,9 @@ from requests.adapters import HTTPAdapter
 from requests_hardened import Config, HTTPSession
 from requests_hardened.ip_filter import EXTRA_BLOCKED_NET_RANGES, InvalidIPAddress
 from requests_hardened.ip_filter_adapter import IPFilterAdapter
+
+if TYPE_CHECKING:
+    from requests.adapters import _HostParams, _PoolKwargs
 
 from automation.secrets import mask_known
 
@@ -325,7 +328,7 @@ class _GuardedAdapter(IPFilterAdapter):
         request: requests.PreparedRequest,
         verify: bool | str,
         cert: str | tuple[str, str] | None = None,
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> tuple[_HostParams, _PoolKwargs]:
         parts = urlsplit(request.url or "")
         if _is_allowed(self._allow_hosts, parts.hostname or "", parts.port or self._default_port):
             return HTTPAdapter.build_connection_pool_key_attributes(self, request, verify, cert)
@@ -347,7 +350,7 @@ class _NoRedirectSession(HTTPSession):
     ``Response.next``, so there is nothing to resolve.
     """
 
-    def resolve_redirects(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+    def resolve_redirects(self, *args: object, **kwargs: object) -> Iterator[Any]:
         return iter(())
 
 
@@ -413,9 +416,9 @@ def _check_arguments(
     headers: Mapping[str, str] | None,
     limits: Mapping[str, float],
 ) -> str:
-    for name, value in limits.items():
-        if value < 0 or (value == 0 and name != "max_response_bytes"):
-            raise ValueError(f"{name} must be positive, got {value!r}")
+    for name, limit in limits.items():
+        if limit < 0 or (limit == 0 and name != "max_response_bytes"):
+            raise ValueError(f"{name} must be positive, got {limit!r}")
     verb = method.strip().upper()
     if not _METHOD.fullmatch(verb):
         raise DeliveryError(
@@ -528,7 +531,13 @@ def _send(
         connect=min(connect_timeout, remaining), read=min(read_timeout, remaining), total=remaining
     )
     try:
-        return session.send(prepared, stream=True, allow_redirects=False, timeout=timeout)
+        # HTTPAdapter.send takes a urllib3 Timeout; the requests stubs allow only numbers.
+        return session.send(
+            prepared,
+            stream=True,
+            allow_redirects=False,
+            timeout=timeout,  # type: ignore[arg-type]
+        )
     except InvalidIPAddress as exc:
         address = exc.args[0] if exc.args else None
         category = None

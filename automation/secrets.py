@@ -170,7 +170,7 @@ def known_values() -> frozenset[str]:
     return _known_now
 
 
-def mask_known(obj: Any) -> Any:
+def mask_known(obj: object) -> Any:
     """``obj`` (JSON-like) with every form of every known secret value masked."""
     return redact(obj, known_values())
 
@@ -220,7 +220,7 @@ class SecretMaskFilter(logging.Filter):
 POLICY_CODE = "secret_not_allowed"
 
 
-def _secret_strings(value: Any, path: str) -> list[str]:
+def _secret_strings(value: object, path: str) -> list[str]:
     """JSON paths of the strings in ``value`` whose templates read ``secrets``."""
     found: list[str] = []
     pending: list[tuple[Any, str]] = [(value, path)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from celery import Task, shared_task
 from django.db import DatabaseError, InterfaceError
@@ -37,7 +36,7 @@ PUBLISH_RETRY_POLICY = {
 }
 
 
-def publish(task: Task, *args: Any, countdown: float | None = None) -> bool:
+def publish(task: Task, *args: object, countdown: float | None = None) -> bool:
     """Publish a message for ``task`` (after the state it acts on has committed).
 
     The database is the source of truth and a message only a shortcut: when the broker

@@ -24,6 +24,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import set_rollback
 
 from config.errors import DomainError
+from config.requests import request_user
 
 CODES: dict[type[exceptions.APIException], str] = {
     exceptions.ParseError: "PARSE_ERROR",
@@ -45,7 +46,7 @@ def json_path(prefix: str, key: str | int) -> str:
     return f"{prefix}.{key}" if prefix else str(key)
 
 
-def flatten_detail(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+def flatten_detail(detail: object, prefix: str = "") -> dict[str, list[str]]:
     """Turn DRF's nested error detail into ``{json_path: [messages]}``."""
     out: dict[str, list[str]] = {}
     if isinstance(detail, dict):
@@ -70,7 +71,7 @@ def flatten_detail(detail: Any, prefix: str = "") -> dict[str, list[str]]:
 
 
 def error_body(
-    code: str, message: str, fields: dict[str, list[str]] | None = None, **data: Any
+    code: str, message: str, fields: dict[str, list[str]] | None = None, **data: object
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "message": message}
     if fields:
@@ -118,7 +119,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return Response(body, status=exc.status_code, headers=headers)
 
 
-def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+def api_not_found(request: HttpRequest, *args: object, **kwargs: object) -> JsonResponse:
     """Unknown URLs under ``/api/`` answer in the error shape, not Django's HTML page."""
     return JsonResponse(error_body("NOT_FOUND", f"No API endpoint at {request.path}."), status=404)
 
@@ -152,10 +153,10 @@ class TokenView(ObtainAuthToken):
         return [IsAuthenticated()] if self.request.method == "DELETE" else [AllowAny()]
 
     @extend_schema(responses=inline_serializer("Token", {"token": serializers.CharField()}))
-    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def post(self, request: Request, *args: object, **kwargs: object) -> Response:
         return super().post(request, *args, **kwargs)
 
     @extend_schema(request=None, responses={204: OpenApiResponse(description="Revoked.")})
-    def delete(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        Token.objects.filter(user=request.user).delete()
+    def delete(self, request: Request, *args: object, **kwargs: object) -> Response:
+        Token.objects.filter(user=request_user(request)).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import uuid
 from time import monotonic
-from typing import Any
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
@@ -20,7 +19,9 @@ from kombu.utils.json import dumps
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    def _put(  # type: ignore[override]  # kombu's filesystem Channel renames message to payload
+        self, queue: str, payload: object, **kwargs: object
+    ) -> None:
         """Put a message on ``queue``: write ``<name>.tmp``, then rename it to ``<name>``."""
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
 
 from django.utils.dateparse import parse_duration as parse_django_duration
 
@@ -35,7 +34,7 @@ class DurationInvalid(ValueError):
     """The value is not a duration in the grammar above."""
 
 
-def parse_duration(value: Any) -> timedelta:
+def parse_duration(value: object) -> timedelta:
     """The duration ``value`` stands for; :class:`DurationInvalid` when it is none."""
     if isinstance(value, timedelta):
         return value

@@ -32,7 +32,7 @@ class ErrorDetailSerializer(serializers.Serializer):
 
     code = serializers.CharField(help_text="Stable: callers branch on it, never on text.")
     message = serializers.CharField()
-    fields = serializers.DictField(
+    fields = serializers.DictField(  # type: ignore[assignment]  # a declared field, not .fields
         child=serializers.ListField(child=serializers.CharField()),
         required=False,
         help_text="Messages per JSON path of the input, e.g. 'steps[1].key'.",

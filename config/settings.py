@@ -24,6 +24,7 @@ import secrets
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import TypedDict
 
 import dj_database_url
 from celery.schedules import crontab  # noqa: F401  (available to schedule overrides)
@@ -153,7 +154,7 @@ _cache_url = os.environ.get("CACHE_URL") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 )
 if _cache_url:
-    CACHES = {
+    CACHES: dict[str, dict[str, object]] = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": _cache_url,
@@ -178,16 +179,14 @@ _channels_redis_url = os.environ.get("CHANNELS_REDIS_URL") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 )
 if _channels_redis_url:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [_channels_redis_url],
-                "prefix": "flowdesk-live",
-                "capacity": 500,
-                "expiry": 30,
-            },
-        }
+    _channels_config: dict[str, object] = {
+        "hosts": [_channels_redis_url],
+        "prefix": "flowdesk-live",
+        "capacity": 500,
+        "expiry": 30,
+    }
+    CHANNEL_LAYERS: dict[str, dict[str, object]] = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": _channels_config}
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -351,13 +350,13 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         "retry_on_timeout": False,
     }
     CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_SOCKET_TIMEOUT
-if CACHES["default"]["BACKEND"].endswith("RedisCache"):
+if _cache_url:  # the Redis cache
     CACHES["default"]["OPTIONS"] = {
         "socket_timeout": REDIS_SOCKET_TIMEOUT,
         "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
     }
-if CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):
-    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
+if _channels_redis_url:  # the Redis channel layer
+    _channels_config["hosts"] = [
         {
             "address": _channels_redis_url,
             "socket_timeout": REDIS_SOCKET_TIMEOUT,
@@ -393,7 +392,13 @@ CELERY_BEAT_SYNC_EVERY = int(os.environ.get("CELERY_BEAT_SYNC_EVERY", "0"))
 # interval can be set in seconds: FLOWDESK_SWEEP_OUTBOX_SECONDS, FLOWDESK_SWEEP_WAKE_SECONDS,
 # FLOWDESK_SWEEP_STALE_SECONDS, FLOWDESK_SWEEP_SLA_SECONDS. A message a sweep sends expires
 # after two intervals, so sweeps never pile up behind a busy worker.
-def _sweep(task: str, env: str, default: float) -> dict[str, object]:
+class BeatEntry(TypedDict):
+    task: str
+    schedule: timedelta
+    options: dict[str, str | float]
+
+
+def _sweep(task: str, env: str, default: float) -> BeatEntry:
     seconds = float(os.environ.get(env) or default)
     return {
         "task": task,
@@ -402,7 +407,7 @@ def _sweep(task: str, env: str, default: float) -> dict[str, object]:
     }
 
 
-CELERY_BEAT_SCHEDULE = {
+CELERY_BEAT_SCHEDULE: dict[str, BeatEntry] = {
     "outbox-redispatch": _sweep("flowdesk.sweep.outbox", "FLOWDESK_SWEEP_OUTBOX_SECONDS", 15),
     "runs-wake-due": _sweep("flowdesk.sweep.wake_due", "FLOWDESK_SWEEP_WAKE_SECONDS", 10),
     "runs-resume-stale": _sweep("flowdesk.sweep.stale_runs", "FLOWDESK_SWEEP_STALE_SECONDS", 60),
@@ -411,7 +416,25 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- The engine -----------------------------------------------------------------------
 
-FLOWDESK = {
+
+class FlowdeskSettings(TypedDict):
+    """The engine's own settings (``settings.FLOWDESK``), each explained below."""
+
+    MAX_CAUSATION_DEPTH: int
+    OUTBOX_GRACE_SECONDS: int
+    STALE_RUN_SECONDS: int
+    DISPATCH_BATCH_SIZE: int
+    DISPATCH_DOORBELL_SECONDS: int
+    DISPATCH_COALESCE_SECONDS: float
+    DISPATCH_INLINE_SECONDS: float
+    SWEEP_BATCH_SIZE: int
+    WEBHOOK_ALLOW_HOSTS: list[str]
+    ACTION_MODULES: list[str]
+    EVENT_TYPES: list[str]
+    WAKE_MESSAGE_MAX_SECONDS: float
+
+
+FLOWDESK: FlowdeskSettings = {
     # Events chained by workflows past this depth fail the run instead of looping.
     "MAX_CAUSATION_DEPTH": int(os.environ.get("FLOWDESK_MAX_CAUSATION_DEPTH", "10")),
     # An event not dispatched after this long is picked up by the outbox sweep.

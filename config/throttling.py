@@ -32,7 +32,8 @@ def window_count(key: str, timeout: int) -> int:
     backend = caches[DEFAULT_CACHE_ALIAS]
     if isinstance(backend, RedisCache):
         full_key = backend.make_and_validate_key(key)
-        client = backend._cache.get_client(full_key, write=True)
+        # django-stubs do not declare the backend's client wrapper, ``RedisCache._cache``.
+        client = backend._cache.get_client(full_key, write=True)  # type: ignore[attr-defined]
         pipe = client.pipeline(transaction=False)
         pipe.incr(full_key)
         pipe.expire(full_key, timeout)
@@ -54,23 +55,26 @@ class CacheTolerantScopedRateThrottle(ScopedRateThrottle):
         if not self.scope:
             return True
         self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        if self.rate is None:
+        num_requests, duration = self.parse_rate(self.rate)
+        if self.rate is None or num_requests is None or duration is None:
             return True
+        self.num_requests, self.duration = num_requests, duration
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
         self.now = self.timer()
-        window = int(self.now // self.duration)
+        window = int(self.now // duration)
         try:
-            count = window_count(f"{self.key}:{window}", int(self.duration) + 1)
+            count = window_count(f"{self.key}:{window}", duration + 1)
         except Exception:  # the cache backend's connection errors (redis, OSError)
             logger.warning(
                 "rate limit cache unavailable; request %s allowed", request.path, exc_info=True
             )
             return True
-        return count <= self.num_requests
+        return count <= num_requests
 
     def wait(self) -> float | None:
         """Seconds until the current window ends (at least one)."""
+        if self.duration is None:
+            return None
         return max(self.duration - (self.now % self.duration), 1.0)

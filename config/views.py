@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -73,7 +73,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html", context)
 
 
-def dashboard(user: AbstractBaseUser) -> dict[str, Any]:
+def dashboard(user: User) -> dict[str, Any]:
     """My open and overdue tasks, what I may claim, my unread notifications; for holders of
     the monitoring permission the active runs, the recent failures and whether any workflow
     exists yet."""

@@ -6,12 +6,10 @@ Exports show a non-staff user the leads and deals they own (staff see all, see
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db.models import Q
 
 
-def owned_by(user: Any) -> Q:
+def owned_by(user: object) -> Q:
     """Rows the user owns; no rows for no user."""
     return Q(owner=user) if user is not None else Q(pk__in=[])
 

@@ -139,7 +139,8 @@ class LifecycleForm(forms.ModelForm):
             self.initial["document"] = {"states": [], "transitions": []}
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         document = self._full_document(data)
         if document is not None:
             for issue in lifecycle_issues(document):
@@ -211,7 +212,8 @@ class LifecycleImportForm(forms.Form):
     )
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         upload, text = data.get("file"), (data.get("text") or "").strip()
         if upload is not None and text:
             raise forms.ValidationError("Give a file or JSON text, not both.")
@@ -393,7 +395,8 @@ class SLAConfigForm(forms.ModelForm):
         }
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if self.errors:
             return data
         _, issues = sla_config_clean(self.document(), instance=self.instance)

@@ -208,7 +208,7 @@ PORTFOLIO = {
     ],
 }
 
-CASE_OPENED = {
+CASE_OPENED: dict[str, Any] = {
     "slug": "case-intake",
     "name": "Case management: a new case gets an intake task",
     "description": "case.opened creates an intake task in the Intake queue (members claim).",
@@ -369,7 +369,7 @@ def seed_workflows() -> list[str]:
     user = get_user_model().objects.filter(username="demo").first()
     for document in WORKFLOWS:
         workflow_save(document=document, user=user)
-    return [f"workflows: {', '.join(d['slug'] for d in WORKFLOWS)}"]
+    return [f"workflows: {', '.join(str(d['slug']) for d in WORKFLOWS)}"]
 
 
 def _task(title: str, **kwargs: Any) -> Any:

@@ -179,8 +179,8 @@ def _bounds_issues(spec: dict[str, Any], kind: str, path: str) -> list[Issue]:
     if not issues and "min" in bounds and "max" in bounds:
         low, high = bounds["min"], bounds["max"]
         if kind == "date":
-            low, high = _parse_date(low), _parse_date(high)
-        if low > high:
+            low, high = _parse_date(str(low)), _parse_date(str(high))
+        if low is not None and high is not None and low > high:
             issues.append(
                 Issue(f"{path}.min", IssueCode.INVALID_VALUE, "must not be greater than max")
             )
@@ -439,7 +439,10 @@ class TaskForm(forms.Form):
 
     def errors_at(self, path: str) -> dict[str, list[str]]:
         """The field errors by JSON path (``data.<name>``), in field order."""
-        return {f"{path}.{name}": list(messages) for name, messages in self.errors.items()}
+        return {
+            f"{path}.{name}": [str(message) for message in messages]
+            for name, messages in self.errors.items()
+        }
 
     def rendered(
         self, values: dict[str, Any], errors: dict[str, list[str]], path: str = "data"
@@ -449,6 +452,7 @@ class TaskForm(forms.Form):
         return [
             field.render(values.get(name), errors.get(f"{path}.{name}", []))
             for name, field in self.fields.items()
+            if isinstance(field, SpecField)
         ]
 
 

@@ -57,7 +57,9 @@ def stats_window(params: Any, *, now: datetime | None = None) -> tuple[datetime,
     return since, until
 
 
-def _stays(lifecycle: Lifecycle, since: datetime, until: datetime) -> QuerySet[TaskHistory]:
+def _stays(
+    lifecycle: Lifecycle, since: datetime, until: datetime
+) -> QuerySet[TaskHistory, tuple[str, datetime, datetime]]:
     """The stays that ended in the window: ``(to_state, created_at, left_at)`` rows."""
     history = TaskHistory.objects.filter(task__lifecycle=lifecycle)
     active = history.filter(created_at__gte=since, created_at__lt=until).values("task_id")

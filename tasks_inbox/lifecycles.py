@@ -180,13 +180,13 @@ class LifecycleInUse(Conflict):
 # --- the document -----------------------------------------------------------------------
 
 
-def _bool_issue(value: Any, path: str) -> list[Issue]:
+def _bool_issue(value: object, path: str) -> list[Issue]:
     if value is not None and not isinstance(value, bool):
         return [Issue(path, IssueCode.INVALID_VALUE, "must be true or false")]
     return []
 
 
-def _description_issue(value: Any, path: str) -> list[Issue]:
+def _description_issue(value: object, path: str) -> list[Issue]:
     if value is not None and (not isinstance(value, str) or len(value) > MAX_DESCRIPTION):
         return [
             Issue(
@@ -198,7 +198,7 @@ def _description_issue(value: Any, path: str) -> list[Issue]:
     return []
 
 
-def _key_list_issues(value: Any, path: str, what: str) -> list[Issue]:
+def _key_list_issues(value: object, path: str, what: str) -> list[Issue]:
     if not isinstance(value, list):
         return [Issue(path, IssueCode.INVALID_VALUE, f"must be a list of {what}")]
     issues: list[Issue] = []
@@ -214,7 +214,7 @@ def _key_list_issues(value: Any, path: str, what: str) -> list[Issue]:
     return issues
 
 
-def lifecycle_issues(document: Any) -> list[Issue]:
+def lifecycle_issues(document: object) -> list[Issue]:
     """Every problem of a lifecycle document, each with the JSON path it is at."""
     if not isinstance(document, dict):
         return [Issue("", IssueCode.INVALID_VALUE, "a lifecycle must be a JSON object")]
@@ -376,7 +376,7 @@ def _meaning_issues(transitions: list[Any], completing: set[str]) -> list[Issue]
 
 
 def _transition_issues(
-    transition: Any, path: str, keys: set[str], final: set[str], actions: set[str]
+    transition: object, path: str, keys: set[str], final: set[str], actions: set[str]
 ) -> list[Issue]:
     if not isinstance(transition, dict):
         return [Issue(path, IssueCode.INVALID_VALUE, "a transition must be an object")]

@@ -8,8 +8,6 @@ goes through ``tasks_inbox.services`` and leaves a ``TaskHistory`` row.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.fields import GenericForeignKey
@@ -37,7 +35,7 @@ def priority_name(value: int) -> str:
     return dict(Priority.choices).get(value, str(value))
 
 
-def priority_parse(value: Any) -> int | None:
+def priority_parse(value: object) -> int | None:
     """The one reading of a priority: ``"high"`` (any case) or ``30`` -> 30; None for
     anything else (say it with ``priority_unknown``)."""
     if isinstance(value, str) and value.lower() in PRIORITY_BY_NAME:
@@ -47,7 +45,7 @@ def priority_parse(value: Any) -> int | None:
     return None
 
 
-def priority_unknown(value: Any) -> str:
+def priority_unknown(value: object) -> str:
     return f"unknown priority {value!r} (known: {', '.join(PRIORITY_BY_NAME)})"
 
 

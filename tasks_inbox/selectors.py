@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.contrib.auth.models import AnonymousUser, Group
+from django.contrib.auth.models import User as AuthUser
 from django.db.models import (
     Avg,
     Count,
@@ -23,6 +24,7 @@ from django.db.models import (
     Subquery,
     Value,
 )
+from django.db.models.expressions import OrderBy
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -33,26 +35,26 @@ from tasks_inbox.errors import AmbiguousQueue, AmbiguousUser, UnknownQueue, Unkn
 from tasks_inbox.lifecycles import LifecycleSpec, TransitionSpec, lifecycle_spec
 from tasks_inbox.models import Notification, Queue, Task, TaskHistory, priority_name
 
-User = AbstractBaseUser | AnonymousUser | None
+User = AuthUser | AnonymousUser | None
 
 LIST_RELATED = ("queue", "assignee", "lifecycle")
 
 
-def _authenticated(user: User) -> bool:
+def _authenticated(user: User) -> TypeGuard[AuthUser]:
     return bool(user is not None and user.is_authenticated and user.is_active)
 
 
-def member_queue_ids(user: AbstractBaseUser) -> QuerySet[Group]:
+def member_queue_ids(user: AuthUser) -> QuerySet[Group, int]:
     """The groups (queues) ``user`` belongs to, as a subquery of ids."""
-    return Group.objects.filter(user=user).values("pk")
+    return Group.objects.filter(user=user).values_list("pk", flat=True)
 
 
-def managed_queue_ids(user: AbstractBaseUser) -> QuerySet[Queue]:
+def managed_queue_ids(user: AuthUser) -> QuerySet[Queue, int]:
     """The groups whose queue ``user`` manages, as a subquery of ids."""
-    return Queue.objects.filter(managers=user).values("group_id")
+    return Queue.objects.filter(managers=user).values_list("group_id", flat=True)
 
 
-def visibility_filter(user: AbstractBaseUser) -> Q:
+def visibility_filter(user: AuthUser) -> Q:
     return (
         Q(assignee=user)
         | Q(assignee__isnull=True, queue__in=member_queue_ids(user))
@@ -108,7 +110,7 @@ REFERENCE_RULE = (
 )
 
 
-def user_lookup(value: Any, *, field: str = "assignee") -> AbstractBaseUser:
+def user_lookup(value: Any, *, field: str = "assignee") -> AuthUser:
     """The one user ``value`` names (see ``REFERENCE_RULE``); ``field`` is the parameter
     named in the error."""
     text = reference_text(value)
@@ -230,7 +232,7 @@ def task_context(task: Task) -> dict[str, Any]:
         "assignee_id": task.assignee_id,
         "assignee": actor_context(task.assignee) if task.assignee_id else None,
         "queue_id": task.queue_id,
-        "queue": {"id": task.queue_id, "name": task.queue.name} if task.queue_id else None,
+        "queue": {"id": task.queue_id, "name": task.queue.name} if task.queue else None,
         "created_by": actor_context(task.created_by) if task.created_by_id else None,
         "completed_by": actor_context(task.completed_by) if task.completed_by_id else None,
         "due_at": json_value(task.due_at),
@@ -287,7 +289,7 @@ def related_entity_type(task: Task) -> str:
     """The registered name of the related object's model (or its model label)."""
     from automation.registry import registration_for_model
 
-    if not task.content_type_id:
+    if task.content_type is None:
         return ""
     model = task.content_type.model_class()
     registration = registration_for_model(model) if model is not None else None
@@ -309,7 +311,7 @@ def task_order(queryset: QuerySet[Task], sort: str | None) -> QuerySet[Task]:
 
     due_asc = F("due_at").asc(nulls_last=True)
     due_desc = F("due_at").desc(nulls_last=True)
-    orderings = {
+    orderings: dict[str, tuple[str | OrderBy, ...]] = {
         "priority": ("-priority", due_asc, "id"),
         "-priority": ("priority", due_asc, "id"),
         "due": (due_asc, "-priority", "id"),
@@ -402,13 +404,11 @@ def task_stats(*, user: User) -> dict[str, Any]:
 # --- notifications ----------------------------------------------------------------------
 
 
-def notification_unread_count(*, user: AbstractBaseUser) -> int:
+def notification_unread_count(*, user: AuthUser) -> int:
     return Notification.objects.filter(recipient=user, read_at__isnull=True).count()
 
 
-def notifications_for(
-    *, user: AbstractBaseUser, unread_only: bool = False
-) -> QuerySet[Notification]:
+def notifications_for(*, user: AuthUser, unread_only: bool = False) -> QuerySet[Notification]:
     queryset = Notification.objects.filter(recipient=user)
     if unread_only:
         queryset = queryset.filter(read_at__isnull=True)
@@ -494,7 +494,7 @@ def sla_compliance_report(
             {
                 "config_id": config.pk,
                 "name": config.name,
-                "queue": config.queue.name if config.queue_id else None,
+                "queue": config.queue.name if config.queue is not None else None,
                 "task_type": config.task_type,
                 "target_seconds": int(config.target.total_seconds()),
                 "total": total,
@@ -502,7 +502,9 @@ def sla_compliance_report(
                 "within_target_pct": round(100 * met / total, 1) if total else None,
                 "breaches": breach_counts.get(config.pk, 0),
                 "mean_seconds": round(row["mean"], 1) if row.get("mean") is not None else None,
-                "p95_seconds": round(p95[config.pk], 1) if p95.get(config.pk) is not None else None,
+                "p95_seconds": None
+                if (p95_value := p95.get(config.pk)) is None
+                else round(p95_value, 1),
             }
         )
     return rows

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
 from django.db.models import Count, F, Max, Q, QuerySet
@@ -29,6 +29,8 @@ from automation.models import ActionRun, EventSource, Note, NoteVisibility
 from automation.registry import json_value
 from automation.signals import waiting_step_ended
 from config.errors import NotFound, PermissionDenied, ValidationFailed
+from config.issues import Issue, IssueCode
+from config.references import group_named
 from tasks_inbox.errors import ActionDisabled, AlreadyClaimed, FormInvalid, InvalidTransition
 from tasks_inbox.form_schema import form_clean, form_issues
 from tasks_inbox.lifecycles import CLAIM_OPERATION, LifecycleSpec, lifecycle_get, lifecycle_spec
@@ -57,10 +59,10 @@ from tasks_inbox.selectors import (
 from tasks_inbox.sla.clock import clock_on_create, clock_on_transition
 from workflows.models import Lifecycle
 
-Actor = AbstractBaseUser | None
+Actor = User | None
 
 
-def _person(actor: Any) -> AbstractBaseUser | None:
+def _person(actor: Any) -> User | None:
     """The actor as a user to store, or None for the system and anonymous users."""
     return actor if actor_context(actor) else None
 
@@ -80,7 +82,7 @@ def queue_settings(group: Group) -> Queue:
     return Queue.objects.get_or_create(group=group)[0]
 
 
-def least_busy_member(group: Group) -> AbstractBaseUser | None:
+def least_busy_member(group: Group) -> User | None:
     """The active member of ``group`` with the fewest open tasks; ties go to whoever was
     assigned a task least recently (never assigned first), then the lowest id."""
     return (
@@ -95,7 +97,7 @@ def least_busy_member(group: Group) -> AbstractBaseUser | None:
     )
 
 
-def queue_route(*, queue: Group, routing: str | None = None) -> AbstractBaseUser | None:
+def queue_route(*, queue: Group, routing: str | None = None) -> User | None:
     """Who gets a task sent to ``queue``: the least busy member, or nobody (members claim).
 
     The queue's row is locked until the caller's transaction ends, so tasks routed into
@@ -122,7 +124,7 @@ def task_create(
     title: str,
     description: str = "",
     task_type: str = "",
-    assignee: AbstractBaseUser | None = None,
+    assignee: User | None = None,
     queue: Group | None = None,
     routing: str | None = None,
     priority: int | str = Priority.MEDIUM,
@@ -141,13 +143,17 @@ def task_create(
     issues = form_issues(form)
     title = (title or "").strip()
     if not title or len(title) > 300:
-        issues.append(("title", "must be non-empty text of at most 300 characters"))
+        issues.append(
+            Issue("title", IssueCode.INVALID, "must be non-empty text of at most 300 characters")
+        )
     if len(task_type or "") > 64:
-        issues.append(("task_type", "at most 64 characters"))
+        issues.append(Issue("task_type", IssueCode.INVALID, "at most 64 characters"))
     if assignee is not None and not assignee.is_active:
-        issues.append(("assignee", f"user '{assignee.get_username()}' is not active"))
+        issues.append(
+            Issue("assignee", IssueCode.INVALID, f"user '{assignee.get_username()}' is not active")
+        )
     if due_at is not None and timezone.is_naive(due_at):
-        issues.append(("due_at", "must carry a time zone"))
+        issues.append(Issue("due_at", IssueCode.INVALID, "must carry a time zone"))
     if issues:
         raise ValidationFailed.from_issues(issues)
     if not isinstance(lifecycle, Lifecycle):
@@ -203,8 +209,8 @@ def task_create(
 
 def task_create_by_hand(
     *,
-    actor: AbstractBaseUser,
-    assignee: AbstractBaseUser | None = None,
+    actor: User,
+    assignee: User | None = None,
     queue: Group | None = None,
     **fields: Any,
 ) -> Task:
@@ -447,7 +453,7 @@ def task_complete(
 
 
 @transaction.atomic
-def task_claim(*, task_id: Any, actor: AbstractBaseUser) -> Task:
+def task_claim(*, task_id: Any, actor: User) -> Task:
     """Take an unassigned task of one's queue. Of concurrent claims exactly one wins (the
     row lock orders them); the others get 409 CONFLICT. Fires the lifecycle's
     ``on_claim`` transition when one leaves the current state.
@@ -456,7 +462,7 @@ def task_claim(*, task_id: Any, actor: AbstractBaseUser) -> Task:
     the 404 of a task out of sight): they saw it in their queue a moment ago.
     """
     task = _task_for_update(task_id, actor, scope=tasks_claim_scope(actor))
-    if task.assignee_id is not None:
+    if task.assignee is not None:
         if task.assignee_id == actor.pk:
             raise AlreadyClaimed("You have already claimed this task.")
         if not tasks_visible_to(actor).filter(pk=task.pk).exists():
@@ -490,7 +496,7 @@ def task_claim(*, task_id: Any, actor: AbstractBaseUser) -> Task:
     return task
 
 
-def _assignment(task: Task, assignee: AbstractBaseUser | None, queue: Group | None) -> None:
+def _assignment(task: Task, assignee: User | None, queue: Group | None) -> None:
     if assignee is not None and not assignee.is_active:
         raise ValidationFailed.from_issues(
             [("assignee", f"user '{assignee.get_username()}' is not active")]
@@ -509,7 +515,7 @@ def task_reassign(
     *,
     task_id: Any,
     actor: Actor,
-    assignee: AbstractBaseUser | None = None,
+    assignee: User | None = None,
     queue: Group | None = None,
     reason: str = "",
 ) -> Task:
@@ -520,7 +526,7 @@ def task_reassign(
     task = _open_task_for_handling(task_id, actor, "reassign", "reassigned")
     if assignee is None and queue is None:
         raise ValidationFailed.from_issues([("assignee", "give an assignee or a queue")])
-    previous = task.assignee.get_username() if task.assignee_id else None
+    previous = task.assignee.get_username() if task.assignee is not None else None
     _assignment(task, assignee, queue)
     task.updated_at = timezone.now()
     task.save(update_fields=["assignee", "assigned_at", "queue", "updated_at"])
@@ -533,8 +539,8 @@ def task_reassign(
         created_at=task.updated_at,
         input={
             "from": previous,
-            "to": task.assignee.get_username() if task.assignee_id else None,
-            "queue": task.queue.name if task.queue_id else None,
+            "to": task.assignee.get_username() if task.assignee is not None else None,
+            "queue": task.queue.name if task.queue is not None else None,
             "reason": reason,
         },
     )
@@ -544,7 +550,7 @@ def task_reassign(
         actor,
         {"assignment": {"kind": "reassign", "from": previous, "reason": reason}},
     )
-    if task.assignee_id and task.assignee_id != getattr(actor, "pk", None):
+    if task.assignee is not None and task.assignee_id != getattr(actor, "pk", None):
         _notify(task.assignee, f"Task reassigned to you: {task.title}", task)
     return task
 
@@ -556,7 +562,7 @@ def task_escalate(
     actor: Actor,
     reason: str = "",
     priority: int | str | None = None,
-    assignee: AbstractBaseUser | None = None,
+    assignee: User | None = None,
     queue: Group | None = None,
 ) -> Task:
     """Raise the task's priority (one level unless given), optionally reassign it, tell the
@@ -575,8 +581,8 @@ def task_escalate(
         "reason": reason,
         "from_priority": priority_name(before),
         "priority": priority_name(task.priority),
-        "assignee": task.assignee.get_username() if task.assignee_id else None,
-        "queue": task.queue.name if task.queue_id else None,
+        "assignee": task.assignee.get_username() if task.assignee is not None else None,
+        "queue": task.queue.name if task.queue is not None else None,
     }
     TaskHistory.objects.create(
         task=task,
@@ -588,8 +594,8 @@ def task_escalate(
         input=details,
     )
     _emit(task, "task.escalated", actor, {"escalation": details})
-    recipients = set()
-    if task.assignee_id:
+    recipients: set[User] = set()
+    if task.assignee is not None:
         recipients.add(task.assignee)
     if task.queue_id:
         recipients.update(get_user_model().objects.filter(managed_queues__group=task.queue_id))
@@ -639,10 +645,8 @@ def task_sla_fire(
                 )
             done.append(f"priority {priority_name(task.priority)}")
         elif kind_of == "reassign":
-            queue = (
-                Group.objects.filter(name=action["queue"]).first() if action.get("queue") else None
-            )
-            user = (
+            queue = group_named(action.get("queue"))
+            person = (
                 get_user_model()
                 ._default_manager.filter(
                     is_active=True, **{get_user_model().USERNAME_FIELD: action["user"]}
@@ -651,14 +655,14 @@ def task_sla_fire(
                 if action.get("user")
                 else None
             )
-            if queue is None and user is None:
+            if queue is None and person is None:
                 skipped.append(f"reassign to {action.get('queue') or action.get('user')}")
                 continue
-            _assignment(task, user, queue)
-            if user is not None:
-                done.append(f"reassigned to {user.get_username()}")
-            else:
-                routed = task.assignee.get_username() if task.assignee_id else "unassigned"
+            _assignment(task, person, queue)
+            if person is not None:
+                done.append(f"reassigned to {person.get_username()}")
+            elif queue is not None:
+                routed = task.assignee.get_username() if task.assignee else "unassigned"
                 done.append(f"moved to queue {queue.name} ({routed})")
         elif kind_of == "remind":
             remind.append(action.get("message") or "")
@@ -675,8 +679,8 @@ def task_sla_fire(
         "skipped": skipped,
         "from_priority": priority_name(before),
         "priority": priority_name(task.priority),
-        "assignee": task.assignee.get_username() if task.assignee_id else None,
-        "queue": task.queue.name if task.queue_id else None,
+        "assignee": task.assignee.get_username() if task.assignee is not None else None,
+        "queue": task.queue.name if task.queue is not None else None,
     }
     TaskHistory.objects.create(
         task=task,
@@ -689,7 +693,7 @@ def task_sla_fire(
     )
     _emit(task, "task.escalated", None, {"escalation": details, "sla": sla})
     label = f"SLA escalation (level {level}): {task.title}"
-    if remind and task.assignee_id:
+    if remind and task.assignee is not None:
         _notify(task.assignee, remind[0] or f"Reminder — {label}", task)
     if managers and task.queue_id:
         for user in (
@@ -699,8 +703,8 @@ def task_sla_fire(
     return task
 
 
-def _assignee_or_managers(task: Task) -> list[AbstractBaseUser]:
-    if task.assignee_id:
+def _assignee_or_managers(task: Task) -> list[User]:
+    if task.assignee is not None:
         return [task.assignee]
     if task.queue_id:
         return list(
@@ -713,7 +717,7 @@ def _assignee_or_managers(task: Task) -> list[AbstractBaseUser]:
 
 
 @transaction.atomic
-def task_note_add(*, task_id: Any, actor: AbstractBaseUser, text: str) -> Note:
+def task_note_add(*, task_id: Any, actor: User, text: str) -> Note:
     """A note on the task (``automation.Note``), by someone who can see it."""
     task = _task_for_update(task_id, actor)
     text = (text or "").strip()
@@ -731,7 +735,7 @@ def task_note_add(*, task_id: Any, actor: AbstractBaseUser, text: str) -> Note:
     )
 
 
-def notification_mark_read(*, user: AbstractBaseUser, notification_id: int | None = None) -> int:
+def notification_mark_read(*, user: User, notification_id: int | None = None) -> int:
     """Mark one of the user's notifications (or all of them) read; returns how many."""
     queryset = Notification.objects.filter(recipient=user, read_at__isnull=True)
     if notification_id is not None:
@@ -739,7 +743,7 @@ def notification_mark_read(*, user: AbstractBaseUser, notification_id: int | Non
     return queryset.update(read_at=timezone.now())
 
 
-def _notify(user: AbstractBaseUser, message: str, task: Task) -> None:
+def _notify(user: User, message: str, task: Task) -> None:
     notification = Notification.objects.create(
         recipient=user, message=message[:1000], link=task.get_absolute_url()
     )

@@ -16,7 +16,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -24,11 +24,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from automation.models import Note
 from config.errors import DomainError, NotFound
+from config.requests import HtmxHttpRequest, request_user
 from tasks_inbox import services
 from tasks_inbox.filters import TaskFilter
 from tasks_inbox.form_schema import task_form
 from tasks_inbox.lifecycles import lifecycle_spec
-from tasks_inbox.models import PRIORITY_BY_NAME, Task
+from tasks_inbox.models import PRIORITY_BY_NAME, Task, TaskHistory
 from tasks_inbox.selectors import (
     SORTS,
     notification_unread_count,
@@ -54,7 +55,7 @@ SCOPES = {
 }
 
 
-def _visible_task(request: HttpRequest, pk: int) -> Task:
+def _visible_task(request: HtmxHttpRequest, pk: int) -> Task:
     try:
         return task_get(user=request.user, task_id=pk)
     except NotFound:
@@ -64,7 +65,7 @@ def _visible_task(request: HttpRequest, pk: int) -> Task:
 # --- lists ------------------------------------------------------------------------------
 
 
-def _task_list(request: HttpRequest, scope: str) -> HttpResponse:
+def _task_list(request: HtmxHttpRequest, scope: str) -> HttpResponse:
     params = request.GET.copy()
     if "open" not in params and not params.get("state"):
         params["open"] = "true"
@@ -100,21 +101,21 @@ def _task_list(request: HttpRequest, scope: str) -> HttpResponse:
 
 @login_required
 @require_GET
-def my_tasks(request: HttpRequest) -> HttpResponse:
+def my_tasks(request: HtmxHttpRequest) -> HttpResponse:
     """Open tasks assigned to me."""
     return _task_list(request, "mine")
 
 
 @login_required
 @require_GET
-def my_queues(request: HttpRequest) -> HttpResponse:
+def my_queues(request: HtmxHttpRequest) -> HttpResponse:
     """Unassigned tasks of my queues, to claim."""
     return _task_list(request, "queues")
 
 
 @login_required
 @require_GET
-def team(request: HttpRequest) -> HttpResponse:
+def team(request: HtmxHttpRequest) -> HttpResponse:
     """Every task of the queues I manage (all queues for staff), with the workload."""
     return _task_list(request, "team")
 
@@ -123,7 +124,7 @@ def team(request: HttpRequest) -> HttpResponse:
 
 
 def _panel_context(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     task: Task,
     *,
     values: dict[str, Any] | None = None,
@@ -168,15 +169,17 @@ def _panel_context(
     }
 
 
-def _history(task: Task) -> list[Any]:
-    rows = list(task_history(task))
-    for row in rows:
+def _history(task: Task) -> list[tuple[TaskHistory, str]]:
+    """Each history row with its input as one line of text."""
+    rows = []
+    for row in task_history(task):
         values = row.input if isinstance(row.input, dict) else {}
-        row.details = " · ".join(
+        details = " · ".join(
             f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
             for key, value in values.items()
             if value not in (None, "", [], {})
         )
+        rows.append((row, details))
     return rows
 
 
@@ -192,7 +195,7 @@ def _notes(task: Task) -> list[Note]:
 
 @login_required
 @require_GET
-def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def task_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The task: related object, form, allowed transitions, history, notes, due times."""
     task = _visible_task(request, pk)
     context = _panel_context(request, task)
@@ -207,7 +210,7 @@ def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _after_action(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     task_id: int,
     *,
     error: str = "",
@@ -249,7 +252,7 @@ def _after_action(
     return redirect("inbox:task", pk=task_id)
 
 
-def _domain_call(request: HttpRequest, pk: int, call: Any, notice: str) -> HttpResponse:
+def _domain_call(request: HtmxHttpRequest, pk: int, call: Any, notice: str) -> HttpResponse:
     try:
         call()
     except NotFound:
@@ -261,40 +264,42 @@ def _domain_call(request: HttpRequest, pk: int, call: Any, notice: str) -> HttpR
 
 @login_required
 @require_POST
-def task_claim(request: HttpRequest, pk: int) -> HttpResponse:
+def task_claim(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _domain_call(
         request,
         pk,
-        lambda: services.task_claim(task_id=pk, actor=request.user),
+        lambda: services.task_claim(task_id=pk, actor=request_user(request)),
         "You claimed the task.",
     )
 
 
 @login_required
 @require_POST
-def task_transition(request: HttpRequest, pk: int) -> HttpResponse:
+def task_transition(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     action = request.POST.get("action", "")
     data = {
         key[len("input_") :]: value
         for key, value in request.POST.items()
-        if key.startswith("input_") and value.strip()
+        if key.startswith("input_") and isinstance(value, str) and value.strip()
     }
     return _domain_call(
         request,
         pk,
-        lambda: services.task_transition(task_id=pk, action=action, actor=request.user, input=data),
+        lambda: services.task_transition(
+            task_id=pk, action=action, actor=request_user(request), input=data
+        ),
         f"Done: {action.replace('_', ' ')}.",
     )
 
 
 @login_required
 @require_POST
-def task_complete(request: HttpRequest, pk: int) -> HttpResponse:
+def task_complete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """Submit the task's form; errors come back next to their fields."""
     task = _visible_task(request, pk)
     data = task_form(task.form, data=request.POST).submitted()
     try:
-        services.task_complete(task_id=pk, actor=request.user, data=data)
+        services.task_complete(task_id=pk, actor=request_user(request), data=data)
     except NotFound:
         raise Http404("No such task.") from None
     except DomainError as exc:
@@ -306,10 +311,12 @@ def task_complete(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def task_note(request: HttpRequest, pk: int) -> HttpResponse:
+def task_note(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     error = ""
     try:
-        services.task_note_add(task_id=pk, actor=request.user, text=request.POST.get("note", ""))
+        services.task_note_add(
+            task_id=pk, actor=request_user(request), text=request.POST.get("note", "")
+        )
     except NotFound:
         raise Http404("No such task.") from None
     except DomainError as exc:
@@ -331,10 +338,10 @@ def task_note(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def notifications(request: HttpRequest) -> HttpResponse:
+def notifications(request: HtmxHttpRequest) -> HttpResponse:
     unread_only = request.GET.get("unread") == "1"
     page = Paginator(
-        notifications_for(user=request.user, unread_only=unread_only), PAGE_SIZE
+        notifications_for(user=request_user(request), unread_only=unread_only), PAGE_SIZE
     ).get_page(request.GET.get("page"))
     return render(
         request, "tasks_inbox/notifications.html", {"page": page, "unread_only": unread_only}
@@ -343,22 +350,22 @@ def notifications(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def notification_read(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+def notification_read(request: HtmxHttpRequest, pk: int | None = None) -> HttpResponse:
     """Mark one notification (or, without ``pk``, all of them) read."""
-    services.notification_mark_read(user=request.user, notification_id=pk)
+    services.notification_mark_read(user=request_user(request), notification_id=pk)
     unread_only = request.POST.get("unread") == "1"
     if not request.htmx:
         return redirect(reverse("inbox:notifications") + ("?unread=1" if unread_only else ""))
     context: dict[str, Any] = {
-        "unread_notifications": notification_unread_count(user=request.user),
+        "unread_notifications": notification_unread_count(user=request_user(request)),
         "oob": True,
         "unread_only": unread_only,
     }
     if pk is None:
-        listed = notifications_for(user=request.user, unread_only=unread_only)
+        listed = notifications_for(user=request_user(request), unread_only=unread_only)
         context["page"] = Paginator(listed, PAGE_SIZE).get_page(1)
         return render(request, "tasks_inbox/partials/notification_list.html", context)
-    context["notification"] = notifications_for(user=request.user).filter(pk=pk).first()
+    context["notification"] = notifications_for(user=request_user(request)).filter(pk=pk).first()
     return render(request, "tasks_inbox/partials/notification_row.html", context)
 
 
@@ -369,7 +376,7 @@ COMPLIANCE_WINDOWS = {24: "24 hours", 168: "7 days", 720: "30 days", 2160: "90 d
 
 @login_required
 @require_GET
-def sla_compliance(request: HttpRequest) -> HttpResponse:
+def sla_compliance(request: HtmxHttpRequest) -> HttpResponse:
     """SLA compliance per config and per day, with charts (staff and queue managers; over
     the tasks they may see)."""
     import pygal

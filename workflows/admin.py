@@ -26,6 +26,7 @@ from automation.conditions import validate_condition
 from automation.graph import validate_graph
 from config.errors import DomainError
 from config.issues import Issue, warning_issues
+from config.requests import request_user
 from workflows import services
 from workflows.definition import validate_definition, validate_step, validate_trigger
 from workflows.models import Action, Trigger, Workflow, WorkflowVersion
@@ -38,7 +39,7 @@ def issue_text(issue: Issue) -> str:
     return f"{issue.path}: {issue.message} [{issue.code}]"
 
 
-def _add_issues(form: forms.Form, issues: list[Issue], prefix: str) -> None:
+def _add_issues(form: forms.BaseForm, issues: list[Issue], prefix: str) -> None:
     for issue in issues:
         field = issue.path.removeprefix(prefix).lstrip(".").split(".")[0].split("[")[0]
         target = field if field in form.fields else None
@@ -82,7 +83,8 @@ class TriggerForm(forms.ModelForm):
         fields = TRIGGER_FIELDS
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         trigger = {k: data.get(k) for k in TRIGGER_FIELDS if k in data}
         _add_issues(self, validate_trigger(trigger, "trigger"), "trigger")
         return data
@@ -94,7 +96,8 @@ class ActionForm(forms.ModelForm):
         fields = [*STEP_FIELDS, "position"]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         step = {k: data.get(k) for k in STEP_FIELDS if k in data}
         step["config"] = step.get("config") or {}
         keys = {data.get("key")}
@@ -213,7 +216,7 @@ class WorkflowAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Workflow, form: Any, change: bool) -> None:
         if not change:
-            obj.created_by = request.user
+            obj.created_by = request_user(request)
         super().save_model(request, obj, form, change)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
@@ -222,7 +225,7 @@ class WorkflowAdmin(admin.ModelAdmin):
             workflow = services.draft_save(
                 document=workflow_definition(form.instance),
                 workflow=form.instance,
-                user=request.user,
+                user=request_user(request),
             )
         except DomainError as exc:
             messages.error(request, f"Not saved: {exc.message}")
@@ -270,7 +273,7 @@ class WorkflowAdmin(admin.ModelAdmin):
     def publish(self, request: HttpRequest, queryset: Any) -> None:
         for workflow in queryset:
             try:
-                version = services.workflow_publish(workflow=workflow, user=request.user)
+                version = services.workflow_publish(workflow=workflow, user=request_user(request))
             except DomainError as exc:
                 self.message_user(request, f"{workflow}: {exc.message}", messages.ERROR)
             else:
@@ -315,7 +318,7 @@ class WorkflowAdmin(admin.ModelAdmin):
     def publish_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         workflow = self._changed_workflow(request, pk)
         try:
-            version = services.workflow_publish(workflow=workflow, user=request.user)
+            version = services.workflow_publish(workflow=workflow, user=request_user(request))
         except DomainError as exc:
             messages.error(request, f"Not published: {exc.message}")
             _issue_messages(request, exc)
@@ -479,7 +482,7 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
     @admin.action(description="Restore the selected version (publishes it as a new version)")
     def restore(self, request: HttpRequest, queryset: Any) -> None:
         for version in queryset:
-            workflow = services.version_restore(version=version, user=request.user)
+            workflow = services.version_restore(version=version, user=request_user(request))
             self.message_user(request, f"{workflow}: restored v{version.number}.")
 
 

@@ -39,6 +39,8 @@ def entity_types() -> list[dict[str, Any]]:
         writable = []
         for name in reg.writable:
             field = reg.model._meta.get_field(name)
+            if not isinstance(field, models.Field):
+                continue  # a reverse relation or a generic key is never writable
             choices = [
                 {"value": value, "label": str(label)} for value, label in (field.choices or [])
             ]

@@ -85,7 +85,7 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def _type_issues(
-    value: Any, path: str, expected: type | tuple[type, ...], label: str
+    value: object, path: str, expected: type | tuple[type, ...], label: str
 ) -> list[Issue]:
     if value is None:
         return []
@@ -94,7 +94,7 @@ def _type_issues(
     return []
 
 
-def validate_definition(document: Any) -> list[Issue]:
+def validate_definition(document: object) -> list[Issue]:
     """Every problem of a workflow document, each with the JSON path it is at."""
     if not isinstance(document, dict):
         return [Issue("", IssueCode.INVALID_TYPE, "a workflow definition must be a JSON object")]
@@ -157,13 +157,15 @@ def validate_definition(document: Any) -> list[Issue]:
             None,
             step_keys,
             shape=shape,
-            upstream=upstream.get(key, frozenset()) if upstream is not None else None,
+            upstream=None
+            if upstream is None
+            else upstream.get(key if isinstance(key, str) else "", frozenset()),
         )
     return issues
 
 
 def validate_trigger(
-    trigger: Any, path: str, *, entries: list[EventEntry] | None = None
+    trigger: object, path: str, *, entries: list[EventEntry] | None = None
 ) -> list[Issue]:
     """A trigger's problems; with the catalogue's ``entries``, also what needs the domain
     (an unknown event type, condition paths, operators and values its events refuse)."""
@@ -186,22 +188,22 @@ def validate_trigger(
     if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
         issues.append(Issue(f"{path}.priority", IssueCode.INVALID_TYPE, "must be an integer"))
     issues += _type_issues(trigger.get("is_active"), f"{path}.is_active", bool, "true or false")
-    known = entries is not None and isinstance(event_type, str) and EVENT_TYPE.match(event_type)
-    if known:
-        issues += domain.event_type_issues(event_type, f"{path}.event_type", entries)
+    known = event_type if isinstance(event_type, str) and EVENT_TYPE.match(event_type) else None
+    if entries is not None and known is not None:
+        issues += domain.event_type_issues(known, f"{path}.event_type", entries)
     conditions = trigger.get("conditions")
     if conditions:
         structure = validate_condition(conditions, path=f"{path}.conditions")
         issues += structure
         issues += _secret_in_conditions(conditions, f"{path}.conditions")
-        if known and not structure:
-            shape = domain.shape_of([event_type], entries)
+        if entries is not None and known is not None and not structure:
+            shape = domain.shape_of([known], entries)
             issues += domain.condition_issues(conditions, f"{path}.conditions", shape, set(), None)
     return issues
 
 
 def validate_step(
-    step: Any,
+    step: object,
     path: str,
     roots: set[str] | None,
     step_keys: set[Any],
@@ -273,7 +275,7 @@ def validate_step(
     return issues
 
 
-def _secret_in_conditions(conditions: Any, path: str) -> list[Issue]:
+def _secret_in_conditions(conditions: object, path: str) -> list[Issue]:
     """Conditions read the run's context, never secrets: a path or value naming
     ``secrets`` (a template, or the path ``secrets.NAME``) is refused."""
     issues: list[Issue] = []
@@ -289,7 +291,7 @@ def _secret_in_conditions(conditions: Any, path: str) -> list[Issue]:
     return issues
 
 
-def _strings(value: Any, path: str) -> list[tuple[str, str]]:
+def _strings(value: object, path: str) -> list[tuple[str, str]]:
     if isinstance(value, str):
         return [(path, value)]
     if isinstance(value, dict):
@@ -299,7 +301,7 @@ def _strings(value: Any, path: str) -> list[tuple[str, str]]:
     return []
 
 
-def validate_retry(retry: Any, path: str) -> list[Issue]:
+def validate_retry(retry: object, path: str) -> list[Issue]:
     if not isinstance(retry, dict):
         return [Issue(path, IssueCode.INVALID_TYPE, "must be an object")]
     issues = [

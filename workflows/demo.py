@@ -64,10 +64,10 @@ def seed_workflows() -> list[str]:
     from workflows.services import workflow_save
 
     user = get_user_model().objects.get(username=DEMO_USERNAME)
-    slugs = []
+    slugs: list[str] = []
     for document in WORKFLOWS:
         workflow_save(document=document, user=user)
-        slugs.append(document["slug"])
+        slugs.append(str(document["slug"]))
     return [f"workflows: {', '.join(slugs)}"]
 
 

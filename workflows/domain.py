@@ -147,7 +147,7 @@ def _path_issues(dotted: str, path: str, shape: EventShape, code: str, what: str
 
 
 def template_issues(
-    config: Any,
+    config: object,
     path: str,
     shape: EventShape | None,
     step_keys: set[Any],
@@ -170,7 +170,7 @@ def template_issues(
 
 
 def condition_issues(
-    node: Any,
+    node: object,
     path: str,
     shape: EventShape | None,
     step_keys: set[Any],
@@ -209,7 +209,7 @@ def condition_issues(
     return issues
 
 
-def _value_issues(spec: ContextField, operator: str, value: Any, path: str) -> list[Issue]:
+def _value_issues(spec: ContextField, operator: str, value: object, path: str) -> list[Issue]:
     if operator in ("in", "not_in"):
         if not isinstance(value, list):
             return []
@@ -243,7 +243,7 @@ def _value_issues(spec: ContextField, operator: str, value: Any, path: str) -> l
     return issues
 
 
-def _type_problem(kind: str, value: Any) -> str | None:
+def _type_problem(kind: str, value: object) -> str | None:
     """What a value should have been for a field of ``kind``, or None when it fits."""
     if kind in ("integer", "number"):
         if isinstance(value, bool):
@@ -269,7 +269,7 @@ def _type_problem(kind: str, value: Any) -> str | None:
     return None
 
 
-def _leaves(node: Any, path: str) -> list[tuple[Mapping[str, Any], str]]:
+def _leaves(node: object, path: str) -> list[tuple[Mapping[str, Any], str]]:
     if not isinstance(node, Mapping) or not node:
         return []
     if "not" in node:
@@ -285,7 +285,7 @@ def _leaves(node: Any, path: str) -> list[tuple[Mapping[str, Any], str]]:
     return [(node, path)]
 
 
-def _strings(value: Any, path: str) -> list[tuple[str, str]]:
+def _strings(value: object, path: str) -> list[tuple[str, str]]:
     if isinstance(value, str):
         return [(path, value)]
     if isinstance(value, dict):

@@ -22,7 +22,7 @@ import copy
 import re
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
@@ -131,7 +131,7 @@ def triggers_keyed(definition: dict[str, Any], previous: dict[str, Any] | None) 
     return {**definition, "triggers": keyed}
 
 
-def _user(user: AbstractBaseUser | None) -> AbstractBaseUser | None:
+def _user(user: User | None) -> User | None:
     return user if getattr(user, "pk", None) else None
 
 
@@ -144,7 +144,7 @@ def _check_slug(workflow: Workflow | None, slug: Any) -> None:
 
 
 @transaction.atomic
-def workflow_create(*, document: dict[str, Any], user: AbstractBaseUser | None = None) -> Workflow:
+def workflow_create(*, document: dict[str, Any], user: User | None = None) -> Workflow:
     """A new workflow, unpublished, with ``document`` as its draft; its slug must be free
     (``draft_save`` without a workflow would take over the one with that slug)."""
     _check_slug(None, document.get("slug"))
@@ -156,7 +156,7 @@ def draft_save(
     *,
     document: dict[str, Any],
     workflow: Workflow | None = None,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
 ) -> Workflow:
     """Write ``document`` as the workflow's draft (creating the workflow, unpublished, when
     ``workflow`` is None and no workflow has its slug). The published version, and with it
@@ -199,7 +199,7 @@ def workflow_save(
     *,
     document: dict[str, Any],
     workflow: Workflow | None = None,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
 ) -> Workflow:
     """Create or replace a workflow from its JSON document and publish it at once."""
     workflow = draft_save(document=document, workflow=workflow, user=user)
@@ -229,15 +229,15 @@ def _sync_rows(workflow: Workflow, definition: dict[str, Any]) -> None:
     keys = [data["key"] for data in definition["steps"]]
     workflow.steps.exclude(key__in=keys).delete()
     for position, data in enumerate(definition["steps"]):
-        row = steps.get(data["key"]) or Action(workflow=workflow)
-        row.position = position
+        step = steps.get(data["key"]) or Action(workflow=workflow)
+        step.position = position
         for name, value in data.items():
-            setattr(row, name, value)
-        row.save()
+            setattr(step, name, value)
+        step.save()
 
 
 def _publish_document(
-    workflow: Workflow, document: dict[str, Any], user: AbstractBaseUser | None
+    workflow: Workflow, document: dict[str, Any], user: User | None
 ) -> WorkflowVersion:
     """Make ``document`` the current version (a new one unless it equals the latest). The
     caller holds the workflow's row lock and keeps or clears the draft."""
@@ -274,9 +274,7 @@ def _publish_document(
 
 
 @transaction.atomic
-def workflow_publish(
-    *, workflow: Workflow, user: AbstractBaseUser | None = None
-) -> WorkflowVersion:
+def workflow_publish(*, workflow: Workflow, user: User | None = None) -> WorkflowVersion:
     """Validate the draft and make it the next version, in one transaction. Without a draft
     the working document (the rows) is published, which keeps the current version when it
     has not changed."""
@@ -308,7 +306,7 @@ def draft_discard(*, workflow: Workflow) -> Workflow:
 
 @transaction.atomic
 def workflow_set_active(
-    *, workflow: Workflow, is_active: bool, user: AbstractBaseUser | None = None
+    *, workflow: Workflow, is_active: bool, user: User | None = None
 ) -> Workflow:
     """Switch a workflow on or off now: published as a new version; a draft keeps its edits
     and takes the new state too. A never-published workflow only changes its draft."""
@@ -327,7 +325,7 @@ def workflow_set_active(
 
 
 @transaction.atomic
-def version_restore(*, version: WorkflowVersion, user: AbstractBaseUser | None = None) -> Workflow:
+def version_restore(*, version: WorkflowVersion, user: User | None = None) -> Workflow:
     """Make an older version current again (as a new version, so history stays linear).
     A draft, if any, stays as it is."""
     workflow = Workflow.objects.select_for_update().get(pk=version.workflow_id)
@@ -353,7 +351,7 @@ def _edit_part(
     part: str,
     index: int | None,
     value: dict[str, Any] | None,
-    user: AbstractBaseUser | None,
+    user: User | None,
 ) -> Workflow:
     document = copy.deepcopy(working_definition(workflow))
     items = document[part]
@@ -372,7 +370,7 @@ def trigger_save(
     workflow: Workflow,
     data: dict[str, Any],
     trigger: Trigger | None = None,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
 ) -> Trigger:
     """Add or change one trigger (it keeps its key: its row and id stay); the whole
     workflow is re-validated and saved as its draft."""
@@ -389,7 +387,7 @@ def trigger_save(
 
 
 @transaction.atomic
-def trigger_delete(*, trigger: Trigger, user: AbstractBaseUser | None = None) -> None:
+def trigger_delete(*, trigger: Trigger, user: User | None = None) -> None:
     workflow = trigger.workflow
     keys = [t["key"] for t in working_definition(workflow)["triggers"]]
     _edit_part(workflow, "triggers", keys.index(trigger.key), None, user)
@@ -401,7 +399,7 @@ def action_save(
     workflow: Workflow,
     data: dict[str, Any],
     action: Action | None = None,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
 ) -> Action:
     """Add or change one step; the whole workflow is re-validated and
     saved as its draft."""
@@ -414,7 +412,7 @@ def action_save(
 
 
 @transaction.atomic
-def action_delete(*, action: Action, user: AbstractBaseUser | None = None) -> None:
+def action_delete(*, action: Action, user: User | None = None) -> None:
     workflow = action.workflow
     ordered = list(workflow.steps.order_by("position", "id").values_list("key", flat=True))
     _edit_part(workflow, "steps", ordered.index(action.key), None, user)

@@ -235,7 +235,8 @@ def _simulate(
     if event_type == MANUAL or not definition.get("triggers"):
         # What execute/ would do (the only way a workflow without triggers runs): it
         # starts a run with this context, whatever the triggers say.
-        triggers, matched_index, would_start = [], None, True
+        triggers: list[dict[str, Any]] = []
+        matched_index, would_start = None, True
         summary = (
             "Run by hand (execute/): no trigger is matched, a run would start."
             if definition.get("triggers")

@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.text import slugify
 
 from config.errors import DomainError
+from config.requests import request_user
 from workflows import services
 from workflows.builder import builder_lookups
 from workflows.models import Workflow
@@ -55,7 +56,7 @@ def builder_new(request: HttpRequest) -> HttpResponse:
             form.add_error("slug" if form.cleaned_data["slug"] else "name", _SLUG_TAKEN)
             return render(request, "workflows/builder_new.html", {"form": form})
         try:
-            workflow = services.draft_save(document=document, user=request.user)
+            workflow = services.draft_save(document=document, user=request_user(request))
         except DomainError as exc:
             for path, problems in exc.fields.items():
                 field = path if path in form.fields else None

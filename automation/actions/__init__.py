@@ -32,6 +32,7 @@ from config.issues import Issue
 
 if TYPE_CHECKING:
     from automation.models import ActionRun, Run
+    from automation.templating import Mode
 
 
 @dataclass
@@ -123,7 +124,7 @@ class StepType:
     description: str = ""
     # Escaping per top-level config key: "html" for HTML bodies, "header" for subjects and
     # header values (CR/LF refused), default "plain".
-    render_modes: dict[str, str] = field(default_factory=dict)
+    render_modes: dict[str, Mode] = field(default_factory=dict)
     dry_run: DryRun | None = None
     # Retry policy used when the step itself says nothing.
     default_retry: dict[str, Any] = field(default_factory=dict)
@@ -156,7 +157,7 @@ def step_type(
     schema: dict[str, Any],
     atomic: bool = True,
     label: str = "",
-    render_modes: dict[str, str] | None = None,
+    render_modes: dict[str, Mode] | None = None,
     default_retry: dict[str, Any] | None = None,
     check: ConfigCheck | None = None,
     secret_fields: tuple[str, ...] | list[str] = (),

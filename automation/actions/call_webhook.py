@@ -57,6 +57,7 @@ from automation.actions import (
     templated,
 )
 from automation.secrets import mask_known
+from automation.templating import Mode
 from config.issues import Issue
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ SCHEMA = object_schema(
     },
     required=["url"],
 )
-RENDER_MODES = {"url": "header", "headers": "header", "method": "header"}
+RENDER_MODES: dict[str, Mode] = {"url": "header", "headers": "header", "method": "header"}
 
 
 def check_config(config: dict[str, Any], path: str) -> list[Issue]:
@@ -143,7 +144,7 @@ def prepare(ctx: StepContext) -> dict[str, Any]:
     config = ctx.config
     issues = check_config(config, "config")
     if issues:
-        raise StepFailed(f"{issues[0][0]}: {issues[0][1]}", code="INVALID_CONFIG")
+        raise StepFailed(str(issues[0]), code="INVALID_CONFIG")
     method = str(config.get("method") or "POST").upper()
     if method not in METHODS:
         raise StepFailed(f"method must be one of {', '.join(METHODS)}", code="INVALID_CONFIG")
@@ -258,7 +259,7 @@ def _mark_delivered(ctx: StepContext, summary: dict[str, Any], status: int) -> N
 
 
 @checks.register(checks.Tags.compatibility, deploy=False)
-def check_allow_hosts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def check_allow_hosts(app_configs: object = None, **kwargs: object) -> list[checks.CheckMessage]:
     """``FLOWDESK_WEBHOOK_ALLOW_HOSTS`` entries are hosts or ``host:port``, nothing else."""
     errors: list[checks.CheckMessage] = []
     for entry in settings.FLOWDESK.get("WEBHOOK_ALLOW_HOSTS") or ():

@@ -37,7 +37,7 @@ SCHEMA = {
 }
 
 
-def duration_of(value: Any) -> dt.timedelta:
+def duration_of(value: object) -> dt.timedelta:
     """The ``for`` of a delay, in the one duration grammar (``config.durations``)."""
     try:
         duration = parse_duration(value)
@@ -48,7 +48,7 @@ def duration_of(value: Any) -> dt.timedelta:
     return duration
 
 
-def parse_until(value: Any) -> dt.datetime:
+def parse_until(value: object) -> dt.datetime:
     text = str(value).strip()
     try:
         if len(text) == 10:

@@ -72,6 +72,7 @@ from automation.registry import (
     json_value,
     visible_rows,
 )
+from automation.templating import Mode
 from config.issues import Issue
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ SCHEMA = object_schema(
     },
     required=["entity_type"],
 )
-RENDER_MODES = {"email_to": "header", "run_as": "header"}
+RENDER_MODES: dict[str, Mode] = {"email_to": "header", "run_as": "header"}
 
 
 # --- what to export -------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 
 from automation.actions import StepConfigCode, StepFailed
@@ -21,13 +22,13 @@ def registration(entity_type: str) -> ModelRegistration:
     return found
 
 
-def entity(entity_type: str, entity_id: Any, *, lock: bool = False) -> models.Model:
+def entity(entity_type: str, entity_id: object, *, lock: bool = False) -> models.Model:
     reg = registration(entity_type)
     manager = reg.model._default_manager
     queryset = manager.select_for_update() if lock else manager.all()
     try:
         return queryset.get(pk=entity_id)
-    except (reg.model.DoesNotExist, ValueError, TypeError):
+    except (ObjectDoesNotExist, ValueError, TypeError):
         raise StepFailed(
             f"{entity_type} {entity_id!r} does not exist", code="ENTITY_NOT_FOUND"
         ) from None
@@ -37,7 +38,7 @@ def entity_types_schema() -> dict[str, Any]:
     return {"type": "string", "minLength": 1}
 
 
-def is_templated(value: Any) -> bool:
+def is_templated(value: object) -> bool:
     """A value only known at run time (a string holding a ``{{ template }}``)."""
     return isinstance(value, str) and "{{" in value
 

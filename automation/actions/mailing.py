@@ -46,7 +46,7 @@ ADDRESS_LIST_SCHEMA: dict[str, Any] = {
 }
 
 
-def parse_addresses(value: Any, field: str, *, required: bool = True) -> list[str]:
+def parse_addresses(value: object, field: str, *, required: bool = True) -> list[str]:
     """Recipients from a rendered config value: one string (comma-separated) or a list."""
     if value is None or value == "" or value == []:
         if required:

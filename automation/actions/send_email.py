@@ -30,7 +30,7 @@ from automation.actions import (
 )
 from automation.actions.entities import is_templated
 from automation.actions.mailing import ADDRESS_LIST_SCHEMA, parse_addresses, send_message
-from automation.templating import TemplateError, render_string
+from automation.templating import Mode, TemplateError, render_string
 from config.issues import Issue
 
 SCHEMA = object_schema(
@@ -46,7 +46,7 @@ SCHEMA = object_schema(
     },
     required=["to"],
 )
-RENDER_MODES = {
+RENDER_MODES: dict[str, Mode] = {
     "to": "header",
     "cc": "header",
     "bcc": "header",
@@ -104,7 +104,7 @@ def compose(ctx: StepContext) -> dict[str, Any]:
     issues = check_config(config, "config")
     if issues:
         raise StepFailed(str(issues[0]), code="INVALID_CONFIG")
-    message = {
+    message: dict[str, Any] = {
         "to": parse_addresses(config.get("to"), "to"),
         "cc": parse_addresses(config.get("cc"), "cc", required=False),
         "bcc": parse_addresses(config.get("bcc"), "bcc", required=False),
@@ -137,7 +137,12 @@ def _render_template(ctx: StepContext, name: str) -> dict[str, Any]:
         raise StepFailed("variables must be an object", code="INVALID_CONFIG")
     context = {**ctx.context, **variables, "variables": variables}
     rendered: dict[str, Any] = {"template": name}
-    for field, mode in (("subject", "header"), ("text_body", "plain"), ("html_body", "html")):
+    modes: tuple[tuple[str, Mode], ...] = (
+        ("subject", "header"),
+        ("text_body", "plain"),
+        ("html_body", "html"),
+    )
+    for field, mode in modes:
         try:
             rendered[field] = render_string(getattr(template, field), context, mode=mode).value
         except TemplateError as exc:

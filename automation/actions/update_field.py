@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models
 
 from automation.actions import (
@@ -46,14 +46,21 @@ def _writable_field(entity_type: str, name: str) -> models.Field:
             f"(writable: {', '.join(reg.writable) or 'none'})",
             code="FIELD_NOT_WRITABLE",
         )
-    return reg.model._meta.get_field(name)  # type: ignore[return-value]
+    field = reg.model._meta.get_field(name)
+    if not isinstance(field, models.Field):  # a reverse relation or a generic key
+        raise StepFailed(
+            f"field '{name}' of {entity_type} is not writable", code="FIELD_NOT_WRITABLE"
+        )
+    return field
 
 
-def _coerce(field: models.Field, value: Any, instance: models.Model) -> Any:
+def _coerce(field: models.Field, value: object, instance: models.Model) -> Any:
     if field.is_relation:
         if value in (None, ""):
             return None
         related = field.related_model
+        if not isinstance(related, type):  # resolved once the apps are loaded
+            raise StepFailed(f"field '{field.name}' has no related model", code="INVALID_VALUE")
         if related is get_user_model() and isinstance(value, str) and not value.isdigit():
             users = users_named(value)
             if not users:
@@ -66,7 +73,7 @@ def _coerce(field: models.Field, value: Any, instance: models.Model) -> Any:
             return users[0]
         try:
             return related._default_manager.get(pk=value)
-        except (related.DoesNotExist, ValueError, TypeError):
+        except (ObjectDoesNotExist, ValueError, TypeError):
             raise StepFailed(
                 f"{field.name}: {value!r} does not exist", code="INVALID_VALUE"
             ) from None
@@ -115,7 +122,7 @@ def check_config(config: dict[str, Any], path: str) -> list[Issue]:
     return _value_issues(concrete[name], config["value"], f"{path}.value")
 
 
-def _value_issues(field: models.Field, value: Any, path: str) -> list[Issue]:
+def _value_issues(field: models.Field, value: object, path: str) -> list[Issue]:
     if field.is_relation:
         try:
             _coerce(field, value, None)  # type: ignore[arg-type]
@@ -128,7 +135,7 @@ def _value_issues(field: models.Field, value: Any, path: str) -> list[Issue]:
             return [Issue(path, code, exc.message)]
         return []
     try:
-        field.clean(value, None)  # type: ignore[arg-type]
+        field.clean(value, None)
     except ValidationError as exc:
         return [
             Issue(

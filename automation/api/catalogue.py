@@ -34,7 +34,7 @@ class ContextFieldSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=FIELD_TYPES)
     choices = serializers.ListField(child=serializers.JSONField(), allow_null=True)
     nullable = serializers.BooleanField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a declared field, not Field.label
 
 
 class RelatedObjectSerializer(serializers.Serializer):
@@ -46,9 +46,9 @@ class EventTypeSerializer(serializers.Serializer):
     type = serializers.CharField(help_text="e.g. lead.status_changed")
     group = serializers.CharField()
     kind = serializers.ChoiceField(choices=KINDS)
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a declared field, not Field.label
     description = serializers.CharField(allow_blank=True)
-    fields = ContextFieldSerializer(many=True)
+    fields = ContextFieldSerializer(many=True)  # type: ignore[assignment]  # a declared field
     related = RelatedObjectSerializer(many=True)
 
 

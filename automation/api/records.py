@@ -16,6 +16,7 @@ from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 
 from automation.api.serializers import (
     SECRET_NAME,
@@ -52,7 +53,7 @@ class NoteViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     def _target(self) -> tuple[str, Any]:
         params = self.request.query_params
-        entity_type, entity_id = params.get("entity_type"), params.get("entity_id")
+        entity_type, entity_id = params.get("entity_type", ""), params.get("entity_id", "")
         issues = []
         if not entity_type:
             issues.append(("entity_type", "required: the name of a registered model"))
@@ -186,7 +187,7 @@ class SecretViewSet(
         self.check_object_permissions(self.request, found)
         return found
 
-    def perform_create(self, serializer: SecretSerializer) -> None:
+    def perform_create(self, serializer: BaseSerializer[Secret]) -> None:
         data = serializer.validated_data
         if Secret.objects.filter(name=data["name"]).exists():
             raise ValidationFailed.from_issues(
@@ -195,8 +196,9 @@ class SecretViewSet(
         secret_set(name=data["name"], value=data["value"], description=data.get("description", ""))
         serializer.instance = Secret.objects.get(name=data["name"])
 
-    def perform_update(self, serializer: SecretSerializer) -> None:
+    def perform_update(self, serializer: BaseSerializer[Secret]) -> None:
         secret = serializer.instance
+        assert secret is not None  # an update always has the object it updates
         data = serializer.validated_data
         if data.get("name", secret.name) != secret.name:
             raise ValidationFailed.from_issues(

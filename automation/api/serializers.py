@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.urls import reverse
 from rest_framework import serializers
 
 from automation.models import ActionRun, Event, Export, Note, Run, RunStatus, Secret, StepStatus
+
+if TYPE_CHECKING:
+    from workflows.models import Workflow
 
 
 class EventSerializer(serializers.ModelSerializer):
@@ -37,7 +40,7 @@ class EventSerializer(serializers.ModelSerializer):
         ]
 
     def get_actor(self, event: Event) -> str | None:
-        return event.actor.get_username() if event.actor_id else None
+        return event.actor.get_username() if event.actor is not None else None
 
 
 class EventCreateSerializer(serializers.Serializer):
@@ -88,7 +91,9 @@ class ActionRunSerializer(serializers.ModelSerializer):
 
 
 class RunListSerializer(serializers.ModelSerializer):
-    workflow = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    workflow: serializers.SlugRelatedField[Workflow] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
     version = serializers.IntegerField(source="version.number", read_only=True)
     event_type = serializers.CharField(source="event.type", read_only=True)
     duration_ms = serializers.IntegerField(
@@ -181,10 +186,10 @@ class NoteSerializer(serializers.ModelSerializer):
         return self.context.get("entity_type", "")
 
     def get_author(self, note: Note) -> str | None:
-        return note.author.get_username() if note.author_id else None
+        return note.author.get_username() if note.author is not None else None
 
     def get_run(self, note: Note) -> int | None:
-        return note.action_run.run_id if note.action_run_id else None
+        return note.action_run.run_id if note.action_run is not None else None
 
 
 def export_status(export: Export) -> str:
@@ -238,17 +243,17 @@ class ExportSerializer(serializers.ModelSerializer):
         return export_status(export)
 
     def get_progress(self, export: Export) -> dict[str, Any] | None:
-        return export.action_run.progress if export.action_run_id else None
+        return export.action_run.progress if export.action_run is not None else None
 
     def get_error(self, export: Export) -> str | None:
         step = export.action_run
         return step.error or None if step is not None and step.status == "failed" else None
 
     def get_run(self, export: Export) -> int | None:
-        return export.action_run.run_id if export.action_run_id else None
+        return export.action_run.run_id if export.action_run is not None else None
 
     def get_requested_by(self, export: Export) -> str | None:
-        return export.requested_by.get_username() if export.requested_by_id else None
+        return export.requested_by.get_username() if export.requested_by is not None else None
 
     def get_download_url(self, export: Export) -> str | None:
         if not (export.finished_at and export.file):

@@ -29,6 +29,7 @@ from automation.registry import registration_for_name, registrations
 from automation.selectors import run_timeline
 from config.filters import DateTimeFilter, ReferenceFilter, id_or_slug
 from config.permissions import StaffModelPermissions
+from config.requests import request_user
 from workflows.models import Workflow
 
 
@@ -108,7 +109,7 @@ class EventViewSet(
         event = event_submit(
             event_type=serializer.validated_data["type"],
             payload=serializer.validated_data.get("payload") or {},
-            actor=request.user,
+            actor=request_user(request),
             idempotency_key=request.headers.get("Idempotency-Key"),
         )
         body = {"id": event.pk, "type": event.type, "status": "accepted"}

@@ -4,6 +4,7 @@ commit (:class:`AfterCommit`)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -235,7 +236,7 @@ def advance_locked(
         ready = [
             action_runs[key]
             for key in plan.ready
-            if (action_runs[key].wake_at is None or action_runs[key].wake_at <= now)
+            if ((wake_at := action_runs[key].wake_at) is None or wake_at <= now)
             and key not in handed_off
         ]
         busy = any(s == StepStatus.RUNNING for s in statuses.values())
@@ -263,7 +264,7 @@ def advance_locked(
             return CommitAndAdvance(step_key=executed_key)
         for extra in ready[1:] if inline_external or not parallel else ready:
             handed_off.add(extra.step_key)
-            transaction.on_commit(lambda pk=extra.pk: publish(execute_step, pk))
+            transaction.on_commit(functools.partial(publish, execute_step, extra.pk))
         if parallel and not inline_external:
             flush()
             return None

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal, overload
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import Model
+from django.db.models import Field, Model
 
 from automation.models import ActionRun, Run
 from automation.statuses import RUN_ACTIVE_STATUSES
@@ -74,7 +75,11 @@ def rows_update(rows: Sequence[Model], fields: list[str]) -> None:
         return
     quote = connection.ops.quote_name
     meta = model._meta
-    columns = [meta.pk, *(meta.get_field(name) for name in fields)]
+    columns: list[Field[Any, Any]] = []
+    for column in [meta.pk, *(meta.get_field(name) for name in fields)]:
+        if not isinstance(column, Field) or not column.column:
+            raise ValueError(f"rows_update: {fields} are not all concrete columns of {model}")
+        columns.append(column)
     row_sql = "({})".format(", ".join(f"%s::{column.db_type(connection)}" for column in columns))
     params: list[Any] = []
     for row in rows:
@@ -82,11 +87,11 @@ def rows_update(rows: Sequence[Model], fields: list[str]) -> None:
             column.get_db_prep_save(getattr(row, column.attname), connection) for column in columns
         )
     table = quote(meta.db_table)
-    names = ", ".join(quote(column.column) for column in columns)
+    names = ", ".join(quote(str(column.column)) for column in columns)
     assignments = ", ".join(
-        f"{quote(column.column)} = v.{quote(column.column)}" for column in columns[1:]
+        f"{quote(str(column.column))} = v.{quote(str(column.column))}" for column in columns[1:]
     )
-    pk = quote(meta.pk.column)
+    pk = quote(str(columns[0].column))
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET {assignments} FROM (VALUES "  # noqa: S608  (no user input)
@@ -143,8 +148,29 @@ def steps_flush() -> None:
         writes.flush()
 
 
-def engine_setting(name: str) -> Any:
-    return settings.FLOWDESK[name]
+CountSetting = Literal[
+    "DISPATCH_BATCH_SIZE",
+    "MAX_CAUSATION_DEPTH",
+    "OUTBOX_GRACE_SECONDS",
+    "STALE_RUN_SECONDS",
+    "SWEEP_BATCH_SIZE",
+]
+SecondsSetting = Literal[
+    "DISPATCH_COALESCE_SECONDS", "DISPATCH_INLINE_SECONDS", "WAKE_MESSAGE_MAX_SECONDS"
+]
+
+
+@overload
+def engine_setting(name: CountSetting) -> int: ...
+@overload
+def engine_setting(name: SecondsSetting) -> float: ...
+def engine_setting(name: CountSetting | SecondsSetting) -> float:
+    """One of the engine's numeric settings (``settings.FLOWDESK``)."""
+    values: Mapping[str, object] = settings.FLOWDESK
+    value = values[name]
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ImproperlyConfigured(f"FLOWDESK[{name!r}] must be a number, not {value!r}")
+    return value
 
 
 @functools.lru_cache(maxsize=1024)

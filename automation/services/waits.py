@@ -65,13 +65,13 @@ def step_resume(
 
 
 def on_waiting_step_ended(
-    sender: Any,
+    sender: object,
     *,
     action_run_id: int,
     output: dict[str, Any],
     failed: bool = False,
     error: str = "",
-    **kwargs: Any,
+    **kwargs: object,
 ) -> None:
     """Receiver of ``automation.signals.waiting_step_ended`` (connected in ``ready()``)."""
     step_resume(action_run_id=action_run_id, output=output, failed=failed, error=error)

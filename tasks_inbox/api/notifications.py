@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.errors import NotFound, ValidationFailed
+from config.requests import request_user
 from tasks_inbox import services
 from tasks_inbox.api.serializers import (
     MarkedReadSerializer,
@@ -68,14 +69,14 @@ class NotificationViewSet(
     @extend_schema(responses=UnreadCountSerializer)
     @action(detail=False, methods=["get"], url_path="unread-count")
     def unread_count(self, request: Request) -> Response:
-        return Response({"unread": notification_unread_count(user=request.user)})
+        return Response({"unread": notification_unread_count(user=request_user(request))})
 
     @extend_schema(request=NotificationReadSerializer, responses=NotificationSerializer)
     @action(detail=True, methods=["post"])
     def read(self, request: Request, pk: str | None = None) -> Response:
         """Mark this notification read (marking it again changes nothing)."""
         notification = self.get_object()
-        services.notification_mark_read(user=request.user, notification_id=notification.pk)
+        services.notification_mark_read(user=request_user(request), notification_id=notification.pk)
         notification.refresh_from_db(fields=["read_at"])
         return Response(NotificationSerializer(notification).data)
 
@@ -83,5 +84,7 @@ class NotificationViewSet(
     @action(detail=False, methods=["post"], url_path="read-all")
     def read_all(self, request: Request) -> Response:
         """Mark every unread notification of the caller read."""
-        marked = services.notification_mark_read(user=request.user)
-        return Response({"marked": marked, "unread": notification_unread_count(user=request.user)})
+        marked = services.notification_mark_read(user=request_user(request))
+        return Response(
+            {"marked": marked, "unread": notification_unread_count(user=request_user(request))}
+        )

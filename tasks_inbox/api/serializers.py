@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AnonymousUser, Group
 from drf_spectacular.types import OpenApiTypes
@@ -21,6 +21,9 @@ from tasks_inbox.selectors import (
     user_lookup,
 )
 
+if TYPE_CHECKING:
+    from workflows.models import Lifecycle
+
 
 @extend_schema_field(OpenApiTypes.STR)
 class UserReferenceField(serializers.Field):
@@ -32,7 +35,7 @@ class UserReferenceField(serializers.Field):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> Any:
-        return user_lookup(data, field=self.field_name)
+        return user_lookup(data, field=self.field_name or "")
 
     def to_representation(self, value: Any) -> Any:
         return value.get_username()
@@ -47,7 +50,7 @@ class QueueReferenceField(serializers.Field):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> Group:
-        return queue_lookup(data, field=self.field_name)
+        return queue_lookup(data, field=self.field_name or "")
 
     def to_representation(self, value: Group) -> str:
         return value.name
@@ -71,7 +74,9 @@ class TaskSerializer(serializers.ModelSerializer):
     priority = serializers.SerializerMethodField()
     assignee = serializers.SerializerMethodField()
     queue = serializers.SerializerMethodField()
-    lifecycle = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    lifecycle: serializers.SlugRelatedField[Lifecycle] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
     is_overdue = serializers.BooleanField(read_only=True)
     related = serializers.SerializerMethodField()
 
@@ -112,7 +117,7 @@ class TaskSerializer(serializers.ModelSerializer):
         return _user(task.assignee) if task.assignee_id else None
 
     def get_queue(self, task: Task) -> dict[str, Any] | None:
-        return {"id": task.queue_id, "name": task.queue.name} if task.queue_id else None
+        return {"id": task.queue_id, "name": task.queue.name} if task.queue else None
 
     def get_related(self, task: Task) -> dict[str, Any] | None:
         if not task.content_type_id:
@@ -122,14 +127,14 @@ class TaskSerializer(serializers.ModelSerializer):
 
 class CurrentStateSerializer(serializers.Serializer):
     key = serializers.CharField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a declared field, not Field.label
     description = serializers.CharField(allow_blank=True)
     is_final = serializers.BooleanField()
 
 
 class AvailableActionSerializer(serializers.Serializer):
     action = serializers.CharField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a declared field, not Field.label
     description = serializers.CharField(allow_blank=True)
     to_state = serializers.CharField()
     required_input = serializers.ListField(child=serializers.CharField())
@@ -139,7 +144,7 @@ class AvailableActionSerializer(serializers.Serializer):
 
 class UnavailableActionSerializer(serializers.Serializer):
     action = serializers.CharField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a declared field, not Field.label
     description = serializers.CharField(allow_blank=True)
     reason = serializers.ChoiceField(choices=["disabled"])
 
@@ -240,7 +245,7 @@ class TaskDetailSerializer(TaskSerializer):
         return _user(task.completed_by) if task.completed_by_id else None
 
     def get_origin_step(self, task: Task) -> str | None:
-        return task.origin_action_run.step_key if task.origin_action_run_id else None
+        return task.origin_action_run.step_key if task.origin_action_run is not None else None
 
     def get_related(self, task: Task) -> dict[str, Any] | None:
         data = super().get_related(task)
@@ -278,7 +283,7 @@ class TaskCreateSerializer(serializers.Serializer):
     due_at = serializers.DateTimeField(required=False, allow_null=True)
     lifecycle = serializers.SlugField(required=False, help_text="Default: 'task'.")
     form = serializers.JSONField(required=False)
-    parent = VisibleTaskField(
+    parent = VisibleTaskField(  # type: ignore[assignment]  # a declared field, not Field.parent
         required=False, allow_null=True, help_text="A task id among the tasks the caller may see."
     )
 
@@ -290,7 +295,9 @@ class TransitionSerializer(serializers.Serializer):
 
 
 class CompleteSerializer(serializers.Serializer):
-    data = serializers.JSONField(required=False, default=dict, help_text="The form's field values.")
+    data = serializers.JSONField(  # type: ignore[assignment]  # a declared field, not .data
+        required=False, default=dict, help_text="The form's field values."
+    )
     outcome = serializers.CharField(required=False, max_length=64, allow_blank=True)
 
 

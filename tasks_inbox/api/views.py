@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.filters import FilterBackend
+from config.requests import request_user
 from tasks_inbox import services
 from tasks_inbox.api.serializers import (
     ClaimSerializer,
@@ -104,7 +105,7 @@ class TaskViewSet(
         serializer = TaskCreateSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        user = request.user
+        user = request_user(request)
         task = services.task_create_by_hand(
             actor=user,
             title=data["title"],
@@ -147,7 +148,7 @@ class TaskViewSet(
         task = services.task_transition(
             task_id=pk,
             action=data["action"],
-            actor=request.user,
+            actor=request_user(request),
             input=data.get("input"),
             outcome=data.get("outcome") or None,
         )
@@ -160,7 +161,7 @@ class TaskViewSet(
     @action(detail=True, methods=["post"])
     def claim(self, request: Request, pk: str | None = None) -> Response:
         """Take an unassigned task of one of your queues; 409 CONFLICT if someone was first."""
-        task = services.task_claim(task_id=pk, actor=request.user)
+        task = services.task_claim(task_id=pk, actor=request_user(request))
         return self._detail(task.pk)
 
     @extend_schema(request=CompleteSerializer, responses=TaskDetailSerializer)
@@ -173,7 +174,7 @@ class TaskViewSet(
         serializer.is_valid(raise_exception=True)
         task = services.task_complete(
             task_id=pk,
-            actor=request.user,
+            actor=request_user(request),
             data=serializer.validated_data.get("data"),
             outcome=serializer.validated_data.get("outcome") or None,
         )
@@ -190,7 +191,7 @@ class TaskViewSet(
         data = serializer.validated_data
         task = services.task_reassign(
             task_id=pk,
-            actor=request.user,
+            actor=request_user(request),
             assignee=data.get("assignee"),
             queue=data.get("queue"),
             reason=data.get("reason", ""),
@@ -208,7 +209,7 @@ class TaskViewSet(
         data = serializer.validated_data
         task = services.task_escalate(
             task_id=pk,
-            actor=request.user,
+            actor=request_user(request),
             reason=data.get("reason", ""),
             priority=data.get("priority"),
             assignee=data.get("assignee"),

@@ -47,7 +47,7 @@ CLOCK_FIELDS = [
 
 
 def task_spec(task: Task) -> SLASpec | None:
-    return sla_spec(task.sla_config) if task.sla_config_id else None
+    return sla_spec(task.sla_config) if task.sla_config is not None else None
 
 
 def clock_elapsed(task: Task, spec: SLASpec | None, now: datetime) -> float:
@@ -93,9 +93,10 @@ def pending_thresholds(task: Task, spec: SLASpec | None) -> list[tuple[Threshold
     if task.sla_resumed_at is None:
         return []
     return [
-        (threshold, threshold_at(task, spec, threshold.seconds))
+        (threshold, at)
         for threshold in spec.thresholds
         if not threshold_fired(task, threshold)
+        and (at := threshold_at(task, spec, threshold.seconds)) is not None
     ]
 
 

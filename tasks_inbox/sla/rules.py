@@ -16,7 +16,6 @@ from datetime import time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from django.contrib.auth.models import Group
 from django.db.models import Q
 from django.utils.duration import duration_string
 
@@ -24,7 +23,7 @@ from config.durations import EXAMPLES as DURATION_EXAMPLES
 from config.durations import DurationInvalid, parse_duration
 from config.errors import Conflict, ValidationFailed
 from config.issues import Issue, IssueCode
-from config.references import users_named
+from config.references import group_named, users_named
 from tasks_inbox.issue_codes import TaskIssueCode
 from tasks_inbox.models import (
     SLAConfig,
@@ -100,20 +99,6 @@ def _duration_issues(value: Any, path: str) -> tuple[timedelta | None, list[Issu
     return parsed, []
 
 
-def _group(value: Any) -> Group | None:
-    if isinstance(value, Group):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return Group.objects.filter(pk=value).first()
-    if isinstance(value, str) and value.strip():
-        text = value.strip()
-        found = Group.objects.filter(name=text).first()
-        if found is None and text.isdigit():
-            found = Group.objects.filter(pk=int(text)).first()
-        return found
-    return None
-
-
 def _unknown_keys(value: dict[str, Any], allowed: set[str], path: str) -> list[Issue]:
     return [
         Issue(f"{path}.{key}" if path else str(key), IssueCode.UNKNOWN_KEY, f"unknown key '{key}'")
@@ -166,7 +151,7 @@ def _action_issues(action: Any, path: str) -> tuple[dict[str, Any], list[Issue]]
                 Issue(path, IssueCode.REQUIRED, "reassign needs either a 'queue' or a 'user'")
             )
         elif queue not in (None, ""):
-            group = _group(queue)
+            group = group_named(queue)
             if group is None:
                 issues.append(
                     Issue(
@@ -302,7 +287,7 @@ def _working_hours_issues(value: Any) -> tuple[dict[str, Any] | None, list[Issue
             )
         ]
     issues = _unknown_keys(value, {"days", "start", "end", "time_zone"}, path)
-    days = value.get("days")
+    days = value.get("days", [])
     if (
         not isinstance(days, list)
         or not days
@@ -452,7 +437,7 @@ def sla_config_clean(
     queue = document.get("queue")
     values["queue"] = None
     if queue not in (None, ""):
-        group = _group(queue)
+        group = group_named(queue)
         if group is None:
             issues.append(
                 Issue("queue", TaskIssueCode.UNKNOWN_QUEUE, f"no queue (group) {queue!r}")
@@ -535,7 +520,7 @@ def sla_config_document(config: SLAConfig) -> dict[str, Any]:
         "name": config.name,
         "description": config.description,
         "is_active": config.is_active,
-        "queue": config.queue.name if config.queue_id else None,
+        "queue": config.queue.name if config.queue is not None else None,
         "task_type": config.task_type,
         "priority": priority_name(config.priority) if config.priority is not None else None,
         "target": duration_string(config.target),

@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import date, datetime, time
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
 from automation.actions import (
@@ -41,7 +41,7 @@ from automation.actions.entities import entity, entity_type_issues, is_templated
 from automation.events import actor_context
 from config.errors import DomainError
 from config.issues import Issue, IssueCode
-from config.references import users_named
+from config.references import group_named, users_named
 from tasks_inbox.form_schema import form_issues
 from tasks_inbox.lifecycles import BUILTIN_DOCUMENTS, lifecycle_spec
 from tasks_inbox.models import PRIORITY_BY_NAME, Task
@@ -122,7 +122,7 @@ def _reference_issues(config: dict[str, Any], path: str) -> list[Issue]:
     return issues
 
 
-def resolve_user(value: Any) -> AbstractBaseUser | None:
+def resolve_user(value: Any) -> User | None:
     """The active user an id, username or email names (``config.references``); None
     when empty."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -140,15 +140,10 @@ def resolve_user(value: Any) -> AbstractBaseUser | None:
     return found[0]
 
 
-def resolve_queue(value: Any) -> Group | None:
+def resolve_queue(value: object) -> Group | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        found = Group.objects.filter(pk=value).first()
-    else:
-        found = Group.objects.filter(name=str(value).strip()).first()
-        if found is None and str(value).strip().isdigit():
-            found = Group.objects.filter(pk=int(str(value).strip())).first()
+    found = group_named(value)
     if found is None:
         raise StepFailed(f"no queue (group) {value!r}", code="QUEUE_NOT_FOUND")
     return found
@@ -193,8 +188,8 @@ def _output(task: Task) -> dict[str, Any]:
     return {
         "task_id": task.pk,
         "state": task.state,
-        "assignee": task.assignee.get_username() if task.assignee_id else None,
-        "queue": task.queue.name if task.queue_id else None,
+        "assignee": task.assignee.get_username() if task.assignee is not None else None,
+        "queue": task.queue.name if task.queue is not None else None,
         "url": task.get_absolute_url(),
     }
 

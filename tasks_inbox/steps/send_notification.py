@@ -32,6 +32,7 @@ from automation.actions import (
 )
 from automation.actions.mailing import check_address, send_message
 from automation.models import ActionRun
+from automation.templating import Mode
 from config.references import users_named
 from tasks_inbox.models import Notification
 
@@ -47,10 +48,10 @@ SCHEMA = object_schema(
     },
     required=["recipient", "message"],
 )
-RENDER_MODES = {"recipient": "header", "subject": "header", "link": "header"}
+RENDER_MODES: dict[str, Mode] = {"recipient": "header", "subject": "header", "link": "header"}
 
 
-def find_user(recipient: Any) -> Any:
+def find_user(recipient: object) -> Any:
     """The active user a recipient names (id, username or email: ``config.references``),
     or None if none does."""
     found = users_named(recipient, active_only=True)
@@ -62,7 +63,7 @@ def find_user(recipient: Any) -> Any:
     return found[0] if found else None
 
 
-def check_link(link: Any) -> str:
+def check_link(link: object) -> str:
     """A site path (``/leads/7``) or an absolute http(s) URL; '' when there is none."""
     text = str(link or "").strip()
     if not text:

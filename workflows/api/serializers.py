@@ -56,7 +56,7 @@ class VersionSerializer(serializers.ModelSerializer):
         fields = ["id", "number", "definition", "created_by", "created_at"]
 
     def get_created_by(self, version: WorkflowVersion) -> str | None:
-        return version.created_by.get_username() if version.created_by_id else None
+        return version.created_by.get_username() if version.created_by is not None else None
 
 
 class WorkflowSerializer(serializers.ModelSerializer):

@@ -33,7 +33,7 @@ class CanReadWorkflows(BasePermission):
 
 class StepTypeSerializer(serializers.Serializer):
     name = serializers.CharField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a declared field, not Field.label
     description = serializers.CharField()
     schema = serializers.JSONField(help_text="JSON Schema of the unrendered config.")
     secret_fields = serializers.ListField(

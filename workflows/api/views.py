@@ -10,6 +10,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 
 from automation.api.serializers import RunListSerializer
 from automation.api.views import graph_payload
@@ -19,6 +20,7 @@ from config.errors import ValidationFailed
 from config.filters import ReferenceFilter, id_or_slug
 from config.issues import Issue, error_issues
 from config.permissions import StaffModelPermissions
+from config.requests import request_user
 from workflows import services
 from workflows.api.serializers import (
     ActionSerializer,
@@ -103,7 +105,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     @extend_schema(request=WorkflowDocumentSerializer, responses={201: WorkflowSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         document = self._document(request, partial=False, workflow=None)
-        workflow = services.workflow_create(document=document, user=request.user)
+        workflow = services.workflow_create(document=document, user=request_user(request))
         return Response(self._read(workflow), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=WorkflowDocumentSerializer, responses=WorkflowSerializer)
@@ -111,7 +113,9 @@ class WorkflowViewSet(viewsets.ModelViewSet):
         workflow = self.get_object()
         partial = kwargs.get("partial", False)
         document = self._document(request, partial=partial, workflow=workflow)
-        workflow = services.draft_save(document=document, workflow=workflow, user=request.user)
+        workflow = services.draft_save(
+            document=document, workflow=workflow, user=request_user(request)
+        )
         return Response(self._read(workflow))
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -145,7 +149,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
     def publish(self, request: Request, pk: str | None = None) -> Response:
         """Validate the draft and make it the next version, which new runs start on."""
         workflow = self.get_object()
-        services.workflow_publish(workflow=workflow, user=request.user)
+        services.workflow_publish(workflow=workflow, user=request_user(request))
         workflow.refresh_from_db()
         return Response(self._read(workflow))
 
@@ -255,7 +259,7 @@ class WorkflowViewSet(viewsets.ModelViewSet):
             from config.errors import NotFound
 
             raise NotFound(f"Version {number} of this workflow does not exist.")
-        workflow = services.version_restore(version=version, user=request.user)
+        workflow = services.version_restore(version=version, user=request_user(request))
         return Response(self._read(workflow))
 
     @extend_schema(responses=OpenApiResponse(description="Nodes, edges and an SVG picture."))
@@ -357,24 +361,25 @@ class TriggerViewSet(_PartViewSet):
     serializer_class = TriggerSerializer
     filterset_class = TriggerFilter
 
-    def perform_create(self, serializer: TriggerSerializer) -> None:
+    def perform_create(self, serializer: BaseSerializer[Trigger]) -> None:
         serializer.instance = services.trigger_save(
             workflow=serializer.validated_data["workflow"],
             data=self._data(serializer),
-            user=self.request.user,
+            user=request_user(self.request),
         )
 
-    def perform_update(self, serializer: TriggerSerializer) -> None:
+    def perform_update(self, serializer: BaseSerializer[Trigger]) -> None:
         trigger = serializer.instance
+        assert trigger is not None  # an update always has the object it updates
         data = {**TriggerSerializer(trigger).data, **self._data(serializer)}
         data.pop("id", None)
         data.pop("workflow", None)
         serializer.instance = services.trigger_save(
-            workflow=trigger.workflow, data=data, trigger=trigger, user=self.request.user
+            workflow=trigger.workflow, data=data, trigger=trigger, user=request_user(self.request)
         )
 
     def perform_destroy(self, instance: Trigger) -> None:
-        services.trigger_delete(trigger=instance, user=self.request.user)
+        services.trigger_delete(trigger=instance, user=request_user(self.request))
 
 
 class ActionViewSet(_PartViewSet):
@@ -384,21 +389,22 @@ class ActionViewSet(_PartViewSet):
     serializer_class = ActionSerializer
     filterset_class = ActionFilter
 
-    def perform_create(self, serializer: ActionSerializer) -> None:
+    def perform_create(self, serializer: BaseSerializer[Action]) -> None:
         serializer.instance = services.action_save(
             workflow=serializer.validated_data["workflow"],
             data=self._data(serializer),
-            user=self.request.user,
+            user=request_user(self.request),
         )
 
-    def perform_update(self, serializer: ActionSerializer) -> None:
+    def perform_update(self, serializer: BaseSerializer[Action]) -> None:
         step = serializer.instance
+        assert step is not None  # an update always has the object it updates
         data = {**ActionSerializer(step).data, **self._data(serializer)}
         for key in ("id", "workflow", "position"):
             data.pop(key, None)
         serializer.instance = services.action_save(
-            workflow=step.workflow, data=data, action=step, user=self.request.user
+            workflow=step.workflow, data=data, action=step, user=request_user(self.request)
         )
 
     def perform_destroy(self, instance: Action) -> None:
-        services.action_delete(action=instance, user=self.request.user)
+        services.action_delete(action=instance, user=request_user(self.request))
