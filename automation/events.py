@@ -161,14 +161,15 @@ def event_submit(
         )
         if problem:
             raise ValidationFailed.from_issues([("headers.Idempotency-Key", problem)])
-    with transaction.atomic():
-        event = event_emit(
-            event_type,
-            payload,
-            actor=actor,
-            source=EventSource.API,
-            idempotency_key=stored_idempotency_key(actor, idempotency_key),
-        )
+    # One statement, committed on its own (with a key, inside its own transaction that
+    # tells a replay from a new key); the doorbell rings once it has committed.
+    event = event_emit(
+        event_type,
+        payload,
+        actor=actor,
+        source=EventSource.API,
+        idempotency_key=stored_idempotency_key(actor, idempotency_key),
+    )
     if idempotency_key and event.request_hash != request_fingerprint(event_type, payload):
         raise IdempotencyKeyReused(data={"event_id": event.pk})
     return event
