@@ -15,7 +15,7 @@ from django.contrib.auth.models import Group
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
-from django.db.models import Q, Value
+from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
@@ -218,6 +218,31 @@ class Task(models.Model):
             models.Index(fields=["assignee", "is_open"], name="task_assignee_open"),
             models.Index(fields=["queue", "is_open"], name="task_queue_open"),
             models.Index(fields=["-priority", "due_at", "id"], name="task_inbox_order"),
+            # The keyset pages of the lists: one index per sort, in its exact order, and
+            # the open lists of an assignee and of a queue's claimable tasks in front.
+            models.Index(
+                F("due_at").asc(nulls_last=True),
+                F("priority").desc(),
+                F("id"),
+                name="task_order_due",
+            ),
+            models.Index(
+                F("due_at").desc(nulls_last=True),
+                F("priority").desc(),
+                F("id"),
+                name="task_order_due_desc",
+            ),
+            models.Index(fields=["created_at", "id"], name="task_order_created"),
+            models.Index(
+                fields=["assignee", "-priority", "due_at", "id"],
+                name="task_assignee_open_order",
+                condition=Q(is_open=True),
+            ),
+            models.Index(
+                fields=["queue", "-priority", "due_at", "id"],
+                name="task_queue_claimable_order",
+                condition=Q(is_open=True, assignee__isnull=True),
+            ),
             models.Index(fields=["due_at"], name="task_open_due", condition=Q(is_open=True)),
             models.Index(fields=["content_type", "object_id"], name="task_related"),
             # The SLA sweep's due set: only open tasks with a pending threshold are indexed,

@@ -25,8 +25,10 @@ from django.views.decorators.http import require_GET, require_POST
 from automation.models import Note
 from config.errors import DomainError, NotFound
 from tasks_inbox import services
+from tasks_inbox.api.pagination import requested_sort
 from tasks_inbox.filters import TaskFilter
 from tasks_inbox.form_schema import task_form
+from tasks_inbox.keyset import InvalidCursor, bounded_count, keyset_page
 from tasks_inbox.lifecycles import lifecycle_spec
 from tasks_inbox.models import PRIORITY_BY_NAME, Task
 from tasks_inbox.selectors import (
@@ -71,8 +73,15 @@ def _task_list(request: HttpRequest, scope: str) -> HttpResponse:
     task_filter = TaskFilter(
         params, queryset=task_inbox(user=request.user, scope=scope), request=request
     )
-    page = Paginator(task_filter.qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    listed = task_filter.qs
+    sort = requested_sort(params)
+    try:
+        page = keyset_page(listed, sort=sort, cursor=request.GET.get("cursor"), size=PAGE_SIZE)
+    except InvalidCursor:  # a garbled or stale link: the first page
+        page = keyset_page(listed, sort=sort, cursor=None, size=PAGE_SIZE)
+    total, more = bounded_count(listed)
     query = params.copy()
+    query.pop("cursor", None)
     query.pop("page", None)
     title, url_name = SCOPES[scope]
     context: dict[str, Any] = {
@@ -80,7 +89,9 @@ def _task_list(request: HttpRequest, scope: str) -> HttpResponse:
         "scope": scope,
         "scopes": [(key, label, reverse(name)) for key, (label, name) in SCOPES.items()],
         "page": page,
-        "tasks": page.object_list,
+        "tasks": page.rows,
+        "total": total,
+        "total_more": more,
         "filters": params,
         "query": query.urlencode(),
         "states": sorted(set(LifecycleState.objects.values_list("key", flat=True))),

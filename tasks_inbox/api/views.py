@@ -16,7 +16,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.filters import FilterBackend
+from config.parsers import Pagination
 from tasks_inbox import services
+from tasks_inbox.api.pagination import TaskCursorPagination
 from tasks_inbox.api.serializers import (
     ClaimSerializer,
     CompleteSerializer,
@@ -59,9 +61,11 @@ class TaskViewSet(
     the queues they manage; staff see all). Filters: ``state``, ``priority``, ``task_type``,
     ``queue`` (id or name), ``assignee`` (``me``, ``none``, id, username or email),
     ``overdue``, ``open``; a value that names nothing answers 400;
-    ``sort``: ``priority`` (default) or ``due``."""
+    ``sort``: ``priority`` (default), ``due``, ``created`` (``-`` reverses). Pages by
+    cursor: follow ``next`` / ``previous``; a garbled cursor answers 400 INVALID_CURSOR."""
 
     serializer_class = TaskSerializer
+    pagination_class = TaskCursorPagination
     filter_backends = [FilterBackend]
     filterset_class = TaskFilter
 
@@ -221,8 +225,9 @@ class TaskViewSet(
     def history(self, request: Request, pk: str | None = None) -> Response:
         """Every step of the task: actor, time, from, to, input."""
         rows = task_history(self.get_object())
-        page = self.paginate_queryset(rows)
-        return self.get_paginated_response(HistorySerializer(page, many=True).data)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(rows, request, view=self)
+        return paginator.get_paginated_response(HistorySerializer(page, many=True).data)
 
     @extend_schema(responses={200: OpenApiResponse(description="Counts.")})
     @action(detail=False, methods=["get"])
