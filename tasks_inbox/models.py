@@ -333,6 +333,9 @@ class Notification(models.Model):
                 name="notification_unread",
                 condition=Q(read_at__isnull=True),
             ),
+            models.Index(
+                fields=["recipient", "-created_at", "-id"], name="notification_recipient_order"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -15,7 +15,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -344,9 +343,13 @@ def task_note(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def notifications(request: HttpRequest) -> HttpResponse:
     unread_only = request.GET.get("unread") == "1"
-    page = Paginator(
-        notifications_for(user=request.user, unread_only=unread_only), PAGE_SIZE
-    ).get_page(request.GET.get("page"))
+    listed = notifications_for(user=request.user, unread_only=unread_only)
+    try:
+        page = keyset_page(
+            listed, sort="-created", cursor=request.GET.get("cursor"), size=PAGE_SIZE
+        )
+    except InvalidCursor:  # a garbled or stale link: the first page
+        page = keyset_page(listed, sort="-created", cursor=None, size=PAGE_SIZE)
     return render(
         request, "tasks_inbox/notifications.html", {"page": page, "unread_only": unread_only}
     )
@@ -367,7 +370,7 @@ def notification_read(request: HttpRequest, pk: int | None = None) -> HttpRespon
     }
     if pk is None:
         listed = notifications_for(user=request.user, unread_only=unread_only)
-        context["page"] = Paginator(listed, PAGE_SIZE).get_page(1)
+        context["page"] = keyset_page(listed, sort="-created", cursor=None, size=PAGE_SIZE)
         return render(request, "tasks_inbox/partials/notification_list.html", context)
     context["notification"] = notifications_for(user=request.user).filter(pk=pk).first()
     return render(request, "tasks_inbox/partials/notification_row.html", context)

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from tasks_inbox import services
 from tasks_inbox.keyset import SORT_COLUMNS, sort_ordering
-from tasks_inbox.models import Priority, Task
+from tasks_inbox.models import Notification, Priority, Task
 from tasks_inbox.selectors import tasks_visible_to
 from tests.conftest import as_user
 
@@ -218,3 +218,41 @@ def test_queries_per_page_do_not_grow_with_depth(
         with django_assert_num_queries(queries):
             response = get(nxt(response))
         assert response.status_code == 200
+
+
+def test_notifications_page_walks_older_and_newer(make_user: Any) -> None:
+    agent = make_user("agent")
+    stamp = timezone.now()
+    made = [
+        Notification.objects.create(
+            recipient=agent, message=f"Note {n}", created_at=stamp - timedelta(minutes=n // 2)
+        )
+        for n in range(60)
+    ]
+    Notification.objects.create(recipient=make_user("other"), message="Not yours")
+    client = Client()
+    client.force_login(agent)
+
+    def ids(html: str) -> list[int]:
+        return [int(pk) for pk in re.findall(r'id="notification-(\d+)"', html)]
+
+    html = client.get("/inbox/notifications/").content.decode()
+    forward, pages = ids(html), [html]
+    while url := link(html, "next"):
+        html = client.get("/inbox/notifications/" + url).content.decode()
+        forward += ids(html)
+        pages.append(html)
+    expected = list(
+        Notification.objects.filter(recipient=agent)
+        .order_by("-created_at", "-id")
+        .values_list("id", flat=True)
+    )
+    assert len(pages) == 3 and forward == expected and len(made) == 60
+    backward = ids(pages[-1])
+    html = pages[-1]
+    while url := link(html, "prev"):
+        html = client.get("/inbox/notifications/" + url).content.decode()
+        backward = ids(html) + backward
+    assert backward == forward
+    broken = client.get("/inbox/notifications/?cursor=broken").content.decode()
+    assert ids(broken) == ids(pages[0])
