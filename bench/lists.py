@@ -146,14 +146,11 @@ def page_cursor(queryset: Any, sort: str, page: int, size: int) -> str | None:
 
 def page_queryset(queryset: Any, sort: str, cursor: str | None, size: int) -> Any:
     """The bare keyset query of the page (the one ``keyset_page`` runs)."""
-    from tasks_inbox.keyset import SORT_COLUMNS, _beyond, _bound, decode_cursor, sort_ordering
+    from tasks_inbox.keyset import decode_cursor, past_cursor, sort_ordering
 
     if cursor:
         values, backward = decode_cursor(cursor, sort)
-        columns = SORT_COLUMNS[sort]
-        queryset = queryset.filter(
-            _bound(columns, values, backward=backward), _beyond(columns, values, backward=backward)
-        )
+        queryset = past_cursor(queryset, sort, values, backward)
     return queryset.order_by(*sort_ordering(sort))[: size + 1]
 
 

@@ -13,23 +13,42 @@ from datetime import datetime
 from typing import Any
 
 from django.core import signing
-from django.db.models import F, Model, Q, QuerySet
-from django.db.models.expressions import OrderBy
+from django.db.models import BooleanField, F, Func, Model, QuerySet
+from django.db.models.expressions import Expression, OrderBy, RawSQL
+from django.db.models.functions import Coalesce
 
 from config.errors import DomainError
 
-# sort -> its columns, each (field, descending); ``due_at`` (the one nullable column) sorts
-# its empty values last in either direction.
-SORT_COLUMNS: dict[str, tuple[tuple[str, bool], ...]] = {
-    "priority": (("priority", True), ("due_at", False), ("id", False)),
-    "-priority": (("priority", False), ("due_at", False), ("id", False)),
-    "due": (("due_at", False), ("priority", True), ("id", False)),
-    "-due": (("due_at", True), ("priority", True), ("id", False)),
-    "created": (("created_at", False), ("id", False)),
-    "-created": (("created_at", True), ("id", True)),
+
+class Negated(Func):
+    """``-column``: turns a descending column into an ascending one, so every sort is one
+    row comparison in one direction (an index range, whatever the page)."""
+
+    template = "(-%(expressions)s)"
+    arity = 1
+
+
+def _due(empty: str) -> Coalesce:
+    """``due_at`` with an empty value sorting last (``infinity``) or first (``-infinity``)."""
+    return Coalesce(F("due_at"), RawSQL(f"'{empty}'::timestamptz", ()))  # noqa: S611
+
+
+# sort -> its key (each part a column of the row, maybe negated, the due time maybe
+# replaced when empty) and whether it runs descending; ``id`` ends every key.
+SORT_KEYS: dict[str, tuple[tuple[tuple[str, bool, str], ...], bool]] = {
+    # (field, negated, empty due as) ...
+    "priority": ((("priority", True, ""), ("due_at", False, "infinity"), ("id", False, "")), False),
+    "-priority": (
+        (("priority", False, ""), ("due_at", False, "infinity"), ("id", False, "")),
+        False,
+    ),
+    "due": ((("due_at", False, "infinity"), ("priority", True, ""), ("id", False, "")), False),
+    "-due": ((("due_at", False, "-infinity"), ("priority", False, ""), ("id", True, "")), True),
+    "created": ((("created_at", False, ""), ("id", False, "")), False),
+    "-created": ((("created_at", False, ""), ("id", False, "")), True),
 }
+SORT_COLUMNS = SORT_KEYS
 DEFAULT_SORT = "priority"
-NULLABLE = frozenset({"due_at"})
 DATETIMES = frozenset({"due_at", "created_at"})
 SALT = "tasks_inbox.keyset"
 
@@ -39,53 +58,64 @@ class InvalidCursor(DomainError):
     default_message = "The cursor is not valid for this list; start again from the first page."
 
 
+def key_expressions(sort: str | None) -> list[Any]:
+    """The expressions of ``sort``'s key, as its indexes hold them."""
+    parts, _ = SORT_KEYS.get(sort or DEFAULT_SORT, SORT_KEYS[DEFAULT_SORT])
+    expressions: list[Any] = []
+    for field, negated, empty in parts:
+        expression: Any = _due(empty) if empty else F(field)
+        expressions.append(Negated(expression) if negated else expression)
+    return expressions
+
+
 def sort_ordering(sort: str | None, *, backward: bool = False) -> list[OrderBy]:
     """The ORDER BY of ``sort`` (reversed for a backward page), matching its index."""
-    ordering = []
-    for field, descending in SORT_COLUMNS.get(sort or DEFAULT_SORT, SORT_COLUMNS[DEFAULT_SORT]):
-        desc = descending != backward
-        nulls = {"nulls_first": True} if backward else {"nulls_last": True}
-        extra = nulls if field in NULLABLE else {}
-        ordering.append(F(field).desc(**extra) if desc else F(field).asc(**extra))
-    return ordering
+    _, descending = SORT_KEYS.get(sort or DEFAULT_SORT, SORT_KEYS[DEFAULT_SORT])
+    desc = descending != backward
+    return [e.desc() if desc else e.asc() for e in key_expressions(sort)]
 
 
-def _beyond(columns: tuple[tuple[str, bool], ...], values: list[Any], *, backward: bool) -> Q:
-    """Rows strictly after (``backward``: before) ``values`` in the order of ``columns``."""
-    (field, descending), *rest = columns
-    value, *rest_values = values
-    nullable = field in NULLABLE
-    tail = _beyond(tuple(rest), rest_values, backward=backward) if rest else None
-    if value is None:  # only a nullable column: empty values come last
-        if backward:
-            before = Q(**{f"{field}__isnull": False})
-            return before | (Q(**{f"{field}__isnull": True}) & tail) if tail else before
-        return Q(**{f"{field}__isnull": True}) & tail if tail else Q(pk__in=[])
-    greater = descending == backward
-    strict = Q(**{f"{field}__{'gt' if greater else 'lt'}": value})
-    if nullable and not backward:
-        strict |= Q(**{f"{field}__isnull": True})
-    return strict | (Q(**{field: value}) & tail) if tail else strict
+class RowCompare(Expression):
+    """``ROW(key) > ROW(values)`` (or ``<``): the rows past a cursor, one index range."""
 
+    output_field = BooleanField()
 
-def _bound(columns: tuple[tuple[str, bool], ...], values: list[Any], *, backward: bool) -> Q:
-    """The same condition on the leading column alone, so the index scan starts there."""
-    field, descending = columns[0]
-    value = values[0]
-    if value is None:
-        return Q() if backward else Q(**{f"{field}__isnull": True})
-    greater = descending == backward
-    bound = Q(**{f"{field}__{'gte' if greater else 'lte'}": value})
-    if field in NULLABLE and not backward:
-        bound |= Q(**{f"{field}__isnull": True})
-    return bound
+    def __init__(self, expressions: list[Any], values: list[Any], greater: bool) -> None:
+        super().__init__()
+        self.expressions = expressions
+        self.values = values
+        self.greater = greater
+
+    def get_source_expressions(self) -> list[Any]:
+        return self.expressions
+
+    def set_source_expressions(self, exprs: list[Any]) -> None:
+        self.expressions = exprs
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        left, params = [], []
+        for expression in self.expressions:
+            sql, expression_params = compiler.compile(expression)
+            left.append(sql)
+            params.extend(expression_params)
+        right = []
+        for value in self.values:
+            right.append("CAST(%s AS timestamptz)" if isinstance(value, (str, datetime)) else "%s")
+            params.append(value)
+        op = ">" if self.greater else "<"
+        return f"ROW({', '.join(left)}) {op} ROW({', '.join(right)})", params
 
 
 def _key(row: Model, sort: str) -> list[Any]:
-    key = []
-    for field, _ in SORT_COLUMNS[sort]:
+    """The key of ``row`` as JSON: empty due times as ``infinity``/``-infinity``."""
+    key: list[Any] = []
+    for field, negated, empty in SORT_KEYS[sort][0]:
         value = getattr(row, field)
-        key.append(value.isoformat() if isinstance(value, datetime) else value)
+        if value is None:
+            value = empty
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        key.append(-value if negated else value)
     return key
 
 
@@ -100,22 +130,29 @@ def decode_cursor(cursor: str, sort: str) -> tuple[list[Any], bool]:
         data = signing.loads(cursor, salt=SALT)
         if not isinstance(data, dict) or data.get("s") != sort:
             raise ValueError("another sort")
-        columns = SORT_COLUMNS[sort]
+        parts = SORT_KEYS[sort][0]
         key = list(data["k"])
-        if len(key) != len(columns):
+        if len(key) != len(parts):
             raise ValueError("wrong length")
-        values = []
-        for (field, _), value in zip(columns, key, strict=True):
-            if value is None and field not in NULLABLE:
-                raise ValueError("empty key")
-            if value is not None and field in DATETIMES:
-                value = datetime.fromisoformat(value)
-            elif value is not None and not isinstance(value, int):
+        values: list[Any] = []
+        for (field, _, empty), value in zip(parts, key, strict=True):
+            if field in DATETIMES:
+                if not isinstance(value, str):
+                    raise ValueError("not a time")
+                values.append(value if empty and value == empty else datetime.fromisoformat(value))
+            elif isinstance(value, int) and not isinstance(value, bool):
+                values.append(value)
+            else:
                 raise ValueError("not a number")
-            values.append(value)
         return values, bool(data["b"])
     except (signing.BadSignature, ValueError, TypeError, KeyError) as exc:
         raise InvalidCursor(fields={"cursor": [InvalidCursor.default_message]}) from exc
+
+
+def past_cursor(queryset: QuerySet[Any], sort: str, values: list[Any], backward: bool) -> Any:
+    """``queryset`` narrowed to the rows after (``backward``: before) the key ``values``."""
+    _, descending = SORT_KEYS[sort]
+    return queryset.filter(RowCompare(key_expressions(sort), values, descending == backward))
 
 
 @dataclass
@@ -134,10 +171,7 @@ def keyset_page(
     backward = False
     if cursor:
         values, backward = decode_cursor(cursor, sort)
-        columns = SORT_COLUMNS[sort]
-        queryset = queryset.filter(
-            _bound(columns, values, backward=backward), _beyond(columns, values, backward=backward)
-        )
+        queryset = past_cursor(queryset, sort, values, backward)
     rows = list(queryset.order_by(*sort_ordering(sort, backward=backward))[: size + 1])
     more = len(rows) > size
     rows = rows[:size]

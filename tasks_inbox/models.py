@@ -20,6 +20,8 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
+from tasks_inbox.keyset import key_expressions
+
 
 class Priority(models.IntegerChoices):
     """Stored as numbers so that sorting by priority uses an index; named in the API."""
@@ -218,29 +220,24 @@ class Task(models.Model):
             models.Index(fields=["assignee", "is_open"], name="task_assignee_open"),
             models.Index(fields=["queue", "is_open"], name="task_queue_open"),
             models.Index(fields=["-priority", "due_at", "id"], name="task_inbox_order"),
-            # The keyset pages of the lists: one index per sort, in its exact order, and
-            # the open lists of an assignee and of a queue's claimable tasks in front.
+            # The keyset pages of the lists: one index per sort holding its key (the
+            # expressions the page's row comparison reads), and the open lists of an
+            # assignee and of a queue's claimable tasks with the owner in front.
+            models.Index(*key_expressions("priority"), name="task_key_priority"),
+            models.Index(*key_expressions("-priority"), name="task_key_priority_asc"),
+            models.Index(*key_expressions("due"), name="task_key_due"),
+            models.Index(*key_expressions("-due"), name="task_key_due_desc"),
+            models.Index(*key_expressions("created"), name="task_key_created"),
             models.Index(
-                F("due_at").asc(nulls_last=True),
-                F("priority").desc(),
-                F("id"),
-                name="task_order_due",
-            ),
-            models.Index(
-                F("due_at").desc(nulls_last=True),
-                F("priority").desc(),
-                F("id"),
-                name="task_order_due_desc",
-            ),
-            models.Index(fields=["created_at", "id"], name="task_order_created"),
-            models.Index(
-                fields=["assignee", "-priority", "due_at", "id"],
-                name="task_assignee_open_order",
+                F("assignee"),
+                *key_expressions("priority"),
+                name="task_key_assignee_open",
                 condition=Q(is_open=True),
             ),
             models.Index(
-                fields=["queue", "-priority", "due_at", "id"],
-                name="task_queue_claimable_order",
+                F("queue"),
+                *key_expressions("priority"),
+                name="task_key_queue_claimable",
                 condition=Q(is_open=True, assignee__isnull=True),
             ),
             models.Index(fields=["due_at"], name="task_open_due", condition=Q(is_open=True)),
