@@ -221,13 +221,12 @@ class TaskViewSet(
         return self._after_handover(task.pk, "escalated")
 
     @extend_schema(responses=HistorySerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=Pagination)
     def history(self, request: Request, pk: str | None = None) -> Response:
         """Every step of the task: actor, time, from, to, input."""
         rows = task_history(self.get_object())
-        paginator = Pagination()
-        page = paginator.paginate_queryset(rows, request, view=self)
-        return paginator.get_paginated_response(HistorySerializer(page, many=True).data)
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(HistorySerializer(page, many=True).data)
 
     @extend_schema(responses={200: OpenApiResponse(description="Counts.")})
     @action(detail=False, methods=["get"])
