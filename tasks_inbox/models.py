@@ -13,10 +13,12 @@ from django.contrib.auth.models import Group
 from django.contrib.contenttypes.fields import GenericForeignKey
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
-from django.db.models import Q, Value
+from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
+
+from tasks_inbox.keyset import key_expressions
 
 
 class Priority(models.IntegerChoices):
@@ -216,6 +218,26 @@ class Task(models.Model):
             models.Index(fields=["assignee", "is_open"], name="task_assignee_open"),
             models.Index(fields=["queue", "is_open"], name="task_queue_open"),
             models.Index(fields=["-priority", "due_at", "id"], name="task_inbox_order"),
+            # The keyset pages of the lists: one index per sort holding its key (the
+            # expressions the page's row comparison reads), and the open lists of an
+            # assignee and of a queue's claimable tasks with the owner in front.
+            models.Index(*key_expressions("priority"), name="task_key_priority"),
+            models.Index(*key_expressions("-priority"), name="task_key_priority_asc"),
+            models.Index(*key_expressions("due"), name="task_key_due"),
+            models.Index(*key_expressions("-due"), name="task_key_due_desc"),
+            models.Index(*key_expressions("created"), name="task_key_created"),
+            models.Index(
+                F("assignee"),
+                *key_expressions("priority"),
+                name="task_key_assignee_open",
+                condition=Q(is_open=True),
+            ),
+            models.Index(
+                F("queue"),
+                *key_expressions("priority"),
+                name="task_key_queue_claimable",
+                condition=Q(is_open=True, assignee__isnull=True),
+            ),
             models.Index(fields=["due_at"], name="task_open_due", condition=Q(is_open=True)),
             models.Index(fields=["content_type", "object_id"], name="task_related"),
             # The SLA sweep's due set: only open tasks with a pending threshold are indexed,
@@ -305,6 +327,9 @@ class Notification(models.Model):
                 fields=["recipient", "created_at"],
                 name="notification_unread",
                 condition=Q(read_at__isnull=True),
+            ),
+            models.Index(
+                fields=["recipient", "-created_at", "-id"], name="notification_recipient_order"
             ),
         ]
 

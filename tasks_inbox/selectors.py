@@ -24,7 +24,6 @@ from django.db.models import (
     Subquery,
     Value,
 )
-from django.db.models.expressions import OrderBy
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -306,20 +305,11 @@ def task_history(task: Task) -> QuerySet[TaskHistory]:
 
 
 def task_order(queryset: QuerySet[Task], sort: str | None) -> QuerySet[Task]:
-    """Sort by priority (default: most urgent first, then soonest due) or by due time."""
-    from django.db.models import F
+    """Sort by priority (default: most urgent first, then soonest due), by due time or by
+    creation; ``id`` breaks ties, so the order is total (the keyset pages rely on it)."""
+    from tasks_inbox.keyset import sort_ordering
 
-    due_asc = F("due_at").asc(nulls_last=True)
-    due_desc = F("due_at").desc(nulls_last=True)
-    orderings: dict[str, tuple[str | OrderBy, ...]] = {
-        "priority": ("-priority", due_asc, "id"),
-        "-priority": ("priority", due_asc, "id"),
-        "due": (due_asc, "-priority", "id"),
-        "-due": (due_desc, "-priority", "id"),
-        "created": ("created_at", "id"),
-        "-created": ("-created_at", "-id"),
-    }
-    return queryset.order_by(*orderings.get(sort or "priority", orderings["priority"]))
+    return queryset.order_by(*sort_ordering(sort))
 
 
 SORTS = ("priority", "-priority", "due", "-due", "created", "-created")

@@ -15,7 +15,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -26,8 +25,10 @@ from automation.models import Note
 from config.errors import DomainError, NotFound
 from config.requests import HtmxHttpRequest, request_user
 from tasks_inbox import services
+from tasks_inbox.api.pagination import requested_sort
 from tasks_inbox.filters import TaskFilter
 from tasks_inbox.form_schema import task_form
+from tasks_inbox.keyset import InvalidCursor, bounded_count, keyset_page
 from tasks_inbox.lifecycles import lifecycle_spec
 from tasks_inbox.models import PRIORITY_BY_NAME, Task, TaskHistory
 from tasks_inbox.selectors import (
@@ -72,8 +73,15 @@ def _task_list(request: HtmxHttpRequest, scope: str) -> HttpResponse:
     task_filter = TaskFilter(
         params, queryset=task_inbox(user=request.user, scope=scope), request=request
     )
-    page = Paginator(task_filter.qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    listed = task_filter.qs
+    sort = requested_sort(params)
+    try:
+        page = keyset_page(listed, sort=sort, cursor=request.GET.get("cursor"), size=PAGE_SIZE)
+    except InvalidCursor:  # a garbled or stale link: the first page
+        page = keyset_page(listed, sort=sort, cursor=None, size=PAGE_SIZE)
+    total, more = bounded_count(listed)
     query = params.copy()
+    query.pop("cursor", None)
     query.pop("page", None)
     title, url_name = SCOPES[scope]
     context: dict[str, Any] = {
@@ -81,7 +89,9 @@ def _task_list(request: HtmxHttpRequest, scope: str) -> HttpResponse:
         "scope": scope,
         "scopes": [(key, label, reverse(name)) for key, (label, name) in SCOPES.items()],
         "page": page,
-        "tasks": page.object_list,
+        "tasks": page.rows,
+        "total": total,
+        "total_more": more,
         "filters": params,
         "query": query.urlencode(),
         "states": sorted(set(LifecycleState.objects.values_list("key", flat=True))),
@@ -340,9 +350,13 @@ def task_note(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def notifications(request: HtmxHttpRequest) -> HttpResponse:
     unread_only = request.GET.get("unread") == "1"
-    page = Paginator(
-        notifications_for(user=request_user(request), unread_only=unread_only), PAGE_SIZE
-    ).get_page(request.GET.get("page"))
+    listed = notifications_for(user=request_user(request), unread_only=unread_only)
+    try:
+        page = keyset_page(
+            listed, sort="-created", cursor=request.GET.get("cursor"), size=PAGE_SIZE
+        )
+    except InvalidCursor:  # a garbled or stale link: the first page
+        page = keyset_page(listed, sort="-created", cursor=None, size=PAGE_SIZE)
     return render(
         request, "tasks_inbox/notifications.html", {"page": page, "unread_only": unread_only}
     )
@@ -363,7 +377,7 @@ def notification_read(request: HtmxHttpRequest, pk: int | None = None) -> HttpRe
     }
     if pk is None:
         listed = notifications_for(user=request_user(request), unread_only=unread_only)
-        context["page"] = Paginator(listed, PAGE_SIZE).get_page(1)
+        context["page"] = keyset_page(listed, sort="-created", cursor=None, size=PAGE_SIZE)
         return render(request, "tasks_inbox/partials/notification_list.html", context)
     context["notification"] = notifications_for(user=request_user(request)).filter(pk=pk).first()
     return render(request, "tasks_inbox/partials/notification_row.html", context)

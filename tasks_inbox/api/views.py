@@ -16,8 +16,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config.filters import FilterBackend
+from config.parsers import Pagination
 from config.requests import request_user
 from tasks_inbox import services
+from tasks_inbox.api.pagination import TaskCursorPagination
 from tasks_inbox.api.serializers import (
     ClaimSerializer,
     CompleteSerializer,
@@ -60,9 +62,11 @@ class TaskViewSet(
     the queues they manage; staff see all). Filters: ``state``, ``priority``, ``task_type``,
     ``queue`` (id or name), ``assignee`` (``me``, ``none``, id, username or email),
     ``overdue``, ``open``; a value that names nothing answers 400;
-    ``sort``: ``priority`` (default) or ``due``."""
+    ``sort``: ``priority`` (default), ``due``, ``created`` (``-`` reverses). Pages by
+    cursor: follow ``next`` / ``previous``; a garbled cursor answers 400 INVALID_CURSOR."""
 
     serializer_class = TaskSerializer
+    pagination_class = TaskCursorPagination
     filter_backends = [FilterBackend]
     filterset_class = TaskFilter
 
@@ -218,7 +222,7 @@ class TaskViewSet(
         return self._after_handover(task.pk, "escalated")
 
     @extend_schema(responses=HistorySerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=Pagination)
     def history(self, request: Request, pk: str | None = None) -> Response:
         """Every step of the task: actor, time, from, to, input."""
         rows = task_history(self.get_object())
