@@ -3,7 +3,9 @@
 Run with ``python -m bench.soak`` (or ``make soak``); ``--help`` lists the knobs. See
 bench/README.md for what it measures and the figures of a full run.
 
-What it starts, all on loopback: a private ``redis-server`` on a spare port (broker, cache
+What it starts, all on loopback: a private PostgreSQL cluster on a spare port (``initdb``
+into a temporary directory under var/bench, run as the ``postgres`` user when root, trust
+auth; stopped and removed at the end), a private ``redis-server`` on a spare port (broker, cache
 and channel layer; no persistence, so a restart loses every queued message), the web
 server as the Procfile runs it (daphne), beat under ``scripts/supervise.py``, Celery
 workers each in a process group of its own, and an HTTP server recording the webhooks it
@@ -15,8 +17,10 @@ What it does: posts ``--events`` events to ``/api/v1/events/`` (each with its ow
 field update, a delay, a webhook, an ``emit_event`` chained to a second workflow, a human
 task that the soak completes through the API, a note). Meanwhile it SIGKILLs a worker's
 process group every ``--kill-every`` seconds or so (at most ``--kills``; the worker is
-started again a second later), restarts its Redis (``--redis-restarts``) and terminates
-every connection to its database (``pg_terminate_backend``, ``--pg-terminations``). Then it
+started again a second later), restarts its Redis (``--redis-restarts``) and restarts its
+private PostgreSQL cluster (``--pg-terminations``: ``pg_ctl restart -m fast``, every
+session dropped; with ``--postgres`` an external server's connections to the database are
+terminated with ``pg_terminate_backend`` instead). Then it
 waits (at most ``--settle-timeout``) until every run is final, and checks from the database
 and the webhook receiver's log:
 
@@ -42,11 +46,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -177,6 +183,106 @@ class RedisServer(Process):
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+
+def postgres_bin_dir() -> Path | None:
+    """The directory holding ``initdb`` and ``pg_ctl`` (the newest installed version)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    if found:
+        return found[-1].parent
+    binary = shutil.which("pg_ctl")
+    return Path(binary).parent if binary else None
+
+
+class PostgresCluster:
+    """A private PostgreSQL cluster (``initdb`` into var/, trust auth, loopback only) that
+    the soak restarts; run as the ``postgres`` OS user when this process is root."""
+
+    def __init__(self, port: int, log_dir: Path) -> None:
+        bin_dir = postgres_bin_dir()
+        if bin_dir is None or not (bin_dir / "initdb").exists():
+            raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+        self.bin_dir = bin_dir
+        self.port = port
+        self.log_dir = log_dir
+        base = ROOT / "var" / "bench"
+        base.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="soak-pg-", dir=base))
+        self.data = self.root / "data"
+        self.log_path = self.root / "postgres.log"
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+        self.server_url = f"postgres://postgres@127.0.0.1:{port}"
+        self.url = ""
+        self.restarts = 0
+
+    def run(self, *command: str) -> None:
+        done = subprocess.run(
+            [*self.prefix, *command], capture_output=True, text=True, cwd=self.root, timeout=120
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{command[0]} failed: {done.stderr.strip() or done.stdout}")
+
+    def init(self) -> None:
+        initdb = str(self.bin_dir / "initdb")
+        self.run(initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+
+    def pg_ctl(self, *args: str) -> None:
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1"
+        options += f" -c unix_socket_directories={self.root}"
+        options += " -c shared_buffers=32MB -c max_connections=200"
+        pg_ctl = str(self.bin_dir / "pg_ctl")
+        self.run(pg_ctl, "-D", str(self.data), "-l", str(self.log_path), "-o", options, "-w",
+                 "-t", "60", *args)  # fmt: skip
+
+    def start(self) -> None:
+        self.pg_ctl("start")
+
+    def restart(self) -> None:
+        """Stop (fast: every session dropped, open transactions rolled back) and start."""
+        self.pg_ctl("-m", "fast", "restart")
+        self.restarts += 1
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            with contextlib.suppress(Exception):
+                self.pg_ctl("-m", "immediate", "stop")
+        if self.log_path.exists():
+            with contextlib.suppress(OSError):
+                shutil.copy(self.log_path, self.log_dir / "postgres.log")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_database(log_dir: Path, name: str = "flowdesk_soak") -> Iterator[PostgresCluster]:
+    """Start a private cluster, create and migrate ``name`` on it and point this process's
+    Django connection at it; yield the cluster; restore the connection and remove it all."""
+    from django.db import connections
+
+    from bench.common import database_recreate, migrate
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cluster = PostgresCluster(spare_port(), log_dir)
+    connection = connections["default"]
+    saved = dict(connection.settings_dict)
+    try:
+        cluster.init()
+        cluster.start()
+        database_recreate(cluster.server_url, name)
+        cluster.url = f"{cluster.server_url}/{name}"
+        migrate({**os.environ, "DATABASE_URL": cluster.url, "CELERY_BROKER_URL": "memory://"})
+        connection.close()
+        connection.settings_dict.update(
+            NAME=name, HOST="127.0.0.1", PORT=str(cluster.port), USER="postgres", PASSWORD=""
+        )
+        yield cluster
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+        cluster.stop()
 
 
 class Worker(Process):
@@ -393,9 +499,13 @@ def terminate_backends() -> int:
         return int(cursor.fetchone()[0])
 
 
-def run_soak(config: SoakConfig, database_url: str) -> dict[str, Any]:
+def run_soak(
+    config: SoakConfig, database_url: str, cluster: PostgresCluster | None = None
+) -> dict[str, Any]:
     """Run the soak against ``database_url`` (migrated; Django set up on it in this process)
-    and return its figures, ``problems`` listing every check that failed."""
+    and return its figures, ``problems`` listing every check that failed. With ``cluster``
+    (the private one ``database_url`` is on) the database fault is a restart of it; without,
+    every connection to the database is terminated instead."""
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
@@ -504,7 +614,7 @@ def run_soak(config: SoakConfig, database_url: str) -> dict[str, Any]:
             thread.start()
 
         finished_at = chaos_loop(
-            config, rng, tag, workers, redis_server, faults, posters, posting_started
+            config, rng, tag, workers, redis_server, faults, posters, posting_started, cluster
         )
         posting_seconds = max(posting_done_at(posters, posting_started) - posting_started, 1e-9)
         settled = finished_at is not None
@@ -540,6 +650,7 @@ def run_soak(config: SoakConfig, database_url: str) -> dict[str, Any]:
             "redis_restarts": faults.redis_restarts,
             "pg_terminations": faults.pg_terminations,
             "pg_backends_terminated": faults.backends_terminated,
+            "pg_fault": "restart" if cluster is not None else "terminate",
             "worker_start_to_ready_seconds_mean": round(
                 mean([s for w in workers for s in w.ready_seconds]), 1
             ),
@@ -570,6 +681,7 @@ def chaos_loop(
     faults: Faults,
     posters: list[threading.Thread],
     posting_started: float,
+    cluster: PostgresCluster | None = None,
 ) -> float | None:
     """Inject the faults while the work goes on; return when every run is final (the time),
     or None after the settle timeout."""
@@ -627,10 +739,15 @@ def chaos_loop(
             fault("redis restarted")
         if pg_at and done >= pg_at[0]:
             pg_at.pop(0)
-            killed = terminate_backends()
-            faults.pg_terminations += 1
-            faults.backends_terminated += killed
-            fault(f"{killed} database connections terminated")
+            if cluster is not None:
+                cluster.restart()
+                faults.pg_terminations += 1
+                fault("postgresql restarted")
+            else:
+                killed = terminate_backends()
+                faults.pg_terminations += 1
+                faults.backends_terminated += killed
+                fault(f"{killed} database connections terminated")
         ready = [w for w in workers if w.alive() and not w.waiting_ready]
         if now >= next_kill and faults.kills < config.kills and ready:
             # A worker that is up and ready; the last one only when it alone runs.
@@ -762,8 +879,12 @@ def report(figures: dict[str, Any]) -> str:
         f"webhooks           {figures['webhook_requests']} requests, {figures['webhook_ids']}"
         f" distinct webhook-ids, {figures['webhook_redeliveries']} redeliveries",
         f"faults             {figures['kills']} worker kills, {figures['redis_restarts']} Redis"
-        f" restarts, {figures['pg_terminations']} database terminations"
-        f" ({figures['pg_backends_terminated']} connections)",
+        f" restarts, {figures['pg_terminations']} PostgreSQL "
+        + (
+            "restarts"
+            if figures.get("pg_fault") == "restart"
+            else f"terminations ({figures['pg_backends_terminated']} connections)"
+        ),
         f"recovery           {figures['recovery_seconds_after_last_fault']}s from the last fault"
         f" to all final; a killed worker ready again in"
         f" {figures['worker_start_to_ready_seconds_mean']}s (mean)",
@@ -790,8 +911,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
         "--postgres",
-        default="postgres://postgres@127.0.0.1:5432",
-        help="PostgreSQL server URL without a database name",
+        default="",
+        help="an external PostgreSQL server URL without a database name (its connections are"
+        " terminated instead of a restart); default: a private cluster the soak restarts",
     )
     parser.add_argument(
         "--database",
@@ -815,20 +937,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     config.log_dir = ROOT / "var" / "bench" / f"soak-logs-{stamp}"
-    database_url = f"{args.postgres.rstrip('/')}/{args.database}"
-    database_recreate(args.postgres, args.database)
     # This process talks to the database only; its cache is a file of its own.
     os.environ.update(
-        DATABASE_URL=database_url,
-        CELERY_BROKER_URL="memory://",
-        CACHE_URL="",
-        DJANGO_SETTINGS_MODULE="config.settings",
+        CELERY_BROKER_URL="memory://", CACHE_URL="", DJANGO_SETTINGS_MODULE="config.settings"
     )
-    migrate({**os.environ})
-    import django
+    if args.postgres:
+        database_url = f"{args.postgres.rstrip('/')}/{args.database}"
+        database_recreate(args.postgres, args.database)
+        os.environ["DATABASE_URL"] = database_url
+        migrate({**os.environ})
+        import django
 
-    django.setup()
-    figures = run_soak(config, database_url)
+        django.setup()
+        figures = run_soak(config, database_url)
+    else:
+        # Settings need some DATABASE_URL to load; the connection is pointed at the cluster.
+        os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:1/unused")
+        import django
+
+        django.setup()
+        with private_database(config.log_dir, args.database) as cluster:
+            figures = run_soak(config, cluster.url, cluster)
     out = ROOT / "var" / "bench" / f"soak-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
