@@ -8,10 +8,13 @@ Every error, ours and the framework's, is rendered as::
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -25,6 +28,10 @@ from rest_framework.views import set_rollback
 
 from config.errors import DomainError
 from config.requests import request_user
+
+logger = logging.getLogger(__name__)
+# Seconds a client is asked to wait when the database cannot be reached (503).
+DATABASE_RETRY_AFTER = 5
 
 CODES: dict[type[exceptions.APIException], str] = {
     exceptions.ParseError: "PARSE_ERROR",
@@ -90,6 +97,14 @@ def _validation_message(fields: dict[str, list[str]]) -> str:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Render every error in the one shape and roll back the request's transaction."""
     headers: dict[str, str] = {}
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is down or restarting (a failover, a restart): nothing was done
+        # that will not be rolled back, so the client may retry.
+        logger.warning("database unavailable during %s", context.get("request"), exc_info=True)
+        with contextlib.suppress(DatabaseError):  # the connection went with its transaction
+            set_rollback()
+        body = error_body("DATABASE_UNAVAILABLE", "The database is unavailable; retry shortly.")
+        return Response(body, status=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
     if isinstance(exc, DomainError):
         set_rollback()
         return Response({"error": exc.as_dict()}, status=exc.status)
