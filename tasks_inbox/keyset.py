@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from django.core import signing
-from django.db.models import BooleanField, F, Func, Model, QuerySet
-from django.db.models.expressions import Expression, OrderBy, RawSQL
+from django.db.models import BooleanField, DateTimeField, F, Func, Model, QuerySet
+from django.db.models.expressions import Expression, OrderBy
 from django.db.models.functions import Coalesce
 
 from config.errors import DomainError
@@ -29,9 +29,32 @@ class Negated(Func):
     arity = 1
 
 
+# On SQLite times are text ('YYYY-MM-DD HH:MM:SS.ffffff'): these sort after and before
+# every stored one, as PostgreSQL's 'infinity' and '-infinity' do.
+SQLITE_BOUNDS = {"infinity": "9999-12-31 23:59:59.999999", "-infinity": "0001-01-01 00:00:00"}
+
+
+class TimeBound(Expression):
+    """The end of time (``infinity``) or its start (``-infinity``), as a constant."""
+
+    output_field = DateTimeField()
+
+    def __init__(self, bound: str) -> None:
+        if bound not in SQLITE_BOUNDS:
+            raise ValueError(f"TimeBound: {bound!r} is not infinity or -infinity")
+        super().__init__()
+        self.bound = bound
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        return f"'{self.bound}'::timestamptz", []
+
+    def as_sqlite(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        return f"'{SQLITE_BOUNDS[self.bound]}'", []
+
+
 def _due(empty: str) -> Coalesce:
     """``due_at`` with an empty value sorting last (``infinity``) or first (``-infinity``)."""
-    return Coalesce(F("due_at"), RawSQL(f"'{empty}'::timestamptz", ()))  # noqa: S611
+    return Coalesce(F("due_at"), TimeBound(empty))
 
 
 # sort -> its key (each part a column of the row, maybe negated, the due time maybe
@@ -100,11 +123,20 @@ class RowCompare(Expression):
             left.append(sql)
             params.extend(expression_params)
         right = []
+        sqlite = connection.vendor == "sqlite"
         for value in self.values:
-            right.append("CAST(%s AS timestamptz)" if isinstance(value, (str, datetime)) else "%s")
-            params.append(value)
+            if isinstance(value, str):  # an empty due time's bound
+                right.append("%s" if sqlite else "CAST(%s AS timestamptz)")
+                params.append(SQLITE_BOUNDS[value] if sqlite else value)
+            elif isinstance(value, datetime):
+                right.append("%s" if sqlite else "CAST(%s AS timestamptz)")
+                params.append(connection.ops.adapt_datetimefield_value(value) if sqlite else value)
+            else:
+                right.append("%s")
+                params.append(value)
         op = ">" if self.greater else "<"
-        return f"ROW({', '.join(left)}) {op} ROW({', '.join(right)})", params
+        row = "({})" if sqlite else "ROW({})"  # SQLite's row values have no ROW keyword
+        return f"{row.format(', '.join(left))} {op} {row.format(', '.join(right))}", params
 
 
 def _key(row: Model, sort: str) -> list[Any]:

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from automation.templating import Mode  # how a config field renders (for step types)
 from config.issues import Issue
 
 if TYPE_CHECKING:
     from automation.models import ActionRun, Run
-    from automation.templating import Mode
 
 
 @dataclass

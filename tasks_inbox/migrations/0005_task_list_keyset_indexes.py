@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
                 tasks_inbox.keyset.Negated(models.F("priority")),
                 django.db.models.functions.comparison.Coalesce(
                     models.F("due_at"),
-                    django.db.models.expressions.RawSQL("'infinity'::timestamptz", ()),
+                    tasks_inbox.keyset.TimeBound("infinity"),
                 ),
                 models.F("id"),
                 name="task_key_priority",
@@ -43,7 +43,7 @@ class Migration(migrations.Migration):
                 models.F("priority"),
                 django.db.models.functions.comparison.Coalesce(
                     models.F("due_at"),
-                    django.db.models.expressions.RawSQL("'infinity'::timestamptz", ()),
+                    tasks_inbox.keyset.TimeBound("infinity"),
                 ),
                 models.F("id"),
                 name="task_key_priority_asc",
@@ -54,7 +54,7 @@ class Migration(migrations.Migration):
             index=models.Index(
                 django.db.models.functions.comparison.Coalesce(
                     models.F("due_at"),
-                    django.db.models.expressions.RawSQL("'infinity'::timestamptz", ()),
+                    tasks_inbox.keyset.TimeBound("infinity"),
                 ),
                 tasks_inbox.keyset.Negated(models.F("priority")),
                 models.F("id"),
@@ -66,7 +66,7 @@ class Migration(migrations.Migration):
             index=models.Index(
                 django.db.models.functions.comparison.Coalesce(
                     models.F("due_at"),
-                    django.db.models.expressions.RawSQL("'-infinity'::timestamptz", ()),
+                    tasks_inbox.keyset.TimeBound("-infinity"),
                 ),
                 models.F("priority"),
                 tasks_inbox.keyset.Negated(models.F("id")),
@@ -84,7 +84,7 @@ class Migration(migrations.Migration):
                 tasks_inbox.keyset.Negated(models.F("priority")),
                 django.db.models.functions.comparison.Coalesce(
                     models.F("due_at"),
-                    django.db.models.expressions.RawSQL("'infinity'::timestamptz", ()),
+                    tasks_inbox.keyset.TimeBound("infinity"),
                 ),
                 models.F("id"),
                 condition=models.Q(("is_open", True)),
@@ -98,7 +98,7 @@ class Migration(migrations.Migration):
                 tasks_inbox.keyset.Negated(models.F("priority")),
                 django.db.models.functions.comparison.Coalesce(
                     models.F("due_at"),
-                    django.db.models.expressions.RawSQL("'infinity'::timestamptz", ()),
+                    tasks_inbox.keyset.TimeBound("infinity"),
                 ),
                 models.F("id"),
                 condition=models.Q(("assignee__isnull", True), ("is_open", True)),

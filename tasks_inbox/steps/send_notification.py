@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import transaction
 
 from automation.actions import (
+    Mode,
     StepContext,
     StepFailed,
     StepResult,
@@ -32,7 +33,6 @@ from automation.actions import (
 )
 from automation.actions.mailing import check_address, send_message
 from automation.models import ActionRun
-from automation.templating import Mode
 from config.references import users_named
 from tasks_inbox.models import Notification
 
