@@ -30,7 +30,6 @@ from automation.registry import json_value
 from automation.signals import waiting_step_ended
 from config.errors import NotFound, PermissionDenied, ValidationFailed
 from config.issues import Issue, IssueCode
-from config.references import group_named
 from tasks_inbox.errors import ActionDisabled, AlreadyClaimed, FormInvalid, InvalidTransition
 from tasks_inbox.form_schema import form_clean, form_issues
 from tasks_inbox.lifecycles import CLAIM_OPERATION, LifecycleSpec, lifecycle_get, lifecycle_spec
@@ -602,115 +601,6 @@ def task_escalate(
     for user in sorted(recipients, key=lambda u: u.pk):
         _notify(user, f"Task escalated ({priority_name(task.priority)}): {task.title}", task)
     return task
-
-
-def task_sla_fire(
-    *, task: Task, kind: str, level: int, actions: list[dict[str, Any]], sla: dict[str, Any]
-) -> Task:
-    """What an SLA threshold does to a task (called by ``tasks_inbox.sla.sweep`` once per
-    threshold, holding the task's row lock, after recording the threshold).
-
-    - ``warning`` and ``breach``: emit ``task.sla_warning`` / ``task.sla_breached`` and tell
-      the assignee (or, unassigned, the queue's managers).
-    - ``escalation``: run the level's actions in order (``remind`` the assignee,
-      ``raise_priority`` one level or ``to`` one, ``reassign`` to a ``queue`` (routed like a
-      new task) or a ``user``, ``notify_manager`` of the task's queue), write an ``escalate``
-      history row and emit ``task.escalated``. A target that no longer exists is skipped and
-      named in the event's ``escalation.skipped``.
-    """
-    if kind in ("warning", "breach"):
-        event_type = "task.sla_warning" if kind == "warning" else "task.sla_breached"
-        _emit(task, event_type, None, {"sla": sla})
-        due = sla.get("due_at") or ""
-        text = (
-            f"SLA warning: {task.title} is due {due}"
-            if kind == "warning"
-            else f"SLA breached: {task.title} was due {due}"
-        )
-        for user in _assignee_or_managers(task):
-            _notify(user, text, task)
-        return task
-    before = task.priority
-    done: list[str] = []
-    skipped: list[str] = []
-    remind, managers = [], []
-    for action in actions:
-        kind_of = action.get("type")
-        if kind_of == "raise_priority":
-            if action.get("to"):
-                task.priority = max(task.priority, priority_value(action["to"]))
-            else:
-                task.priority = min(
-                    [v for v in Priority.values if v > task.priority], default=task.priority
-                )
-            done.append(f"priority {priority_name(task.priority)}")
-        elif kind_of == "reassign":
-            queue = group_named(action.get("queue"))
-            person = (
-                get_user_model()
-                ._default_manager.filter(
-                    is_active=True, **{get_user_model().USERNAME_FIELD: action["user"]}
-                )
-                .first()
-                if action.get("user")
-                else None
-            )
-            if queue is None and person is None:
-                skipped.append(f"reassign to {action.get('queue') or action.get('user')}")
-                continue
-            _assignment(task, person, queue)
-            if person is not None:
-                done.append(f"reassigned to {person.get_username()}")
-            elif queue is not None:
-                routed = task.assignee.get_username() if task.assignee else "unassigned"
-                done.append(f"moved to queue {queue.name} ({routed})")
-        elif kind_of == "remind":
-            remind.append(action.get("message") or "")
-            done.append("reminded the assignee")
-        elif kind_of == "notify_manager":
-            managers.append(action.get("message") or "")
-            done.append("notified the managers")
-    task.updated_at = timezone.now()
-    task.save(update_fields=["priority", "assignee", "assigned_at", "queue", "updated_at"])
-    details = {
-        "level": level,
-        "reason": f"SLA '{sla.get('config')}' level {level}",
-        "actions": done,
-        "skipped": skipped,
-        "from_priority": priority_name(before),
-        "priority": priority_name(task.priority),
-        "assignee": task.assignee.get_username() if task.assignee is not None else None,
-        "queue": task.queue.name if task.queue is not None else None,
-    }
-    TaskHistory.objects.create(
-        task=task,
-        action="escalate",
-        from_state=task.state,
-        to_state=task.state,
-        actor=None,
-        created_at=task.updated_at,
-        input=details,
-    )
-    _emit(task, "task.escalated", None, {"escalation": details, "sla": sla})
-    label = f"SLA escalation (level {level}): {task.title}"
-    if remind and task.assignee is not None:
-        _notify(task.assignee, remind[0] or f"Reminder — {label}", task)
-    if managers and task.queue_id:
-        for user in (
-            get_user_model().objects.filter(managed_queues__group=task.queue_id).order_by("pk")
-        ):
-            _notify(user, managers[0] or label, task)
-    return task
-
-
-def _assignee_or_managers(task: Task) -> list[User]:
-    if task.assignee is not None:
-        return [task.assignee]
-    if task.queue_id:
-        return list(
-            get_user_model().objects.filter(managed_queues__group=task.queue_id).order_by("pk")
-        )
-    return []
 
 
 # --- notes and notifications ------------------------------------------------------------

@@ -344,7 +344,7 @@ def _escalate(
     directory: _Directory,
     writes: _Writes,
 ) -> None:
-    """A ladder level's actions, in order, on the task in memory (as ``task_sla_fire``)."""
+    """A ladder level's actions, in order, on the task in memory."""
     now = timezone.now()
     before = task.priority
     done: list[str] = []
