@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core import signing
 from django.db.models import BooleanField, DateTimeField, F, Func, Model, QuerySet
@@ -19,6 +19,10 @@ from django.db.models.expressions import Expression, OrderBy
 from django.db.models.functions import Coalesce
 
 from config.errors import DomainError
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler
 
 
 class Negated(Func):
@@ -45,10 +49,14 @@ class TimeBound(Expression):
         super().__init__()
         self.bound = bound
 
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+    def as_sql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper
+    ) -> tuple[str, list[Any]]:
         return f"'{self.bound}'::timestamptz", []
 
-    def as_sqlite(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+    def as_sqlite(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper
+    ) -> tuple[str, list[Any]]:
         return f"'{SQLITE_BOUNDS[self.bound]}'", []
 
 
@@ -116,8 +124,11 @@ class RowCompare(Expression):
     def set_source_expressions(self, exprs: Sequence[Any]) -> None:
         self.expressions = list(exprs)
 
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
-        left, params = [], []
+    def as_sql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper
+    ) -> tuple[str, list[Any]]:
+        left: list[str] = []
+        params: list[Any] = []
         for expression in self.expressions:
             sql, expression_params = compiler.compile(expression)
             left.append(sql)
