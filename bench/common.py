@@ -4,6 +4,7 @@ database of their own."""
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -77,3 +78,30 @@ def migrate(env: dict[str, str], attempts: int = 3) -> float:
             time.sleep(5)
     sys.stderr.write(done.stdout + done.stderr)
     raise RuntimeError("manage.py migrate failed; its output is above")
+
+
+def owned_database_url(args: argparse.Namespace) -> str:
+    """The URL of the benchmark's own database (``--postgres`` and ``--database``)."""
+    return f"{args.postgres.rstrip('/')}/{args.database}"
+
+
+def owned_services_prepare(args: argparse.Namespace, **extra_env: str) -> float:
+    """Point this process at the benchmark's own services (``DATABASE_URL``, the broker as
+    ``CELERY_BROKER_URL`` and ``CACHE_URL``, ``DEBUG=0``, plus ``extra_env``), flush the
+    broker's Redis database, drop and create the database and migrate it; returns the
+    migration's seconds."""
+    import redis
+
+    os.environ.update(
+        {
+            "DATABASE_URL": owned_database_url(args),
+            "CELERY_BROKER_URL": args.broker,
+            "CACHE_URL": args.broker,
+            "DEBUG": "0",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            **extra_env,
+        }
+    )
+    redis.Redis.from_url(args.broker).flushdb()
+    database_recreate(args.postgres, args.database)
+    return migrate(os.environ.copy())

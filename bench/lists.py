@@ -62,26 +62,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def database_url(args: argparse.Namespace) -> str:
-    return f"{args.postgres.rstrip('/')}/{args.database}"
-
-
-def prepare(args: argparse.Namespace) -> float:
-    """Drop and create the database, migrate it, flush the broker."""
-    os.environ.update(
-        {
-            "DATABASE_URL": database_url(args),
-            "CELERY_BROKER_URL": args.broker,
-            "CACHE_URL": args.broker,
-            "DEBUG": "0",
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-        }
-    )
-    redis.Redis.from_url(args.broker).flushdb()
-    common.database_recreate(args.postgres, args.database)
-    return common.migrate(os.environ.copy())
-
-
 def load(tasks: int) -> dict[str, Any]:
     """The agent's queue with ``tasks`` tasks (a third claimable), and a tenth as many in a
     queue the agent is not in."""
@@ -180,7 +160,7 @@ def measure(
             queries.add(len(captured.captured_queries))
         sql, params = page_queryset(listed, "priority", cursor, size).query.sql_with_params()
         raw = []
-        with psycopg.connect(database_url(args)) as conn:
+        with psycopg.connect(common.owned_database_url(args)) as conn:
             for _ in range(3 + args.repeats):
                 started = time.perf_counter()
                 conn.execute(sql, params).fetchall()
@@ -230,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_started = time.perf_counter()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log(f"database {args.database}: recreating and migrating")
-    migrate_seconds = prepare(args)
+    migrate_seconds = common.owned_services_prepare(args)
 
     import django
 

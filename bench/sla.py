@@ -86,26 +86,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def database_url(args: argparse.Namespace, name: str | None = None) -> str:
-    return f"{args.postgres.rstrip('/')}/{name or args.database}"
-
-
-def prepare(args: argparse.Namespace) -> float:
-    """Drop and create the database, migrate it (``manage.py migrate``), flush the broker."""
-    os.environ.update(
-        {
-            "DATABASE_URL": database_url(args),
-            "CELERY_BROKER_URL": args.broker,
-            "CACHE_URL": args.broker,
-            "DEBUG": "0",
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-        }
-    )
-    redis.Redis.from_url(args.broker).flushdb()
-    common.database_recreate(args.postgres, args.database)
-    return common.migrate(os.environ.copy())
-
-
 # --- data -------------------------------------------------------------------------------
 
 
@@ -252,7 +232,7 @@ def load(
     """COPY the tasks (secondary indexes dropped during the load and rebuilt after), the
     warning records of the due ones, then VACUUM ANALYZE."""
     times: dict[str, float] = {}
-    with psycopg.connect(database_url(args)) as conn:
+    with psycopg.connect(common.owned_database_url(args)) as conn:
         check_columns(conn)
         indexes = secondary_indexes(conn)
         for name, _ in indexes:
@@ -615,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_started = time.perf_counter()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log(f"database {args.database}: recreating and migrating")
-    migrate_seconds = prepare(args)
+    migrate_seconds = common.owned_services_prepare(args)
 
     import django
 

@@ -88,23 +88,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def prepare(args: argparse.Namespace) -> float:
-    os.environ.update(
-        {
-            "DATABASE_URL": f"{args.postgres.rstrip('/')}/{args.database}",
-            "CELERY_BROKER_URL": args.broker,
-            "CHANNELS_REDIS_URL": args.broker,
-            "DEBUG": "0",
-            "SESSION_COOKIE_SECURE": "0",
-            "CSRF_COOKIE_SECURE": "0",
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-        }
-    )
-    redis.Redis.from_url(args.broker).flushdb()
-    common.database_recreate(args.postgres, args.database)
-    return common.migrate(os.environ.copy())
-
-
 def make_agents(args: argparse.Namespace) -> dict[str, Any]:
     """The agents (bulk: no password hashing), their sessions, and the task."""
     from importlib import import_module
@@ -635,7 +618,12 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = ROOT / "var" / "bench" / f"sockets-{stamp}"
     log_dir.mkdir(parents=True, exist_ok=True)
     log(f"database {args.database}: recreating and migrating")
-    prepare(args)
+    common.owned_services_prepare(
+        args,
+        CHANNELS_REDIS_URL=args.broker,
+        SESSION_COOKIE_SECURE="0",
+        CSRF_COOKIE_SECURE="0",
+    )
 
     import django
 
