@@ -195,8 +195,9 @@ def postgres_bin_dir() -> Path | None:
 
 
 class PostgresCluster:
-    """A private PostgreSQL cluster (``initdb`` into var/, trust auth, loopback only) that
-    the soak restarts; run as the ``postgres`` OS user when this process is root."""
+    """A private PostgreSQL cluster (``initdb`` into var/bench, trust auth, loopback only)
+    that the soak restarts; run as the ``postgres`` OS user, in the system's temporary
+    directory, when this process is root."""
 
     def __init__(self, port: int, log_dir: Path) -> None:
         bin_dir = postgres_bin_dir()
@@ -205,15 +206,19 @@ class PostgresCluster:
         self.bin_dir = bin_dir
         self.port = port
         self.log_dir = log_dir
-        base = ROOT / "var" / "bench"
-        base.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix="soak-pg-", dir=base))
-        self.data = self.root / "data"
-        self.log_path = self.root / "postgres.log"
         self.prefix: list[str] = []
         if os.geteuid() == 0:
+            # The server runs as the postgres user, who may not reach into the project (a
+            # clone under a private directory): the cluster lives in the system's temp dir.
+            self.root = Path(tempfile.mkdtemp(prefix="flowdesk-soak-pg-"))
             shutil.chown(self.root, "postgres", "postgres")
             self.prefix = ["runuser", "-u", "postgres", "--"]
+        else:
+            base = ROOT / "var" / "bench"
+            base.mkdir(parents=True, exist_ok=True)
+            self.root = Path(tempfile.mkdtemp(prefix="soak-pg-", dir=base))
+        self.data = self.root / "data"
+        self.log_path = self.root / "postgres.log"
         self.server_url = f"postgres://postgres@127.0.0.1:{port}"
         self.url = ""
         self.restarts = 0
