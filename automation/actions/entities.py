@@ -34,6 +34,20 @@ def entity(entity_type: str, entity_id: object, *, lock: bool = False) -> models
         ) from None
 
 
+def entity_key(entity_type: str, entity_id: object) -> tuple[type[models.Model], object]:
+    """The model and primary key of an object that must exist (as :func:`entity` checks
+    it), without loading the row: one ``SELECT id``."""
+    reg = registration(entity_type)
+    manager = reg.model._default_manager
+    try:
+        found = list(manager.filter(pk=entity_id).order_by().values_list("pk", flat=True)[:1])
+    except (ValueError, TypeError):
+        found = []
+    if not found:
+        raise StepFailed(f"{entity_type} {entity_id!r} does not exist", code="ENTITY_NOT_FOUND")
+    return reg.model, found[0]
+
+
 def entity_types_schema() -> dict[str, Any]:
     return {"type": "string", "minLength": 1}
 

@@ -14,13 +14,13 @@ from django.utils import timezone
 
 from automation import graph
 from automation.actions import get_step_type
-from automation.live import run_changed
 from automation.models import ActionRun, Run, RunStatus, StepStatus
 from automation.services.common import (
     ACTIVE_RUN,
     CHAIN_SECONDS,
     INLINE_STEP_BUDGET,
     deferred_writes,
+    live_run_changed,
     run_save,
     step_definitions,
     steps_flush,
@@ -200,6 +200,8 @@ def advance_locked(
     # Steps whose end this advance follows or settled itself: it starts their dependents.
     ended: set[str] | None = {finished} if finished is not None else None
     run_dirty = False
+    # Steps this transaction executed or settled (under the run's lock).
+    settled_here: set[str] = set()
 
     def flush() -> None:
         nonlocal run_dirty
@@ -277,8 +279,14 @@ def advance_locked(
             # this one commits, so the run's lock is not held while it works.
             flush()
             return RunBranch(action_run_id=first.pk, step_key=first.step_key)
-        if not fresh:
+        if not fresh and not (
+            first.attempts == 0
+            and deps[first.step_key]
+            and settled_here.issuperset(deps[first.step_key])
+        ):
             # A worker executing this step as a parallel branch holds its row: leave it.
+            # (Not needed for a step that only became ready in this transaction, by steps
+            # it settled: nobody else can have been given it yet.)
             locked = (
                 ActionRun.objects.select_for_update(skip_locked=True)
                 .filter(pk=first.pk, status=StepStatus.PENDING)
@@ -289,6 +297,7 @@ def advance_locked(
                 return None
             first = action_runs[locked.step_key] = locked
         prepared = step_prepare(run, first, steps, action_runs, now)
+        settled_here.add(first.step_key)  # or waits/fails here: then nothing depends on it
         if prepared is None:
             if ended is not None:
                 ended.add(first.step_key)
@@ -329,7 +338,7 @@ def _is_atomic(type_name: str) -> bool:
 
 def _save_run_state(run: Run) -> None:
     run_save(run)
-    run_changed(run.pk, run.status)  # live run pages, after the commit
+    live_run_changed(run.pk, run.status)  # live run pages, after the commit
 
 
 def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: Any) -> None:
@@ -343,4 +352,4 @@ def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: 
             run.error = f"Step '{first.step_key}' failed: {first.error}"
             run.error_code = first.error_code or "STEP_FAILED"
     run_save(run)
-    run_changed(run.pk, run.status)  # live run pages, after the commit
+    live_run_changed(run.pk, run.status)  # live run pages, after the commit

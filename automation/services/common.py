@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.models import Field, Model
 
+from automation.live import RUN_AUDIENCE, publish_many_now, run_changed
 from automation.models import ActionRun, Run
 from automation.statuses import RUN_ACTIVE_STATUSES
 
@@ -50,54 +51,91 @@ class DeferredWrites:
     def __init__(self) -> None:
         self.steps: dict[int, ActionRun] = {}
         self.runs: dict[int, Run] = {}
+        # The run pages' messages of the block (``live_run_changed``), sent together.
+        self.live: list[dict[str, Any]] = []
 
     def flush(self) -> None:
         steps, runs = list(self.steps.values()), list(self.runs.values())
         self.steps.clear()
         self.runs.clear()
-        rows_update(steps, STEP_FIELDS)
-        rows_update(runs, RUN_FIELDS)
+        if connection.vendor != "postgresql":
+            rows_update(steps, STEP_FIELDS)
+            rows_update(runs, RUN_FIELDS)
+            return
+        # Both tables in one statement: the step rows' UPDATE as a data-modifying WITH
+        # (PostgreSQL runs it to completion whether or not the outer statement reads it).
+        parts = [
+            _values_update(rows, fields)
+            for rows, fields in ((steps, STEP_FIELDS), (runs, RUN_FIELDS))
+            if rows
+        ]
+        if not parts:
+            return
+        (sql, params), *others = parts
+        for index, (other_sql, other_params) in enumerate(others):
+            sql = f"WITH w{index} AS ({sql} RETURNING 1) {other_sql}"
+            params = [*params, *other_params]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
 
 
 def rows_update(rows: Sequence[Model], fields: list[str]) -> None:
     """Write ``fields`` of ``rows`` (instances of one model) as they are in memory: on
     PostgreSQL one ``UPDATE ... FROM (VALUES ...)`` for all of them (Django's
-    ``bulk_update`` builds a CASE per field and row, which costs more CPU than the rows'
-    own statements); one row is saved as usual."""
+    ``bulk_update`` builds a CASE per field and row, and ``save`` goes through the model's
+    machinery, both costing more CPU than the rows' own statement)."""
     if not rows:
         return
-    if len(rows) == 1:
-        rows[0].save(update_fields=fields)
-        return
-    model = type(rows[0])
     if connection.vendor != "postgresql":
-        model._default_manager.bulk_update(rows, fields)
+        if len(rows) == 1:
+            rows[0].save(update_fields=fields)
+        else:
+            type(rows[0])._default_manager.bulk_update(rows, fields)
         return
-    quote = connection.ops.quote_name
+    sql, params = _values_update(rows, fields)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+@functools.lru_cache(maxsize=64)
+def _columns(model: type[Model], fields: tuple[str, ...]) -> tuple[Field[Any, Any], ...]:
+    """The primary key and ``fields`` of ``model`` as concrete columns."""
     meta = model._meta
     columns: list[Field[Any, Any]] = []
     for column in [meta.pk, *(meta.get_field(name) for name in fields)]:
         if not isinstance(column, Field) or not column.column:
             raise ValueError(f"rows_update: {fields} are not all concrete columns of {model}")
         columns.append(column)
+    return tuple(columns)
+
+
+@functools.lru_cache(maxsize=256)
+def _values_sql(model: type[Model], fields: tuple[str, ...], count: int) -> str:
+    columns = _columns(model, fields)
+    quote = connection.ops.quote_name
     row_sql = "({})".format(", ".join(f"%s::{column.db_type(connection)}" for column in columns))
-    params: list[Any] = []
-    for row in rows:
-        params.extend(
-            column.get_db_prep_save(getattr(row, column.attname), connection) for column in columns
-        )
-    table = quote(meta.db_table)
+    table = quote(model._meta.db_table)
     names = ", ".join(quote(str(column.column)) for column in columns)
     assignments = ", ".join(
         f"{quote(str(column.column))} = v.{quote(str(column.column))}" for column in columns[1:]
     )
     pk = quote(str(columns[0].column))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET {assignments} FROM (VALUES "  # noqa: S608  (no user input)
-            f"{', '.join([row_sql] * len(rows))}) AS v({names}) WHERE {table}.{pk} = v.{pk}",
-            params,
+    return (
+        f"UPDATE {table} SET {assignments} FROM (VALUES "  # noqa: S608  (no user input)
+        f"{', '.join([row_sql] * count)}) AS v({names}) WHERE {table}.{pk} = v.{pk}"
+    )
+
+
+def _values_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[Any]]:
+    """The ``UPDATE ... FROM (VALUES ...)`` of ``rows`` and its parameters (PostgreSQL)."""
+    model = type(rows[0])
+    columns = _columns(model, tuple(fields))
+    params: list[Any] = []
+    for row in rows:
+        params.extend(
+            column.get_db_prep_save(getattr(row, column.attname), connection) for column in columns
         )
+    return _values_sql(model, tuple(fields), len(rows)), params
 
 
 _deferred: ContextVar[DeferredWrites | None] = ContextVar("deferred_writes", default=None)
@@ -119,6 +157,23 @@ def deferred_writes() -> Iterator[DeferredWrites]:
     finally:
         _deferred.reset(token)
     writes.flush()
+    if writes.live:
+        messages = [("run", payload, RUN_AUDIENCE) for payload in writes.live]
+        transaction.on_commit(functools.partial(publish_many_now, messages))
+
+
+def live_run_changed(run_id: int, status: str, *, step: str | None = None) -> None:
+    """``automation.live.run_changed``, but inside ``deferred_writes`` the block's messages
+    leave together after the commit (one pass of the publishing loop, none to a group
+    nobody listens on) instead of one round trip each."""
+    writes = _deferred.get()
+    if writes is None:
+        run_changed(run_id, status, step=step)
+        return
+    payload: dict[str, Any] = {"id": int(run_id), "status": str(status)}
+    if step is not None:
+        payload["step"] = step
+    writes.live.append(payload)
 
 
 def step_save(action_run: ActionRun) -> None:
