@@ -54,6 +54,18 @@ class DeferredWrites:
         # The run pages' messages of the block (``live_run_changed``), sent together.
         self.live: list[dict[str, Any]] = []
 
+    def mark(self) -> tuple[dict[int, ActionRun], dict[int, Run], list[dict[str, Any]]]:
+        """What the block has collected so far (for ``reset``)."""
+        return dict(self.steps), dict(self.runs), list(self.live)
+
+    def reset(
+        self, mark: tuple[dict[int, ActionRun], dict[int, Run], list[dict[str, Any]]]
+    ) -> None:
+        """Back to ``mark``: what was collected since is forgotten (its transaction rolled
+        back to a savepoint taken then)."""
+        steps, runs, live = mark
+        self.steps, self.runs, self.live = dict(steps), dict(runs), list(live)
+
     def flush(self) -> None:
         steps, runs = list(self.steps.values()), list(self.runs.values())
         self.steps.clear()
@@ -136,6 +148,23 @@ def _values_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[
             column.get_db_prep_save(getattr(row, column.attname), connection) for column in columns
         )
     return _values_sql(model, tuple(fields), len(rows)), params
+
+
+class RowsMemory:
+    """The fields the engine changes on runs and step rows in memory (``RUN_FIELDS``,
+    ``STEP_FIELDS``), as they are now; ``restore`` puts them back (after a rollback that
+    undid what was decided on them)."""
+
+    def __init__(self, runs: Sequence[Run], steps: Sequence[ActionRun]) -> None:
+        self.values: list[tuple[Model, dict[str, object]]] = [
+            *((run, {name: getattr(run, name) for name in RUN_FIELDS}) for run in runs),
+            *((step, {name: getattr(step, name) for name in STEP_FIELDS}) for step in steps),
+        ]
+
+    def restore(self) -> None:
+        for row, values in self.values:
+            for name, value in values.items():
+                setattr(row, name, value)
 
 
 _deferred: ContextVar[DeferredWrites | None] = ContextVar("deferred_writes", default=None)

@@ -22,8 +22,14 @@ from automation.events import event_context, outbox_doorbell_reset, outbox_ring
 from automation.matcher import trigger_index
 from automation.models import Event, Run, RunStatus
 from automation.services.advance import AfterCommit, HandOff, advance_locked, run_advance
-from automation.services.common import deferred_writes, engine_setting, enqueue_advance_now
-from automation.services.creation import RunSpec, runs_create
+from automation.services.common import (
+    RowsMemory,
+    deferred_writes,
+    engine_setting,
+    enqueue_advance_now,
+)
+from automation.services.creation import CreatedRun, RunSpec, runs_create
+from automation.services.execution import StepRedo
 from automation.services.retry import backoff_delay
 
 logger = logging.getLogger(__name__)
@@ -223,26 +229,59 @@ def _dispatch_locked(
             dispatch_error="",
         )
     done = Dispatched(run_ids=[new.run.pk for new in created], after_commit=[])
+    if not advance:
+        return done
     # A batch's runs start here until its time budget is spent; the rest go to other
     # workers, so one slow step does not hold the whole batch's commit back for long.
     deadline = time.monotonic() + engine_setting("DISPATCH_INLINE_SECONDS")
     # The new runs' rows were inserted by this transaction: nobody else can hold them.
-    # What their first steps change is written at the end, one UPDATE for all the step
-    # rows and one for all the runs.
-    with deferred_writes():
-        for new in created if advance else ():
-            run = new.run
-            if run.status != RunStatus.PENDING:
-                continue
-            if not inline_external and time.monotonic() > deadline:
-                done.after_commit.append((run.pk, HandOff()))
-                continue
-            work = advance_locked(
-                run, fresh=True, inline_external=inline_external, new_rows=new.action_runs
-            )
-            if work is not None:
-                done.after_commit.append((run.pk, work))
+    # What their first steps change is written at the end, one statement for all the step
+    # rows and runs. Their handlers run with one savepoint around them all, not one each:
+    # if one raises, that savepoint is rolled back (and what was decided in memory with
+    # it) and the runs start again with a savepoint per step, which records the failure
+    # as it always does.
+    with deferred_writes() as writes:
+        memory = RowsMemory(
+            [new.run for new in created],
+            [row for new in created for row in new.action_runs or ()],
+        )
+        mark = writes.mark()
+        try:
+            with transaction.atomic():
+                _advance_created(created, done, inline_external, deadline, savepoints=False)
+        except StepRedo:
+            writes.reset(mark)
+            memory.restore()
+            done.after_commit.clear()
+            _advance_created(created, done, inline_external, deadline, savepoints=True)
     return done
+
+
+def _advance_created(
+    created: list[CreatedRun],
+    done: Dispatched,
+    inline_external: bool,
+    deadline: float,
+    *,
+    savepoints: bool,
+) -> None:
+    """Start the runs a dispatch just created (their first atomic steps execute here)."""
+    for new in created:
+        run = new.run
+        if run.status != RunStatus.PENDING:
+            continue
+        if not inline_external and time.monotonic() > deadline:
+            done.after_commit.append((run.pk, HandOff()))
+            continue
+        work = advance_locked(
+            run,
+            fresh=True,
+            inline_external=inline_external,
+            new_rows=new.action_runs,
+            savepoints=savepoints,
+        )
+        if work is not None:
+            done.after_commit.append((run.pk, work))
 
 
 def _continue_after_commit(done: Dispatched, *, inline_external: bool = True) -> None:
