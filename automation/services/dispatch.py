@@ -21,7 +21,14 @@ from django.utils import timezone
 from automation.events import event_context, outbox_doorbell_reset, outbox_ring
 from automation.matcher import trigger_index
 from automation.models import Event, Run, RunStatus
-from automation.services.advance import AfterCommit, HandOff, advance_locked, run_advance
+from automation.services.advance import (
+    AfterCommit,
+    CommitAndAdvance,
+    HandOff,
+    advance_locked,
+    run_advance,
+    runs_advance,
+)
 from automation.services.common import (
     RowsMemory,
     deferred_writes,
@@ -286,15 +293,30 @@ def _advance_created(
 
 def _continue_after_commit(done: Dispatched, *, inline_external: bool = True) -> None:
     """Carry on with the runs that have work outside their dispatching transaction: their
-    next atomic steps here; external steps here too, or (``inline_external=False``, after a
-    batch) in another worker."""
+    next atomic steps here (the runs whose first step the batch executed: all their chains
+    in one transaction, ``runs_advance``); external steps here too, or
+    (``inline_external=False``, after a batch) in another worker."""
+    chains: list[int] = []
     for run_id, work in done.after_commit:
         if work.hands_off:
             enqueue_advance_now(run_id)
-            continue
+        elif type(work) is CommitAndAdvance:
+            chains.append(run_id)
+        else:
+            _continue_run(run_id, work, inline_external)
+    if len(chains) > 1:
         try:
-            work.execute()
-            run_advance(run_id=run_id, inline_external=inline_external)
-        except DatabaseError:  # the event is dispatched: another attempt takes the run on
-            logger.warning("run %s: continuing on another worker", run_id, exc_info=True)
-            enqueue_advance_now(run_id)
+            chains = runs_advance(chains, inline_external=inline_external)
+        except DatabaseError:  # rolled back whole: each run on its own, one bad run costs itself
+            logger.warning("%s runs together failed; one by one now", len(chains), exc_info=True)
+    for run_id in chains:
+        _continue_run(run_id, CommitAndAdvance(), inline_external)
+
+
+def _continue_run(run_id: int, work: AfterCommit, inline_external: bool) -> None:
+    try:
+        work.execute()
+        run_advance(run_id=run_id, inline_external=inline_external)
+    except DatabaseError:  # the event is dispatched: another attempt takes the run on
+        logger.warning("run %s: continuing on another worker", run_id, exc_info=True)
+        enqueue_advance_now(run_id)
