@@ -94,7 +94,7 @@ class DeferredWrites:
 
 def rows_update(rows: Sequence[Model], fields: list[str]) -> None:
     """Write ``fields`` of ``rows`` (instances of one model) as they are in memory: on
-    PostgreSQL one ``UPDATE ... FROM (VALUES ...)`` for all of them (Django's
+    PostgreSQL one ``UPDATE ... FROM unnest(...)`` for all of them (Django's
     ``bulk_update`` builds a CASE per field and row, and ``save`` goes through the model's
     machinery, both costing more CPU than the rows' own statement)."""
     if not rows:
@@ -122,11 +122,14 @@ def _columns(model: type[Model], fields: tuple[str, ...]) -> tuple[Field[Any, An
     return tuple(columns)
 
 
-@functools.lru_cache(maxsize=256)
-def _values_sql(model: type[Model], fields: tuple[str, ...], count: int) -> str:
+@functools.lru_cache(maxsize=64)
+def _values_sql(model: type[Model], fields: tuple[str, ...]) -> str:
+    """The rows' values come as one array per column (``unnest``): the statement's text is
+    the same for any number of rows, so the driver parses it once (a ``VALUES`` list grows
+    with the rows, and its text is parsed again for each statement)."""
     columns = _columns(model, fields)
     quote = connection.ops.quote_name
-    row_sql = "({})".format(", ".join(f"%s::{column.db_type(connection)}" for column in columns))
+    arrays = ", ".join(f"%s::{column.db_type(connection)}[]" for column in columns)
     table = quote(model._meta.db_table)
     names = ", ".join(quote(str(column.column)) for column in columns)
     assignments = ", ".join(
@@ -134,8 +137,8 @@ def _values_sql(model: type[Model], fields: tuple[str, ...], count: int) -> str:
     )
     pk = quote(str(columns[0].column))
     return (
-        f"UPDATE {table} SET {assignments} FROM (VALUES "  # noqa: S608  (no user input)
-        f"{', '.join([row_sql] * count)}) AS v({names}) WHERE {table}.{pk} = v.{pk}"
+        f"UPDATE {table} SET {assignments} FROM unnest({arrays}) "  # noqa: S608  (no user input)
+        f"AS v({names}) WHERE {table}.{pk} = v.{pk}"
     )
 
 
@@ -155,15 +158,17 @@ def _plain_columns(model: type[Model], fields: tuple[str, ...]) -> tuple[tuple[s
     return tuple(kinds)
 
 
-def _values_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[Any]]:
-    """The ``UPDATE ... FROM (VALUES ...)`` of ``rows`` and its parameters (PostgreSQL)."""
+def _values_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[list[Any]]]:
+    """The ``UPDATE ... FROM unnest(...)`` of ``rows`` and its parameters (PostgreSQL): one
+    array per column, the rows in the same order in each."""
     model = type(rows[0])
     key = tuple(fields)
     columns = list(zip(_columns(model, key), _plain_columns(model, key), strict=True))
-    params: list[Any] = []
-    append = params.append
-    for row in rows:
-        for column, (attname, kind) in columns:
+    params: list[list[Any]] = []
+    for column, (attname, kind) in columns:
+        values: list[Any] = []
+        append = values.append
+        for row in rows:
             value = getattr(row, attname)
             # What the field's preparation would return, without its calls (a step write
             # has some 13 of these per row).
@@ -175,7 +180,8 @@ def _values_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[
                 append(value)
             else:
                 append(column.get_db_prep_save(value, connection))
-    return _values_sql(model, key, len(rows)), params
+        params.append(values)
+    return _values_sql(model, key), params
 
 
 class RowsMemory:
