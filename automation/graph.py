@@ -31,6 +31,7 @@ The functions taking ``deps`` expect the output of :func:`dependencies` on steps
 from __future__ import annotations
 
 import difflib
+import functools
 import graphlib
 import heapq
 import re
@@ -299,6 +300,13 @@ def topological_order(deps: Deps) -> list[str]:
     does, so a list that is already in a valid order comes back unchanged. Raises
     :class:`GraphError` for an unknown dependency or a cycle.
     """
+    # Cached by the graph's shape: the engine plans the same few graphs at every step.
+    return list(_topological_order(tuple((key, tuple(waits)) for key, waits in deps.items())))
+
+
+@functools.lru_cache(maxsize=512)
+def _topological_order(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[str, ...]:
+    deps = dict(shape)
     index_of = {key: index for index, key in enumerate(deps)}
     for key, waits_for in deps.items():
         for dependency in waits_for:
@@ -318,7 +326,7 @@ def topological_order(deps: Deps) -> list[str]:
         _, key = heapq.heappop(ready)
         order.append(key)
         sorter.done(key)
-    return order
+    return tuple(order)
 
 
 # --------------------------------------------------------------------------- scheduling

@@ -129,6 +129,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--count-runs", type=int, default=50, help="runs of the in-process statement count (50)"
     )
+    parser.add_argument(
+        "--profile-runs",
+        type=int,
+        default=0,
+        help="only profile: this many chain runs in this process under cProfile, no workers",
+    )
     parser.add_argument("--quiet-wait", type=float, default=0.0, help="as in bench.engine")
     parser.add_argument("--settings", default="config.settings", help="Django settings module")
     parser.add_argument("--output", type=Path, default=None, help="JSON file to write")
@@ -322,6 +328,55 @@ def phase_statements(args: argparse.Namespace, lead_id: int) -> dict[str, Any]:
     return result
 
 
+def phase_profile(args: argparse.Namespace, lead_id: int) -> None:
+    """The statement phase's path (``dispatch_pending``'s body until the outbox is empty)
+    under cProfile, for ``--profile-runs`` chain runs; prints the top entries and the CPU
+    per chain run and per atomic step of this process alone."""
+    import cProfile
+    import pstats
+
+    from automation.models import Event
+    from automation.tasks import dispatch_pending
+
+    n = args.profile_runs
+    warm = next_event_id()
+    emit_starts(lead_id, 5, start_seq=9_000_000, dispatch=False)
+    while Event.objects.filter(pk__gte=warm, dispatched_at__isnull=True).exists():
+        dispatch_pending()
+    first_event_id = next_event_id()
+    emit_starts(lead_id, n, start_seq=7_000_000, dispatch=False)
+    profiler = cProfile.Profile(time.process_time)  # CPU, not waits
+    cpu = time.process_time()
+    profiler.enable()
+    while Event.objects.filter(pk__gte=first_event_id, dispatched_at__isnull=True).exists():
+        dispatch_pending()
+    profiler.disable()
+    cpu = time.process_time() - cpu
+    check_history(first_event_id, n)
+    # Once more without the profiler, for this process's own CPU per run.
+    first_event_id = next_event_id()
+    emit_starts(lead_id, n, start_seq=6_000_000, dispatch=False)
+    plain = time.process_time()
+    while Event.objects.filter(pk__gte=first_event_id, dispatched_at__isnull=True).exists():
+        dispatch_pending()
+    plain = time.process_time() - plain
+    check_history(first_event_id, n)
+    from django.conf import settings
+
+    dump = Path(settings.VAR_DIR) / "bench" / "chain-profile.pstats"
+    dump.parent.mkdir(parents=True, exist_ok=True)
+    profiler.dump_stats(dump)  # for pstats' callers/callees
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(45)
+    log(f"profile: written to {dump}")
+    log(
+        f"profile: {n} chain runs, this process's CPU {cpu / n * 1000:.2f} ms per run under "
+        f"cProfile, {plain / n * 1000:.2f} ms per run without "
+        f"({plain / n / STEPS_PER_RUN * 1000:.2f} ms per atomic step)"
+    )
+
+
 def report(result: dict[str, Any]) -> str:
     c0, r5, st, env = result["c0"], result["r5"], result["statements"], result["environment"]
     per_run = r5["cpu_ms_per_run"]
@@ -389,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = out_dir / f"logs-chain-{stamp}"
     log_dir.mkdir(parents=True, exist_ok=True)
     lead_id = setup()
+    if args.profile_runs:
+        phase_profile(args, lead_id)
+        r.flushdb()
+        return 0
     if queue_depth(r):
         raise RuntimeError("the broker queues are not empty after setup")
     c0 = phase_c0(args, env, r, log_dir)

@@ -14,7 +14,7 @@ from automation.actions import (
     step_type,
     templated,
 )
-from automation.actions.entities import entity, entity_type_issues
+from automation.actions.entities import entity, entity_key, entity_type_issues
 from automation.models import Note, NoteVisibility
 from config.issues import Issue
 
@@ -38,10 +38,10 @@ def check_config(config: dict[str, Any], path: str) -> list[Issue]:
 def add_note(ctx: StepContext) -> StepResult:
     """Attach a note to the object; written in the step's own transaction."""
     config = ctx.config
-    target = entity(config["entity_type"], config["entity_id"])
+    model, pk = entity_key(config["entity_type"], config["entity_id"])
     note = Note.objects.create(
-        content_type=ContentType.objects.get_for_model(target),
-        object_id=str(target.pk),
+        content_type=ContentType.objects.get_for_model(model),
+        object_id=str(pk),
         note=str(config["note"]),
         visibility=config.get("visibility") or NoteVisibility.INTERNAL,
         action_run=ctx.action_run,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import models
+from django.db import connection, models
 
 from automation.actions import StepConfigCode, StepFailed
 from automation.registry import ModelRegistration, registration_for_name, registrations
@@ -32,6 +32,34 @@ def entity(entity_type: str, entity_id: object, *, lock: bool = False) -> models
         raise StepFailed(
             f"{entity_type} {entity_id!r} does not exist", code="ENTITY_NOT_FOUND"
         ) from None
+
+
+def entity_key(entity_type: str, entity_id: object) -> tuple[type[models.Model], object]:
+    """The model and primary key of an object that must exist (as :func:`entity` checks
+    it), without loading the row: one ``SELECT id``."""
+    reg = registration(entity_type)
+    manager = reg.model._default_manager
+    try:
+        if type(manager) is models.Manager and connection.vendor == "postgresql":
+            # A plain manager (no filtering queryset): the statement without the ORM's
+            # query building, the id prepared by the field as ``filter(pk=...)`` does it.
+            pk = reg.model._meta.pk
+            assert pk is not None
+            table, column = connection.ops.quote_name(reg.model._meta.db_table), pk.column
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT {connection.ops.quote_name(str(column))} FROM {table} "  # noqa: S608
+                    f"WHERE {connection.ops.quote_name(str(column))} = %s LIMIT 1",
+                    [pk.get_db_prep_value(pk.get_prep_value(entity_id), connection)],
+                )
+                found = [row[0] for row in cursor.fetchall()]
+        else:
+            found = list(manager.filter(pk=entity_id).order_by().values_list("pk", flat=True)[:1])
+    except (ValueError, TypeError):
+        found = []
+    if not found:
+        raise StepFailed(f"{entity_type} {entity_id!r} does not exist", code="ENTITY_NOT_FOUND")
+    return reg.model, found[0]
 
 
 def entity_types_schema() -> dict[str, Any]:

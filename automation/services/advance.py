@@ -5,22 +5,23 @@ commit (:class:`AfterCommit`)."""
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from automation import graph
 from automation.actions import get_step_type
-from automation.live import run_changed
 from automation.models import ActionRun, Run, RunStatus, StepStatus
 from automation.services.common import (
     ACTIVE_RUN,
     CHAIN_SECONDS,
     INLINE_STEP_BUDGET,
     deferred_writes,
+    live_run_changed,
     run_save,
     step_definitions,
     steps_flush,
@@ -34,6 +35,8 @@ from automation.services.execution import (
     step_execute,
     step_prepare,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,71 @@ def run_advance(*, run_id: int, inline_external: bool = True, finished: str | No
     publish(advance_run, run_id)
 
 
+def runs_advance(run_ids: list[int], *, inline_external: bool = True) -> list[int]:
+    """Continue several runs (a batch's, after its commit): the chains of consecutive
+    atomic steps of all of them in one transaction, then each run's work left for after
+    commit as :func:`run_advance` does it. Returns the runs not advanced here (locked by
+    another worker, or past the shared chain budget) for the caller to advance alone.
+
+    One transaction for the runs' chains instead of one each: one statement locks the
+    runs (``SKIP LOCKED``), one reads their steps, one writes what they decided, one
+    commit. A step that raises without a savepoint makes the whole transaction roll back
+    and run again with a savepoint per step (:class:`StepRedo`), as in
+    :func:`run_advance`; an infrastructure error propagates (nothing was committed).
+    """
+    from automation.tasks import advance_run, publish
+
+    savepoints = False
+    while True:
+        left: list[int] = []
+        results: list[tuple[int, AfterCommit | None]] = []
+        try:
+            with transaction.atomic():
+                runs = list(
+                    Run.objects.select_for_update(of=("self",), skip_locked=True)
+                    .filter(pk__in=run_ids)
+                    .order_by("pk")
+                )
+                locked = {run.pk for run in runs}
+                left = [pk for pk in run_ids if pk not in locked]
+                rows: dict[int, list[ActionRun]] = {run.pk: [] for run in runs}
+                for row in ActionRun.objects.filter(run_id__in=locked):
+                    rows[row.run_id].append(row)
+                started = time.monotonic()
+                with deferred_writes():
+                    for run in runs:
+                        if results and time.monotonic() - started > CHAIN_SECONDS:
+                            left.append(run.pk)
+                            continue
+                        for row in rows[run.pk]:
+                            row.run = run
+                        work = advance_locked(
+                            run,
+                            inline_external=inline_external,
+                            new_rows=rows[run.pk],
+                            chain=True,
+                            savepoints=savepoints,
+                        )
+                        results.append((run.pk, work))
+        except StepRedo:
+            savepoints = True  # as in run_advance: again, a savepoint per step
+            continue
+        break
+    for run_id, work in results:
+        if work is None:
+            continue
+        if work.hands_off:
+            publish(advance_run, run_id)
+            continue
+        try:
+            work.execute()
+            run_advance(run_id=run_id, inline_external=inline_external, finished=work.finishes)
+        except DatabaseError:  # committed up to here: another attempt takes the run on
+            logger.warning("run %s: continuing on another worker", run_id, exc_info=True)
+            publish(advance_run, run_id)
+    return left
+
+
 def advance_locked(
     run: Run,
     *,
@@ -172,10 +240,11 @@ def advance_locked(
     step already marked running), or, where branches run in parallel, :class:`RunBranch`
     (a step to execute in its own transaction while the other ready branches go to other
     workers). ``fresh``: the run was created by the caller's transaction, so no other
-    worker can be executing its steps; ``new_rows`` are its ActionRuns as just inserted
-    (spares reading them back). Without ``inline_external`` (a batch of runs), an external
-    step or a parallel branch is not left for this worker, which has other runs to finish:
-    :class:`HandOff` says to hand the run to another worker after commit. ``finished``
+    worker can be executing its steps; ``new_rows`` are its ActionRuns as just inserted,
+    or as the caller read them under the run's lock (spares reading them again). Without
+    ``inline_external`` (a batch of runs), an external step or a parallel branch is not
+    left for this worker, which has other runs to finish: :class:`HandOff` says to hand
+    the run to another worker after commit. ``finished``
     (see :func:`run_advance`): only the ready steps that depend on that step are started
     here; the others already have their worker.
 
@@ -200,6 +269,8 @@ def advance_locked(
     # Steps whose end this advance follows or settled itself: it starts their dependents.
     ended: set[str] | None = {finished} if finished is not None else None
     run_dirty = False
+    # Steps this transaction executed or settled (under the run's lock).
+    settled_here: set[str] = set()
 
     def flush() -> None:
         nonlocal run_dirty
@@ -213,7 +284,7 @@ def advance_locked(
         if not round_:
             # Read once: from here on, the rows in memory are what this transaction
             # decided (their writes may be deferred to its end: ``deferred_writes``).
-            rows = new_rows if fresh and new_rows is not None else run.action_runs.all()
+            rows = new_rows if new_rows is not None else run.action_runs.all()
             action_runs = {ar.step_key: ar for ar in rows}
         # After a step ran here, the rows in memory are current for everything this
         # transaction decided; a branch another worker finished meanwhile only looks less
@@ -277,8 +348,14 @@ def advance_locked(
             # this one commits, so the run's lock is not held while it works.
             flush()
             return RunBranch(action_run_id=first.pk, step_key=first.step_key)
-        if not fresh:
+        if not fresh and not (
+            first.attempts == 0
+            and deps[first.step_key]
+            and settled_here.issuperset(deps[first.step_key])
+        ):
             # A worker executing this step as a parallel branch holds its row: leave it.
+            # (Not needed for a step that only became ready in this transaction, by steps
+            # it settled: nobody else can have been given it yet.)
             locked = (
                 ActionRun.objects.select_for_update(skip_locked=True)
                 .filter(pk=first.pk, status=StepStatus.PENDING)
@@ -289,6 +366,7 @@ def advance_locked(
                 return None
             first = action_runs[locked.step_key] = locked
         prepared = step_prepare(run, first, steps, action_runs, now)
+        settled_here.add(first.step_key)  # or waits/fails here: then nothing depends on it
         if prepared is None:
             if ended is not None:
                 ended.add(first.step_key)
@@ -329,7 +407,7 @@ def _is_atomic(type_name: str) -> bool:
 
 def _save_run_state(run: Run) -> None:
     run_save(run)
-    run_changed(run.pk, run.status)  # live run pages, after the commit
+    live_run_changed(run.pk, run.status)  # live run pages, after the commit
 
 
 def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: Any) -> None:
@@ -343,4 +421,4 @@ def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: 
             run.error = f"Step '{first.step_key}' failed: {first.error}"
             run.error_code = first.error_code or "STEP_FAILED"
     run_save(run)
-    run_changed(run.pk, run.status)  # live run pages, after the commit
+    live_run_changed(run.pk, run.status)  # live run pages, after the commit

@@ -21,9 +21,22 @@ from django.utils import timezone
 from automation.events import event_context, outbox_doorbell_reset, outbox_ring
 from automation.matcher import trigger_index
 from automation.models import Event, Run, RunStatus
-from automation.services.advance import AfterCommit, HandOff, advance_locked, run_advance
-from automation.services.common import deferred_writes, engine_setting, enqueue_advance_now
-from automation.services.creation import RunSpec, runs_create
+from automation.services.advance import (
+    AfterCommit,
+    CommitAndAdvance,
+    HandOff,
+    advance_locked,
+    run_advance,
+    runs_advance,
+)
+from automation.services.common import (
+    RowsMemory,
+    deferred_writes,
+    engine_setting,
+    enqueue_advance_now,
+)
+from automation.services.creation import CreatedRun, RunSpec, runs_create
+from automation.services.execution import StepRedo
 from automation.services.retry import backoff_delay
 
 logger = logging.getLogger(__name__)
@@ -223,39 +236,87 @@ def _dispatch_locked(
             dispatch_error="",
         )
     done = Dispatched(run_ids=[new.run.pk for new in created], after_commit=[])
+    if not advance:
+        return done
     # A batch's runs start here until its time budget is spent; the rest go to other
     # workers, so one slow step does not hold the whole batch's commit back for long.
     deadline = time.monotonic() + engine_setting("DISPATCH_INLINE_SECONDS")
     # The new runs' rows were inserted by this transaction: nobody else can hold them.
-    # What their first steps change is written at the end, one UPDATE for all the step
-    # rows and one for all the runs.
-    with deferred_writes():
-        for new in created if advance else ():
-            run = new.run
-            if run.status != RunStatus.PENDING:
-                continue
-            if not inline_external and time.monotonic() > deadline:
-                done.after_commit.append((run.pk, HandOff()))
-                continue
-            work = advance_locked(
-                run, fresh=True, inline_external=inline_external, new_rows=new.action_runs
-            )
-            if work is not None:
-                done.after_commit.append((run.pk, work))
+    # What their first steps change is written at the end, one statement for all the step
+    # rows and runs. Their handlers run with one savepoint around them all, not one each:
+    # if one raises, that savepoint is rolled back (and what was decided in memory with
+    # it) and the runs start again with a savepoint per step, which records the failure
+    # as it always does.
+    with deferred_writes() as writes:
+        memory = RowsMemory(
+            [new.run for new in created],
+            [row for new in created for row in new.action_runs or ()],
+        )
+        mark = writes.mark()
+        try:
+            with transaction.atomic():
+                _advance_created(created, done, inline_external, deadline, savepoints=False)
+        except StepRedo:
+            writes.reset(mark)
+            memory.restore()
+            done.after_commit.clear()
+            _advance_created(created, done, inline_external, deadline, savepoints=True)
     return done
+
+
+def _advance_created(
+    created: list[CreatedRun],
+    done: Dispatched,
+    inline_external: bool,
+    deadline: float,
+    *,
+    savepoints: bool,
+) -> None:
+    """Start the runs a dispatch just created (their first atomic steps execute here)."""
+    for new in created:
+        run = new.run
+        if run.status != RunStatus.PENDING:
+            continue
+        if not inline_external and time.monotonic() > deadline:
+            done.after_commit.append((run.pk, HandOff()))
+            continue
+        work = advance_locked(
+            run,
+            fresh=True,
+            inline_external=inline_external,
+            new_rows=new.action_runs,
+            savepoints=savepoints,
+        )
+        if work is not None:
+            done.after_commit.append((run.pk, work))
 
 
 def _continue_after_commit(done: Dispatched, *, inline_external: bool = True) -> None:
     """Carry on with the runs that have work outside their dispatching transaction: their
-    next atomic steps here; external steps here too, or (``inline_external=False``, after a
-    batch) in another worker."""
+    next atomic steps here (the runs whose first step the batch executed: all their chains
+    in one transaction, ``runs_advance``); external steps here too, or
+    (``inline_external=False``, after a batch) in another worker."""
+    chains: list[int] = []
     for run_id, work in done.after_commit:
         if work.hands_off:
             enqueue_advance_now(run_id)
-            continue
+        elif type(work) is CommitAndAdvance:
+            chains.append(run_id)
+        else:
+            _continue_run(run_id, work, inline_external)
+    if len(chains) > 1:
         try:
-            work.execute()
-            run_advance(run_id=run_id, inline_external=inline_external)
-        except DatabaseError:  # the event is dispatched: another attempt takes the run on
-            logger.warning("run %s: continuing on another worker", run_id, exc_info=True)
-            enqueue_advance_now(run_id)
+            chains = runs_advance(chains, inline_external=inline_external)
+        except DatabaseError:  # rolled back whole: each run on its own, one bad run costs itself
+            logger.warning("%s runs together failed; one by one now", len(chains), exc_info=True)
+    for run_id in chains:
+        _continue_run(run_id, CommitAndAdvance(), inline_external)
+
+
+def _continue_run(run_id: int, work: AfterCommit, inline_external: bool) -> None:
+    try:
+        work.execute()
+        run_advance(run_id=run_id, inline_external=inline_external)
+    except DatabaseError:  # the event is dispatched: another attempt takes the run on
+        logger.warning("run %s: continuing on another worker", run_id, exc_info=True)
+        enqueue_advance_now(run_id)
