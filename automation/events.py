@@ -299,8 +299,8 @@ def outbox_doorbell_wait(batch_size: int, window: float) -> None:
     """Before a drain claims: wait until a batch's worth of events has rung, or ``window``
     seconds since the first of them (the doorbell's age; unknown: since now), whichever
     comes first. The rate seen so far says when the batch will fill, so the wait is one or
-    two cache reads, not a poll. Not rung (a redelivery, a lost key, the cache down):
-    no wait."""
+    two cache reads, not a poll (none after sleeping to the deadline). Not rung (a
+    redelivery, a lost key, the cache down): no wait."""
     if window <= 0:
         return
     started = time.monotonic()
@@ -318,7 +318,10 @@ def outbox_doorbell_wait(batch_size: int, window: float) -> None:
         if left <= 0.001:
             return
         fill = (batch_size - count) * age / count if age > 0 else left
-        time.sleep(min(left, max(fill, 0.002)))
+        if fill >= left:  # the deadline comes first: no need to look again
+            time.sleep(left)
+            return
+        time.sleep(max(fill, 0.002))
 
 
 class _CommitRing:

@@ -69,7 +69,7 @@ def dispatch_pending() -> int:
     """Drain the outbox (published by ``automation.events.outbox_ring``).
 
     The drain first waits, at most ``DISPATCH_COALESCE_SECONDS`` after the first event rang
-    (a few tens of milliseconds), until a batch's worth of events has rung: events that
+    (100 ms by default), until a batch's worth of events has rung: events that
     commit meanwhile find the doorbell still rung and publish nothing, so they are claimed
     with the event that rang, as one batch (under steady traffic a drain would otherwise
     find one event, and pay a batch's fixed cost and a message for each). A backlog, or a
