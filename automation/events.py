@@ -229,7 +229,9 @@ def _redis_doorbell() -> tuple[Any, str] | None:
     if not isinstance(backend, RedisCache):
         return None
     key = backend.make_and_validate_key(DOORBELL_KEY)
-    return backend._cache.get_client(key, write=True), key
+    # Private in Django's stubs, not in Django: the client the cache's own calls use.
+    client = backend._cache.get_client(key, write=True)  # type: ignore[attr-defined]
+    return client, key
 
 
 def _doorbell_seconds() -> float:
