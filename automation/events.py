@@ -208,13 +208,13 @@ def event_context(event: Event) -> dict[str, Any]:
 DOORBELL_KEY = "flowdesk:outbox:doorbell"
 
 # INCRBY, and the expiry only when this ring created the key (a lost message must not be
-# kept from ringing again by later rings): one round trip, atomic.
+# kept from ringing again by later rings): one round trip, atomic. Returns (created, count).
 _RING_SCRIPT = """
+local fresh = redis.call('EXISTS', KEYS[1]) == 0
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
-if n == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return n
+if fresh then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return {fresh and 1 or 0, n}
 """
-
 
 _ring_script: list[Any] = []  # the script registered once (then sent by its SHA)
 
@@ -240,31 +240,39 @@ def _doorbell_seconds() -> float:
     return float(settings.FLOWDESK["DISPATCH_DOORBELL_SECONDS"])
 
 
-def _doorbell_add(events: int) -> int:
-    """Move the doorbell on by ``events``; the count after (``events``: it was not rung)."""
+def _doorbell_add(events: int) -> bool:
+    """Move the doorbell on by ``events``; whether this rang it (no message on its way)."""
     found = _redis_doorbell()
     if found is not None:
         client, key = found
         if not _ring_script:
             _ring_script.append(client.register_script(_RING_SCRIPT))
         args = [events, int(_doorbell_seconds() * 1000)]
-        return int(_ring_script[0](keys=[key], args=args, client=client))
+        fresh, _count = _ring_script[0](keys=[key], args=args, client=client)
+        return bool(fresh)
     if cache.add(DOORBELL_KEY, events, timeout=_doorbell_seconds()):
-        return events
+        return True
     try:
-        return int(cache.incr(DOORBELL_KEY, events))
+        if events:
+            cache.incr(DOORBELL_KEY, events)
     except ValueError:  # expired or taken meanwhile: ring anew
-        return events if cache.add(DOORBELL_KEY, events, timeout=_doorbell_seconds()) else 0
+        return cache.add(DOORBELL_KEY, events, timeout=_doorbell_seconds())
+    return False
 
 
 def outbox_ring(events: int = 1) -> None:
     """Make sure a worker will drain the outbox soon: publish a drain message, unless one is
-    already on its way (then only count ``events`` more for it)."""
+    already on its way (then only count ``events`` more for it).
+
+    A drain whose batch was full rings with ``events=0``: the next drain then counts only
+    the events committed since (a backlog, nothing new: it claims at once; steady traffic:
+    it waits for a batch's worth of them, so the tail of a full batch is not claimed as a
+    small one)."""
     from automation.tasks import dispatch_pending, publish
 
     rung = True
     try:
-        if _doorbell_add(max(events, 1)) != max(events, 1):
+        if not _doorbell_add(max(events, 0)):
             return
     except Exception:  # the cache is down: publish without the doorbell
         rung = False
@@ -301,8 +309,9 @@ def outbox_doorbell_wait(batch_size: int, window: float) -> None:
     """Before a drain claims: wait until a batch's worth of events has rung, or ``window``
     seconds since the first of them (the doorbell's age; unknown: since now), whichever
     comes first. The rate seen so far says when the batch will fill, so the wait is one or
-    two cache reads, not a poll (none after sleeping to the deadline). Not rung (a
-    redelivery, a lost key, the cache down): no wait."""
+    two cache reads, not a poll (none after sleeping to the deadline). No events counted
+    (rung by a full batch with a backlog behind it, a redelivery, a lost key, the cache
+    down): no wait."""
     if window <= 0:
         return
     started = time.monotonic()

@@ -75,7 +75,7 @@ def outbox_drain(*, batch_size: int | None = None, max_batches: int = 20) -> int
         total += count
         if claimed < size:
             return total
-    outbox_ring(size)  # still full after its share: another message goes on, at once
+    outbox_ring(0)  # still full after its share: another message goes on
     return total
 
 
@@ -120,9 +120,9 @@ def _dispatch_batch(size: int) -> tuple[int, int]:
             events, marked = _claim(size, now)
             event_ids = [event.pk for event in events]
             if len(events) == size:
-                # More may be waiting: another worker takes the next batch (counted as a
-                # full one, so it claims at once).
-                outbox_ring(size)
+                # More may be waiting: another worker takes the next batch (at once, or
+                # once a batch's worth has come if only new events are waiting).
+                outbox_ring(0)
             if not events:
                 return 0, 0
             done = _dispatch_locked(
