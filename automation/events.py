@@ -17,6 +17,7 @@ import contextvars
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -193,25 +194,85 @@ def event_context(event: Event) -> dict[str, Any]:
 #
 # Committed events are dispatched by workers that drain the outbox in batches
 # (``automation.services.outbox_drain``). A drain message is published when an event commits
-# and none is already on its way: the doorbell is a key in the shared cache, set when a
-# message is published and cleared by the worker that takes it, before it reads the outbox.
-# An event committed before that clear is seen by the read; one committed after rings
-# again. The key expires, so a lost message only delays the next ring; the outbox sweep
-# dispatches anything older still.
+# and none is already on its way: the doorbell is a counter in the shared cache, created
+# (with its expiry) by the ring that publishes the message, moved on by every later ring
+# with the number of events it stands for, and cleared by the worker that takes the
+# message, before it reads the outbox. An event committed before that clear is seen by the
+# read; one committed after rings again. The counter tells the drain that took the message
+# how many events are waiting and for how long (the key's age): it waits for a batch's
+# worth or a short deadline before it claims (``outbox_doorbell_wait``), so that steady
+# traffic forms batches instead of paying a batch's fixed cost per event. The key
+# expires, so a lost message only delays the next ring; the outbox sweep dispatches
+# anything older still.
 
 DOORBELL_KEY = "flowdesk:outbox:doorbell"
 
+# INCRBY, and the expiry only when this ring created the key (a lost message must not be
+# kept from ringing again by later rings): one round trip, atomic. Returns (created, count).
+_RING_SCRIPT = """
+local fresh = redis.call('EXISTS', KEYS[1]) == 0
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if fresh then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return {fresh and 1 or 0, n}
+"""
 
-def outbox_ring() -> None:
-    """Make sure a worker will drain the outbox soon: publish a drain message, unless one is
-    already on its way."""
+_ring_script: list[Any] = []  # the script registered once (then sent by its SHA)
+
+
+def _redis_doorbell() -> tuple[Any, str] | None:
+    """(redis client, key) when the cache is Redis (the counter's age is its TTL), else
+    None (another cache: add and incr, the age unknown)."""
+    from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+    from django.core.cache.backends.redis import RedisCache
+
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    if not isinstance(backend, RedisCache):
+        return None
+    key = backend.make_and_validate_key(DOORBELL_KEY)
+    # Private in Django's stubs, not in Django: the client the cache's own calls use.
+    client = backend._cache.get_client(key, write=True)  # type: ignore[attr-defined]
+    return client, key
+
+
+def _doorbell_seconds() -> float:
     from django.conf import settings
 
+    return float(settings.FLOWDESK["DISPATCH_DOORBELL_SECONDS"])
+
+
+def _doorbell_add(events: int) -> bool:
+    """Move the doorbell on by ``events``; whether this rang it (no message on its way)."""
+    found = _redis_doorbell()
+    if found is not None:
+        client, key = found
+        if not _ring_script:
+            _ring_script.append(client.register_script(_RING_SCRIPT))
+        args = [events, int(_doorbell_seconds() * 1000)]
+        fresh, _count = _ring_script[0](keys=[key], args=args, client=client)
+        return bool(fresh)
+    if cache.add(DOORBELL_KEY, events, timeout=_doorbell_seconds()):
+        return True
+    try:
+        if events:
+            cache.incr(DOORBELL_KEY, events)
+    except ValueError:  # expired or taken meanwhile: ring anew
+        return cache.add(DOORBELL_KEY, events, timeout=_doorbell_seconds())
+    return False
+
+
+def outbox_ring(events: int = 1) -> None:
+    """Make sure a worker will drain the outbox soon: publish a drain message, unless one is
+    already on its way (then only count ``events`` more for it).
+
+    A drain whose batch was full rings with ``events=0``: the next drain then counts only
+    the events committed since (a backlog, nothing new: it claims at once; steady traffic:
+    it waits for a batch's worth of them, so the tail of a full batch is not claimed as a
+    small one)."""
     from automation.tasks import dispatch_pending, publish
 
     rung = True
     try:
-        if not cache.add(DOORBELL_KEY, 1, timeout=settings.FLOWDESK["DISPATCH_DOORBELL_SECONDS"]):
+        if not _doorbell_add(max(events, 0)):
             return
     except Exception:  # the cache is down: publish without the doorbell
         rung = False
@@ -228,15 +289,74 @@ def outbox_doorbell_reset() -> None:
         logger.warning("could not reset the outbox doorbell", exc_info=True)
 
 
+def outbox_doorbell_state() -> tuple[int, float | None]:
+    """(events rung since the doorbell was last reset, seconds since the first of them;
+    None when the cache cannot tell). (0, None) when it is not rung."""
+    found = _redis_doorbell()
+    if found is None:
+        return int(cache.get(DOORBELL_KEY) or 0), None
+    client, key = found
+    pipe = client.pipeline(transaction=False)
+    pipe.get(key)
+    pipe.pttl(key)
+    count, ttl = pipe.execute()
+    if count is None or ttl is None or ttl < 0:
+        return int(count or 0), None
+    return int(count), max(_doorbell_seconds() - ttl / 1000, 0.0)
+
+
+def outbox_doorbell_wait(batch_size: int, window: float) -> None:
+    """Before a drain claims: wait until a batch's worth of events has rung, or ``window``
+    seconds since the first of them (the doorbell's age; unknown: since now), whichever
+    comes first. The rate seen so far says when the batch will fill, so the wait is one or
+    two cache reads, not a poll (none after sleeping to the deadline). No events counted
+    (rung by a full batch with a backlog behind it, a redelivery, a lost key, the cache
+    down): no wait."""
+    if window <= 0:
+        return
+    started = time.monotonic()
+    for _ in range(8):
+        try:
+            count, age = outbox_doorbell_state()
+        except Exception:  # the cache is down: drain now
+            logger.warning("outbox doorbell unavailable; draining now", exc_info=True)
+            return
+        if count <= 0 or count >= batch_size:
+            return
+        if age is None:
+            age = time.monotonic() - started
+        left = window - age
+        if left <= 0.001:
+            return
+        fill = (batch_size - count) * age / count if age > 0 else left
+        if fill >= left:  # the deadline comes first: no need to look again
+            time.sleep(left)
+            return
+        time.sleep(max(fill, 0.002))
+
+
+class _CommitRing:
+    """The doorbell ring of one transaction, counting the events it wrote."""
+
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        self.events = 1
+
+    def __call__(self) -> None:
+        outbox_ring(self.events)
+
+
 def ring_after_commit() -> None:
     """Ring the doorbell once the current transaction commits (once per transaction,
-    however many events it writes)."""
+    however many events it writes; it counts them)."""
     connection = transaction.get_connection()
-    if connection.in_atomic_block and any(
-        entry[1] is outbox_ring for entry in connection.run_on_commit
-    ):
-        return
-    transaction.on_commit(outbox_ring)
+    if connection.in_atomic_block:
+        for entry in connection.run_on_commit:
+            if isinstance(entry[1], _CommitRing):
+                entry[1].events += 1
+                return
+    transaction.on_commit(_CommitRing())
 
 
 def emit(

@@ -102,11 +102,70 @@ def publish_after_commit(
 ) -> None:
     """Send ``{"topic": topic, **payload}`` to ``audience`` once the current transaction
     commits (at once outside one). ``audience`` is an ``Audience``, a callable computing
-    one after the commit, or ``None`` for the topic's registered rule. Never raises."""
+    one after the commit, or ``None`` for the topic's registered rule. Never raises.
+
+    The messages a transaction publishes leave together after its commit, in one pass of
+    the publishing loop (``publish_many_now``: a batch of runs sends its updates at the
+    cost of about one, and none to groups nobody listens on)."""
     try:
-        transaction.on_commit(lambda: publish_now(topic, payload, audience))
+        connection = transaction.get_connection()
+        if not connection.in_atomic_block:
+            publish_now(topic, payload, audience)
+            return
+        # Joined to the transaction's last hook if it was registered under the same
+        # savepoints (so a rollback to one of them drops these messages with it).
+        hooks = connection.run_on_commit
+        last = hooks[-1] if hooks else None
+        if (
+            last
+            and isinstance(last[1], _CommitMessages)
+            and last[0] == set(connection.savepoint_ids)
+        ):
+            last[1].messages.append((topic, payload, audience))
+            return
+        transaction.on_commit(_CommitMessages((topic, payload, audience)))
     except Exception:  # a publish must never break the change it reports
         logger.exception("live update %s could not be scheduled", topic)
+
+
+Message = tuple[str, dict[str, Any], "Audience | Callable[[], Audience] | None"]
+
+
+class _CommitMessages:
+    """The live updates a transaction publishes, sent after its commit."""
+
+    __slots__ = ("messages",)
+
+    def __init__(self, first: Message) -> None:
+        self.messages = [first]
+
+    def __call__(self) -> None:
+        if len(self.messages) == 1:
+            publish_now(*self.messages[0])
+            return
+        resolved = []
+        for topic, payload, audience in self.messages:
+            found = _audience(topic, payload, audience)
+            if found is not None:
+                resolved.append((topic, payload, found))
+        publish_many_now(resolved, ordered=True)
+
+
+def _audience(
+    topic: str, payload: dict[str, Any], audience: Audience | Callable[[], Audience] | None
+) -> Audience | None:
+    """The message's audience, computed now; None (logged) when it cannot be."""
+    try:
+        if audience is None:
+            rule = _topics.get(topic)
+            if rule is None:
+                logger.error("live update %s has no audience rule; not sent", topic)
+                return None
+            return rule(payload)
+        return audience() if callable(audience) else audience
+    except Exception:
+        logger.exception("live update %s could not be published", topic)
+        return None
 
 
 def publish_now(
@@ -183,11 +242,14 @@ async def _groups_with_members(layer: Any, groups: set[str]) -> set[str]:
     return found
 
 
-def publish_many_now(messages: Iterable[tuple[str, dict[str, Any], Audience]]) -> int:
+def publish_many_now(
+    messages: Iterable[tuple[str, dict[str, Any], Audience]], *, ordered: bool = False
+) -> int:
     """Send many ``(topic, payload, audience)`` messages in one pass of the publishing loop
     (a batch's updates, already past its commit); returns how many group messages were
     sent. Groups without a socket are skipped (one check per group, not per message).
-    Never raises (failures are logged)."""
+    ``ordered``: one after the other, in order (a run's steps, then its end), instead of
+    side by side. Never raises (failures are logged)."""
     try:
         sends = [
             (group, {"type": MESSAGE_TYPE, "message": {"topic": topic, **payload}})
@@ -201,6 +263,10 @@ def publish_many_now(messages: Iterable[tuple[str, dict[str, Any], Audience]]) -
         async def send_all() -> None:
             listened = await _groups_with_members(layer, {group for group, _ in sends})
             sends[:] = [(group, message) for group, message in sends if group in listened]
+            if ordered:
+                for group, message in sends:
+                    await layer.group_send(group, message)
+                return
             for start in range(0, len(sends), 100):
                 await asyncio.gather(
                     *(

@@ -9,7 +9,6 @@ the ActionRun by the services, never retried here.
 from __future__ import annotations
 
 import logging
-import time
 
 from celery import Task, shared_task
 from django.db import DatabaseError, InterfaceError
@@ -69,13 +68,18 @@ def dispatch_event(event_id: int) -> None:
 def dispatch_pending() -> int:
     """Drain the outbox (published by ``automation.events.outbox_ring``).
 
-    The drain first waits ``DISPATCH_COALESCE_SECONDS`` (a few milliseconds): events that
+    The drain first waits, at most ``DISPATCH_COALESCE_SECONDS`` after the first event rang
+    (100 ms by default), until a batch's worth of events has rung: events that
     commit meanwhile find the doorbell still rung and publish nothing, so they are claimed
     with the event that rang, as one batch (under steady traffic a drain would otherwise
-    find one event, and pay a batch's fixed cost for each)."""
-    wait = services.engine_setting("DISPATCH_COALESCE_SECONDS")
-    if wait > 0:
-        time.sleep(wait)
+    find one event, and pay a batch's fixed cost and a message for each). A backlog, or a
+    full batch ringing for help, does not wait."""
+    from automation.events import outbox_doorbell_wait
+
+    outbox_doorbell_wait(
+        services.engine_setting("DISPATCH_BATCH_SIZE"),
+        services.engine_setting("DISPATCH_COALESCE_SECONDS"),
+    )
     return services.outbox_drain()
 
 

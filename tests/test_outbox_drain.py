@@ -290,3 +290,40 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(start_worke
     time.sleep(0.5)
     assert Run.objects.count() == 6
     assert [notes_on(deal) for deal in deals] == [["slept in nap"]] * 6
+
+
+@pytest.mark.redis  # the doorbell's count and age live in Redis
+def test_the_doorbell_counts_events_and_a_drain_waits_only_for_new_ones(
+    transactional_db: Any, monkeypatch: Any
+) -> None:
+    from automation import events
+
+    purge_broker()
+    with transaction.atomic():
+        for _ in range(5):
+            emit("deal.won", {"deal_id": 1})
+    emit("deal.won", {"deal_id": 1})
+    count, age = events.outbox_doorbell_state()
+    assert count == 6 and age is not None and age >= 0
+    assert broker_depth() == 1  # one message for all six
+
+    slept: list[float] = []
+    monkeypatch.setattr(events.time, "sleep", slept.append)
+    # Fewer than a batch: the drain waits (to the window at most) for more to come.
+    events.outbox_doorbell_wait(25, 0.1)
+    assert slept and all(0 < seconds <= 0.1 for seconds in slept)
+    # A batch's worth already rung (a backlog): no wait.
+    slept.clear()
+    events.outbox_doorbell_wait(5, 0.1)
+    assert slept == []
+
+    # A full batch rings for help without counting: the next drain sees only new events.
+    services.outbox_drain(batch_size=3)
+    events.outbox_ring(0)  # as a full batch does when the drain above is done
+    assert events.outbox_doorbell_state()[0] == 0
+    slept.clear()
+    events.outbox_doorbell_wait(25, 0.1)
+    assert slept == []  # a backlog may be behind it: claimed at once
+    emit("deal.won", {"deal_id": 1})
+    assert events.outbox_doorbell_state()[0] == 1
+    purge_broker()

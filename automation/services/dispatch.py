@@ -88,7 +88,7 @@ def outbox_drain(*, batch_size: int | None = None, max_batches: int = 20) -> int
         total += count
         if claimed < size:
             return total
-    outbox_ring()  # still full after its share: another message goes on
+    outbox_ring(0)  # still full after its share: another message goes on
     return total
 
 
@@ -133,7 +133,9 @@ def _dispatch_batch(size: int) -> tuple[int, int]:
             events, marked = _claim(size, now)
             event_ids = [event.pk for event in events]
             if len(events) == size:
-                outbox_ring()  # more may be waiting: another worker can take the next batch
+                # More may be waiting: another worker takes the next batch (at once, or
+                # once a batch's worth has come if only new events are waiting).
+                outbox_ring(0)
             if not events:
                 return 0, 0
             done = _dispatch_locked(
