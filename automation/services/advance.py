@@ -15,13 +15,13 @@ from django.utils import timezone
 
 from automation import graph
 from automation.actions import get_step_type
+from automation.live import run_changed
 from automation.models import ActionRun, Run, RunStatus, StepStatus
 from automation.services.common import (
     ACTIVE_RUN,
     CHAIN_SECONDS,
     INLINE_STEP_BUDGET,
     deferred_writes,
-    live_run_changed,
     run_save,
     step_definitions,
     steps_flush,
@@ -407,7 +407,7 @@ def _is_atomic(type_name: str) -> bool:
 
 def _save_run_state(run: Run) -> None:
     run_save(run)
-    live_run_changed(run.pk, run.status)  # live run pages, after the commit
+    run_changed(run.pk, run.status)  # live run pages, after the commit
 
 
 def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: Any) -> None:
@@ -421,4 +421,4 @@ def _run_finish(run: Run, outcome: str, action_runs: dict[str, ActionRun], now: 
             run.error = f"Step '{first.step_key}' failed: {first.error}"
             run.error_code = first.error_code or "STEP_FAILED"
     run_save(run)
-    live_run_changed(run.pk, run.status)  # live run pages, after the commit
+    run_changed(run.pk, run.status)  # live run pages, after the commit

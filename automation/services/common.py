@@ -15,7 +15,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.models import CharField, DateTimeField, Field, Model, TextField
 
-from automation.live import RUN_AUDIENCE, publish_many_now, run_changed
 from automation.models import ActionRun, Run
 from automation.statuses import RUN_ACTIVE_STATUSES
 
@@ -52,20 +51,16 @@ class DeferredWrites:
     def __init__(self) -> None:
         self.steps: dict[int, ActionRun] = {}
         self.runs: dict[int, Run] = {}
-        # The run pages' messages of the block (``live_run_changed``), sent together.
-        self.live: list[dict[str, Any]] = []
 
-    def mark(self) -> tuple[dict[int, ActionRun], dict[int, Run], list[dict[str, Any]]]:
+    def mark(self) -> tuple[dict[int, ActionRun], dict[int, Run]]:
         """What the block has collected so far (for ``reset``)."""
-        return dict(self.steps), dict(self.runs), list(self.live)
+        return dict(self.steps), dict(self.runs)
 
-    def reset(
-        self, mark: tuple[dict[int, ActionRun], dict[int, Run], list[dict[str, Any]]]
-    ) -> None:
+    def reset(self, mark: tuple[dict[int, ActionRun], dict[int, Run]]) -> None:
         """Back to ``mark``: what was collected since is forgotten (its transaction rolled
         back to a savepoint taken then)."""
-        steps, runs, live = mark
-        self.steps, self.runs, self.live = dict(steps), dict(runs), list(live)
+        steps, runs = mark
+        self.steps, self.runs = dict(steps), dict(runs)
 
     def flush(self) -> None:
         steps, runs = list(self.steps.values()), list(self.runs.values())
@@ -220,23 +215,6 @@ def deferred_writes() -> Iterator[DeferredWrites]:
     finally:
         _deferred.reset(token)
     writes.flush()
-    if writes.live:
-        messages = [("run", payload, RUN_AUDIENCE) for payload in writes.live]
-        transaction.on_commit(functools.partial(publish_many_now, messages))
-
-
-def live_run_changed(run_id: int, status: str, *, step: str | None = None) -> None:
-    """``automation.live.run_changed``, but inside ``deferred_writes`` the block's messages
-    leave together after the commit (one pass of the publishing loop, none to a group
-    nobody listens on) instead of one round trip each."""
-    writes = _deferred.get()
-    if writes is None:
-        run_changed(run_id, status, step=step)
-        return
-    payload: dict[str, Any] = {"id": int(run_id), "status": str(status)}
-    if step is not None:
-        payload["step"] = step
-    writes.live.append(payload)
 
 
 def step_save(action_run: ActionRun) -> None:

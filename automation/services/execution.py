@@ -18,12 +18,12 @@ from automation.actions import StepContext, StepFailed, StepResult, StepType, ge
 from automation.conditions import CompiledCondition, compile_cached
 from automation.errors import RunStateError
 from automation.events import caused_by
+from automation.live import run_changed
 from automation.models import ActionRun, Run, StepStatus
 from automation.secrets import resolve_secret, step_config_render
 from automation.services.common import (
     ACTIVE_RUN,
     engine_setting,
-    live_run_changed,
     step_definitions,
     step_save,
 )
@@ -201,7 +201,7 @@ def mark_running(action_run: ActionRun, now: Any) -> None:
             "updated_at",
         ]
     )
-    live_run_changed(action_run.run_id, action_run.status, step=action_run.step_key)  # live pages
+    run_changed(action_run.run_id, action_run.status, step=action_run.step_key)  # live pages
 
 
 def step_execute(*, action_run_id: int) -> None:
@@ -391,4 +391,4 @@ def step_finish(
     action_run.wake_at = None
     action_run.updated_at = now
     step_save(action_run)
-    live_run_changed(action_run.run_id, status, step=action_run.step_key)  # live pages
+    run_changed(action_run.run_id, status, step=action_run.step_key)  # live pages
