@@ -39,19 +39,19 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connection, transaction
-from django.db.models import Count, F, Field, Max, Q
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Field, Max, Q
 from django.db.models.expressions import RawSQL
+from django.urls import reverse
 from django.utils import timezone
 
 from automation.events import actor_context, current_causation, ring_after_commit
 from automation.live import Audience, publish_many_now
 from automation.models import Event, EventSource
-from automation.registry import json_value
 from tasks_inbox.models import (
     Notification,
     Priority,
@@ -65,7 +65,7 @@ from tasks_inbox.models import (
     priority_name,
     priority_parse,
 )
-from tasks_inbox.selectors import task_context, tasks_visible_to
+from tasks_inbox.selectors import task_context, visibility_filter
 from tasks_inbox.sla.clock import clock_elapsed, clock_schedule, pending_thresholds
 from tasks_inbox.sla.rules import SLASpec, Threshold, sla_spec
 from workflows.models import Lifecycle
@@ -95,13 +95,29 @@ class _Record:
     details: dict[str, Any]
 
 
+class _EventRow(NamedTuple):
+    """An event row to insert: its type, payload (JSON-safe), task and time."""
+
+    type: str
+    payload: dict[str, Any]
+    task_id: int
+    occurred_at: datetime
+
+
+class _NotificationRow(NamedTuple):
+    recipient_id: int
+    message: str
+    task_id: int
+
+
 @dataclass
 class _Writes:
-    """What one task adds to the batch's statements (kept apart until it is decided)."""
+    """What one task adds to the batch's statements (kept apart until it is decided), as
+    plain rows: no model instances for the events and notifications."""
 
     records: list[_Record] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    notifications: list[tuple[Any, str, Task]] = field(default_factory=list)
+    events: list[_EventRow] = field(default_factory=list)
+    notifications: list[_NotificationRow] = field(default_factory=list)
     history: list[TaskHistory] = field(default_factory=list)
     routed: list[tuple[int, int | None, int | None]] = field(default_factory=list)
     skipped: int = 0
@@ -286,25 +302,30 @@ def sla_context(
     managers: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The ``sla`` part of the events' context (with the managers of the task's queue, so
-    that a workflow can tell them: ``{{sla.manager.username}}``)."""
-    return json_value(
-        {
-            "config_id": task.sla_config_id,
-            "config": spec.name if spec else None,
-            "kind": threshold.kind,
-            "level": threshold.level,
-            "reached_at": due_at,
-            "target_seconds": spec.target_seconds if spec else None,
-            "threshold_seconds": threshold.seconds if spec else None,
-            "elapsed_seconds": int(clock_elapsed(task, spec, now)),
-            "started_at": task.sla_started_at,
-            "warning_at": task.sla_warning_at,
-            "due_at": task.sla_due_at,
-            "priority": priority_name(task.priority),
-            "managers": managers,
-            "manager": managers[0] if managers else None,
-        }
-    )
+    that a workflow can tell them: ``{{sla.manager.username}}``). JSON-safe as built (what
+    ``json_value`` would make of it: instants as ISO texts); ``managers`` are actor contexts,
+    already JSON-safe, shared by the batch's tasks of one queue (the rows are serialised, not
+    kept)."""
+    return {
+        "config_id": task.sla_config_id,
+        "config": spec.name if spec else None,
+        "kind": threshold.kind,
+        "level": threshold.level,
+        "reached_at": due_at.isoformat(),
+        "target_seconds": spec.target_seconds if spec else None,
+        "threshold_seconds": threshold.seconds if spec else None,
+        "elapsed_seconds": int(clock_elapsed(task, spec, now)),
+        "started_at": _iso(task.sla_started_at),
+        "warning_at": _iso(task.sla_warning_at),
+        "due_at": _iso(task.sla_due_at),
+        "priority": priority_name(task.priority),
+        "managers": managers,
+        "manager": managers[0] if managers else None,
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
 
 
 def mark_fired(task: Task, threshold: Threshold, now: datetime) -> None:
@@ -316,25 +337,14 @@ def mark_fired(task: Task, threshold: Threshold, now: datetime) -> None:
         task.sla_escalation_level = max(task.sla_escalation_level, threshold.level)
 
 
-def _event(task: Task, event_type: str, extra: dict[str, Any], now: datetime) -> Event:
-    """The event ``tasks_inbox.services`` would emit (``event_emit``), not yet saved."""
-    causation = current_causation()
+def _event(task: Task, event_type: str, extra: dict[str, Any], now: datetime) -> _EventRow:
+    """The event ``tasks_inbox.services`` would emit (``event_emit``) as a row to insert
+    (``events_insert`` adds the columns every SLA event shares). ``extra`` is JSON-safe
+    already (``sla_context``, the escalation's details)."""
     payload = task_context(task)
-    payload.update(json_value(extra))
-    payload["actor"] = actor_context(None)
-    return Event(
-        type=event_type,
-        payload=payload,
-        source=EventSource.TASK,
-        actor=None,
-        entity_type="task",
-        entity_id=str(task.pk),
-        idempotency_key=None,
-        request_hash="",
-        causation_depth=causation.depth + 1 if causation else 0,
-        caused_by_run_id=causation.run_id if causation else None,
-        occurred_at=now,
-    )
+    payload.update(extra)
+    payload["actor"] = None  # the system: actor_context(None)
+    return _EventRow(event_type, payload, task.pk, now)
 
 
 def _escalate(
@@ -422,10 +432,12 @@ def _escalate(
     )
     label = f"SLA escalation (level {threshold.level}): {task.title}"
     if remind and task.assignee_id:
-        writes.notifications.append((task.assignee, remind[0] or f"Reminder — {label}", task))
+        writes.notifications.append(
+            _NotificationRow(task.assignee_id, remind[0] or f"Reminder — {label}", task.pk)
+        )
     if notify and task.queue_id:
         for manager in directory.queue_managers(task.queue_id):
-            writes.notifications.append((manager, notify[0] or label, task))
+            writes.notifications.append(_NotificationRow(manager.pk, notify[0] or label, task.pk))
 
 
 def _warn_or_breach(
@@ -440,8 +452,13 @@ def _warn_or_breach(
         if kind == SLAEventKind.WARNING
         else f"SLA breached: {task.title} was due {due}"
     )
-    recipients = [task.assignee] if task.assignee_id else directory.queue_managers(task.queue_id)
-    writes.notifications.extend((user, text, task) for user in recipients)
+    if task.assignee_id:
+        writes.notifications.append(_NotificationRow(task.assignee_id, text, task.pk))
+    else:
+        writes.notifications.extend(
+            _NotificationRow(user.pk, text, task.pk)
+            for user in directory.queue_managers(task.queue_id)
+        )
 
 
 def _decide(
@@ -497,15 +514,15 @@ def records_insert(records: Iterable[_Record], fired_at: datetime) -> set[Key]:
     sql = (
         f"INSERT INTO {table} ({columns}) "  # noqa: S608
         "SELECT v.task_id, v.kind, v.level, v.config_id, v.due_at, v.fired_at, "
-        "v.details::jsonb FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::bigint[], "
-        "%s::timestamptz[], %s::timestamptz[], %b::text[]) "
+        "v.details::jsonb FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::bigint[], "
+        "%b::timestamptz[], %b::timestamptz[], %b::text[]) "
         "AS v(task_id, kind, level, config_id, due_at, fired_at, details) "
         f"ON CONFLICT ({quote('task_id')}, {quote('kind')}, {quote('level')}) DO NOTHING "
         f"RETURNING {quote('task_id')}, {quote('kind')}, {quote('level')}"
     )
     params: list[Any] = [
         [r.key[0] for r in rows],
-        [r.key[1] for r in rows],
+        [str(r.key[1]) for r in rows],
         [r.key[2] for r in rows],
         [r.config_id for r in rows],
         [r.due_at for r in rows],
@@ -584,6 +601,99 @@ def rows_insert(model: Any, objects: list[Any], *, returning: str | None = None)
         return [row[0] for row in cursor.fetchall()] if returning else []
 
 
+def columns_insert(
+    model: Any, columns: dict[str, list[Any]], *, returning: str | None = None
+) -> list[Any]:
+    """Insert rows given column by column (attribute name -> one value per row, every list
+    as long; the columns not given take their field's default) in one ``INSERT ... SELECT
+    FROM unnest(...)``, arrays sent in binary (no per-value quoting), JSON columns as JSON
+    texts; the ``returning`` column's values, in order. No model instances on PostgreSQL."""
+    count = len(next(iter(columns.values()))) if columns else 0
+    if not count:
+        return []
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    values: dict[str, list[Any]] = {}
+    for f in fields:
+        given = columns.get(f.attname)
+        if given is None:
+            given = [f.get_default()] * count
+        elif f.get_internal_type() == "JSONField" and _postgres():
+            given = [json.dumps(value, cls=f.encoder) for value in given]
+        values[f.attname] = given
+    if not _postgres():
+        objects = [model(**{name: v[n] for name, v in values.items()}) for n in range(count)]
+        created = model.objects.bulk_create(objects)
+        return [getattr(obj, returning) for obj in created] if returning else []
+    quote = connection.ops.quote_name
+    arrays, selects = [], []
+    for n, f in enumerate(fields):
+        if f.get_internal_type() == "JSONField":
+            arrays.append("%b::text[]")
+            selects.append(f"v.c{n}::jsonb")
+        else:
+            arrays.append(f"%b::{f.db_type(connection)}[]")
+            selects.append(f"v.c{n}")
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} "  # noqa: S608
+        f"({', '.join(quote(f.column) for f in fields)}) "
+        f"SELECT {', '.join(selects)} FROM unnest({', '.join(arrays)}) "
+        f"AS v({', '.join(f'c{n}' for n in range(len(fields)))})"
+    )
+    if returning:
+        sql += f" RETURNING {quote(returning)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [values[f.attname] for f in fields])
+        return [row[0] for row in cursor.fetchall()] if returning else []
+
+
+def events_insert(rows: list[_EventRow]) -> None:
+    """The batch's events, as ``event_emit`` writes them: source ``task``, no actor, the
+    causation of the sweep's context (none for the beat task)."""
+    if not rows:
+        return
+    causation = current_causation()
+    count = len(rows)
+    columns_insert(
+        Event,
+        {
+            "type": [r.type for r in rows],
+            "payload": [r.payload for r in rows],
+            "source": [str(EventSource.TASK)] * count,
+            "actor_id": [None] * count,
+            "entity_type": ["task"] * count,
+            "entity_id": [str(r.task_id) for r in rows],
+            "idempotency_key": [None] * count,
+            "request_hash": [""] * count,
+            "causation_depth": [causation.depth + 1 if causation else 0] * count,
+            "caused_by_run_id": [causation.run_id if causation else None] * count,
+            "occurred_at": [r.occurred_at for r in rows],
+        },
+    )
+
+
+def notifications_insert(rows: list[_NotificationRow]) -> list[int]:
+    """The batch's notifications (linking to their task's page, one URL per task); their
+    ids, in order."""
+    if not rows:
+        return []
+    links: dict[int, str] = {}
+    for row in rows:
+        if row.task_id not in links:
+            links[row.task_id] = reverse("inbox:task", args=[row.task_id])
+    return columns_insert(
+        Notification,
+        {
+            "recipient_id": [r.recipient_id for r in rows],
+            "message": [r.message[:1000] for r in rows],
+            "link": [links[r.task_id] for r in rows],
+            "read_at": [None] * len(rows),
+            "action_run_id": [None] * len(rows),
+            "created_at": [timezone.now()] * len(rows),
+        },
+        returning="id",
+    )
+
+
 TASK_UPDATE = [
     ("sla_warning_at", "timestamptz"),
     ("sla_due_at", "timestamptz"),
@@ -611,11 +721,11 @@ def tasks_update(tasks: list[Task]) -> None:
         for name, kind in TASK_UPDATE
     ]
     assignments = ", ".join(f"{_column(f.name)} = v.c{n}" for n, (f, _) in enumerate(fields))
-    arrays = ", ".join(f"%s::{kind}[]" for _, kind in fields)
+    arrays = ", ".join(f"%b::{kind}[]" for _, kind in fields)
     names = ", ".join(f"c{n}" for n in range(len(fields)))
     sql = (
         f"UPDATE {connection.ops.quote_name(Task._meta.db_table)} AS t "  # noqa: S608
-        f"SET {assignments} FROM unnest(%s::bigint[], {arrays}) AS v(id, {names}) "
+        f"SET {assignments} FROM unnest(%b::bigint[], {arrays}) AS v(id, {names}) "
         f"WHERE t.{_column('id')} = v.id"
     )
     params: list[list[Any]] = [[t.pk for t in tasks]]
@@ -690,21 +800,18 @@ def _fire_batch(task_ids: list[int], *, strict: bool) -> BatchOutcome:
         raise RecordsLost(f"{len(expected - won)} SLA record(s) of this batch were already written")
     tasks_update(done)
     rows_insert(TaskHistory, batch.history)
-    rows_insert(Event, batch.events)
+    events_insert(batch.events)
     if batch.events:
         ring_after_commit()
-    notifications = [
-        Notification(recipient=user, message=text[:1000], link=task.get_absolute_url())
-        for user, text, task in batch.notifications
-    ]
-    notification_ids = rows_insert(Notification, notifications, returning="id")
-    if batch.events or notifications:
+    notification_ids = notifications_insert(batch.notifications)
+    if batch.events or batch.notifications:
         updates = [
-            (int(e.entity_id), e.payload.get("state"), e.payload.get("queue_id"), e.type)
+            (e.task_id, e.payload.get("state"), e.payload.get("queue_id"), e.type)
             for e in batch.events
         ]
         notified = [
-            (pk, n.recipient_id) for pk, n in zip(notification_ids, notifications, strict=True)
+            (pk, n.recipient_id)
+            for pk, n in zip(notification_ids, batch.notifications, strict=True)
         ]
         transaction.on_commit(lambda: publish_batch(updates, notified))
     outcome.fired = len(won)
@@ -773,13 +880,8 @@ def _live_messages(
             people |= members.get(row["queue_id"], set()) | managers.get(row["queue_id"], set())
         near[pk] = people
     candidates = set().union(*near.values()) - staff if near else set()
-    active = user_model._default_manager.filter(pk__in=candidates, is_active=True)
-    visible: dict[int, set[int]] = {
-        user.pk: set(
-            tasks_visible_to(user).filter(pk__in=id_array(task_ids)).values_list("pk", flat=True)
-        )
-        for user in active
-    }
+    active = list(user_model._default_manager.filter(pk__in=candidates, is_active=True))
+    visible = visible_tasks(active, task_ids)
     for user_id in staff:
         visible[user_id] = set(rows)
     messages: list[tuple[str, dict[str, Any], Audience]] = []
@@ -796,6 +898,33 @@ def _live_messages(
     for notification_id, recipient_id in notified:
         messages.append(("notification", {"id": notification_id}, Audience.users([recipient_id])))
     return messages
+
+
+VISIBILITY_COLUMNS = 100  # users per statement (one boolean column each)
+
+
+def visible_tasks(users: list[Any], task_ids: list[int]) -> dict[int, set[int]]:
+    """Which of ``task_ids`` each of these active users who are not staff may see: the
+    visibility rule as ``tasks_visible_to`` applies it (``visibility_filter``), one boolean
+    column per user, so a batch asks once per ``VISIBILITY_COLUMNS`` users instead of once
+    per user."""
+    visible: dict[int, set[int]] = {user.pk: set() for user in users}
+    for start in range(0, len(users), VISIBILITY_COLUMNS):
+        chunk = users[start : start + VISIBILITY_COLUMNS]
+        columns = {
+            f"visible_{n}": ExpressionWrapper(visibility_filter(user), output_field=BooleanField())
+            for n, user in enumerate(chunk)
+        }
+        rows = (
+            Task.objects.filter(pk__in=id_array(task_ids))
+            .annotate(**columns)
+            .values_list("pk", *columns)
+        )
+        for pk, *flags in rows:
+            for user, flag in zip(chunk, flags, strict=True):
+                if flag:
+                    visible[user.pk].add(pk)
+    return visible
 
 
 def membership_user_field() -> str:

@@ -38,7 +38,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from tasks_inbox.models import Task
-from tasks_inbox.sla.fire import fire_batch
+from tasks_inbox.sla.fire import fire_batch, id_array
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def sla_claim(*, limit: int, now: datetime | None = None) -> list[int]:
     with transaction.atomic():
         ids = list(claim_query(now, limit))
         if ids:
-            Task.objects.filter(pk__in=ids).update(sla_next_check_at=now + LEASE)
+            Task.objects.filter(pk__in=id_array(ids)).update(sla_next_check_at=now + LEASE)
     return ids
 
 
