@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -676,10 +676,8 @@ def notifications_insert(rows: list[_NotificationRow]) -> list[int]:
     ids, in order."""
     if not rows:
         return []
-    links: dict[int, str] = {}
-    for row in rows:
-        if row.task_id not in links:
-            links[row.task_id] = reverse("inbox:task", args=[row.task_id])
+    link = _task_link()
+    links = {row.task_id: link(row.task_id) for row in rows}
     return columns_insert(
         Notification,
         {
@@ -692,6 +690,20 @@ def notifications_insert(rows: list[_NotificationRow]) -> list[int]:
         },
         returning="id",
     )
+
+
+_LINK_SENTINEL = "987654321012345"
+
+
+def _task_link() -> Callable[[int], str]:
+    """``Task.get_absolute_url`` for the batch's tasks, the URL reversed once: with an id
+    that cannot occur elsewhere in it, then the id put in its place (every task's URL has
+    the same shape); reversed per task if the id does not appear exactly once."""
+    template = reverse("inbox:task", args=[int(_LINK_SENTINEL)])
+    if template.count(_LINK_SENTINEL) != 1:
+        return lambda pk: reverse("inbox:task", args=[pk])
+    head, tail = template.split(_LINK_SENTINEL)
+    return lambda pk: f"{head}{pk}{tail}"
 
 
 TASK_UPDATE = [
@@ -880,51 +892,80 @@ def _live_messages(
             people |= members.get(row["queue_id"], set()) | managers.get(row["queue_id"], set())
         near[pk] = people
     candidates = set().union(*near.values()) - staff if near else set()
-    active = list(user_model._default_manager.filter(pk__in=candidates, is_active=True))
-    visible = visible_tasks(active, task_ids)
-    for user_id in staff:
-        visible[user_id] = set(rows)
+    active = list(
+        user_model._default_manager.filter(pk__in=candidates, is_active=True).order_by("pk")
+    )
+    viewers = task_viewers(active, task_ids)
     messages: list[tuple[str, dict[str, Any], Audience]] = []
+    nobody: frozenset[int] = frozenset()
     for task_id, state, _, event_type in updates:
-        audience = Audience.users(
-            user_id for user_id in near.get(task_id, ()) if task_id in visible.get(user_id, ())
+        # staff see every task; the others as the rule says (a task gone: nobody)
+        people = near.get(task_id)
+        audience = Audience(
+            user_ids=frozenset(people & (viewers.get(task_id, nobody) | staff))
+            if people
+            else nobody
         )
         messages.append(("task", {"id": task_id, "state": state, "event": event_type}, audience))
     for queue_id in sorted({queue_id for _, _, queue_id, _ in updates if queue_id}):
-        audience = Audience.users(
-            staff | members.get(queue_id, set()) | managers.get(queue_id, set())
+        audience = Audience(
+            user_ids=frozenset(staff | members.get(queue_id, set()) | managers.get(queue_id, set()))
         )
         messages.append(("queue", {"id": queue_id}, audience))
     for notification_id, recipient_id in notified:
-        messages.append(("notification", {"id": notification_id}, Audience.users([recipient_id])))
+        messages.append(
+            ("notification", {"id": notification_id}, Audience(user_ids=frozenset([recipient_id])))
+        )
     return messages
 
 
 VISIBILITY_COLUMNS = 100  # users per statement (one boolean column each)
 
 
-def visible_tasks(users: list[Any], task_ids: list[int]) -> dict[int, set[int]]:
-    """Which of ``task_ids`` each of these active users who are not staff may see: the
-    visibility rule as ``tasks_visible_to`` applies it (``visibility_filter``), one boolean
-    column per user, so a batch asks once per ``VISIBILITY_COLUMNS`` users instead of once
-    per user."""
-    visible: dict[int, set[int]] = {user.pk: set() for user in users}
+def task_viewers(users: list[Any], task_ids: list[int]) -> dict[int, set[int]]:
+    """Which of these active users who are not staff may see each of ``task_ids`` (task id
+    -> user ids): the visibility rule as ``tasks_visible_to`` applies it
+    (``visibility_filter``), one boolean column per user, so a batch asks once per
+    ``VISIBILITY_COLUMNS`` users instead of once per user."""
+    viewers: dict[int, set[int]] = {}
     for start in range(0, len(users), VISIBILITY_COLUMNS):
         chunk = users[start : start + VISIBILITY_COLUMNS]
-        columns = {
-            f"visible_{n}": ExpressionWrapper(visibility_filter(user), output_field=BooleanField())
-            for n, user in enumerate(chunk)
-        }
-        rows = (
-            Task.objects.filter(pk__in=id_array(task_ids))
-            .annotate(**columns)
-            .values_list("pk", *columns)
-        )
-        for pk, *flags in rows:
-            for user, flag in zip(chunk, flags, strict=True):
-                if flag:
-                    visible[user.pk].add(pk)
-    return visible
+        with connection.cursor() as cursor:
+            cursor.execute(*_visibility_statement(chunk, task_ids))
+            for pk, *flags in cursor.fetchall():
+                seen = viewers.setdefault(pk, set())
+                seen.update(user.pk for user, flag in zip(chunk, flags, strict=True) if flag)
+    return viewers
+
+
+# Compiled visibility statements by their users (ids in order). The statement depends on
+# nothing else: the rule's memberships are subqueries, read when it runs. Compiling one is
+# what costs (a rule with two subqueries per user), so a worker's sweeps compile each set
+# of users once.
+_VISIBILITY_SQL: dict[tuple[int, ...], tuple[str, list[Any]]] = {}
+_VISIBILITY_SQL_MAX = 256
+
+
+def _visibility_statement(users: list[Any], task_ids: list[int]) -> tuple[str, list[Any]]:
+    """The SQL and parameters of the visibility columns of ``users`` over ``task_ids``
+    (``pk``, then one boolean per user, in order)."""
+    key = tuple(user.pk for user in users)
+    cached = _VISIBILITY_SQL.get(key) if _postgres() else None
+    if cached is not None:
+        sql, params = cached
+        return sql, [*params, task_ids]
+    columns = {
+        f"visible_{n}": ExpressionWrapper(visibility_filter(user), output_field=BooleanField())
+        for n, user in enumerate(users)
+    }
+    ids = RawSQL("SELECT unnest(%s::bigint[])", (task_ids,)) if _postgres() else task_ids
+    query = Task.objects.filter(pk__in=ids).annotate(**columns).values_list("pk", *columns)
+    sql, params = query.query.sql_with_params()
+    if _postgres() and params and params[-1] is task_ids:  # the ids come last: reusable
+        if len(_VISIBILITY_SQL) >= _VISIBILITY_SQL_MAX:
+            _VISIBILITY_SQL.clear()
+        _VISIBILITY_SQL[key] = (sql, list(params[:-1]))
+    return sql, list(params)
 
 
 def membership_user_field() -> str:
