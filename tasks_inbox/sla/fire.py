@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any, NamedTuple, cast
 
 from django.contrib.auth import get_user_model
@@ -221,13 +222,16 @@ class _Directory:
         self._routers: dict[int, _Router] = {}
 
     def attach(self, task: Task) -> None:
-        """Give the task its related rows from the directory (no query on access)."""
-        task.lifecycle = self.lifecycles[task.lifecycle_id]
-        task.queue = self.groups.get(task.queue_id) if task.queue_id else None
-        for name in ("assignee", "created_by", "completed_by"):
-            pk = getattr(task, f"{name}_id")
+        """Give the task its related rows from the directory (no query on access): put in
+        the task's cache of related rows as ``select_related`` does (the ids are the
+        task's own, so the assignment's checks have nothing to do)."""
+        lifecycle, queue, *people = _attached_fields()
+        lifecycle.set_cached_value(task, self.lifecycles[task.lifecycle_id])
+        queue.set_cached_value(task, self.groups.get(task.queue_id) if task.queue_id else None)
+        for person in people:
+            pk = getattr(task, person.attname)
             if pk is not None and pk in self.users:
-                setattr(task, name, self.users[pk])
+                person.set_cached_value(task, self.users[pk])
 
     def queue_managers(self, queue_id: int | None) -> list[Any]:
         return self.managers.get(queue_id, []) if queue_id else []
@@ -247,6 +251,15 @@ class _Directory:
         if group.pk not in self._routers:
             self._routers[group.pk] = _Router(group)
         return self._routers[group.pk]
+
+
+@cache
+def _attached_fields() -> tuple[Any, ...]:
+    """The task's relations ``attach`` fills (once the models are loaded)."""
+    return tuple(
+        Task._meta.get_field(name)
+        for name in ("lifecycle", "queue", "assignee", "created_by", "completed_by")
+    )
 
 
 class _Router:
@@ -863,9 +876,9 @@ def publish_batch(
     (``tasks_visible_to`` for a task) in a few statements per batch and the users of its
     queues, then sent in one pass. Never raises."""
     try:
-        with server_binding():
+        with server_binding(), collection_paused():
             messages = _live_messages(updates, notified)
-        return publish_many_now(messages)
+            return publish_many_now(messages)
     except Exception:
         logger.exception("live updates of an SLA batch could not be published")
         return 0
