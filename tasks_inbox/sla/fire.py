@@ -932,10 +932,10 @@ def _live_messages(
     nobody: frozenset[int] = frozenset()
     for task_id, state, _, event_type in updates:
         # staff see every task; the others as the rule says (a task gone: nobody)
-        people = near.get(task_id)
+        around = near.get(task_id)
         audience = Audience(
-            user_ids=frozenset(people & (viewers.get(task_id, nobody) | staff))
-            if people
+            user_ids=frozenset(around & (viewers.get(task_id, nobody) | staff))
+            if around
             else nobody
         )
         messages.append(("task", {"id": task_id, "state": state, "event": event_type}, audience))
@@ -992,12 +992,12 @@ def _visibility_statement(users: list[Any], task_ids: list[int]) -> tuple[str, l
     }
     ids = RawSQL("SELECT unnest(%s::bigint[])", (task_ids,)) if _postgres() else task_ids
     query = Task.objects.filter(pk__in=ids).annotate(**columns).values_list("pk", *columns)
-    sql, params = query.query.sql_with_params()
-    if _postgres() and params and params[-1] is task_ids:  # the ids come last: reusable
+    compiled, values = query.query.sql_with_params()
+    if _postgres() and values and values[-1] is task_ids:  # the ids come last: reusable
         if len(_VISIBILITY_SQL) >= _VISIBILITY_SQL_MAX:
             _VISIBILITY_SQL.clear()
-        _VISIBILITY_SQL[key] = (sql, list(params[:-1]))
-    return sql, list(params)
+        _VISIBILITY_SQL[key] = (compiled, list(values[:-1]))
+    return compiled, list(values)
 
 
 def membership_user_field() -> str:
