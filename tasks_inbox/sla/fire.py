@@ -527,20 +527,20 @@ def records_insert(records: Iterable[_Record], fired_at: datetime) -> set[Key]:
     # Identifiers come from the model's meta, values go as array parameters.
     sql = (
         f"INSERT INTO {table} ({columns}) "  # noqa: S608
-        "SELECT v.task_id, v.kind, v.level, v.config_id, v.due_at, v.fired_at, "
+        "SELECT v.task_id, v.kind, v.level, v.config_id, v.due_at, %s::timestamptz, "
         "v.details::jsonb FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::bigint[], "
-        "%b::timestamptz[], %b::timestamptz[], %b::text[]) "
-        "AS v(task_id, kind, level, config_id, due_at, fired_at, details) "
+        "%b::timestamptz[], %b::text[]) "
+        "AS v(task_id, kind, level, config_id, due_at, details) "
         f"ON CONFLICT ({quote('task_id')}, {quote('kind')}, {quote('level')}) DO NOTHING "
         f"RETURNING {quote('task_id')}, {quote('kind')}, {quote('level')}"
     )
     params: list[Any] = [
+        fired_at,
         [r.key[0] for r in rows],
         [str(r.key[1]) for r in rows],
         [r.key[2] for r in rows],
         [r.config_id for r in rows],
         [r.due_at for r in rows],
-        [fired_at] * len(rows),
         [json.dumps(r.details) for r in rows],
     ]
     with connection.cursor() as cursor:
@@ -616,47 +616,65 @@ def rows_insert(model: Any, objects: list[Any], *, returning: str | None = None)
 
 
 def columns_insert(
-    model: Any, columns: dict[str, list[Any]], *, returning: str | None = None
+    model: Any,
+    columns: dict[str, list[Any]],
+    same: dict[str, Any] | None = None,
+    *,
+    returning: str | None = None,
 ) -> list[Any]:
     """Insert rows given column by column (attribute name -> one value per row, every list
-    as long; the columns not given take their field's default) in one ``INSERT ... SELECT
-    FROM unnest(...)``, arrays sent in binary (no per-value quoting), JSON columns as JSON
-    texts; the ``returning`` column's values, in order. No model instances on PostgreSQL."""
+    as long) in one ``INSERT ... SELECT FROM unnest(...)``: arrays sent in binary (no
+    per-value quoting), JSON columns as JSON texts; ``same`` gives the columns every row
+    shares, sent once each, and the columns in neither take their field's default. The
+    ``returning`` column's values, in order. No model instances on PostgreSQL."""
     count = len(next(iter(columns.values()))) if columns else 0
     if not count:
         return []
+    same = same or {}
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    values: dict[str, list[Any]] = {}
-    for f in fields:
-        given = columns.get(f.attname)
-        if given is None:
-            given = [f.get_default()] * count
-        elif f.get_internal_type() == "JSONField" and _postgres():
-            given = [json.dumps(value, cls=f.encoder) for value in given]
-        values[f.attname] = given
+    shared = {
+        f.attname: same[f.attname] if f.attname in same else f.get_default()
+        for f in fields
+        if f.attname not in columns
+    }
     if not _postgres():
-        objects = [model(**{name: v[n] for name, v in values.items()}) for n in range(count)]
+        objects = [
+            model(**shared, **{name: values[n] for name, values in columns.items()})
+            for n in range(count)
+        ]
         created = model.objects.bulk_create(objects)
         return [getattr(obj, returning) for obj in created] if returning else []
     quote = connection.ops.quote_name
-    arrays, selects = [], []
-    for n, f in enumerate(fields):
-        if f.get_internal_type() == "JSONField":
+    selects, select_params, arrays, array_params, names = [], [], [], [], []
+    for f in fields:
+        is_json = f.get_internal_type() == "JSONField"
+        kind = "jsonb" if is_json else f.db_type(connection)
+        if f.attname in shared:
+            value = shared[f.attname]
+            selects.append(f"%s::{kind}")
+            select_params.append(json.dumps(value, cls=f.encoder) if is_json else value)
+            continue
+        name = f"c{len(names)}"
+        names.append(name)
+        values = columns[f.attname]
+        if is_json:
             arrays.append("%b::text[]")
-            selects.append(f"v.c{n}::jsonb")
+            selects.append(f"v.{name}::jsonb")
+            array_params.append([json.dumps(value, cls=f.encoder) for value in values])
         else:
-            arrays.append(f"%b::{f.db_type(connection)}[]")
-            selects.append(f"v.c{n}")
+            arrays.append(f"%b::{kind}[]")
+            selects.append(f"v.{name}")
+            array_params.append(values)
     sql = (
         f"INSERT INTO {quote(model._meta.db_table)} "  # noqa: S608
         f"({', '.join(quote(f.column) for f in fields)}) "
         f"SELECT {', '.join(selects)} FROM unnest({', '.join(arrays)}) "
-        f"AS v({', '.join(f'c{n}' for n in range(len(fields)))})"
+        f"AS v({', '.join(names)})"
     )
     if returning:
         sql += f" RETURNING {quote(returning)}"
     with connection.cursor() as cursor:
-        cursor.execute(sql, [values[f.attname] for f in fields])
+        cursor.execute(sql, [*select_params, *array_params])
         return [row[0] for row in cursor.fetchall()] if returning else []
 
 
@@ -666,21 +684,22 @@ def events_insert(rows: list[_EventRow]) -> None:
     if not rows:
         return
     causation = current_causation()
-    count = len(rows)
     columns_insert(
         Event,
         {
             "type": [r.type for r in rows],
             "payload": [r.payload for r in rows],
-            "source": [str(EventSource.TASK)] * count,
-            "actor_id": [None] * count,
-            "entity_type": ["task"] * count,
             "entity_id": [str(r.task_id) for r in rows],
-            "idempotency_key": [None] * count,
-            "request_hash": [""] * count,
-            "causation_depth": [causation.depth + 1 if causation else 0] * count,
-            "caused_by_run_id": [causation.run_id if causation else None] * count,
             "occurred_at": [r.occurred_at for r in rows],
+        },
+        {
+            "source": str(EventSource.TASK),
+            "actor_id": None,
+            "entity_type": "task",
+            "idempotency_key": None,
+            "request_hash": "",
+            "causation_depth": causation.depth + 1 if causation else 0,
+            "caused_by_run_id": causation.run_id if causation else None,
         },
     )
 
@@ -698,10 +717,8 @@ def notifications_insert(rows: list[_NotificationRow]) -> list[int]:
             "recipient_id": [r.recipient_id for r in rows],
             "message": [r.message[:1000] for r in rows],
             "link": [links[r.task_id] for r in rows],
-            "read_at": [None] * len(rows),
-            "action_run_id": [None] * len(rows),
-            "created_at": [timezone.now()] * len(rows),
         },
+        {"read_at": None, "action_run_id": None, "created_at": timezone.now()},
         returning="id",
     )
 
