@@ -12,7 +12,8 @@ statements, whatever the batch's size:
 - **write**: the records with one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO
   NOTHING RETURNING``; the clocks, markers, priorities and assignments with one ``UPDATE
   ... FROM unnest(...)``; the escalations' history rows, the events and the notifications
-  with one ``bulk_create`` each.
+  with one ``INSERT ... SELECT FROM unnest(...)`` each (events and notifications built as
+  plain rows, not model instances; arrays sent in binary, shared columns sent once).
 
 Exactly once. Every writer of a task's SLA records holds the task's row lock, so under the
 batch's locks the recorded thresholds read at the start cannot change: a threshold already
@@ -21,10 +22,10 @@ the insert must win for every one of them, otherwise the batch raises and rolls 
 whole (nothing emitted, nothing notified) and the sweep checks its tasks one by one.
 
 Per task problems stay per task: a task whose config cannot be compiled or whose decision
-fails is logged, left out of the writes (its lease runs out and a later sweep tries again)
-and reported in ``BatchOutcome.failed``. A reassignment whose queue or user no longer exists
-is skipped, named in the ``task.escalated`` event's ``escalation.skipped`` and counted in
-``BatchOutcome.skipped``.
+fails is logged, left out of the writes and reported in ``BatchOutcome.failed`` (the sweep
+leases it: a later sweep tries again once the lease runs out). A reassignment whose queue
+or user no longer exists is skipped, named in the ``task.escalated`` event's
+``escalation.skipped`` and counted in ``BatchOutcome.skipped``.
 
 Reassigning into a queue routes like a new task (``tasks_inbox.services.queue_route``):
 each target queue's settings row is locked once per batch and its members' open tasks are

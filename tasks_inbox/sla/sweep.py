@@ -19,7 +19,7 @@ One sweep (``sla_sweep``, run by the ``flowdesk.sweep.sla`` beat task every minu
    (``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a threshold fires once per task
    whatever the number of sweeps), the tasks (one ``UPDATE``), and the history rows,
    events (``task.sla_warning``, ``task.sla_breached``, ``task.escalated``) and
-   notifications (one ``bulk_create`` each); ``sla_next_check_at`` becomes the next pending
+   notifications (one ``INSERT`` each); ``sla_next_check_at`` becomes the next pending
    threshold. A task whose check fails is logged, left out and leased (its next check
    moved ``LEASE`` ahead: a later sweep tries again once it ends); the others go on.
    Should the batch's statements fail, the batch rolls back whole, its tasks are leased
