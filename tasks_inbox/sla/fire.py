@@ -47,7 +47,7 @@ from typing import Any, NamedTuple, cast
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connection, transaction
-from django.db.models import BooleanField, Count, ExpressionWrapper, F, Field, Max, Q
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Field, Max, Model, Q
 from django.db.models.expressions import RawSQL
 from django.urls import reverse
 from django.utils import timezone
@@ -617,7 +617,7 @@ def rows_insert(model: Any, objects: list[Any], *, returning: str | None = None)
 
 
 def columns_insert(
-    model: Any,
+    model: type[Model],
     columns: dict[str, list[Any]],
     same: dict[str, Any] | None = None,
     *,
@@ -643,17 +643,22 @@ def columns_insert(
             model(**shared, **{name: values[n] for name, values in columns.items()})
             for n in range(count)
         ]
-        created = model.objects.bulk_create(objects)
+        created = model._default_manager.bulk_create(objects)
         return [getattr(obj, returning) for obj in created] if returning else []
     quote = connection.ops.quote_name
-    selects, select_params, arrays, array_params, names = [], [], [], [], []
+    selects: list[str] = []
+    arrays: list[str] = []
+    names: list[str] = []
+    select_params: list[Any] = []
+    array_params: list[list[Any]] = []
     for f in fields:
         is_json = f.get_internal_type() == "JSONField"
+        encoder = getattr(f, "encoder", None)
         kind = "jsonb" if is_json else f.db_type(connection)
         if f.attname in shared:
             value = shared[f.attname]
             selects.append(f"%s::{kind}")
-            select_params.append(json.dumps(value, cls=f.encoder) if is_json else value)
+            select_params.append(json.dumps(value, cls=encoder) if is_json else value)
             continue
         name = f"c{len(names)}"
         names.append(name)
@@ -661,7 +666,7 @@ def columns_insert(
         if is_json:
             arrays.append("%b::text[]")
             selects.append(f"v.{name}::jsonb")
-            array_params.append([json.dumps(value, cls=f.encoder) for value in values])
+            array_params.append([json.dumps(value, cls=encoder) for value in values])
         else:
             arrays.append(f"%b::{kind}[]")
             selects.append(f"v.{name}")
