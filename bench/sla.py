@@ -73,6 +73,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default 300; 0: do not wait)",
     )
     parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="after the measured shares, sweep the largest one once more under cProfile, "
+        "save the stats to this file (pstats) and print the top entries (not timed)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=None,
@@ -512,6 +519,32 @@ def scenario(ratio: float, candidates: list[int], args: argparse.Namespace) -> d
     }
 
 
+def profiled_sweep(ratio: float, candidates: list[int], args: argparse.Namespace) -> str:
+    """The share's due tasks made due again and swept under cProfile (apart from the timed
+    sweeps, which the profiler would slow down); the stats go to ``--profile``."""
+    import cProfile
+    import io
+    import pstats
+
+    due_count = max(1, round(args.tasks * ratio))
+    due_ids = candidates[:: max(1, len(candidates) // due_count)][:due_count]
+    make_due(candidates, due_ids)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    sweep_until_done(args.batch)
+    profiler.disable()
+    verify(due_ids)
+    args.profile.parent.mkdir(parents=True, exist_ok=True)
+    profiler.dump_stats(args.profile)
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("tottime").print_stats(15)
+    stats.sort_stats("cumulative").print_stats(25)
+    return f"cProfile of a sweep of {len(due_ids):,} due tasks ({args.profile}):\n" + (
+        text.getvalue()
+    )
+
+
 def idle_sweep(args: argparse.Namespace, candidates: list[int]) -> dict[str, float]:
     """A sweep over the million open tasks when none is due (the cost of every quiet
     minute): the best of five."""
@@ -625,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": scenarios,
         "environment": environment(),
     }
+    profile = profiled_sweep(max(args.ratio_list), candidates, args) if args.profile else None
     result["bench_seconds"] = time.perf_counter() - bench_started
     output = args.output or Path(settings.VAR_DIR) / "bench" / f"sla-{stamp}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -636,6 +670,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report(result))
     print(f"figures: {output}")
+    if profile:
+        print()
+        print(profile)
     redis.Redis.from_url(args.broker).flushdb()
     return 0
 

@@ -33,8 +33,11 @@ class Priority(models.IntegerChoices):
 PRIORITY_BY_NAME: dict[str, int] = {label: value for value, label in Priority.choices}
 
 
+PRIORITY_NAMES: dict[int, str] = dict(Priority.choices)
+
+
 def priority_name(value: int) -> str:
-    return dict(Priority.choices).get(value, str(value))
+    return PRIORITY_NAMES.get(value, str(value))
 
 
 def priority_parse(value: object) -> int | None:

@@ -2,27 +2,28 @@
 
 One sweep (``sla_sweep``, run by the ``flowdesk.sweep.sla`` beat task every minute):
 
-1. **Claim** a batch of due tasks in one short transaction: the open tasks whose
-   ``sla_next_check_at`` has passed, in the order of the partial index
+1. **Claim** a batch of due tasks, in the transaction that checks them: the open tasks
+   whose ``sla_next_check_at`` has passed, in the order of the partial index
    ``task_sla_next_check`` (``sla_next_check_at, id``: the most overdue first, ties by
-   primary key), ``FOR UPDATE SKIP LOCKED`` so concurrent sweeps take different rows; the
-   claimed rows' ``sla_next_check_at`` is moved ``LEASE`` ahead, so that no other sweep
-   picks them while this one works, and a sweep that dies leaves them due again after the
-   lease. Reading the index in its own order, a batch costs the same whatever the number
-   of open tasks: ordering by primary key instead lets the planner walk the primary key and
-   filter, through every open task, once many are due. ``SKIP LOCKED`` never waits, so the
-   claim cannot deadlock whatever its lock order; a task is then locked alone.
-2. **Check** the claimed batch in one transaction with a fixed number of set-based
+   primary key), ``FOR UPDATE SKIP LOCKED`` so concurrent sweeps take different rows: the
+   row locks keep the others off the batch until it commits, and a sweep that dies leaves
+   its tasks due again at once (its transaction rolls back). Reading the index in its own
+   order, a batch costs the same whatever the number of open tasks: ordering by primary key
+   instead lets the planner walk the primary key and filter, through every open task, once
+   many are due. ``SKIP LOCKED`` never waits, so the claim cannot deadlock whatever its lock
+   order; a task is then locked alone. (``sla_claim`` claims with a lease instead, in a
+   transaction of its own: ``sla_next_check_at`` moved ``LEASE`` ahead.)
+2. **Check** the claimed batch with a fixed number of set-based
    statements (``tasks_inbox.sla.fire.fire_batch``): lock the rows, read what they need,
    decide every due threshold in Python in the order they fire, then write the records
    (``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a threshold fires once per task
    whatever the number of sweeps), the tasks (one ``UPDATE``), and the history rows,
    events (``task.sla_warning``, ``task.sla_breached``, ``task.escalated``) and
-   notifications (one ``bulk_create`` each); ``sla_next_check_at`` becomes the next pending
-   threshold. A task whose check fails is logged and left out (its lease expires and a
-   later sweep tries again); the others go on. Should the batch's statements fail, the
-   batch rolls back whole and its tasks are checked one by one (``sla_task_check``), so
-   one bad row costs only itself.
+   notifications (one ``INSERT`` each); ``sla_next_check_at`` becomes the next pending
+   threshold. A task whose check fails is logged, left out and leased (its next check
+   moved ``LEASE`` ahead: a later sweep tries again once it ends); the others go on.
+   Should the batch's statements fail, the batch rolls back whole, its tasks are leased
+   and checked one by one (``sla_task_check``), so one bad row costs only itself.
 3. A full batch means more may be due: the Celery task enqueues itself again.
 """
 
@@ -38,7 +39,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from tasks_inbox.models import Task
-from tasks_inbox.sla.fire import fire_batch
+from tasks_inbox.sla.fire import fire_batch, id_array
 
 logger = logging.getLogger(__name__)
 
@@ -90,22 +91,38 @@ def sla_claim(*, limit: int, now: datetime | None = None) -> list[int]:
     with transaction.atomic():
         ids = list(claim_query(now, limit))
         if ids:
-            Task.objects.filter(pk__in=ids).update(sla_next_check_at=now + LEASE)
+            Task.objects.filter(pk__in=id_array(ids)).update(sla_next_check_at=now + LEASE)
     return ids
 
 
+def sla_lease(ids: list[int], now: datetime) -> None:
+    """Move the next check of these tasks, those still due, ``LEASE`` ahead (a task another
+    sweep has checked meanwhile keeps its new next check)."""
+    due_tasks(now).filter(pk__in=id_array(ids)).update(sla_next_check_at=now + LEASE)
+
+
 def sla_sweep(*, batch_size: int | None = None) -> SweepResult:
-    """Claim one batch of due tasks and check it with set-based statements."""
+    """Claim one batch of due tasks and check it with set-based statements, in one
+    transaction: the claim's row locks keep the other sweeps off the batch while it is
+    checked, so the claim writes no lease (each task's row is written once); a task whose
+    check fails gets the lease instead, and is retried once it runs out."""
     result = SweepResult(batch_size=batch_size or batch_size_setting())
-    ids = sla_claim(limit=result.batch_size)
-    result.claimed = len(ids)
-    if not ids:
-        return result
+    now = timezone.now()
+    ids: list[int] = []
     try:
         with transaction.atomic():
+            ids = list(claim_query(now, result.batch_size))
+            result.claimed = len(ids)
+            if not ids:
+                return result
             outcome = fire_batch(ids)
+            if outcome.failed:
+                sla_lease(outcome.failed, now)
     except Exception:  # the batch rolled back whole: check its tasks one by one
+        if not ids:
+            raise
         logger.exception("SLA batch of %s tasks failed; checking them one by one", len(ids))
+        sla_lease(ids, now)  # out of the other sweeps' way; a task that fails again waits
         for task_id in ids:
             try:
                 result.fired += sla_task_check(task_id=task_id)
