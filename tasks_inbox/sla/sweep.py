@@ -11,8 +11,7 @@ One sweep (``sla_sweep``, run by the ``flowdesk.sweep.sla`` beat task every minu
    order, a batch costs the same whatever the number of open tasks: ordering by primary key
    instead lets the planner walk the primary key and filter, through every open task, once
    many are due. ``SKIP LOCKED`` never waits, so the claim cannot deadlock whatever its lock
-   order; a task is then locked alone. (``sla_claim`` claims with a lease instead, in a
-   transaction of its own: ``sla_next_check_at`` moved ``LEASE`` ahead.)
+   order; a task is then locked alone.
 2. **Check** the claimed batch with a fixed number of set-based
    statements (``tasks_inbox.sla.fire.fire_batch``): lock the rows, read what they need,
    decide every due threshold in Python in the order they fire, then write the records
@@ -82,17 +81,6 @@ def claim_query(now: datetime, limit: int) -> Any:
         .order_by("sla_next_check_at", "pk")
         .values_list("pk", flat=True)[:limit]
     )
-
-
-def sla_claim(*, limit: int, now: datetime | None = None) -> list[int]:
-    """Claim up to ``limit`` due tasks (most overdue first, skipping rows locked by others)
-    and move their next check ``LEASE`` ahead; returns their ids."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        ids = list(claim_query(now, limit))
-        if ids:
-            Task.objects.filter(pk__in=id_array(ids)).update(sla_next_check_at=now + LEASE)
-    return ids
 
 
 def sla_lease(ids: list[int], now: datetime) -> None:
