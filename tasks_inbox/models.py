@@ -90,13 +90,14 @@ class Queue(models.Model):
 class Task(models.Model):
     title = models.CharField(max_length=300)
     description = models.TextField(blank=True)
-    task_type = models.CharField(max_length=64, blank=True, db_index=True)
+    task_type = models.CharField(max_length=64, blank=True)
     queue = models.ForeignKey(
         Group,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="tasks",
+        db_index=False,  # task_queue_open leads with it
     )
     assignee = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -104,6 +105,7 @@ class Task(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="assigned_tasks",
+        db_index=False,  # task_assignee_open leads with it
     )
     assigned_at = models.DateTimeField(null=True, blank=True)
     priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.MEDIUM)
@@ -113,7 +115,7 @@ class Task(models.Model):
         on_delete=models.PROTECT,
         related_name="tasks",
     )
-    state = models.CharField(max_length=64, db_index=True)
+    state = models.CharField(max_length=64)
     is_open = models.BooleanField(default=True, help_text="The state is not a final one.")
     outcome = models.CharField(max_length=64, blank=True)
     form = models.JSONField(default=dict, blank=True, help_text='{"fields": [...]}')
@@ -151,6 +153,7 @@ class Task(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+        db_index=False,  # task_related leads with it
     )
     object_id = models.CharField(max_length=64, blank=True)
     related = GenericForeignKey("content_type", "object_id")
@@ -217,7 +220,13 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["-priority", "due_at", "id"]
+        # Every index is paid for on each write that moves an indexed column (the SLA
+        # sweep moves ``sla_next_check_at`` on every task it checks): a foreign key that
+        # leads a composite index has no index of its own, and the text columns have plain
+        # B-trees (nothing searches them by prefix).
         indexes = [
+            models.Index(fields=["state"], name="task_state"),
+            models.Index(fields=["task_type"], name="task_type"),
             models.Index(fields=["assignee", "is_open"], name="task_assignee_open"),
             models.Index(fields=["queue", "is_open"], name="task_queue_open"),
             models.Index(fields=["-priority", "due_at", "id"], name="task_inbox_order"),
