@@ -17,11 +17,19 @@ start and the end of each request (Django's ``request_started`` / ``request_fini
 which run on the request's thread) applies ``CONN_MAX_AGE`` and the health checks exactly
 as it does under WSGI: a connection lives on while it is healthy and young enough, and
 is replaced when the database restarts.
+
+The process's long-lived objects (modules, settings, URL resolvers, caches: a few hundred
+thousand) are moved out of the garbage collector's sight with ``gc.freeze()``: once the
+application is loaded, and again after 1,000, 10,000 and 100,000 requests, by when what
+the first requests built lazily has settled. Otherwise every full collection walks them
+all, holding the event loop and every request in flight: 150-280 ms every few seconds
+under load, which set the 99th percentile latency.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -39,9 +47,18 @@ Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 DEFAULT_THREADS = 8
+# After so many requests, what has survived is frozen (see above).
+FREEZE_AFTER = frozenset({1_000, 10_000, 100_000})
 # asgiref's ThreadSensitiveContext takes a caller-owned executor in recent releases (the
 # 3.13 this project runs); without that the handler is Django's own, unchanged.
 POOLED = "executor" in inspect.signature(ThreadSensitiveContext).parameters
+
+
+def gc_freeze() -> None:
+    """Collect the garbage, then exempt every object left from later collections (they
+    are still freed when no longer referenced; only cycles among them would stay)."""
+    gc.collect()
+    gc.freeze()
 
 
 def connections_per_thread() -> None:
@@ -77,13 +94,22 @@ class PooledThreadsASGIHandler(ASGIHandler):
         ]
         # Counts the idle threads for the event loop serving (daphne runs one).
         self._free: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self.served = 0
         if self.pooled:
             connections_per_thread()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.pooled or scope["type"] != "http":
-            await super().__call__(scope, receive, send)
-            return
+        try:
+            if not self.pooled or scope["type"] != "http":
+                await super().__call__(scope, receive, send)
+            else:
+                await self._pooled_call(scope, receive, send)
+        finally:
+            self.served += 1
+            if self.served in FREEZE_AFTER:
+                gc_freeze()
+
+    async def _pooled_call(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
         if self._free is None or self._free[0] is not loop:
             self._free = (loop, asyncio.Semaphore(len(self._idle)))
@@ -108,4 +134,6 @@ def get_asgi_application() -> PooledThreadsASGIHandler:
     import django
 
     django.setup(set_prefix=False)
-    return PooledThreadsASGIHandler()
+    handler = PooledThreadsASGIHandler()
+    gc_freeze()
+    return handler

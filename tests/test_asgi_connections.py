@@ -148,3 +148,20 @@ def test_more_requests_than_threads_are_all_served(
 
     assert async_to_sync(together)() == [202] * 7
     assert Event.objects.filter(type="asgi.test").count() == 7
+
+
+def test_long_lived_objects_are_frozen_on_schedule(
+    handler: PooledThreadsASGIHandler, make_user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from config import asgi_handler
+
+    frozen: list[int] = []
+    monkeypatch.setattr(asgi_handler, "FREEZE_AFTER", frozenset({2}))
+    monkeypatch.setattr(asgi_handler, "gc_freeze", lambda: frozen.append(handler.served))
+    token = api_token(make_user)
+
+    async def sequence() -> list[int]:
+        return [await post_event(handler, token, n) for n in range(3)]
+
+    assert async_to_sync(sequence)() == [202] * 3
+    assert frozen == [2]  # once, after the second request
