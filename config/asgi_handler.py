@@ -20,8 +20,9 @@ is replaced when the database restarts.
 
 The process's long-lived objects (modules, settings, URL resolvers, caches: a few hundred
 thousand) are moved out of the garbage collector's sight with ``gc.freeze()``: once the
-application is loaded, and again after 1,000, 10,000 and 100,000 requests, by when what
-the first requests built lazily has settled. Otherwise every full collection walks them
+application is loaded, and again after 1,000 requests and each time that count doubles
+(to about a million), by when what the first requests of each kind built lazily has
+settled. Otherwise every full collection walks them
 all, holding the event loop and every request in flight: 150-280 ms every few seconds
 under load, which set the 99th percentile latency.
 """
@@ -48,7 +49,7 @@ Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 DEFAULT_THREADS = 8
 # After so many requests, what has survived is frozen (see above).
-FREEZE_AFTER = frozenset({1_000, 10_000, 100_000})
+FREEZE_AFTER = frozenset(1_000 * 2**doubling for doubling in range(11))
 # asgiref's ThreadSensitiveContext takes a caller-owned executor in recent releases (the
 # 3.13 this project runs); without that the handler is Django's own, unchanged.
 POOLED = "executor" in inspect.signature(ThreadSensitiveContext).parameters
