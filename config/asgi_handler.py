@@ -22,9 +22,9 @@ The process's long-lived objects (modules, settings, URL resolvers, caches: a fe
 thousand) are moved out of the garbage collector's sight with ``gc.freeze()``: once the
 application is loaded, and again after 1,000 requests and each time that count doubles
 (to about a million), by when what the first requests of each kind built lazily has
-settled. Otherwise every full collection walks them
-all, holding the event loop and every request in flight: 150-280 ms every few seconds
-under load, which set the 99th percentile latency.
+settled. Otherwise every full collection walks them all, holding the event loop and
+every request in flight: 150-280 ms every few seconds under load, which set the 99th
+percentile latency.
 """
 
 from __future__ import annotations
