@@ -1,12 +1,13 @@
 """ASGI entry point: HTTP to Django, WebSockets (live updates) through the session's login.
 
 ``daphne`` serves it (the Procfile's ``web``); static files are served by whitenoise inside
-the Django application, as under WSGI.
+the Django application, as under WSGI. HTTP requests run their synchronous code on a
+fixed set of threads that keep their database connections (``config.asgi_handler``).
 """
 
 import os
 
-from django.core.asgi import get_asgi_application
+from config.asgi_handler import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_application = get_asgi_application()  # sets Django up before the routes are imported

@@ -1,35 +1,56 @@
-"""Django's Redis cache, with one redis-py client per connection pool.
+"""Django's Redis cache, with its connection pools and clients shared by the whole process.
 
 Django's ``RedisCache`` builds a new ``redis.Redis`` client (and its table of response
-callbacks) for every cache call; the pools are shared already, so the clients can be too
-(redis-py clients are thread-safe). Every cache call, the rate limiter's counter and the
-outbox doorbell among them, then costs its round trip and little more.
+callbacks) for every cache call, and keeps its connection pools on the backend object.
+Django makes a backend object per thread, and under ASGI per request context: so each
+request served by daphne built a fresh pool and opened a new Redis connection for its
+first cache call (the rate limiter's counter, the outbox doorbell). Here the pools, and
+one client per pool, belong to the process (keyed by pool class, server URL and options;
+redis-py pools and clients are thread-safe, and a pool drops its connections in a forked
+child), so every cache call costs its round trip and little more.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import redis
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 from django.core.cache.backends.redis import RedisCacheClient
 
+_lock = threading.Lock()
+# (pool class, server URL, pool options) -> (pool, client on that pool)
+_shared: dict[tuple[str, str, str], tuple[redis.ConnectionPool, redis.Redis]] = {}
+
 
 class PooledClients(RedisCacheClient):
-    """One client per pool (the pool is chosen as Django chooses it)."""
+    """One pool and one client per server and options, for the whole process (the server is
+    chosen as Django chooses it: writes to the first, reads from the others if any)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._clients: dict[int, redis.Redis] = {}
+    def _shared(self, write: bool) -> tuple[redis.ConnectionPool, redis.Redis]:
+        # Private in Django's stubs, not in Django: the server choice and pool settings
+        # Django's own client uses.
+        index = self._get_connection_pool_index(write)  # type: ignore[attr-defined]
+        server: str = self._servers[index]  # type: ignore[attr-defined]
+        options: dict[str, Any] = self._pool_options  # type: ignore[attr-defined]
+        pool_class: type[redis.ConnectionPool] = self._pool_class  # type: ignore[attr-defined]
+        key = (repr(pool_class), server, repr(sorted(options.items())))
+        found = _shared.get(key)
+        if found is None:
+            with _lock:
+                found = _shared.get(key)
+                if found is None:
+                    pool = pool_class.from_url(server, **options)
+                    found = (pool, self._client(connection_pool=pool))  # type: ignore[attr-defined]
+                    _shared[key] = found
+        return found
+
+    def _get_connection_pool(self, write: bool) -> redis.ConnectionPool:
+        return self._shared(write)[0]
 
     def get_client(self, key: Any = None, *, write: bool = False) -> redis.Redis:
-        # Private in Django's stubs, not in Django: the same pool get_client uses.
-        pool = self._get_connection_pool(write)  # type: ignore[attr-defined]
-        client = self._clients.get(id(pool))
-        if client is None:
-            made = self._client(connection_pool=pool)  # type: ignore[attr-defined]
-            client = self._clients.setdefault(id(pool), made)
-        return client
+        return self._shared(write)[1]
 
 
 class RedisCache(DjangoRedisCache):

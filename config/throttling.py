@@ -5,7 +5,8 @@ and rewrites it on every request: its cost grows with the requests in the window
 6000/min a busy client's list has thousands of entries to read, trim and write back).
 ``CacheTolerantScopedRateThrottle`` keeps the same scopes, rates and cache keys but counts
 in fixed windows: one counter per client and window, incremented with one round trip
-(``INCR`` and ``EXPIRE`` pipelined on Redis), whatever the traffic. Over the limit it
+(one script on Redis: ``INCR``, and ``EXPIRE`` when it made the counter), whatever the
+traffic. Over the limit it
 answers 429 with ``Retry-After``: the seconds until the window ends. (A fixed window lets a
 client send up to twice its rate across a window boundary; that is the price of O(1).)
 
@@ -22,9 +23,19 @@ from typing import Any
 
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.redis import RedisCache
+from redis.commands.core import Script
 from rest_framework.throttling import ScopedRateThrottle
 
 logger = logging.getLogger(__name__)
+
+# One command instead of a pipeline of two: the counter and its expiry set atomically.
+WINDOW_COUNT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+# redis client -> the script registered on it (redis-py reloads it if the server lost it)
+_scripts: dict[int, Script] = {}
 
 
 def window_count(key: str, timeout: int) -> int:
@@ -34,11 +45,10 @@ def window_count(key: str, timeout: int) -> int:
         full_key = backend.make_and_validate_key(key)
         # django-stubs do not declare the backend's client wrapper, ``RedisCache._cache``.
         client = backend._cache.get_client(full_key, write=True)  # type: ignore[attr-defined]
-        pipe = client.pipeline(transaction=False)
-        pipe.incr(full_key)
-        pipe.expire(full_key, timeout)
-        count, _ = pipe.execute()
-        return int(count)
+        script = _scripts.get(id(client))
+        if script is None or script.registered_client is not client:
+            script = _scripts[id(client)] = client.register_script(WINDOW_COUNT_SCRIPT)
+        return int(script(keys=[full_key], args=[timeout]))
     # Other backends: create the counter if missing, then increment it (two calls).
     backend.add(key, 0, timeout)
     return int(backend.incr(key))

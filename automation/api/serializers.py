@@ -43,10 +43,15 @@ class EventSerializer(serializers.ModelSerializer):
         return event.actor.get_username() if event.actor is not None else None
 
 
+EVENT_TYPE_PATTERN = r"^[a-z0-9_]+(\.[a-z0-9_]+)+$"
+EVENT_TYPE_MAX_LENGTH = 150
+_EVENT_TYPE = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)+")
+
+
 class EventCreateSerializer(serializers.Serializer):
     type = serializers.RegexField(
-        r"^[a-z0-9_]+(\.[a-z0-9_]+)+$",
-        max_length=150,
+        EVENT_TYPE_PATTERN,
+        max_length=EVENT_TYPE_MAX_LENGTH,
         error_messages={"invalid": "must look like 'deal.won': lowercase words joined by dots"},
     )
     payload = serializers.JSONField(required=False, default=dict)
@@ -55,6 +60,31 @@ class EventCreateSerializer(serializers.Serializer):
         if not isinstance(value, dict):
             raise serializers.ValidationError("must be an object")
         return value
+
+
+def event_create_input(data: object) -> tuple[str, dict[str, Any]] | None:
+    """``(type, payload)`` of a request body that ``EventCreateSerializer`` accepts as it
+    is, checked without building the serializer; None for anything else (a missing, blank,
+    malformed or untrimmed type, a payload that is not an object, a body that is not a
+    JSON object), which the serializer then validates and words the errors for.
+
+    A type that matches the pattern whole has no whitespace to trim and no NUL or
+    surrogate characters; a JSON object parsed from the body always encodes back (the
+    parser refuses NaN and Infinity), which is all the payload field checks.
+    """
+    if type(data) is not dict:
+        return None
+    event_type = data.get("type")
+    if (
+        type(event_type) is not str
+        or len(event_type) > EVENT_TYPE_MAX_LENGTH
+        or _EVENT_TYPE.fullmatch(event_type) is None
+    ):
+        return None
+    payload = data.get("payload", {})
+    if type(payload) is not dict:
+        return None
+    return event_type, payload
 
 
 class EventAcceptedSerializer(serializers.Serializer):

@@ -22,6 +22,7 @@ from automation.api.serializers import (
     RunHistorySerializer,
     RunListSerializer,
     RunOperationSerializer,
+    event_create_input,
 )
 from automation.events import event_submit
 from automation.models import Event, Run, RunStatus
@@ -104,13 +105,21 @@ class EventViewSet(
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        serializer = EventCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        checked = event_create_input(request.data)
+        if checked is None:  # the serializer finds what is wrong (or what to trim)
+            serializer = EventCreateSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            checked = (
+                serializer.validated_data["type"],
+                serializer.validated_data.get("payload") or {},
+            )
+        event_type, payload = checked
         event = event_submit(
-            event_type=serializer.validated_data["type"],
-            payload=serializer.validated_data.get("payload") or {},
+            event_type=event_type,
+            payload=payload,
             actor=request_user(request),
-            idempotency_key=request.headers.get("Idempotency-Key"),
+            # request.headers would build a mapping of every header for this one.
+            idempotency_key=request.META.get("HTTP_IDEMPOTENCY_KEY"),
         )
         body = {"id": event.pk, "type": event.type, "status": "accepted"}
         return Response(body, status=status.HTTP_202_ACCEPTED)
