@@ -582,38 +582,13 @@ def _records_insert_values(rows: list[_Record], fired_at: datetime) -> set[Key]:
 
 
 def rows_insert(model: Any, objects: list[Any], *, returning: str | None = None) -> list[Any]:
-    """Insert model instances in one ``INSERT ... SELECT FROM unnest(...)`` (every concrete
-    column but the primary key, one array each; JSON columns as JSON texts sent in binary,
-    so they are not escaped); the ``returning`` column's values, in order."""
+    """Insert model instances in one statement (``columns_insert``, their values column by
+    column); the ``returning`` column's values, in order."""
     if not objects:
         return []
-    if not _postgres():
-        created = model.objects.bulk_create(objects)
-        return [getattr(obj, returning) for obj in created] if returning else []
-    quote = connection.ops.quote_name
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    arrays, selects, params = [], [], []
-    for n, f in enumerate(fields):
-        values = [f.get_db_prep_save(getattr(obj, f.attname), connection) for obj in objects]
-        if f.get_internal_type() == "JSONField":
-            arrays.append("%b::text[]")
-            selects.append(f"v.c{n}::jsonb")
-            params.append([json.dumps(getattr(obj, f.attname), cls=f.encoder) for obj in objects])
-        else:
-            arrays.append(f"%s::{f.db_type(connection)}[]")
-            selects.append(f"v.c{n}")
-            params.append(values)
-    sql = (
-        f"INSERT INTO {quote(model._meta.db_table)} "  # noqa: S608
-        f"({', '.join(quote(f.column) for f in fields)}) "
-        f"SELECT {', '.join(selects)} FROM unnest({', '.join(arrays)}) "
-        f"AS v({', '.join(f'c{n}' for n in range(len(fields)))})"
-    )
-    if returning:
-        sql += f" RETURNING {quote(returning)}"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [row[0] for row in cursor.fetchall()] if returning else []
+    columns = {f.attname: [getattr(obj, f.attname) for obj in objects] for f in fields}
+    return columns_insert(model, columns, returning=returning)
 
 
 def columns_insert(
