@@ -34,6 +34,7 @@ from django.utils import timezone
 from automation.errors import IdempotencyKeyReused
 from automation.models import Event, EventSource
 from automation.registry import json_value
+from config.cache import redis_for, run_script
 from config.errors import ValidationFailed
 from config.parsers import text_problem
 
@@ -274,23 +275,6 @@ if fresh then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return {fresh and 1 or 0, n}
 """
 
-_ring_script: list[Any] = []  # the script registered once (then sent by its SHA)
-
-
-def _redis_doorbell() -> tuple[Any, str] | None:
-    """(redis client, key) when the cache is Redis (the counter's age is its TTL), else
-    None (another cache: add and incr, the age unknown)."""
-    from django.core.cache import DEFAULT_CACHE_ALIAS, caches
-    from django.core.cache.backends.redis import RedisCache
-
-    backend = caches[DEFAULT_CACHE_ALIAS]
-    if not isinstance(backend, RedisCache):
-        return None
-    key = backend.make_and_validate_key(DOORBELL_KEY)
-    # Private in Django's stubs, not in Django: the client the cache's own calls use.
-    client = backend._cache.get_client(key, write=True)  # type: ignore[attr-defined]
-    return client, key
-
 
 def _doorbell_seconds() -> float:
     from django.conf import settings
@@ -300,13 +284,11 @@ def _doorbell_seconds() -> float:
 
 def _doorbell_add(events: int) -> bool:
     """Move the doorbell on by ``events``; whether this rang it (no message on its way)."""
-    found = _redis_doorbell()
+    found = redis_for(DOORBELL_KEY)
     if found is not None:
         client, key = found
-        if not _ring_script:
-            _ring_script.append(client.register_script(_RING_SCRIPT))
         args = [events, int(_doorbell_seconds() * 1000)]
-        fresh, _count = _ring_script[0](keys=[key], args=args, client=client)
+        fresh, _count = run_script(client, _RING_SCRIPT, key, args)
         return bool(fresh)
     if cache.add(DOORBELL_KEY, events, timeout=_doorbell_seconds()):
         return True
@@ -350,7 +332,8 @@ def outbox_doorbell_reset() -> None:
 def outbox_doorbell_state() -> tuple[int, float | None]:
     """(events rung since the doorbell was last reset, seconds since the first of them;
     None when the cache cannot tell). (0, None) when it is not rung."""
-    found = _redis_doorbell()
+    # On Redis the counter's age is its TTL; on another cache it is unknown.
+    found = redis_for(DOORBELL_KEY)
     if found is None:
         return int(cache.get(DOORBELL_KEY) or 0), None
     client, key = found

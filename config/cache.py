@@ -57,3 +57,31 @@ class RedisCache(DjangoRedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = PooledClients
+
+
+# (script source, client id) -> the script registered on that client (redis-py loads it
+# again by itself if the server has lost it, after a restart).
+_scripts: dict[tuple[str, int], Any] = {}
+
+
+def redis_for(key: str) -> tuple[redis.Redis, str] | None:
+    """The default cache's redis-py client for ``key`` and the key as the cache stores it,
+    or None when the default cache is not Redis (callers fall back to the cache API)."""
+    from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    if not isinstance(backend, DjangoRedisCache):
+        return None
+    full_key = backend.make_and_validate_key(key)
+    # django-stubs do not declare the backend's client wrapper, ``RedisCache._cache``.
+    client = backend._cache.get_client(full_key, write=True)  # type: ignore[attr-defined]
+    return client, full_key
+
+
+def run_script(client: redis.Redis, source: str, key: str, args: list[Any]) -> Any:
+    """Run the Lua ``source`` on ``key`` (one round trip: EVALSHA, the script registered once
+    per client)."""
+    script = _scripts.get((source, id(client)))
+    if script is None or script.registered_client is not client:
+        script = _scripts[(source, id(client))] = client.register_script(source)
+    return script(keys=[key], args=args, client=client)

@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.cache import DEFAULT_CACHE_ALIAS, caches
-from django.core.cache.backends.redis import RedisCache
-from redis.commands.core import Script
+from django.core.cache import cache
 from rest_framework.throttling import ScopedRateThrottle
+
+from config.cache import redis_for, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -34,24 +34,17 @@ local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
-# redis client -> the script registered on it (redis-py reloads it if the server lost it)
-_scripts: dict[int, Script] = {}
 
 
 def window_count(key: str, timeout: int) -> int:
     """Add one to the counter ``key`` (created with a ``timeout``), return its new value."""
-    backend = caches[DEFAULT_CACHE_ALIAS]
-    if isinstance(backend, RedisCache):
-        full_key = backend.make_and_validate_key(key)
-        # django-stubs do not declare the backend's client wrapper, ``RedisCache._cache``.
-        client = backend._cache.get_client(full_key, write=True)  # type: ignore[attr-defined]
-        script = _scripts.get(id(client))
-        if script is None or script.registered_client is not client:
-            script = _scripts[id(client)] = client.register_script(WINDOW_COUNT_SCRIPT)
-        return int(script(keys=[full_key], args=[timeout]))
+    found = redis_for(key)
+    if found is not None:
+        client, full_key = found
+        return int(run_script(client, WINDOW_COUNT_SCRIPT, full_key, [timeout]))
     # Other backends: create the counter if missing, then increment it (two calls).
-    backend.add(key, 0, timeout)
-    return int(backend.incr(key))
+    cache.add(key, 0, timeout)
+    return int(cache.incr(key))
 
 
 class CacheTolerantScopedRateThrottle(ScopedRateThrottle):
