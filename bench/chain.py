@@ -280,6 +280,17 @@ def phase_r5(
     }
 
 
+def drain_warm_up(lead_id: int) -> None:
+    """Five chain runs through the in-process drain, before anything is counted."""
+    from automation.models import Event
+    from automation.tasks import dispatch_pending
+
+    warm = next_event_id()
+    emit_starts(lead_id, 5, start_seq=9_000_000, dispatch=False)
+    while Event.objects.filter(pk__gte=warm, dispatched_at__isnull=True).exists():
+        dispatch_pending()
+
+
 def phase_statements(args: argparse.Namespace, lead_id: int) -> dict[str, Any]:
     """The worker's path in this process, every statement and commit counted."""
     from django.db import connection
@@ -289,10 +300,7 @@ def phase_statements(args: argparse.Namespace, lead_id: int) -> dict[str, Any]:
     from bench.profile import CommitCounter, QueryLog
 
     n = args.count_runs
-    warm = next_event_id()
-    emit_starts(lead_id, 5, start_seq=9_000_000, dispatch=False)
-    while Event.objects.filter(pk__gte=warm, dispatched_at__isnull=True).exists():
-        dispatch_pending()
+    drain_warm_up(lead_id)
     first_event_id = next_event_id()
     emit_starts(lead_id, n, start_seq=8_000_000, dispatch=False)
     query_log, commits = QueryLog(), CommitCounter()
@@ -339,10 +347,7 @@ def phase_profile(args: argparse.Namespace, lead_id: int) -> None:
     from automation.tasks import dispatch_pending
 
     n = args.profile_runs
-    warm = next_event_id()
-    emit_starts(lead_id, 5, start_seq=9_000_000, dispatch=False)
-    while Event.objects.filter(pk__gte=warm, dispatched_at__isnull=True).exists():
-        dispatch_pending()
+    drain_warm_up(lead_id)
     first_event_id = next_event_id()
     emit_starts(lead_id, n, start_seq=7_000_000, dispatch=False)
     profiler = cProfile.Profile(time.process_time)  # CPU, not waits
