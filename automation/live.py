@@ -242,6 +242,29 @@ async def _groups_with_members(layer: Any, groups: set[str]) -> set[str]:
     return found
 
 
+def users_listening(user_ids: Iterable[int]) -> set[int]:
+    """Which of these users have a live socket open now (their group has one), so that a
+    batch works out audiences only for them; with a layer that cannot tell (not Redis),
+    all of them; with none configured, nobody."""
+    wanted = {int(pk) for pk in user_ids}
+    layer = get_channel_layer()
+    if layer is None or not wanted:
+        return set()
+    groups = {user_group(pk): pk for pk in wanted}
+
+    async def check() -> set[str]:
+        return await _groups_with_members(layer, set(groups))
+
+    try:
+        if isinstance(layer, InMemoryChannelLayer):
+            return wanted
+        future = asyncio.run_coroutine_threadsafe(check(), _loop())
+        return {groups[name] for name in future.result(SEND_TIMEOUT_SECONDS)}
+    except Exception:  # unknown: everyone may be listening
+        logger.exception("live sockets could not be looked up")
+        return wanted
+
+
 def publish_many_now(
     messages: Iterable[tuple[str, dict[str, Any], Audience]], *, ordered: bool = False
 ) -> int:

@@ -35,7 +35,7 @@ class Event(models.Model):
     the outbox sweep can find what a lost message left behind.
     """
 
-    type = models.CharField(max_length=150, db_index=True)
+    type = models.CharField(max_length=150)
     payload = models.JSONField(help_text="The context snapshot conditions and templates read.")
     source = models.CharField(max_length=16, choices=EventSource.choices)
     actor = models.ForeignKey(
@@ -47,7 +47,7 @@ class Event(models.Model):
     )
     entity_type = models.CharField(max_length=64, blank=True)
     entity_id = models.CharField(max_length=64, blank=True)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     request_hash = models.CharField(max_length=64, blank=True)
     causation_depth = models.PositiveSmallIntegerField(default=0)
     caused_by_run = models.ForeignKey(
@@ -74,6 +74,13 @@ class Event(models.Model):
                 condition=Q(dispatched_at__isnull=True),
             ),
             models.Index(fields=["entity_type", "entity_id"], name="event_entity"),
+            # One index for the type: its pattern operators serve an exact type and a
+            # prefix (``type_prefix``) alike. Each index is paid on every event written.
+            models.Index(fields=["type"], name="event_type", opclasses=["varchar_pattern_ops"]),
+        ]
+        constraints = [
+            # A constraint, not ``unique=True``: no second (pattern) index for the keys.
+            models.UniqueConstraint(fields=["idempotency_key"], name="event_idempotency_key_once")
         ]
 
     def __str__(self) -> str:

@@ -4,7 +4,7 @@
 bulk-loads the open tasks with COPY, and then for each due share (default 0.1% and 1%):
 
 - prints the EXPLAIN (ANALYZE, BUFFERS) of the sweep's claim query (the due set, read
-  through the partial index ``task_sla_next_check``);
+  through the index ``sla_check_due`` of the check table);
 - measures two raw baselines on the same due rows: a bare ``SELECT`` of the due set and a
   set-based ``UPDATE`` marking them breached (rolled back);
 - runs the real sweep (``tasks_inbox.sla.sweep.sla_sweep``, batch after batch as the
@@ -38,6 +38,7 @@ from bench.cpu import CpuMeter
 
 TASK_TABLE = "tasks_inbox_task"
 RECORD_TABLE = "tasks_inbox_slaeventrecord"
+CHECK_TABLE = "tasks_inbox_slacheck"
 TARGET = timedelta(hours=4)
 WARNING = timedelta(hours=3)
 AGENTS = 20
@@ -71,6 +72,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="before each measured phase, wait up to this many seconds for "
         "other processes to use less than 10%% of the machine "
         "(default 300; 0: do not wait)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="also sweep each share with the sweep task on a real celery worker of this "
+        "many processes (default 2, the Procfile's --concurrency; 0: skip)",
     )
     parser.add_argument(
         "--profile",
@@ -245,6 +253,11 @@ def load(
         for name, _ in indexes:
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
         conn.commit()
+        # A bulk load: the check table's triggers are off during the COPY and the check
+        # rows are written after it in one statement.
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(sql.Identifier(TASK_TABLE))
+        )
         started = time.perf_counter()
         chunk = 200_000
         rows = task_rows(args.tasks, step, domain, now)
@@ -260,6 +273,15 @@ def load(
             log(f"  loaded {min(offset + chunk, args.tasks):,} tasks")
         conn.execute(
             sql.SQL("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)"), [TASK_TABLE, args.tasks]
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(sql.Identifier(TASK_TABLE))
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (task_id, next_check_at) SELECT id, sla_next_check_at FROM {} "
+                "WHERE is_open AND sla_next_check_at IS NOT NULL"
+            ).format(sql.Identifier(CHECK_TABLE), sql.Identifier(TASK_TABLE))
         )
         with (
             conn.cursor() as cursor,
@@ -298,7 +320,13 @@ def vacuum() -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        for table in (TASK_TABLE, RECORD_TABLE, "automation_event", "tasks_inbox_notification"):
+        for table in (
+            TASK_TABLE,
+            CHECK_TABLE,
+            RECORD_TABLE,
+            "automation_event",
+            "tasks_inbox_notification",
+        ):
             cursor.execute(f"VACUUM ANALYZE {table}")
 
 
@@ -364,12 +392,17 @@ def explain(batch: int) -> str:
 
 
 def baselines(repeat: int = 3) -> dict[str, Any]:
-    """A bare SELECT of the due set, and a set-based UPDATE of the same rows (rolled back),
-    on the same Django connection as the sweep; the best of ``repeat`` runs."""
+    """A bare SELECT of the due set, and a set-based UPDATE of the same rows (rolled back;
+    the check table's trigger included), on the same Django connection as the sweep; the
+    best of ``repeat`` runs."""
     from django.db import connection, transaction
     from django.utils import timezone
 
-    where = "is_open AND sla_next_check_at IS NOT NULL AND sla_next_check_at <= %s"
+    # the due set as the sweep finds it: through the check table's index
+    where = (
+        f"is_open AND id IN (SELECT task_id FROM {CHECK_TABLE} "  # noqa: S608
+        "WHERE next_check_at <= %s)"
+    )
     select_times, update_times, counts = [], [], set()
     for _ in range(repeat):
         now = timezone.now()
@@ -441,11 +474,48 @@ def sweep_until_done(batch: int) -> dict[str, Any]:
     }
 
 
+def start_worker(args: argparse.Namespace, candidates: list[int]) -> Any:
+    """A ``celery worker`` of ``--workers`` processes on the benchmark's services, warmed up
+    (each process has swept a batch: connections open, code and URLs loaded)."""
+    from django.conf import settings
+
+    from bench.engine import Worker
+
+    log_dir = Path(settings.VAR_DIR) / "bench"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    worker = Worker("sla", args.workers, os.environ.copy(), log_dir).start()
+    make_due(candidates, candidates[: args.batch * args.workers + 50])
+    sweep_on_worker(worker, args.batch, timeout=120)
+    return worker
+
+
+def sweep_on_worker(worker: Any, batch: int, *, timeout: float = 600) -> dict[str, Any]:
+    """The sweep as production runs it: one ``flowdesk.sweep.sla`` message, each full batch
+    enqueueing the next sweep as soon as it is claimed, the worker's processes sweeping side
+    by side; timed from the message until no due task is left uncommitted (the due set, read
+    every 10 ms, is empty once every batch has committed)."""
+    from django.utils import timezone
+
+    from tasks_inbox.models import SLACheck
+    from tasks_inbox.tasks import sweep_sla
+
+    due = SLACheck.objects.filter(next_check_at__lte=timezone.now())
+    started = time.perf_counter()
+    sweep_sla.delay(batch)
+    deadline = started + timeout
+    while due.exists():
+        worker.check_alive()
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"the worker's sweep did not finish in {timeout:.0f} s")
+        time.sleep(0.01)
+    return {"seconds": time.perf_counter() - started}
+
+
 def verify(due_ids: list[int]) -> dict[str, int]:
     from django.db.models import Count
 
     from automation.models import Event
-    from tasks_inbox.models import SLAEventRecord
+    from tasks_inbox.models import SLACheck, SLAEventRecord
     from tasks_inbox.sla.sweep import due_tasks
 
     breaches = SLAEventRecord.objects.filter(kind="breach")
@@ -456,12 +526,16 @@ def verify(due_ids: list[int]) -> dict[str, int]:
         "tasks_with_two_breach_records": per_task,
         "breach_events": Event.objects.filter(type="task.sla_breached").count(),
         "still_due": due_tasks(datetime.now(UTC)).count(),
+        "still_due_in_check_table": SLACheck.objects.filter(
+            next_check_at__lte=datetime.now(UTC)
+        ).count(),
     }
     if (
         counts["breach_records"] != len(due_ids)
         or counts["breach_events"] != len(due_ids)
         or counts["breach_records_of_due_tasks"] != len(due_ids)
         or counts["still_due"]
+        or counts["still_due_in_check_table"]
     ):
         raise RuntimeError(f"the sweep did not breach each due task exactly once: {counts}")
     return counts
@@ -480,7 +554,9 @@ def plan_summary(plan: str) -> str:
     return "\n".join(keep)
 
 
-def scenario(ratio: float, candidates: list[int], args: argparse.Namespace) -> dict[str, Any]:
+def scenario(
+    ratio: float, candidates: list[int], args: argparse.Namespace, worker: Any = None
+) -> dict[str, Any]:
     due_count = max(1, round(args.tasks * ratio))
     stride = max(1, len(candidates) // due_count)
     due_ids = candidates[::stride][:due_count]
@@ -502,6 +578,24 @@ def scenario(ratio: float, candidates: list[int], args: argparse.Namespace) -> d
         f"  sweep: {sweep['fired']:,} breaches in {sweep['seconds']:.2f} s "
         f"({sweep['batches']} batches, {sweep['queries'] / len(due_ids):.1f} queries per task)"
     )
+    checked = verify(due_ids)
+    on_worker = None
+    if worker is not None:
+        make_due(candidates, due_ids)
+        worker_quiet = wait_for_quiet(args)
+        meter = CpuMeter(database=args.database).start()
+        on_worker = sweep_on_worker(worker, args.batch)
+        meter.stop()
+        on_worker.update(
+            processes=args.workers,
+            cpu=meter.summary(len(due_ids)),
+            other_load_before=worker_quiet,
+            verify=verify(due_ids),
+        )
+        log(
+            f"  sweep on a worker of {args.workers} processes: {len(due_ids):,} breaches in "
+            f"{on_worker['seconds']:.2f} s"
+        )
     return {
         "ratio": ratio,
         "open_tasks": args.tasks,
@@ -509,10 +603,11 @@ def scenario(ratio: float, candidates: list[int], args: argparse.Namespace) -> d
         "sweep": sweep,
         "cpu": cpu,
         "other_load_before": quiet,
+        "on_worker": on_worker,
         "baselines": base,
         "explain": plan,
-        "uses_partial_index": "task_sla_next_check" in plan,
-        "verify": verify(due_ids),
+        "uses_due_set_index": "sla_check_due" in plan,
+        "verify": checked,
         "sweep_ms_per_due_task": sweep["seconds"] * 1000 / len(due_ids),
         "ratio_sweep_over_update": sweep["seconds"] / base["update_seconds"],
         "ratio_sweep_over_select": sweep["seconds"] / base["select_seconds"],
@@ -600,6 +695,19 @@ def report(result: dict[str, Any]) -> str:
                 f"{per['postgres_bench_db']:.2f} ms, Redis {per['redis']:.2f} ms; other "
                 f"processes used {cpu['other_share_of_machine']:.0%} of the machine"
             )
+    for row in rows:
+        on_worker = row.get("on_worker")
+        if not on_worker:
+            continue
+        per = on_worker["cpu"].get("cpu_ms_per_item", {})
+        lines.append(
+            f"on a celery worker of {on_worker['processes']} processes at {row['ratio']:.2%}: "
+            f"{on_worker['seconds']:.2f} s, {row['due'] / on_worker['seconds']:.0f} due/s, "
+            f"{on_worker['seconds'] * 1000 / row['due']:.2f} ms/due; CPU per due task: "
+            f"worker {per.get('bench', 0):.2f} ms, PostgreSQL "
+            f"{per.get('postgres_bench_db', 0):.2f} ms, Redis {per.get('redis', 0):.2f} ms; "
+            f"other processes used {on_worker['cpu'].get('other_share_of_machine', 0):.0%}"
+        )
     if len(rows) >= 2:
         first, last = rows[0], rows[-1]
         due_factor = last["due"] / first["due"]
@@ -646,7 +754,12 @@ def main(argv: list[str] | None = None) -> int:
     make_due(candidates, candidates[:50])  # warm up: broker connection, URL resolver
     warm = sweep_until_done(args.batch)
     log(f"warm-up sweep: {warm['fired']} breaches in {warm['seconds']:.2f} s (not reported)")
-    scenarios = [scenario(ratio, candidates, args) for ratio in args.ratio_list]
+    worker = start_worker(args, candidates) if args.workers else None
+    try:
+        scenarios = [scenario(ratio, candidates, args, worker) for ratio in args.ratio_list]
+    finally:
+        if worker is not None:
+            worker.stop()
     result = {
         "benchmark": "sla",
         "timestamp": stamp,

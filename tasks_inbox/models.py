@@ -252,13 +252,8 @@ class Task(models.Model):
             ),
             models.Index(fields=["due_at"], name="task_open_due", condition=Q(is_open=True)),
             models.Index(fields=["content_type", "object_id"], name="task_related"),
-            # The SLA sweep's due set: only open tasks with a pending threshold are indexed,
-            # in the order the sweep claims them (most overdue first).
-            models.Index(
-                fields=["sla_next_check_at", "id"],
-                name="task_sla_next_check",
-                condition=Q(is_open=True, sla_next_check_at__isnull=False),
-            ),
+            # The SLA sweep's due set is indexed apart, in SLACheck: not here, where every
+            # move of ``sla_next_check_at`` would be a new entry in all of these indexes.
             models.Index(
                 fields=["sla_config", "sla_stopped_at"],
                 name="task_sla_judged",
@@ -319,6 +314,7 @@ class Notification(models.Model):
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
         related_name="notifications",
+        db_index=False,  # notification_recipient_order leads with it
     )
     message = models.CharField(max_length=1000)
     link = models.CharField(max_length=500, blank=True)
@@ -457,11 +453,48 @@ class SLAEventKind(models.TextChoices):
     ESCALATION = "escalation", "Escalation"
 
 
+class SLACheck(models.Model):
+    """The SLA sweep's due set, apart from the task rows: one row per open task whose
+    ``sla_next_check_at`` is set, with that time, in the order the sweep claims them
+    (``sla_check_due``: the most overdue first).
+
+    On PostgreSQL, triggers on the task table keep it (migration ``0007``): every writer of
+    a task, the ORM's or raw SQL, moves its row, none can forget it. It is a table of its
+    own because the sweep moves ``sla_next_check_at`` on every task it checks: indexed on
+    the task table, each move was an update that changed an indexed column, a new entry in
+    each of the task's indexes; now the sweep's update of a task changes none of them and
+    stays on the task's page (HOT; the task table keeps 15% of each page free for it,
+    ``fillfactor`` 85). The embedded SQLite database leaves the table empty and the sweep
+    reads the task table there (a small database, and SQLite drops a table's triggers when
+    a migration rebuilds it)."""
+
+    task = models.OneToOneField(
+        Task,
+        on_delete=models.DO_NOTHING,  # the trigger deletes the row with its task
+        primary_key=True,
+        db_constraint=False,
+        related_name="sla_check",
+    )
+    next_check_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "SLA check"
+        indexes = [models.Index(fields=["next_check_at", "task"], name="sla_check_due")]
+
+    def __str__(self) -> str:
+        return f"task #{self.task_id} at {self.next_check_at:%Y-%m-%d %H:%M}"
+
+
 class SLAEventRecord(models.Model):
     """A threshold of a task's SLA that fired: at most one per (task, kind, level), so the
     notification and event of a threshold go out once however many sweeps look at it."""
 
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="sla_events")
+    task = models.ForeignKey(
+        Task,
+        on_delete=models.CASCADE,
+        related_name="sla_events",
+        db_index=False,  # sla_event_once leads with it
+    )
     kind = models.CharField(max_length=16, choices=SLAEventKind.choices)
     level = models.PositiveSmallIntegerField(
         default=0,

@@ -325,6 +325,13 @@ def test_the_batch_live_updates_reach_whom_the_inbox_rules_name(
 ) -> None:
     """The audiences worked out for a whole batch are those of ``tasks_inbox.live``'s rules
     for each task, queue and notification (one ``queue`` update per queue of the batch)."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from automation.live import Audience, user_group
     from tasks_inbox.live import notification_audience, queue_audience, task_audience
     from tasks_inbox.sla.fire import _live_messages
 
@@ -344,20 +351,44 @@ def test_the_batch_live_updates_reach_whom_the_inbox_rules_name(
         (int(e.entity_id), e.payload["state"], e.payload["queue_id"], e.type) for e in events
     ]
     assert len(updates) == sum(len(group) for group in tasks.values()) + 2 * 3 + 2
-    messages = _live_messages(updates, notified)
+    # every other user has a live socket open: only they are in the audiences (with Redis;
+    # the in-memory layer cannot tell who listens, so everyone is)
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    users = sorted(get_user_model().objects.values_list("pk", flat=True))
+    for pk in users[::2]:
+        async_to_sync(layer.group_add)(user_group(pk), channel)
+    try:
+        messages = _live_messages(updates, notified)
+    finally:
+        for pk in users[::2]:
+            async_to_sync(layer.group_discard)(user_group(pk), channel)
+    listening = set(users[::2]) if hasattr(layer, "_group_key") else set(users)
+
+    def expected(audience: Audience) -> Audience:
+        return Audience(user_ids=audience.user_ids & listening, staff_runs=audience.staff_runs)
+
     seen_queues = []
     for topic, payload, audience in messages:
         if topic == "task":
-            assert audience == task_audience(payload["id"]), payload
+            assert audience == expected(task_audience(payload["id"])), payload
         elif topic == "queue":
             seen_queues.append(payload["id"])
-            assert audience == queue_audience(payload["id"]), payload
+            assert audience == expected(queue_audience(payload["id"])), payload
         else:
-            assert audience == notification_audience(payload["id"]), payload
+            assert audience == expected(notification_audience(payload["id"])), payload
+    assert any(audience.user_ids for topic, _, audience in messages if topic == "task")
     assert sorted(seen_queues) == sorted(
         Group.objects.filter(name__in=["Claims", "Escalations"]).values_list("pk", flat=True)
     )
-    assert sum(topic == "notification" for topic, _, _ in messages) == len(notified) > 0
+    heard = [recipient for _, recipient in notified if recipient in listening]
+    assert sum(topic == "notification" for topic, _, _ in messages) == len(heard) > 0
+    assert len(heard) < len(notified) or listening == set(users)
+
+    if hasattr(layer, "_group_key"):  # nobody listening: nothing sent, no audience worked out
+        with CaptureQueriesContext(connection) as queries:
+            assert _live_messages(updates, notified) == []
+        assert len(queries) <= 5
 
 
 @pytest.mark.django_db

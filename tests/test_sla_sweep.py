@@ -1,6 +1,6 @@
 """The SLA sweep under concurrency: sweeps running at the same time (threads with their own
 database connections, and two real Celery workers) fire each threshold exactly once; a
-broken task is logged and skipped; the due-set query reads the partial index."""
+broken task is logged and skipped; the due-set query reads the check table's index."""
 
 from __future__ import annotations
 
@@ -126,6 +126,30 @@ def test_concurrent_sweeps_fire_each_threshold_once(make_user: Any) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_a_full_batch_starts_the_next_sweep_before_it_is_checked(make_user: Any) -> None:
+    """``on_full`` runs once the full batch is claimed and before it is checked: a sweep
+    started there (another process's, here a thread's own connection) takes the next due
+    tasks, not this batch's (locked), and both batches fire once."""
+    start = timezone.now()
+    with time_machine.travel(start, tick=False) as clock:
+        tasks = setup_tasks(make_user, 9)
+        clock.shift(timedelta(hours=2))
+        inner: list[Any] = []
+
+        def next_sweep() -> None:
+            assert not SLAEventRecord.objects.exists()  # nothing checked yet
+            errors = run_threads(lambda index: inner.append(sla_sweep(batch_size=5)), 1)
+            assert errors == []
+
+        outer = sla_sweep(batch_size=5, on_full=next_sweep)
+        assert sla_sweep(batch_size=5, on_full=next_sweep).claimed == 0  # nothing left
+    assert (outer.claimed, outer.fired) == (5, 15)
+    assert len(inner) == 1 and (inner[0].claimed, inner[0].fired) == (4, 12)  # not full
+    assert_fired_once(tasks, 3)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_checks_racing_on_the_same_tasks_fire_once(make_user: Any) -> None:
     """Even when two processes check the same tasks at once (a claim whose lease ran out
     while its sweep was still working), the row lock and the unique record make each
@@ -188,12 +212,12 @@ def test_a_broken_task_is_logged_and_skipped(make_user: Any, caplog: Any) -> Non
 
 @pytest.mark.postgres
 @pytest.mark.django_db
-def test_the_due_set_query_reads_the_partial_index(make_user: Any) -> None:
+def test_the_due_set_query_reads_the_check_tables_index(make_user: Any) -> None:
     setup_tasks(make_user, 3)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")  # a tiny table would be scanned
         plan = claim_query(timezone.now(), 500).explain()
-    assert "task_sla_next_check" in plan, plan
+    assert "sla_check_due" in plan, plan
 
 
 def test_the_sweep_is_on_the_beat_schedule_and_the_sweeps_queue() -> None:

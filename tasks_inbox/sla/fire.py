@@ -53,7 +53,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from automation.events import actor_context, current_causation, ring_after_commit
-from automation.live import Audience, publish_many_now
+from automation.live import Audience, publish_many_now, users_listening
 from automation.models import Event, EventSource
 from tasks_inbox.models import (
     Notification,
@@ -913,10 +913,23 @@ def _live_messages(
             group_id__in=queue_ids, managers__is_active=True
         ).values_list("group_id", "managers"):
             managers.setdefault(group_id, set()).add(user_id)
+    # Only the users with a live socket open get a message: the audiences are worked out
+    # for them alone (with nobody listening, a batch sends nothing and asks no more).
+    everyone = staff | {row["assignee_id"] for row in rows.values() if row["assignee_id"]}
+    everyone |= {recipient for _, recipient in notified}
+    for group in (members, managers):
+        everyone = everyone.union(*group.values())
+    listening = users_listening(everyone)
+    if not listening:
+        return []
+    staff &= listening
+    members = {pk: users & listening for pk, users in members.items()}
+    managers = {pk: users & listening for pk, users in managers.items()}
+    notified = [(pk, recipient) for pk, recipient in notified if recipient in listening]
     near: dict[int, set[int]] = {}
     for pk, row in rows.items():
         people = set(staff)
-        if row["assignee_id"]:
+        if row["assignee_id"] in listening:
             people.add(row["assignee_id"])
         if row["queue_id"]:
             people |= members.get(row["queue_id"], set()) | managers.get(row["queue_id"], set())

@@ -3,9 +3,9 @@
 One sweep (``sla_sweep``, run by the ``flowdesk.sweep.sla`` beat task every minute):
 
 1. **Claim** a batch of due tasks, in the transaction that checks them: the open tasks
-   whose ``sla_next_check_at`` has passed, in the order of the partial index
-   ``task_sla_next_check`` (``sla_next_check_at, id``: the most overdue first, ties by
-   primary key), ``FOR UPDATE SKIP LOCKED`` so concurrent sweeps take different rows: the
+   whose ``sla_next_check_at`` has passed, in the order of the due set's index
+   (``SLACheck``, ``next_check_at, task``: the most overdue first, ties by primary key),
+   ``FOR UPDATE SKIP LOCKED`` so concurrent sweeps take different rows: the
    row locks keep the others off the batch until it commits, and a sweep that dies leaves
    its tasks due again at once (its transaction rolls back). Reading the index in its own
    order, a batch costs the same whatever the number of open tasks: ordering by primary key
@@ -23,18 +23,22 @@ One sweep (``sla_sweep``, run by the ``flowdesk.sweep.sla`` beat task every minu
    moved ``LEASE`` ahead: a later sweep tries again once it ends); the others go on.
    Should the batch's statements fail, the batch rolls back whole, its tasks are leased
    and checked one by one (``sla_task_check``), so one bad row costs only itself.
-3. A full batch means more may be due: the Celery task enqueues itself again.
+3. A full batch means more may be due: the Celery task enqueues the next sweep as soon as
+   it has claimed one (``on_full``), before checking it, so free worker processes sweep a
+   backlog side by side. Each sweep enqueues at most one successor, so the sweeps in flight
+   stay as many as the chains the beat started.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from tasks_inbox.models import Task
@@ -65,20 +69,30 @@ def batch_size_setting() -> int:
 
 
 def due_tasks(now: datetime) -> Any:
-    """The due set: open tasks with a threshold due by ``now`` (served by the partial index
-    ``task_sla_next_check``, whose condition these filters imply)."""
+    """The due set: open tasks with a threshold due by ``now``, on the task's own columns
+    (which ``SLACheck`` mirrors and indexes)."""
     return Task.objects.filter(
         is_open=True, sla_next_check_at__isnull=False, sla_next_check_at__lte=now
     )
 
 
 def claim_query(now: datetime, limit: int) -> Any:
-    """The claim's SELECT: up to ``limit`` due task ids in the partial index's order, rows
-    locked by others skipped (to run inside a transaction)."""
+    """The claim's SELECT: up to ``limit`` due task ids, the most overdue first, the tasks
+    locked by others skipped (to run inside a transaction). On PostgreSQL the due set is read
+    from ``SLACheck`` in its index's order and only the task rows are locked: every writer of
+    a check row holds its task's row lock (the triggers move the check row within the
+    task's update), so the claim takes the same lock as every other writer of the task."""
+    if connection.vendor != "postgresql":
+        return (
+            due_tasks(now)
+            .select_for_update(skip_locked=True)
+            .order_by("sla_next_check_at", "pk")
+            .values_list("pk", flat=True)[:limit]
+        )
     return (
-        due_tasks(now)
-        .select_for_update(skip_locked=True)
-        .order_by("sla_next_check_at", "pk")
+        Task.objects.filter(is_open=True, sla_check__next_check_at__lte=now)
+        .select_for_update(skip_locked=True, of=("self",))
+        .order_by("sla_check__next_check_at", "pk")
         .values_list("pk", flat=True)[:limit]
     )
 
@@ -89,11 +103,18 @@ def sla_lease(ids: list[int], now: datetime) -> None:
     due_tasks(now).filter(pk__in=id_array(ids)).update(sla_next_check_at=now + LEASE)
 
 
-def sla_sweep(*, batch_size: int | None = None) -> SweepResult:
+def sla_sweep(
+    *, batch_size: int | None = None, on_full: Callable[[], object] | None = None
+) -> SweepResult:
     """Claim one batch of due tasks and check it with set-based statements, in one
     transaction: the claim's row locks keep the other sweeps off the batch while it is
     checked, so the claim writes no lease (each task's row is written once); a task whose
-    check fails gets the lease instead, and is retried once it runs out."""
+    check fails gets the lease instead, and is retried once it runs out.
+
+    ``on_full`` is called as soon as a full batch is claimed, before it is checked: the
+    sweep task enqueues the next sweep there, so that another worker process claims the
+    next batch (skipping this one's locked rows) while this one is checked, and a backlog
+    of due tasks is swept by every free worker process side by side."""
     result = SweepResult(batch_size=batch_size or batch_size_setting())
     now = timezone.now()
     ids: list[int] = []
@@ -103,6 +124,8 @@ def sla_sweep(*, batch_size: int | None = None) -> SweepResult:
             result.claimed = len(ids)
             if not ids:
                 return result
+            if on_full is not None and result.full:
+                on_full()
             outcome = fire_batch(ids)
             if outcome.failed:
                 sla_lease(outcome.failed, now)
