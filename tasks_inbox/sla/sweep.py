@@ -42,7 +42,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from tasks_inbox.models import Task
-from tasks_inbox.sla.fire import fire_batch, id_array
+from tasks_inbox.sla.fire import fire_batch, id_array, server_binding
 
 logger = logging.getLogger(__name__)
 
@@ -77,23 +77,22 @@ def due_tasks(now: datetime) -> Any:
 
 
 def claim_query(now: datetime, limit: int) -> Any:
-    """The claim's SELECT: up to ``limit`` due task ids, the most overdue first, the tasks
-    locked by others skipped (to run inside a transaction). On PostgreSQL the due set is read
-    from ``SLACheck`` in its index's order and only the task rows are locked: every writer of
-    a check row holds its task's row lock (the triggers move the check row within the
-    task's update), so the claim takes the same lock as every other writer of the task."""
+    """The claim's SELECT: up to ``limit`` due tasks (whole rows: the batch reads them no
+    more), the most overdue first, the tasks locked by others skipped (to run inside a
+    transaction). On PostgreSQL the due set is read from ``SLACheck`` in its index's order
+    and only the task rows are locked: every writer of a check row holds its task's row lock
+    (the triggers move the check row within the task's update), so the claim takes the same
+    lock as every other writer of the task."""
     if connection.vendor != "postgresql":
         return (
             due_tasks(now)
             .select_for_update(skip_locked=True)
-            .order_by("sla_next_check_at", "pk")
-            .values_list("pk", flat=True)[:limit]
+            .order_by("sla_next_check_at", "pk")[:limit]
         )
     return (
         Task.objects.filter(is_open=True, sla_check__next_check_at__lte=now)
         .select_for_update(skip_locked=True, of=("self",))
-        .order_by("sla_check__next_check_at", "pk")
-        .values_list("pk", flat=True)[:limit]
+        .order_by("sla_check__next_check_at", "pk")[:limit]
     )
 
 
@@ -120,13 +119,15 @@ def sla_sweep(
     ids: list[int] = []
     try:
         with transaction.atomic():
-            ids = list(claim_query(now, result.batch_size))
+            with server_binding():
+                claimed = list(claim_query(now, result.batch_size))
+            ids = [task.pk for task in claimed]
             result.claimed = len(ids)
             if not ids:
                 return result
             if on_full is not None and result.full:
                 on_full()
-            outcome = fire_batch(ids)
+            outcome = fire_batch(ids, claimed=claimed)
             if outcome.failed:
                 sla_lease(outcome.failed, now)
     except Exception:  # the batch rolled back whole: check its tasks one by one
