@@ -416,3 +416,36 @@ def test_a_batch_publish_reaches_listened_groups_and_skips_the_others() -> None:
     assert message["message"] == {"topic": "task", "id": 7}
     # the group nobody listens on is skipped with Redis; the in-memory layer sends to both
     assert sent == (1 if hasattr(layer, "_group_key") else 2)
+
+
+@pytest.mark.django_db
+def test_a_write_that_fails_rolls_the_batch_back_and_each_task_is_checked_alone(
+    team: dict[str, Any], caplog: Any
+) -> None:
+    """The batch's writes go out pipelined: one that fails (here a notification the
+    database refuses, for one task) is reported at the end, the batch's transaction rolls
+    back whole (no record, event or notification of it is left), and the tasks are then
+    checked one by one: the others fire once, the bad one is left for later."""
+    with connection.cursor() as cursor:  # undone with the test's transaction
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(
+            "ALTER TABLE tasks_inbox_notification ADD CONSTRAINT no_poison "
+            "CHECK (message NOT LIKE 'SLA breached: Poison%%')"
+        )
+    start = timezone.now()
+    with time_machine.travel(start, tick=False) as clock:
+        chores = create(team, 4, "chore")
+        poison = services.task_create(
+            title="Poison chore", task_type="chore", assignee=team["agents"][0]
+        )
+        clock.shift(timedelta(hours=2))
+        result = sla_sweep(batch_size=100)
+    assert (result.claimed, result.fired, result.failed) == (5, 4, 1)
+    assert "checking them one by one" in caplog.text
+    assert records(chores) == {t.pk: [("breach", 0)] for t in chores}
+    assert not SLAEventRecord.objects.filter(task=poison).exists()
+    assert events_per_task("task.sla_breached") == Counter({str(t.pk): 1 for t in chores})
+    breached = Notification.objects.filter(message__startswith="SLA breached")
+    assert breached.count() == 4
+    poison.refresh_from_db()
+    assert poison.sla_breached_at is None and poison.sla_next_check_at > start + timedelta(hours=2)

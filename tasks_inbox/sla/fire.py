@@ -538,11 +538,17 @@ def _column(name: str) -> str:
 
 def records_insert(records: Iterable[_Record], fired_at: datetime) -> set[Key]:
     """Insert the records in one statement, those that exist left alone; the keys inserted."""
+    return records_send(records, fired_at)()
+
+
+def records_send(records: Iterable[_Record], fired_at: datetime) -> Callable[[], set[Key]]:
+    """``records_insert``, its answer read later (``Later``)."""
     rows = list(records)
     if not rows:
-        return set()
+        return set
     if not _postgres():
-        return _records_insert_values(rows, fired_at)
+        won = _records_insert_values(rows, fired_at)
+        return lambda: won
     quote = connection.ops.quote_name
     table = quote(SLAEventRecord._meta.db_table)
     columns = ", ".join(
@@ -567,9 +573,8 @@ def records_insert(records: Iterable[_Record], fired_at: datetime) -> set[Key]:
         [r.due_at for r in rows],
         [json.dumps(r.details) for r in rows],
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {(row[0], row[1], row[2]) for row in cursor.fetchall()}
+    later = Later(sql, params)
+    return lambda: {(row[0], row[1], row[2]) for row in later.rows()}
 
 
 def _records_insert_values(rows: list[_Record], fired_at: datetime) -> set[Key]:
@@ -626,9 +631,20 @@ def columns_insert(
     per-value quoting), JSON columns as JSON texts; ``same`` gives the columns every row
     shares, sent once each, and the columns in neither take their field's default. The
     ``returning`` column's values, in order. No model instances on PostgreSQL."""
+    return columns_send(model, columns, same, returning=returning)()
+
+
+def columns_send(
+    model: type[Model],
+    columns: dict[str, list[Any]],
+    same: dict[str, Any] | None = None,
+    *,
+    returning: str | None = None,
+) -> Callable[[], list[Any]]:
+    """``columns_insert``, its answer read later (``Later``)."""
     count = len(next(iter(columns.values()))) if columns else 0
     if not count:
-        return []
+        return list
     same = same or {}
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     shared = {
@@ -642,7 +658,8 @@ def columns_insert(
             for n in range(count)
         ]
         created = model._default_manager.bulk_create(objects)
-        return [getattr(obj, returning) for obj in created] if returning else []
+        values = [getattr(obj, returning) for obj in created] if returning else []
+        return lambda: values
     quote = connection.ops.quote_name
     selects: list[str] = []
     arrays: list[str] = []
@@ -675,11 +692,45 @@ def columns_insert(
         f"SELECT {', '.join(selects)} FROM unnest({', '.join(arrays)}) "
         f"AS v({', '.join(names)})"
     )
-    if returning:
-        sql += f" RETURNING {quote(returning)}"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*select_params, *array_params])
-        return [row[0] for row in cursor.fetchall()] if returning else []
+    if not returning:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*select_params, *array_params])
+        return list
+    later = Later(f"{sql} RETURNING {quote(returning)}", [*select_params, *array_params])
+    return lambda: [row[0] for row in later.rows()]
+
+
+class Later:
+    """A statement sent now whose rows are read when asked for: in a pipeline
+    (``pipelined``), the statements after it go out before its answer is awaited."""
+
+    def __init__(self, sql: str, params: list[Any]) -> None:
+        self.cursor = connection.cursor()
+        try:
+            self.cursor.execute(sql, params)
+        except BaseException:
+            self.cursor.close()
+            raise
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        try:
+            return list(self.cursor.fetchall())
+        finally:
+            self.cursor.close()
+
+
+@contextmanager
+def pipelined() -> Iterator[None]:
+    """Send the block's statements without waiting for each one's answer (psycopg's
+    pipeline mode, PostgreSQL only): the database works through a statement while the next
+    one's parameters are built, instead of one waiting for the other. An error comes out at
+    the first answer read, or at the block's end."""
+    if not _postgres():
+        yield
+        return
+    connection.ensure_connection()
+    with connection.connection.pipeline():
+        yield
 
 
 def events_insert(rows: list[_EventRow]) -> None:
@@ -708,14 +759,14 @@ def events_insert(rows: list[_EventRow]) -> None:
     )
 
 
-def notifications_insert(rows: list[_NotificationRow]) -> list[int]:
+def notifications_send(rows: list[_NotificationRow]) -> Callable[[], list[int]]:
     """The batch's notifications (linking to their task's page, one URL per task); their
-    ids, in order."""
+    ids, in order, read later (``Later``)."""
     if not rows:
-        return []
+        return list
     link = _task_link()
     links = {row.task_id: link(row.task_id) for row in rows}
-    return columns_insert(
+    return columns_send(
         Notification,
         {
             "recipient_id": [r.recipient_id for r in rows],
@@ -868,16 +919,22 @@ def _fire_batch(task_ids: list[int], *, strict: bool, claimed: list[Task] | None
         batch.notifications += writes.notifications
         batch.history += writes.history
         batch.skipped += writes.skipped
+    # The writes go out together; the records' answer is read last. Should one of them
+    # have been written already (never, under the batch's locks), the batch raises before
+    # anything is emitted or published and its transaction rolls back whole.
     expected = {r.key for r in batch.records}
-    won = records_insert(batch.records, now)
+    with pipelined():
+        won_read = records_send(batch.records, now)
+        tasks_update(done)
+        rows_insert(TaskHistory, batch.history)
+        events_insert(batch.events)
+        notifications_read = notifications_send(batch.notifications)
+        won = won_read()
+        notification_ids = notifications_read()
     if won != expected:
         raise RecordsLost(f"{len(expected - won)} SLA record(s) of this batch were already written")
-    tasks_update(done)
-    rows_insert(TaskHistory, batch.history)
-    events_insert(batch.events)
     if batch.events:
         ring_after_commit()
-    notification_ids = notifications_insert(batch.notifications)
     if batch.events or batch.notifications:
         updates = [
             (e.task_id, e.payload.get("state"), e.payload.get("queue_id"), e.type)
