@@ -148,6 +148,25 @@ def test_a_full_batch_starts_the_next_sweep_before_it_is_checked(make_user: Any)
     assert_fired_once(tasks, 3)
 
 
+@pytest.mark.django_db
+def test_a_next_sweep_that_cannot_be_enqueued_leaves_the_batch_alone(
+    make_user: Any, caplog: Any
+) -> None:
+    start = timezone.now()
+    with time_machine.travel(start, tick=False) as clock:
+        tasks = setup_tasks(make_user, 3)
+        clock.shift(timedelta(hours=2))
+
+        def broker_down() -> None:
+            raise ConnectionError("the broker is down")
+
+        result = sla_sweep(batch_size=3, on_full=broker_down)
+    assert (result.claimed, result.fired, result.failed) == (3, 9, 0)
+    assert "the next SLA sweep could not be enqueued" in caplog.text
+    assert "one by one" not in caplog.text
+    assert_fired_once(tasks, 3)
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_checks_racing_on_the_same_tasks_fire_once(make_user: Any) -> None:

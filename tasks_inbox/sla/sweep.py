@@ -126,7 +126,7 @@ def sla_sweep(
             if not ids:
                 return result
             if on_full is not None and result.full:
-                on_full()
+                _next_sweep(on_full)
             outcome = fire_batch(ids, claimed=claimed)
             if outcome.failed:
                 sla_lease(outcome.failed, now)
@@ -148,6 +148,15 @@ def sla_sweep(
     result.failed += len(outcome.failed)
     result.skipped += outcome.skipped
     return result
+
+
+def _next_sweep(on_full: Callable[[], object]) -> None:
+    """Start the next sweep; should that fail (the broker down), the batch goes on and the
+    next beat sweeps what is left."""
+    try:
+        on_full()
+    except Exception:
+        logger.exception("the next SLA sweep could not be enqueued; the beat will start it")
 
 
 def sla_task_check(*, task_id: int) -> int:
