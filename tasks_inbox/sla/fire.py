@@ -166,7 +166,7 @@ def _batch_cursor(utc: bool) -> type:
     loader = adapters.get_loader(adapters.types["timestamptz"].oid, Format.TEXT)
 
     class BatchCursor(server_binding_cursor):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
+        def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, **kwargs)
             self.adapters.register_loader("timestamptz", loader)
 
