@@ -101,14 +101,14 @@ def _lean_call(pool: redis.ConnectionPool, idle: list[Any], *args: Any) -> Any:
     """One command and its reply on a connection of ``idle`` (a new one if none is idle).
 
     A stale idle connection (Redis restarted, the socket closed) fails before Redis has
-    run anything: it is dropped and the command sent once more on a new connection."""
-    for attempt in (1, 2):
-        try:
-            connection = idle.pop()
-            fresh = False
-        except IndexError:  # list.pop is atomic: no lock
-            connection = pool.connection_class(**pool.connection_kwargs)
-            fresh = True
+    run anything: it is dropped and the command sent once more, on a new connection."""
+    try:
+        connection = idle.pop()  # list.pop is atomic: no lock
+        fresh = False
+    except IndexError:
+        connection = pool.connection_class(**pool.connection_kwargs)
+        fresh = True
+    while True:
         try:
             connection.send_packed_command(connection.pack_command(*args), check_health=False)
             reply = connection.read_response()
@@ -117,15 +117,16 @@ def _lean_call(pool: redis.ConnectionPool, idle: list[Any], *args: Any) -> Any:
             raise
         except redis.ConnectionError:
             connection.disconnect()
-            if fresh or attempt == 2:
+            if fresh:
                 raise
+            connection = pool.connection_class(**pool.connection_kwargs)
+            fresh = True
             continue
         except BaseException:  # a timeout, say: a reply may still be on its way
             connection.disconnect()
             raise
         idle.append(connection)
         return reply
-    raise AssertionError("unreachable")
 
 
 def run_script(client: redis.Redis, source: str, key: str, args: list[Any]) -> Any:

@@ -57,12 +57,16 @@ def test_a_connection_redis_closed_is_replaced_and_the_command_sent_once(
     client, key = counter
     assert count(client, key) == 1
     idle = idle_connections(client)
-    # Close every connection the lean path holds, from the server's side.
+    # Two idle connections, as after concurrent calls; close both from the server's side.
+    idle.append(idle[0].__class__(**client.connection_pool.connection_kwargs))
+    idle[-1].connect()
     for connection in list(idle):
         connection.send_command("CLIENT", "ID")
         client.client_kill_filter(_id=connection.read_response())
     assert count(client, key) == 2
     assert int(client.get(key) or 0) == 2  # counted once, not once per attempt
+    assert count(client, key) == 3  # the other closed connection: replaced in turn
+    assert int(client.get(key) or 0) == 3
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
