@@ -28,7 +28,15 @@ from typing import Any
 import redis
 
 from bench import common
-from bench.common import ROOT, add_owned_services, check_owned_services, log, migrate
+from bench.common import (
+    ROOT,
+    add_owned_services,
+    add_quiet_wait,
+    check_owned_services,
+    log,
+    migrate,
+    wait_for_quiet,
+)
 from bench.cpu import CpuMeter
 from bench.engine import percentile, process_ticks
 
@@ -43,6 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--connections", type=int, default=8, help="keep-alive connections (default 8)"
     )
     add_owned_services(parser, database="flowdesk_bench_api", broker="redis://127.0.0.1:6379/12")
+    add_quiet_wait(parser)
     parser.add_argument("--output", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
     check_owned_services(parser, args)
@@ -196,6 +205,7 @@ def phase(
     make: Any,
     rate: float | None = None,
 ) -> dict[str, Any]:
+    quiet = wait_for_quiet(args.quiet_wait, args.database, name)
     asyncio.run(drive(server.port, make, 1.0, args.connections))  # warm the server up
     meter = CpuMeter(args.database).start()
     assert server.proc is not None
@@ -210,12 +220,26 @@ def phase(
     result["server_cpu_ms_per_request"] = round(server_seconds / requests * 1000, 3)
     postgres = (result["cpu"].get("cpu_ms_per_item") or {}).get("postgres_bench_db", 0.0)
     result["postgres_cpu_ms_per_request"] = postgres
+    # Other processes' share of the machine: just before the phase (None: not waited for)
+    # and during it.
+    result["other_load_before"] = quiet
+    result["other_load"] = result["cpu"].get("other_share_of_machine")
     log(
         f"{name}: {result['requests_per_second']:.0f} req/s, p50 {result['p50_ms']:.1f} ms, "
         f"p99 {result['p99_ms']:.1f} ms, statuses {result['statuses']}, server CPU "
-        f"{result['server_cpu_ms_per_request']:.2f} + PostgreSQL {postgres:.2f} ms/request"
+        f"{result['server_cpu_ms_per_request']:.2f} + PostgreSQL {postgres:.2f} ms/request, "
+        f"other load {other_load_text(result)}"
     )
     return result
+
+
+def other_load_text(result: dict[str, Any]) -> str:
+    """``4%`` (during the phase), with the share seen before it when it was waited for."""
+    during = result.get("other_load")
+    text = "?" if during is None else f"{during:.0%}"
+    if result.get("other_load_before") is not None:
+        text += f" (before: {result['other_load_before']:.0%})"
+    return text
 
 
 def setup() -> str:
@@ -297,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "api",
         "timestamp": stamp,
-        "settings": {"seconds": args.seconds, "connections": args.connections},
+        "settings": {
+            "seconds": args.seconds,
+            "connections": args.connections,
+            "quiet_wait": args.quiet_wait,
+        },
         **results,
         "events_over_trivial": round(ratio, 3),
         "events_drf_throttle_over_trivial": round(ratio_drf, 3),
@@ -328,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{results['events_drf_throttle']['requests_per_second']:.0f} req/s vs trivial "
             f"{results['trivial_drf_server']['requests_per_second']:.0f} req/s "
             f"on the same server: {ratio_drf:.3f}",
+        ),
+        (
+            "other load (during)",
+            ", ".join(f"{key} {other_load_text(results[key])}" for key in results),
         ),
         ("connections", str(args.connections)),
         ("bench run time", f"{result['bench_seconds']:.1f} s"),

@@ -105,3 +105,49 @@ def owned_services_prepare(args: argparse.Namespace, **extra_env: str) -> float:
     redis.Redis.from_url(args.broker).flushdb()
     database_recreate(args.postgres, args.database)
     return migrate(os.environ.copy())
+
+
+# --- waiting for a quiet machine ----------------------------------------------------------
+
+QUIET_SHARE = 0.10  # the share of the machine others may use for a phase to count as quiet
+
+
+def add_quiet_wait(parser: argparse.ArgumentParser, default: float = 300) -> None:
+    """``--quiet-wait``: how long to wait before each measured phase for a quiet machine."""
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=default,
+        help="before each measured phase, wait up to this many seconds for other processes "
+        f"to use less than {QUIET_SHARE * 100:.0f}%% of the machine "
+        f"(default {default:g}; 0: do not wait)",
+    )
+
+
+def other_load(database: str, seconds: float = 2.0) -> float:
+    """The share of the machine used over ``seconds`` by processes that are not this
+    benchmark (this process and its children), its database's backends or Redis."""
+    from bench.cpu import CpuMeter
+
+    meter = CpuMeter(database=database).start()
+    time.sleep(seconds)
+    meter.stop()
+    share = meter.summary(1).get("other_share_of_machine", 0.0)
+    return float(share) if isinstance(share, int | float) else 0.0
+
+
+def wait_for_quiet(wait: float, database: str, phase: str = "") -> float | None:
+    """Wait up to ``wait`` seconds until other processes use less than ``QUIET_SHARE`` of
+    the machine; the last share seen (None when ``wait`` is 0: not looked at)."""
+    if wait <= 0:
+        return None
+    deadline = time.monotonic() + wait
+    share = other_load(database)
+    label = f"{phase}: " if phase else ""
+    while share >= QUIET_SHARE and time.monotonic() < deadline:
+        log(f"{label}other processes use {share:.0%} of the machine; waiting for quiet")
+        time.sleep(3)
+        share = other_load(database)
+    if share >= QUIET_SHARE:
+        log(f"{label}other processes still use {share:.0%} of the machine; going on")
+    return share

@@ -25,6 +25,15 @@ application is loaded, and again after 1,000 requests and each time that count d
 settled. Otherwise every full collection walks them all, holding the event loop and
 every request in flight: 150-280 ms every few seconds under load, which set the 99th
 percentile latency.
+
+``CONN_HEALTH_CHECKS`` costs a ``SELECT 1`` round trip before each request's first query.
+A PostgreSQL connection that completed a query on this thread less than
+``HEALTH_PROVEN_SECONDS`` ago, is idle (no transaction open) and has nothing waiting on
+its socket is taken as healthy without it: a server that ends a session (a restart, a
+terminated backend, an idle timeout) sends an error and closes the socket, which makes it
+readable, and then the ``SELECT 1`` runs as before and the connection is replaced. What
+only a round trip finds (a middlebox that forgot an idle connection) takes minutes of
+silence, not a second.
 """
 
 from __future__ import annotations
@@ -32,7 +41,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+import select
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -40,7 +51,10 @@ from asgiref.local import Local
 from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import request_started
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 
 # As django-stubs type ASGIHandler's arguments.
 Scope = dict[str, Any]
@@ -53,6 +67,9 @@ FREEZE_AFTER = frozenset(1_000 * 2**doubling for doubling in range(11))
 # asgiref's ThreadSensitiveContext takes a caller-owned executor in recent releases (the
 # 3.13 this project runs); without that the handler is Django's own, unchanged.
 POOLED = "executor" in inspect.signature(ThreadSensitiveContext).parameters
+# A query completed this recently on a quiet connection stands for its health check.
+HEALTH_PROVEN_SECONDS = 1.0
+_PROVEN_AT = "_flowdesk_proven_at"  # set on a connection wrapper: monotonic seconds
 
 
 def gc_freeze() -> None:
@@ -80,6 +97,64 @@ def connections_per_thread() -> None:
     connections._connections = new  # type: ignore[attr-defined]
 
 
+def _note_query_done(
+    execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
+) -> Any:
+    """An execute wrapper: note when a query on the connection last completed."""
+    result = execute(sql, params, many, context)
+    setattr(context["connection"], _PROVEN_AT, time.monotonic())
+    return result
+
+
+def postgres_quiet(wrapper: BaseDatabaseWrapper) -> bool:
+    """Whether ``wrapper``'s psycopg connection is open and idle with nothing to read (a
+    server ending the session makes its socket readable: an error message, then EOF)."""
+    from psycopg import pq
+
+    raw = wrapper.connection
+    try:
+        pgconn = raw.pgconn
+        if (
+            raw.broken
+            or pgconn.status != pq.ConnStatus.OK
+            or pgconn.transaction_status != pq.TransactionStatus.IDLE
+        ):
+            return False
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
+    except Exception:  # closed meanwhile, or not psycopg: leave it to the health check
+        return False
+
+
+def note_queries(connection: BaseDatabaseWrapper, **kwargs: object) -> None:
+    """On ``connection_created``: a new connection is proven by its connecting, and each
+    query it completes proves it again."""
+    if connection.vendor != "postgresql":
+        return
+    setattr(connection, _PROVEN_AT, time.monotonic())
+    if _note_query_done not in connection.execute_wrappers:
+        connection.execute_wrappers.append(_note_query_done)
+
+
+def health_checks_proven(**kwargs: object) -> None:
+    """On ``request_started``, after Django's ``close_old_connections`` (which asks for a
+    health check at the next query): spare this thread's connections that a recent query
+    and a quiet socket show healthy (see the module's docstring)."""
+    now = time.monotonic()
+    # Any: django-stubs do not declare the wrappers' health check attributes.
+    held: Sequence[Any] = connections.all(initialized_only=True)
+    for wrapper in held:
+        if wrapper.vendor != "postgresql" or not wrapper.health_check_enabled:
+            continue
+        if wrapper.connection is None or wrapper.health_check_done or wrapper.errors_occurred:
+            continue
+        proven_at = getattr(wrapper, _PROVEN_AT, None)
+        recent = proven_at is not None and now - proven_at < HEALTH_PROVEN_SECONDS
+        if recent and postgres_quiet(wrapper):
+            wrapper.health_check_done = True
+
+
 class PooledThreadsASGIHandler(ASGIHandler):
     """``ASGIHandler`` whose requests run their synchronous code on pooled threads."""
 
@@ -98,6 +173,9 @@ class PooledThreadsASGIHandler(ASGIHandler):
         self.served = 0
         if self.pooled:
             connections_per_thread()
+            connection_created.connect(note_queries, dispatch_uid="note_queries")
+            # Connected after django.db's close_old_connections, so it runs after it.
+            request_started.connect(health_checks_proven, dispatch_uid="health_checks_proven")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -130,11 +208,40 @@ class PooledThreadsASGIHandler(ASGIHandler):
             executor.submit(connections.close_all).result()
 
 
+def daphne_without_form_parsing() -> bool:
+    """Keep daphne's HTTP requests (twisted ``Request`` objects) from parsing POST bodies
+    into ``Request.args``, which daphne never reads: it hands the raw body to the
+    application, which parses it itself. For that, twisted parses every POST's
+    ``Content-Type`` with the email package, about 50 us of the server's CPU per request
+    (more than the events endpoint's URL resolution and permission check together).
+    Whether it took effect (False when daphne or that twisted argument is missing)."""
+    try:
+        from daphne.http_protocol import WebRequest
+        from twisted.web.http import Request
+    except ImportError:
+        return False
+    if "parsePOSTFormSubmission" not in inspect.signature(Request.__init__).parameters:
+        return False
+    original = WebRequest.__init__
+    if getattr(original, "without_form_parsing", False):
+        return True
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parsePOSTFormSubmission", False)
+        original(self, *args, **kwargs)
+
+    __init__.without_form_parsing = True  # type: ignore[attr-defined]
+    WebRequest.__init__ = __init__
+    return True
+
+
 def get_asgi_application() -> PooledThreadsASGIHandler:
-    """As ``django.core.asgi.get_asgi_application``, with the pooled threads."""
+    """As ``django.core.asgi.get_asgi_application``, with the pooled threads (and daphne
+    spared the form parsing it never uses)."""
     import django
 
     django.setup(set_prefix=False)
+    daphne_without_form_parsing()
     handler = PooledThreadsASGIHandler()
     gc_freeze()
     return handler

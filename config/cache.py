@@ -12,6 +12,8 @@ child), so every cache call costs its round trip and little more.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from typing import Any
 
@@ -62,6 +64,10 @@ class RedisCache(DjangoRedisCache):
 # (script source, client id) -> the script registered on that client (redis-py loads it
 # again by itself if the server has lost it, after a restart).
 _scripts: dict[tuple[str, int], Any] = {}
+# script source -> its SHA1, as EVALSHA names it
+_shas: dict[str, str] = {}
+# id(pool) -> (pool, process id, idle connections of the lean path)
+_lean: dict[int, tuple[redis.ConnectionPool, int, list[Any]]] = {}
 
 
 def redis_for(key: str) -> tuple[redis.Redis, str] | None:
@@ -78,10 +84,70 @@ def redis_for(key: str) -> tuple[redis.Redis, str] | None:
     return client, full_key
 
 
+def _lean_idle(pool: redis.ConnectionPool) -> list[Any] | None:
+    """The idle connections the lean path keeps for ``pool`` in this process; None for
+    pools it leaves to redis-py (client-side caching, subclasses such as Sentinel's)."""
+    entry = _lean.get(id(pool))
+    pid = os.getpid()
+    if entry is None or entry[0] is not pool or entry[1] != pid:
+        if type(pool) is not redis.ConnectionPool or getattr(pool, "cache", None) is not None:
+            return None
+        # New, or after a fork: the parent's sockets are left to the parent.
+        entry = _lean[id(pool)] = (pool, pid, [])
+    return entry[2]
+
+
+def _lean_call(pool: redis.ConnectionPool, idle: list[Any], *args: Any) -> Any:
+    """One command and its reply on a connection of ``idle`` (a new one if none is idle).
+
+    A stale idle connection (Redis restarted, the socket closed) fails before Redis has
+    run anything: it is dropped and the command sent once more, on a new connection."""
+    try:
+        connection = idle.pop()  # list.pop is atomic: no lock
+        fresh = False
+    except IndexError:
+        connection = pool.connection_class(**pool.connection_kwargs)
+        fresh = True
+    while True:
+        try:
+            connection.send_packed_command(connection.pack_command(*args), check_health=False)
+            reply = connection.read_response()
+        except redis.ResponseError:  # the reply was read whole: the connection is sound
+            idle.append(connection)
+            raise
+        except redis.ConnectionError:
+            connection.disconnect()
+            if fresh:
+                raise
+            connection = pool.connection_class(**pool.connection_kwargs)
+            fresh = True
+            continue
+        except BaseException:  # a timeout, say: a reply may still be on its way
+            connection.disconnect()
+            raise
+        idle.append(connection)
+        return reply
+
+
 def run_script(client: redis.Redis, source: str, key: str, args: list[Any]) -> Any:
-    """Run the Lua ``source`` on ``key`` (one round trip: EVALSHA, the script registered once
-    per client)."""
-    script = _scripts.get((source, id(client)))
-    if script is None or script.registered_client is not client:
-        script = _scripts[(source, id(client))] = client.register_script(source)
-    return script(keys=[key], args=args, client=client)
+    """Run the Lua ``source`` on ``key``: one round trip, EVALSHA (EVAL once more if the
+    server has lost the script, after a restart).
+
+    On a plain connection pool it is sent on a connection of the process's own, taken from
+    and put back on a list: redis-py's per-command path (the pool's lock and bookkeeping,
+    a poll of the socket, retries, metrics) cost several times the round trip's own CPU,
+    paid twice by every event posted to the API (rate limit, doorbell)."""
+    pool = client.connection_pool
+    idle = _lean_idle(pool)
+    if idle is None:
+        script = _scripts.get((source, id(client)))
+        if script is None or script.registered_client is not client:
+            script = _scripts[(source, id(client))] = client.register_script(source)
+        return script(keys=[key], args=args, client=client)
+    sha = _shas.get(source)
+    if sha is None:
+        sha = _shas[source] = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+    try:
+        return _lean_call(pool, idle, "EVALSHA", sha, 1, key, *args)
+    except redis.exceptions.NoScriptError:
+        return _lean_call(pool, idle, "EVAL", source, 1, key, *args)

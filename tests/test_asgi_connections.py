@@ -120,9 +120,11 @@ def test_requests_reuse_the_threads_database_connection(
 
 
 def test_a_request_closes_an_expired_connection_on_its_own_thread(
-    handler: PooledThreadsASGIHandler, make_user: Any, settings: Any
+    handler: PooledThreadsASGIHandler, make_user: Any
 ) -> None:
     token = api_token(make_user)
+    # The connection's settings are settings.DATABASES' own dict: keep the value to restore.
+    max_age = connections["default"].settings_dict["CONN_MAX_AGE"]
     connections["default"].settings_dict["CONN_MAX_AGE"] = 0
     try:
         assert async_to_sync(post_event)(handler, token, 1) == 202
@@ -131,9 +133,7 @@ def test_a_request_closes_an_expired_connection_on_its_own_thread(
             for executor in handler._idle
         ]
     finally:
-        connections["default"].settings_dict["CONN_MAX_AGE"] = settings.DATABASES["default"][
-            "CONN_MAX_AGE"
-        ]
+        connections["default"].settings_dict["CONN_MAX_AGE"] = max_age
     # request_finished ran close_old_connections where the connection lives: closed.
     assert held == [None, None]
 
@@ -165,3 +165,91 @@ def test_long_lived_objects_are_frozen_on_schedule(
 
     assert async_to_sync(sequence)() == [202] * 3
     assert frozen == [2]  # once, after the second request
+
+
+@pytest.fixture
+def health_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many ``SELECT 1`` health checks the handler's threads ran (Django's PostgreSQL
+    backend runs them in ``is_usable``)."""
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    checked = [0]
+    real = DatabaseWrapper.is_usable
+
+    def counting(self: Any) -> bool:
+        if threading.current_thread().name.startswith("asgi-request"):
+            checked[0] += 1
+        return bool(real(self))
+
+    monkeypatch.setattr(DatabaseWrapper, "is_usable", counting)
+    return checked
+
+
+def health_checked_postgres() -> bool:
+    return postgres_persistent() and bool(
+        connections["default"].settings_dict.get("CONN_HEALTH_CHECKS")
+    )
+
+
+def test_a_connection_just_used_is_not_health_checked_again(
+    handler: PooledThreadsASGIHandler, health_checks: list[int], make_user: Any
+) -> None:
+    if not health_checked_postgres():
+        pytest.skip("needs PostgreSQL with CONN_MAX_AGE > 0 and CONN_HEALTH_CHECKS")
+    token = api_token(make_user)
+
+    async def sequence() -> list[int]:
+        return [await post_event(handler, token, n) for n in range(5)]
+
+    assert async_to_sync(sequence)() == [202] * 5
+    # The first request connected; each later one found the connection just used and quiet.
+    assert health_checks[0] == 0
+
+
+def test_a_connection_idle_longer_than_the_window_is_health_checked(
+    handler: PooledThreadsASGIHandler,
+    health_checks: list[int],
+    make_user: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not health_checked_postgres():
+        pytest.skip("needs PostgreSQL with CONN_MAX_AGE > 0 and CONN_HEALTH_CHECKS")
+    from config import asgi_handler
+
+    monkeypatch.setattr(asgi_handler, "HEALTH_PROVEN_SECONDS", 0.0)
+    token = api_token(make_user)
+
+    async def sequence() -> list[int]:
+        return [await post_event(handler, token, n) for n in range(4)]
+
+    assert async_to_sync(sequence)() == [202] * 4
+    assert health_checks[0] == 3  # Django's SELECT 1 before each later request's query
+
+
+def test_a_connection_the_server_ended_is_replaced_before_the_next_request(
+    handler: PooledThreadsASGIHandler,
+    health_checks: list[int],
+    connects: list[int],
+    make_user: Any,
+) -> None:
+    if not health_checked_postgres():
+        pytest.skip("needs PostgreSQL with CONN_MAX_AGE > 0 and CONN_HEALTH_CHECKS")
+    token = api_token(make_user)
+    assert async_to_sync(post_event)(handler, token, 1) == 202
+    # The thread that served it is the most recently used: the next request takes it.
+    thread = handler._idle[-1]
+    backend_pid = thread.submit(lambda: connections["default"].connection.info.backend_pid)
+    pid = backend_pid.result()
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        for _ in range(500):  # until the backend has gone (it says so on the socket first)
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+            if cursor.fetchone()[0] == 0:
+                break
+            threading.Event().wait(0.01)
+    assert async_to_sync(post_event)(handler, token, 2) == 202
+    # The socket had the server's goodbye to read: the SELECT 1 ran, failed, and the
+    # request connected anew instead of failing.
+    assert health_checks[0] == 1
+    assert connects[0] == 2
+    assert Event.objects.filter(type="asgi.test").count() == 2
