@@ -33,7 +33,13 @@ import redis
 from psycopg import sql
 
 from bench import common
-from bench.common import add_owned_services, check_owned_services, log
+from bench.common import (
+    add_owned_services,
+    add_quiet_wait,
+    check_owned_services,
+    log,
+    wait_for_quiet,
+)
 from bench.cpu import CpuMeter
 
 TASK_TABLE = "tasks_inbox_task"
@@ -65,14 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="sweep batch size (default 500, FLOWDESK_SWEEP_BATCH_SIZE)",
     )
     add_owned_services(parser, database="flowdesk_bench_sla", broker="redis://127.0.0.1:6379/13")
-    parser.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=300,
-        help="before each measured phase, wait up to this many seconds for "
-        "other processes to use less than 10%% of the machine "
-        "(default 300; 0: do not wait)",
-    )
+    add_quiet_wait(parser)
     parser.add_argument(
         "--workers",
         type=int,
@@ -351,28 +350,6 @@ def make_due(candidates: list[int], due_ids: list[int]) -> None:
 
 # --- measurements -----------------------------------------------------------------------
 
-NOISE = 0.10
-
-
-def other_load(database: str, seconds: float = 2.0) -> float:
-    """The share of the machine used by processes that are not this benchmark, its database
-    backends or Redis, over ``seconds``."""
-    meter = CpuMeter(database=database).start()
-    time.sleep(seconds)
-    meter.stop()
-    return float(meter.summary(1).get("other_share_of_machine", 0.0))
-
-
-def wait_for_quiet(args: argparse.Namespace) -> float:
-    """Wait (up to ``--quiet-wait`` seconds) until the machine is quiet; the last share."""
-    deadline = time.monotonic() + args.quiet_wait
-    share = other_load(args.database)
-    while share > NOISE and time.monotonic() < deadline:
-        log(f"  other processes use {share:.0%} of the machine; waiting for quiet")
-        time.sleep(5)
-        share = other_load(args.database)
-    return share
-
 
 def due_query(batch: int) -> Any:
     from django.utils import timezone
@@ -573,7 +550,7 @@ def scenario(
         f"  baselines: SELECT of the due set {base['select_seconds'] * 1000:.1f} ms, "
         f"set-based UPDATE {base['update_seconds'] * 1000:.1f} ms"
     )
-    quiet = wait_for_quiet(args)
+    quiet = wait_for_quiet(args.quiet_wait, args.database, "sweep")
     meter = CpuMeter(database=args.database).start()
     sweep = sweep_until_done(args.batch)
     meter.stop()
@@ -586,7 +563,7 @@ def scenario(
     on_worker = None
     if worker is not None:
         make_due(candidates, due_ids)
-        worker_quiet = wait_for_quiet(args)
+        worker_quiet = wait_for_quiet(args.quiet_wait, args.database, "sweep on the worker")
         meter = CpuMeter(database=args.database).start()
         on_worker = sweep_on_worker(worker, args.batch)
         meter.stop()
