@@ -4,6 +4,12 @@ Events are dispatched in batches claimed with ``SKIP LOCKED`` (``outbox_drain``)
 transaction creates a batch's runs and executes their atomic steps. If it fails, the batch
 is redone one event per transaction, and an event that fails alone is put off with backoff,
 so no event can hold the others back.
+
+Under steady traffic a drain that found a small batch keeps the doorbell rung for a while
+(``DoorbellHold``): the events committed meanwhile count on it instead of publishing a
+drain message each batch, and the same drain claims them a window later. A drain message
+(its broker round trips, the worker's bookkeeping, the task's own overhead) then serves
+many small batches instead of one.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from automation.events import event_context, outbox_doorbell_reset, outbox_ring
+from automation.events import DOORBELL_KEY, event_context, outbox_doorbell_reset, outbox_ring
 from automation.matcher import trigger_index
 from automation.models import Event, Run, RunStatus
 from automation.services.advance import (
@@ -38,8 +44,14 @@ from automation.services.common import (
 from automation.services.creation import CreatedRun, RunSpec, runs_create
 from automation.services.execution import StepRedo
 from automation.services.retry import backoff_delay
+from config.cache import redis_for, run_script
 
 logger = logging.getLogger(__name__)
+
+# How long a drain goes on claiming steady traffic's batches itself (``DoorbellHold``)
+# before it lets the doorbell ring again; a worker's warm shutdown waits for it at most this
+# long, and its other tasks meet one drain message's delay at most this often.
+HOLD_SECONDS = 1.0
 
 
 @dataclass
@@ -71,7 +83,13 @@ def event_dispatch(
     return done.run_ids
 
 
-def outbox_drain(*, batch_size: int | None = None, max_batches: int = 20) -> int:
+def outbox_drain(
+    *,
+    batch_size: int | None = None,
+    max_batches: int = 20,
+    window: float = 0.0,
+    hold_seconds: float = 0.0,
+) -> int:
     """Dispatch the events waiting in the outbox, a batch per transaction; returns how many.
 
     What the ``flowdesk.dispatch_pending`` task runs when the doorbell rings (see
@@ -79,8 +97,40 @@ def outbox_drain(*, batch_size: int | None = None, max_batches: int = 20) -> int
     drain side by side: a full batch rings the doorbell again for another worker to help.
     If a batch fails, its events are dispatched one by one, so one bad event costs only
     itself (it is retried later, with backoff).
+
+    With ``window`` and ``hold_seconds`` (a worker's drain), the drain keeps the doorbell
+    rung instead of resetting it (``DoorbellHold``), and while its batches are not full it
+    claims what rang it every ``window`` (or as soon as a batch's worth has), for up to
+    ``hold_seconds``, until a window brings nothing; a full batch (a backlog) lets the
+    doorbell go and is drained as above, with help.
     """
     size = batch_size or engine_setting("DISPATCH_BATCH_SIZE")
+    hold = DoorbellHold.take() if window > 0 and hold_seconds > 0 else None
+    if hold is None:
+        return _drain_batches(size, max_batches)
+    total = 0
+    deadline = time.monotonic() + hold_seconds
+    try:
+        while True:
+            claimed, count = _dispatch_batch(size, holding=True)
+            total += count
+            if claimed == size or time.monotonic() >= deadline:
+                break  # a backlog (claimed below, with help), or held long enough
+            if hold.wait(size, window) <= 0 and hold.release_if_quiet():
+                return total  # nothing rang since the last claim: nothing is left behind
+            if not hold.restart():
+                break  # the doorbell expired meanwhile
+    except BaseException:
+        outbox_doorbell_reset()  # the task's retry drains what rang
+        raise
+    # Events committed from now on ring again; those that rang the held doorbell are
+    # claimed here.
+    return total + _drain_batches(size, max_batches)
+
+
+def _drain_batches(size: int, max_batches: int) -> int:
+    """Reset the doorbell, then claim and dispatch batches until one is not full; how many
+    events were dispatched."""
     outbox_doorbell_reset()  # events committed from now on ring again
     total = 0
     for _ in range(max_batches):
@@ -90,6 +140,91 @@ def outbox_drain(*, batch_size: int | None = None, max_batches: int = 20) -> int
             return total
     outbox_ring(0)  # still full after its share: another message goes on
     return total
+
+
+# Let the doorbell go only if nothing rang it since it was last restarted (one round trip,
+# atomic: a ring that comes just before it keeps the doorbell held for another claim). Gone
+# (expired): not let go here, the drain claims what rang it before.
+_RELEASE_IF_QUIET_SCRIPT = """
+local count = redis.call('GET', KEYS[1])
+if count == false then return 0 end
+if tonumber(count) == 0 then redis.call('DEL', KEYS[1]); return 1 end
+return 0
+"""
+
+
+class DoorbellHold:
+    """A drain keeping the outbox doorbell rung (the doorbell's counter, present at zero):
+    events committed meanwhile count on it and publish no drain message, and this drain
+    claims them. Only on Redis (the counter's commands); every exit lets the doorbell go
+    (deleted: the next commit rings again) before a last claim, or atomically when nothing
+    rang it since the last claim. A drain that dies holding it leaves it to expire
+    (``DISPATCH_DOORBELL_SECONDS``), as a lost message does."""
+
+    def __init__(self, client: Any, key: str) -> None:
+        self.client = client
+        self.key = key
+        self.expiry_ms = int(engine_setting("DISPATCH_DOORBELL_SECONDS") * 1000)
+        self.started = time.monotonic()
+
+    @classmethod
+    def take(cls) -> DoorbellHold | None:
+        """Hold the doorbell, instead of resetting it, before the drain's first claim (the
+        events that rang it are committed: the claim sees them); None when the cache is
+        not Redis or cannot be reached."""
+        try:
+            found = redis_for(DOORBELL_KEY)
+            if found is None:
+                return None
+            hold = cls(*found)
+            hold.client.set(hold.key, 0, px=hold.expiry_ms)
+        except Exception:
+            logger.warning("outbox doorbell unavailable; not holding it", exc_info=True)
+            return None
+        return hold
+
+    def restart(self) -> bool:
+        """Before a claim: the count back to zero, still held (the events that rang before
+        are committed, so the claim sees them); False when the doorbell is gone."""
+        try:
+            held = bool(self.client.set(self.key, 0, xx=True, px=self.expiry_ms))
+        except Exception:
+            logger.warning("outbox doorbell unavailable; letting it go", exc_info=True)
+            return False
+        self.started = time.monotonic()
+        return held
+
+    def count(self) -> int:
+        return int(self.client.get(self.key) or 0)
+
+    def wait(self, size: int, window: float) -> int:
+        """Sleep until ``size`` events have rung since the hold was (re)started, or
+        ``window`` seconds from then; how many have. A look halfway, then at the time the
+        rate seen says the batch fills, or at the end of the window. 0 when the cache
+        cannot tell (the hold is let go then)."""
+        try:
+            time.sleep(max(window / 2 - (time.monotonic() - self.started), 0.0))
+            for _ in range(8):
+                count = self.count()
+                elapsed = time.monotonic() - self.started
+                left = window - elapsed
+                if count >= size or left <= 0.001:
+                    return count
+                fill = (size - count) * elapsed / count if count else left
+                time.sleep(min(max(fill, 0.002), left))
+            return self.count()
+        except Exception:
+            logger.warning("outbox doorbell unavailable; letting it go", exc_info=True)
+            return 0
+
+    def release_if_quiet(self) -> bool:
+        """Let the doorbell go if nothing rang it since the last claim (then nothing is
+        left for this drain); False if something did."""
+        try:
+            return bool(run_script(self.client, _RELEASE_IF_QUIET_SCRIPT, self.key, []))
+        except Exception:
+            logger.warning("outbox doorbell unavailable; letting it go", exc_info=True)
+            return False
 
 
 def _claim(size: int, now: Any) -> tuple[list[Event], bool]:
@@ -124,8 +259,9 @@ def _claim(size: int, now: Any) -> tuple[list[Event], bool]:
     return events, False
 
 
-def _dispatch_batch(size: int) -> tuple[int, int]:
-    """Claim up to ``size`` due events and dispatch them; (claimed, dispatched)."""
+def _dispatch_batch(size: int, *, holding: bool = False) -> tuple[int, int]:
+    """Claim up to ``size`` due events and dispatch them; (claimed, dispatched). A full
+    batch rings for help (``holding`` the doorbell: lets it go first)."""
     now = timezone.now()
     event_ids: list[int] = []
     try:
@@ -135,6 +271,8 @@ def _dispatch_batch(size: int) -> tuple[int, int]:
             if len(events) == size:
                 # More may be waiting: another worker takes the next batch (at once, or
                 # once a batch's worth has come if only new events are waiting).
+                if holding:
+                    outbox_doorbell_reset()
                 outbox_ring(0)
             if not events:
                 return 0, 0
