@@ -116,10 +116,11 @@ def outbox_drain(
             total += count
             if claimed == size or time.monotonic() >= deadline:
                 break  # a backlog (claimed below, with help), or held long enough
-            if hold.wait(size, window) <= 0 and hold.release_if_quiet():
+            rang = hold.wait(size, window)
+            if rang < 0:
+                break  # the doorbell expired meanwhile (or the cache is unreachable)
+            if not rang and hold.release_if_quiet():
                 return total  # nothing rang since the last claim: nothing is left behind
-            if not hold.restart():
-                break  # the doorbell expired meanwhile
     except BaseException:
         outbox_doorbell_reset()  # the task's retry drains what rang
         raise
@@ -183,39 +184,31 @@ class DoorbellHold:
             return None
         return hold
 
-    def restart(self) -> bool:
-        """Before a claim: the count back to zero, still held (the events that rang before
-        are committed, so the claim sees them); False when the doorbell is gone."""
-        try:
-            held = bool(self.client.set(self.key, 0, xx=True, px=self.expiry_ms))
-        except Exception:
-            logger.warning("outbox doorbell unavailable; letting it go", exc_info=True)
-            return False
-        self.started = time.monotonic()
-        return held
-
-    def count(self) -> int:
-        return int(self.client.get(self.key) or 0)
-
     def wait(self, size: int, window: float) -> int:
-        """Sleep until ``size`` events have rung since the hold was (re)started, or
-        ``window`` seconds from then; how many have. A look halfway, then at the time the
-        rate seen says the batch fills, or at the end of the window. 0 when the cache
-        cannot tell (the hold is let go then)."""
+        """Sleep until ``size`` events have rung since the last claim, or ``window`` seconds
+        from then; returns how many have, and restarts the count for the next claim (the
+        events that rang are committed: the claim sees them). A look halfway, then at the
+        time the rate seen says the batch fills, or at the end of the window; -1 when the
+        doorbell is gone (expired) or the cache cannot be reached."""
         try:
             time.sleep(max(window / 2 - (time.monotonic() - self.started), 0.0))
             for _ in range(8):
-                count = self.count()
                 elapsed = time.monotonic() - self.started
                 left = window - elapsed
-                if count >= size or left <= 0.001:
-                    return count
+                if left <= 0.001:
+                    break
+                count = int(self.client.get(self.key) or 0)
+                if count >= size:
+                    break
                 fill = (size - count) * elapsed / count if count else left
                 time.sleep(min(max(fill, 0.002), left))
-            return self.count()
+            # The count and its restart in one round trip (``SET ... XX GET``).
+            rang = self.client.set(self.key, 0, xx=True, px=self.expiry_ms, get=True)
         except Exception:
             logger.warning("outbox doorbell unavailable; letting it go", exc_info=True)
-            return 0
+            return -1
+        self.started = time.monotonic()
+        return -1 if rang is None else int(rang)
 
     def release_if_quiet(self) -> bool:
         """Let the doorbell go if nothing rang it since the last claim (then nothing is
@@ -376,7 +369,7 @@ def _dispatch_locked(
             dispatch_error="",
         )
     done = Dispatched(run_ids=[new.run.pk for new in created], after_commit=[])
-    if not advance:
+    if not advance or not created:
         return done
     # A batch's runs start here until its time budget is spent; the rest go to other
     # workers, so one slow step does not hold the whole batch's commit back for long.
