@@ -74,7 +74,8 @@ def test_a_full_batch_while_holding_lets_the_doorbell_go_and_rings_for_help(
             emit("deal.won", {"deal_id": deal.pk})
     purge_broker()
 
-    assert services.outbox_drain(batch_size=3, window=0.05, hold_seconds=1.0) == 8  # deal.created too
+    drained = services.outbox_drain(batch_size=3, window=0.05, hold_seconds=1.0)
+    assert drained == 8  # deal.created too
 
     # Another worker was asked to help (a message), and nothing was left behind.
     assert broker_depth() >= 1
@@ -98,6 +99,24 @@ def test_the_hold_counts_rings_and_is_let_go_only_when_nothing_rang(
     assert hold.release_if_quiet()
     emit("deal.won", {"deal_id": 1})
     assert broker_depth() == 1  # let go: the next commit rings again
+    purge_broker()
+
+
+def test_one_drain_holds_the_doorbell_at_a_time(transactional_db: Any) -> None:
+    purge_broker()
+    first = DoorbellHold.take()
+    second = DoorbellHold.take()  # a drain message taken meanwhile: it takes over
+    assert first is not None and second is not None
+    emit("deal.won", {"deal_id": 1})
+    assert first.wait(25, 0.01) == -1  # no longer held: the first drain stops
+    assert first.release_if_quiet()  # and leaves the doorbell to the second
+    first.let_go()
+    emit("deal.won", {"deal_id": 1})
+    assert broker_depth() == 0  # still held by the second drain
+    assert second.wait(25, 0.01) == 2
+    second.let_go()
+    emit("deal.won", {"deal_id": 1})
+    assert broker_depth() == 1
     purge_broker()
 
 

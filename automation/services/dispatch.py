@@ -15,6 +15,7 @@ many small batches instead of one.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,7 +45,7 @@ from automation.services.common import (
 from automation.services.creation import CreatedRun, RunSpec, runs_create
 from automation.services.execution import StepRedo
 from automation.services.retry import backoff_delay
-from config.cache import redis_for, run_script
+from config.cache import redis_for
 
 logger = logging.getLogger(__name__)
 
@@ -112,27 +113,29 @@ def outbox_drain(
     deadline = time.monotonic() + hold_seconds
     try:
         while True:
-            claimed, count = _dispatch_batch(size, holding=True)
+            claimed, count = _dispatch_batch(size, hold=hold)
             total += count
             if claimed == size or time.monotonic() >= deadline:
                 break  # a backlog (claimed below, with help), or held long enough
             rang = hold.wait(size, window)
             if rang < 0:
-                break  # the doorbell expired meanwhile (or the cache is unreachable)
+                break  # taken over by another drain, expired, or the cache is unreachable
             if not rang and hold.release_if_quiet():
                 return total  # nothing rang since the last claim: nothing is left behind
     except BaseException:
-        outbox_doorbell_reset()  # the task's retry drains what rang
+        hold.let_go()  # the task's retry drains what rang
         raise
     # Events committed from now on ring again; those that rang the held doorbell are
     # claimed here.
-    return total + _drain_batches(size, max_batches)
+    hold.let_go()
+    return total + _drain_batches(size, max_batches, reset=False)
 
 
-def _drain_batches(size: int, max_batches: int) -> int:
-    """Reset the doorbell, then claim and dispatch batches until one is not full; how many
-    events were dispatched."""
-    outbox_doorbell_reset()  # events committed from now on ring again
+def _drain_batches(size: int, max_batches: int, *, reset: bool = True) -> int:
+    """Reset the doorbell (unless the caller let it go), then claim and dispatch batches
+    until one is not full; how many events were dispatched."""
+    if reset:
+        outbox_doorbell_reset()  # events committed from now on ring again
     total = 0
     for _ in range(max_batches):
         claimed, count = _dispatch_batch(size)
@@ -143,28 +146,53 @@ def _drain_batches(size: int, max_batches: int) -> int:
     return total
 
 
-# Let the doorbell go only if nothing rang it since it was last restarted (one round trip,
-# atomic: a ring that comes just before it keeps the doorbell held for another claim). Gone
-# (expired): not let go here, the drain claims what rang it before.
-_RELEASE_IF_QUIET_SCRIPT = """
+# The hold's steps, each one round trip and atomic. KEYS: the doorbell, the holder's key
+# (its token: a drain that takes the doorbell over supersedes the one holding it, which then
+# leaves it alone). ARGV: the token, the expiry in milliseconds.
+_TAKE_SCRIPT = """
+redis.call('SET', KEYS[1], 0, 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# The count since the last claim, and the count restarted for the next; -1: not held.
+_RESTART_SCRIPT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local count = redis.call('GET', KEYS[1])
-if count == false then return 0 end
-if tonumber(count) == 0 then redis.call('DEL', KEYS[1]); return 1 end
-return 0
+if count == false then return -1 end
+redis.call('SET', KEYS[1], 0, 'PX', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return tonumber(count)
+"""
+# Let go if nothing rang since the last claim (1), or taken over (1: the other drain claims
+# what rings); 0 when something rang, or the doorbell expired (the drain claims then).
+_RELEASE_IF_QUIET_SCRIPT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 1 end
+local count = redis.call('GET', KEYS[1])
+if count == false or tonumber(count) ~= 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"""
+# (script source, client id) -> the script registered on that client.
+_scripts: dict[tuple[str, int], Any] = {}
+_LET_GO_SCRIPT = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
+return 1
 """
 
 
 class DoorbellHold:
     """A drain keeping the outbox doorbell rung (the doorbell's counter, present at zero):
     events committed meanwhile count on it and publish no drain message, and this drain
-    claims them. Only on Redis (the counter's commands); every exit lets the doorbell go
-    (deleted: the next commit rings again) before a last claim, or atomically when nothing
-    rang it since the last claim. A drain that dies holding it leaves it to expire
-    (``DISPATCH_DOORBELL_SECONDS``), as a lost message does."""
+    claims them. Only on Redis (the counter's commands); one drain holds it at a time (the
+    last to take it). Every exit lets the doorbell go (deleted: the next commit rings again)
+    before a last claim, or atomically when nothing rang it since the last claim. A drain
+    that dies holding it leaves it to expire (``DISPATCH_DOORBELL_SECONDS``), as a lost
+    message does."""
 
-    def __init__(self, client: Any, key: str) -> None:
+    def __init__(self, client: Any, key: str, holder_key: str) -> None:
         self.client = client
-        self.key = key
+        self.keys = [key, holder_key]
+        self.token = secrets.token_hex(8)
         self.expiry_ms = int(engine_setting("DISPATCH_DOORBELL_SECONDS") * 1000)
         self.started = time.monotonic()
 
@@ -175,21 +203,29 @@ class DoorbellHold:
         not Redis or cannot be reached."""
         try:
             found = redis_for(DOORBELL_KEY)
-            if found is None:
+            holder = redis_for(f"{DOORBELL_KEY}:holder")
+            if found is None or holder is None:
                 return None
-            hold = cls(*found)
-            hold.client.set(hold.key, 0, px=hold.expiry_ms)
+            hold = cls(found[0], found[1], holder[1])
+            hold._script(_TAKE_SCRIPT)
         except Exception:
             logger.warning("outbox doorbell unavailable; not holding it", exc_info=True)
             return None
         return hold
+
+    def _script(self, source: str) -> int:
+        """Run one of the hold's scripts (EVALSHA, registered once per client)."""
+        script = _scripts.get((source, id(self.client)))
+        if script is None or script.registered_client is not self.client:
+            script = _scripts[(source, id(self.client))] = self.client.register_script(source)
+        return int(script(keys=self.keys, args=[self.token, self.expiry_ms], client=self.client))
 
     def wait(self, size: int, window: float) -> int:
         """Sleep until ``size`` events have rung since the last claim, or ``window`` seconds
         from then; returns how many have, and restarts the count for the next claim (the
         events that rang are committed: the claim sees them). A look halfway, then at the
         time the rate seen says the batch fills, or at the end of the window; -1 when the
-        doorbell is gone (expired) or the cache cannot be reached."""
+        doorbell is no longer held (taken over, expired) or the cache cannot be reached."""
         try:
             time.sleep(max(window / 2 - (time.monotonic() - self.started), 0.0))
             for _ in range(8):
@@ -197,27 +233,35 @@ class DoorbellHold:
                 left = window - elapsed
                 if left <= 0.001:
                     break
-                count = int(self.client.get(self.key) or 0)
+                count = int(self.client.get(self.keys[0]) or 0)
                 if count >= size:
                     break
                 fill = (size - count) * elapsed / count if count else left
                 time.sleep(min(max(fill, 0.002), left))
-            # The count and its restart in one round trip (``SET ... XX GET``).
-            rang = self.client.set(self.key, 0, xx=True, px=self.expiry_ms, get=True)
+            rang = self._script(_RESTART_SCRIPT)
         except Exception:
             logger.warning("outbox doorbell unavailable; letting it go", exc_info=True)
             return -1
         self.started = time.monotonic()
-        return -1 if rang is None else int(rang)
+        return rang
 
     def release_if_quiet(self) -> bool:
         """Let the doorbell go if nothing rang it since the last claim (then nothing is
-        left for this drain); False if something did."""
+        left for this drain; nor when another drain took it over); False if something
+        did."""
         try:
-            return bool(run_script(self.client, _RELEASE_IF_QUIET_SCRIPT, self.key, []))
+            return bool(self._script(_RELEASE_IF_QUIET_SCRIPT))
         except Exception:
             logger.warning("outbox doorbell unavailable; letting it go", exc_info=True)
             return False
+
+    def let_go(self) -> None:
+        """Let the doorbell go (unless another drain took it over): the next commit rings
+        again."""
+        try:
+            self._script(_LET_GO_SCRIPT)
+        except Exception:  # the keys expire on their own
+            logger.warning("could not let the outbox doorbell go", exc_info=True)
 
 
 def _claim(size: int, now: Any) -> tuple[list[Event], bool]:
@@ -252,9 +296,9 @@ def _claim(size: int, now: Any) -> tuple[list[Event], bool]:
     return events, False
 
 
-def _dispatch_batch(size: int, *, holding: bool = False) -> tuple[int, int]:
+def _dispatch_batch(size: int, *, hold: DoorbellHold | None = None) -> tuple[int, int]:
     """Claim up to ``size`` due events and dispatch them; (claimed, dispatched). A full
-    batch rings for help (``holding`` the doorbell: lets it go first)."""
+    batch rings for help (a drain holding the doorbell, ``hold``, lets it go first)."""
     now = timezone.now()
     event_ids: list[int] = []
     try:
@@ -264,8 +308,8 @@ def _dispatch_batch(size: int, *, holding: bool = False) -> tuple[int, int]:
             if len(events) == size:
                 # More may be waiting: another worker takes the next batch (at once, or
                 # once a batch's worth has come if only new events are waiting).
-                if holding:
-                    outbox_doorbell_reset()
+                if hold is not None:
+                    hold.let_go()
                 outbox_ring(0)
             if not events:
                 return 0, 0
