@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
@@ -13,7 +14,16 @@ from typing import Any, Literal, overload
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import CharField, DateTimeField, Field, Model, TextField
+from django.db.models import (
+    CharField,
+    DateTimeField,
+    Field,
+    IntegerField,
+    JSONField,
+    Model,
+    TextField,
+)
+from django.db.models.fields import AutoFieldMixin
 
 from automation.models import ActionRun, Run
 from automation.statuses import RUN_ACTIVE_STATUSES
@@ -73,7 +83,7 @@ class DeferredWrites:
         # Both tables in one statement: the step rows' UPDATE as a data-modifying WITH
         # (PostgreSQL runs it to completion whether or not the outer statement reads it).
         parts = [
-            _values_update(rows, fields)
+            _rows_update_sql(rows, fields)
             for rows, fields in ((steps, STEP_FIELDS), (runs, RUN_FIELDS))
             if rows
         ]
@@ -100,9 +110,16 @@ def rows_update(rows: Sequence[Model], fields: list[str]) -> None:
         else:
             type(rows[0])._default_manager.bulk_update(rows, fields)
         return
-    sql, params = _values_update(rows, fields)
+    sql, params = _rows_update_sql(rows, fields)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def _rows_update_sql(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[Any]]:
+    """The statement writing ``fields`` of ``rows`` (PostgreSQL): the rows as one JSON
+    document when their values allow (``_json_update``), else an array per column."""
+    found = _json_update(rows, fields)
+    return found if found is not None else _values_update(rows, fields)
 
 
 @functools.lru_cache(maxsize=64)
@@ -151,6 +168,78 @@ def _plain_columns(model: type[Model], fields: tuple[str, ...]) -> tuple[tuple[s
             kind = "datetime"
         kinds.append((column.attname, kind))
     return tuple(kinds)
+
+
+@functools.lru_cache(maxsize=64)
+def _json_kinds(
+    model: type[Model], fields: tuple[str, ...]
+) -> tuple[tuple[str, str, str], ...] | None:
+    """(attname, column, kind) of the primary key and ``fields`` when every column takes its
+    value from JSON as it is (kinds "text", "datetime", "json", "int"); None otherwise."""
+    kinds: list[tuple[str, str, str]] = []
+    for column in _columns(model, fields):
+        if type(column) in (CharField, TextField):
+            kind = "text"
+        elif type(column) is DateTimeField:
+            kind = "datetime"
+        elif type(column) is JSONField and column.encoder is None:
+            kind = "json"
+        elif isinstance(column, IntegerField | AutoFieldMixin) and not column.choices:
+            kind = "int"
+        else:
+            return None
+        kinds.append((column.attname, str(column.column), kind))
+    return tuple(kinds)
+
+
+@functools.lru_cache(maxsize=64)
+def _json_sql(model: type[Model], fields: tuple[str, ...]) -> str:
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    columns = _columns(model, fields)
+    assignments = ", ".join(
+        f"{quote(str(column.column))} = v.{quote(str(column.column))}" for column in columns[1:]
+    )
+    pk = quote(str(columns[0].column))
+    return (
+        f"UPDATE {table} SET {assignments} FROM "  # noqa: S608  (no user input)
+        f"json_populate_recordset(NULL::{table}, %s) AS v WHERE {table}.{pk} = v.{pk}"
+    )
+
+
+def _json_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[Any]] | None:
+    """The ``UPDATE ... FROM json_populate_recordset(...)`` of ``rows``: one parameter, the
+    rows as a JSON array of objects (the driver quotes one string, where an array per
+    column costs it a dumper call per element); None when a value would not come back
+    from JSON as it was (a naive datetime, a number that is not an int, another type)."""
+    model = type(rows[0])
+    key = tuple(fields)
+    kinds = _json_kinds(model, key)
+    if kinds is None:
+        return None
+    documents: list[dict[str, Any]] = []
+    for row in rows:
+        document: dict[str, Any] = {}
+        for attname, column, kind in kinds:
+            value = getattr(row, attname)
+            if value is None or kind == "json":
+                pass
+            elif kind == "text":
+                if not isinstance(value, str):
+                    return None
+            elif kind == "datetime":
+                if type(value) is not datetime or value.tzinfo is None:
+                    return None
+                value = value.isoformat()
+            elif type(value) is not int:
+                return None
+            document[column] = value
+        documents.append(document)
+    try:
+        text = json.dumps(documents, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):  # not JSON: the field's own preparation says why
+        return None
+    return _json_sql(model, key), [text]
 
 
 def _values_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[list[Any]]]:
