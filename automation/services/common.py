@@ -13,11 +13,12 @@ from typing import Any, Literal, overload
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import (
     CharField,
     DateTimeField,
     Field,
+    ForeignKey,
     IntegerField,
     JSONField,
     Model,
@@ -52,6 +53,8 @@ RUN_FIELDS = ["status", "started_at", "finished_at", "updated_at", "error", "err
 # How long a run's transaction goes on executing its consecutive atomic steps before it
 # commits what it did and starts another (a chain of slow steps holds its run no longer).
 CHAIN_SECONDS = 1.0
+# (attname, column, kind) of the columns a JSON document of rows carries.
+JsonKinds = tuple[tuple[str, str, str], ...]
 
 
 class DeferredWrites:
@@ -115,6 +118,73 @@ def rows_update(rows: Sequence[Model], fields: list[str]) -> None:
         cursor.execute(sql, params)
 
 
+def rows_insert(rows: Sequence[Model]) -> None:
+    """Insert ``rows`` (new instances of one model) and set their primary keys: on
+    PostgreSQL one ``INSERT ... SELECT ... FROM json_populate_recordset(...) RETURNING``
+    for all of them, the rows as one JSON parameter (``bulk_create`` compiles and prepares
+    every field of every row, and the driver dumps its arrays element by element); else,
+    or when a value would not come back from JSON as it is, ``bulk_create``."""
+    if not rows:
+        return
+    model = type(rows[0])
+    found = _json_insert(rows) if connection.vendor == "postgresql" else None
+    if found is None:
+        model._default_manager.bulk_create(rows)
+        return
+    sql, params = found
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        keys = [key for (key,) in cursor.fetchall()]
+    if len(keys) != len(rows):
+        raise DatabaseError(f"{len(rows)} rows inserted, {len(keys)} keys returned")
+    for row, key in zip(rows, keys, strict=True):
+        row.pk = key
+        row._state.adding = False
+        row._state.db = connection.alias
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_kinds(model: type[Model]) -> JsonKinds | None:
+    """(attname, column, kind) of the columns an insert writes (all but an automatic
+    primary key), as ``_json_kinds``; None when one does not come from JSON as it is."""
+    meta = model._meta
+    fields = tuple(
+        field.name
+        for field in meta.concrete_fields
+        if field is not meta.pk or not isinstance(field, AutoFieldMixin)
+    )
+    kinds = _json_kinds(model, fields)
+    if kinds is None:
+        return None
+    return kinds[1:] if isinstance(meta.pk, AutoFieldMixin) else kinds
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(model: type[Model]) -> str:
+    kinds = _insert_kinds(model)
+    assert kinds is not None
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    names = ", ".join(quote(column) for _, column, _ in kinds)
+    values = ", ".join(f"v.{quote(column)}" for _, column, _ in kinds)
+    pk = quote(str(model._meta.pk.column))
+    # In the document's order (``WITH ORDINALITY``): the keys come back in the rows' order.
+    return (
+        f"INSERT INTO {table} ({names}) SELECT {values} FROM "  # noqa: S608  (no user input)
+        f"json_populate_recordset(NULL::{table}, %s) WITH ORDINALITY AS v "
+        f"ORDER BY v.ordinality RETURNING {table}.{pk}"
+    )
+
+
+def _json_insert(rows: Sequence[Model]) -> tuple[str, list[Any]] | None:
+    model = type(rows[0])
+    kinds = _insert_kinds(model)
+    if kinds is None:
+        return None
+    text = _json_rows(rows, kinds)
+    return None if text is None else (_insert_sql(model), [text])
+
+
 def _rows_update_sql(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[Any]]:
     """The statement writing ``fields`` of ``rows`` (PostgreSQL): the rows as one JSON
     document when their values allow (``_json_update``), else an array per column."""
@@ -171,9 +241,7 @@ def _plain_columns(model: type[Model], fields: tuple[str, ...]) -> tuple[tuple[s
 
 
 @functools.lru_cache(maxsize=64)
-def _json_kinds(
-    model: type[Model], fields: tuple[str, ...]
-) -> tuple[tuple[str, str, str], ...] | None:
+def _json_kinds(model: type[Model], fields: tuple[str, ...]) -> JsonKinds | None:
     """(attname, column, kind) of the primary key and ``fields`` when every column takes its
     value from JSON as it is (kinds "text", "datetime", "json", "int"); None otherwise."""
     kinds: list[tuple[str, str, str]] = []
@@ -184,7 +252,10 @@ def _json_kinds(
             kind = "datetime"
         elif type(column) is JSONField and column.encoder is None:
             kind = "json"
-        elif isinstance(column, IntegerField | AutoFieldMixin) and not column.choices:
+        elif (
+            isinstance(column, IntegerField | AutoFieldMixin)
+            or (isinstance(column, ForeignKey) and isinstance(column.target_field, IntegerField))
+        ) and not column.choices:
             kind = "int"
         else:
             return None
@@ -217,6 +288,16 @@ def _json_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[An
     kinds = _json_kinds(model, key)
     if kinds is None:
         return None
+    text = _json_rows(rows, kinds)
+    if text is None:
+        return None
+    return _json_sql(model, key), [text]
+
+
+def _json_rows(rows: Sequence[Model], kinds: JsonKinds) -> str | None:
+    """``rows`` as a JSON array of objects, a member per column of ``kinds``; None when a
+    value would not come back from JSON as it was (a naive datetime, a number that is not
+    an int, another type)."""
     documents: list[dict[str, Any]] = []
     for row in rows:
         document: dict[str, Any] = {}
@@ -236,10 +317,9 @@ def _json_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[An
             document[column] = value
         documents.append(document)
     try:
-        text = json.dumps(documents, separators=(",", ":"), allow_nan=False)
+        return json.dumps(documents, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):  # not JSON: the field's own preparation says why
         return None
-    return _json_sql(model, key), [text]
 
 
 def _values_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[list[Any]]]:
