@@ -229,24 +229,25 @@ async def _send(layer: Any, groups: list[str], message: dict[str, Any]) -> None:
         await layer.group_send(group, message)
 
 
-# (process, server URL) -> a plain redis-py client on the channel layer's server.
+# (process, server as the layer has it) -> a plain redis-py client on that server.
 _sync_clients: dict[tuple[int, str], redis.Redis] = {}
 
 
 def _sync_client(host: Any) -> redis.Redis | None:
     """A blocking client on the channel layer's server ``host`` (as ``channels_redis``
-    decodes it), or None when it is more than a URL (sentinels, options)."""
-    if not isinstance(host, dict) or set(host) != {"address"}:
+    decodes it: a URL and the pool's options), or None when it is given otherwise
+    (sentinels)."""
+    if not isinstance(host, dict) or "address" not in host:
         return None
-    address = str(host["address"])
-    key = (os.getpid(), address)
+    key = (os.getpid(), repr(sorted(host.items())))
     client = _sync_clients.get(key)
     if client is None:
-        client = redis.Redis.from_url(
-            address,
-            socket_timeout=SEND_TIMEOUT_SECONDS,
-            socket_connect_timeout=SEND_TIMEOUT_SECONDS,
-        )
+        options = {
+            "socket_timeout": SEND_TIMEOUT_SECONDS,
+            "socket_connect_timeout": SEND_TIMEOUT_SECONDS,
+            **{name: value for name, value in host.items() if name != "address"},
+        }
+        client = redis.Redis.from_url(str(host["address"]), **options)
         _sync_clients[key] = client
     return client
 
@@ -255,7 +256,7 @@ def _listened_now(layer: Any, groups: Iterable[str]) -> set[str] | None:
     """Which of ``groups`` have a socket in them now, asked from this thread (a pipelined
     ``EXISTS`` per group, as ``_groups_with_members`` does), so that updates nobody listens
     to cost no pass of the publishing loop; None when the layer cannot be asked that way
-    (not Redis, or a server given by more than its URL)."""
+    (not Redis, or a server not given by its URL)."""
     group_key = getattr(layer, "_group_key", None)
     hosts = getattr(layer, "hosts", None)
     if group_key is None or not hosts or not hasattr(layer, "consistent_hash"):
