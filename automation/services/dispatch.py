@@ -195,6 +195,7 @@ class DoorbellHold:
         self.token = secrets.token_hex(8)
         self.expiry_ms = int(engine_setting("DISPATCH_DOORBELL_SECONDS") * 1000)
         self.started = time.monotonic()
+        self.rang = 0  # how many rang in the last window
 
     @classmethod
     def take(cls) -> DoorbellHold | None:
@@ -223,12 +224,17 @@ class DoorbellHold:
     def wait(self, size: int, window: float) -> int:
         """Sleep until ``size`` events have rung since the last claim, or ``window`` seconds
         from then; returns how many have, and restarts the count for the next claim (the
-        events that rang are committed: the claim sees them). A look halfway, then at the
-        time the rate seen says the batch fills, or at the end of the window; -1 when the
-        doorbell is no longer held (taken over, expired) or the cache cannot be reached."""
+        events that rang are committed: the claim sees them). When the last window brought
+        half a batch or more, a look halfway, then at the time the rate seen says the batch
+        fills; else none before the end of the window. -1 when the doorbell is no longer
+        held (taken over, expired) or the cache cannot be reached."""
         try:
-            time.sleep(max(window / 2 - (time.monotonic() - self.started), 0.0))
-            for _ in range(8):
+            # The look halfway only when the last window brought half a batch or more: at
+            # lower rates a batch seldom fills first, and one round trip a window will do.
+            looks = 8 if self.rang * 2 >= size else 0
+            first = window / 2 if looks else window
+            time.sleep(max(first - (time.monotonic() - self.started), 0.0))
+            for _ in range(looks):
                 elapsed = time.monotonic() - self.started
                 left = window - elapsed
                 if left <= 0.001:
@@ -243,6 +249,7 @@ class DoorbellHold:
             logger.warning("outbox doorbell unavailable; letting it go", exc_info=True)
             return -1
         self.started = time.monotonic()
+        self.rang = rang
         return rang
 
     def release_if_quiet(self) -> bool:
