@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
@@ -186,6 +187,11 @@ def publish_now(
         layer = get_channel_layer()
         if layer is None or not groups:
             return 0
+        listened = _listened_now(layer, groups)
+        if listened is not None:
+            groups = [group for group in groups if group in listened]
+            if not groups:
+                return 0
         message = {"type": MESSAGE_TYPE, "message": {"topic": topic, **payload}}
         if isinstance(layer, InMemoryChannelLayer):
             async_to_sync(_send)(layer, groups, message)  # the caller's loop, if any
@@ -221,6 +227,53 @@ def _loop() -> asyncio.AbstractEventLoop:
 async def _send(layer: Any, groups: list[str], message: dict[str, Any]) -> None:
     for group in groups:
         await layer.group_send(group, message)
+
+
+# (process, server as the layer has it) -> a plain redis-py client on that server.
+_sync_clients: dict[tuple[int, str], redis.Redis] = {}
+
+
+def _sync_client(host: Any) -> redis.Redis | None:
+    """A blocking client on the channel layer's server ``host`` (as ``channels_redis``
+    decodes it: a URL and the pool's options), or None when it is given otherwise
+    (sentinels)."""
+    if not isinstance(host, dict) or "address" not in host:
+        return None
+    key = (os.getpid(), repr(sorted(host.items())))
+    client = _sync_clients.get(key)
+    if client is None:
+        options = {
+            "socket_timeout": SEND_TIMEOUT_SECONDS,
+            "socket_connect_timeout": SEND_TIMEOUT_SECONDS,
+            **{name: value for name, value in host.items() if name != "address"},
+        }
+        client = redis.Redis.from_url(str(host["address"]), **options)
+        _sync_clients[key] = client
+    return client
+
+
+def _listened_now(layer: Any, groups: Iterable[str]) -> set[str] | None:
+    """Which of ``groups`` have a socket in them now, asked from this thread (a pipelined
+    ``EXISTS`` per group, as ``_groups_with_members`` does), so that updates nobody listens
+    to cost no pass of the publishing loop; None when the layer cannot be asked that way
+    (not Redis, or a server not given by its URL)."""
+    group_key = getattr(layer, "_group_key", None)
+    hosts = getattr(layer, "hosts", None)
+    if group_key is None or not hosts or not hasattr(layer, "consistent_hash"):
+        return None
+    by_server: dict[int, list[str]] = {}
+    for group in sorted(set(groups)):
+        by_server.setdefault(layer.consistent_hash(group), []).append(group)
+    found: set[str] = set()
+    for index, names in by_server.items():
+        client = _sync_client(hosts[index])
+        if client is None:
+            return None
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(group_key(name))
+        found |= {name for name, count in zip(names, pipe.execute(), strict=True) if count}
+    return found
 
 
 async def _groups_with_members(layer: Any, groups: set[str]) -> set[str]:
@@ -282,10 +335,16 @@ def publish_many_now(
         layer = get_channel_layer()
         if layer is None or not sends:
             return 0
+        listened = _listened_now(layer, {group for group, _ in sends})
+        if listened is not None:
+            sends[:] = [(group, message) for group, message in sends if group in listened]
+            if not sends:
+                return 0
 
         async def send_all() -> None:
-            listened = await _groups_with_members(layer, {group for group, _ in sends})
-            sends[:] = [(group, message) for group, message in sends if group in listened]
+            if listened is None:
+                found = await _groups_with_members(layer, {group for group, _ in sends})
+                sends[:] = [(group, message) for group, message in sends if group in found]
             if ordered:
                 for group, message in sends:
                     await layer.group_send(group, message)

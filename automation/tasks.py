@@ -73,14 +73,17 @@ def dispatch_pending() -> int:
     commit meanwhile find the doorbell still rung and publish nothing, so they are claimed
     with the event that rang, as one batch (under steady traffic a drain would otherwise
     find one event, and pay a batch's fixed cost and a message for each). A backlog, or a
-    full batch ringing for help, does not wait."""
+    full batch ringing for help, does not wait. After a batch that was not full, the drain
+    keeps the doorbell rung and claims the next window's events itself, for up to
+    ``HOLD_SECONDS`` (``services.outbox_drain``): steady traffic costs a drain message a
+    second, not one a batch."""
     from automation.events import outbox_doorbell_wait
+    from automation.services.dispatch import HOLD_SECONDS
 
-    outbox_doorbell_wait(
-        services.engine_setting("DISPATCH_BATCH_SIZE"),
-        services.engine_setting("DISPATCH_COALESCE_SECONDS"),
-    )
-    return services.outbox_drain()
+    size = services.engine_setting("DISPATCH_BATCH_SIZE")
+    window = services.engine_setting("DISPATCH_COALESCE_SECONDS")
+    outbox_doorbell_wait(size, window)
+    return services.outbox_drain(window=window, hold_seconds=HOLD_SECONDS)
 
 
 @shared_task(name="flowdesk.advance_run", **RETRY)

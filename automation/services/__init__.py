@@ -18,7 +18,9 @@ The rules that make a run safe to execute on many workers at once:
 - Events are dispatched in batches claimed with ``SKIP LOCKED`` (``outbox_drain``): one
   transaction creates a batch's runs and executes their atomic steps. If it fails, the
   batch is redone one event per transaction, and an event that fails alone is put off with
-  backoff, so no event can hold the others back.
+  backoff, so no event can hold the others back. Under steady traffic the drain that took
+  the message keeps the doorbell rung and claims the next windows' events itself, for up to
+  a second (``DoorbellHold``): events committed meanwhile publish no message.
 
 The package, by concern (each module imports only those above it):
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import datetime
@@ -12,8 +13,18 @@ from typing import Any, Literal, overload
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
-from django.db.models import CharField, DateTimeField, Field, Model, TextField
+from django.db import DatabaseError, connection, transaction
+from django.db.models import (
+    CharField,
+    DateTimeField,
+    Field,
+    ForeignKey,
+    IntegerField,
+    JSONField,
+    Model,
+    TextField,
+)
+from django.db.models.fields import AutoFieldMixin
 
 from automation.models import ActionRun, Run
 from automation.statuses import RUN_ACTIVE_STATUSES
@@ -42,6 +53,8 @@ RUN_FIELDS = ["status", "started_at", "finished_at", "updated_at", "error", "err
 # How long a run's transaction goes on executing its consecutive atomic steps before it
 # commits what it did and starts another (a chain of slow steps holds its run no longer).
 CHAIN_SECONDS = 1.0
+# (attname, column, kind) of the columns a JSON document of rows carries.
+JsonKinds = tuple[tuple[str, str, str], ...]
 
 
 class DeferredWrites:
@@ -73,7 +86,7 @@ class DeferredWrites:
         # Both tables in one statement: the step rows' UPDATE as a data-modifying WITH
         # (PostgreSQL runs it to completion whether or not the outer statement reads it).
         parts = [
-            _values_update(rows, fields)
+            _rows_update_sql(rows, fields)
             for rows, fields in ((steps, STEP_FIELDS), (runs, RUN_FIELDS))
             if rows
         ]
@@ -100,9 +113,83 @@ def rows_update(rows: Sequence[Model], fields: list[str]) -> None:
         else:
             type(rows[0])._default_manager.bulk_update(rows, fields)
         return
-    sql, params = _values_update(rows, fields)
+    sql, params = _rows_update_sql(rows, fields)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+def rows_insert(rows: Sequence[Model]) -> None:
+    """Insert ``rows`` (new instances of one model) and set their primary keys: on
+    PostgreSQL one ``INSERT ... SELECT ... FROM json_populate_recordset(...) RETURNING``
+    for all of them, the rows as one JSON parameter (``bulk_create`` compiles and prepares
+    every field of every row, and the driver dumps its arrays element by element); else,
+    or when a value would not come back from JSON as it is, ``bulk_create``."""
+    if not rows:
+        return
+    model = type(rows[0])
+    found = _json_insert(rows) if connection.vendor == "postgresql" else None
+    if found is None:
+        model._default_manager.bulk_create(rows)
+        return
+    sql, params = found
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        keys = [key for (key,) in cursor.fetchall()]
+    if len(keys) != len(rows):
+        raise DatabaseError(f"{len(rows)} rows inserted, {len(keys)} keys returned")
+    for row, key in zip(rows, keys, strict=True):
+        row.pk = key
+        row._state.adding = False
+        row._state.db = connection.alias
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_kinds(model: type[Model]) -> JsonKinds | None:
+    """(attname, column, kind) of the columns an insert writes (all but an automatic
+    primary key), as ``_json_kinds``; None when one does not come from JSON as it is."""
+    meta = model._meta
+    fields = tuple(
+        field.name
+        for field in meta.concrete_fields
+        if field is not meta.pk or not isinstance(field, AutoFieldMixin)
+    )
+    kinds = _json_kinds(model, fields)
+    if kinds is None:
+        return None
+    return kinds[1:] if isinstance(meta.pk, AutoFieldMixin) else kinds
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(model: type[Model]) -> str:
+    kinds = _insert_kinds(model)
+    assert kinds is not None
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    names = ", ".join(quote(column) for _, column, _ in kinds)
+    values = ", ".join(f"v.{quote(column)}" for _, column, _ in kinds)
+    pk = quote(str(model._meta.pk.column))
+    # In the document's order (``WITH ORDINALITY``): the keys come back in the rows' order.
+    return (
+        f"INSERT INTO {table} ({names}) SELECT {values} FROM "  # noqa: S608  (no user input)
+        f"json_populate_recordset(NULL::{table}, %s) WITH ORDINALITY AS v "
+        f"ORDER BY v.ordinality RETURNING {table}.{pk}"
+    )
+
+
+def _json_insert(rows: Sequence[Model]) -> tuple[str, list[Any]] | None:
+    model = type(rows[0])
+    kinds = _insert_kinds(model)
+    if kinds is None:
+        return None
+    text = _json_rows(rows, kinds)
+    return None if text is None else (_insert_sql(model), [text])
+
+
+def _rows_update_sql(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[Any]]:
+    """The statement writing ``fields`` of ``rows`` (PostgreSQL): the rows as one JSON
+    document when their values allow (``_json_update``), else an array per column."""
+    found = _json_update(rows, fields)
+    return found if found is not None else _values_update(rows, fields)
 
 
 @functools.lru_cache(maxsize=64)
@@ -151,6 +238,88 @@ def _plain_columns(model: type[Model], fields: tuple[str, ...]) -> tuple[tuple[s
             kind = "datetime"
         kinds.append((column.attname, kind))
     return tuple(kinds)
+
+
+@functools.lru_cache(maxsize=64)
+def _json_kinds(model: type[Model], fields: tuple[str, ...]) -> JsonKinds | None:
+    """(attname, column, kind) of the primary key and ``fields`` when every column takes its
+    value from JSON as it is (kinds "text", "datetime", "json", "int"); None otherwise."""
+    kinds: list[tuple[str, str, str]] = []
+    for column in _columns(model, fields):
+        if type(column) in (CharField, TextField):
+            kind = "text"
+        elif type(column) is DateTimeField:
+            kind = "datetime"
+        elif type(column) is JSONField and column.encoder is None:
+            kind = "json"
+        elif (
+            isinstance(column, IntegerField | AutoFieldMixin)
+            or (isinstance(column, ForeignKey) and isinstance(column.target_field, IntegerField))
+        ) and not column.choices:
+            kind = "int"
+        else:
+            return None
+        kinds.append((column.attname, str(column.column), kind))
+    return tuple(kinds)
+
+
+@functools.lru_cache(maxsize=64)
+def _json_sql(model: type[Model], fields: tuple[str, ...]) -> str:
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    columns = _columns(model, fields)
+    assignments = ", ".join(
+        f"{quote(str(column.column))} = v.{quote(str(column.column))}" for column in columns[1:]
+    )
+    pk = quote(str(columns[0].column))
+    return (
+        f"UPDATE {table} SET {assignments} FROM "  # noqa: S608  (no user input)
+        f"json_populate_recordset(NULL::{table}, %s) AS v WHERE {table}.{pk} = v.{pk}"
+    )
+
+
+def _json_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[Any]] | None:
+    """The ``UPDATE ... FROM json_populate_recordset(...)`` of ``rows``: one parameter, the
+    rows as a JSON array of objects (the driver quotes one string, where an array per
+    column costs it a dumper call per element); None when a value would not come back
+    from JSON as it was (a naive datetime, a number that is not an int, another type)."""
+    model = type(rows[0])
+    key = tuple(fields)
+    kinds = _json_kinds(model, key)
+    if kinds is None:
+        return None
+    text = _json_rows(rows, kinds)
+    if text is None:
+        return None
+    return _json_sql(model, key), [text]
+
+
+def _json_rows(rows: Sequence[Model], kinds: JsonKinds) -> str | None:
+    """``rows`` as a JSON array of objects, a member per column of ``kinds``; None when a
+    value would not come back from JSON as it was (a naive datetime, a number that is not
+    an int, another type)."""
+    documents: list[dict[str, Any]] = []
+    for row in rows:
+        document: dict[str, Any] = {}
+        for attname, column, kind in kinds:
+            value = getattr(row, attname)
+            if value is None or kind == "json":
+                pass
+            elif kind == "text":
+                if not isinstance(value, str):
+                    return None
+            elif kind == "datetime":
+                if type(value) is not datetime or value.tzinfo is None:
+                    return None
+                value = value.isoformat()
+            elif type(value) is not int:
+                return None
+            document[column] = value
+        documents.append(document)
+    try:
+        return json.dumps(documents, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):  # not JSON: the field's own preparation says why
+        return None
 
 
 def _values_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[list[Any]]]:
@@ -252,7 +421,10 @@ CountSetting = Literal[
     "SWEEP_BATCH_SIZE",
 ]
 SecondsSetting = Literal[
-    "DISPATCH_COALESCE_SECONDS", "DISPATCH_INLINE_SECONDS", "WAKE_MESSAGE_MAX_SECONDS"
+    "DISPATCH_COALESCE_SECONDS",
+    "DISPATCH_DOORBELL_SECONDS",
+    "DISPATCH_INLINE_SECONDS",
+    "WAKE_MESSAGE_MAX_SECONDS",
 ]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from django.utils import timezone
 
 from automation.models import ActionRun, Event, Run, RunStatus
-from automation.services.common import engine_setting, version_definition
+from automation.services.common import engine_setting, rows_insert, version_definition
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,9 @@ def run_create(
 
 
 def runs_create(specs: list[RunSpec]) -> list[CreatedRun]:
-    """Runs with a pending ActionRun per step: two INSERTs for any number of runs. A run
-    past the causation depth limit is created failed, with the reason."""
+    """Runs with a pending ActionRun per step: two INSERTs for any number of runs
+    (``rows_insert``). A run past the causation depth limit is created failed, with the
+    reason."""
     if not specs:
         return []
     now = timezone.now()
@@ -90,10 +91,7 @@ def runs_create(specs: list[RunSpec]) -> list[CreatedRun]:
             )
             run.finished_at = now
         runs.append(run)
-    if len(runs) == 1:
-        runs[0].save(force_insert=True)
-    else:
-        Run.objects.bulk_create(runs)
+    rows_insert(runs)
     per_run: list[list[ActionRun] | None] = []
     rows: list[ActionRun] = []
     for run in runs:
@@ -110,7 +108,7 @@ def runs_create(specs: list[RunSpec]) -> list[CreatedRun]:
         ]
         per_run.append(new_rows)
         rows.extend(new_rows)
-    ActionRun.objects.bulk_create(rows)
+    rows_insert(rows)
     if any(row.pk is None for row in rows):  # a database without RETURNING: read them
         per_run = [None] * len(runs)
     return [

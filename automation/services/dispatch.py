@@ -4,11 +4,18 @@ Events are dispatched in batches claimed with ``SKIP LOCKED`` (``outbox_drain``)
 transaction creates a batch's runs and executes their atomic steps. If it fails, the batch
 is redone one event per transaction, and an event that fails alone is put off with backoff,
 so no event can hold the others back.
+
+Under steady traffic a drain that found a small batch keeps the doorbell rung for a while
+(``DoorbellHold``): the events committed meanwhile count on it instead of publishing a
+drain message each batch, and the same drain claims them a window later. A drain message
+(its broker round trips, the worker's bookkeeping, the task's own overhead) then serves
+many small batches instead of one.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,7 +25,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from automation.events import event_context, outbox_doorbell_reset, outbox_ring
+from automation.events import DOORBELL_KEY, event_context, outbox_doorbell_reset, outbox_ring
 from automation.matcher import trigger_index
 from automation.models import Event, Run, RunStatus
 from automation.services.advance import (
@@ -38,8 +45,14 @@ from automation.services.common import (
 from automation.services.creation import CreatedRun, RunSpec, runs_create
 from automation.services.execution import StepRedo
 from automation.services.retry import backoff_delay
+from config.cache import redis_for
 
 logger = logging.getLogger(__name__)
+
+# How long a drain goes on claiming steady traffic's batches itself (``DoorbellHold``)
+# before it lets the doorbell ring again; a worker's warm shutdown waits for it at most this
+# long, and its other tasks meet one drain message's delay at most this often.
+HOLD_SECONDS = 1.0
 
 
 @dataclass
@@ -71,7 +84,13 @@ def event_dispatch(
     return done.run_ids
 
 
-def outbox_drain(*, batch_size: int | None = None, max_batches: int = 20) -> int:
+def outbox_drain(
+    *,
+    batch_size: int | None = None,
+    max_batches: int = 20,
+    window: float = 0.0,
+    hold_seconds: float = 0.0,
+) -> int:
     """Dispatch the events waiting in the outbox, a batch per transaction; returns how many.
 
     What the ``flowdesk.dispatch_pending`` task runs when the doorbell rings (see
@@ -79,9 +98,44 @@ def outbox_drain(*, batch_size: int | None = None, max_batches: int = 20) -> int
     drain side by side: a full batch rings the doorbell again for another worker to help.
     If a batch fails, its events are dispatched one by one, so one bad event costs only
     itself (it is retried later, with backoff).
+
+    With ``window`` and ``hold_seconds`` (a worker's drain), the drain keeps the doorbell
+    rung instead of resetting it (``DoorbellHold``), and while its batches are not full it
+    claims what rang it every ``window`` (or as soon as a batch's worth has), for up to
+    ``hold_seconds``, until a window brings nothing; a full batch (a backlog) lets the
+    doorbell go and is drained as above, with help.
     """
     size = batch_size or engine_setting("DISPATCH_BATCH_SIZE")
-    outbox_doorbell_reset()  # events committed from now on ring again
+    hold = DoorbellHold.take() if window > 0 and hold_seconds > 0 else None
+    if hold is None:
+        return _drain_batches(size, max_batches)
+    total = 0
+    deadline = time.monotonic() + hold_seconds
+    try:
+        while True:
+            claimed, count = _dispatch_batch(size, hold=hold)
+            total += count
+            if claimed == size or time.monotonic() >= deadline:
+                break  # a backlog (claimed below, with help), or held long enough
+            rang = hold.wait(size, window)
+            if rang < 0:
+                break  # taken over by another drain, expired, or the cache is unreachable
+            if not rang and hold.release_if_quiet():
+                return total  # nothing rang since the last claim: nothing is left behind
+    except BaseException:
+        hold.let_go()  # the task's retry drains what rang
+        raise
+    # Events committed from now on ring again; those that rang the held doorbell are
+    # claimed here.
+    hold.let_go()
+    return total + _drain_batches(size, max_batches, reset=False)
+
+
+def _drain_batches(size: int, max_batches: int, *, reset: bool = True) -> int:
+    """Reset the doorbell (unless the caller let it go), then claim and dispatch batches
+    until one is not full; how many events were dispatched."""
+    if reset:
+        outbox_doorbell_reset()  # events committed from now on ring again
     total = 0
     for _ in range(max_batches):
         claimed, count = _dispatch_batch(size)
@@ -90,6 +144,131 @@ def outbox_drain(*, batch_size: int | None = None, max_batches: int = 20) -> int
             return total
     outbox_ring(0)  # still full after its share: another message goes on
     return total
+
+
+# The hold's steps, each one round trip and atomic. KEYS: the doorbell, the holder's key
+# (its token: a drain that takes the doorbell over supersedes the one holding it, which then
+# leaves it alone). ARGV: the token, the expiry in milliseconds.
+_TAKE_SCRIPT = """
+redis.call('SET', KEYS[1], 0, 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# The count since the last claim, and the count restarted for the next; -1: not held.
+_RESTART_SCRIPT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local count = redis.call('GET', KEYS[1])
+if count == false then return -1 end
+redis.call('SET', KEYS[1], 0, 'PX', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return tonumber(count)
+"""
+# Let go if nothing rang since the last claim (1), or taken over (1: the other drain claims
+# what rings); 0 when something rang, or the doorbell expired (the drain claims then).
+_RELEASE_IF_QUIET_SCRIPT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 1 end
+local count = redis.call('GET', KEYS[1])
+if count == false or tonumber(count) ~= 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"""
+# (script source, client id) -> the script registered on that client.
+_scripts: dict[tuple[str, int], Any] = {}
+_LET_GO_SCRIPT = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
+return 1
+"""
+
+
+class DoorbellHold:
+    """A drain keeping the outbox doorbell rung (the doorbell's counter, present at zero):
+    events committed meanwhile count on it and publish no drain message, and this drain
+    claims them. Only on Redis (the counter's commands); one drain holds it at a time (the
+    last to take it). Every exit lets the doorbell go (deleted: the next commit rings again)
+    before a last claim, or atomically when nothing rang it since the last claim. A drain
+    that dies holding it leaves it to expire (``DISPATCH_DOORBELL_SECONDS``), as a lost
+    message does."""
+
+    def __init__(self, client: Any, key: str, holder_key: str) -> None:
+        self.client = client
+        self.keys = [key, holder_key]
+        self.token = secrets.token_hex(8)
+        self.expiry_ms = int(engine_setting("DISPATCH_DOORBELL_SECONDS") * 1000)
+        self.started = time.monotonic()
+        self.rang = 0  # how many rang in the last window
+
+    @classmethod
+    def take(cls) -> DoorbellHold | None:
+        """Hold the doorbell, instead of resetting it, before the drain's first claim (the
+        events that rang it are committed: the claim sees them); None when the cache is
+        not Redis or cannot be reached."""
+        try:
+            found = redis_for(DOORBELL_KEY)
+            holder = redis_for(f"{DOORBELL_KEY}:holder")
+            if found is None or holder is None:
+                return None
+            hold = cls(found[0], found[1], holder[1])
+            hold._script(_TAKE_SCRIPT)
+        except Exception:
+            logger.warning("outbox doorbell unavailable; not holding it", exc_info=True)
+            return None
+        return hold
+
+    def _script(self, source: str) -> int:
+        """Run one of the hold's scripts (EVALSHA, registered once per client)."""
+        script = _scripts.get((source, id(self.client)))
+        if script is None or script.registered_client is not self.client:
+            script = _scripts[(source, id(self.client))] = self.client.register_script(source)
+        return int(script(keys=self.keys, args=[self.token, self.expiry_ms], client=self.client))
+
+    def wait(self, size: int, window: float) -> int:
+        """Sleep until ``size`` events have rung since the last claim, or ``window`` seconds
+        from then; returns how many have, and restarts the count for the next claim (the
+        events that rang are committed: the claim sees them). When the last window brought
+        half a batch or more, a look halfway, then at the time the rate seen says the batch
+        fills; else none before the end of the window. -1 when the doorbell is no longer
+        held (taken over, expired) or the cache cannot be reached."""
+        try:
+            # The look halfway only when the last window brought half a batch or more: at
+            # lower rates a batch seldom fills first, and one round trip a window will do.
+            looks = 8 if self.rang * 2 >= size else 0
+            first = window / 2 if looks else window
+            time.sleep(max(first - (time.monotonic() - self.started), 0.0))
+            for _ in range(looks):
+                elapsed = time.monotonic() - self.started
+                left = window - elapsed
+                if left <= 0.001:
+                    break
+                count = int(self.client.get(self.keys[0]) or 0)
+                if count >= size:
+                    break
+                fill = (size - count) * elapsed / count if count else left
+                time.sleep(min(max(fill, 0.002), left))
+            rang = self._script(_RESTART_SCRIPT)
+        except Exception:
+            logger.warning("outbox doorbell unavailable; letting it go", exc_info=True)
+            return -1
+        self.started = time.monotonic()
+        self.rang = rang
+        return rang
+
+    def release_if_quiet(self) -> bool:
+        """Let the doorbell go if nothing rang it since the last claim (then nothing is
+        left for this drain; nor when another drain took it over); False if something
+        did."""
+        try:
+            return bool(self._script(_RELEASE_IF_QUIET_SCRIPT))
+        except Exception:
+            logger.warning("outbox doorbell unavailable; letting it go", exc_info=True)
+            return False
+
+    def let_go(self) -> None:
+        """Let the doorbell go (unless another drain took it over): the next commit rings
+        again."""
+        try:
+            self._script(_LET_GO_SCRIPT)
+        except Exception:  # the keys expire on their own
+            logger.warning("could not let the outbox doorbell go", exc_info=True)
 
 
 def _claim(size: int, now: Any) -> tuple[list[Event], bool]:
@@ -124,8 +303,9 @@ def _claim(size: int, now: Any) -> tuple[list[Event], bool]:
     return events, False
 
 
-def _dispatch_batch(size: int) -> tuple[int, int]:
-    """Claim up to ``size`` due events and dispatch them; (claimed, dispatched)."""
+def _dispatch_batch(size: int, *, hold: DoorbellHold | None = None) -> tuple[int, int]:
+    """Claim up to ``size`` due events and dispatch them; (claimed, dispatched). A full
+    batch rings for help (a drain holding the doorbell, ``hold``, lets it go first)."""
     now = timezone.now()
     event_ids: list[int] = []
     try:
@@ -135,6 +315,8 @@ def _dispatch_batch(size: int) -> tuple[int, int]:
             if len(events) == size:
                 # More may be waiting: another worker takes the next batch (at once, or
                 # once a batch's worth has come if only new events are waiting).
+                if hold is not None:
+                    hold.let_go()
                 outbox_ring(0)
             if not events:
                 return 0, 0
@@ -238,7 +420,7 @@ def _dispatch_locked(
             dispatch_error="",
         )
     done = Dispatched(run_ids=[new.run.pk for new in created], after_commit=[])
-    if not advance:
+    if not advance or not created:
         return done
     # A batch's runs start here until its time budget is spent; the rest go to other
     # workers, so one slow step does not hold the whole batch's commit back for long.
