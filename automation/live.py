@@ -303,16 +303,17 @@ def users_listening(user_ids: Iterable[int]) -> set[int]:
     layer = get_channel_layer()
     if layer is None or not wanted:
         return set()
+    if isinstance(layer, InMemoryChannelLayer):
+        return wanted
     groups = {user_group(pk): pk for pk in wanted}
-
-    async def check() -> set[str]:
-        return await _groups_with_members(layer, set(groups))
-
     try:
-        if isinstance(layer, InMemoryChannelLayer):
-            return wanted
-        future = asyncio.run_coroutine_threadsafe(check(), _loop())
-        return {groups[name] for name in future.result(SEND_TIMEOUT_SECONDS)}
+        found = _listened_now(layer, groups)
+        if found is None:  # asked through the publishing loop instead
+            future = asyncio.run_coroutine_threadsafe(
+                _groups_with_members(layer, set(groups)), _loop()
+            )
+            found = future.result(SEND_TIMEOUT_SECONDS)
+        return {groups[name] for name in found}
     except Exception:  # unknown: everyone may be listening
         logger.exception("live sockets could not be looked up")
         return wanted
