@@ -233,7 +233,7 @@ async def _send(layer: Any, groups: list[str], message: dict[str, Any]) -> None:
 _sync_clients: dict[tuple[int, str], redis.Redis] = {}
 
 
-def _sync_client(host: Any) -> redis.Redis | None:
+def _sync_client(host: object) -> redis.Redis | None:
     """A blocking client on the channel layer's server ``host`` (as ``channels_redis``
     decodes it: a URL and the pool's options), or None when it is given otherwise
     (sentinels)."""
@@ -252,7 +252,7 @@ def _sync_client(host: Any) -> redis.Redis | None:
     return client
 
 
-def _listened_now(layer: Any, groups: Iterable[str]) -> set[str] | None:
+def _listened_now(layer: object, groups: Iterable[str]) -> set[str] | None:
     """Which of ``groups`` have a socket in them now, asked from this thread (a pipelined
     ``EXISTS`` per group, as ``_groups_with_members`` does), so that updates nobody listens
     to cost no pass of the publishing loop; None when the layer cannot be asked that way

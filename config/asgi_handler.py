@@ -98,8 +98,12 @@ def connections_per_thread() -> None:
 
 
 def _note_query_done(
-    execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]
-) -> Any:
+    execute: Callable[..., object],
+    sql: str,
+    params: object,
+    many: bool,
+    context: dict[str, Any],
+) -> object:
     """An execute wrapper: note when a query on the connection last completed."""
     result = execute(sql, params, many, context)
     setattr(context["connection"], _PROVEN_AT, time.monotonic())
@@ -138,21 +142,26 @@ def note_queries(connection: BaseDatabaseWrapper, **kwargs: object) -> None:
 
 
 def health_checks_proven(**kwargs: object) -> None:
-    """On ``request_started``, after Django's ``close_old_connections`` (which asks for a
-    health check at the next query): spare this thread's connections that a recent query
-    and a quiet socket show healthy (see the module's docstring)."""
+    """On ``request_started``: spare this thread's connections that a recent query and a
+    quiet socket show healthy the ``SELECT 1`` of this request (see the module's
+    docstring). The check is switched off on the connection for this request rather than
+    marked done, since Django's ``close_old_connections`` clears that mark and may run
+    after this receiver (the test client reconnects it at the end of the receivers); each
+    request starts from the setting again."""
     now = time.monotonic()
     # Any: django-stubs do not declare the wrappers' health check attributes.
     held: Sequence[Any] = connections.all(initialized_only=True)
     for wrapper in held:
-        if wrapper.vendor != "postgresql" or not wrapper.health_check_enabled:
+        if wrapper.vendor != "postgresql":
             continue
-        if wrapper.connection is None or wrapper.health_check_done or wrapper.errors_occurred:
+        wanted = bool(wrapper.settings_dict.get("CONN_HEALTH_CHECKS"))
+        wrapper.health_check_enabled = wanted  # as connecting set it: a proof lasts a request
+        if not wanted or wrapper.connection is None or wrapper.errors_occurred:
             continue
         proven_at = getattr(wrapper, _PROVEN_AT, None)
         recent = proven_at is not None and now - proven_at < HEALTH_PROVEN_SECONDS
         if recent and postgres_quiet(wrapper):
-            wrapper.health_check_done = True
+            wrapper.health_check_enabled = False
 
 
 class PooledThreadsASGIHandler(ASGIHandler):
@@ -174,7 +183,6 @@ class PooledThreadsASGIHandler(ASGIHandler):
         if self.pooled:
             connections_per_thread()
             connection_created.connect(note_queries, dispatch_uid="note_queries")
-            # Connected after django.db's close_old_connections, so it runs after it.
             request_started.connect(health_checks_proven, dispatch_uid="health_checks_proven")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -226,7 +234,7 @@ def daphne_without_form_parsing() -> bool:
     if getattr(original, "without_form_parsing", False):
         return True
 
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(self: object, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("parsePOSTFormSubmission", False)
         original(self, *args, **kwargs)
 

@@ -51,7 +51,7 @@ class PooledClients(RedisCacheClient):
     def _get_connection_pool(self, write: bool) -> redis.ConnectionPool:
         return self._shared(write)[0]
 
-    def get_client(self, key: Any = None, *, write: bool = False) -> redis.Redis:
+    def get_client(self, key: object = None, *, write: bool = False) -> redis.Redis:
         return self._shared(write)[1]
 
 
@@ -97,7 +97,7 @@ def _lean_idle(pool: redis.ConnectionPool) -> list[Any] | None:
     return entry[2]
 
 
-def _lean_call(pool: redis.ConnectionPool, idle: list[Any], *args: Any) -> Any:
+def _lean_call(pool: redis.ConnectionPool, idle: list[Any], *args: object) -> object:
     """One command and its reply on a connection of ``idle`` (a new one if none is idle).
 
     A stale idle connection (Redis restarted, the socket closed) fails before Redis has

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Model
 from rest_framework.generics import GenericAPIView
 from rest_framework.permissions import SAFE_METHODS, BasePermission, DjangoModelPermissions
 
 
-def _plain_queryset_model(view: Any) -> Any:
+def _plain_queryset_model(view: object) -> type[Model] | None:
     """The model of ``view.queryset`` when the view keeps GenericAPIView's own
     ``get_queryset`` (which only copies it), else None. DRF's check calls ``get_queryset()``
     for the model alone: a queryset clone on every request (most of the check's cost)."""
     queryset = getattr(view, "queryset", None)
-    if queryset is None or type(view).get_queryset is not GenericAPIView.get_queryset:
+    own = getattr(type(view), "get_queryset", None)
+    if queryset is None or own is not GenericAPIView.get_queryset:
         return None
     return getattr(queryset, "model", None)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import redis
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -189,7 +190,7 @@ class DoorbellHold:
     that dies holding it leaves it to expire (``DISPATCH_DOORBELL_SECONDS``), as a lost
     message does."""
 
-    def __init__(self, client: Any, key: str, holder_key: str) -> None:
+    def __init__(self, client: redis.Redis, key: str, holder_key: str) -> None:
         self.client = client
         self.keys = [key, holder_key]
         self.token = secrets.token_hex(8)
