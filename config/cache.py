@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -129,25 +130,27 @@ def _lean_call(pool: redis.ConnectionPool, idle: list[Any], *args: object) -> ob
         return reply
 
 
-def run_script(client: redis.Redis, source: str, key: str, args: list[Any]) -> Any:
-    """Run the Lua ``source`` on ``key``: one round trip, EVALSHA (EVAL once more if the
-    server has lost the script, after a restart).
+def run_script(client: redis.Redis, source: str, key: str | Sequence[str], args: list[Any]) -> Any:
+    """Run the Lua ``source`` on ``key`` (or on several keys, in order, on this one
+    server): one round trip, EVALSHA (EVAL once more if the server has lost the script,
+    after a restart).
 
     On a plain connection pool it is sent on a connection of the process's own, taken from
     and put back on a list: redis-py's per-command path (the pool's lock and bookkeeping,
     a poll of the socket, retries, metrics) cost several times the round trip's own CPU,
     paid twice by every event posted to the API (rate limit, doorbell)."""
+    keys = [key] if isinstance(key, str) else list(key)
     pool = client.connection_pool
     idle = _lean_idle(pool)
     if idle is None:
         script = _scripts.get((source, id(client)))
         if script is None or script.registered_client is not client:
             script = _scripts[(source, id(client))] = client.register_script(source)
-        return script(keys=[key], args=args, client=client)
+        return script(keys=keys, args=args, client=client)
     sha = _shas.get(source)
     if sha is None:
         sha = _shas[source] = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
     try:
-        return _lean_call(pool, idle, "EVALSHA", sha, 1, key, *args)
+        return _lean_call(pool, idle, "EVALSHA", sha, len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:
-        return _lean_call(pool, idle, "EVAL", source, 1, key, *args)
+        return _lean_call(pool, idle, "EVAL", source, len(keys), *keys, *args)

@@ -46,7 +46,7 @@ from automation.services.common import (
 from automation.services.creation import CreatedRun, RunSpec, runs_create
 from automation.services.execution import StepRedo
 from automation.services.retry import backoff_delay
-from config.cache import redis_for
+from config.cache import redis_for, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +173,6 @@ if count == false or tonumber(count) ~= 0 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 return 1
 """
-# (script source, client id) -> the script registered on that client.
-_scripts: dict[tuple[str, int], Any] = {}
 _LET_GO_SCRIPT = """
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
 return 1
@@ -216,11 +214,8 @@ class DoorbellHold:
         return hold
 
     def _script(self, source: str) -> int:
-        """Run one of the hold's scripts (EVALSHA, registered once per client)."""
-        script = _scripts.get((source, id(self.client)))
-        if script is None or script.registered_client is not self.client:
-            script = _scripts[(source, id(self.client))] = self.client.register_script(source)
-        return int(script(keys=self.keys, args=[self.token, self.expiry_ms], client=self.client))
+        """Run one of the hold's scripts (``config.cache.run_script``: one round trip)."""
+        return int(run_script(self.client, source, self.keys, [self.token, self.expiry_ms]))
 
     def wait(self, size: int, window: float) -> int:
         """Sleep until ``size`` events have rung since the last claim, or ``window`` seconds
