@@ -272,16 +272,19 @@ def _json_sql(model: type[Model], fields: tuple[str, ...]) -> str:
         f"{quote(str(column.column))} = v.{quote(str(column.column))}" for column in columns[1:]
     )
     pk = quote(str(columns[0].column))
+    # The keys again as an array: the planner counts an array's elements, where it takes
+    # a JSON document for 100 rows and may read the whole table to join them.
     return (
         f"UPDATE {table} SET {assignments} FROM "  # noqa: S608  (no user input)
-        f"json_populate_recordset(NULL::{table}, %s) AS v WHERE {table}.{pk} = v.{pk}"
+        f"json_populate_recordset(NULL::{table}, %s) AS v WHERE {table}.{pk} = v.{pk} "
+        f"AND {table}.{pk} = ANY(%s)"
     )
 
 
 def _json_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[Any]] | None:
-    """The ``UPDATE ... FROM json_populate_recordset(...)`` of ``rows``: one parameter, the
-    rows as a JSON array of objects (the driver quotes one string, where an array per
-    column costs it a dumper call per element); None when a value would not come back
+    """The ``UPDATE ... FROM json_populate_recordset(...)`` of ``rows``: the rows as one
+    JSON array of objects (the driver quotes one string, where an array per column costs
+    it a dumper call per element), and their keys; None when a value would not come back
     from JSON as it was (a naive datetime, a number that is not an int, another type)."""
     model = type(rows[0])
     key = tuple(fields)
@@ -291,7 +294,7 @@ def _json_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[An
     text = _json_rows(rows, kinds)
     if text is None:
         return None
-    return _json_sql(model, key), [text]
+    return _json_sql(model, key), [text, [row.pk for row in rows]]
 
 
 def _json_rows(rows: Sequence[Model], kinds: JsonKinds) -> str | None:

@@ -270,22 +270,18 @@ class DoorbellHold:
 def _claim(size: int, now: Any) -> tuple[list[Event], bool]:
     """Lock up to ``size`` due events (oldest first, ``SKIP LOCKED``); (events, marked).
 
-    On PostgreSQL one statement claims them and marks them dispatched (``UPDATE ...
-    RETURNING``; the events keep ``dispatch_attempts`` as it was before, for the matching),
-    so ``marked`` is true; elsewhere they are read with ``SELECT ... FOR UPDATE``."""
+    On PostgreSQL one statement claims them and marks them dispatched (an ``UPDATE ...
+    RETURNING`` walking the outbox index in order; the events keep ``dispatch_attempts`` as
+    it was before, for the matching), so ``marked`` is true; elsewhere they are read with
+    ``SELECT ... FOR UPDATE``."""
     if connection.vendor == "postgresql":
-        table = connection.ops.quote_name(Event._meta.db_table)
+        # ``automation_outbox_claim`` (migration 0008): the claim as an ordered index scan.
         events = list(
             Event.objects.raw(
-                f"UPDATE {table} SET dispatched_at = %s, "  # noqa: S608  (no user input)
-                "dispatch_attempts = dispatch_attempts + 1, dispatch_after = NULL, "
-                f"dispatch_error = '' WHERE id IN (SELECT id FROM {table} "
-                "WHERE dispatched_at IS NULL AND (dispatch_after IS NULL OR "
-                "dispatch_after <= %s) ORDER BY occurred_at, id LIMIT %s "
-                "FOR UPDATE SKIP LOCKED) RETURNING id, type, payload, source, "
-                "causation_depth, caused_by_run_id, occurred_at, "
-                "dispatch_attempts - 1 AS dispatch_attempts",
-                [now, now, size],
+                "SELECT id, type, payload, source, causation_depth, caused_by_run_id, "
+                "occurred_at, dispatch_attempts - 1 AS dispatch_attempts "
+                "FROM automation_outbox_claim(%s, %s)",
+                [now, size],
             )
         )
         events.sort(key=lambda event: (event.occurred_at, event.pk))
