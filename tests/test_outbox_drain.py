@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from automation import services
 from automation.events import emit
-from automation.models import Event, Note, Run
+from automation.models import ActionRun, Event, Note, Run
 from crm.models import Deal
 from tests.conftest import notes_on, purge_broker, wait_for
 from workflows.services import workflow_save
@@ -103,6 +103,43 @@ def test_a_claim_does_not_read_the_events_dispatched_before_it_again(
     # 4,000 events fill about a hundred table pages (a bitmap scan reads 120 buffers);
     # the claim reads the index pages they left (about 40 buffers in all).
     assert claim_buffers() < 70
+
+
+def test_a_step_that_fails_in_a_batch_has_the_batch_done_again_with_savepoints(
+    db: Any,
+) -> None:
+    """A batch's first steps run with no savepoint: when one fails, the whole batch is
+    rolled back and done again with a savepoint per step, so the failure is recorded (and
+    its retry planned) and every other run of the batch completes once."""
+    note_workflow("noted", "deal.won")
+    workflow_save(
+        document={
+            "slug": "flaky",
+            "name": "flaky",
+            "triggers": [{"event_type": "deal.lost"}],
+            "steps": [
+                {
+                    "key": "check",
+                    "type": "test_flaky",
+                    "config": {"fail_times": 1},
+                    "retry": {"max_attempts": 3, "backoff_seconds": 600},
+                }
+            ],
+        }
+    )
+    deals = [Deal.objects.create(name=f"D{i}") for i in range(4)]
+    Event.objects.update(dispatched_at=timezone.now())
+    with transaction.atomic():
+        for deal in deals[:3]:
+            emit("deal.won", {"deal_id": deal.pk})
+        emit("deal.lost", {"deal_id": deals[3].pk})
+    assert services.outbox_drain(batch_size=25) == 4
+    assert all(notes_on(deal) == ["noted"] for deal in deals[:3])
+    assert Run.objects.filter(workflow__slug="noted", status="completed").count() == 3
+    check = ActionRun.objects.get(run__workflow__slug="flaky")
+    assert (check.status, check.attempts, check.error) == ("pending", 1, "flaky failure #1")
+    assert check.wake_at is not None and check.wake_at > timezone.now()
+    assert Run.objects.count() == 4  # the rolled-back attempt left nothing behind
 
 
 def test_batches_follow_the_batch_size_and_the_order_of_events(db: Any) -> None:

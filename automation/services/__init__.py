@@ -16,8 +16,9 @@ The rules that make a run safe to execute on many workers at once:
 - Waiting is a row with a due time (``wake_at``) or a reference (``waiting_on``), swept by
   beat; a broker message is only a shortcut for short waits.
 - Events are dispatched in batches claimed with ``SKIP LOCKED`` (``outbox_drain``): one
-  transaction creates a batch's runs and executes their atomic steps. If it fails, the
-  batch is redone one event per transaction, and an event that fails alone is put off with
+  transaction creates a batch's runs and executes their atomic steps (with no savepoint: a
+  step that raises has the batch done again with savepoints). If it fails, the batch is
+  redone one event per transaction, and an event that fails alone is put off with
   backoff, so no event can hold the others back. Under steady traffic the drain that took
   the message keeps the doorbell rung and claims the next windows' events itself, for up to
   a second (``DoorbellHold``): events committed meanwhile publish no message.

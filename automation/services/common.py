@@ -65,16 +65,6 @@ class DeferredWrites:
         self.steps: dict[int, ActionRun] = {}
         self.runs: dict[int, Run] = {}
 
-    def mark(self) -> tuple[dict[int, ActionRun], dict[int, Run]]:
-        """What the block has collected so far (for ``reset``)."""
-        return dict(self.steps), dict(self.runs)
-
-    def reset(self, mark: tuple[dict[int, ActionRun], dict[int, Run]]) -> None:
-        """Back to ``mark``: what was collected since is forgotten (its transaction rolled
-        back to a savepoint taken then)."""
-        steps, runs = mark
-        self.steps, self.runs = dict(steps), dict(runs)
-
     def flush(self) -> None:
         steps, runs = list(self.steps.values()), list(self.runs.values())
         self.steps.clear()
@@ -349,23 +339,6 @@ def _values_update(rows: Sequence[Model], fields: list[str]) -> tuple[str, list[
                 append(column.get_db_prep_save(value, connection))
         params.append(values)
     return _values_sql(model, key), params
-
-
-class RowsMemory:
-    """The fields the engine changes on runs and step rows in memory (``RUN_FIELDS``,
-    ``STEP_FIELDS``), as they are now; ``restore`` puts them back (after a rollback that
-    undid what was decided on them)."""
-
-    def __init__(self, runs: Sequence[Run], steps: Sequence[ActionRun]) -> None:
-        self.values: list[tuple[Model, dict[str, object]]] = [
-            *((run, {name: getattr(run, name) for name in RUN_FIELDS}) for run in runs),
-            *((step, {name: getattr(step, name) for name in STEP_FIELDS}) for step in steps),
-        ]
-
-    def restore(self) -> None:
-        for row, values in self.values:
-            for name, value in values.items():
-                setattr(row, name, value)
 
 
 _deferred: ContextVar[DeferredWrites | None] = ContextVar("deferred_writes", default=None)

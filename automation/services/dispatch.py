@@ -38,7 +38,6 @@ from automation.services.advance import (
     runs_advance,
 )
 from automation.services.common import (
-    RowsMemory,
     deferred_writes,
     engine_setting,
     enqueue_advance_now,
@@ -76,11 +75,22 @@ def event_dispatch(
     are advanced further (here, or with ``inline_external=False`` by another worker). With
     ``advance=False`` the runs are only created.
     """
-    with transaction.atomic():
-        event = Event.objects.select_for_update(skip_locked=True).filter(pk=event_id).first()
-        if event is None or event.dispatched_at is not None:
-            return []
-        done = _dispatch_locked([event], advance=advance, inline_external=inline_external)
+    savepoints = False
+    while True:
+        try:
+            with transaction.atomic():
+                event = (
+                    Event.objects.select_for_update(skip_locked=True).filter(pk=event_id).first()
+                )
+                if event is None or event.dispatched_at is not None:
+                    return []
+                done = _dispatch_locked(
+                    [event], advance=advance, inline_external=inline_external, savepoints=savepoints
+                )
+        except StepRedo:
+            savepoints = True  # rolled back: again, a savepoint per step
+            continue
+        break
     _continue_after_commit(done, inline_external=inline_external)
     return done.run_ids
 
@@ -297,7 +307,20 @@ def _claim(size: int, now: Any) -> tuple[list[Event], bool]:
 
 def _dispatch_batch(size: int, *, hold: DoorbellHold | None = None) -> tuple[int, int]:
     """Claim up to ``size`` due events and dispatch them; (claimed, dispatched). A full
-    batch rings for help (a drain holding the doorbell, ``hold``, lets it go first)."""
+    batch rings for help (a drain holding the doorbell, ``hold``, lets it go first).
+
+    The batch's first steps run with no savepoint; if one raises (:class:`StepRedo`),
+    everything the batch did is rolled back and it is claimed and done again with a
+    savepoint per step, which records that step's failure as it always does."""
+    try:
+        return _dispatch_batch_once(size, hold=hold, savepoints=False)
+    except StepRedo:
+        return _dispatch_batch_once(size, hold=hold, savepoints=True)
+
+
+def _dispatch_batch_once(
+    size: int, *, hold: DoorbellHold | None, savepoints: bool
+) -> tuple[int, int]:
     now = timezone.now()
     event_ids: list[int] = []
     try:
@@ -313,7 +336,12 @@ def _dispatch_batch(size: int, *, hold: DoorbellHold | None = None) -> tuple[int
             if not events:
                 return 0, 0
             done = _dispatch_locked(
-                events, advance=True, inline_external=False, marked=marked, now=now
+                events,
+                advance=True,
+                inline_external=False,
+                marked=marked,
+                now=now,
+                savepoints=savepoints,
             )
     except DatabaseError:
         if not event_ids:
@@ -361,10 +389,13 @@ def _dispatch_locked(
     inline_external: bool,
     marked: bool = False,
     now: Any = None,
+    savepoints: bool = True,
 ) -> Dispatched:
     """Under the events' row locks: create the runs of every event in a few statements,
     mark the events dispatched (unless the claim did: ``marked``, at ``now``), then advance
-    each new run (its atomic steps execute here).
+    each new run (its atomic steps execute here). Without ``savepoints`` the steps run with
+    no savepoint, and one that raises raises :class:`StepRedo`: the caller rolls its
+    transaction back and dispatches again with them.
     """
     planned: list[tuple[Event, dict[str, Any], Any]] = []
     trigger_index.refresh(min((event.pk for event in events), default=None))  # once a batch
@@ -419,24 +450,9 @@ def _dispatch_locked(
     deadline = time.monotonic() + engine_setting("DISPATCH_INLINE_SECONDS")
     # The new runs' rows were inserted by this transaction: nobody else can hold them.
     # What their first steps change is written at the end, one statement for all the step
-    # rows and runs. Their handlers run with one savepoint around them all, not one each:
-    # if one raises, that savepoint is rolled back (and what was decided in memory with
-    # it) and the runs start again with a savepoint per step, which records the failure
-    # as it always does.
-    with deferred_writes() as writes:
-        memory = RowsMemory(
-            [new.run for new in created],
-            [row for new in created for row in new.action_runs or ()],
-        )
-        mark = writes.mark()
-        try:
-            with transaction.atomic():
-                _advance_created(created, done, inline_external, deadline, savepoints=False)
-        except StepRedo:
-            writes.reset(mark)
-            memory.restore()
-            done.after_commit.clear()
-            _advance_created(created, done, inline_external, deadline, savepoints=True)
+    # rows and runs.
+    with deferred_writes():
+        _advance_created(created, done, inline_external, deadline, savepoints=savepoints)
     return done
 
 
