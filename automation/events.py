@@ -24,11 +24,7 @@ from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import cache
-from django.db import IntegrityError, connections, router, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field
-from django.db.models.signals import post_save, pre_save
-from django.db.models.sql import InsertQuery
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from automation.errors import IdempotencyKeyReused
@@ -36,6 +32,7 @@ from automation.models import Event, EventSource
 from automation.registry import json_value
 from config.cache import redis_for, run_script
 from config.errors import ValidationFailed
+from config.inserts import model_insert
 from config.parsers import text_problem
 
 logger = logging.getLogger(__name__)
@@ -124,68 +121,14 @@ def event_emit(
     if idempotency_key:
         try:
             with transaction.atomic():
-                event_insert(event)
+                model_insert(event)  # save(force_insert=True), compiled once
         except IntegrityError:
             return Event.objects.get(idempotency_key=idempotency_key)
     else:
-        event_insert(event)
+        model_insert(event)  # save(force_insert=True), compiled once
     if dispatch:
         ring_after_commit()
     return event
-
-
-# The INSERT of a new event, per database vendor: (statement, fields in its column order).
-_insert_statements: dict[str, tuple[str, list[Field]]] = {}
-
-
-def _insert_statement(connection: BaseDatabaseWrapper) -> tuple[str, list[Field]] | None:
-    """The statement ``Event.save(force_insert=True)`` runs, as Django's compiler writes it
-    (columns, placeholders, ``RETURNING`` the id), built once; None on databases other
-    than PostgreSQL and SQLite (where the id may come back otherwise)."""
-    if connection.vendor not in ("postgresql", "sqlite"):
-        return None
-    if not connection.features.can_return_columns_from_insert:
-        return None
-    found = _insert_statements.get(connection.vendor)
-    if found is None:
-        meta = Event._meta
-        fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
-        query = InsertQuery(Event)
-        query.insert_values(fields, [Event(type="", payload={}, source="")])
-        compiler = query.get_compiler(connection=connection)
-        compiler.returning_fields = [meta.pk]
-        ((statement, _),) = compiler.as_sql()
-        found = _insert_statements.setdefault(connection.vendor, (statement, fields))
-    return found
-
-
-def event_insert(event: Event) -> None:
-    """Write the new ``event`` as ``event.save(force_insert=True)`` does: the same
-    statement, each field preparing its own value, the new id set, and the transaction
-    marked for rollback on an error. Without save()'s per-call work (compiling the
-    statement again, parents, signals), which cost more than the INSERT's round trip; an
-    ordinary save() whenever a ``pre_save``/``post_save`` receiver listens for events."""
-    using = router.db_for_write(Event, instance=event)
-    connection = connections[using]
-    compiled = None
-    if not (pre_save.has_listeners(Event) or post_save.has_listeners(Event)):
-        compiled = _insert_statement(connection)
-    if compiled is None:
-        event.save(force_insert=True, using=using)
-        return
-    statement, fields = compiled
-    params = []
-    for field in fields:
-        value = field.pre_save(event, True)
-        if hasattr(value, "resolve_expression"):  # an expression: the compiler's business
-            event.save(force_insert=True, using=using)
-            return
-        params.append(field.get_db_prep_save(value, connection=connection))
-    with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        (event.pk,) = cursor.fetchone()
-    event._state.adding = False
-    event._state.db = using
 
 
 MAX_IDEMPOTENCY_KEY = 200

@@ -16,6 +16,7 @@ from automation.actions import (
 )
 from automation.actions.entities import entity, entity_key, entity_type_issues
 from automation.models import Note, NoteVisibility
+from config.inserts import model_insert
 from config.issues import Issue
 
 SCHEMA = object_schema(
@@ -39,13 +40,14 @@ def add_note(ctx: StepContext) -> StepResult:
     """Attach a note to the object; written in the step's own transaction."""
     config = ctx.config
     model, pk = entity_key(config["entity_type"], config["entity_id"])
-    note = Note.objects.create(
+    note = Note(
         content_type=ContentType.objects.get_for_model(model),
         object_id=str(pk),
         note=str(config["note"]),
         visibility=config.get("visibility") or NoteVisibility.INTERNAL,
         action_run=ctx.action_run,
     )
+    model_insert(note)  # note.save(), its INSERT compiled once
     return StepResult(output={"note_id": note.pk})
 
 
