@@ -329,13 +329,20 @@ class TriggerIndex:
         self._by_type[event_type] = found
         return found
 
-    def refresh(self, oldest_event: int | None = None) -> None:
+    def refresh(
+        self, oldest_event: int | None = None, generation: tuple[Any, int] | None = None
+    ) -> None:
         """Bring the index up to the definitions generation (one cache read when nothing
         changed): the workflows logged as changed since this process's generation are
         reloaded, or everything when the log does not reach back (or says so).
         ``oldest_event``: the first event of a batch being dispatched (its claim marked it
-        dispatched already), so the versions retired since it are loaded too."""
-        generation = current_generation()
+        dispatched already), so the versions retired since it are loaded too.
+        ``generation``: the current generation, when the caller has just read it (a drain
+        holding the outbox doorbell reads it with the doorbell's count, a round trip
+        before its claim; an edit moves the generation just after its commit, so a read
+        after the claim meets the same race, a round trip later)."""
+        if generation is None:
+            generation = current_generation()
         if generation == self._generation and not self._dirty:
             return
         with self._lock:

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from automation import events, services
 from automation.events import emit
+from automation.matcher import current_generation, generation_bump
 from automation.models import Event, Run
 from automation.services import dispatch
 from automation.services.dispatch import DoorbellHold
@@ -100,6 +101,23 @@ def test_the_hold_counts_rings_and_is_let_go_only_when_nothing_rang(
     emit("deal.won", {"deal_id": 1})
     assert broker_depth() == 1  # let go: the next commit rings again
     purge_broker()
+
+
+def test_the_hold_reads_the_definitions_generation_with_its_count(
+    transactional_db: Any,
+) -> None:
+    """The claim after a window matches against the generation read with the window's
+    count (one round trip for both): a workflow edit published meanwhile is seen."""
+    purge_broker()
+    hold = DoorbellHold.take()
+    assert hold is not None
+    before = current_generation()
+    assert hold.wait(25, 0.01) == 0
+    assert hold.generation == before
+    generation_bump(None)  # a workflow edit committed in another process
+    hold.wait(25, 0.01)
+    assert hold.generation == (before[0], before[1] + 1) == current_generation()
+    hold.let_go()
 
 
 def test_one_drain_holds_the_doorbell_at_a_time(transactional_db: Any) -> None:

@@ -27,7 +27,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from automation.events import DOORBELL_KEY, event_context, outbox_doorbell_reset, outbox_ring
-from automation.matcher import trigger_index
+from automation.matcher import COUNTER_KEY, EPOCH_KEY, trigger_index
 from automation.models import Event, Run, RunStatus
 from automation.services.advance import (
     AfterCommit,
@@ -165,14 +165,17 @@ redis.call('SET', KEYS[1], 0, 'PX', ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 """
-# The count since the last claim, and the count restarted for the next; -1: not held.
+# The count since the last claim, and the count restarted for the next; -1: not held. With
+# KEYS[3] and KEYS[4] (the definitions generation's epoch and counter, on the same server),
+# their values too, '' when missing: the claim that follows needs no read of its own.
 _RESTART_SCRIPT = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1} end
 local count = redis.call('GET', KEYS[1])
-if count == false then return -1 end
+if count == false then return {-1} end
 redis.call('SET', KEYS[1], 0, 'PX', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return tonumber(count)
+if #KEYS < 4 then return {tonumber(count)} end
+return {tonumber(count), redis.call('GET', KEYS[3]) or '', redis.call('GET', KEYS[4]) or ''}
 """
 # Let go if nothing rang since the last claim (1), or taken over (1: the other drain claims
 # what rings); 0 when something rang, or the doorbell expired (the drain claims then).
@@ -198,13 +201,19 @@ class DoorbellHold:
     that dies holding it leaves it to expire (``DISPATCH_DOORBELL_SECONDS``), as a lost
     message does."""
 
-    def __init__(self, client: redis.Redis, key: str, holder_key: str) -> None:
+    def __init__(
+        self, client: redis.Redis, key: str, holder_key: str, generation_keys: list[str]
+    ) -> None:
         self.client = client
         self.keys = [key, holder_key]
+        self.generation_keys = generation_keys  # read with the count, when on its server
         self.token = secrets.token_hex(8)
         self.expiry_ms = int(engine_setting("DISPATCH_DOORBELL_SECONDS") * 1000)
         self.started = time.monotonic()
         self.rang = 0  # how many rang in the last window
+        # The definitions generation read with the last count (the trigger index's, for the
+        # claim that follows it), or None.
+        self.generation: tuple[int, int] | None = None
 
     @classmethod
     def take(cls) -> DoorbellHold | None:
@@ -216,7 +225,13 @@ class DoorbellHold:
             holder = redis_for(f"{DOORBELL_KEY}:holder")
             if found is None or holder is None:
                 return None
-            hold = cls(found[0], found[1], holder[1])
+            pool = found[0].connection_pool
+            generation = [redis_for(EPOCH_KEY), redis_for(COUNTER_KEY)]
+            same_server = all(
+                item is not None and item[0].connection_pool is pool for item in generation
+            )
+            keys = [item[1] for item in generation if item is not None] if same_server else []
+            hold = cls(found[0], found[1], holder[1], keys)
             hold._script(_TAKE_SCRIPT)
         except Exception:
             logger.warning("outbox doorbell unavailable; not holding it", exc_info=True)
@@ -224,7 +239,8 @@ class DoorbellHold:
         return hold
 
     def _script(self, source: str) -> int:
-        """Run one of the hold's scripts (``config.cache.run_script``: one round trip)."""
+        """Run one of the hold's other scripts (``config.cache.run_script``: one round
+        trip)."""
         return int(run_script(self.client, source, self.keys, [self.token, self.expiry_ms]))
 
     def wait(self, size: int, window: float) -> int:
@@ -250,7 +266,16 @@ class DoorbellHold:
                     break
                 fill = (size - count) * elapsed / count if count else left
                 time.sleep(min(max(fill, 0.002), left))
-            rang = self._script(_RESTART_SCRIPT)
+            found = run_script(
+                self.client,
+                _RESTART_SCRIPT,
+                [*self.keys, *self.generation_keys],
+                [self.token, self.expiry_ms],
+            )
+            rang = int(found[0])
+            self.generation = None
+            if len(found) == 3 and found[1] and found[2]:
+                self.generation = (int(found[1]), int(found[2]))
         except Exception:
             logger.warning("outbox doorbell unavailable; letting it go", exc_info=True)
             return -1
@@ -277,6 +302,25 @@ class DoorbellHold:
             logger.warning("could not let the outbox doorbell go", exc_info=True)
 
 
+# What a claim reads of each event, in the model's field order (``Model.from_db``; the rest
+# is deferred, as ``only()`` leaves it): ``dispatch_attempts`` as it was before the claim,
+# for the matching.
+_CLAIMED = [
+    "id",
+    "type",
+    "payload",
+    "source",
+    "causation_depth",
+    "caused_by_run_id",
+    "occurred_at",
+    "dispatch_attempts",
+]
+_CLAIM_SQL = (
+    "SELECT id, type, payload, source, causation_depth, caused_by_run_id, occurred_at, "
+    "dispatch_attempts - 1 FROM automation_outbox_claim(%s, %s)"
+)
+
+
 def _claim(size: int, now: Any) -> tuple[list[Event], bool]:
     """Lock up to ``size`` due events (oldest first, ``SKIP LOCKED``); (events, marked).
 
@@ -286,14 +330,17 @@ def _claim(size: int, now: Any) -> tuple[list[Event], bool]:
     ``SELECT ... FOR UPDATE``."""
     if connection.vendor == "postgresql":
         # ``automation_outbox_claim`` (migration 0008): the claim as an ordered index scan.
-        events = list(
-            Event.objects.raw(
-                "SELECT id, type, payload, source, causation_depth, caused_by_run_id, "
-                "occurred_at, dispatch_attempts - 1 AS dispatch_attempts "
-                "FROM automation_outbox_claim(%s, %s)",
-                [now, size],
-            )
-        )
+        # Its rows made events as a raw queryset makes them, without its per-call setup.
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM_SQL, [now, size])
+            rows = cursor.fetchall()
+        payload = Event._meta.get_field("payload")
+        events = []
+        for row in rows:
+            values = list(row)
+            # (JSONField reads no expression: the column is the field's own.)
+            values[2] = payload.from_db_value(values[2], None, connection)  # type: ignore[arg-type]
+            events.append(Event.from_db(connection.alias, _CLAIMED, values))
         events.sort(key=lambda event: (event.occurred_at, event.pk))
         return events, True
     events = list(
@@ -323,6 +370,10 @@ def _dispatch_batch_once(
 ) -> tuple[int, int]:
     now = timezone.now()
     event_ids: list[int] = []
+    # The generation the hold read with the count just before this claim, once.
+    generation = hold.generation if hold is not None else None
+    if hold is not None:
+        hold.generation = None
     try:
         with transaction.atomic():
             events, marked = _claim(size, now)
@@ -342,6 +393,7 @@ def _dispatch_batch_once(
                 marked=marked,
                 now=now,
                 savepoints=savepoints,
+                generation=generation,
             )
     except DatabaseError:
         if not event_ids:
@@ -390,15 +442,18 @@ def _dispatch_locked(
     marked: bool = False,
     now: Any = None,
     savepoints: bool = True,
+    generation: tuple[int, int] | None = None,
 ) -> Dispatched:
     """Under the events' row locks: create the runs of every event in a few statements,
     mark the events dispatched (unless the claim did: ``marked``, at ``now``), then advance
     each new run (its atomic steps execute here). Without ``savepoints`` the steps run with
     no savepoint, and one that raises raises :class:`StepRedo`: the caller rolls its
-    transaction back and dispatches again with them.
+    transaction back and dispatches again with them. ``generation``: the definitions
+    generation as the drain's hold read it just before the claim (else it is read here).
     """
     planned: list[tuple[Event, dict[str, Any], Any]] = []
-    trigger_index.refresh(min((event.pk for event in events), default=None))  # once a batch
+    # Once a batch (``generation``: read by the hold with the count, just before the claim).
+    trigger_index.refresh(min((event.pk for event in events), default=None), generation)
     for event in events:
         context = event_context(event)
         # A first dispatch meets the versions that were current when the event was written;
