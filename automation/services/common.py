@@ -194,6 +194,17 @@ def _columns(model: type[Model], fields: tuple[str, ...]) -> tuple[Field[Any, An
     return tuple(columns)
 
 
+def _update_parts(model: type[Model], fields: tuple[str, ...]) -> tuple[str, str, str]:
+    """(table, ``SET`` assignments from ``v``, primary key column) of an ``UPDATE ... FROM``
+    of ``fields``, quoted."""
+    quote = connection.ops.quote_name
+    columns = _columns(model, fields)
+    assignments = ", ".join(
+        f"{quote(str(column.column))} = v.{quote(str(column.column))}" for column in columns[1:]
+    )
+    return quote(model._meta.db_table), assignments, quote(str(columns[0].column))
+
+
 @functools.lru_cache(maxsize=64)
 def _values_sql(model: type[Model], fields: tuple[str, ...]) -> str:
     """The rows' values come as one array per column (``unnest``): the statement's text is
@@ -202,12 +213,8 @@ def _values_sql(model: type[Model], fields: tuple[str, ...]) -> str:
     columns = _columns(model, fields)
     quote = connection.ops.quote_name
     arrays = ", ".join(f"%s::{column.db_type(connection)}[]" for column in columns)
-    table = quote(model._meta.db_table)
     names = ", ".join(quote(str(column.column)) for column in columns)
-    assignments = ", ".join(
-        f"{quote(str(column.column))} = v.{quote(str(column.column))}" for column in columns[1:]
-    )
-    pk = quote(str(columns[0].column))
+    table, assignments, pk = _update_parts(model, fields)
     return (
         f"UPDATE {table} SET {assignments} FROM unnest({arrays}) "  # noqa: S608  (no user input)
         f"AS v({names}) WHERE {table}.{pk} = v.{pk}"
@@ -255,13 +262,7 @@ def _json_kinds(model: type[Model], fields: tuple[str, ...]) -> JsonKinds | None
 
 @functools.lru_cache(maxsize=64)
 def _json_sql(model: type[Model], fields: tuple[str, ...]) -> str:
-    quote = connection.ops.quote_name
-    table = quote(model._meta.db_table)
-    columns = _columns(model, fields)
-    assignments = ", ".join(
-        f"{quote(str(column.column))} = v.{quote(str(column.column))}" for column in columns[1:]
-    )
-    pk = quote(str(columns[0].column))
+    table, assignments, pk = _update_parts(model, fields)
     # The keys again as an array: the planner counts an array's elements, where it takes
     # a JSON document for 100 rows and may read the whole table to join them.
     return (

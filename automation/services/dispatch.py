@@ -75,24 +75,27 @@ def event_dispatch(
     are advanced further (here, or with ``inline_external=False`` by another worker). With
     ``advance=False`` the runs are only created.
     """
-    savepoints = False
-    while True:
-        try:
-            with transaction.atomic():
-                event = (
-                    Event.objects.select_for_update(skip_locked=True).filter(pk=event_id).first()
-                )
-                if event is None or event.dispatched_at is not None:
-                    return []
-                done = _dispatch_locked(
-                    [event], advance=advance, inline_external=inline_external, savepoints=savepoints
-                )
-        except StepRedo:
-            savepoints = True  # rolled back: again, a savepoint per step
-            continue
-        break
+    try:
+        done = _event_dispatch_once(event_id, advance, inline_external, savepoints=False)
+    except StepRedo:  # rolled back: again, with a savepoint per step
+        done = _event_dispatch_once(event_id, advance, inline_external, savepoints=True)
+    if done is None:
+        return []
     _continue_after_commit(done, inline_external=inline_external)
     return done.run_ids
+
+
+def _event_dispatch_once(
+    event_id: int, advance: bool, inline_external: bool, *, savepoints: bool
+) -> Dispatched | None:
+    """``event_dispatch``'s transaction; None when the event is taken or dispatched."""
+    with transaction.atomic():
+        event = Event.objects.select_for_update(skip_locked=True).filter(pk=event_id).first()
+        if event is None or event.dispatched_at is not None:
+            return None
+        return _dispatch_locked(
+            [event], advance=advance, inline_external=inline_external, savepoints=savepoints
+        )
 
 
 def outbox_drain(
